@@ -1,0 +1,318 @@
+//! The one module that knows which YAML libraries `plus-manifest` uses.
+//!
+//! Reading goes through `yaml-rust2`'s event parser because diagnostics need the position of every
+//! node and the way each scalar was written (plain or quoted), which typed deserializers throw
+//! away. Writing goes through `serde_yaml`, whose quoting rules make every string read back as a
+//! string. Swapping either library touches this file only.
+
+use std::collections::HashMap;
+
+use yaml_rust2::Event;
+use yaml_rust2::parser::Parser;
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+use crate::source::{Source, Span};
+
+/// How a scalar was written; only plain scalars are subject to YAML's type resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Style {
+    Plain,
+    Quoted,
+    Block,
+}
+
+/// A YAML node with the span it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub(crate) span: Span,
+    pub(crate) value: Value,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    Scalar { text: String, style: Style },
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+impl Node {
+    fn weight(&self) -> usize {
+        match &self.value {
+            Value::Scalar { .. } => 1,
+            Value::Seq(items) => 1 + items.iter().map(Node::weight).sum::<usize>(),
+            Value::Map(entries) => {
+                1 + entries.iter().map(|(k, v)| k.weight() + v.weight()).sum::<usize>()
+            }
+        }
+    }
+
+    /// True for `~`, `null`, `Null`, `NULL` and the empty plain scalar.
+    pub(crate) fn is_null(&self) -> bool {
+        matches!(&self.value, Value::Scalar { text, style: Style::Plain }
+            if matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL"))
+    }
+
+    /// What a person would call this node in "expected X, found Y".
+    pub(crate) fn describe(&self) -> String {
+        match &self.value {
+            Value::Seq(_) => "a list".to_owned(),
+            Value::Map(_) => "a mapping".to_owned(),
+            _ if self.is_null() => "nothing (null)".to_owned(),
+            Value::Scalar { text, .. } => format!("`{text}`"),
+        }
+    }
+}
+
+/// Limits on what the reader accepts, so that hostile input fails fast with bounded memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted input, in bytes. Default: 1 MiB (real manifests are a few hundred bytes).
+    pub max_bytes: usize,
+    /// Deepest accepted nesting of lists and mappings. Default: 32.
+    pub max_depth: usize,
+    /// Most nodes a document may hold once aliases are expanded. Default: 100,000. This is what
+    /// stops "billion laughs": each alias is charged the size of what it repeats before anything
+    /// is copied.
+    pub max_nodes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_bytes: 1 << 20, max_depth: 32, max_nodes: 100_000 }
+    }
+}
+
+/// Why the text could not be read as one YAML document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReadError {
+    Syntax { span: Span, message: String },
+    TooLarge { len: usize, max: usize },
+    TooDeep { span: Span, max: usize },
+    TooManyNodes { span: Span, max: usize },
+    MultipleDocuments { span: Span },
+}
+
+struct Builder<'s> {
+    source: &'s Source,
+    limits: Limits,
+    /// Containers being built: the node under construction and, for maps, a pending key.
+    stack: Vec<(Node, Option<Node>)>,
+    anchors: HashMap<usize, Node>,
+    /// Anchor id of each open container, so the finished node can be registered.
+    open_anchors: Vec<usize>,
+    nodes: usize,
+    root: Option<Node>,
+    documents: usize,
+}
+
+impl Builder<'_> {
+    fn span_at(&self, mark: Marker) -> usize {
+        self.source.offset(mark.line(), mark.col())
+    }
+
+    fn charge(&mut self, weight: usize, span: Span) -> Result<(), ReadError> {
+        self.nodes = self.nodes.saturating_add(weight);
+        if self.nodes > self.limits.max_nodes {
+            return Err(ReadError::TooManyNodes { span, max: self.limits.max_nodes });
+        }
+        Ok(())
+    }
+
+    fn push_value(&mut self, node: Node) {
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some((Node { value: Value::Seq(items), .. }, _)) => items.push(node),
+            Some((Node { value: Value::Map(entries), .. }, pending)) => match pending.take() {
+                None => *pending = Some(node),
+                Some(key) => entries.push((key, node)),
+            },
+            Some(_) => unreachable!("only containers are pushed on the stack"),
+        }
+    }
+
+    fn open(&mut self, value: Value, anchor: usize, start: usize) -> Result<(), ReadError> {
+        let span = Span::new(start, self.source.line_end(start));
+        if self.stack.len() >= self.limits.max_depth {
+            return Err(ReadError::TooDeep { span, max: self.limits.max_depth });
+        }
+        self.charge(1, span)?;
+        self.stack.push((Node { span, value }, None));
+        self.open_anchors.push(anchor);
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        // The parser only emits an end event for a container it started.
+        let (mut node, _) = self.stack.pop().expect("end event without a start");
+        let anchor = self.open_anchors.pop().expect("anchor stack follows the node stack");
+        // A container's span is where its first key or item starts (block mappings report their
+        // start at the first value), so diagnostics point at something a person can see.
+        let first = match &node.value {
+            Value::Map(entries) => entries.first().map(|(k, _)| k.span),
+            Value::Seq(items) => items.first().map(|n| n.span),
+            Value::Scalar { .. } => None,
+        };
+        if let Some(first) = first {
+            if first.start < node.span.start {
+                node.span = Span::new(first.start, self.source.line_end(first.start));
+            }
+        }
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        self.push_value(node);
+    }
+
+    fn scalar(
+        &mut self,
+        text: String,
+        style: TScalarStyle,
+        anchor: usize,
+        mark: Marker,
+    ) -> Result<(), ReadError> {
+        let start = self.span_at(mark);
+        let style = match style {
+            TScalarStyle::Plain => Style::Plain,
+            TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => Style::Quoted,
+            TScalarStyle::Literal | TScalarStyle::Folded => Style::Block,
+        };
+        let quotes = if style == Style::Quoted { 2 } else { 0 };
+        let wanted = text.chars().count() + quotes;
+        let line_end = self.source.line_end(start);
+        let end = self.source.text()[start..line_end]
+            .char_indices()
+            .nth(wanted)
+            .map_or(line_end, |(i, _)| start + i);
+        let span = Span::new(start, end.max(start));
+        self.charge(1, span)?;
+        let node = Node { span, value: Value::Scalar { text, style } };
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        self.push_value(node);
+        Ok(())
+    }
+
+    fn alias(&mut self, id: usize, mark: Marker) -> Result<(), ReadError> {
+        let start = self.span_at(mark);
+        let span = Span::new(start, self.source.line_end(start));
+        let Some(target) = self.anchors.get(&id) else {
+            return Err(ReadError::Syntax {
+                span,
+                message: "alias to an unknown anchor".to_owned(),
+            });
+        };
+        // Charge before cloning: the copy is what a billion-laughs document multiplies.
+        let weight = target.weight();
+        self.charge(weight, span)?;
+        let mut copy = self.anchors[&id].clone();
+        copy.span = span;
+        self.push_value(copy);
+        Ok(())
+    }
+}
+
+/// Reads `source` as a single YAML document; `Ok(None)` for an empty document.
+pub(crate) fn read(source: &Source, limits: Limits) -> Result<Option<Node>, ReadError> {
+    let text = source.text();
+    if text.len() > limits.max_bytes {
+        return Err(ReadError::TooLarge { len: text.len(), max: limits.max_bytes });
+    }
+    let mut builder = Builder {
+        source,
+        limits,
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        open_anchors: Vec::new(),
+        nodes: 0,
+        root: None,
+        documents: 0,
+    };
+    let mut parser = Parser::new_from_str(text);
+    loop {
+        let (event, mark) = parser.next_token().map_err(|err| {
+            let at = builder.span_at(*err.marker());
+            ReadError::Syntax { span: Span::new(at, at + 1), message: err.info().to_owned() }
+        })?;
+        match event {
+            Event::StreamEnd => break,
+            Event::Nothing | Event::StreamStart | Event::DocumentEnd => {}
+            Event::DocumentStart => {
+                builder.documents += 1;
+                if builder.documents > 1 {
+                    let at = builder.span_at(mark);
+                    return Err(ReadError::MultipleDocuments {
+                        span: Span::new(at, source.line_end(at)),
+                    });
+                }
+            }
+            Event::Alias(id) => builder.alias(id, mark)?,
+            Event::Scalar(text, style, anchor, _tag) => {
+                builder.scalar(text, style, anchor, mark)?;
+            }
+            Event::SequenceStart(anchor, _tag) => {
+                let at = builder.span_at(mark);
+                builder.open(Value::Seq(Vec::new()), anchor, at)?;
+            }
+            Event::MappingStart(anchor, _tag) => {
+                let at = builder.span_at(mark);
+                builder.open(Value::Map(Vec::new()), anchor, at)?;
+            }
+            Event::SequenceEnd | Event::MappingEnd => builder.close(),
+        }
+    }
+    Ok(builder.root)
+}
+
+/// Writes `value` as YAML.
+pub(crate) fn write<T: serde::Serialize>(value: &T) -> String {
+    // The model holds only strings, integers, lists and string-keyed maps, which serde_yaml
+    // always serializes.
+    serde_yaml::to_string(value).expect("manifest model serializes to YAML")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_str(text: &str, limits: Limits) -> Result<Option<Node>, ReadError> {
+        read(&Source::new("t.yaml", text), limits)
+    }
+
+    #[test]
+    fn keeps_style_and_position() {
+        let node = read_str("a: 3.10\nb: '3.10'\n", Limits::default()).unwrap().unwrap();
+        let Value::Map(entries) = node.value else { panic!("not a map") };
+        let Value::Scalar { style, text } = &entries[0].1.value else { panic!() };
+        assert_eq!((text.as_str(), *style), ("3.10", Style::Plain));
+        assert_eq!(entries[0].1.span, Span::new(3, 7));
+        let Value::Scalar { style, .. } = &entries[1].1.value else { panic!() };
+        assert_eq!(*style, Style::Quoted);
+        assert_eq!(entries[1].1.span, Span::new(11, 17));
+    }
+
+    #[test]
+    fn aliases_expand_within_budget() {
+        let node = read_str("a: &x [1, 2]\nb: *x\n", Limits::default()).unwrap().unwrap();
+        let Value::Map(entries) = node.value else { panic!() };
+        assert!(matches!(&entries[1].1.value, Value::Seq(items) if items.len() == 2));
+    }
+
+    #[test]
+    fn limits_fail_fast() {
+        let limits = Limits { max_bytes: 10, ..Limits::default() };
+        assert_eq!(
+            read_str("a: 12345678901", limits).unwrap_err(),
+            ReadError::TooLarge { len: 14, max: 10 }
+        );
+        let deep = "[".repeat(40) + &"]".repeat(40);
+        assert!(matches!(
+            read_str(&deep, Limits::default()),
+            Err(ReadError::TooDeep { max: 32, .. })
+        ));
+        assert!(matches!(
+            read_str("a: 1\n---\nb: 2\n", Limits::default()),
+            Err(ReadError::MultipleDocuments { .. })
+        ));
+    }
+}
