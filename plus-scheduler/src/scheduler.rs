@@ -1,0 +1,792 @@
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use rand::Rng;
+
+use crate::candidate::{Candidate, Job};
+use crate::dimension::{Dimension, DimensionKind, Direction, Filter};
+use crate::error::Error;
+
+/// Seed 000's tuned weights: load 35, has-cache 50, total caches 34.
+pub const SEED_WEIGHTS: Weights = Weights { load: 35.0, has_cache: 50.0, total_caches: 34.0 };
+
+/// Weights of the three built-in dimensions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Weights {
+    /// Weight of `load` (smaller is better).
+    pub load: f64,
+    /// Weight of `has_cache` (having this project's cache is better).
+    pub has_cache: f64,
+    /// Weight of `total_caches` (fewer caches held is better).
+    pub total_caches: f64,
+}
+
+impl Default for Weights {
+    /// [`SEED_WEIGHTS`].
+    fn default() -> Self {
+        SEED_WEIGHTS
+    }
+}
+
+/// How to choose among candidates whose scores are equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TieBreak {
+    /// Uniformly at random with the caller's RNG (the default): spreads work over equals.
+    #[default]
+    Random,
+    /// The smallest worker id.
+    LowestId,
+    /// The first in the order the caller passed the candidates.
+    InputOrder,
+}
+
+/// Scores are equal when they differ by less than this, relative to their size: sums of the same
+/// terms in another order may differ in the last bits.
+const TIE_EPSILON: f64 = 1e-9;
+
+#[derive(Debug)]
+struct WeightedDimension {
+    kind: DimensionKind,
+    weight: f64,
+}
+
+/// Places jobs on workers: filter, then score by normalized weighted dimensions (seed 000).
+///
+/// For each dimension, raw values are normalized across the admitted candidates to
+/// `(v - min) / (max - min)` (or one minus that when smaller is better); when every candidate has
+/// the same value, every one gets 1.0. A candidate's score is the sum of weight x normalized
+/// value; the highest wins, ties broken by [`TieBreak`].
+#[derive(Debug)]
+pub struct Scheduler {
+    dimensions: Vec<WeightedDimension>,
+    /// Positions of load, has-cache and total-caches when they are the only dimensions.
+    builtin_layout: Option<[usize; 3]>,
+    /// Dimension names, shared with every decision.
+    names: Arc<[String]>,
+    filters: Vec<Box<dyn Filter>>,
+    tie_break: TieBreak,
+}
+
+/// Builds a [`Scheduler`].
+#[derive(Debug, Default)]
+pub struct SchedulerBuilder {
+    dimensions: Vec<WeightedDimension>,
+    filters: Vec<Box<dyn Filter>>,
+    tie_break: TieBreak,
+}
+
+impl SchedulerBuilder {
+    /// Adds the three built-in dimensions with `weights`.
+    #[must_use]
+    pub fn weights(mut self, weights: Weights) -> Self {
+        self.dimensions.push(WeightedDimension { kind: DimensionKind::Load, weight: weights.load });
+        self.dimensions
+            .push(WeightedDimension { kind: DimensionKind::HasCache, weight: weights.has_cache });
+        self.dimensions.push(WeightedDimension {
+            kind: DimensionKind::TotalCaches,
+            weight: weights.total_caches,
+        });
+        self
+    }
+
+    /// Adds a host-defined dimension with `weight`.
+    #[must_use]
+    pub fn dimension(mut self, dimension: impl Dimension + 'static, weight: f64) -> Self {
+        self.dimensions
+            .push(WeightedDimension { kind: DimensionKind::Custom(Box::new(dimension)), weight });
+        self
+    }
+
+    /// Adds a host-defined filter, applied after the built-in kind and capacity filters.
+    #[must_use]
+    pub fn filter(mut self, filter: impl Filter + 'static) -> Self {
+        self.filters.push(Box::new(filter));
+        self
+    }
+
+    /// Sets the tie-break rule (default [`TieBreak::Random`]).
+    #[must_use]
+    pub fn tie_break(mut self, tie_break: TieBreak) -> Self {
+        self.tie_break = tie_break;
+        self
+    }
+
+    /// Validates the weights and builds the scheduler.
+    ///
+    /// # Errors
+    /// [`Error::InvalidWeight`] for a negative, NaN or infinite weight, [`Error::AllZeroWeights`]
+    /// when nothing would discriminate (or no dimension was added), and
+    /// [`Error::DuplicateDimension`] when two dimensions share a name.
+    pub fn build(self) -> Result<Scheduler, Error> {
+        for (i, d) in self.dimensions.iter().enumerate() {
+            if !d.weight.is_finite() || d.weight < 0.0 {
+                return Err(Error::InvalidWeight {
+                    dimension: d.kind.name().to_owned(),
+                    weight: d.weight,
+                });
+            }
+            if self.dimensions[..i].iter().any(|e| e.kind.name() == d.kind.name()) {
+                return Err(Error::DuplicateDimension(d.kind.name().to_owned()));
+            }
+        }
+        if self.dimensions.iter().all(|d| d.weight == 0.0) {
+            return Err(Error::AllZeroWeights);
+        }
+        let position =
+            |want: fn(&DimensionKind) -> bool| self.dimensions.iter().position(|d| want(&d.kind));
+        let builtin_layout = match (
+            self.dimensions.len(),
+            position(|k| matches!(k, DimensionKind::Load)),
+            position(|k| matches!(k, DimensionKind::HasCache)),
+            position(|k| matches!(k, DimensionKind::TotalCaches)),
+        ) {
+            (3, Some(l), Some(h), Some(t)) => Some([l, h, t]),
+            _ => None,
+        };
+        let names = self.dimensions.iter().map(|d| d.kind.name().to_owned()).collect();
+        Ok(Scheduler {
+            dimensions: self.dimensions,
+            builtin_layout,
+            names,
+            filters: self.filters,
+            tie_break: self.tie_break,
+        })
+    }
+}
+
+/// Why a candidate was filtered out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// The worker is of another kind than the job needs.
+    WrongKind,
+    /// The worker runs as many jobs as its capacity allows.
+    AtCapacity,
+    /// A host-defined filter, by name, said no.
+    Filter(String),
+}
+
+impl Scheduler {
+    /// A builder with no dimensions yet.
+    #[must_use]
+    pub fn builder() -> SchedulerBuilder {
+        SchedulerBuilder::default()
+    }
+
+    /// A scheduler with the three built-in dimensions and `weights`, random tie-break.
+    ///
+    /// # Errors
+    /// As [`SchedulerBuilder::build`].
+    pub fn with_weights(weights: Weights) -> Result<Self, Error> {
+        Self::builder().weights(weights).build()
+    }
+
+    /// The tie-break rule in force.
+    #[must_use]
+    pub fn tie_break(&self) -> TieBreak {
+        self.tie_break
+    }
+
+    #[inline]
+    fn rejection(&self, job: &Job<'_>, c: &Candidate) -> Option<Rejection> {
+        if c.kind != job.kind {
+            return Some(Rejection::WrongKind);
+        }
+        if c.capacity.is_some_and(|cap| c.running_jobs >= cap) {
+            return Some(Rejection::AtCapacity);
+        }
+        self.filters
+            .iter()
+            .find(|f| !f.admits(job, c))
+            .map(|f| Rejection::Filter(f.name().to_owned()))
+    }
+
+    /// Chooses the best candidate for `job`.
+    ///
+    /// `rng` is used only to break ties under [`TieBreak::Random`]; with the same inputs and an
+    /// RNG in the same state the choice is the same.
+    ///
+    /// # Errors
+    /// [`Error::NoCandidates`], [`Error::NoneAdmitted`] (with the reasons), [`Error::NegativeLoad`]
+    /// and [`Error::InvalidMetric`] for NaN or infinite values.
+    pub fn decide<'c, R: Rng + ?Sized>(
+        &self,
+        job: &Job<'_>,
+        candidates: &'c [Candidate],
+        rng: &mut R,
+    ) -> Result<Decision<'c>, Error> {
+        if candidates.is_empty() {
+            return Err(Error::NoCandidates);
+        }
+        let too_many = u32::try_from(candidates.len()).is_err();
+        assert!(!too_many, "more than 4 billion candidates in one decision");
+        let mut bounds = Bounds::default();
+        let (admitted, rejected) = if self.builtin_layout.is_some() {
+            self.filter(job, candidates, Some(&mut bounds))
+        } else {
+            self.filter(job, candidates, None)
+        };
+        if admitted.len == 0 {
+            return Err(Error::NoneAdmitted {
+                total: candidates.len(),
+                summary: summarize(&rejected),
+            });
+        }
+        let scoring = match (self.builtin_layout, admitted.indices.as_deref()) {
+            (Some(layout), None) => self.score_builtin(candidates.iter(), layout, &bounds)?,
+            (Some(layout), Some(indices)) => self.score_builtin(
+                indices.iter().map(|&i| &candidates[i as usize]),
+                layout,
+                &bounds,
+            )?,
+            (None, _) => self.score_generic(job, candidates, &admitted)?,
+        };
+        let Scoring { columns, raw, scores } = scoring;
+        let n = admitted.len;
+        // Not `fold(f64::max)`: a sequential max is one long dependency chain.
+        let best = range(&scores).1;
+        let tolerance = TIE_EPSILON * best.abs().max(1.0);
+        let is_tied = |s: f64| best - s <= tolerance;
+        let tied = scores.iter().filter(|&&s| is_tied(s)).count();
+        let chosen = match self.tie_break {
+            TieBreak::InputOrder => scores.iter().position(|&s| is_tied(s)),
+            TieBreak::LowestId => (0..n).filter(|&i| is_tied(scores[i])).min_by(|&a, &b| {
+                candidates[admitted.index(a)].id.cmp(&candidates[admitted.index(b)].id)
+            }),
+            TieBreak::Random => {
+                let pick = if tied > 1 { rng.random_range(0..tied) } else { 0 };
+                (0..n).filter(|&i| is_tied(scores[i])).nth(pick)
+            }
+        }
+        .expect("the best score is among the scores");
+        Ok(Decision {
+            job_project: job.project.to_owned(),
+            candidates,
+            admitted,
+            rejected,
+            names: self.names.clone(),
+            columns,
+            raw,
+            scores,
+            chosen,
+            tied,
+        })
+    }
+
+    /// Splits the candidates into admitted and rejected, and, when `bounds` is given, gathers the
+    /// built-in dimensions' ranges in the same pass (each pass over the candidates costs about
+    /// as much as the whole single-pass floor, so this one does double duty). While every
+    /// candidate is admitted no index list is built.
+    fn filter(
+        &self,
+        job: &Job<'_>,
+        candidates: &[Candidate],
+        bounds: Option<&mut Bounds>,
+    ) -> (Admitted, Vec<(u32, Rejection)>) {
+        let mut indices: Option<Vec<u32>> = None;
+        let mut rejected = Vec::new();
+        let mut len = 0;
+        // Two accumulator sets, one per slot of a pair, so that consecutive comparisons do not
+        // wait on each other.
+        let mut even = Bounds::default();
+        let mut odd = Bounds::default();
+        let gather = bounds.is_some();
+        let start = if gather && self.filters.is_empty() {
+            let (prefix, prefix_bounds) = admitted_prefix(job, candidates);
+            even = prefix_bounds;
+            len = prefix;
+            prefix
+        } else {
+            0
+        };
+        for (i, c) in candidates.iter().enumerate().skip(start) {
+            let admit = c.kind == job.kind
+                && c.capacity.is_none_or(|cap| c.running_jobs < cap)
+                && (self.filters.is_empty() || self.filters.iter().all(|f| f.admits(job, c)));
+            if admit {
+                len += 1;
+                if gather {
+                    if i % 2 == 0 { even.add(c) } else { odd.add(c) }
+                }
+                if let Some(indices) = indices.as_mut() {
+                    indices.push(i as u32);
+                }
+            } else {
+                let reason =
+                    self.rejection(job, c).expect("a candidate that is not admitted has a reason");
+                indices.get_or_insert_with(|| {
+                    let mut v = Vec::with_capacity(candidates.len());
+                    v.extend(0..i as u32);
+                    v
+                });
+                rejected.push((i as u32, reason));
+            }
+        }
+        if let Some(bounds) = bounds {
+            even.merge(&odd);
+            *bounds = even;
+        }
+        (Admitted { indices, len }, rejected)
+    }
+
+    /// Scoring for the common configuration, the three built-in dimensions and nothing else:
+    /// with the ranges gathered by [`Scheduler::filter`], one pass computes the scores from the
+    /// candidates' fields directly. Raw values are not
+    /// copied: explanations read them back from the candidates.
+    fn score_builtin<'a>(
+        &self,
+        admitted: impl Iterator<Item = &'a Candidate> + Clone,
+        layout: [usize; 3],
+        bounds: &Bounds,
+    ) -> Result<Scoring, Error> {
+        let even = bounds;
+        if even.bad || even.load_lo < 0.0 {
+            let culprit = admitted
+                .clone()
+                .find(|c| !c.load.is_finite() || c.load < 0.0)
+                .expect("a bad load was seen");
+            return Err(if culprit.load.is_finite() {
+                Error::NegativeLoad { worker: culprit.id.clone(), value: culprit.load }
+            } else {
+                Error::InvalidMetric {
+                    worker: culprit.id.clone(),
+                    dimension: "load".to_owned(),
+                    value: culprit.load,
+                }
+            });
+        }
+        let mut slopes = [0.0; 3];
+        let mut offset = 0.0;
+        let mut columns = Vec::with_capacity(3);
+        for (d, dim) in self.dimensions.iter().enumerate() {
+            let builtin =
+                layout.iter().position(|&at| at == d).expect("layout covers every dimension");
+            let (min, max) = even.range(builtin);
+            let column = Column::new(min, max, dim, Some(BUILTINS[builtin]));
+            let (slope, off) = column.affine();
+            slopes[builtin] = slope;
+            offset += off;
+            columns.push(column);
+        }
+        let scores = admitted
+            .map(|c| {
+                slopes[0] * c.load
+                    + slopes[1] * f64::from(u8::from(c.has_project_cache))
+                    + slopes[2] * c.total_caches as f64
+                    + offset
+            })
+            .collect();
+        Ok(Scoring { columns, raw: Vec::new(), scores })
+    }
+
+    /// Scoring for any configuration: each dimension's raw values gathered into a contiguous
+    /// column, then ranges and scores column by column.
+    fn score_generic(
+        &self,
+        job: &Job<'_>,
+        candidates: &[Candidate],
+        admitted: &Admitted,
+    ) -> Result<Scoring, Error> {
+        let n = admitted.len;
+        let mut raw = Vec::with_capacity(n * self.dimensions.len());
+        let mut columns = Vec::with_capacity(self.dimensions.len());
+        let mut scores = vec![0.0; n];
+        for dim in &self.dimensions {
+            let start = raw.len();
+            raw.extend((0..n).map(|pos| dim.kind.value(job, &candidates[admitted.index(pos)])));
+            let values = &raw[start..];
+            if let Some(pos) = values.iter().position(|v| {
+                !v.is_finite() || (matches!(dim.kind, DimensionKind::Load) && *v < 0.0)
+            }) {
+                let worker = candidates[admitted.index(pos)].id.clone();
+                let value = values[pos];
+                return Err(if value.is_finite() {
+                    Error::NegativeLoad { worker, value }
+                } else {
+                    Error::InvalidMetric { worker, dimension: dim.kind.name().to_owned(), value }
+                });
+            }
+            let (min, max) = range(values);
+            let column = Column::new(min, max, dim, None);
+            let (slope, offset) = column.affine();
+            for (s, &v) in scores.iter_mut().zip(values) {
+                *s += slope * v + offset;
+            }
+            columns.push(column);
+        }
+        Ok(Scoring { columns, raw, scores })
+    }
+}
+
+/// The built-in dimensions in the order of [`Bounds`]' arrays.
+const BUILTINS: [Builtin; 3] = [Builtin::Load, Builtin::HasCache, Builtin::TotalCaches];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Builtin {
+    Load,
+    HasCache,
+    TotalCaches,
+}
+
+impl Builtin {
+    fn value(self, c: &Candidate) -> f64 {
+        match self {
+            Self::Load => c.load,
+            Self::HasCache => f64::from(u8::from(c.has_project_cache)),
+            Self::TotalCaches => c.total_caches as f64,
+        }
+    }
+}
+
+/// How many leading candidates pass the built-in filters, and their built-in ranges.
+///
+/// The common case (every worker of the right kind, none full, no host filters) runs entirely
+/// here: a loop with no calls in it, so the two accumulator sets stay in registers. It stops at
+/// the first pair with a rejected candidate and leaves the rest to the general loop.
+fn admitted_prefix(job: &Job<'_>, candidates: &[Candidate]) -> (usize, Bounds) {
+    let admit =
+        |c: &Candidate| c.kind == job.kind && c.capacity.is_none_or(|cap| c.running_jobs < cap);
+    let mut even = Bounds::default();
+    let mut odd = Bounds::default();
+    let mut done = 0;
+    for pair in candidates.chunks_exact(2) {
+        if !(admit(&pair[0]) && admit(&pair[1])) {
+            break;
+        }
+        even.add(&pair[0]);
+        odd.add(&pair[1]);
+        done += 2;
+    }
+    even.merge(&odd);
+    (done, even)
+}
+
+/// Running ranges of the three built-in dimensions, in the cheapest form for each: load as
+/// floats, cache counts as integers, has-cache as two flags. Small enough to stay in registers
+/// twice over (the filter keeps two sets).
+#[derive(Clone, Copy)]
+struct Bounds {
+    load_lo: f64,
+    load_hi: f64,
+    total_lo: u64,
+    total_hi: u64,
+    any_cache: bool,
+    any_miss: bool,
+    bad: bool,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            load_lo: f64::INFINITY,
+            load_hi: f64::NEG_INFINITY,
+            total_lo: u64::MAX,
+            total_hi: 0,
+            any_cache: false,
+            any_miss: false,
+            bad: false,
+        }
+    }
+}
+
+impl Bounds {
+    #[inline(always)]
+    fn add(&mut self, c: &Candidate) {
+        // NaN fails every comparison, so it never becomes a bound; `bad` reports it.
+        self.bad |= !c.load.is_finite();
+        self.load_lo = if c.load < self.load_lo { c.load } else { self.load_lo };
+        self.load_hi = if c.load > self.load_hi { c.load } else { self.load_hi };
+        self.total_lo = self.total_lo.min(c.total_caches);
+        self.total_hi = self.total_hi.max(c.total_caches);
+        self.any_cache |= c.has_project_cache;
+        self.any_miss |= !c.has_project_cache;
+    }
+
+    fn merge(&mut self, other: &Bounds) {
+        self.bad |= other.bad;
+        self.load_lo = self.load_lo.min(other.load_lo);
+        self.load_hi = self.load_hi.max(other.load_hi);
+        self.total_lo = self.total_lo.min(other.total_lo);
+        self.total_hi = self.total_hi.max(other.total_hi);
+        self.any_cache |= other.any_cache;
+        self.any_miss |= other.any_miss;
+    }
+
+    /// `(min, max)` of built-in dimension `j` in [`BUILTINS`] order.
+    fn range(&self, j: usize) -> (f64, f64) {
+        match BUILTINS[j] {
+            Builtin::Load => (self.load_lo, self.load_hi),
+            Builtin::HasCache => {
+                (if self.any_miss { 0.0 } else { 1.0 }, if self.any_cache { 1.0 } else { 0.0 })
+            }
+            Builtin::TotalCaches => (self.total_lo as f64, self.total_hi as f64),
+        }
+    }
+}
+
+/// Which candidates passed the filters: all of them (`indices` is `None`), or those listed.
+#[derive(Debug, Clone)]
+struct Admitted {
+    indices: Option<Vec<u32>>,
+    len: usize,
+}
+
+impl Admitted {
+    /// The index in the caller's slice of the `pos`-th admitted candidate.
+    #[inline]
+    fn index(&self, pos: usize) -> usize {
+        match &self.indices {
+            None => pos,
+            Some(indices) => indices[pos] as usize,
+        }
+    }
+}
+
+/// What scoring produced.
+struct Scoring {
+    columns: Vec<Column>,
+    /// Dimension-major raw values (`raw[d * n + pos]`); empty when the columns are built-ins,
+    /// whose raw values are read back from the candidates.
+    raw: Vec<f64>,
+    scores: Vec<f64>,
+}
+
+/// `(min, max)` of `values`; NaN never becomes a bound (it fails every comparison), and callers
+/// reject NaN separately.
+fn range(values: &[f64]) -> (f64, f64) {
+    // Four independent accumulators so the compiler can keep several comparisons in flight.
+    let mut lo = [f64::INFINITY; 4];
+    let mut hi = [f64::NEG_INFINITY; 4];
+    let mut chunks = values.chunks_exact(4);
+    for chunk in &mut chunks {
+        for j in 0..4 {
+            lo[j] = if chunk[j] < lo[j] { chunk[j] } else { lo[j] };
+            hi[j] = if chunk[j] > hi[j] { chunk[j] } else { hi[j] };
+        }
+    }
+    for &v in chunks.remainder() {
+        lo[0] = if v < lo[0] { v } else { lo[0] };
+        hi[0] = if v > hi[0] { v } else { hi[0] };
+    }
+    let fold_lo = lo.iter().fold(f64::INFINITY, |a, &b| if b < a { b } else { a });
+    let fold_hi = hi.iter().fold(f64::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    (fold_lo, fold_hi)
+}
+
+fn summarize(rejected: &[(u32, Rejection)]) -> String {
+    let count =
+        |want: &dyn Fn(&Rejection) -> bool| rejected.iter().filter(|(_, r)| want(r)).count();
+    let mut parts = Vec::new();
+    let wrong = count(&|r| *r == Rejection::WrongKind);
+    if wrong > 0 {
+        parts.push(format!("{wrong} wrong kind"));
+    }
+    let full = count(&|r| *r == Rejection::AtCapacity);
+    if full > 0 {
+        parts.push(format!("{full} at capacity"));
+    }
+    let mut filters: Vec<&str> = rejected
+        .iter()
+        .filter_map(
+            |(_, r)| if let Rejection::Filter(name) = r { Some(name.as_str()) } else { None },
+        )
+        .collect();
+    filters.sort_unstable();
+    filters.dedup();
+    for name in filters {
+        let n = count(&|r| matches!(r, Rejection::Filter(f) if f == name));
+        parts.push(format!("{n} rejected by `{name}`"));
+    }
+    parts.join(", ")
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Column {
+    min: f64,
+    max: f64,
+    direction: Direction,
+    weight: f64,
+    builtin: Option<Builtin>,
+}
+
+impl Column {
+    fn new(min: f64, max: f64, dim: &WeightedDimension, builtin: Option<Builtin>) -> Self {
+        Self { min, max, direction: dim.kind.direction(), weight: dim.weight, builtin }
+    }
+
+    /// `weight x normalized(v)` as `slope x v + offset`.
+    fn affine(&self) -> (f64, f64) {
+        let span = self.max - self.min;
+        if span > 0.0 {
+            match self.direction {
+                Direction::LargerIsBetter => (self.weight / span, -self.min * self.weight / span),
+                Direction::SmallerIsBetter => {
+                    (-self.weight / span, self.weight + self.min * self.weight / span)
+                }
+            }
+        } else {
+            (0.0, self.weight)
+        }
+    }
+
+    fn normalize(&self, v: f64) -> f64 {
+        let span = self.max - self.min;
+        if span > 0.0 {
+            let up = (v - self.min) / span;
+            match self.direction {
+                Direction::LargerIsBetter => up,
+                Direction::SmallerIsBetter => 1.0 - up,
+            }
+        } else {
+            1.0
+        }
+    }
+}
+
+/// One dimension's part in a candidate's score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DimensionScore {
+    /// The dimension.
+    pub name: String,
+    /// The raw value.
+    pub raw: f64,
+    /// The normalized value in `[0, 1]`.
+    pub normalized: f64,
+    /// `weight x normalized`.
+    pub weighted: f64,
+}
+
+/// How one candidate scored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateScore<'c> {
+    /// The candidate.
+    pub candidate: &'c Candidate,
+    /// Each dimension's part, in configuration order.
+    pub dimensions: Vec<DimensionScore>,
+    /// The total score.
+    pub total: f64,
+}
+
+/// The outcome of [`Scheduler::decide`]: the chosen worker and everything needed to explain why.
+///
+/// Explanations are computed on demand from the raw values kept here, so a decision that nobody
+/// explains costs only its scoring pass.
+#[derive(Debug, Clone)]
+pub struct Decision<'c> {
+    job_project: String,
+    candidates: &'c [Candidate],
+    admitted: Admitted,
+    rejected: Vec<(u32, Rejection)>,
+    names: Arc<[String]>,
+    columns: Vec<Column>,
+    /// Dimension-major: `raw[d * n + i]` is dimension `d` of admitted candidate `i`; empty for
+    /// built-in dimensions, read back from the candidates.
+    raw: Vec<f64>,
+    scores: Vec<f64>,
+    chosen: usize,
+    tied: usize,
+}
+
+impl<'c> Decision<'c> {
+    /// The chosen candidate.
+    #[must_use]
+    pub fn chosen(&self) -> &'c Candidate {
+        &self.candidates[self.admitted.index(self.chosen)]
+    }
+
+    /// The chosen candidate's index in the slice passed to [`Scheduler::decide`].
+    #[must_use]
+    pub fn chosen_index(&self) -> usize {
+        self.admitted.index(self.chosen)
+    }
+
+    /// The chosen candidate's score.
+    #[must_use]
+    pub fn score(&self) -> f64 {
+        self.scores[self.chosen]
+    }
+
+    /// How many candidates shared the best score (1 when there was no tie).
+    #[must_use]
+    pub fn tied(&self) -> usize {
+        self.tied
+    }
+
+    /// The dimensions' names, in configuration order (the order of
+    /// [`CandidateScore::dimensions`]).
+    #[must_use]
+    pub fn dimension_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Candidates filtered out, with the reason.
+    pub fn rejected(&self) -> impl Iterator<Item = (&'c Candidate, &Rejection)> + '_ {
+        self.rejected.iter().map(|(i, r)| (&self.candidates[*i as usize], r))
+    }
+
+    /// How `candidate_position`-th admitted candidate scored.
+    fn explain_one(&self, pos: usize) -> CandidateScore<'c> {
+        let n = self.admitted.len;
+        let candidate = &self.candidates[self.admitted.index(pos)];
+        let dimensions = self
+            .columns
+            .iter()
+            .zip(self.names.iter())
+            .enumerate()
+            .map(|(d, (col, name))| {
+                let raw = match col.builtin {
+                    Some(builtin) => builtin.value(candidate),
+                    None => self.raw[d * n + pos],
+                };
+                let normalized = col.normalize(raw);
+                DimensionScore {
+                    name: name.clone(),
+                    raw,
+                    normalized,
+                    weighted: col.weight * normalized,
+                }
+            })
+            .collect();
+        CandidateScore { candidate, dimensions, total: self.scores[pos] }
+    }
+
+    /// Every admitted candidate's score, best first (ties in input order).
+    #[must_use]
+    pub fn ranking(&self) -> Vec<CandidateScore<'c>> {
+        let mut order: Vec<usize> = (0..self.admitted.len).collect();
+        order.sort_by(|&a, &b| self.scores[b].total_cmp(&self.scores[a]).then(a.cmp(&b)));
+        order.into_iter().map(|pos| self.explain_one(pos)).collect()
+    }
+
+    /// The chosen candidate's explanation.
+    #[must_use]
+    pub fn explain_chosen(&self) -> CandidateScore<'c> {
+        self.explain_one(self.chosen)
+    }
+
+    /// One log line: the choice, then each candidate (best first, at most `limit`) with each
+    /// dimension as `name=raw->normalized=weighted`.
+    ///
+    /// `project=p chose=worker-1 score=64.625 tied=1 | worker-1 64.625 [load=0.1->0.875 ...]`
+    #[must_use]
+    pub fn log_line(&self, limit: usize) -> String {
+        let mut out = format!(
+            "project={} chose={} score={:.3} tied={} candidates={} rejected={}",
+            self.job_project,
+            self.chosen().id,
+            self.score(),
+            self.tied,
+            self.admitted.len,
+            self.rejected.len()
+        );
+        for row in self.ranking().into_iter().take(limit) {
+            let _ = write!(out, " | {} {:.3} [", row.candidate.id, row.total);
+            for (i, d) in row.dimensions.iter().enumerate() {
+                let sep = if i == 0 { "" } else { " " };
+                let _ =
+                    write!(out, "{sep}{}={}->{:.3}={:.3}", d.name, d.raw, d.normalized, d.weighted);
+            }
+            out.push(']');
+        }
+        out
+    }
+}
