@@ -76,6 +76,15 @@ impl Default for TuneConfig {
     }
 }
 
+/// An axis label with three significant digits, whatever the scale (CVs can be 0.0002).
+fn tick_label(v: f64) -> String {
+    if v == 0.0 || (0.01..1000.0).contains(&v.abs()) {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.2e}")
+    }
+}
+
 /// A plot panel: its x-axis label and how to read x from a trial.
 type Panel = (&'static str, fn(&Trial) -> f64);
 
@@ -266,9 +275,9 @@ impl TuneResult {
                 let (x, y) = (left + f * width, top + height - f * height);
                 let _ = writeln!(
                     svg,
-                    "<text x=\"{x}\" y=\"{}\" text-anchor=\"middle\" font-size=\"10\">{:.3}</text>",
+                    "<text x=\"{x}\" y=\"{}\" text-anchor=\"middle\" font-size=\"10\">{}</text>",
                     top + height + 14.0,
-                    f * x_max
+                    tick_label(f * x_max)
                 );
                 let _ = writeln!(
                     svg,
