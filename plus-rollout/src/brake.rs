@@ -1,0 +1,115 @@
+//! The brake: a policy checked before every batch.
+
+use std::fmt;
+
+use plus_core::Ratio;
+
+/// What a brake policy sees before a batch starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BrakeView {
+    /// Hosts in the plan, bastion included (excluded hosts are not counted).
+    pub planned: usize,
+    /// Hosts that have failed so far (they stay out of traffic).
+    pub failed: usize,
+    /// Hosts that have succeeded or were already on the target version.
+    pub done: usize,
+    /// Size of the batch about to start.
+    pub next_batch: usize,
+    /// The group's max pull-out ratio.
+    pub max_ratio: Ratio,
+}
+
+/// Decides, before each batch, whether the release must stop and wait for a person.
+///
+/// # Contract
+/// Pure and cheap: it runs once per batch, inside the release core.
+pub trait BrakePolicy: Send + Sync + fmt::Debug {
+    /// `Some(reason)` to brake.
+    fn check(&self, view: &BrakeView) -> Option<String>;
+}
+
+/// Seed 003's rule (the default): brake when failed hosts / planned hosts has reached a threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FailureRate {
+    /// The threshold; `None` means the group's max pull-out ratio.
+    pub threshold: Option<Ratio>,
+}
+
+impl BrakePolicy for FailureRate {
+    fn check(&self, view: &BrakeView) -> Option<String> {
+        if view.failed == 0 || view.planned == 0 {
+            return None;
+        }
+        let threshold = self.threshold.unwrap_or(view.max_ratio);
+        let rate = view.failed as f64 / view.planned as f64;
+        (rate >= threshold.get()).then(|| {
+            format!(
+                "{} of {} hosts failed ({:.1}%), at or above the {} threshold",
+                view.failed,
+                view.planned,
+                rate * 100.0,
+                threshold
+            )
+        })
+    }
+}
+
+/// Tars' rule and Kubernetes' maxUnavailable: never start a batch that would leave fewer hosts
+/// in service than `ceil(planned x (1 - max_ratio))`, counting failed hosts as out of service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AvailabilityFloor;
+
+impl BrakePolicy for AvailabilityFloor {
+    fn check(&self, view: &BrakeView) -> Option<String> {
+        let floor = Ratio::new(1.0 - view.max_ratio.get()).map_or(0, |r| r.ceil_of(view.planned));
+        let in_service = view.planned.saturating_sub(view.failed).saturating_sub(view.next_batch);
+        (in_service < floor).then(|| {
+            format!(
+                "starting a batch of {} would leave {} of {} hosts in service ({} failed), below the floor of {}",
+                view.next_batch, in_service, view.planned, view.failed, floor
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(planned: usize, failed: usize, next_batch: usize) -> BrakeView {
+        BrakeView {
+            planned,
+            failed,
+            done: 0,
+            next_batch,
+            max_ratio: Ratio::from_percent(25.0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn failure_rate_table() {
+        let policy = FailureRate::default();
+        assert_eq!(policy.check(&view(20, 0, 5)), None);
+        assert_eq!(policy.check(&view(20, 4, 5)), None);
+        assert_eq!(
+            policy.check(&view(20, 5, 5)).as_deref(),
+            Some("5 of 20 hosts failed (25.0%), at or above the 25% threshold")
+        );
+        let strict = FailureRate { threshold: Some(Ratio::from_percent(5.0).unwrap()) };
+        assert!(strict.check(&view(20, 1, 5)).is_some());
+    }
+
+    #[test]
+    fn availability_floor_table() {
+        let policy = AvailabilityFloor;
+        // 20 hosts at 25%: floor 15; a batch of 5 exactly fits with no failures.
+        assert_eq!(policy.check(&view(20, 0, 5)), None);
+        assert_eq!(
+            policy.check(&view(20, 1, 5)).as_deref(),
+            Some(
+                "starting a batch of 5 would leave 14 of 20 hosts in service (1 failed), below the floor of 15"
+            )
+        );
+        assert_eq!(policy.check(&view(20, 1, 4)), None);
+    }
+}

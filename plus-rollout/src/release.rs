@@ -1,0 +1,1045 @@
+//! The release core: a sans-IO state machine. Commands and step results go in with `now`;
+//! actions (start or cancel a step), events and the next deadline come out.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plus_core::{HostId, Ratio, Timestamp, Version};
+
+use crate::brake::{BrakePolicy, BrakeView, FailureRate};
+use crate::deadlines::Deadlines;
+use crate::plan::{Exclusion, Plan};
+
+/// A step of a host's deployment, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Step {
+    /// Is the host already on the target version and healthy? If so it is skipped.
+    Precheck,
+    /// Take the host out of traffic.
+    Markdown,
+    /// Fetch the package.
+    Download,
+    /// Install it.
+    Install,
+    /// Start the application and wait for its health check, within the startup deadline.
+    Verify,
+    /// Put the host back into traffic.
+    Markup,
+}
+
+impl Step {
+    /// Every step, in order.
+    pub const ALL: [Step; 6] =
+        [Step::Precheck, Step::Markdown, Step::Download, Step::Install, Step::Verify, Step::Markup];
+
+    fn next(self) -> Option<Step> {
+        match self {
+            Step::Precheck => Some(Step::Markdown),
+            Step::Markdown => Some(Step::Download),
+            Step::Download => Some(Step::Install),
+            Step::Install => Some(Step::Verify),
+            Step::Verify => Some(Step::Markup),
+            Step::Markup => None,
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What a host-supplied executor reports for one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The step succeeded.
+    Done,
+    /// Only from [`Step::Precheck`]: the host already runs the target version and is healthy.
+    AlreadyOnTarget,
+    /// The step failed; the text says why.
+    Failed(String),
+}
+
+/// Where a host is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostState {
+    /// Not started yet.
+    Pending,
+    /// Running a step.
+    Running(Step),
+    /// A bastion host that passed Verify and waits, out of traffic, for a person to bake it.
+    AwaitingBake,
+    /// Deployed and back in traffic.
+    Succeeded,
+    /// Skipped: already on the target version and healthy.
+    AlreadyOnTarget,
+    /// A step failed (or timed out); the host stays out of traffic if it was marked down.
+    Failed {
+        /// The step.
+        step: Step,
+        /// Why.
+        reason: String,
+    },
+    /// A running step was cancelled (abort, or a person failing the release).
+    Cancelled {
+        /// The step that was running.
+        step: Step,
+    },
+    /// Never started: cancelled by `stop_on_failure`, an abort, or a failed release.
+    NotStarted,
+}
+
+impl HostState {
+    /// Whether the host will not change state again (unless retried).
+    #[must_use]
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Self::Pending | Self::Running(_) | Self::AwaitingBake)
+    }
+
+    /// Whether the host ended on the target version.
+    #[must_use]
+    pub fn is_success(&self) -> bool {
+        matches!(self, Self::Succeeded | Self::AlreadyOnTarget)
+    }
+}
+
+/// How batches after the bastion start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Each batch starts by itself after a wait.
+    Automatic {
+        /// Wait between batches.
+        wait: Duration,
+        /// A shorter (or longer) wait from the third batch on, once confidence has grown.
+        later_wait: Option<Duration>,
+    },
+    /// Each batch starts on a person's [`Command::Continue`].
+    Manual,
+}
+
+/// How a release runs.
+#[derive(Debug, Clone)]
+pub struct ReleaseConfig {
+    /// The version being released.
+    pub target: Version,
+    /// Automatic or manual batches. Default automatic with a 30 s wait.
+    pub mode: Mode,
+    /// Hosts of a batch running at once. Default 6 (seed 000's controller).
+    pub parallelism: usize,
+    /// On the first failure in a batch, cancel the hosts not yet started (running ones finish).
+    /// Default false ("quick and dirty": failures do not stop the rest of the batch).
+    pub stop_on_failure: bool,
+    /// Deadline of every step but Verify. Default 5 minutes.
+    pub step_timeout: Duration,
+    /// Deadline of Verify: the application's startup deadline. Default 10 minutes.
+    pub verify_timeout: Duration,
+    /// Treat a failed Verify as passed (seed 003's "ignore verify"). Default false.
+    pub ignore_verify: bool,
+    /// The brake checked before every batch. Default [`FailureRate`] at the max pull-out ratio.
+    pub brake: Arc<dyn BrakePolicy>,
+    /// The group's max pull-out ratio, for the brake. Default 25%.
+    pub max_ratio: Ratio,
+}
+
+impl ReleaseConfig {
+    /// Defaults for releasing `target`.
+    #[must_use]
+    pub fn new(target: Version) -> Self {
+        Self {
+            target,
+            mode: Mode::Automatic { wait: Duration::from_secs(30), later_wait: None },
+            parallelism: 6,
+            stop_on_failure: false,
+            step_timeout: Duration::from_secs(300),
+            verify_timeout: Duration::from_secs(600),
+            ignore_verify: false,
+            brake: Arc::new(FailureRate::default()),
+            max_ratio: Ratio::from_percent(25.0).expect("25% is a valid ratio"),
+        }
+    }
+
+    /// Seed 003's rollback: no waits (pair it with [`PlanConfig::rollback`], which has no
+    /// bastion and 50% batches).
+    ///
+    /// [`PlanConfig::rollback`]: crate::PlanConfig::rollback
+    #[must_use]
+    pub fn rollback(target: Version) -> Self {
+        Self {
+            mode: Mode::Automatic { wait: Duration::ZERO, later_wait: None },
+            max_ratio: Ratio::from_percent(50.0).expect("50% is a valid ratio"),
+            ..Self::new(target)
+        }
+    }
+}
+
+/// What a person can tell a release at any time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Command {
+    /// Start no new host and no new batch until resumed; running hosts finish their steps.
+    Pause,
+    /// Undo a pause.
+    Resume,
+    /// Start the next batch: in manual mode, while waiting between batches, or, when braked,
+    /// anyway.
+    Continue,
+    /// Put the verified bastion back into traffic and go on with the batches.
+    Bake,
+    /// Stop now: cancel running steps, start nothing more, report every host. Idempotent.
+    Abort,
+    /// Run again every host that did not succeed (never one that did), then go on.
+    Retry,
+    /// A person marks the release failed: like abort, and it cannot be retried.
+    Fail,
+}
+
+/// Why a command was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {command:?} now: {reason}")]
+pub struct CommandRejected {
+    /// The command.
+    pub command: Command,
+    /// Why not.
+    pub reason: String,
+}
+
+/// Which batch: the bastion, or batch `n` after it (from 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BatchLabel {
+    /// The bastion's deployment up to Verify.
+    Bastion,
+    /// The bastion's Markup after bake.
+    Bake,
+    /// Batch `n` (from 1).
+    Batch(usize),
+    /// A retry of hosts that did not succeed.
+    Retry,
+}
+
+impl fmt::Display for BatchLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bastion => f.write_str("bastion"),
+            Self::Bake => f.write_str("bake"),
+            Self::Batch(n) => write!(f, "batch {n}"),
+            Self::Retry => f.write_str("retry"),
+        }
+    }
+}
+
+/// How a release ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every planned host is on the target version.
+    Succeeded,
+    /// It ran to the end with failed hosts, or a person marked it failed.
+    Failed(String),
+    /// A person aborted it.
+    Aborted,
+}
+
+/// Where the release is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Running a batch (or the bastion, bake or a retry).
+    Running(BatchLabel),
+    /// The bastion passed Verify; waiting for [`Command::Bake`].
+    AwaitingBake,
+    /// Waiting before batch `next` (from 1).
+    Waiting {
+        /// The batch that starts next.
+        next: usize,
+        /// When it starts (unless paused).
+        until: Timestamp,
+    },
+    /// Manual mode: waiting for [`Command::Continue`] to start batch `next`.
+    AwaitingContinue {
+        /// The batch that starts next.
+        next: usize,
+    },
+    /// The brake tripped; waiting for retry, continue or abort.
+    Braked {
+        /// Why.
+        reason: String,
+    },
+    /// Over.
+    Finished(Outcome),
+}
+
+/// Something a driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Run `step` on `host` through the executor, and report it with
+    /// [`Release::handle_step_result`] and this `token`.
+    Start {
+        /// Index of the host in the release.
+        host: u32,
+        /// The host.
+        id: Arc<HostId>,
+        /// The step.
+        step: Step,
+        /// Identifies this run of this step; results with another token are ignored.
+        token: u64,
+        /// The core fails the step by itself at this time.
+        deadline: Timestamp,
+    },
+    /// Stop the step started with `token` on `host`; its result, if any, will be ignored.
+    Cancel {
+        /// Index of the host.
+        host: u32,
+        /// The token of the step to stop.
+        token: u64,
+    },
+}
+
+/// Progress a host can render or store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// When.
+    pub at: Timestamp,
+    /// What.
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The phase changed.
+    Phase(Phase),
+    /// A batch started with this many hosts.
+    BatchStarted {
+        /// Which.
+        batch: BatchLabel,
+        /// Its hosts.
+        hosts: usize,
+    },
+    /// A batch ended.
+    BatchFinished {
+        /// Which.
+        batch: BatchLabel,
+        /// Hosts that succeeded or were already on target.
+        succeeded: usize,
+        /// Hosts that failed.
+        failed: usize,
+        /// Hosts cancelled or never started.
+        cancelled: usize,
+    },
+    /// A host started a step.
+    StepStarted {
+        /// The host.
+        host: Arc<HostId>,
+        /// The step.
+        step: Step,
+    },
+    /// A host reached a final state (or, for the bastion, [`HostState::AwaitingBake`]).
+    HostFinished {
+        /// The host.
+        host: Arc<HostId>,
+        /// Its state.
+        state: HostState,
+    },
+    /// The release was paused.
+    Paused,
+    /// The release was resumed.
+    Resumed,
+}
+
+/// One batch's timing and result, for the final report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Which.
+    pub batch: BatchLabel,
+    /// Hosts in it.
+    pub hosts: usize,
+    /// When it started.
+    pub started: Timestamp,
+    /// When its last host finished.
+    pub finished: Option<Timestamp>,
+}
+
+/// The final report: every host's state and every batch's timing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseReport {
+    /// How it ended (`None` while still running).
+    pub outcome: Option<Outcome>,
+    /// Every planned host, in plan order, with its state.
+    pub hosts: Vec<(HostId, HostState)>,
+    /// Hosts left out of the plan.
+    pub excluded: Vec<(HostId, Exclusion)>,
+    /// Every batch run, in order.
+    pub batches: Vec<BatchReport>,
+}
+
+impl ReleaseReport {
+    /// How many hosts are in `state`'s class: succeeded (incl. already on target), failed,
+    /// cancelled or never started.
+    #[must_use]
+    pub fn count(&self, pred: impl Fn(&HostState) -> bool) -> usize {
+        self.hosts.iter().filter(|(_, s)| pred(s)).count()
+    }
+}
+
+struct HostSlot {
+    id: Arc<HostId>,
+    state: HostState,
+    /// Token of the running step (0 when none).
+    token: u64,
+}
+
+/// The hosts of the batch being run.
+struct Run {
+    label: BatchLabel,
+    queue: VecDeque<u32>,
+    running: usize,
+    members: Vec<u32>,
+    stop_tripped: bool,
+    /// Bastion runs stop after Verify.
+    stop_after_verify: bool,
+    report_index: usize,
+}
+
+/// Where to go once a braked release is told to continue or its retry finishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    AfterBastion,
+    AfterBake,
+    BeforeBatch(usize),
+}
+
+/// The release state machine (sans-IO).
+///
+/// Drive it by feeding [`Release::handle_command`], [`Release::handle_step_result`] and
+/// [`Release::handle_timeout`], and draining [`Release::poll_action`] and
+/// [`Release::poll_event`] after each; call `handle_timeout` at [`Release::poll_timeout`].
+pub struct Release {
+    config: ReleaseConfig,
+    hosts: Vec<HostSlot>,
+    bastion: Vec<u32>,
+    batches: Vec<Vec<u32>>,
+    excluded: Vec<(HostId, Exclusion)>,
+    phase: Phase,
+    paused: bool,
+    run: Option<Run>,
+    next_batch: usize,
+    resume: Resume,
+    brake_bypass: bool,
+    operator_failed: bool,
+    next_token: u64,
+    deadlines: Deadlines,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    reports: Vec<BatchReport>,
+    failed: usize,
+    done: usize,
+    record_events: bool,
+}
+
+impl fmt::Debug for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Release")
+            .field("phase", &self.phase)
+            .field("paused", &self.paused)
+            .field("hosts", &self.hosts.len())
+            .field("next_batch", &self.next_batch)
+            .field("failed", &self.failed)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Release {
+    /// A release of `plan` under `config`, starting at `now` (the bastion starts at once; with
+    /// no bastion, the first batch does, or waits for continue in manual mode).
+    #[must_use]
+    pub fn new(plan: Plan, config: ReleaseConfig, now: Timestamp) -> Self {
+        let mut hosts = Vec::with_capacity(plan.host_count());
+        let mut push = |id: HostId| {
+            hosts.push(HostSlot { id: Arc::new(id), state: HostState::Pending, token: 0 });
+            (hosts.len() - 1) as u32
+        };
+        let bastion: Vec<u32> = plan.bastion.into_iter().map(&mut push).collect();
+        let batches: Vec<Vec<u32>> =
+            plan.batches.into_iter().map(|b| b.into_iter().map(&mut push).collect()).collect();
+        let mut release = Self {
+            config,
+            hosts,
+            bastion,
+            batches,
+            excluded: plan.excluded,
+            phase: Phase::Running(BatchLabel::Bastion),
+            paused: false,
+            run: None,
+            next_batch: 0,
+            resume: Resume::AfterBastion,
+            brake_bypass: false,
+            operator_failed: false,
+            next_token: 1,
+            deadlines: Deadlines::default(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            reports: Vec::new(),
+            failed: 0,
+            done: 0,
+            record_events: true,
+        };
+        if release.bastion.is_empty() {
+            release.after_bake(now);
+        } else {
+            let members = release.bastion.clone();
+            release.start_run(BatchLabel::Bastion, members, true, now);
+        }
+        release
+    }
+
+    /// The current phase.
+    #[must_use]
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// Whether a pause is in force.
+    #[must_use]
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Whether the release is over.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Finished(_))
+    }
+
+    /// The config in force.
+    #[must_use]
+    pub fn config(&self) -> &ReleaseConfig {
+        &self.config
+    }
+
+    /// The next action for the driver.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next progress event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Release::handle_timeout`] next: the earliest step deadline or the end of
+    /// the wait between batches.
+    #[must_use]
+    pub fn poll_timeout(&mut self) -> Option<Timestamp> {
+        // Drop deadlines of steps that already ended, so the answer is a real one.
+        while let Some((_, host, token)) = self.deadlines.peek() {
+            if self.hosts[host as usize].token == token
+                && matches!(self.hosts[host as usize].state, HostState::Running(_))
+            {
+                break;
+            }
+            self.deadlines.pop();
+        }
+        let step = self.deadlines.peek().map(|(at, _, _)| at);
+        let wait = match self.phase {
+            Phase::Waiting { until, .. } if !self.paused => Some(until),
+            _ => None,
+        };
+        match (step, wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The report so far (final once the release is finished).
+    #[must_use]
+    pub fn report(&self) -> ReleaseReport {
+        ReleaseReport {
+            outcome: match &self.phase {
+                Phase::Finished(outcome) => Some(outcome.clone()),
+                _ => None,
+            },
+            hosts: self.hosts.iter().map(|h| ((*h.id).clone(), h.state.clone())).collect(),
+            excluded: self.excluded.clone(),
+            batches: self.reports.clone(),
+        }
+    }
+
+    fn emit(&mut self, now: Timestamp, kind: EventKind) {
+        if self.record_events {
+            self.events.push_back(Event { at: now, kind });
+        }
+    }
+
+    /// Stops (or restarts) recording progress events, for a host that does not read them.
+    /// Actions, the phase and the report are unaffected.
+    pub fn set_event_recording(&mut self, on: bool) {
+        self.record_events = on;
+        if !on {
+            self.events.clear();
+        }
+    }
+
+    fn set_phase(&mut self, phase: Phase, now: Timestamp) {
+        if self.phase != phase {
+            self.phase = phase.clone();
+            self.emit(now, EventKind::Phase(phase));
+        }
+    }
+
+    fn start_run(
+        &mut self,
+        label: BatchLabel,
+        members: Vec<u32>,
+        stop_after_verify: bool,
+        now: Timestamp,
+    ) {
+        self.set_phase(Phase::Running(label), now);
+        self.emit(now, EventKind::BatchStarted { batch: label, hosts: members.len() });
+        self.reports.push(BatchReport {
+            batch: label,
+            hosts: members.len(),
+            started: now,
+            finished: None,
+        });
+        let report_index = self.reports.len() - 1;
+        self.run = Some(Run {
+            label,
+            queue: members.iter().copied().collect(),
+            running: 0,
+            members,
+            stop_tripped: false,
+            stop_after_verify,
+            report_index,
+        });
+        self.pump(now);
+    }
+
+    fn start_step(&mut self, host: u32, step: Step, now: Timestamp) {
+        let token = self.next_token;
+        self.next_token += 1;
+        let timeout = if step == Step::Verify {
+            self.config.verify_timeout
+        } else {
+            self.config.step_timeout
+        };
+        let deadline = now + timeout;
+        let slot = &mut self.hosts[host as usize];
+        slot.state = HostState::Running(step);
+        slot.token = token;
+        let id = Arc::clone(&slot.id);
+        self.deadlines.push(step == Step::Verify, deadline, host, token);
+        self.actions.push_back(Action::Start { host, id: Arc::clone(&id), step, token, deadline });
+        self.emit(now, EventKind::StepStarted { host: id, step });
+    }
+
+    /// Starts queued hosts while there is room, then closes the run when it is empty.
+    fn pump(&mut self, now: Timestamp) {
+        loop {
+            let Some(run) = self.run.as_mut() else { return };
+            if self.paused || run.stop_tripped || run.running >= self.config.parallelism.max(1) {
+                break;
+            }
+            let Some(host) = run.queue.pop_front() else { break };
+            run.running += 1;
+            let first = if run.label == BatchLabel::Bake { Step::Markup } else { Step::Precheck };
+            self.start_step(host, first, now);
+        }
+        let finished = self
+            .run
+            .as_ref()
+            .is_some_and(|r| r.running == 0 && (r.queue.is_empty() || r.stop_tripped));
+        if finished {
+            self.finish_run(now);
+        }
+    }
+
+    fn finish_host(&mut self, host: u32, state: HostState, now: Timestamp) {
+        if state.is_success() {
+            self.done += 1;
+        } else if matches!(state, HostState::Failed { .. }) {
+            self.failed += 1;
+        }
+        let slot = &mut self.hosts[host as usize];
+        slot.state = state.clone();
+        slot.token = 0;
+        let id = Arc::clone(&slot.id);
+        self.emit(now, EventKind::HostFinished { host: id, state });
+    }
+
+    /// Reports the result of the step started with `token` on `host`. Results for steps that were
+    /// cancelled, timed out or superseded are ignored.
+    pub fn handle_step_result(
+        &mut self,
+        host: u32,
+        token: u64,
+        outcome: StepOutcome,
+        now: Timestamp,
+    ) {
+        let Some(slot) = self.hosts.get(host as usize) else { return };
+        let HostState::Running(step) = slot.state else { return };
+        if slot.token != token || token == 0 {
+            return;
+        }
+        let stop_after_verify = self.run.as_ref().is_some_and(|r| r.stop_after_verify);
+        let outcome = match outcome {
+            StepOutcome::Failed(_) if step == Step::Verify && self.config.ignore_verify => {
+                StepOutcome::Done
+            }
+            StepOutcome::AlreadyOnTarget if step != Step::Precheck => StepOutcome::Done,
+            other => other,
+        };
+        match outcome {
+            StepOutcome::AlreadyOnTarget => self.host_done(host, HostState::AlreadyOnTarget, now),
+            StepOutcome::Failed(reason) => self.host_failed(host, step, reason, now),
+            StepOutcome::Done => match step.next() {
+                Some(Step::Markup) if stop_after_verify => {
+                    let slot = &mut self.hosts[host as usize];
+                    slot.state = HostState::AwaitingBake;
+                    slot.token = 0;
+                    let id = Arc::clone(&slot.id);
+                    self.emit(
+                        now,
+                        EventKind::HostFinished { host: id, state: HostState::AwaitingBake },
+                    );
+                    self.host_left_run(now);
+                }
+                Some(next) => self.start_step(host, next, now),
+                None => self.host_done(host, HostState::Succeeded, now),
+            },
+        }
+    }
+
+    fn host_done(&mut self, host: u32, state: HostState, now: Timestamp) {
+        self.finish_host(host, state, now);
+        self.host_left_run(now);
+    }
+
+    fn host_failed(&mut self, host: u32, step: Step, reason: String, now: Timestamp) {
+        self.finish_host(host, HostState::Failed { step, reason }, now);
+        if self.config.stop_on_failure {
+            if let Some(run) = self.run.as_mut() {
+                run.stop_tripped = true;
+            }
+        }
+        self.host_left_run(now);
+    }
+
+    fn host_left_run(&mut self, now: Timestamp) {
+        if let Some(run) = self.run.as_mut() {
+            run.running -= 1;
+        }
+        self.pump(now);
+    }
+
+    fn finish_run(&mut self, now: Timestamp) {
+        let Some(run) = self.run.take() else { return };
+        // Hosts a tripped stop_on_failure never started.
+        for &host in &run.queue {
+            self.finish_host(host, HostState::NotStarted, now);
+        }
+        let (mut succeeded, mut failed, mut cancelled) = (0, 0, 0);
+        for &h in &run.members {
+            match &self.hosts[h as usize].state {
+                s if s.is_success() || *s == HostState::AwaitingBake => succeeded += 1,
+                HostState::Failed { .. } => failed += 1,
+                _ => cancelled += 1,
+            }
+        }
+        self.reports[run.report_index].finished = Some(now);
+        self.emit(now, EventKind::BatchFinished { batch: run.label, succeeded, failed, cancelled });
+        let resume = match run.label {
+            BatchLabel::Bastion => Resume::AfterBastion,
+            BatchLabel::Bake => Resume::AfterBake,
+            BatchLabel::Batch(_) => Resume::BeforeBatch(self.next_batch),
+            BatchLabel::Retry => self.resume,
+        };
+        // A failure before the bastion is baked (first run or a retry of it) always stops the
+        // release: going on would skip the person's verdict on the bastion.
+        if failed > 0 && matches!(resume, Resume::AfterBastion | Resume::AfterBake) {
+            self.resume = resume;
+            let what = if resume == Resume::AfterBake { "bake" } else { "bastion" };
+            self.set_phase(
+                Phase::Braked { reason: format!("{failed} {what} host(s) failed") },
+                now,
+            );
+            return;
+        }
+        self.proceed(resume, now);
+    }
+
+    fn proceed(&mut self, resume: Resume, now: Timestamp) {
+        match resume {
+            Resume::AfterBastion => {
+                let waiting: Vec<u32> = self
+                    .bastion
+                    .iter()
+                    .copied()
+                    .filter(|&h| self.hosts[h as usize].state == HostState::AwaitingBake)
+                    .collect();
+                if waiting.is_empty() {
+                    self.after_bake(now);
+                } else {
+                    self.set_phase(Phase::AwaitingBake, now);
+                }
+            }
+            Resume::AfterBake => self.after_bake(now),
+            Resume::BeforeBatch(k) => self.before_batch(k, now),
+        }
+    }
+
+    /// Bastion done (or none): the first batch is next, without a wait in automatic mode.
+    fn after_bake(&mut self, now: Timestamp) {
+        self.next_batch = 0;
+        match self.config.mode {
+            Mode::Manual => self.await_continue(0, now),
+            Mode::Automatic { .. } => self.start_batch(0, now),
+        }
+    }
+
+    fn await_continue(&mut self, k: usize, now: Timestamp) {
+        if k >= self.batches.len() {
+            self.finish(now);
+        } else {
+            self.set_phase(Phase::AwaitingContinue { next: k + 1 }, now);
+        }
+    }
+
+    /// Between batches: wait (automatic) or ask (manual) before batch `k` (0-based).
+    fn before_batch(&mut self, k: usize, now: Timestamp) {
+        if k >= self.batches.len() {
+            self.finish(now);
+            return;
+        }
+        match self.config.mode {
+            Mode::Manual => self.await_continue(k, now),
+            Mode::Automatic { wait, later_wait } => {
+                let wait = if k >= 2 { later_wait.unwrap_or(wait) } else { wait };
+                self.set_phase(Phase::Waiting { next: k + 1, until: now + wait }, now);
+                self.handle_timeout(now);
+            }
+        }
+    }
+
+    /// Starts batch `k` (0-based) unless the brake says no.
+    fn start_batch(&mut self, k: usize, now: Timestamp) {
+        if k >= self.batches.len() {
+            self.finish(now);
+            return;
+        }
+        let view = BrakeView {
+            planned: self.hosts.len(),
+            failed: self.failed,
+            done: self.done,
+            next_batch: self.batches[k].len(),
+            max_ratio: self.config.max_ratio,
+        };
+        if !std::mem::take(&mut self.brake_bypass) {
+            if let Some(reason) = self.config.brake.check(&view) {
+                self.resume = Resume::BeforeBatch(k);
+                self.set_phase(Phase::Braked { reason }, now);
+                return;
+            }
+        }
+        self.next_batch = k + 1;
+        let members = self.batches[k].clone();
+        self.start_run(BatchLabel::Batch(k + 1), members, false, now);
+    }
+
+    fn finish(&mut self, now: Timestamp) {
+        let outcome = if self.failed == 0 {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed(format!("{} of {} hosts failed", self.failed, self.hosts.len()))
+        };
+        self.set_phase(Phase::Finished(outcome), now);
+    }
+
+    /// Fails every running step whose deadline has passed, and ends a wait that is over.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        while let Some((deadline, host, token)) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let slot = &self.hosts[host as usize];
+            if slot.token != token {
+                continue;
+            }
+            let HostState::Running(step) = slot.state else { continue };
+            let timeout = if step == Step::Verify {
+                self.config.verify_timeout
+            } else {
+                self.config.step_timeout
+            };
+            self.actions.push_back(Action::Cancel { host, token });
+            let reason = format!("{step} timed out after {}", humantime_short(timeout));
+            // A timed-out Verify fails even with ignore_verify: the host did not start in time.
+            self.finish_host(host, HostState::Failed { step, reason }, now);
+            if self.config.stop_on_failure {
+                if let Some(run) = self.run.as_mut() {
+                    run.stop_tripped = true;
+                }
+            }
+            self.host_left_run(now);
+        }
+        if let Phase::Waiting { next, until } = self.phase {
+            if now >= until && !self.paused {
+                self.start_batch(next - 1, now);
+            }
+        }
+    }
+
+    /// Applies a person's command.
+    ///
+    /// # Errors
+    /// [`CommandRejected`] when the command does not apply now (bake before the bastion is
+    /// verified, retry with nothing to retry, ...). Abort on a finished release is not an error.
+    pub fn handle_command(
+        &mut self,
+        command: Command,
+        now: Timestamp,
+    ) -> Result<(), CommandRejected> {
+        let reject = |reason: &str| Err(CommandRejected { command, reason: reason.to_owned() });
+        if let Phase::Finished(outcome) = &self.phase {
+            return match command {
+                Command::Abort => Ok(()),
+                Command::Retry
+                    if matches!(outcome, Outcome::Failed(_)) && !self.operator_failed =>
+                {
+                    self.retry(now)
+                }
+                _ => reject("the release is finished"),
+            };
+        }
+        match command {
+            Command::Pause => {
+                if !self.paused {
+                    self.paused = true;
+                    self.emit(now, EventKind::Paused);
+                }
+                Ok(())
+            }
+            Command::Resume => {
+                if self.paused {
+                    self.paused = false;
+                    self.emit(now, EventKind::Resumed);
+                    self.pump(now);
+                    self.handle_timeout(now);
+                }
+                Ok(())
+            }
+            Command::Bake => match self.phase {
+                Phase::AwaitingBake => {
+                    let members: Vec<u32> = self
+                        .bastion
+                        .iter()
+                        .copied()
+                        .filter(|&h| self.hosts[h as usize].state == HostState::AwaitingBake)
+                        .collect();
+                    self.start_run(BatchLabel::Bake, members, false, now);
+                    Ok(())
+                }
+                _ => reject("the bastion is not waiting for bake"),
+            },
+            Command::Continue => match self.phase.clone() {
+                Phase::AwaitingContinue { next } | Phase::Waiting { next, .. } => {
+                    self.start_batch(next - 1, now);
+                    Ok(())
+                }
+                Phase::Braked { .. } => {
+                    match self.resume {
+                        // "Continue anyway": the held batch starts now, past the brake once.
+                        Resume::BeforeBatch(k) => {
+                            self.brake_bypass = true;
+                            self.start_batch(k, now);
+                        }
+                        other => self.proceed(other, now),
+                    }
+                    Ok(())
+                }
+                _ => reject("nothing is waiting to continue"),
+            },
+            Command::Retry => match self.phase {
+                Phase::Braked { .. } => self.retry(now),
+                _ => reject("retry applies to a braked or failed release"),
+            },
+            Command::Abort => {
+                self.stop(Outcome::Aborted, now);
+                Ok(())
+            }
+            Command::Fail => {
+                self.operator_failed = true;
+                self.stop(Outcome::Failed("marked failed by an operator".to_owned()), now);
+                Ok(())
+            }
+        }
+    }
+
+    fn retry(&mut self, now: Timestamp) -> Result<(), CommandRejected> {
+        let scheduled_batches = self.next_batch.min(self.batches.len());
+        let candidates: Vec<u32> = self
+            .bastion
+            .iter()
+            .chain(self.batches[..scheduled_batches].iter().flatten())
+            .copied()
+            .filter(|&h| {
+                matches!(
+                    self.hosts[h as usize].state,
+                    HostState::Failed { .. } | HostState::Cancelled { .. } | HostState::NotStarted
+                )
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err(CommandRejected {
+                command: Command::Retry,
+                reason: "no host to retry".to_owned(),
+            });
+        }
+        for &h in &candidates {
+            let slot = &mut self.hosts[h as usize];
+            if matches!(slot.state, HostState::Failed { .. }) {
+                self.failed -= 1;
+            }
+            slot.state = HostState::Pending;
+        }
+        if matches!(self.phase, Phase::Finished(_)) {
+            // Retried after the end: go on to whatever was left, then finish again.
+            self.resume = Resume::BeforeBatch(self.next_batch);
+        }
+        let bastion_retry = self.resume == Resume::AfterBastion;
+        self.start_run(BatchLabel::Retry, candidates, bastion_retry, now);
+        Ok(())
+    }
+
+    /// Abort or operator failure: cancel what runs, mark what never ran, finish.
+    fn stop(&mut self, outcome: Outcome, now: Timestamp) {
+        let run = self.run.take();
+        for h in 0..self.hosts.len() as u32 {
+            let slot = &self.hosts[h as usize];
+            match slot.state {
+                HostState::Running(step) => {
+                    self.actions.push_back(Action::Cancel { host: h, token: slot.token });
+                    self.finish_host(h, HostState::Cancelled { step }, now);
+                }
+                // A bastion host waiting for bake was never put back into traffic.
+                HostState::Pending | HostState::AwaitingBake => {
+                    self.finish_host(h, HostState::NotStarted, now);
+                }
+                _ => {}
+            }
+        }
+        if let Some(run) = run {
+            self.reports[run.report_index].finished = Some(now);
+        }
+        self.deadlines.clear();
+        self.set_phase(Phase::Finished(outcome), now);
+    }
+}
+
+fn humantime_short(d: Duration) -> String {
+    if d.subsec_nanos() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+}

@@ -1,0 +1,141 @@
+//! The tokio driver, in paused (simulated) time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use plus_core::{HostId, Timestamp, Version};
+use plus_rollout::{
+    Bastion, EventKind, GroupHost, HostState, Mode, NoopExecutor, Outcome, Phase, PlanConfig,
+    Release, ReleaseConfig, Step, StepExecutor, StepOutcome, plan, spawn_release,
+};
+
+fn release(hosts: usize, bastion: usize, config: ReleaseConfig) -> Release {
+    let group: Vec<GroupHost> = (0..hosts)
+        .map(|i| GroupHost::in_service(HostId::new(format!("host-{i:02}")).unwrap()))
+        .collect();
+    let plan =
+        plan(&group, &PlanConfig { bastion: Bastion::Count(bastion), ..PlanConfig::default() })
+            .unwrap();
+    Release::new(plan, config, Timestamp::ZERO)
+}
+
+fn config() -> ReleaseConfig {
+    ReleaseConfig {
+        mode: Mode::Automatic { wait: Duration::from_secs(30), later_wait: None },
+        ..ReleaseConfig::new(Version::new("3.1.0").unwrap())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn drives_a_release_to_the_end_with_bake_from_the_handle() {
+    let (handle, mut events, task) = spawn_release(release(8, 1, config()), Arc::new(NoopExecutor));
+    // Wait for the bastion to be verified, then bake it.
+    while let Some(event) = events.next().await {
+        if event.kind == EventKind::Phase(Phase::AwaitingBake) {
+            break;
+        }
+    }
+    handle.bake().await.unwrap();
+    let mut batches_started = 0;
+    while let Some(event) = events.next().await {
+        if matches!(event.kind, EventKind::BatchStarted { .. }) {
+            batches_started += 1;
+        }
+    }
+    let report = task.await.unwrap();
+    assert_eq!(report.outcome, Some(Outcome::Succeeded));
+    assert_eq!(batches_started, 1 + 4, "bake and four batches");
+    assert_eq!(report.count(HostState::is_success), 8);
+    assert!(handle.bake().await.is_err(), "the release has ended");
+}
+
+/// Sleeps `delay` per step, except `slow_host`'s Install, which sleeps an hour.
+#[derive(Debug)]
+struct Sleepy {
+    delay: Duration,
+    slow_host: &'static str,
+    started: AtomicUsize,
+}
+
+#[async_trait]
+impl StepExecutor for Sleepy {
+    async fn run(&self, host: &HostId, step: Step, _: &Version) -> StepOutcome {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let d = if host.as_str() == self.slow_host && step == Step::Install {
+            Duration::from_secs(3600)
+        } else {
+            self.delay
+        };
+        tokio::time::sleep(d).await;
+        StepOutcome::Done
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_step_times_out_and_the_rest_goes_on() {
+    // One failure in four is 25%: raise the brake's threshold so the release goes on.
+    let brake = plus_rollout::FailureRate { threshold: Some(plus_core::Ratio::new(0.5).unwrap()) };
+    let config =
+        ReleaseConfig { step_timeout: Duration::from_secs(60), brake: Arc::new(brake), ..config() };
+    let executor = Arc::new(Sleepy {
+        delay: Duration::from_secs(1),
+        slow_host: "host-01",
+        started: AtomicUsize::new(0),
+    });
+    let (_handle, _events, task) = spawn_release(release(4, 0, config), executor);
+    let report = task.await.unwrap();
+    let state = &report.hosts.iter().find(|(h, _)| h.as_str() == "host-01").unwrap().1;
+    assert_eq!(
+        state,
+        &HostState::Failed { step: Step::Install, reason: "Install timed out after 60s".into() }
+    );
+    assert_eq!(report.outcome, Some(Outcome::Failed("1 of 4 hosts failed".into())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_cancels_running_steps_at_once() {
+    let executor = Arc::new(Sleepy {
+        delay: Duration::from_secs(600),
+        slow_host: "",
+        started: AtomicUsize::new(0),
+    });
+    let (handle, _events, task) = spawn_release(release(8, 0, config()), Arc::clone(&executor));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let started_at = tokio::time::Instant::now();
+    handle.abort().await;
+    let report = task.await.unwrap();
+    assert!(started_at.elapsed() < Duration::from_secs(1), "abort does not wait for steps");
+    assert_eq!(report.outcome, Some(Outcome::Aborted));
+    assert_eq!(report.count(|s| matches!(s, HostState::Cancelled { step: Step::Precheck })), 2);
+    assert_eq!(report.count(|s| *s == HostState::NotStarted), 6);
+    handle.abort().await; // idempotent, even after the end
+}
+
+#[derive(Debug)]
+struct Panicky;
+
+#[async_trait]
+impl StepExecutor for Panicky {
+    async fn run(&self, host: &HostId, step: Step, _: &Version) -> StepOutcome {
+        tokio::task::yield_now().await;
+        assert!(!(host.as_str() == "host-00" && step == Step::Download), "executor bug");
+        StepOutcome::Done
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_executor_fails_the_step_not_the_release() {
+    let (_handle, _events, task) = spawn_release(
+        release(2, 0, ReleaseConfig { max_ratio: plus_core::Ratio::ONE, ..config() }),
+        Arc::new(Panicky),
+    );
+    let report = task.await.unwrap();
+    assert_eq!(
+        report.hosts[0].1,
+        HostState::Failed { step: Step::Download, reason: "executor panicked".into() }
+    );
+    assert_eq!(report.hosts[1].1, HostState::Succeeded);
+}

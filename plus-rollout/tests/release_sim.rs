@@ -1,0 +1,316 @@
+//! The release core driven in simulated time with random executor outcomes, delays and operator
+//! commands, checking the engine's invariants on every step.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use plus_core::{HostId, Ratio, Timestamp, Version, seeded_rng};
+use plus_rollout::{
+    Action, AvailabilityFloor, BatchLabel, BrakePolicy, BrakeView, Command, EventKind, FailureRate,
+    GroupHost, HostState, Mode, Outcome, Phase, PlanConfig, Release, ReleaseConfig, Step,
+    StepOutcome, plan,
+};
+use proptest::prelude::*;
+use rand::Rng;
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    hosts: usize,
+    bastion: usize,
+    ratio: u32,
+    parallelism: usize,
+    stop_on_failure: bool,
+    fail_percent: u32,
+    manual: bool,
+    availability_floor: bool,
+    /// Random pauses and aborts from a person.
+    chaos: bool,
+    seed: u64,
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        (1usize..60, 0usize..2, 10u32..=60, 1usize..8),
+        (any::<bool>(), 0u32..30, any::<bool>(), any::<bool>(), any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |(
+                (hosts, bastion, ratio, parallelism),
+                (stop_on_failure, fail_percent, manual, availability_floor, chaos, seed),
+            )| {
+                Scenario {
+                    hosts,
+                    bastion,
+                    ratio,
+                    parallelism,
+                    stop_on_failure,
+                    fail_percent,
+                    manual,
+                    availability_floor,
+                    chaos,
+                    seed,
+                }
+            },
+        )
+}
+
+/// Runs a scenario to the end and checks every invariant; returns the outcome.
+fn run(s: &Scenario) -> Result<Outcome, TestCaseError> {
+    let group: Vec<GroupHost> = (0..s.hosts)
+        .map(|i| GroupHost::in_service(HostId::new(format!("h{i:03}")).unwrap()))
+        .collect();
+    let max_ratio = Ratio::from_percent(f64::from(s.ratio)).unwrap();
+    let plan_config = PlanConfig {
+        bastion: plus_rollout::Bastion::Count(s.bastion),
+        max_ratio,
+        ..PlanConfig::default()
+    };
+    let Ok(plan) = plan(&group, &plan_config) else { return Ok(Outcome::Aborted) };
+    let bastion: HashSet<HostId> = plan.bastion.iter().cloned().collect();
+    let brake: Arc<dyn BrakePolicy> = if s.availability_floor {
+        Arc::new(AvailabilityFloor)
+    } else {
+        Arc::new(FailureRate::default())
+    };
+    let mut config = ReleaseConfig::new(Version::new("2.0").unwrap());
+    config.parallelism = s.parallelism;
+    config.stop_on_failure = s.stop_on_failure;
+    config.mode = if s.manual {
+        Mode::Manual
+    } else {
+        Mode::Automatic { wait: Duration::from_secs(5), later_wait: Some(Duration::from_secs(1)) }
+    };
+    config.step_timeout = Duration::from_secs(3);
+    config.brake = Arc::clone(&brake);
+    config.max_ratio = max_ratio;
+    let planned = plan.host_count();
+    let mut rng = seeded_rng(s.seed);
+    let mut now = Timestamp::ZERO;
+    let mut release = Release::new(plan, config, now);
+
+    // token -> (completion time, host, step, outcome); completions in time order.
+    let mut inflight: BTreeMap<(Timestamp, u64), (u32, Step, StepOutcome)> = BTreeMap::new();
+    let mut host_of_token: HashMap<u64, (Timestamp, u32)> = HashMap::new();
+    let mut succeeded: HashSet<u32> = HashSet::new();
+    let mut baked = false;
+    let mut tripped = false;
+    let mut failed_now = 0usize;
+    let mut commands = 0;
+    for _round in 0..100_000 {
+        // Events first: they say which batch the following starts belong to.
+        while let Some(event) = release.poll_event() {
+            match event.kind {
+                EventKind::BatchStarted { batch: BatchLabel::Batch(_), hosts } => {
+                    tripped = false;
+                    // The brake must not have held when a batch started (we never continue
+                    // past a brake in this simulation).
+                    let view = BrakeView {
+                        planned,
+                        failed: failed_now,
+                        done: 0,
+                        next_batch: hosts,
+                        max_ratio,
+                    };
+                    prop_assert!(
+                        brake.check(&view).is_none(),
+                        "batch started while the brake held: {view:?}"
+                    );
+                }
+                EventKind::BatchStarted { .. } => tripped = false,
+                EventKind::HostFinished { host, state } => {
+                    let index = release_index(&host);
+                    match state {
+                        HostState::Succeeded | HostState::AlreadyOnTarget => {
+                            succeeded.insert(index);
+                        }
+                        HostState::Failed { .. } => {
+                            failed_now += 1;
+                            if s.stop_on_failure {
+                                tripped = true;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        while let Some(action) = release.poll_action() {
+            match action {
+                Action::Start { host, id, step, token, .. } => {
+                    prop_assert!(
+                        !succeeded.contains(&host),
+                        "succeeded host {id} started {step} again"
+                    );
+                    if step == Step::Markup && bastion.contains(&*id) {
+                        prop_assert!(baked, "bastion {id} marked up before bake");
+                    }
+                    if step == Step::Precheck {
+                        prop_assert!(!tripped, "host {id} started after stop_on_failure tripped");
+                    }
+                    // Past the 3 s step deadline some steps hang, unless this run has no faults.
+                    let slowest = if s.fail_percent == 0 { 2_000 } else { 4_000 };
+                    let delay = Duration::from_millis(rng.random_range(0..slowest));
+                    let outcome = if rng.random_range(0..100) < s.fail_percent {
+                        StepOutcome::Failed("boom".into())
+                    } else if step == Step::Precheck && rng.random_range(0..10) == 0 {
+                        StepOutcome::AlreadyOnTarget
+                    } else {
+                        StepOutcome::Done
+                    };
+                    inflight.insert((now + delay, token), (host, step, outcome));
+                    host_of_token.insert(token, (now + delay, host));
+                    let hosts_in_flight: HashSet<u32> =
+                        inflight.values().map(|(h, _, _)| *h).collect();
+                    prop_assert!(hosts_in_flight.len() <= s.parallelism, "parallelism exceeded");
+                }
+                Action::Cancel { token, .. } => {
+                    if let Some((at, _)) = host_of_token.remove(&token) {
+                        inflight.remove(&(at, token));
+                    }
+                }
+            }
+        }
+        if release.is_finished() {
+            break;
+        }
+        // A person acts now and then.
+        let act = rng.random_range(0..100);
+        let phase = release.phase().clone();
+        let command = match phase {
+            Phase::AwaitingBake if act < 50 => Some(Command::Bake),
+            Phase::AwaitingContinue { .. } if act < 50 => Some(Command::Continue),
+            Phase::Braked { .. } if act < 30 && commands < 20 => Some(Command::Retry),
+            Phase::Braked { .. } if act < 60 => Some(Command::Abort),
+            _ if s.chaos && act == 99 => Some(Command::Pause),
+            _ if act >= 95 && release.is_paused() => Some(Command::Resume),
+            _ if s.chaos && act == 98 && rng.random_range(0..20) == 0 => Some(Command::Abort),
+            _ => None,
+        };
+        if let Some(command) = command {
+            commands += 1;
+            if command == Command::Bake {
+                baked = true;
+            }
+            if command == Command::Retry {
+                failed_now = release.report().count(|s| matches!(s, HostState::Failed { .. }));
+                // Retried hosts leave the failed count as they restart.
+                let retried = failed_now;
+                failed_now -= retried;
+            }
+            let _ = release.handle_command(command, now);
+            continue;
+        }
+        // Nothing to do but wait: for the next completion, deadline or wait's end.
+        let next_completion = inflight.keys().next().map(|(at, _)| *at);
+        let next_timeout = release.poll_timeout();
+        let next = match (next_completion, next_timeout) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(t) => t,
+                None => {
+                    // Paused with nothing running, or waiting for a person: act.
+                    if release.is_paused() {
+                        let _ = release.handle_command(Command::Resume, now);
+                    } else {
+                        match release.phase() {
+                            Phase::AwaitingBake => {
+                                baked = true;
+                                let _ = release.handle_command(Command::Bake, now);
+                            }
+                            Phase::AwaitingContinue { .. } => {
+                                let _ = release.handle_command(Command::Continue, now);
+                            }
+                            _ => {
+                                let _ = release.handle_command(Command::Abort, now);
+                            }
+                        }
+                    }
+                    continue;
+                }
+            },
+        };
+        now = next.max(now);
+        if next_completion == Some(next) {
+            let (&(at, token), _) = inflight.iter().next().unwrap();
+            let (host, _step, outcome) = inflight.remove(&(at, token)).unwrap();
+            host_of_token.remove(&token);
+            release.handle_step_result(host, token, outcome, now);
+        } else {
+            release.handle_timeout(now);
+        }
+    }
+    prop_assert!(release.is_finished(), "release did not finish: {:?}", release.phase());
+    // Drain the actions of the last step: an abort cancels what runs.
+    while let Some(action) = release.poll_action() {
+        if let Action::Cancel { token, .. } = action {
+            if let Some((at, _)) = host_of_token.remove(&token) {
+                inflight.remove(&(at, token));
+            }
+        }
+    }
+    prop_assert!(inflight.is_empty(), "steps still running after the end: {}", inflight.len());
+    let report = release.report();
+    prop_assert_eq!(report.hosts.len(), planned);
+    for (host, state) in &report.hosts {
+        prop_assert!(state.is_final(), "host {host} ended in {state:?}");
+    }
+    Ok(report.outcome.unwrap())
+}
+
+/// Host ids are `hNNN`, and the release indexes hosts in plan order, which for these groups
+/// (bastion first, then batches in group order) is the group order.
+fn release_index(host: &HostId) -> u32 {
+    host.as_str()[1..].parse().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    #[test]
+    fn invariants_hold_under_random_outcomes_and_commands(s in scenario()) {
+        run(&s)?;
+    }
+}
+
+#[test]
+fn a_clean_release_succeeds() {
+    let s = Scenario {
+        hosts: 20,
+        bastion: 1,
+        ratio: 25,
+        parallelism: 6,
+        stop_on_failure: false,
+        fail_percent: 0,
+        manual: false,
+        availability_floor: false,
+        chaos: false,
+        seed: 1,
+    };
+    assert_eq!(run(&s).unwrap(), Outcome::Succeeded);
+}
+
+/// The simulation reaches every kind of ending, so the invariants above are checked on aborted,
+/// braked-then-failed and successful releases alike.
+#[test]
+fn simulation_reaches_every_outcome() {
+    let mut rng = seeded_rng(99);
+    let mut seen = HashSet::new();
+    for seed in 0..300 {
+        let s = Scenario {
+            hosts: rng.random_range(1..60),
+            bastion: rng.random_range(0..2),
+            ratio: rng.random_range(10..=60),
+            parallelism: rng.random_range(1..8),
+            stop_on_failure: rng.random(),
+            fail_percent: rng.random_range(0..30),
+            manual: rng.random(),
+            availability_floor: rng.random(),
+            chaos: rng.random(),
+            seed,
+        };
+        let outcome = run(&s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
+        seen.insert(std::mem::discriminant(&outcome));
+    }
+    assert_eq!(seen.len(), 3, "expected succeeded, failed and aborted releases");
+}
