@@ -1,0 +1,171 @@
+//! Print the dependency order of a set of applications, and simulate deploying them.
+//!
+//! ```text
+//! deploy_order FILE [--fail APP]...
+//! ```
+//!
+//! FILE is YAML: `apps:` a list of `{app, dependsOn, optionalDependsOn}`. Prints one line per
+//! wave (`wave 1: cache db static`), then `order: ...`. With `--fail APP` it also simulates the
+//! deployment with those applications failing and prints, in completion order, `deployed api`,
+//! `failed db`, `skipped web (requires db)`. A cycle or an unknown dependency: the error on
+//! stderr and exit 1; bad arguments: exit 2.
+
+use std::collections::HashSet;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use plus_core::{AppCode, Timestamp};
+use plus_rollout::{AppGraph, AppSpec, AppState, DeployAction, DeployConfig, Deployment};
+use serde::Deserialize;
+
+const USAGE: &str = "usage: deploy_order FILE [--fail APP]...
+
+FILE lists applications as YAML:
+  apps:
+    - app: web
+      dependsOn: [api, static]
+    - app: api
+      dependsOn: [db]
+      optionalDependsOn: [cache]";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    apps: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Entry {
+    app: AppCode,
+    #[serde(default)]
+    depends_on: Vec<AppCode>,
+    #[serde(default)]
+    optional_depends_on: Vec<AppCode>,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut file = None;
+    let mut fail = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--fail" => match it.next() {
+                Some(app) => fail.push(app.clone()),
+                None => return usage("`--fail` needs an application code"),
+            },
+            flag if flag.starts_with('-') => return usage(&format!("unknown option `{flag}`")),
+            path if file.is_none() => file = Some(path.to_owned()),
+            extra => return usage(&format!("unexpected argument `{extra}`")),
+        }
+    }
+    let Some(path) = file else { return usage("no FILE given") };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("error: cannot read `{path}`: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let parsed: File = match serde_yaml::from_str(&text) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            eprintln!("error: `{path}` is not a valid application list: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let specs = parsed
+        .apps
+        .into_iter()
+        .map(|e| AppSpec {
+            code: e.app,
+            depends_on: e.depends_on,
+            optional_depends_on: e.optional_depends_on,
+        })
+        .collect();
+    let graph = match AppGraph::new(specs) {
+        Ok(graph) => Arc::new(graph),
+        Err(err) => {
+            for problem in &err.problems {
+                eprintln!("error: {problem}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in graph.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    for (i, wave) in graph.waves().iter().enumerate() {
+        let codes: Vec<&str> = wave.iter().map(|c| c.as_str()).collect();
+        println!("wave {}: {}", i + 1, codes.join(" "));
+    }
+    let order: Vec<&str> = graph.order().iter().map(|c| c.as_str()).collect();
+    println!("order: {}", order.join(" "));
+    if fail.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let mut failing = HashSet::new();
+    for code in &fail {
+        match AppCode::new(code.as_str()).ok().and_then(|c| graph.index_of(&c)) {
+            Some(index) => {
+                failing.insert(index);
+            }
+            None => return usage(&format!("`--fail {code}`: no such application")),
+        }
+    }
+    for line in simulate(&graph, &failing) {
+        println!("{line}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Runs the deployment core with every step answered at once: failing applications' deploys
+/// fail, every other deploy and health check passes.
+fn simulate(graph: &Arc<AppGraph>, failing: &HashSet<usize>) -> Vec<String> {
+    let now = Timestamp::ZERO;
+    let mut deployment = Deployment::new(Arc::clone(graph), DeployConfig::default(), now);
+    while !deployment.is_finished() {
+        let Some(action) = deployment.poll_action() else {
+            unreachable!(
+                "with every step answered at once, an unfinished deployment has work to do"
+            )
+        };
+        match action {
+            DeployAction::Deploy { app, token } => {
+                let result = if failing.contains(&app) {
+                    Err("simulated failure".to_owned())
+                } else {
+                    Ok(())
+                };
+                deployment.handle_result(app, token, result, now);
+            }
+            DeployAction::Check { app, token, .. } => {
+                deployment.handle_result(app, token, Ok(()), now);
+            }
+            DeployAction::Cancel { .. } => {}
+        }
+    }
+    let report = deployment.report();
+    report
+        .completion_order
+        .iter()
+        .map(|&i| match &report.apps[i] {
+            (app, AppState::Healthy) => format!("deployed {app}"),
+            (app, AppState::Failed { .. }) => format!("failed {app}"),
+            (app, AppState::Skipped { failed_dependency }) => {
+                format!("skipped {app} (requires {failed_dependency})")
+            }
+            (app, state) => format!("{app}: {state:?}"),
+        })
+        .collect()
+}
+
+fn usage(message: &str) -> ExitCode {
+    eprintln!("error: {message}\n\n{USAGE}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,492 @@
+//! Dependency-ordered deployment, sans-IO: which application starts when, what a failure skips.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use plus_core::{AppCode, Timestamp};
+
+use crate::graph::{AppGraph, DependencyKind};
+
+/// How a deployment runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeployConfig {
+    /// Applications being deployed or checked at once. Default 4.
+    pub concurrency: usize,
+    /// Extra health checks after a failed one (a manifest's `checkRetry`). Default 2.
+    pub check_retries: u32,
+    /// Time between health checks (a manifest's `checkInterval`). Default 30 s.
+    pub check_interval: Duration,
+    /// Deadline of one deploy. Default 10 minutes.
+    pub deploy_timeout: Duration,
+    /// Deadline of one health check. Default 1 minute.
+    pub check_timeout: Duration,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            check_retries: 2,
+            check_interval: Duration::from_secs(30),
+            deploy_timeout: Duration::from_secs(600),
+            check_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where an application is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppState {
+    /// Waiting for its dependencies (or a free slot).
+    Waiting,
+    /// Being deployed.
+    Deploying,
+    /// Deployed; health check `attempt` (from 1) running or due.
+    Checking {
+        /// The attempt.
+        attempt: u32,
+    },
+    /// Deployed and healthy.
+    Healthy,
+    /// Deploy or health check failed.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// Not deployed because a required dependency, directly or transitively, failed.
+    Skipped {
+        /// The application whose failure caused it.
+        failed_dependency: AppCode,
+    },
+    /// Its deploy or check was running when the deployment was cancelled.
+    Cancelled,
+    /// Never started: the deployment was cancelled first.
+    NotStarted,
+}
+
+impl AppState {
+    /// Whether the application will not change state again.
+    #[must_use]
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Self::Waiting | Self::Deploying | Self::Checking { .. })
+    }
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeployAction {
+    /// Deploy application `app`; report with [`Deployment::handle_result`] and `token`.
+    Deploy {
+        /// Index in the graph.
+        app: usize,
+        /// Identifies this run.
+        token: u64,
+    },
+    /// Health-check application `app`.
+    Check {
+        /// Index in the graph.
+        app: usize,
+        /// Identifies this run.
+        token: u64,
+        /// From 1.
+        attempt: u32,
+    },
+    /// Stop the run started with `token`; its result will be ignored.
+    Cancel {
+        /// Index in the graph.
+        app: usize,
+        /// The token.
+        token: u64,
+    },
+}
+
+/// Progress of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeployEvent {
+    /// An application started deploying.
+    Started(AppCode),
+    /// Its deploy finished; health checks follow.
+    Deployed(AppCode),
+    /// A health check failed; another follows after the interval.
+    CheckFailed {
+        /// The application.
+        app: AppCode,
+        /// The attempt that failed (from 1).
+        attempt: u32,
+        /// Why.
+        reason: String,
+    },
+    /// Healthy: its dependents may start.
+    Healthy(AppCode),
+    /// Failed for good.
+    Failed {
+        /// The application.
+        app: AppCode,
+        /// Why.
+        reason: String,
+    },
+    /// Skipped because a required dependency failed.
+    Skipped {
+        /// The application.
+        app: AppCode,
+        /// The failed application it requires (directly or transitively).
+        failed_dependency: AppCode,
+    },
+    /// An optional dependency failed; the application goes on without it.
+    OptionalDependencyFailed {
+        /// The application.
+        app: AppCode,
+        /// The failed optional dependency.
+        dependency: AppCode,
+    },
+    /// Every application is in a final state.
+    Finished,
+}
+
+/// The final (or current) state of every application, and the order they finished in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentReport {
+    /// Every application, in code order.
+    pub apps: Vec<(AppCode, AppState)>,
+    /// Indices into `apps` in the order they reached a final state.
+    pub completion_order: Vec<usize>,
+}
+
+/// A running dependency-ordered deployment (sans-IO).
+///
+/// An application starts as soon as every required dependency is healthy and every optional one
+/// has finished (not when its whole wave is done), up to the concurrency limit, smallest code
+/// first among those ready.
+#[derive(Debug)]
+pub struct Deployment {
+    graph: Arc<AppGraph>,
+    config: DeployConfig,
+    states: Vec<AppState>,
+    /// Required dependencies not yet healthy, per application.
+    waiting_required: Vec<u32>,
+    /// Optional dependencies not yet finished, per application.
+    waiting_optional: Vec<u32>,
+    ready: BinaryHeap<Reverse<u32>>,
+    in_progress: usize,
+    tokens: Vec<u64>,
+    next_token: u64,
+    /// (when, app, token, is_check_due): deadlines of running work and due re-checks.
+    timers: BinaryHeap<Reverse<(Timestamp, u32, u64, bool)>>,
+    actions: VecDeque<DeployAction>,
+    events: VecDeque<DeployEvent>,
+    completion_order: Vec<usize>,
+    cancelled: bool,
+    finished_reported: bool,
+}
+
+impl Deployment {
+    /// Starts deploying `graph` at `now`.
+    #[must_use]
+    pub fn new(graph: Arc<AppGraph>, config: DeployConfig, now: Timestamp) -> Self {
+        let n = graph.len();
+        let mut waiting_required = vec![0; n];
+        let mut waiting_optional = vec![0; n];
+        for (i, (required, optional)) in
+            waiting_required.iter_mut().zip(&mut waiting_optional).enumerate()
+        {
+            for (_, kind) in graph.dependencies(i) {
+                match kind {
+                    DependencyKind::Required => *required += 1,
+                    DependencyKind::Optional => *optional += 1,
+                }
+            }
+        }
+        let ready = (0..n as u32)
+            .filter(|&i| waiting_required[i as usize] == 0 && waiting_optional[i as usize] == 0)
+            .map(Reverse)
+            .collect();
+        let mut deployment = Self {
+            graph,
+            config,
+            states: vec![AppState::Waiting; n],
+            waiting_required,
+            waiting_optional,
+            ready,
+            in_progress: 0,
+            tokens: vec![0; n],
+            next_token: 1,
+            timers: BinaryHeap::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            completion_order: Vec::new(),
+            cancelled: false,
+            finished_reported: false,
+        };
+        deployment.pump(now);
+        deployment
+    }
+
+    /// The graph being deployed.
+    #[must_use]
+    pub fn graph(&self) -> &AppGraph {
+        &self.graph
+    }
+
+    /// The state of application `index`.
+    #[must_use]
+    pub fn state(&self, index: usize) -> &AppState {
+        &self.states[index]
+    }
+
+    /// Whether every application is in a final state.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.states.iter().all(AppState::is_final)
+    }
+
+    /// The next action.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<DeployAction> {
+        self.actions.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<DeployEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Deployment::handle_timeout`] next.
+    #[must_use]
+    pub fn poll_timeout(&mut self) -> Option<Timestamp> {
+        while let Some(&Reverse((_, app, token, _))) = self.timers.peek() {
+            if self.tokens[app as usize] == token {
+                break;
+            }
+            self.timers.pop();
+        }
+        self.timers.peek().map(|Reverse((at, ..))| *at)
+    }
+
+    /// The report so far.
+    #[must_use]
+    pub fn report(&self) -> DeploymentReport {
+        DeploymentReport {
+            apps: self
+                .graph
+                .apps()
+                .iter()
+                .map(|a| a.code.clone())
+                .zip(self.states.iter().cloned())
+                .collect(),
+            completion_order: self.completion_order.clone(),
+        }
+    }
+
+    fn code(&self, app: usize) -> AppCode {
+        self.graph.code(app).clone()
+    }
+
+    fn token(&mut self, app: usize) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.tokens[app] = token;
+        token
+    }
+
+    fn pump(&mut self, now: Timestamp) {
+        while !self.cancelled && self.in_progress < self.config.concurrency.max(1) {
+            let Some(Reverse(app)) = self.ready.pop() else { break };
+            let app = app as usize;
+            self.in_progress += 1;
+            self.states[app] = AppState::Deploying;
+            let token = self.token(app);
+            self.timers.push(Reverse((now + self.config.deploy_timeout, app as u32, token, false)));
+            self.actions.push_back(DeployAction::Deploy { app, token });
+            self.events.push_back(DeployEvent::Started(self.code(app)));
+        }
+        if self.is_finished() && !self.finished_reported {
+            self.finished_reported = true;
+            self.events.push_back(DeployEvent::Finished);
+        }
+    }
+
+    fn start_check(&mut self, app: usize, attempt: u32, now: Timestamp) {
+        self.states[app] = AppState::Checking { attempt };
+        let token = self.token(app);
+        self.timers.push(Reverse((now + self.config.check_timeout, app as u32, token, false)));
+        self.actions.push_back(DeployAction::Check { app, token, attempt });
+    }
+
+    fn finish(&mut self, app: usize, state: AppState) {
+        self.states[app] = state;
+        self.tokens[app] = 0;
+        self.completion_order.push(app);
+    }
+
+    fn became_healthy(&mut self, app: usize, now: Timestamp) {
+        self.in_progress -= 1;
+        self.finish(app, AppState::Healthy);
+        self.events.push_back(DeployEvent::Healthy(self.code(app)));
+        let dependents: Vec<(usize, DependencyKind)> = self.graph.dependents(app).collect();
+        for (k, kind) in dependents {
+            match kind {
+                DependencyKind::Required => self.waiting_required[k] -= 1,
+                DependencyKind::Optional => self.waiting_optional[k] -= 1,
+            }
+            self.maybe_ready(k);
+        }
+        self.pump(now);
+    }
+
+    fn maybe_ready(&mut self, k: usize) {
+        if self.states[k] == AppState::Waiting
+            && self.waiting_required[k] == 0
+            && self.waiting_optional[k] == 0
+        {
+            self.ready.push(Reverse(k as u32));
+        }
+    }
+
+    /// `app` failed (or was skipped): skip everything that requires it, transitively; release
+    /// what only optionally needed it.
+    fn propagate_failure(&mut self, app: usize, root: usize) {
+        let mut stack = vec![app];
+        while let Some(failed) = stack.pop() {
+            let dependents: Vec<(usize, DependencyKind)> = self.graph.dependents(failed).collect();
+            for (k, kind) in dependents {
+                match kind {
+                    DependencyKind::Required => {
+                        if self.states[k] == AppState::Waiting {
+                            self.finish(
+                                k,
+                                AppState::Skipped { failed_dependency: self.code(root) },
+                            );
+                            self.events.push_back(DeployEvent::Skipped {
+                                app: self.code(k),
+                                failed_dependency: self.code(root),
+                            });
+                            stack.push(k);
+                        }
+                    }
+                    DependencyKind::Optional => {
+                        self.waiting_optional[k] -= 1;
+                        if self.states[k] == AppState::Waiting {
+                            self.events.push_back(DeployEvent::OptionalDependencyFailed {
+                                app: self.code(k),
+                                dependency: self.code(failed),
+                            });
+                        }
+                        self.maybe_ready(k);
+                    }
+                }
+            }
+        }
+    }
+
+    fn failed(&mut self, app: usize, reason: String, now: Timestamp) {
+        self.in_progress -= 1;
+        self.finish(app, AppState::Failed { reason: reason.clone() });
+        self.events.push_back(DeployEvent::Failed { app: self.code(app), reason });
+        self.propagate_failure(app, app);
+        self.pump(now);
+    }
+
+    /// Reports the result of the deploy or check started with `token`.
+    pub fn handle_result(
+        &mut self,
+        app: usize,
+        token: u64,
+        result: Result<(), String>,
+        now: Timestamp,
+    ) {
+        if app >= self.states.len() || token == 0 || self.tokens[app] != token {
+            return;
+        }
+        match (self.states[app].clone(), result) {
+            (AppState::Deploying, Ok(())) => {
+                self.events.push_back(DeployEvent::Deployed(self.code(app)));
+                self.start_check(app, 1, now);
+            }
+            (AppState::Deploying, Err(reason)) => {
+                self.failed(app, format!("deploy failed: {reason}"), now);
+            }
+            (AppState::Checking { .. }, Ok(())) => self.became_healthy(app, now),
+            (AppState::Checking { attempt }, Err(reason)) => {
+                self.check_failed(app, attempt, reason, now);
+            }
+            _ => {}
+        }
+    }
+
+    fn check_failed(&mut self, app: usize, attempt: u32, reason: String, now: Timestamp) {
+        if attempt > self.config.check_retries {
+            let tries = attempt;
+            self.failed(app, format!("health check failed {tries} time(s), last: {reason}"), now);
+        } else {
+            self.events.push_back(DeployEvent::CheckFailed {
+                app: self.code(app),
+                attempt,
+                reason,
+            });
+            // The next check is due after the interval; the slot stays taken meanwhile.
+            let token = self.token(app);
+            self.states[app] = AppState::Checking { attempt: attempt + 1 };
+            self.timers.push(Reverse((now + self.config.check_interval, app as u32, token, true)));
+        }
+    }
+
+    /// Fails work past its deadline and starts health checks that are due.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        while let Some(&Reverse((at, app, token, check_due))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let app = app as usize;
+            if self.tokens[app] != token {
+                continue;
+            }
+            match (check_due, self.states[app].clone()) {
+                (true, AppState::Checking { attempt }) => self.start_check(app, attempt, now),
+                (false, AppState::Deploying) => {
+                    self.actions.push_back(DeployAction::Cancel { app, token });
+                    let limit = self.config.deploy_timeout;
+                    self.failed(app, format!("deploy timed out after {}s", limit.as_secs()), now);
+                }
+                (false, AppState::Checking { attempt }) => {
+                    self.actions.push_back(DeployAction::Cancel { app, token });
+                    let limit = self.config.check_timeout;
+                    self.check_failed(
+                        app,
+                        attempt,
+                        format!("timed out after {}s", limit.as_secs()),
+                        now,
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Stops starting new work, cancels what runs, and marks every application's final state.
+    pub fn cancel(&mut self, now: Timestamp) {
+        let _ = now;
+        self.cancelled = true;
+        for app in 0..self.states.len() {
+            match self.states[app] {
+                AppState::Deploying | AppState::Checking { .. } => {
+                    self.actions.push_back(DeployAction::Cancel { app, token: self.tokens[app] });
+                    self.in_progress -= 1;
+                    self.finish(app, AppState::Cancelled);
+                }
+                AppState::Waiting => self.finish(app, AppState::NotStarted),
+                _ => {}
+            }
+        }
+        self.timers.clear();
+        self.ready.clear();
+        if !self.finished_reported {
+            self.finished_reported = true;
+            self.events.push_back(DeployEvent::Finished);
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Dependency-ordered deployment on random graphs, in simulated time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plus_core::{AppCode, Timestamp, seeded_rng};
+use plus_rollout::{
+    AppExecutor, AppGraph, AppSpec, AppState, DependencyKind, DeployAction, DeployConfig,
+    DeployEvent, Deployment, DeploymentReport, spawn_deployment,
+};
+use proptest::prelude::*;
+use rand::Rng;
+
+fn code(i: usize) -> AppCode {
+    AppCode::new(format!("app{i:03}")).unwrap()
+}
+
+/// A random DAG: edges only from higher to lower index, so it is acyclic by construction.
+fn dag() -> impl Strategy<Value = (Vec<AppSpec>, Vec<bool>, usize, u64)> {
+    (1usize..40, any::<u64>(), 1usize..6).prop_flat_map(|(n, seed, concurrency)| {
+        let mut rng = seeded_rng(seed);
+        let apps: Vec<AppSpec> = (0..n)
+            .map(|i| {
+                let mut spec = AppSpec::new(code(i));
+                for d in 0..i {
+                    match rng.random_range(0..10) {
+                        0 | 1 => spec.depends_on.push(code(d)),
+                        2 => spec.optional_depends_on.push(code(d)),
+                        _ => {}
+                    }
+                }
+                spec
+            })
+            .collect();
+        (
+            Just(apps),
+            prop::collection::vec(prop::bool::weighted(0.15), n),
+            Just(concurrency),
+            Just(seed),
+        )
+    })
+}
+
+/// Runs the core to the end: deploys and checks take 1-50 s; `fail[i]` makes app i's deploy fail; its
+/// first health check fails once in three. Checks the invariants on the way.
+fn simulate(
+    apps: Vec<AppSpec>,
+    fail: &[bool],
+    concurrency: usize,
+    seed: u64,
+) -> Result<DeploymentReport, TestCaseError> {
+    let graph = Arc::new(AppGraph::new(apps).unwrap());
+    let config = DeployConfig {
+        concurrency,
+        check_retries: 1,
+        check_interval: Duration::from_secs(5),
+        ..DeployConfig::default()
+    };
+    let mut rng = seeded_rng(seed);
+    let mut now = Timestamp::ZERO;
+    let mut d = Deployment::new(Arc::clone(&graph), config, now);
+    let mut inflight: BTreeMap<(Timestamp, u64), (usize, Result<(), String>)> = BTreeMap::new();
+    loop {
+        while let Some(action) = d.poll_action() {
+            // Under the 60 s check deadline: timeouts are tested on their own.
+            let delay = Duration::from_secs(rng.random_range(1..50));
+            match action {
+                DeployAction::Deploy { app, token } => {
+                    let i: usize = graph.code(app).as_str()[3..].parse().unwrap();
+                    for (dep, kind) in graph.dependencies(app) {
+                        match kind {
+                            DependencyKind::Required => {
+                                prop_assert_eq!(d.state(dep), &AppState::Healthy);
+                            }
+                            DependencyKind::Optional => prop_assert!(d.state(dep).is_final()),
+                        }
+                    }
+                    let result = if fail[i] { Err("boom".to_owned()) } else { Ok(()) };
+                    inflight.insert((now + delay, token), (app, result));
+                }
+                DeployAction::Check { app, token, attempt } => {
+                    let result = if attempt == 1 && rng.random_range(0..3) == 0 {
+                        Err("not yet".to_owned())
+                    } else {
+                        Ok(())
+                    };
+                    inflight.insert((now + delay, token), (app, result));
+                }
+                DeployAction::Cancel { .. } => prop_assert!(false, "nothing should be cancelled"),
+            }
+        }
+        while d.poll_event().is_some() {}
+        let busy = (0..graph.len())
+            .filter(|&i| matches!(d.state(i), AppState::Deploying | AppState::Checking { .. }))
+            .count();
+        prop_assert!(busy <= concurrency, "{busy} busy, limit {concurrency}");
+        if d.is_finished() {
+            break;
+        }
+        let next_result = inflight.keys().next().copied();
+        let next_timer = d.poll_timeout();
+        match (next_result, next_timer) {
+            (Some((at, token)), timer) if timer.is_none_or(|t| at <= t) => {
+                now = at;
+                let (app, result) = inflight.remove(&(at, token)).unwrap();
+                d.handle_result(app, token, result, now);
+            }
+            (_, Some(t)) => {
+                now = t;
+                d.handle_timeout(now);
+            }
+            (Some(_), None) => unreachable!("the first arm takes a result when there is no timer"),
+            (None, None) => prop_assert!(false, "stuck: nothing in flight and no timer"),
+        }
+    }
+    Ok(d.report())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    #[test]
+    fn failures_skip_exactly_their_required_dependents((apps, fail, concurrency, seed) in dag()) {
+        let graph = AppGraph::new(apps.clone()).unwrap();
+        let report = simulate(apps.clone(), &fail, concurrency, seed)?;
+        // Expected: in dependency order, skipped if any required dependency did not become
+        // healthy, failed if scripted to fail, healthy otherwise.
+        let mut expected: Vec<&str> = vec![""; graph.len()];
+        for i in graph.order_indices() {
+            let n: usize = graph.code(i).as_str()[3..].parse().unwrap();
+            let blocked = graph.dependencies(i).any(|(d, k)| k == DependencyKind::Required && expected[d] != "healthy");
+            expected[i] = if blocked { "skipped" } else if fail[n] { "failed" } else { "healthy" };
+        }
+        for (i, (app, state)) in report.apps.iter().enumerate() {
+            let got = match state {
+                AppState::Healthy => "healthy",
+                AppState::Failed { .. } => "failed",
+                AppState::Skipped { .. } => "skipped",
+                other => return Err(TestCaseError::fail(format!("{app} ended in {other:?}"))),
+            };
+            prop_assert_eq!(got, expected[i], "{}", app);
+        }
+        // Same input, same run.
+        prop_assert_eq!(simulate(apps, &fail, concurrency, seed)?, report);
+    }
+}
+
+#[test]
+fn an_app_starts_before_its_whole_wave_is_done() {
+    // a (slow) and b (fast) have no dependencies; c needs only b. c must start while a runs.
+    let apps = vec![
+        AppSpec::new(code(0)),
+        AppSpec::new(code(1)),
+        AppSpec { depends_on: vec![code(1)], ..AppSpec::new(code(2)) },
+    ];
+    let graph = Arc::new(AppGraph::new(apps).unwrap());
+    let mut d = Deployment::new(Arc::clone(&graph), DeployConfig::default(), Timestamp::ZERO);
+    let mut tokens = BTreeMap::new();
+    while let Some(action) = d.poll_action() {
+        if let DeployAction::Deploy { app, token } = action {
+            tokens.insert(app, token);
+        }
+    }
+    assert_eq!(tokens.len(), 2);
+    let t = Timestamp::from_millis(1_000);
+    d.handle_result(1, tokens[&1], Ok(()), t);
+    let Some(DeployAction::Check { app: 1, token, .. }) = d.poll_action() else { panic!() };
+    d.handle_result(1, token, Ok(()), t);
+    assert_eq!(d.poll_action(), Some(DeployAction::Deploy { app: 2, token: token + 1 }));
+    assert_eq!(d.state(0), &AppState::Deploying, "app000 is still deploying");
+}
+
+#[test]
+fn health_checks_retry_on_the_interval_then_fail() {
+    let graph = Arc::new(AppGraph::new(vec![AppSpec::new(code(0))]).unwrap());
+    let config = DeployConfig {
+        check_retries: 2,
+        check_interval: Duration::from_secs(30),
+        ..DeployConfig::default()
+    };
+    let mut d = Deployment::new(graph, config, Timestamp::ZERO);
+    let mut now = Timestamp::ZERO;
+    let Some(DeployAction::Deploy { token, .. }) = d.poll_action() else { panic!() };
+    d.handle_result(0, token, Ok(()), now);
+    let mut checks = Vec::new();
+    while !d.is_finished() {
+        match d.poll_action() {
+            Some(DeployAction::Check { token, attempt, .. }) => {
+                checks.push((now, attempt));
+                d.handle_result(0, token, Err("503".into()), now);
+            }
+            _ => {
+                now = d.poll_timeout().unwrap();
+                d.handle_timeout(now);
+            }
+        }
+    }
+    assert_eq!(
+        checks,
+        [
+            (Timestamp::ZERO, 1),
+            (Timestamp::from_millis(30_000), 2),
+            (Timestamp::from_millis(60_000), 3)
+        ]
+    );
+    assert_eq!(
+        d.state(0),
+        &AppState::Failed { reason: "health check failed 3 time(s), last: 503".into() }
+    );
+}
+
+struct Scripted;
+
+#[async_trait::async_trait]
+impl AppExecutor for Scripted {
+    async fn deploy(&self, app: &AppCode) -> Result<(), String> {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        if app.as_str() == "db" { Err("disk full".into()) } else { Ok(()) }
+    }
+    async fn check(&self, _: &AppCode) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn issue_example() -> Vec<AppSpec> {
+    let c = |s: &str| AppCode::new(s).unwrap();
+    vec![
+        AppSpec { depends_on: vec![c("api"), c("static")], ..AppSpec::new(c("web")) },
+        AppSpec {
+            depends_on: vec![c("db")],
+            optional_depends_on: vec![c("cache")],
+            ..AppSpec::new(c("api"))
+        },
+        AppSpec::new(c("db")),
+        AppSpec::new(c("cache")),
+        AppSpec::new(c("static")),
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_driver_runs_the_core_and_reports_in_completion_order() {
+    let graph = Arc::new(AppGraph::new(issue_example()).unwrap());
+    let (_handle, mut events, task) =
+        spawn_deployment(graph, DeployConfig::default(), Arc::new(Scripted));
+    let report = task.await.unwrap();
+    let lines: Vec<String> = report
+        .completion_order
+        .iter()
+        .map(|&i| match &report.apps[i] {
+            (app, AppState::Healthy) => format!("deployed {app}"),
+            (app, AppState::Failed { .. }) => format!("failed {app}"),
+            (app, AppState::Skipped { failed_dependency }) => {
+                format!("skipped {app} (requires {failed_dependency})")
+            }
+            (app, s) => format!("{app} {s:?}"),
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "failed db",
+            "skipped api (requires db)",
+            "skipped web (requires db)",
+            "deployed cache",
+            "deployed static"
+        ]
+    );
+    let mut saw_finished = false;
+    while let Some(event) = events.recv().await {
+        saw_finished |= event == DeployEvent::Finished;
+    }
+    assert!(saw_finished);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_reports_every_app() {
+    let graph = Arc::new(AppGraph::new(issue_example()).unwrap());
+    let (handle, _events, task) = spawn_deployment(
+        graph,
+        DeployConfig { concurrency: 1, ..DeployConfig::default() },
+        Arc::new(Scripted),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    handle.cancel().await;
+    let report = task.await.unwrap();
+    assert_eq!(report.apps.iter().filter(|(_, s)| *s == AppState::Cancelled).count(), 1);
+    assert_eq!(report.apps.iter().filter(|(_, s)| *s == AppState::NotStarted).count(), 4);
+    handle.cancel().await; // after the end: returns at once
+}
