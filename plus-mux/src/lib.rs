@@ -1,7 +1,72 @@
-//! Many concurrent requests over one long-lived connection, both peers equal (seed 001).
+//! Many concurrent requests over one long-lived connection, both peers equal (seed 001),
+//! byte-compatible with the original Go implementation:
 //!
-//! **Status: not implemented yet** (tracked by the plus-mux issue). This crate will hold the
-//! frame codec, byte-compatible with the original Go implementation
-//! (`[REQ|RSP][u32 identity][u32 length][body][\r\r\n]`), and a symmetric peer over any
-//! `AsyncRead + AsyncWrite`. Nothing is exported until it works.
+//! ```text
+//! [3 bytes "REQ" | "RSP"][u32 identity, big-endian][u32 body length, big-endian][body][\r\r\n]
+//! ```
+//!
+//! - [`FrameCodec`]: a `tokio_util::codec` Decoder/Encoder, usable on its own. Frames are
+//!   delimited by the length field; the trailer must then be exactly `\r\r\n`. Bodies may
+//!   contain `\r\r\n` and identity 855,306 is an identity like any other (both broke the Go
+//!   code's framing).
+//! - [`Connection`]: a symmetric peer over any `AsyncRead + AsyncWrite`: either side sends
+//!   requests ([`Connection::request`] waits with a timeout, [`Connection::send_async`] does not)
+//!   and answers the other's through a [`Handler`]. Limits everywhere: body size (checked before
+//!   allocating), in-flight requests, concurrent handlers (when full, reading stops), write queue.
+//!   Closing fails every pending request at once; [`Connection::shutdown`] drains first.
+//! - [`ReconnectingClient`]: reconnects with backoff and jitter through a [`Connector`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use async_trait::async_trait;
+//! use bytes::Bytes;
+//! use plus_mux::{Config, Connection, Handler, HandlerError, NoHandler};
+//!
+//! struct Echo;
+//!
+//! #[async_trait]
+//! impl Handler for Echo {
+//!     async fn handle(&self, request: Bytes) -> Result<Bytes, HandlerError> {
+//!         Ok(request)
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // Any byte stream will do; a TCP stream would use `Connection::from_tcp`.
+//! let (a, b) = tokio::io::duplex(64 * 1024);
+//! let server = Connection::new(a, Config::default(), Arc::new(Echo));
+//! let client = Connection::new(b, Config::default(), Arc::new(NoHandler));
+//!
+//! let answer = client.request("hello").await.unwrap();
+//! assert_eq!(answer, "hello");
+//! // Both peers are equal: the server can ask the client too (which refuses, and says so).
+//! let refused = server.request("ping").await.unwrap_err();
+//! assert_eq!(refused.to_string(), "peer handler failed: this peer does not serve requests");
+//! assert_eq!(client.counters().pending, 0);
+//! # }
+//! ```
+//!
+//! # Performance
+//!
+//! `cargo bench -p benches --bench mux` runs plus-mux beside a plain TCP request/response loop
+//! on loopback; figures in BENCHMARKS.md.
 #![doc(test(attr(deny(warnings))))]
+
+mod config;
+mod connection;
+mod error;
+mod frame;
+mod pending;
+mod reconnect;
+
+pub use config::{Config, HandlerErrorWire};
+pub use connection::{Connection, Counters, ERROR_PREFIX, Handler, NoHandler};
+pub use error::{CloseReason, HandlerError, RequestError};
+pub use frame::{
+    DEFAULT_MAX_BODY, Frame, FrameCodec, FrameError, HEADER_LEN, Kind, TRAILER, breaks_go_framing,
+    encode_into,
+};
+pub use reconnect::{
+    Connector, ReconnectConfig, ReconnectingClient, TcpConnector, WhileDisconnected,
+};

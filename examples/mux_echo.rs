@@ -1,0 +1,203 @@
+//! A plus-mux echo server and a load-generating client.
+//!
+//! ```text
+//! mux_echo serve --listen ADDR [--for SECONDS]
+//! mux_echo bench --connect ADDR --requests N --concurrency C --size B
+//! ```
+//!
+//! The server echoes each body; a body `sleep:MS` is answered after MS milliseconds. A
+//! connection that sends garbage is closed; the others go on. The client ends with one line:
+//! `requests=100000 concurrency=64 size=64 rps=250000 p50_us=200 p99_us=900 errors=0`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use plus_mux::{Config, Connection, Handler, HandlerError, NoHandler};
+
+const USAGE: &str = "usage: mux_echo serve --listen ADDR [--for SECONDS]
+       mux_echo bench --connect ADDR --requests N --concurrency C --size B";
+
+struct Echo;
+
+#[async_trait]
+impl Handler for Echo {
+    async fn handle(&self, request: Bytes) -> Result<Bytes, HandlerError> {
+        if let Some(ms) = request
+            .strip_prefix(b"sleep:")
+            .and_then(|ms| std::str::from_utf8(ms).ok()?.parse().ok())
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        Ok(request)
+    }
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+fn number(args: &[String], name: &str) -> Result<usize, String> {
+    let text = flag(args, name).ok_or_else(|| format!("`{name}` is required"))?;
+    text.parse().map_err(|_| format!("`{name}` takes a whole number, got `{text}`"))
+}
+
+fn check_flags(args: &[String], known: &[&str]) -> Result<(), String> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if !known.contains(&a.as_str()) {
+            return Err(format!("unknown argument `{a}`"));
+        }
+        if it.next().is_none() {
+            return Err(format!("`{a}` needs a value"));
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match args.first().map(String::as_str) {
+        Some("serve") => check_flags(&args[1..], &["--listen", "--for"]).and_then(|()| {
+            let listen = flag(&args, "--listen").ok_or("`--listen` is required")?;
+            let seconds = match flag(&args, "--for") {
+                Some(s) => Some(
+                    s.parse::<u64>().map_err(|_| format!("`--for` takes seconds, got `{s}`"))?,
+                ),
+                None => None,
+            };
+            Ok(runtime.block_on(serve(listen, seconds)))
+        }),
+        Some("bench") => {
+            check_flags(&args[1..], &["--connect", "--requests", "--concurrency", "--size"])
+                .and_then(|()| {
+                    let connect = flag(&args, "--connect").ok_or("`--connect` is required")?;
+                    let requests = number(&args, "--requests")?;
+                    let concurrency = number(&args, "--concurrency")?.max(1);
+                    let size = number(&args, "--size")?;
+                    Ok(runtime.block_on(bench(connect, requests, concurrency, size)))
+                })
+        }
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => Err("expected `serve` or `bench`".to_owned()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("error: {msg}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve(listen: String, seconds: Option<u64>) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(err) => {
+            eprintln!("error: cannot listen on {listen}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().map_or(listen, |a| a.to_string());
+    println!("listening on {addr}");
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    match Connection::from_tcp(stream, Config::default(), Arc::new(Echo)) {
+                        Ok(conn) => {
+                            tokio::spawn(async move {
+                                let reason = conn.closed().await;
+                                eprintln!("connection from {peer} closed: {reason}");
+                            });
+                        }
+                        Err(err) => eprintln!("connection from {peer} refused: {err}"),
+                    }
+                }
+                Err(err) => eprintln!("accept failed: {err}"),
+            }
+        }
+    };
+    match seconds {
+        Some(s) => {
+            let _ = tokio::time::timeout(Duration::from_secs(s), accept).await;
+        }
+        None => accept.await,
+    }
+    ExitCode::SUCCESS
+}
+
+async fn bench(connect: String, requests: usize, concurrency: usize, size: usize) -> ExitCode {
+    let stream = match tokio::net::TcpStream::connect(&connect).await {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("error: cannot connect to {connect}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = Config { max_in_flight: concurrency.max(1024), ..Config::default() };
+    let conn = match Connection::from_tcp(stream, config, Arc::new(NoHandler)) {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let body = Bytes::from(vec![b'x'; size]);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let (conn, body, next) = (conn.clone(), body.clone(), Arc::clone(&next));
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                let t = Instant::now();
+                match conn.request(body.clone()).await {
+                    Ok(answer) if answer.len() == body.len() => latencies.push(t.elapsed()),
+                    _ => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(requests);
+    let mut errors = 0;
+    for w in workers {
+        match w.await {
+            Ok((l, e)) => {
+                latencies.extend(l);
+                errors += e;
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0, std::time::Duration::as_micros)
+    };
+    let rps = (requests as f64 / elapsed.as_secs_f64()).round();
+    println!(
+        "requests={requests} concurrency={concurrency} size={size} rps={rps} p50_us={} p99_us={} errors={errors}",
+        pick(0.50),
+        pick(0.99)
+    );
+    conn.close();
+    if errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

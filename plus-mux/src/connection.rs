@@ -1,0 +1,578 @@
+//! The symmetric peer: either side sends requests and handles the other's, over any byte stream.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+use tokio::time::{Instant, timeout_at};
+use tokio_util::codec::FramedRead;
+
+use crate::config::{Config, HandlerErrorWire};
+use crate::error::{CloseReason, HandlerError, RequestError};
+use crate::frame::{Frame, FrameCodec, Kind, encode_into};
+use crate::pending::{Pending, Waiter};
+
+/// The body prefix of a handler error under [`HandlerErrorWire::Prefixed`]: a NUL byte and
+/// `ERR`, then the message in UTF-8.
+pub const ERROR_PREFIX: &[u8; 4] = b"\0ERR";
+
+/// Answers the peer's requests.
+///
+/// # Contract
+/// `handle` runs concurrently for many requests (up to
+/// [`Config::max_concurrent_handlers`]); while that many run, the connection stops reading.
+/// An `Err` is sent back as described by [`HandlerErrorWire`]: the requester is always answered.
+/// A panic in `handle` is answered like an error.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request.
+    async fn handle(&self, request: Bytes) -> Result<Bytes, HandlerError>;
+
+    /// Receives the response to one of our async requests
+    /// ([`Connection::send_async`]). Default: drop it.
+    async fn on_orphan_response(&self, response: Bytes) {
+        let _ = response;
+    }
+}
+
+/// A handler that answers every request with an error: for peers that only send requests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHandler;
+
+#[async_trait]
+impl Handler for NoHandler {
+    async fn handle(&self, _: Bytes) -> Result<Bytes, HandlerError> {
+        Err(HandlerError::new("this peer does not serve requests"))
+    }
+}
+
+/// A snapshot of a connection's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// Peer requests being handled now.
+    pub in_flight: u64,
+    /// Our requests awaiting a response now.
+    pub pending: u64,
+    /// Our requests that timed out.
+    pub timeouts: u64,
+    /// Responses that matched no pending request (typically after a timeout), dropped.
+    pub late_responses: u64,
+    /// Responses to our async requests, passed to the orphan hook.
+    pub orphans: u64,
+    /// Framing errors from the peer (each closes the connection).
+    pub protocol_errors: u64,
+    /// Handler errors answered.
+    pub handler_errors: u64,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    timeouts: AtomicU64,
+    late_responses: AtomicU64,
+    orphans: AtomicU64,
+    protocol_errors: AtomicU64,
+    handler_errors: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Milliseconds since `origin` of the last frame in either direction.
+    last_activity_ms: AtomicU64,
+}
+
+struct Inner {
+    config: Config,
+    handler: Arc<dyn Handler>,
+    writer: mpsc::Sender<Frame>,
+    pending: Mutex<Pending>,
+    slots: Arc<Semaphore>,
+    handlers: Arc<Semaphore>,
+    stats: Stats,
+    origin: Instant,
+    closed: watch::Sender<Option<CloseReason>>,
+    draining: AtomicBool,
+    handlers_idle: Notify,
+}
+
+impl Inner {
+    fn touch(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.stats.last_activity_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn close_reason(&self) -> Option<CloseReason> {
+        self.closed.borrow().clone()
+    }
+
+    /// Closes once: fails every pending request with `reason` at once and stops the tasks.
+    fn close(&self, reason: &CloseReason) {
+        let mut first = false;
+        self.closed.send_if_modified(|state| {
+            if state.is_none() {
+                *state = Some(reason.clone());
+                first = true;
+                true
+            } else {
+                false
+            }
+        });
+        if !first {
+            return;
+        }
+        self.slots.close();
+        let entries = self.pending.lock().expect("pending lock").drain();
+        for entry in entries {
+            if let Waiter::Sync(tx) = entry.waiter {
+                let _ = tx.send(Err(RequestError::Closed(reason.clone())));
+            }
+        }
+    }
+
+    fn pending_len(&self) -> usize {
+        self.pending.lock().expect("pending lock").len()
+    }
+
+    fn handlers_running(&self) -> usize {
+        self.config.max_concurrent_handlers - self.handlers.available_permits()
+    }
+}
+
+/// One end of a multiplexed connection. Cheap to clone; every clone is the same connection.
+///
+/// Both ends are equal: each sends requests ([`Connection::request`],
+/// [`Connection::send_async`]) and answers the other's through its [`Handler`]. The connection
+/// closes on a protocol error, an I/O error, the peer closing, the idle timeout, a missed
+/// heartbeat, [`Connection::close`] or [`Connection::shutdown`]; closing fails every pending
+/// request at once with [`RequestError::Closed`].
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("closed", &self.inner.close_reason())
+            .field("counters", &self.counters())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Starts a connection over `stream` on the current tokio runtime.
+    ///
+    /// # Panics
+    /// If `config` fails [`Config::validate`] (a programming error in the host).
+    pub fn new<S>(stream: S, config: Config, handler: Arc<dyn Handler>) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        if let Err(err) = config.validate() {
+            panic!("invalid plus-mux config: {err}");
+        }
+        let (read, write) = tokio::io::split(stream);
+        let (writer, queue) = mpsc::channel(config.write_queue);
+        let (closed, _) = watch::channel(None);
+        let inner = Arc::new(Inner {
+            slots: Arc::new(Semaphore::new(config.max_in_flight)),
+            handlers: Arc::new(Semaphore::new(config.max_concurrent_handlers)),
+            pending: Mutex::new(Pending::new(config.go_safe_identities)),
+            config,
+            handler,
+            writer,
+            stats: Stats::default(),
+            origin: Instant::now(),
+            closed,
+            draining: AtomicBool::new(false),
+            handlers_idle: Notify::new(),
+        });
+        tokio::spawn(read_loop(Arc::clone(&inner), read));
+        tokio::spawn(write_loop(Arc::clone(&inner), write, queue));
+        if let Some(idle) = inner.config.idle_timeout {
+            tokio::spawn(idle_watch(Arc::downgrade(&inner), idle));
+        }
+        if let Some(every) = inner.config.heartbeat {
+            tokio::spawn(heartbeat(Arc::downgrade(&inner), every));
+        }
+        Self { inner }
+    }
+
+    /// Starts a connection over a TCP stream, with `TCP_NODELAY` and the configured keepalive.
+    ///
+    /// # Errors
+    /// When the socket options cannot be set.
+    pub fn from_tcp(
+        stream: tokio::net::TcpStream,
+        config: Config,
+        handler: Arc<dyn Handler>,
+    ) -> std::io::Result<Self> {
+        stream.set_nodelay(true)?;
+        if let Some(idle) = config.tcp_keepalive {
+            let keepalive = socket2::TcpKeepalive::new().with_time(idle);
+            socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
+        }
+        Ok(Self::new(stream, config, handler))
+    }
+
+    /// Sends `body` and waits for the response, up to [`Config::request_timeout`].
+    ///
+    /// Dropping the returned future withdraws the request from the pending table.
+    ///
+    /// # Errors
+    /// [`RequestError`]: timeout, no slot, closed, shutting down, the peer's handler error, or a
+    /// body above the limit.
+    pub async fn request(&self, body: impl Into<Bytes>) -> Result<Bytes, RequestError> {
+        self.request_with_timeout(body, self.inner.config.request_timeout).await
+    }
+
+    /// [`Connection::request`] with its own timeout.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn request_with_timeout(
+        &self,
+        body: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<Bytes, RequestError> {
+        let body = body.into();
+        let deadline = Instant::now() + timeout;
+        let (rx, guard) = self.start(body, deadline, true).await?;
+        let rx = rx.expect("sync requests have a receiver");
+        let result = match timeout_at(deadline, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => {
+                Err(RequestError::Closed(self.inner.close_reason().unwrap_or(CloseReason::Local)))
+            }
+            Err(_) => {
+                self.inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(RequestError::Timeout)
+            }
+        };
+        drop(guard);
+        match result {
+            Ok(body)
+                if self.inner.config.handler_errors == HandlerErrorWire::Prefixed
+                    && body.starts_with(ERROR_PREFIX) =>
+            {
+                Err(RequestError::Remote(
+                    String::from_utf8_lossy(&body[ERROR_PREFIX.len()..]).into_owned(),
+                ))
+            }
+            other => other,
+        }
+    }
+
+    /// Sends `body` without waiting: returns once it is queued. The response goes to the
+    /// handler's [`Handler::on_orphan_response`]; the identity stays reserved for
+    /// [`Config::async_response_timeout`].
+    ///
+    /// # Errors
+    /// As [`Connection::request`], except timeouts of the response.
+    pub async fn send_async(&self, body: impl Into<Bytes>) -> Result<(), RequestError> {
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let (_, guard) = self.start(body.into(), deadline, false).await?;
+        let expires = Instant::now() + self.inner.config.async_response_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(expires).await;
+            drop(guard);
+        });
+        Ok(())
+    }
+
+    /// Registers a request and queues its frame.
+    async fn start(
+        &self,
+        body: Bytes,
+        deadline: Instant,
+        sync: bool,
+    ) -> Result<(Option<oneshot::Receiver<Result<Bytes, RequestError>>>, PendingGuard), RequestError>
+    {
+        let inner = &self.inner;
+        if let Some(reason) = inner.close_reason() {
+            return Err(RequestError::Closed(reason));
+        }
+        if inner.draining.load(Ordering::Acquire) {
+            return Err(RequestError::ShuttingDown);
+        }
+        if body.len() > inner.config.max_body {
+            return Err(RequestError::BodyTooLarge { len: body.len(), max: inner.config.max_body });
+        }
+        let slot_deadline = deadline.min(Instant::now() + inner.config.slot_timeout);
+        let permit = match timeout_at(slot_deadline, Arc::clone(&inner.slots).acquire_owned()).await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => {
+                return Err(RequestError::Closed(
+                    inner.close_reason().unwrap_or(CloseReason::Local),
+                ));
+            }
+            Err(_) => return Err(RequestError::SlotTimeout),
+        };
+        let (waiter, rx) = if sync {
+            let (tx, rx) = oneshot::channel();
+            (Waiter::Sync(tx), Some(rx))
+        } else {
+            (Waiter::Async, None)
+        };
+        let (identity, generation) =
+            inner.pending.lock().expect("pending lock").insert(waiter, permit);
+        let guard = PendingGuard { inner: Arc::clone(inner), identity, generation };
+        match timeout_at(deadline, inner.writer.send(Frame::request(identity, body))).await {
+            Ok(Ok(())) => Ok((rx, guard)),
+            Ok(Err(_)) => {
+                Err(RequestError::Closed(inner.close_reason().unwrap_or(CloseReason::Local)))
+            }
+            Err(_) => {
+                inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(RequestError::Timeout)
+            }
+        }
+    }
+
+    /// The connection's counters now.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        let s = &self.inner.stats;
+        Counters {
+            in_flight: self.inner.handlers_running() as u64,
+            pending: self.inner.pending_len() as u64,
+            timeouts: s.timeouts.load(Ordering::Relaxed),
+            late_responses: s.late_responses.load(Ordering::Relaxed),
+            orphans: s.orphans.load(Ordering::Relaxed),
+            protocol_errors: s.protocol_errors.load(Ordering::Relaxed),
+            handler_errors: s.handler_errors.load(Ordering::Relaxed),
+            bytes_in: s.bytes_in.load(Ordering::Relaxed),
+            bytes_out: s.bytes_out.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Why the connection closed, or `None` while it is open.
+    #[must_use]
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.inner.close_reason()
+    }
+
+    /// Waits until the connection closes, and says why.
+    pub async fn closed(&self) -> CloseReason {
+        let mut rx = self.inner.closed.subscribe();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                return CloseReason::Local;
+            }
+        }
+    }
+
+    /// Closes now: pending requests fail with [`CloseReason::Local`].
+    pub fn close(&self) {
+        self.inner.close(&CloseReason::Local);
+    }
+
+    /// Graceful shutdown: takes no new requests, waits up to `grace` for our pending requests
+    /// to be answered and the peer's requests being handled to be answered, then closes.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.draining.store(true, Ordering::Release);
+        let deadline = Instant::now() + grace;
+        while self.inner.close_reason().is_none()
+            && (self.inner.pending_len() > 0 || self.inner.handlers_running() > 0)
+            && Instant::now() < deadline
+        {
+            let _ = timeout_at(
+                deadline.min(Instant::now() + Duration::from_millis(10)),
+                self.inner.handlers_idle.notified(),
+            )
+            .await;
+        }
+        // Let the writer flush the last responses before the stream goes.
+        let _ = timeout_at(deadline, async {
+            while self.inner.writer.capacity() < self.inner.config.write_queue {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        self.inner.close(&CloseReason::Local);
+    }
+}
+
+/// Removes a request from the pending table when its caller stops waiting (timeout, drop).
+struct PendingGuard {
+    inner: Arc<Inner>,
+    identity: u32,
+    generation: u64,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        if let Ok(mut pending) = self.inner.pending.lock() {
+            pending.remove_if(self.identity, self.generation);
+        }
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(inner: Arc<Inner>, read: R) {
+    let mut frames = FramedRead::new(read, FrameCodec::new(inner.config.max_body));
+    let mut closed = inner.closed.subscribe();
+    loop {
+        let next = tokio::select! {
+            next = frames.next() => next,
+            _ = closed.wait_for(Option::is_some) => return,
+        };
+        let frame = match next {
+            None => return inner.close(&CloseReason::PeerClosed),
+            Some(Err(err)) => {
+                if !matches!(err, crate::frame::FrameError::Io(_)) {
+                    inner.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                return inner.close(&CloseReason::from_frame_error(&err));
+            }
+            Some(Ok(frame)) => frame,
+        };
+        inner.stats.bytes_in.fetch_add(frame.wire_len() as u64, Ordering::Relaxed);
+        inner.touch();
+        match frame.kind {
+            Kind::Request => {
+                if inner.config.heartbeat.is_some() && frame.body.is_empty() {
+                    let _ = inner.writer.send(Frame::response(frame.identity, Bytes::new())).await;
+                    continue;
+                }
+                // Backpressure: with every handler slot taken, stop reading until one frees.
+                let permit = tokio::select! {
+                    permit = Arc::clone(&inner.handlers).acquire_owned() => permit.expect("handler semaphore is never closed"),
+                    _ = closed.wait_for(Option::is_some) => return,
+                };
+                let task_inner = Arc::clone(&inner);
+                tokio::spawn(async move {
+                    let handler = Arc::clone(&task_inner.handler);
+                    // A panicking handler must still answer; catching it here costs less than a
+                    // second task per request.
+                    let answer = AssertUnwindSafe(handler.handle(frame.body)).catch_unwind().await;
+                    let body = match answer {
+                        Ok(Ok(body)) => body,
+                        Ok(Err(err)) => error_body(&task_inner, &err.0),
+                        Err(_) => error_body(&task_inner, "handler panicked"),
+                    };
+                    let _ = task_inner.writer.send(Frame::response(frame.identity, body)).await;
+                    drop(permit);
+                    task_inner.handlers_idle.notify_waiters();
+                });
+            }
+            Kind::Response => {
+                let entry = inner.pending.lock().expect("pending lock").take(frame.identity);
+                match entry.map(|e| e.waiter) {
+                    Some(Waiter::Sync(tx)) => {
+                        let _ = tx.send(Ok(frame.body));
+                    }
+                    Some(Waiter::Async) => {
+                        inner.stats.orphans.fetch_add(1, Ordering::Relaxed);
+                        let handler = Arc::clone(&inner.handler);
+                        tokio::spawn(async move { handler.on_orphan_response(frame.body).await });
+                    }
+                    None => {
+                        inner.stats.late_responses.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                inner.handlers_idle.notify_waiters();
+            }
+        }
+    }
+}
+
+fn error_body(inner: &Inner, message: &str) -> Bytes {
+    inner.stats.handler_errors.fetch_add(1, Ordering::Relaxed);
+    match inner.config.handler_errors {
+        HandlerErrorWire::Empty => Bytes::new(),
+        HandlerErrorWire::Prefixed => {
+            let mut body = BytesMut::with_capacity(ERROR_PREFIX.len() + message.len());
+            body.extend_from_slice(ERROR_PREFIX);
+            body.extend_from_slice(message.as_bytes());
+            body.freeze()
+        }
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin + Send + 'static>(
+    inner: Arc<Inner>,
+    mut write: W,
+    mut queue: mpsc::Receiver<Frame>,
+) {
+    let mut buffer = BytesMut::with_capacity(inner.config.write_batch);
+    let mut closed = inner.closed.subscribe();
+    loop {
+        let first = tokio::select! {
+            frame = queue.recv() => frame,
+            _ = closed.wait_for(Option::is_some) => None,
+        };
+        let Some(first) = first else { break };
+        // Gather what else is queued into one write.
+        let mut next = Some(first);
+        while let Some(frame) = next {
+            if let Err(err) = encode_into(&frame, &mut buffer) {
+                // Bodies are checked against max_body (< 4 GiB) before they are queued.
+                unreachable!("queued frame does not encode: {err}");
+            }
+            next =
+                if buffer.len() < inner.config.write_batch { queue.try_recv().ok() } else { None };
+        }
+        let written = buffer.len() as u64;
+        if let Err(err) = write.write_all(&buffer).await {
+            inner.close(&CloseReason::Io(err.to_string().into()));
+            break;
+        }
+        if let Err(err) = write.flush().await {
+            inner.close(&CloseReason::Io(err.to_string().into()));
+            break;
+        }
+        buffer.clear();
+        inner.stats.bytes_out.fetch_add(written, Ordering::Relaxed);
+        inner.touch();
+    }
+    let _ = write.shutdown().await;
+}
+
+async fn idle_watch(inner: std::sync::Weak<Inner>, idle: Duration) {
+    loop {
+        let Some(strong) = inner.upgrade() else { return };
+        if strong.close_reason().is_some() {
+            return;
+        }
+        let last = Duration::from_millis(strong.stats.last_activity_ms.load(Ordering::Relaxed));
+        let quiet_until = strong.origin + last + idle;
+        if Instant::now() >= quiet_until {
+            strong.close(&CloseReason::IdleTimeout);
+            return;
+        }
+        drop(strong);
+        tokio::time::sleep_until(quiet_until).await;
+    }
+}
+
+async fn heartbeat(inner: std::sync::Weak<Inner>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(strong) = inner.upgrade() else { return };
+        if strong.close_reason().is_some() {
+            return;
+        }
+        let connection = Connection { inner: strong };
+        match connection.request_with_timeout(Bytes::new(), every).await {
+            Ok(_) | Err(RequestError::SlotTimeout | RequestError::ShuttingDown) => {}
+            Err(RequestError::Timeout) => {
+                connection.inner.close(&CloseReason::HeartbeatTimeout);
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}

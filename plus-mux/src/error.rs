@@ -1,0 +1,78 @@
+use std::sync::Arc;
+
+use crate::frame::FrameError;
+
+/// Why a connection closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// This side closed it (or shut it down).
+    #[error("closed locally")]
+    Local,
+    /// The peer closed the stream.
+    #[error("closed by the peer")]
+    PeerClosed,
+    /// The peer sent bytes that are not a valid frame.
+    #[error("protocol error: {0}")]
+    Protocol(Arc<str>),
+    /// Reading or writing the stream failed.
+    #[error("i/o error: {0}")]
+    Io(Arc<str>),
+    /// No frame in either direction for the idle timeout.
+    #[error("idle timeout")]
+    IdleTimeout,
+    /// A heartbeat was not answered in time.
+    #[error("heartbeat not answered")]
+    HeartbeatTimeout,
+}
+
+impl CloseReason {
+    pub(crate) fn from_frame_error(err: &FrameError) -> Self {
+        match err {
+            FrameError::Io(io) => Self::Io(io.to_string().into()),
+            other => Self::Protocol(other.to_string().into()),
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No response within the request timeout; a late response will be counted and dropped.
+    #[error("no response within the timeout")]
+    Timeout,
+    /// No in-flight slot freed up within the slot timeout.
+    #[error("too many requests in flight: no slot within the timeout")]
+    SlotTimeout,
+    /// The connection closed before the response came.
+    #[error("connection closed: {0}")]
+    Closed(CloseReason),
+    /// The connection is shutting down and takes no new requests.
+    #[error("connection is shutting down")]
+    ShuttingDown,
+    /// The peer's handler failed with this message.
+    #[error("peer handler failed: {0}")]
+    Remote(String),
+    /// The body is larger than the configured maximum.
+    #[error("request body of {len} bytes is above the limit of {max}")]
+    BodyTooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// What a handler returns when it cannot answer; it reaches the requester (see
+/// [`HandlerErrorWire`](crate::HandlerErrorWire)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HandlerError(pub String);
+
+impl HandlerError {
+    /// An error with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}

@@ -1,0 +1,206 @@
+//! Frames and their codec: `[REQ|RSP][u32 identity][u32 length][body][\r\r\n]`, big-endian,
+//! byte-compatible with the original Go implementation.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Bytes before the body: 3 type bytes, identity, length.
+pub const HEADER_LEN: usize = 11;
+/// The trailer after every body.
+pub const TRAILER: &[u8; 3] = b"\r\r\n";
+/// Default largest accepted body: 16 MiB.
+pub const DEFAULT_MAX_BODY: usize = 16 << 20;
+
+/// Request or response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `REQ`: a request; the peer answers with a `RSP` of the same identity.
+    Request,
+    /// `RSP`: the answer to our request with this identity.
+    Response,
+}
+
+impl Kind {
+    fn tag(self) -> &'static [u8; 3] {
+        match self {
+            Kind::Request => b"REQ",
+            Kind::Response => b"RSP",
+        }
+    }
+}
+
+/// One frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Request or response.
+    pub kind: Kind,
+    /// The request's identity, chosen by the side that sent the request.
+    pub identity: u32,
+    /// The payload.
+    pub body: Bytes,
+}
+
+impl Frame {
+    /// A request frame.
+    #[must_use]
+    pub fn request(identity: u32, body: impl Into<Bytes>) -> Self {
+        Self { kind: Kind::Request, identity, body: body.into() }
+    }
+
+    /// A response frame.
+    #[must_use]
+    pub fn response(identity: u32, body: impl Into<Bytes>) -> Self {
+        Self { kind: Kind::Response, identity, body: body.into() }
+    }
+
+    /// Bytes this frame takes on the wire.
+    #[must_use]
+    pub fn wire_len(&self) -> usize {
+        HEADER_LEN + self.body.len() + TRAILER.len()
+    }
+}
+
+/// A framing error: the stream is corrupt or hostile and the connection must close.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The 3 type bytes were neither `REQ` nor `RSP`.
+    #[error("unknown frame type {0:?}")]
+    UnknownType([u8; 3]),
+    /// The declared body length exceeds the limit (checked before allocating).
+    #[error("frame {identity} declares a body of {len} bytes, above the limit of {max}")]
+    BodyTooLarge {
+        /// The frame's identity.
+        identity: u32,
+        /// The declared length.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// The 3 bytes after the body were not `\r\r\n`.
+    #[error("frame {identity} is not followed by \\r\\r\\n (found {found:?})")]
+    BadTrailer {
+        /// The frame's identity.
+        identity: u32,
+        /// What was there.
+        found: [u8; 3],
+    },
+    /// The stream ended in the middle of a frame.
+    #[error("stream ended inside a frame ({buffered} bytes buffered)")]
+    Truncated {
+        /// Bytes of the partial frame.
+        buffered: usize,
+    },
+    /// A body too large to describe in a `u32` length was given to the encoder.
+    #[error("body of {0} bytes does not fit the u32 length field")]
+    BodyTooLong(usize),
+    /// The underlying stream failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The frame codec, usable on its own with `tokio_util::codec::Framed`.
+///
+/// Decoding reads the length field and never searches for the trailer, so bodies may contain
+/// `\r\r\n` and identity 855,306 (bytes `00 0D 0D 0A`) is an identity like any other (the Go
+/// implementation split frames on the trailer and broke on both). A frame whose declared length
+/// is above `max_body` is rejected before any of it is buffered.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameCodec {
+    max_body: usize,
+}
+
+impl FrameCodec {
+    /// A codec accepting bodies up to `max_body` bytes.
+    #[must_use]
+    pub fn new(max_body: usize) -> Self {
+        Self { max_body }
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_BODY)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        if src.len() < HEADER_LEN {
+            // Fail on a bad type as soon as its 3 bytes are here, not after a whole header.
+            if src.len() >= 3 {
+                tag_kind(&src[..3])?;
+            }
+            return Ok(None);
+        }
+        let kind = tag_kind(&src[..3])?;
+        let identity = u32::from_be_bytes([src[3], src[4], src[5], src[6]]);
+        let len = u32::from_be_bytes([src[7], src[8], src[9], src[10]]) as usize;
+        if len > self.max_body {
+            return Err(FrameError::BodyTooLarge { identity, len: len as u64, max: self.max_body });
+        }
+        let total = HEADER_LEN + len + TRAILER.len();
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        let trailer = [src[total - 3], src[total - 2], src[total - 1]];
+        if &trailer != TRAILER {
+            return Err(FrameError::BadTrailer { identity, found: trailer });
+        }
+        src.advance(HEADER_LEN);
+        let body = src.split_to(len).freeze();
+        src.advance(TRAILER.len());
+        Ok(Some(Frame { kind, identity, body }))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(FrameError::Truncated { buffered: src.len() }),
+        }
+    }
+}
+
+fn tag_kind(tag: &[u8]) -> Result<Kind, FrameError> {
+    match tag {
+        b"REQ" => Ok(Kind::Request),
+        b"RSP" => Ok(Kind::Response),
+        other => Err(FrameError::UnknownType([other[0], other[1], other[2]])),
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        encode_into(&frame, dst)
+    }
+}
+
+/// Appends `frame`'s wire bytes to `dst`.
+///
+/// # Errors
+/// [`FrameError::BodyTooLong`] when the body does not fit a `u32` length.
+pub fn encode_into(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+    let len =
+        u32::try_from(frame.body.len()).map_err(|_| FrameError::BodyTooLong(frame.body.len()))?;
+    dst.reserve(frame.wire_len());
+    dst.put_slice(frame.kind.tag());
+    dst.put_u32(frame.identity);
+    dst.put_u32(len);
+    dst.put_slice(&frame.body);
+    dst.put_slice(TRAILER);
+    Ok(())
+}
+
+/// Whether `identity`'s big-endian bytes contain `\r\r\n`, which the Go implementation would
+/// mistake for the end of a frame.
+#[must_use]
+pub fn breaks_go_framing(identity: u32) -> bool {
+    identity.to_be_bytes().windows(3).any(|w| w == TRAILER)
+}

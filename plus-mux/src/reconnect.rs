@@ -1,0 +1,228 @@
+//! A client that keeps one connection up, reconnecting with backoff and jitter.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use plus_core::seeded_rng;
+use rand::Rng;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::connection::{Connection, Handler};
+use crate::error::RequestError;
+
+/// Opens a new stream to the peer.
+///
+/// # Contract
+/// Each call makes a fresh stream; an error is retried by the client after a backoff.
+#[async_trait]
+pub trait Connector: Send + Sync + 'static {
+    /// The stream type.
+    type Stream: AsyncRead + AsyncWrite + Send + 'static;
+    /// Connects once.
+    async fn connect(&self) -> std::io::Result<Self::Stream>;
+}
+
+/// Connects over TCP to an address (the reference [`Connector`]).
+#[derive(Debug, Clone)]
+pub struct TcpConnector {
+    addr: String,
+}
+
+impl TcpConnector {
+    /// Connects to `addr` (`host:port`).
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self { addr: addr.into() }
+    }
+}
+
+#[async_trait]
+impl Connector for TcpConnector {
+    type Stream = tokio::net::TcpStream;
+    async fn connect(&self) -> std::io::Result<tokio::net::TcpStream> {
+        tokio::net::TcpStream::connect(&self.addr).await
+    }
+}
+
+/// What a request does while the client is reconnecting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhileDisconnected {
+    /// Wait up to this long for the connection to come back, then fail.
+    Wait(Duration),
+    /// Fail at once with [`RequestError::Closed`].
+    FailFast,
+}
+
+/// Backoff between connection attempts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconnectConfig {
+    /// First wait after a failure. Default 100 ms.
+    pub initial_backoff: Duration,
+    /// Longest wait. Default 10 s.
+    pub max_backoff: Duration,
+    /// Growth per failed attempt. Default 2.
+    pub multiplier: f64,
+    /// Each wait is scaled by a random factor in `[1 - jitter, 1 + jitter]`, so that many
+    /// clients do not reconnect in step. Default 0.2.
+    pub jitter: f64,
+    /// Requests while disconnected. Default wait 5 s.
+    pub while_disconnected: WhileDisconnected,
+    /// Seed of the jitter RNG. Default 0.
+    pub seed: u64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            multiplier: 2.0,
+            jitter: 0.2,
+            while_disconnected: WhileDisconnected::Wait(Duration::from_secs(5)),
+            seed: 0,
+        }
+    }
+}
+
+impl ReconnectConfig {
+    /// The wait after `failures` consecutive failed attempts (from 1), before jitter.
+    #[must_use]
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let exponent = i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX);
+        let factor = self.multiplier.max(1.0).powi(exponent);
+        let secs =
+            (self.initial_backoff.as_secs_f64() * factor).min(self.max_backoff.as_secs_f64());
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+}
+
+/// A client that keeps a connection to one peer, reconnecting with exponential backoff and
+/// jitter when it drops. Requests are never retried by the client (they may not be idempotent):
+/// a request in flight when the connection drops fails with [`RequestError::Closed`].
+#[derive(Clone)]
+pub struct ReconnectingClient {
+    current: watch::Receiver<Option<Connection>>,
+    stop: Arc<watch::Sender<bool>>,
+    while_disconnected: WhileDisconnected,
+}
+
+impl fmt::Debug for ReconnectingClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReconnectingClient")
+            .field("connected", &self.current.borrow().is_some())
+            .finish()
+    }
+}
+
+impl ReconnectingClient {
+    /// Starts connecting in the background on the current tokio runtime.
+    pub fn new<C: Connector>(
+        connector: C,
+        config: Config,
+        reconnect: ReconnectConfig,
+        handler: Arc<dyn Handler>,
+    ) -> Self {
+        let (publish, current) = watch::channel(None);
+        let (stop, stopped) = watch::channel(false);
+        let while_disconnected = reconnect.while_disconnected;
+        tokio::spawn(supervise(connector, config, reconnect, handler, publish, stopped));
+        Self { current, stop: Arc::new(stop), while_disconnected }
+    }
+
+    /// The live connection, waiting for one as configured.
+    async fn connection(&self) -> Result<Connection, RequestError> {
+        let mut current = self.current.clone();
+        if let Some(c) = current.borrow_and_update().clone() {
+            if c.close_reason().is_none() {
+                return Ok(c);
+            }
+        }
+        let WhileDisconnected::Wait(wait) = self.while_disconnected else {
+            return Err(RequestError::Closed(crate::CloseReason::PeerClosed));
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, current.changed()).await {
+                Ok(Ok(())) => {
+                    if let Some(c) = current.borrow_and_update().clone() {
+                        if c.close_reason().is_none() {
+                            return Ok(c);
+                        }
+                    }
+                }
+                Ok(Err(_)) => return Err(RequestError::Closed(crate::CloseReason::Local)),
+                Err(_) => return Err(RequestError::Closed(crate::CloseReason::PeerClosed)),
+            }
+        }
+    }
+
+    /// [`Connection::request`] on the current connection.
+    ///
+    /// # Errors
+    /// As [`Connection::request`]; [`RequestError::Closed`] when no connection comes up in time.
+    pub async fn request(&self, body: impl Into<Bytes>) -> Result<Bytes, RequestError> {
+        self.connection().await?.request(body).await
+    }
+
+    /// Whether a connection is up now.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        self.current.borrow().as_ref().is_some_and(|c| c.close_reason().is_none())
+    }
+
+    /// Stops reconnecting and closes the current connection.
+    pub fn close(&self) {
+        let _ = self.stop.send(true);
+        if let Some(c) = self.current.borrow().as_ref() {
+            c.close();
+        }
+    }
+}
+
+async fn supervise<C: Connector>(
+    connector: C,
+    config: Config,
+    reconnect: ReconnectConfig,
+    handler: Arc<dyn Handler>,
+    publish: watch::Sender<Option<Connection>>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut rng = seeded_rng(reconnect.seed);
+    let mut failures = 0u32;
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        match connector.connect().await {
+            Ok(stream) => {
+                failures = 0;
+                let connection = Connection::new(stream, config.clone(), Arc::clone(&handler));
+                publish.send_replace(Some(connection.clone()));
+                tokio::select! {
+                    _ = connection.closed() => {}
+                    _ = stopped.wait_for(|s| *s) => {
+                        connection.close();
+                        return;
+                    }
+                }
+                publish.send_replace(None);
+            }
+            Err(_) => {
+                failures = failures.saturating_add(1);
+                let base = reconnect.backoff(failures).as_secs_f64();
+                let jitter = reconnect.jitter.clamp(0.0, 1.0);
+                let scale =
+                    if jitter > 0.0 { rng.random_range(1.0 - jitter..=1.0 + jitter) } else { 1.0 };
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs_f64(base * scale)) => {}
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    }
+}
