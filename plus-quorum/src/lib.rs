@@ -1,6 +1,93 @@
-//! A replicated in-memory key-value store for a platform's own state (seeds 001 and 002).
+//! A replicated in-memory key-value store for a platform's own state (seeds 001 and 002):
+//! leader election, majority writes, linearizable reads, compare-and-set and all-or-nothing
+//! multi-key operations.
 //!
-//! **Status: not implemented yet** (tracked by the plus-quorum issues). This crate will hold a
-//! sans-IO Raft-style consensus core with linearizable reads and writes, compare-and-set and
-//! all-or-nothing multi-key operations, plus a tokio driver. Nothing is exported until it works.
+//! This crate is the sans-IO core: [`Node`] takes messages ([`Node::step`]), time
+//! ([`Node::tick`]) and client requests ([`Node::write`], [`Node::read`]), and gives back
+//! messages to send, client results and its next deadline. It never reads a clock, sleeps,
+//! spawns or touches a socket; the host owns transport, timers and [`Storage`].
+//!
+//! # Guarantees
+//!
+//! - Every write and every [`Node::read`] is linearizable. Reads go through a quorum round
+//!   (ReadIndex): the leader never answers from its memory alone. [`Node::local_get`] is the
+//!   exception, and says so: it answers from this replica, possibly stale.
+//! - A cluster of N serves while a majority is up (3 tolerates 1 failure, 5 tolerates 2).
+//! - Every key's version only grows (it is the log index of the key's last write).
+//! - An acknowledged write survives any failure of a minority with memory-only storage
+//!   ([`MemStorage`]), and a whole-cluster restart with durable storage.
+//! - At most one leader per term, as long as term and vote survive restarts (see [`Storage`]).
+//!   A node whose memory was wiped starts with [`Start::Rejoin`]: it does not vote, campaign, or
+//!   count toward any quorum until it has caught up from a leader that committed since its
+//!   return, so a wipe can neither elect a leader that lacks acknowledged writes nor produce a
+//!   second leader in a term.
+//!
+//! # A 3-node cluster driven by hand
+//!
+//! ```
+//! use bytes::Bytes;
+//! use plus_core::Timestamp;
+//! use plus_quorum::{Config, MemStorage, Node, ReadOp, ReadResult, Response, WriteOp};
+//! use std::time::Duration;
+//!
+//! let members = vec![1, 2, 3];
+//! let mut now = Timestamp::ZERO;
+//! let mut nodes: Vec<Node<MemStorage>> = members
+//!     .iter()
+//!     .map(|&id| Node::new(Config::new(id, members.clone()), MemStorage::new(), id, now).unwrap())
+//!     .collect();
+//!
+//! // Deliver every message at once until the cluster is quiet.
+//! fn settle(nodes: &mut [Node<MemStorage>], now: Timestamp) {
+//!     loop {
+//!         let mut sent = Vec::new();
+//!         for n in nodes.iter_mut() {
+//!             while let Some((to, msg)) = n.poll_message() {
+//!                 sent.push((n.id(), to, msg));
+//!             }
+//!         }
+//!         if sent.is_empty() { return; }
+//!         for (from, to, msg) in sent {
+//!             nodes[(to - 1) as usize].step(from, msg, now);
+//!         }
+//!     }
+//! }
+//!
+//! // Let time pass until someone is elected.
+//! while !nodes.iter().any(|n| n.is_leader()) {
+//!     now += Duration::from_millis(10);
+//!     for n in nodes.iter_mut() { n.tick(now); }
+//!     settle(&mut nodes, now);
+//! }
+//! let leader = nodes.iter().position(|n| n.is_leader()).unwrap();
+//! nodes[leader].write(1, WriteOp::Set { key: "release/42".into(), value: Bytes::from("done") }).unwrap();
+//! nodes[leader].read(2, ReadOp::Get("release/42".into())).unwrap();
+//! settle(&mut nodes, now);
+//! let outputs: Vec<_> = std::iter::from_fn(|| nodes[leader].poll_output()).collect();
+//! assert!(matches!(&outputs[1].result, Ok(Response::Read(ReadResult::Value(Some(v)))) if v.value == "done"));
+//! assert!(nodes.iter().all(|n| n.local_get("release/42").is_some()));
+//! ```
 #![doc(test(attr(deny(warnings))))]
+
+mod glob;
+mod inspect;
+mod kv;
+mod log;
+mod message;
+mod node;
+mod storage;
+mod types;
+
+pub use glob::glob_match;
+pub use inspect::{InspectionReport, compare};
+pub use kv::KvState;
+pub use log::{Entry, Payload, Snapshot};
+pub use message::Message;
+#[cfg(feature = "planted-bugs")]
+pub use node::PlantedBugs;
+pub use node::{Config, Inspection, Node, NodeError, Role, Start};
+pub use storage::{HardState, MemStorage, Recovered, Storage, StorageError};
+pub use types::{
+    ClientError, ClientOutput, Expect, LogIndex, NodeId, ReadOp, ReadResult, RequestId, Response,
+    Term, Versioned, WriteOp, WriteResult,
+};

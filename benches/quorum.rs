@@ -1,0 +1,123 @@
+//! A 3-node plus-quorum cluster driven in one thread with no I/O: messages are handed over
+//! directly. Writes one at a time and batched, linearizable reads, and local reads.
+#![allow(missing_docs)] // criterion_group! generates an undocumented public function
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use plus_core::Timestamp;
+use plus_quorum::{Config, MemStorage, Node, ReadOp, WriteOp};
+
+struct Cluster {
+    nodes: Vec<Node<MemStorage>>,
+    now: Timestamp,
+    leader: usize,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let members = vec![1, 2, 3];
+        let nodes = members
+            .iter()
+            .map(|&id| {
+                let config =
+                    Config { snapshot_threshold: 100_000, ..Config::new(id, members.clone()) };
+                Node::new(config, MemStorage::new(), id, Timestamp::ZERO).unwrap()
+            })
+            .collect();
+        let mut c = Self { nodes, now: Timestamp::ZERO, leader: 0 };
+        while !c.nodes.iter().any(Node::is_leader) {
+            c.now += Duration::from_millis(10);
+            for n in &mut c.nodes {
+                n.tick(c.now);
+            }
+            c.settle();
+        }
+        c.leader = c.nodes.iter().position(Node::is_leader).unwrap();
+        c
+    }
+
+    fn settle(&mut self) {
+        let mut sent = Vec::new();
+        loop {
+            for n in &mut self.nodes {
+                while let Some((to, msg)) = n.poll_message() {
+                    sent.push((n.id(), to, msg));
+                }
+            }
+            if sent.is_empty() {
+                return;
+            }
+            for (from, to, msg) in sent.drain(..) {
+                self.nodes[(to - 1) as usize].step(from, msg, self.now);
+            }
+        }
+    }
+
+    fn drain_outputs(&mut self) -> usize {
+        let mut n = 0;
+        while self.nodes[self.leader].poll_output().is_some() {
+            n += 1;
+        }
+        n
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut cluster = Cluster::new();
+    let value = Bytes::from_static(b"0123456789abcdef0123456789abcdef");
+    let mut id = 0u64;
+    let mut group = c.benchmark_group("quorum/3_nodes_in_process");
+
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("write_unbatched", |b| {
+        b.iter(|| {
+            id += 1;
+            let leader = cluster.leader;
+            cluster.nodes[leader]
+                .write(id, WriteOp::Set { key: format!("k{}", id % 1000), value: value.clone() })
+                .unwrap();
+            cluster.settle();
+            assert_eq!(cluster.drain_outputs(), 1);
+        });
+    });
+
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("write_batched_1000", |b| {
+        b.iter(|| {
+            let leader = cluster.leader;
+            for _ in 0..1000 {
+                id += 1;
+                cluster.nodes[leader]
+                    .write(
+                        id,
+                        WriteOp::Set { key: format!("k{}", id % 1000), value: value.clone() },
+                    )
+                    .unwrap();
+            }
+            cluster.settle();
+            assert_eq!(cluster.drain_outputs(), 1000);
+        });
+    });
+
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("linearizable_read", |b| {
+        b.iter(|| {
+            id += 1;
+            let leader = cluster.leader;
+            cluster.nodes[leader].read(id, ReadOp::Get("k7".into())).unwrap();
+            cluster.settle();
+            assert_eq!(cluster.drain_outputs(), 1);
+        });
+    });
+
+    group.bench_function("local_get", |b| {
+        b.iter(|| black_box(cluster.nodes[1].local_get(black_box("k7")).is_some()));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,86 @@
+use serde::{Deserialize, Serialize};
+
+use crate::log::{Entry, Snapshot};
+use crate::types::{LogIndex, Term};
+
+/// A message between nodes. The sender's id travels beside it
+/// ([`Node::step`](crate::Node::step) takes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Message {
+    /// A candidate asks for a vote (or, with `pre`, whether it would get one).
+    Vote {
+        /// The candidate's term (for a pre-vote, the term it would campaign in).
+        term: Term,
+        /// A pre-vote: nobody changes state; the candidate campaigns only if a majority would
+        /// vote for it, so a node that cannot win does not disrupt the cluster with new terms.
+        pre: bool,
+        /// Its last log index.
+        last_index: LogIndex,
+        /// Its last log term.
+        last_term: Term,
+    },
+    /// The answer to [`Message::Vote`].
+    VoteReply {
+        /// The voter's term (for a granted pre-vote, the term asked about).
+        term: Term,
+        /// The answer to a pre-vote.
+        pre: bool,
+        /// Whether it voted for the candidate.
+        granted: bool,
+    },
+    /// Log replication and heartbeat from the leader.
+    Append {
+        /// The leader's term.
+        term: Term,
+        /// The entry before `entries`.
+        prev_index: LogIndex,
+        /// Its term.
+        prev_term: Term,
+        /// New entries (none for a heartbeat).
+        entries: Vec<Entry>,
+        /// The leader's commit index.
+        commit: LogIndex,
+        /// Read-confirmation round, echoed back.
+        read_seq: u64,
+    },
+    /// The answer to [`Message::Append`] or [`Message::Snapshot`].
+    AppendReply {
+        /// The follower's term.
+        term: Term,
+        /// Whether the entries were accepted.
+        success: bool,
+        /// On success, the last index known to match the leader; on failure, a hint where to
+        /// resume.
+        match_index: LogIndex,
+        /// The echoed read round.
+        read_seq: u64,
+        /// The follower lost its memory and has not caught up: do not count it in any quorum.
+        recovering: bool,
+    },
+    /// The whole state, for a follower too far behind for the log.
+    Snapshot {
+        /// The leader's term.
+        term: Term,
+        /// The state.
+        snapshot: Snapshot,
+        /// The leader's commit index.
+        commit: LogIndex,
+        /// Read round, echoed back.
+        read_seq: u64,
+    },
+}
+
+impl Message {
+    /// The sender's term.
+    #[must_use]
+    pub fn term(&self) -> Term {
+        match self {
+            Self::Vote { term, .. }
+            | Self::VoteReply { term, .. }
+            | Self::Append { term, .. }
+            | Self::AppendReply { term, .. }
+            | Self::Snapshot { term, .. } => *term,
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! What a node must keep, and the in-memory reference implementation.
+
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::log::{Entry, Snapshot};
+use crate::types::{LogIndex, NodeId, Term};
+
+/// The vote state that must survive a restart for "one leader per term" to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HardState {
+    /// The latest term this node has seen.
+    pub term: Term,
+    /// Whom it voted for in that term.
+    pub voted_for: Option<NodeId>,
+}
+
+/// Everything a node finds in its storage at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Term and vote.
+    pub hard_state: HardState,
+    /// The latest snapshot, if any.
+    pub snapshot: Option<Snapshot>,
+    /// Entries after the snapshot, in order.
+    pub entries: Vec<Entry>,
+}
+
+/// A storage failure; the node halts (it must not go on without what it failed to keep).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("storage failed: {0}")]
+pub struct StorageError(pub String);
+
+/// Where a node keeps its hard state, log and snapshot.
+///
+/// # Contract
+/// Each call returns once its data is as durable as the implementation promises; the node calls
+/// it before sending any message that depends on it (a vote after `save_hard_state`, an append
+/// acknowledgement after `append`). What must be durable for which guarantee:
+///
+/// - `save_hard_state` (term and vote): for at most one leader per term across restarts. If it
+///   can be lost, start the node with [`Start::Rejoin`](crate::Start::Rejoin): it then votes only
+///   after catching up from a leader that has committed since the restart.
+/// - `append` and `truncate_from`: for acknowledged writes to survive the loss of a majority at
+///   once (a whole-cluster restart). With memory-only storage, acknowledged writes survive any
+///   failure of a minority.
+/// - `save_snapshot`: as `append`, for the entries it replaces.
+///
+/// An error halts the node.
+pub trait Storage: Send {
+    /// What is stored; `None` when nothing is (a new node, or one whose memory was wiped).
+    ///
+    /// # Errors
+    /// When stored data cannot be read.
+    fn recover(&mut self) -> Result<Option<Recovered>, StorageError>;
+    /// Keeps term and vote.
+    ///
+    /// # Errors
+    /// When it cannot be kept.
+    fn save_hard_state(&mut self, state: &HardState) -> Result<(), StorageError>;
+    /// Appends entries (their indices follow the last stored one).
+    ///
+    /// # Errors
+    /// When they cannot be kept.
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
+    /// Drops stored entries from `index` on.
+    ///
+    /// # Errors
+    /// When it cannot be done.
+    fn truncate_from(&mut self, index: LogIndex) -> Result<(), StorageError>;
+    /// Keeps a snapshot; entries it covers may be dropped.
+    ///
+    /// # Errors
+    /// When it cannot be kept.
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError>;
+}
+
+/// Memory-only storage (the seed's store is memory-only), the default.
+///
+/// Clones share the same data: a host (or a test) that keeps a clone and hands it to a restarted
+/// node models "process restarted, memory kept"; a fresh `MemStorage` models "memory wiped".
+#[derive(Debug, Clone, Default)]
+pub struct MemStorage {
+    data: Arc<Mutex<Option<Recovered>>>,
+}
+
+impl MemStorage {
+    /// Empty storage.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Recovered) -> T) -> T {
+        let mut guard = self.data.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(guard.get_or_insert_with(Recovered::default))
+    }
+}
+
+impl Storage for MemStorage {
+    fn recover(&mut self) -> Result<Option<Recovered>, StorageError> {
+        Ok(self.data.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+    }
+
+    fn save_hard_state(&mut self, state: &HardState) -> Result<(), StorageError> {
+        self.with(|d| d.hard_state = *state);
+        Ok(())
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.with(|d| d.entries.extend_from_slice(entries));
+        Ok(())
+    }
+
+    fn truncate_from(&mut self, index: LogIndex) -> Result<(), StorageError> {
+        self.with(|d| d.entries.retain(|e| e.index < index));
+        Ok(())
+    }
+
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.with(|d| {
+            d.entries.retain(|e| e.index > snapshot.last_index);
+            d.snapshot = Some(snapshot.clone());
+        });
+        Ok(())
+    }
+}

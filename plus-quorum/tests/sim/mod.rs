@@ -1,0 +1,1010 @@
+//! A seeded, single-threaded simulator: N nodes, a faulty network, crashes and restarts, and
+//! clients whose histories are checked for linearizability with stateright's
+//! `LinearizabilityTester`.
+//!
+//! History files (`PLUS_SIM_HISTORY_DIR=DIR`): `DIR/nodes{N}-seed{S}.jsonl`, one JSON object per
+//! line, in time order:
+//! `{"t_ms":1234,"client":2,"thread":7,"event":"invoke","op":{...}}` then, for the same thread,
+//! one of `"ok"` (with `"result"`), `"fail"` (the operation certainly had no effect, e.g. a
+//! failed compare) or `"unknown"` (timed out or leadership lost: it may or may not have taken
+//! effect, and the thread issues nothing more). A thread has at most one operation in flight;
+//! threads of a client run one after another. Ops and results use the serde forms of
+//! `plus_quorum::WriteOp`/`ReadOp` and `WriteResult`/`ReadResult`.
+
+#![allow(dead_code, unreachable_pub)] // shared by several test binaries, each using part of it
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use bytes::Bytes;
+use plus_core::{SeededRng, Timestamp, seeded_rng};
+use plus_quorum::{
+    ClientError, Config, Expect, MemStorage, Message, Node, NodeId, ReadOp, ReadResult, Response,
+    Start, WriteOp, WriteResult, compare,
+};
+use rand::Rng;
+use serde::Serialize;
+use stateright::semantics::{ConsistencyTester, LinearizabilityTester, SequentialSpec};
+
+/// Fault and workload settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub nodes: usize,
+    pub seed: u64,
+    pub clients: usize,
+    /// Simulated run time before healing.
+    pub duration: Duration,
+    /// Message drop probability.
+    pub drop: f64,
+    pub duplicate: f64,
+    pub max_delay_ms: u64,
+    pub crash_every_ms: u64,
+    pub partition_every_ms: u64,
+    #[cfg(feature = "planted-bugs")]
+    pub bugs: plus_quorum::PlantedBugs,
+}
+
+impl SimConfig {
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        let mut rng = seeded_rng(seed ^ 0x5eed);
+        Self {
+            nodes,
+            seed,
+            clients: 3,
+            duration: Duration::from_secs(8),
+            drop: rng.random_range(0.0..0.3),
+            duplicate: 0.05,
+            max_delay_ms: 30,
+            crash_every_ms: 700,
+            partition_every_ms: 900,
+            #[cfg(feature = "planted-bugs")]
+            bugs: plus_quorum::PlantedBugs::default(),
+        }
+    }
+}
+
+// ---- the model checked for linearizability ---------------------------------------------------
+
+/// Operations as the model sees them: values only (versions are log positions, which a
+/// sequential model cannot predict; version-based compare-and-set is covered by unit tests).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ModelOp {
+    Set(String, Bytes),
+    Delete(String),
+    Cas(String, Option<Bytes>, Bytes),
+    Cad(String, Option<Bytes>),
+    Get(String),
+    MultiSet(Vec<(String, Bytes)>),
+    MultiDelete(Vec<String>),
+    MultiCas(Vec<(String, Option<Bytes>, Bytes)>),
+    MultiGet(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ModelRet {
+    Done,
+    CompareFailed,
+    Value(Option<Bytes>),
+    Values(Vec<Option<Bytes>>),
+}
+
+/// The whole map, as the reference object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct MapSpec(BTreeMap<String, Bytes>);
+
+impl SequentialSpec for MapSpec {
+    type Op = ModelOp;
+    type Ret = ModelRet;
+
+    fn invoke(&mut self, op: &ModelOp) -> ModelRet {
+        let m = &mut self.0;
+        let check =
+            |m: &BTreeMap<String, Bytes>, k: &String, e: &Option<Bytes>| m.get(k) == e.as_ref();
+        match op {
+            ModelOp::Set(k, v) => {
+                m.insert(k.clone(), v.clone());
+                ModelRet::Done
+            }
+            ModelOp::Delete(k) => {
+                m.remove(k);
+                ModelRet::Done
+            }
+            ModelOp::Cas(k, e, v) => {
+                if check(m, k, e) {
+                    m.insert(k.clone(), v.clone());
+                    ModelRet::Done
+                } else {
+                    ModelRet::CompareFailed
+                }
+            }
+            ModelOp::Cad(k, e) => {
+                if check(m, k, e) {
+                    m.remove(k);
+                    ModelRet::Done
+                } else {
+                    ModelRet::CompareFailed
+                }
+            }
+            ModelOp::Get(k) => ModelRet::Value(m.get(k).cloned()),
+            ModelOp::MultiSet(items) => {
+                for (k, v) in items {
+                    m.insert(k.clone(), v.clone());
+                }
+                ModelRet::Done
+            }
+            ModelOp::MultiDelete(keys) => {
+                for k in keys {
+                    m.remove(k);
+                }
+                ModelRet::Done
+            }
+            ModelOp::MultiCas(items) => {
+                if items.iter().all(|(k, e, _)| check(m, k, e)) {
+                    for (k, _, v) in items {
+                        m.insert(k.clone(), v.clone());
+                    }
+                    ModelRet::Done
+                } else {
+                    ModelRet::CompareFailed
+                }
+            }
+            ModelOp::MultiGet(keys) => {
+                ModelRet::Values(keys.iter().map(|k| m.get(k).cloned()).collect())
+            }
+        }
+    }
+}
+
+fn expect_of(e: &Option<Bytes>) -> Expect {
+    match e {
+        Some(v) => Expect::Value(v.clone()),
+        None => Expect::Absent,
+    }
+}
+
+enum Request {
+    Write(WriteOp),
+    Read(ReadOp),
+}
+
+fn to_request(op: &ModelOp) -> Request {
+    match op.clone() {
+        ModelOp::Set(key, value) => Request::Write(WriteOp::Set { key, value }),
+        ModelOp::Delete(key) => Request::Write(WriteOp::Delete { key }),
+        ModelOp::Cas(key, e, value) => {
+            Request::Write(WriteOp::CompareAndSet { key, expect: expect_of(&e), value })
+        }
+        ModelOp::Cad(key, e) => {
+            Request::Write(WriteOp::CompareAndDelete { key, expect: expect_of(&e) })
+        }
+        ModelOp::Get(key) => Request::Read(ReadOp::Get(key)),
+        ModelOp::MultiSet(items) => Request::Write(WriteOp::MultiSet(items)),
+        ModelOp::MultiDelete(keys) => Request::Write(WriteOp::MultiDelete(keys)),
+        ModelOp::MultiCas(items) => Request::Write(WriteOp::MultiCompareAndSet(
+            items.into_iter().map(|(k, e, v)| (k, expect_of(&e), v)).collect(),
+        )),
+        ModelOp::MultiGet(keys) => Request::Read(ReadOp::MultiGet(keys)),
+    }
+}
+
+// ---- history -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+struct HistoryLine {
+    t_ms: u64,
+    client: usize,
+    thread: u64,
+    event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    op: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<serde_json::Value>,
+}
+
+/// Which model an operation is checked against: one register per key for single-key keys, the
+/// whole small map for the keys multi-key operations use.
+fn group_of(op: &ModelOp) -> String {
+    match op {
+        ModelOp::Set(k, _)
+        | ModelOp::Delete(k)
+        | ModelOp::Cas(k, _, _)
+        | ModelOp::Cad(k, _)
+        | ModelOp::Get(k) => {
+            if k.starts_with('m') {
+                "multi".to_owned()
+            } else {
+                k.clone()
+            }
+        }
+        _ => "multi".to_owned(),
+    }
+}
+
+// ---- clients -------------------------------------------------------------------------------
+
+struct InFlight {
+    thread: u64,
+    request_id: u64,
+    node: NodeId,
+    op: ModelOp,
+    deadline: Timestamp,
+}
+
+struct Client {
+    id: usize,
+    thread: u64,
+    believed_leader: Option<NodeId>,
+    in_flight: Option<InFlight>,
+    next_action: Timestamp,
+    ops_done: usize,
+}
+
+/// What a run observed.
+#[derive(Debug)]
+pub struct Outcome {
+    pub trace_hash: u64,
+    pub history_lines: usize,
+    pub acknowledged_writes: usize,
+    pub violations: Vec<String>,
+    pub history_jsonl: String,
+}
+
+pub struct Sim {
+    cfg: SimConfig,
+    rng: SeededRng,
+    now: Timestamp,
+    nodes: Vec<Option<Node<MemStorage>>>,
+    storages: Vec<MemStorage>,
+    /// Nodes restarted with their memory wiped, until they leave recovering.
+    net: BinaryHeap<Reverse<InTransit>>,
+    seq: u64,
+    blocked: HashSet<(NodeId, NodeId)>,
+    clients: Vec<Client>,
+    next_request: u64,
+    next_thread: u64,
+    testers: BTreeMap<String, LinearizabilityTester<u64, MapSpec>>,
+    thread_group: HashMap<u64, String>,
+    history: Vec<HistoryLine>,
+    hasher: std::collections::hash_map::DefaultHasher,
+    leaders_by_term: HashMap<u64, NodeId>,
+    versions_seen: Vec<HashMap<String, u64>>,
+    acked: Vec<(String, Bytes, u64)>,
+    violations: Vec<String>,
+    next_fault: Timestamp,
+    next_partition: Timestamp,
+    write_counter: u64,
+    /// Nodes frozen (a long GC pause, a stopped VM) until the given time: they keep their state
+    /// but run nothing, and messages to them are lost.
+    paused_until: Vec<Option<Timestamp>>,
+}
+
+/// A message on the wire: delivery time, sequence number (ties), sender, receiver.
+type InTransit = (Timestamp, u64, NodeId, NodeId, MessageBox);
+
+/// A message with a total order, so the network queue is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MessageBox(Message);
+
+impl PartialOrd for MessageBox {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for MessageBox {
+    // Queue entries are unique by sequence number before this is ever consulted.
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+const MEMBERS_BASE: NodeId = 1;
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Self {
+        let members: Vec<NodeId> = (0..cfg.nodes as u64).map(|i| i + MEMBERS_BASE).collect();
+        let storages: Vec<MemStorage> = (0..cfg.nodes).map(|_| MemStorage::new()).collect();
+        let mut rng = seeded_rng(cfg.seed);
+        let nodes = members
+            .iter()
+            .zip(&storages)
+            .map(|(&id, s)| {
+                Some(
+                    Node::new(
+                        Self::node_config(&cfg, id, &members, Start::Bootstrap),
+                        s.clone(),
+                        rng.random(),
+                        Timestamp::ZERO,
+                    )
+                    .unwrap(),
+                )
+            })
+            .collect();
+        let clients = (0..cfg.clients)
+            .map(|id| Client {
+                id,
+                thread: id as u64,
+                believed_leader: None,
+                in_flight: None,
+                next_action: Timestamp::from_millis(500),
+                ops_done: 0,
+            })
+            .collect();
+        Self {
+            rng,
+            now: Timestamp::ZERO,
+            nodes,
+            storages,
+            net: BinaryHeap::new(),
+            seq: 0,
+            blocked: HashSet::new(),
+            clients,
+            next_request: 1,
+            next_thread: cfg.clients as u64,
+            testers: BTreeMap::new(),
+            thread_group: HashMap::new(),
+            history: Vec::new(),
+            hasher: std::collections::hash_map::DefaultHasher::new(),
+            leaders_by_term: HashMap::new(),
+            versions_seen: vec![HashMap::new(); cfg.nodes],
+            acked: Vec::new(),
+            violations: Vec::new(),
+            next_fault: Timestamp::from_millis(cfg.crash_every_ms),
+            next_partition: Timestamp::from_millis(cfg.partition_every_ms),
+            write_counter: 0,
+            paused_until: vec![None; cfg.nodes],
+            cfg,
+        }
+    }
+
+    fn node_config(cfg: &SimConfig, id: NodeId, members: &[NodeId], start: Start) -> Config {
+        #[allow(unused_mut)]
+        let mut c = Config {
+            election_timeout: Duration::from_millis(150),
+            heartbeat_interval: Duration::from_millis(30),
+            snapshot_threshold: 64,
+            start,
+            ..Config::new(id, members.to_vec())
+        };
+        #[cfg(feature = "planted-bugs")]
+        {
+            c.bugs = cfg.bugs;
+        }
+        let _ = cfg;
+        c
+    }
+
+    fn members(&self) -> Vec<NodeId> {
+        (0..self.cfg.nodes as u64).map(|i| i + MEMBERS_BASE).collect()
+    }
+
+    fn idx(id: NodeId) -> usize {
+        (id - MEMBERS_BASE) as usize
+    }
+
+    fn trace(&mut self, what: impl Hash) {
+        what.hash(&mut self.hasher);
+    }
+
+    /// Runs the whole scenario: faults and clients for the duration, then heal and check.
+    pub fn run(mut self) -> Outcome {
+        let end = Timestamp::from_duration(self.cfg.duration);
+        while self.now < end {
+            self.step_once(true);
+        }
+        self.heal();
+        // Let the cluster converge: a leader, everyone caught up.
+        let settle_until = self.now + Duration::from_secs(6);
+        let mut converged = false;
+        while self.now < settle_until {
+            self.step_once(false);
+            if self.converged() {
+                converged = true;
+                break;
+            }
+        }
+        if !converged {
+            self.violations.push(format!(
+                "replicas did not converge within 6 s after healing: {:?}",
+                self.node_summaries()
+            ));
+        }
+        // Let clients finish what they have in flight, then one final read of every key.
+        let drain_until = self.now + Duration::from_secs(2);
+        while self.now < drain_until && self.clients.iter().any(|c| c.in_flight.is_some()) {
+            self.step_once(false);
+        }
+        self.check_final_state();
+        self.check_linearizability();
+        let history_jsonl = self
+            .history
+            .iter()
+            .map(|l| serde_json::to_string(l).unwrap() + "\n")
+            .collect::<String>();
+        Outcome {
+            trace_hash: self.hasher.finish(),
+            history_lines: self.history.len(),
+            acknowledged_writes: self.acked.len(),
+            violations: self.violations,
+            history_jsonl,
+        }
+    }
+
+    fn node_summaries(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| match n {
+                Some(n) => format!("{:?}", n),
+                None => "down".to_owned(),
+            })
+            .collect()
+    }
+
+    fn converged(&self) -> bool {
+        let live: Vec<&Node<MemStorage>> = self.nodes.iter().flatten().collect();
+        if live.len() != self.cfg.nodes || !live.iter().any(|n| n.is_leader()) {
+            return false;
+        }
+        let report = compare(&live.iter().map(|n| n.inspect()).collect::<Vec<_>>());
+        report.identical()
+            && live.iter().all(|n| !n.is_recovering() && n.applied_index() == n.commit_index())
+            && live.iter().map(|n| n.commit_index()).min()
+                == live.iter().map(|n| n.last_index()).max()
+    }
+
+    /// Heals the network (no partition, no loss) and restarts every crashed node.
+    fn heal(&mut self) {
+        self.blocked.clear();
+        self.cfg.drop = 0.0;
+        self.cfg.duplicate = 0.0;
+        self.paused_until = vec![None; self.cfg.nodes];
+        for i in 0..self.cfg.nodes {
+            if self.nodes[i].is_none() {
+                self.restart(i, false);
+            }
+        }
+    }
+
+    fn restart(&mut self, i: usize, wipe: bool) {
+        if wipe {
+            self.storages[i] = MemStorage::new();
+        }
+        // A restarted replica rebuilds its map from storage (snapshot, then log): versions are
+        // checked per incarnation.
+        self.versions_seen[i].clear();
+        let members = self.members();
+        let id = members[i];
+        let node = Node::new(
+            Self::node_config(&self.cfg, id, &members, Start::Rejoin),
+            self.storages[i].clone(),
+            self.rng.random(),
+            self.now,
+        )
+        .unwrap();
+        self.trace(("restart", i, wipe, self.now.as_millis()));
+        self.nodes[i] = Some(node);
+    }
+
+    fn is_paused(&self, i: usize) -> bool {
+        self.paused_until[i].is_some_and(|t| self.now < t)
+    }
+
+    fn unavailable(&self) -> usize {
+        (0..self.cfg.nodes)
+            .filter(|&i| {
+                self.nodes[i].as_ref().is_none_or(plus_quorum::Node::is_recovering)
+                    || self.is_paused(i)
+            })
+            .count()
+    }
+
+    fn inject_faults(&mut self) {
+        if self.now >= self.next_fault {
+            self.next_fault = self.now
+                + Duration::from_millis(
+                    self.rng
+                        .random_range(self.cfg.crash_every_ms / 2..self.cfg.crash_every_ms * 3 / 2),
+                );
+            let down: Vec<usize> =
+                (0..self.cfg.nodes).filter(|&i| self.nodes[i].is_none()).collect();
+            let max_out = (self.cfg.nodes - 1) / 2;
+            if !down.is_empty() && self.rng.random_bool(0.6) {
+                let i = down[self.rng.random_range(0..down.len())];
+                let wipe = self.rng.random_bool(0.5);
+                self.restart(i, wipe);
+            } else if self.unavailable() < max_out && self.rng.random_bool(0.3) {
+                // Freeze the leader for a while: when it wakes it still believes it leads.
+                if let Some(l) = self
+                    .nodes
+                    .iter()
+                    .position(|n| n.as_ref().is_some_and(plus_quorum::Node::is_leader))
+                {
+                    let until = self.now + Duration::from_millis(self.rng.random_range(300..1500));
+                    self.paused_until[l] = Some(until);
+                    self.trace(("pause", l, until.as_millis()));
+                }
+            } else if self.unavailable() < max_out {
+                // Crash someone, the leader half of the time.
+                let leader = self
+                    .nodes
+                    .iter()
+                    .position(|n| n.as_ref().is_some_and(plus_quorum::Node::is_leader));
+                let i = match leader {
+                    Some(l) if self.rng.random_bool(0.5) => l,
+                    _ => self.rng.random_range(0..self.cfg.nodes),
+                };
+                if self.nodes[i].is_some() {
+                    self.nodes[i] = None;
+                    self.trace(("crash", i, self.now.as_millis()));
+                }
+            }
+        }
+        if self.now >= self.next_partition {
+            self.next_partition = self.now
+                + Duration::from_millis(self.rng.random_range(
+                    self.cfg.partition_every_ms / 2..self.cfg.partition_every_ms * 3 / 2,
+                ));
+            self.blocked.clear();
+            let members = self.members();
+            match self.rng.random_range(0..4) {
+                0 => {} // healed
+                1 => {
+                    // Isolate the leader (or anyone).
+                    let leader = self
+                        .nodes
+                        .iter()
+                        .flatten()
+                        .find(|n| n.is_leader())
+                        .map(plus_quorum::Node::id)
+                        .unwrap_or(members[0]);
+                    for &m in &members {
+                        if m != leader {
+                            self.blocked.insert((leader, m));
+                            self.blocked.insert((m, leader));
+                        }
+                    }
+                }
+                2 => {
+                    // A symmetric split into a majority and a minority.
+                    let mut shuffled = members.clone();
+                    for i in (1..shuffled.len()).rev() {
+                        let j = self.rng.random_range(0..=i);
+                        shuffled.swap(i, j);
+                    }
+                    let minority = &shuffled[..(members.len() - 1) / 2];
+                    for &a in minority {
+                        for &b in &members {
+                            if !minority.contains(&b) {
+                                self.blocked.insert((a, b));
+                                self.blocked.insert((b, a));
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    // Asymmetric: one node cannot hear from one other.
+                    let a = members[self.rng.random_range(0..members.len())];
+                    let b = members[self.rng.random_range(0..members.len())];
+                    if a != b {
+                        self.blocked.insert((a, b));
+                    }
+                }
+            }
+            let mut blocked: Vec<_> = self.blocked.iter().copied().collect();
+            blocked.sort_unstable();
+            self.trace(("partition", blocked, self.now.as_millis()));
+        }
+    }
+
+    /// Advances to the next event and handles it.
+    fn step_once(&mut self, faults: bool) {
+        if faults {
+            self.inject_faults();
+        }
+        self.collect_messages();
+        // Next event: a message, a node timeout, a client action, a fault.
+        let mut next = self.now + Duration::from_millis(10);
+        if let Some(Reverse((t, ..))) = self.net.peek() {
+            next = next.min(*t);
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            match (n, self.paused_until[i]) {
+                (Some(_), Some(until)) if self.now < until => next = next.min(until),
+                (Some(n), _) => next = next.min(n.poll_timeout()),
+                (None, _) => {}
+            }
+        }
+        next = next.max(self.now);
+        self.now = next;
+        // Clients first: a request can reach a node that just woke up before its own timers run.
+        self.drive_clients(faults);
+        self.collect_messages();
+        // Deliver everything due.
+        while let Some(Reverse((t, ..))) = self.net.peek() {
+            if *t > self.now {
+                break;
+            }
+            let Reverse((_, _, from, to, MessageBox(msg))) = self.net.pop().unwrap();
+            if self.is_paused(Self::idx(to)) {
+                continue;
+            }
+            if let Some(node) = self.nodes[Self::idx(to)].as_mut() {
+                node.step(from, msg, self.now);
+            }
+        }
+        for i in 0..self.cfg.nodes {
+            if self.is_paused(i) {
+                continue;
+            }
+            if let Some(node) = self.nodes[i].as_mut() {
+                if node.poll_timeout() <= self.now {
+                    node.tick(self.now);
+                }
+            }
+        }
+        self.observe();
+        self.collect_outputs();
+    }
+
+    fn collect_messages(&mut self) {
+        for i in 0..self.cfg.nodes {
+            if self.is_paused(i) {
+                continue;
+            }
+            let Some(node) = self.nodes[i].as_mut() else { continue };
+            let from = node.id();
+            let mut out = Vec::new();
+            while let Some((to, msg)) = node.poll_message() {
+                out.push((to, msg));
+            }
+            for (to, msg) in out {
+                if self.blocked.contains(&(from, to)) || self.rng.random_bool(self.cfg.drop) {
+                    continue;
+                }
+                let copies = if self.rng.random_bool(self.cfg.duplicate) { 2 } else { 1 };
+                for _ in 0..copies {
+                    let delay =
+                        Duration::from_millis(self.rng.random_range(1..=self.cfg.max_delay_ms));
+                    self.seq += 1;
+                    self.trace((self.now.as_millis(), from, to, self.seq, msg.term()));
+                    self.net.push(Reverse((
+                        self.now + delay,
+                        self.seq,
+                        from,
+                        to,
+                        MessageBox(msg.clone()),
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Safety checks on every step: one leader per term, versions never go down.
+    fn observe(&mut self) {
+        for i in 0..self.cfg.nodes {
+            let Some(node) = self.nodes[i].as_ref() else { continue };
+            if node.is_leader() {
+                let (term, id) = (node.term(), node.id());
+                match self.leaders_by_term.get(&term) {
+                    Some(&other) if other != id => {
+                        self.violations
+                            .push(format!("two leaders in term {term}: {other} and {id}"));
+                    }
+                    _ => {
+                        self.leaders_by_term.insert(term, id);
+                    }
+                }
+            }
+            let mut decreased = Vec::new();
+            for (key, v) in node.local_state().iter() {
+                let seen = self.versions_seen[i].entry(key.clone()).or_insert(0);
+                if v.version < *seen {
+                    decreased.push(format!(
+                        "node {} key {key}: version {} after {}",
+                        node.id(),
+                        v.version,
+                        *seen
+                    ));
+                }
+                *seen = v.version;
+            }
+            self.violations.extend(decreased);
+        }
+    }
+
+    fn new_value(&mut self, client: usize) -> Bytes {
+        self.write_counter += 1;
+        Bytes::from(format!("c{client}-w{}", self.write_counter))
+    }
+
+    fn random_op(&mut self, client: usize) -> ModelOp {
+        let single = ["a", "b", "c", "d"];
+        let multi = ["m0", "m1", "m2"];
+        let k = single[self.rng.random_range(0..single.len())].to_owned();
+        let mk = multi[self.rng.random_range(0..multi.len())].to_owned();
+        match self.rng.random_range(0..14) {
+            0..=2 => ModelOp::Set(k, self.new_value(client)),
+            3 => ModelOp::Delete(k),
+            4..=6 => ModelOp::Get(k),
+            7 => {
+                // Compare against the value last acknowledged for this key (often current).
+                let expect = self
+                    .acked
+                    .iter()
+                    .rev()
+                    .find(|(key, _, _)| *key == k)
+                    .map(|(_, v, _)| v.clone());
+                ModelOp::Cas(k, expect, self.new_value(client))
+            }
+            8 => ModelOp::Cad(k, None),
+            9 => {
+                let v1 = self.new_value(client);
+                let v2 = self.new_value(client);
+                ModelOp::MultiSet(
+                    vec![("m0".into(), v1), (mk, v2)]
+                        .into_iter()
+                        .collect::<BTreeMap<_, _>>()
+                        .into_iter()
+                        .collect(),
+                )
+            }
+            10 => ModelOp::MultiGet(multi.iter().map(|s| (*s).to_owned()).collect()),
+            11 => ModelOp::MultiDelete(vec![mk]),
+            12 => {
+                let v = self.new_value(client);
+                ModelOp::MultiCas(vec![("m1".into(), None, v)])
+            }
+            _ => ModelOp::Get(mk),
+        }
+    }
+
+    fn record(
+        &mut self,
+        client: usize,
+        thread: u64,
+        event: &'static str,
+        op: Option<&ModelOp>,
+        result: Option<serde_json::Value>,
+    ) {
+        let op_json = op.map(|op| match to_request(op) {
+            Request::Write(w) => serde_json::to_value(w).unwrap(),
+            Request::Read(r) => serde_json::to_value(r).unwrap(),
+        });
+        let line =
+            HistoryLine { t_ms: self.now.as_millis(), client, thread, event, op: op_json, result };
+        self.trace((line.t_ms, client, thread, event));
+        self.history.push(line);
+    }
+
+    fn drive_clients(&mut self, active: bool) {
+        for c in 0..self.clients.len() {
+            // Give up on requests past their deadline: unknown outcome, the thread retires.
+            if let Some(f) = &self.clients[c].in_flight {
+                if self.now >= f.deadline {
+                    let f = self.clients[c].in_flight.take().unwrap();
+                    self.record(c, f.thread, "unknown", Some(&f.op), None);
+                    self.retire_thread(c);
+                    self.clients[c].believed_leader = None;
+                    continue;
+                }
+            }
+            let client = &self.clients[c];
+            if !active
+                || client.in_flight.is_some()
+                || self.now < client.next_action
+                || client.ops_done >= 60
+            {
+                continue;
+            }
+            // A client keeps talking to the node it believes leads, waiting while it is frozen.
+            if client.believed_leader.is_some_and(|l| self.is_paused(Self::idx(l))) {
+                continue;
+            }
+            let live: Vec<NodeId> = (0..self.cfg.nodes)
+                .filter(|&i| !self.is_paused(i))
+                .filter_map(|i| self.nodes[i].as_ref())
+                .map(plus_quorum::Node::id)
+                .collect();
+            if live.is_empty() {
+                continue;
+            }
+            let target = match client.believed_leader {
+                Some(l) if live.contains(&l) => l,
+                _ => live[self.rng.random_range(0..live.len())],
+            };
+            let op = self.random_op(c);
+            let request_id = self.next_request;
+            self.next_request += 1;
+            let node = self.nodes[Self::idx(target)].as_mut().unwrap();
+            let submitted = match to_request(&op) {
+                Request::Write(w) => node.write(request_id, w),
+                Request::Read(r) => node.read(request_id, r),
+            };
+            let pause = Duration::from_millis(self.rng.random_range(20..150));
+            let client = &mut self.clients[c];
+            client.next_action = self.now + pause;
+            match submitted {
+                Ok(()) => {
+                    let thread = client.thread;
+                    client.in_flight = Some(InFlight {
+                        thread,
+                        request_id,
+                        node: target,
+                        op: op.clone(),
+                        deadline: self.now + Duration::from_millis(800),
+                    });
+                    client.ops_done += 1;
+                    self.thread_group.insert(thread, String::new());
+                    self.invoke(c, thread, &op);
+                }
+                Err(ClientError::NotLeader { leader }) => client.believed_leader = leader,
+                Err(e) => self.violations.push(format!("unexpected error submitting {op:?}: {e}")),
+            }
+        }
+    }
+
+    fn retire_thread(&mut self, c: usize) {
+        self.clients[c].thread = self.next_thread;
+        self.next_thread += 1;
+    }
+
+    fn invoke(&mut self, c: usize, thread: u64, op: &ModelOp) {
+        self.record(c, thread, "invoke", Some(op), None);
+        let group = group_of(op);
+        self.thread_group.insert(thread, group.clone());
+        let tester = self
+            .testers
+            .entry(group)
+            .or_insert_with(|| LinearizabilityTester::new(MapSpec::default()));
+        if let Err(e) = tester.on_invoke(thread, op.clone()) {
+            self.violations.push(format!("history bookkeeping: {e}"));
+        }
+    }
+
+    fn collect_outputs(&mut self) {
+        for i in 0..self.cfg.nodes {
+            if self.is_paused(i) {
+                continue;
+            }
+            let Some(node) = self.nodes[i].as_mut() else { continue };
+            let mut outputs = Vec::new();
+            while let Some(o) = node.poll_output() {
+                outputs.push(o);
+            }
+            for output in outputs {
+                let Some(c) = self
+                    .clients
+                    .iter()
+                    .position(|c| c.in_flight.as_ref().is_some_and(|f| f.request_id == output.id))
+                else {
+                    continue;
+                };
+                let f = self.clients[c].in_flight.take().unwrap();
+                let group = self.thread_group.get(&f.thread).cloned().unwrap_or_default();
+                match output.result {
+                    Ok(response) => {
+                        let (ret, json) = match (&f.op, response) {
+                            (_, Response::Write(WriteResult::Applied { version })) => {
+                                self.note_ack(&f.op, version);
+                                (ModelRet::Done, serde_json::json!({"applied": version}))
+                            }
+                            (_, Response::Write(WriteResult::CompareFailed { key, .. })) => (
+                                ModelRet::CompareFailed,
+                                serde_json::json!({"compare_failed": key}),
+                            ),
+                            (_, Response::Read(ReadResult::Value(v))) => {
+                                let value = v.map(|v| v.value);
+                                (
+                                    ModelRet::Value(value.clone()),
+                                    serde_json::json!({"value": value.map(|b| String::from_utf8_lossy(&b).into_owned())}),
+                                )
+                            }
+                            (_, Response::Read(ReadResult::Values(vs))) => {
+                                let values: Vec<Option<Bytes>> =
+                                    vs.into_iter().map(|v| v.map(|v| v.value)).collect();
+                                let json = serde_json::json!({"values": values.iter().map(|v| v.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())).collect::<Vec<_>>()});
+                                (ModelRet::Values(values), json)
+                            }
+                            (_, other) => {
+                                self.violations.push(format!("unexpected response {other:?}"));
+                                continue;
+                            }
+                        };
+                        let event = if ret == ModelRet::CompareFailed { "fail" } else { "ok" };
+                        self.record(c, f.thread, event, Some(&f.op), Some(json));
+                        if let Some(tester) = self.testers.get_mut(&group) {
+                            if let Err(e) = tester.on_return(f.thread, ret) {
+                                self.violations.push(format!("history bookkeeping: {e}"));
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        // Leadership lost: the operation may or may not have taken effect.
+                        self.record(c, f.thread, "unknown", Some(&f.op), None);
+                        self.retire_thread(c);
+                        self.clients[c].believed_leader = None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn note_ack(&mut self, op: &ModelOp, version: u64) {
+        match op {
+            ModelOp::Set(k, v) | ModelOp::Cas(k, _, v) => {
+                self.acked.push((k.clone(), v.clone(), version));
+            }
+            ModelOp::MultiSet(items) => {
+                for (k, v) in items {
+                    self.acked.push((k.clone(), v.clone(), version));
+                }
+            }
+            ModelOp::MultiCas(items) => {
+                for (k, _, v) in items {
+                    self.acked.push((k.clone(), v.clone(), version));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// No acknowledged write lost: every replica has applied past it, and holds it or something
+    /// newer for its key.
+    fn check_final_state(&mut self) {
+        for node in self.nodes.iter().flatten() {
+            for (key, value, version) in &self.acked {
+                if node.applied_index() < *version {
+                    self.violations.push(format!(
+                        "node {} applied {} < acknowledged write {key}={value:?} at {version}",
+                        node.id(),
+                        node.applied_index()
+                    ));
+                    continue;
+                }
+                if let Some(current) = node.local_get(key) {
+                    if current.version < *version {
+                        self.violations.push(format!(
+                            "node {}: {key} at version {} older than acknowledged {version}",
+                            node.id(),
+                            current.version
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_linearizability(&mut self) {
+        for (group, tester) in &self.testers {
+            if tester.serialized_history().is_none() {
+                let mut msg = format!("history of `{group}` is not linearizable");
+                let _ = write!(msg, " ({} operations)", tester.len());
+                self.violations.push(msg);
+            }
+        }
+    }
+}
+
+/// Seeds to run: `PLUS_SIM_SEED=S` replays one; `PLUS_SIM_SEEDS=N` runs N (default `default`).
+pub fn seeds(default: u64) -> Vec<u64> {
+    if let Ok(seed) = std::env::var("PLUS_SIM_SEED") {
+        return vec![seed.parse().expect("PLUS_SIM_SEED must be a number")];
+    }
+    let n = std::env::var("PLUS_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    (0..n).collect()
+}
+
+/// Runs one seed; writes its history when `PLUS_SIM_HISTORY_DIR` is set.
+pub fn run_seed(cfg: SimConfig) -> Outcome {
+    let (nodes, seed) = (cfg.nodes, cfg.seed);
+    let outcome = Sim::new(cfg).run();
+    if let Ok(dir) = std::env::var("PLUS_SIM_HISTORY_DIR") {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(format!("{dir}/nodes{nodes}-seed{seed}.jsonl"), &outcome.history_jsonl)
+            .unwrap();
+    }
+    outcome
+}
