@@ -169,6 +169,19 @@ impl ReconnectingClient {
         self.connection().await?.request(body).await
     }
 
+    /// [`Connection::send_async`] on the current connection, without waiting for a
+    /// reconnection: fire-and-forget traffic is dropped while disconnected.
+    ///
+    /// # Errors
+    /// [`RequestError::Closed`] while disconnected; otherwise as [`Connection::send_async`].
+    pub async fn send_async(&self, body: impl Into<Bytes>) -> Result<(), RequestError> {
+        let current = self.current.borrow().clone();
+        match current {
+            Some(c) if c.close_reason().is_none() => c.send_async(body).await,
+            _ => Err(RequestError::Closed(crate::CloseReason::PeerClosed)),
+        }
+    }
+
     /// Whether a connection is up now.
     #[must_use]
     pub fn is_connected(&self) -> bool {

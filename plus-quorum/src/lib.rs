@@ -69,20 +69,34 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "driver")]
+mod driver;
 mod glob;
 mod inspect;
 mod kv;
 mod log;
 mod message;
+#[cfg(feature = "mux")]
+mod mux;
 mod node;
 mod storage;
 mod types;
 
+#[cfg(feature = "driver")]
+pub use driver::{
+    Cluster, InProcessNetwork, NodeApi, NodeHandle, RunningNode, Status, StoreError, Transport,
+    spawn_node,
+};
 pub use glob::glob_match;
 pub use inspect::{InspectionReport, compare};
 pub use kv::KvState;
 pub use log::{Entry, Payload, Snapshot};
 pub use message::Message;
+#[cfg(feature = "mux")]
+pub use mux::{
+    MuxTransport, RemoteNode, Server, WireError, decode as decode_wire, encode as encode_wire,
+    serve,
+};
 #[cfg(feature = "planted-bugs")]
 pub use node::PlantedBugs;
 pub use node::{Config, Inspection, Node, NodeError, Role, Start};

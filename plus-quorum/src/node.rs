@@ -106,7 +106,7 @@ impl Config {
 }
 
 /// A node's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     /// Follows a leader (or waits for one).
     Follower,
@@ -131,7 +131,7 @@ pub enum NodeError {
 }
 
 /// What a node reports for inspection (seed 002).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Inspection {
     /// The node.
     pub node: NodeId,

@@ -1,0 +1,312 @@
+//! A plus-quorum cluster over TCP on 127.0.0.1 through plus-mux, with a leader failure.
+//!
+//! ```text
+//! quorum_cluster [--nodes N] [--clients C] [--seconds S]
+//! ```
+//!
+//! Starts N nodes (default 3) in this process, runs C concurrent clients (default 16) doing
+//! writes, compare-and-sets and reads for S seconds (default 10), stops the leader half-way,
+//! waits for a new one, restarts the stopped node with its memory wiped and lets it catch up,
+//! then checks that every acknowledged write is present and that all replicas are identical.
+//! Ends with one line:
+//! `nodes=3 clients=16 writes=120000 acked=119950 lost=0 leader_changes=1 caught_up=true replicas=identical elapsed_ms=10021`
+//! and exits non-zero if anything was lost or the replicas differ.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use plus_mux::Config as MuxConfig;
+use plus_quorum::{
+    Cluster, Config, Expect, MemStorage, MuxTransport, NodeApi, NodeHandle, ReadOp, ReadResult,
+    RemoteNode, Role, Start, WriteOp, WriteResult, compare, serve, spawn_node,
+};
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+
+const USAGE: &str = "usage: quorum_cluster [--nodes N] [--clients C] [--seconds S]";
+
+struct Args {
+    nodes: usize,
+    clients: usize,
+    seconds: u64,
+}
+
+fn parse(args: &[String]) -> Result<Option<Args>, String> {
+    let mut parsed = Args { nodes: 3, clients: 16, seconds: 10 };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            return Ok(None);
+        }
+        let value = it.next().ok_or_else(|| format!("`{flag}` needs a value"))?;
+        let n: u64 =
+            value.parse().map_err(|_| format!("`{flag}` takes a whole number, got `{value}`"))?;
+        match flag.as_str() {
+            "--nodes" => parsed.nodes = n as usize,
+            "--clients" => parsed.clients = n as usize,
+            "--seconds" => parsed.seconds = n,
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    if !(1..=9).contains(&parsed.nodes) {
+        return Err("`--nodes` must be between 1 and 9".to_owned());
+    }
+    if parsed.clients == 0 || parsed.seconds == 0 {
+        return Err("`--clients` and `--seconds` must be positive".to_owned());
+    }
+    Ok(Some(parsed))
+}
+
+/// One member: its driver, its mux endpoint and its peer transport.
+struct Member {
+    handle: NodeHandle,
+    server: plus_quorum::Server,
+    transport: Arc<MuxTransport>,
+}
+
+async fn start_member(
+    id: u64,
+    members: &[u64],
+    addrs: &HashMap<u64, String>,
+    start: Start,
+    storage: MemStorage,
+) -> Result<Member, String> {
+    let mux = MuxConfig::default();
+    let listener = TcpListener::bind(&addrs[&id])
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", addrs[&id]))?;
+    let peers: HashMap<u64, String> =
+        addrs.iter().filter(|(p, _)| **p != id).map(|(p, a)| (*p, a.clone())).collect();
+    let transport = MuxTransport::new(&peers, &mux);
+    let config = Config { start, ..Config::new(id, members.to_vec()) };
+    let node =
+        spawn_node(config, storage, id * 7919, transport.clone()).map_err(|e| e.to_string())?;
+    let server = serve(listener, node.handle.clone(), mux);
+    Ok(Member { handle: node.handle, server, transport })
+}
+
+async fn stop_member(member: &Member) {
+    member.server.stop();
+    member.transport.close();
+    member.handle.stop().await;
+}
+
+#[derive(Default)]
+struct Tally {
+    writes: AtomicU64,
+    acked: AtomicU64,
+}
+
+fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse(&raw) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("error: {msg}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<bool, String> {
+    let started = Instant::now();
+    let members: Vec<u64> = (1..=args.nodes as u64).collect();
+    // Learn free ports, then release them for the nodes to bind.
+    let mut addrs = HashMap::new();
+    for &id in &members {
+        let probe = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        addrs.insert(id, probe.local_addr().map_err(|e| e.to_string())?.to_string());
+    }
+    let mut running = HashMap::new();
+    for &id in &members {
+        running.insert(
+            id,
+            start_member(id, &members, &addrs, Start::Bootstrap, MemStorage::new()).await?,
+        );
+    }
+    let mux = MuxConfig::default();
+    let remotes: Vec<RemoteNode> =
+        members.iter().map(|&id| RemoteNode::connect(id, &addrs[&id], &mux)).collect();
+    let cluster = Cluster::new(remotes.clone());
+
+    // Leader changes, as seen by a monitor.
+    let leader_log: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let monitor = {
+        let (cluster, log) = (cluster.clone(), leader_log.clone());
+        tokio::spawn(async move {
+            loop {
+                for node in cluster.handles() {
+                    if let Ok(s) = node.status().await {
+                        if s.role == Role::Leader {
+                            let mut log = log.lock().await;
+                            if log.last() != Some(&s.id) {
+                                log.push(s.id);
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    // Clients: each owns its keys, so the last acknowledged value of each key is known.
+    let tally = Arc::new(Tally::default());
+    let acked: Arc<Mutex<HashMap<String, (u64, Bytes)>>> = Arc::default();
+    let run_until = Instant::now() + Duration::from_secs(args.seconds);
+    let mut workers = Vec::new();
+    for c in 0..args.clients {
+        let (cluster, tally, acked) = (cluster.clone(), tally.clone(), acked.clone());
+        workers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < run_until {
+                n += 1;
+                let key = format!("c{c}/k{}", n % 64);
+                let value = Bytes::from(format!("c{c}-{n}"));
+                let op = if n % 5 == 0 {
+                    let expect = acked
+                        .lock()
+                        .await
+                        .get(&key)
+                        .map_or(Expect::Absent, |(_, v)| Expect::Value(v.clone()));
+                    WriteOp::CompareAndSet { key: key.clone(), expect, value: value.clone() }
+                } else {
+                    WriteOp::Set { key: key.clone(), value: value.clone() }
+                };
+                tally.writes.fetch_add(1, Ordering::Relaxed);
+                if let Ok(WriteResult::Applied { version }) = cluster.write(op).await {
+                    tally.acked.fetch_add(1, Ordering::Relaxed);
+                    let mut map = acked.lock().await;
+                    if map.get(&key).is_none_or(|(v, _)| *v < version) {
+                        map.insert(key.clone(), (version, value));
+                    }
+                }
+                if n % 4 == 0 {
+                    let _ = cluster.read(ReadOp::Get(key)).await;
+                }
+            }
+        }));
+    }
+
+    // Half-way: stop the leader, wait for a new one, bring it back wiped.
+    tokio::time::sleep(Duration::from_secs(args.seconds) / 2).await;
+    let mut caught_up = true;
+    if args.nodes > 1 {
+        let old = wait_for_leader(&cluster, None, Duration::from_secs(10))
+            .await
+            .ok_or("no leader before the failure")?;
+        stop_member(&running[&old]).await;
+        wait_for_leader(&cluster, Some(old), Duration::from_secs(10))
+            .await
+            .ok_or("no new leader after the failure")?;
+        let member = start_member(old, &members, &addrs, Start::Rejoin, MemStorage::new()).await?;
+        running.insert(old, member);
+        caught_up = false;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(s) = running[&old].handle.status().await {
+                if !s.recovering && s.leader.is_some() {
+                    caught_up = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    monitor.abort();
+
+    // Every acknowledged write is there (or was replaced by a newer one).
+    let mut lost = 0;
+    for (key, (version, value)) in acked.lock().await.iter() {
+        match cluster.read(ReadOp::Get(key.clone())).await {
+            Ok(ReadResult::Value(Some(v)))
+                if v.version > *version || (v.version == *version && v.value == *value) => {}
+            _ => lost += 1,
+        }
+    }
+    // All replicas identical once quiet.
+    let mut identical = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let mut reports = Vec::new();
+        for m in running.values() {
+            if let Ok(r) = m.handle.inspect().await {
+                reports.push(r);
+            }
+        }
+        if reports.len() == args.nodes && compare(&reports).identical() {
+            identical = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if std::env::var_os("QUORUM_DEBUG").is_some() {
+        for m in running.values() {
+            eprintln!(
+                "{:?} {:?}",
+                m.handle.status().await,
+                m.handle.inspect().await.map(|i| i.applied)
+            );
+        }
+    }
+    let leader_changes = leader_log.lock().await.len().saturating_sub(1);
+    println!(
+        "nodes={} clients={} writes={} acked={} lost={lost} leader_changes={leader_changes} caught_up={caught_up} replicas={} elapsed_ms={}",
+        args.nodes,
+        args.clients,
+        tally.writes.load(Ordering::Relaxed),
+        tally.acked.load(Ordering::Relaxed),
+        if identical { "identical" } else { "different" },
+        started.elapsed().as_millis()
+    );
+    for m in running.values() {
+        stop_member(m).await;
+    }
+    for r in &remotes {
+        r.close();
+    }
+    Ok(lost == 0 && identical && caught_up)
+}
+
+async fn wait_for_leader(
+    cluster: &Cluster<RemoteNode>,
+    not: Option<u64>,
+    within: Duration,
+) -> Option<u64> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        for node in cluster.handles() {
+            if Some(node.id()) == not {
+                continue;
+            }
+            if let Ok(s) = node.status().await {
+                if s.role == Role::Leader {
+                    return Some(s.id);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}

@@ -1,0 +1,476 @@
+//! The tokio driver: runs a [`Node`] as a task, with timers, a [`Transport`] and a client API.
+//! It makes no consensus decisions.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plus_core::Timestamp;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::message::Message;
+use crate::node::{Config, Inspection, Node, NodeError, Role};
+use crate::storage::Storage;
+use crate::types::{
+    ClientError, NodeId, ReadOp, ReadResult, RequestId, Response, Versioned, WriteOp, WriteResult,
+};
+
+/// Carries messages between nodes.
+///
+/// # Contract
+/// `send` must not block: queue the message and return (drop it if the peer is unreachable;
+/// the protocol resends). Delivery may be lost, duplicated, delayed or reordered.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `msg` from `from` to `to`, best effort.
+    fn send(&self, from: NodeId, to: NodeId, msg: Message);
+}
+
+/// Why a call through the driver failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The node (or cluster) answered with an error.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// No answer before the call's deadline; for a write, it may or may not have applied.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The node is stopped.
+    #[error("node {0} is stopped")]
+    Stopped(NodeId),
+    /// No leader could be found before the deadline.
+    #[error("no leader found within {0:?}")]
+    NoLeader(Duration),
+}
+
+/// A node's state as the driver sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    /// The node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Its term.
+    pub term: u64,
+    /// Its commit index.
+    pub commit: u64,
+    /// Its applied index.
+    pub applied: u64,
+    /// Whether it is recovering after a wipe.
+    pub recovering: bool,
+}
+
+type Reply = oneshot::Sender<Result<Response, ClientError>>;
+
+enum Command {
+    Write(WriteOp, Reply),
+    Read(ReadOp, Reply),
+    LocalGet(String, oneshot::Sender<Option<Versioned>>),
+    Status(oneshot::Sender<Status>),
+    Inspect(oneshot::Sender<Inspection>),
+    Stop(oneshot::Sender<()>),
+}
+
+/// A handle to a running node: the client API of one node. Cheap to clone.
+///
+/// Calls on a follower fail fast with [`ClientError::NotLeader`] and a hint; [`Cluster`] routes
+/// to the leader for you.
+#[derive(Clone)]
+pub struct NodeHandle {
+    id: NodeId,
+    commands: mpsc::UnboundedSender<Command>,
+    inbox: mpsc::UnboundedSender<(NodeId, Message)>,
+}
+
+impl fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeHandle").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// A running node: its handle and its task.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The handle.
+    pub handle: NodeHandle,
+    /// The driver task; resolves when the node stops.
+    pub task: JoinHandle<()>,
+}
+
+/// Starts `node` on the current tokio runtime, sending through `transport`.
+///
+/// # Errors
+/// [`NodeError`] when the node cannot start (bad config, unreadable storage).
+pub fn spawn_node<S: Storage + 'static>(
+    config: Config,
+    storage: S,
+    seed: u64,
+    transport: Arc<dyn Transport>,
+) -> Result<RunningNode, NodeError> {
+    let origin = Instant::now();
+    let node = Node::new(config, storage, seed, Timestamp::ZERO)?;
+    let id = node.id();
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let (inbox, inbox_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(drive(node, transport, command_rx, inbox_rx, origin));
+    Ok(RunningNode { handle: NodeHandle { id, commands, inbox }, task })
+}
+
+async fn drive<S: Storage>(
+    mut node: Node<S>,
+    transport: Arc<dyn Transport>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut inbox: mpsc::UnboundedReceiver<(NodeId, Message)>,
+    origin: Instant,
+) {
+    let now = || Timestamp::from_duration(origin.elapsed());
+    let mut waiting: HashMap<RequestId, Reply> = HashMap::new();
+    let mut next_id: RequestId = 1;
+    let id = node.id();
+    loop {
+        while let Some((to, msg)) = node.poll_message() {
+            transport.send(id, to, msg);
+        }
+        while let Some(out) = node.poll_output() {
+            if let Some(reply) = waiting.remove(&out.id) {
+                let _ = reply.send(out.result);
+            }
+        }
+        let deadline = origin + node.poll_timeout().since_origin();
+        tokio::select! {
+            biased;
+            command = commands.recv() => {
+                let Some(command) = command else { return };
+                match command {
+                    Command::Write(op, reply) => {
+                        let rid = next_id;
+                        next_id += 1;
+                        match node.write(rid, op) {
+                            Ok(()) => { waiting.insert(rid, reply); }
+                            Err(e) => { let _ = reply.send(Err(e)); }
+                        }
+                    }
+                    Command::Read(op, reply) => {
+                        let rid = next_id;
+                        next_id += 1;
+                        match node.read(rid, op) {
+                            Ok(()) => { waiting.insert(rid, reply); }
+                            Err(e) => { let _ = reply.send(Err(e)); }
+                        }
+                    }
+                    Command::LocalGet(key, reply) => { let _ = reply.send(node.local_get(&key).cloned()); }
+                    Command::Status(reply) => {
+                        let _ = reply.send(Status {
+                            id,
+                            role: node.role(),
+                            leader: node.leader(),
+                            term: node.term(),
+                            commit: node.commit_index(),
+                            applied: node.applied_index(),
+                            recovering: node.is_recovering(),
+                        });
+                    }
+                    Command::Inspect(reply) => { let _ = reply.send(node.inspect()); }
+                    Command::Stop(reply) => {
+                        // Pending callers learn their outcome is unknown (writes) or retryable.
+                        for (_, r) in waiting.drain() {
+                            let _ = r.send(Err(ClientError::Unknown));
+                        }
+                        let _ = reply.send(());
+                        return;
+                    }
+                }
+            }
+            message = inbox.recv() => {
+                let Some((from, msg)) = message else { return };
+                node.step(from, msg, now());
+            }
+            () = tokio::time::sleep_until(deadline) => node.tick(now()),
+        }
+    }
+}
+
+impl NodeHandle {
+    /// The node's id.
+    #[must_use]
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Delivers a message from a peer (what a [`Transport`] calls on receipt).
+    pub fn deliver(&self, from: NodeId, msg: Message) {
+        let _ = self.inbox.send((from, msg));
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+        deadline: Duration,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).map_err(|_| StoreError::Stopped(self.id))?;
+        match tokio::time::timeout(deadline, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(StoreError::Stopped(self.id)),
+            Err(_) => Err(StoreError::Timeout(deadline)),
+        }
+    }
+
+    /// A write on this node, with a deadline.
+    ///
+    /// # Errors
+    /// [`StoreError`]; [`ClientError::NotLeader`] on a follower.
+    pub async fn write(&self, op: WriteOp, deadline: Duration) -> Result<WriteResult, StoreError> {
+        match self.call(|r| Command::Write(op, r), deadline).await?? {
+            Response::Write(w) => Ok(w),
+            Response::Read(_) => unreachable!("a write is answered with a write result"),
+        }
+    }
+
+    /// A linearizable read on this node, with a deadline.
+    ///
+    /// # Errors
+    /// [`StoreError`]; [`ClientError::NotLeader`] on a follower.
+    pub async fn read(&self, op: ReadOp, deadline: Duration) -> Result<ReadResult, StoreError> {
+        match self.call(|r| Command::Read(op, r), deadline).await?? {
+            Response::Read(r) => Ok(r),
+            Response::Write(_) => unreachable!("a read is answered with a read result"),
+        }
+    }
+
+    /// This replica's value of `key`, possibly stale.
+    ///
+    /// # Errors
+    /// [`StoreError::Stopped`] or a timeout.
+    pub async fn local_get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        self.call(|r| Command::LocalGet(key.to_owned(), r), Duration::from_secs(5)).await
+    }
+
+    /// The node's status.
+    ///
+    /// # Errors
+    /// [`StoreError::Stopped`] or a timeout.
+    pub async fn status(&self) -> Result<Status, StoreError> {
+        self.call(Command::Status, Duration::from_secs(5)).await
+    }
+
+    /// The node's inspection report.
+    ///
+    /// # Errors
+    /// [`StoreError::Stopped`] or a timeout.
+    pub async fn inspect(&self) -> Result<Inspection, StoreError> {
+        self.call(Command::Inspect, Duration::from_secs(5)).await
+    }
+
+    /// Stops the node; pending calls fail with [`ClientError::Unknown`].
+    pub async fn stop(&self) {
+        let _ = self.call(Command::Stop, Duration::from_secs(5)).await;
+    }
+}
+
+/// One node's client API, local ([`NodeHandle`]) or remote (over plus-mux with the `mux`
+/// feature), so that [`Cluster`] can route over either.
+#[async_trait::async_trait]
+pub trait NodeApi: Clone + Send + Sync + 'static {
+    /// The node.
+    fn id(&self) -> NodeId;
+    /// A write with a deadline.
+    async fn write(&self, op: WriteOp, deadline: Duration) -> Result<WriteResult, StoreError>;
+    /// A linearizable read with a deadline.
+    async fn read(&self, op: ReadOp, deadline: Duration) -> Result<ReadResult, StoreError>;
+    /// The node's status.
+    async fn status(&self) -> Result<Status, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl NodeApi for NodeHandle {
+    fn id(&self) -> NodeId {
+        self.id
+    }
+    async fn write(&self, op: WriteOp, deadline: Duration) -> Result<WriteResult, StoreError> {
+        NodeHandle::write(self, op, deadline).await
+    }
+    async fn read(&self, op: ReadOp, deadline: Duration) -> Result<ReadResult, StoreError> {
+        NodeHandle::read(self, op, deadline).await
+    }
+    async fn status(&self) -> Result<Status, StoreError> {
+        NodeHandle::status(self).await
+    }
+}
+
+/// The client view of a cluster: routes every call to the leader, following hints and
+/// re-routing after a leader change, within the call's deadline (seed 001: "R/W is transparent
+/// to the user").
+#[derive(Debug, Clone)]
+pub struct Cluster<N: NodeApi = NodeHandle> {
+    nodes: Arc<std::sync::RwLock<Vec<N>>>,
+    leader: Arc<std::sync::Mutex<Option<NodeId>>>,
+    /// Deadline of every call. Default 5 s.
+    pub deadline: Duration,
+}
+
+impl<N: NodeApi> Cluster<N> {
+    /// A client over `nodes`.
+    #[must_use]
+    pub fn new(nodes: Vec<N>) -> Self {
+        Self {
+            nodes: Arc::new(std::sync::RwLock::new(nodes)),
+            leader: Arc::new(std::sync::Mutex::new(None)),
+            deadline: Duration::from_secs(5),
+        }
+    }
+
+    /// Replaces the handle of a node (after a restart).
+    pub fn replace(&self, handle: N) {
+        let mut nodes = self.nodes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match nodes.iter_mut().find(|h| h.id() == handle.id()) {
+            Some(slot) => *slot = handle,
+            None => nodes.push(handle),
+        }
+    }
+
+    /// The handles.
+    #[must_use]
+    pub fn handles(&self) -> Vec<N> {
+        self.nodes.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn candidate(&self, attempt: usize) -> Option<N> {
+        let nodes = self.handles();
+        let leader = *self.leader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        leader
+            .and_then(|l| nodes.iter().find(|h| h.id() == l).cloned())
+            .or_else(|| (!nodes.is_empty()).then(|| nodes[attempt % nodes.len()].clone()))
+    }
+
+    fn note_leader(&self, leader: Option<NodeId>) {
+        *self.leader.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = leader;
+    }
+
+    async fn route<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: Fn(N, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            let left = self.deadline.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(StoreError::NoLeader(self.deadline));
+            }
+            let Some(node) = self.candidate(attempt) else {
+                return Err(StoreError::NoLeader(self.deadline));
+            };
+            attempt += 1;
+            match call(node, left).await {
+                Err(StoreError::Client(ClientError::NotLeader { leader })) => {
+                    self.note_leader(leader);
+                    if leader.is_none() {
+                        // An election is on: give it a moment.
+                        tokio::time::sleep(Duration::from_millis(20).min(left)).await;
+                    }
+                }
+                Err(StoreError::Stopped(_)) => {
+                    self.note_leader(None);
+                    tokio::time::sleep(Duration::from_millis(5).min(left)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A linearizable write, on the leader wherever it is.
+    ///
+    /// # Errors
+    /// [`StoreError`]: an outcome-unknown write reports [`ClientError::Unknown`] or a timeout.
+    pub async fn write(&self, op: WriteOp) -> Result<WriteResult, StoreError> {
+        self.route(|node, left| {
+            let op = op.clone();
+            async move { node.write(op, left).await }
+        })
+        .await
+    }
+
+    /// A linearizable read, on the leader wherever it is.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn read(&self, op: ReadOp) -> Result<ReadResult, StoreError> {
+        self.route(|node, left| {
+            let op = op.clone();
+            async move {
+                match node.read(op, left).await {
+                    // A read that lost its leader had no effect: safe to send again.
+                    Err(StoreError::Client(ClientError::Unknown)) => {
+                        Err(StoreError::Stopped(node.id()))
+                    }
+                    other => other,
+                }
+            }
+        })
+        .await
+    }
+
+    /// The leader, if some node knows one.
+    pub async fn leader(&self) -> Option<NodeId> {
+        for node in self.handles() {
+            if let Ok(status) = node.status().await {
+                if status.role == Role::Leader {
+                    return Some(status.id);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// An in-process transport over channels, for tests, benches and single-process clusters.
+/// Links can be cut to simulate a stopped node or a partition.
+#[derive(Debug, Default)]
+pub struct InProcessNetwork {
+    nodes: std::sync::RwLock<HashMap<NodeId, NodeHandle>>,
+    cut: std::sync::RwLock<std::collections::HashSet<NodeId>>,
+}
+
+impl InProcessNetwork {
+    /// An empty network.
+    #[must_use]
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Connects (or reconnects) a node.
+    pub fn register(&self, handle: NodeHandle) {
+        self.cut.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&handle.id);
+        self.nodes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(handle.id, handle);
+    }
+
+    /// Cuts a node off: nothing reaches it or leaves it.
+    pub fn isolate(&self, id: NodeId) {
+        self.cut.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id);
+    }
+}
+
+impl Transport for InProcessNetwork {
+    fn send(&self, from: NodeId, to: NodeId, msg: Message) {
+        let cut = self.cut.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cut.contains(&from) || cut.contains(&to) {
+            return;
+        }
+        drop(cut);
+        if let Some(node) =
+            self.nodes.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&to)
+        {
+            node.deliver(from, msg);
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The store over plus-mux (feature `mux`): each node serves a plus-mux endpoint that carries
+//! both Raft messages between nodes and client calls; bodies are msgpack (`rmp-serde`)
+//! compressed with lz4 (`lz4_flex`), as in the seed's protocol layer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use plus_mux::{
+    Config as MuxConfig, Connection, Handler, HandlerError, NoHandler, ReconnectConfig,
+    ReconnectingClient, RequestError, TcpConnector, WhileDisconnected,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::driver::{NodeApi, NodeHandle, Status, StoreError, Transport};
+use crate::message::Message;
+use crate::types::{ClientError, NodeId, ReadOp, ReadResult, WriteOp, WriteResult};
+
+/// Largest decompressed body accepted: a hostile size prefix must not allocate gigabytes.
+const MAX_DECOMPRESSED: usize = 256 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Wire {
+    Raft { from: NodeId, msg: Message },
+    Write { op: WriteOp, deadline_ms: u64 },
+    Read { op: ReadOp, deadline_ms: u64 },
+    Status,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum WireReply {
+    Delivered,
+    Write(Result<WriteResult, StoreError>),
+    Read(Result<ReadResult, StoreError>),
+    Status(Result<Status, StoreError>),
+}
+
+/// Why a body could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad quorum message: {0}")]
+pub struct WireError(String);
+
+/// msgpack, then lz4 with a size prefix.
+///
+/// # Panics
+/// Never for the store's own types, which always serialize.
+pub fn encode<T: Serialize>(value: &T) -> Bytes {
+    let raw = rmp_serde::to_vec(value).expect("quorum wire types serialize");
+    Bytes::from(lz4_flex::compress_prepend_size(&raw))
+}
+
+/// The inverse of [`encode`], refusing bodies that claim more than 256 MiB.
+///
+/// # Errors
+/// [`WireError`] for a bad size, bad compression or bad msgpack.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+    let size = body
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or_else(|| WireError("body shorter than its size prefix".into()))?;
+    if size > MAX_DECOMPRESSED {
+        return Err(WireError(format!(
+            "claims {size} bytes decompressed, above {MAX_DECOMPRESSED}"
+        )));
+    }
+    let raw = lz4_flex::decompress_size_prepended(body).map_err(|e| WireError(e.to_string()))?;
+    rmp_serde::from_slice(&raw).map_err(|e| WireError(e.to_string()))
+}
+
+struct NodeService {
+    node: NodeHandle,
+}
+
+#[async_trait]
+impl Handler for NodeService {
+    async fn handle(&self, request: Bytes) -> Result<Bytes, HandlerError> {
+        let wire: Wire = decode(&request).map_err(|e| HandlerError::new(e.to_string()))?;
+        let reply = match wire {
+            Wire::Raft { from, msg } => {
+                self.node.deliver(from, msg);
+                WireReply::Delivered
+            }
+            Wire::Write { op, deadline_ms } => {
+                WireReply::Write(self.node.write(op, Duration::from_millis(deadline_ms)).await)
+            }
+            Wire::Read { op, deadline_ms } => {
+                WireReply::Read(self.node.read(op, Duration::from_millis(deadline_ms)).await)
+            }
+            Wire::Status => WireReply::Status(self.node.status().await),
+        };
+        Ok(encode(&reply))
+    }
+}
+
+/// A node's plus-mux endpoint; [`Server::stop`] closes the listener and every connection.
+#[derive(Debug)]
+pub struct Server {
+    accept: JoinHandle<()>,
+    connections: Arc<std::sync::Mutex<Vec<Connection>>>,
+}
+
+impl Server {
+    /// Stops accepting and closes every connection, so peers notice at once.
+    pub fn stop(&self) {
+        self.accept.abort();
+        for c in
+            self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..)
+        {
+            c.close();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Serves `node` on `listener`: Raft traffic from peers and client calls.
+pub fn serve(listener: TcpListener, node: NodeHandle, config: MuxConfig) -> Server {
+    let service: Arc<dyn Handler> = Arc::new(NodeService { node });
+    let connections: Arc<std::sync::Mutex<Vec<Connection>>> = Arc::default();
+    let tracked = Arc::clone(&connections);
+    let accept = tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    if let Ok(c) =
+                        Connection::from_tcp(stream, config.clone(), Arc::clone(&service))
+                    {
+                        let mut list =
+                            tracked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        list.retain(|c| c.close_reason().is_none());
+                        list.push(c);
+                    }
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    });
+    Server { accept, connections }
+}
+
+fn reconnecting(
+    addr: &str,
+    config: &MuxConfig,
+    wait: WhileDisconnected,
+    seed: u64,
+) -> ReconnectingClient {
+    let reconnect = ReconnectConfig {
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_secs(1),
+        while_disconnected: wait,
+        seed,
+        ..ReconnectConfig::default()
+    };
+    ReconnectingClient::new(TcpConnector::new(addr), config.clone(), reconnect, Arc::new(NoHandler))
+}
+
+/// Sends Raft messages to peers over plus-mux, one reconnecting connection and one queue per
+/// peer. Lost connections are re-established with backoff; messages meanwhile are dropped (the
+/// protocol resends).
+#[derive(Debug)]
+pub struct MuxTransport {
+    queues: HashMap<NodeId, mpsc::UnboundedSender<Bytes>>,
+    clients: Vec<ReconnectingClient>,
+}
+
+impl MuxTransport {
+    /// A transport to `peers` (`id -> host:port`).
+    #[must_use]
+    pub fn new(peers: &HashMap<NodeId, String>, config: &MuxConfig) -> Arc<Self> {
+        let mut queues = HashMap::new();
+        let mut clients = Vec::new();
+        for (&id, addr) in peers {
+            let client = reconnecting(addr, config, WhileDisconnected::FailFast, id);
+            let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+            let sender = client.clone();
+            tokio::spawn(async move {
+                while let Some(body) = rx.recv().await {
+                    let _ = sender.send_async(body).await;
+                }
+            });
+            queues.insert(id, tx);
+            clients.push(client);
+        }
+        Arc::new(Self { queues, clients })
+    }
+
+    /// Closes every connection.
+    pub fn close(&self) {
+        for c in &self.clients {
+            c.close();
+        }
+    }
+}
+
+impl Transport for MuxTransport {
+    fn send(&self, from: NodeId, to: NodeId, msg: Message) {
+        if let Some(queue) = self.queues.get(&to) {
+            let _ = queue.send(encode(&Wire::Raft { from, msg }));
+        }
+    }
+}
+
+/// A node reached over plus-mux, for [`Cluster`](crate::Cluster).
+#[derive(Debug, Clone)]
+pub struct RemoteNode {
+    id: NodeId,
+    client: ReconnectingClient,
+}
+
+impl RemoteNode {
+    /// A client of node `id` at `addr`.
+    #[must_use]
+    pub fn connect(id: NodeId, addr: &str, config: &MuxConfig) -> Self {
+        Self {
+            id,
+            client: reconnecting(
+                addr,
+                config,
+                WhileDisconnected::Wait(Duration::from_millis(200)),
+                id,
+            ),
+        }
+    }
+
+    async fn call(&self, wire: &Wire, deadline: Duration) -> Result<WireReply, StoreError> {
+        let request = self.client.request(encode(wire));
+        match tokio::time::timeout(deadline + Duration::from_millis(50), request).await {
+            Ok(Ok(body)) => decode(&body)
+                .map_err(|_| StoreError::Client(ClientError::Invalid("bad reply".into()))),
+            // Never reached the node: safe to try elsewhere.
+            Ok(Err(
+                RequestError::Closed(_) | RequestError::SlotTimeout | RequestError::ShuttingDown,
+            )) => Err(StoreError::Stopped(self.id)),
+            Ok(Err(RequestError::Timeout)) | Err(_) => Err(StoreError::Timeout(deadline)),
+            Ok(Err(e)) => Err(StoreError::Client(ClientError::Invalid(e.to_string()))),
+        }
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.client.close();
+    }
+}
+
+#[async_trait]
+impl NodeApi for RemoteNode {
+    fn id(&self) -> NodeId {
+        self.id
+    }
+
+    async fn write(&self, op: WriteOp, deadline: Duration) -> Result<WriteResult, StoreError> {
+        let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        match self.call(&Wire::Write { op, deadline_ms }, deadline).await? {
+            WireReply::Write(r) => r,
+            _ => Err(StoreError::Client(ClientError::Invalid("mismatched reply".into()))),
+        }
+    }
+
+    async fn read(&self, op: ReadOp, deadline: Duration) -> Result<ReadResult, StoreError> {
+        let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        match self.call(&Wire::Read { op, deadline_ms }, deadline).await? {
+            WireReply::Read(r) => r,
+            _ => Err(StoreError::Client(ClientError::Invalid("mismatched reply".into()))),
+        }
+    }
+
+    async fn status(&self) -> Result<Status, StoreError> {
+        match self.call(&Wire::Status, Duration::from_secs(2)).await? {
+            WireReply::Status(r) => r,
+            _ => Err(StoreError::Client(ClientError::Invalid("mismatched reply".into()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_round_trip_and_hostile_sizes() {
+        let msg =
+            Wire::Raft { from: 3, msg: Message::VoteReply { term: 7, pre: false, granted: true } };
+        let back: Wire = decode(&encode(&msg)).unwrap();
+        assert!(matches!(
+            back,
+            Wire::Raft { from: 3, msg: Message::VoteReply { term: 7, granted: true, .. } }
+        ));
+        let mut hostile = vec![0xff, 0xff, 0xff, 0x7f];
+        hostile.extend_from_slice(b"junk");
+        assert!(decode::<Wire>(&hostile).unwrap_err().to_string().contains("above"));
+        assert!(decode::<Wire>(b"ab").is_err());
+    }
+}

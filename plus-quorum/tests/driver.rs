@@ -1,0 +1,141 @@
+//! The tokio driver over the in-process transport, in paused (simulated) time.
+#![cfg(feature = "driver")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use plus_quorum::{
+    ClientError, Cluster, Config, InProcessNetwork, MemStorage, ReadOp, ReadResult, Start,
+    StoreError, WriteOp, WriteResult, compare, spawn_node,
+};
+
+struct Harness {
+    net: Arc<InProcessNetwork>,
+    cluster: Cluster,
+    storages: Vec<MemStorage>,
+}
+
+fn config(id: u64, start: Start) -> Config {
+    Config { start, ..Config::new(id, vec![1, 2, 3]) }
+}
+
+fn start() -> Harness {
+    let net = InProcessNetwork::new();
+    let storages: Vec<MemStorage> = (0..3).map(|_| MemStorage::new()).collect();
+    let mut handles = Vec::new();
+    for id in 1..=3u64 {
+        let node = spawn_node(
+            config(id, Start::Bootstrap),
+            storages[(id - 1) as usize].clone(),
+            id,
+            net.clone(),
+        )
+        .unwrap();
+        net.register(node.handle.clone());
+        handles.push(node.handle);
+    }
+    Harness { net, cluster: Cluster::new(handles), storages }
+}
+
+fn set(key: &str, value: &str) -> WriteOp {
+    WriteOp::Set { key: key.into(), value: Bytes::copy_from_slice(value.as_bytes()) }
+}
+
+async fn get(cluster: &Cluster, key: &str) -> Option<Bytes> {
+    match cluster.read(ReadOp::Get(key.into())).await.unwrap() {
+        ReadResult::Value(v) => v.map(|v| v.value),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn writes_and_reads_route_to_the_leader() {
+    let h = start();
+    assert!(matches!(h.cluster.write(set("a", "1")).await.unwrap(), WriteResult::Applied { .. }));
+    assert_eq!(get(&h.cluster, "a").await.as_deref(), Some(&b"1"[..]));
+    // A follower answers with a hint rather than hanging.
+    let leader = h.cluster.leader().await.unwrap();
+    let follower = h.cluster.handles().into_iter().find(|n| n.id() != leader).unwrap();
+    let err = follower.write(set("b", "2"), Duration::from_secs(1)).await.unwrap_err();
+    assert_eq!(err, StoreError::Client(ClientError::NotLeader { leader: Some(leader) }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn leader_failover_keeps_acknowledged_writes() {
+    let h = start();
+    for i in 0..20 {
+        h.cluster.write(set(&format!("k{i}"), "v")).await.unwrap();
+    }
+    let old = h.cluster.leader().await.unwrap();
+    h.net.isolate(old);
+    for handle in h.cluster.handles() {
+        if handle.id() == old {
+            handle.stop().await;
+        }
+    }
+    // The next write re-routes to the new leader.
+    h.cluster.write(set("after", "failover")).await.unwrap();
+    let new = h.cluster.leader().await.unwrap();
+    assert_ne!(new, old);
+    for i in 0..20 {
+        assert!(get(&h.cluster, &format!("k{i}")).await.is_some(), "k{i} lost");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarted_followers_catch_up_wiped_or_not() {
+    let h = start();
+    for i in 0..50 {
+        h.cluster.write(set(&format!("k{i}"), "v")).await.unwrap();
+    }
+    let leader = h.cluster.leader().await.unwrap();
+    let followers: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    for (n, &id) in followers.iter().enumerate() {
+        let handle = h.cluster.handles().into_iter().find(|x| x.id() == id).unwrap();
+        handle.stop().await;
+        h.net.isolate(id);
+        h.cluster
+            .write(set(&format!("while-down-{id}"), "v"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // First follower comes back with its memory wiped, the second with it kept.
+        let storage =
+            if n == 0 { MemStorage::new() } else { h.storages[(id - 1) as usize].clone() };
+        let node = spawn_node(config(id, Start::Rejoin), storage, id + 10, h.net.clone()).unwrap();
+        h.net.register(node.handle.clone());
+        h.cluster.replace(node.handle.clone());
+        // Caught up: same applied index and digest as the leader.
+        let mut same = false;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut reports = Vec::new();
+            for x in h.cluster.handles() {
+                reports.push(x.inspect().await.unwrap());
+            }
+            if compare(&reports).identical() && reports.iter().all(|r| !r.recovering) {
+                same = true;
+                break;
+            }
+        }
+        assert!(same, "node {id} did not catch up");
+        let key = format!("while-down-{id}");
+        assert!(node.handle.local_get(&key).await.unwrap().is_some(), "{key} missing on node {id}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_call_has_a_deadline() {
+    let h = start();
+    h.cluster.write(set("a", "1")).await.unwrap();
+    // Cut everyone off: no majority anywhere.
+    for id in 1..=3 {
+        h.net.isolate(id);
+    }
+    let mut cluster = h.cluster.clone();
+    cluster.deadline = Duration::from_secs(2);
+    let started = tokio::time::Instant::now();
+    let result = cluster.write(set("b", "2")).await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(started.elapsed() <= Duration::from_secs(3));
+}
