@@ -139,3 +139,38 @@ async fn every_call_has_a_deadline() {
     assert!(result.is_err(), "{result:?}");
     assert!(started.elapsed() <= Duration::from_secs(3));
 }
+
+/// With durable storage, acknowledged writes survive a whole-cluster restart.
+#[cfg(feature = "file-storage")]
+#[tokio::test(start_paused = true)]
+async fn whole_cluster_restart_with_file_storage() {
+    use plus_quorum::FileStorage;
+    let base = std::env::temp_dir().join(format!("plus-quorum-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let boot = |start: Start| {
+        let net = InProcessNetwork::new();
+        let mut handles = Vec::new();
+        for id in 1..=3u64 {
+            let storage = FileStorage::open(base.join(format!("node{id}"))).unwrap();
+            let node = spawn_node(config(id, start), storage, id, net.clone()).unwrap();
+            net.register(node.handle.clone());
+            handles.push(node.handle);
+        }
+        Cluster::new(handles)
+    };
+    let cluster = boot(Start::Bootstrap);
+    for i in 0..30 {
+        cluster.write(set(&format!("k{i}"), &format!("v{i}"))).await.unwrap();
+    }
+    for h in cluster.handles() {
+        h.stop().await;
+    }
+    let cluster = boot(Start::Rejoin);
+    for i in 0..30 {
+        assert_eq!(get(&cluster, &format!("k{i}")).await, Some(Bytes::from(format!("v{i}"))));
+    }
+    for h in cluster.handles() {
+        h.stop().await;
+    }
+    std::fs::remove_dir_all(&base).unwrap();
+}
