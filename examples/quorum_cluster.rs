@@ -21,10 +21,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use plus_mux::Config as MuxConfig;
 use plus_quorum::{
-    Cluster, Config, Expect, MemStorage, MuxTransport, NodeApi, NodeHandle, ReadOp, ReadResult,
-    RemoteNode, Role, Start, WriteOp, WriteResult, compare, serve, spawn_node,
+    Cluster, Config, Expect, MemStorage, MuxNode, NodeApi, ReadOp, ReadResult, RemoteNode, Role,
+    Start, WriteOp, WriteResult, compare, loopback_addrs,
 };
-use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 const USAGE: &str = "usage: quorum_cluster [--nodes N] [--clients C] [--seconds S]";
@@ -61,38 +60,15 @@ fn parse(args: &[String]) -> Result<Option<Args>, String> {
     Ok(Some(parsed))
 }
 
-/// One member: its driver, its mux endpoint and its peer transport.
-struct Member {
-    handle: NodeHandle,
-    server: plus_quorum::Server,
-    transport: Arc<MuxTransport>,
-}
-
 async fn start_member(
     id: u64,
     members: &[u64],
     addrs: &HashMap<u64, String>,
     start: Start,
     storage: MemStorage,
-) -> Result<Member, String> {
-    let mux = MuxConfig::default();
-    let listener = TcpListener::bind(&addrs[&id])
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", addrs[&id]))?;
-    let peers: HashMap<u64, String> =
-        addrs.iter().filter(|(p, _)| **p != id).map(|(p, a)| (*p, a.clone())).collect();
-    let transport = MuxTransport::new(&peers, &mux);
+) -> Result<MuxNode, String> {
     let config = Config { start, ..Config::new(id, members.to_vec()) };
-    let node =
-        spawn_node(config, storage, id * 7919, transport.clone()).map_err(|e| e.to_string())?;
-    let server = serve(listener, node.handle.clone(), mux);
-    Ok(Member { handle: node.handle, server, transport })
-}
-
-async fn stop_member(member: &Member) {
-    member.server.stop();
-    member.transport.close();
-    member.handle.stop().await;
+    MuxNode::start(config, storage, addrs, MuxConfig::default(), id * 7919).await
 }
 
 #[derive(Default)]
@@ -129,12 +105,7 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<bool, String> {
     let started = Instant::now();
     let members: Vec<u64> = (1..=args.nodes as u64).collect();
-    // Learn free ports, then release them for the nodes to bind.
-    let mut addrs = HashMap::new();
-    for &id in &members {
-        let probe = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-        addrs.insert(id, probe.local_addr().map_err(|e| e.to_string())?.to_string());
-    }
+    let addrs = loopback_addrs(&members).await.map_err(|e| e.to_string())?;
     let mut running = HashMap::new();
     for &id in &members {
         running.insert(
@@ -213,7 +184,7 @@ async fn run(args: Args) -> Result<bool, String> {
         let old = wait_for_leader(&cluster, None, Duration::from_secs(10))
             .await
             .ok_or("no leader before the failure")?;
-        stop_member(&running[&old]).await;
+        running[&old].stop().await;
         wait_for_leader(&cluster, Some(old), Duration::from_secs(10))
             .await
             .ok_or("no new leader after the failure")?;
@@ -281,7 +252,7 @@ async fn run(args: Args) -> Result<bool, String> {
         started.elapsed().as_millis()
     );
     for m in running.values() {
-        stop_member(m).await;
+        m.stop().await;
     }
     for r in &remotes {
         r.close();

@@ -98,8 +98,9 @@ macro_rules! identifier {
         }
 
         impl fmt::Display for $name {
+            /// Honours width and alignment (`{:<8}`), for tables.
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
     };

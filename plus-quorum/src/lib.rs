@@ -121,8 +121,8 @@ pub use log::{Entry, Payload, Snapshot};
 pub use message::Message;
 #[cfg(feature = "mux")]
 pub use mux::{
-    MuxTransport, RemoteNode, Server, WireError, decode as decode_wire, encode as encode_wire,
-    serve,
+    MuxNode, MuxTransport, RemoteNode, Server, WireError, decode as decode_wire,
+    encode as encode_wire, loopback_addrs, serve,
 };
 #[cfg(feature = "planted-bugs")]
 pub use node::PlantedBugs;

@@ -210,6 +210,63 @@ impl Transport for MuxTransport {
     }
 }
 
+/// A node running in this process and served over plus-mux: its driver, its endpoint and its
+/// transport to the peers, started and stopped together.
+#[derive(Debug)]
+pub struct MuxNode {
+    /// The node's local handle.
+    pub handle: NodeHandle,
+    server: Server,
+    transport: Arc<MuxTransport>,
+}
+
+impl MuxNode {
+    /// Starts node `config.id`, listening on `addrs[id]` and reaching its peers at the other
+    /// addresses (`id -> host:port`).
+    ///
+    /// # Errors
+    /// A message when the address cannot be bound or the node cannot start.
+    pub async fn start<S: crate::Storage + 'static>(
+        config: crate::Config,
+        storage: S,
+        addrs: &HashMap<NodeId, String>,
+        mux: MuxConfig,
+        seed: u64,
+    ) -> Result<Self, String> {
+        let id = config.id;
+        let addr = addrs.get(&id).ok_or_else(|| format!("no address for node {id}"))?;
+        let listener =
+            TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let peers: HashMap<NodeId, String> =
+            addrs.iter().filter(|(p, _)| **p != id).map(|(p, a)| (*p, a.clone())).collect();
+        let transport = MuxTransport::new(&peers, &mux);
+        let node = crate::spawn_node(config, storage, seed, transport.clone())
+            .map_err(|e| e.to_string())?;
+        let server = serve(listener, node.handle.clone(), mux);
+        Ok(Self { handle: node.handle, server, transport })
+    }
+
+    /// Stops the node: closes its endpoint and connections, then its driver.
+    pub async fn stop(&self) {
+        self.server.stop();
+        self.transport.close();
+        self.handle.stop().await;
+    }
+}
+
+/// Free loopback addresses for `ids` (bound once, then released for the nodes to bind).
+///
+/// # Errors
+/// When no port can be had.
+pub async fn loopback_addrs(ids: &[NodeId]) -> std::io::Result<HashMap<NodeId, String>> {
+    let mut addrs = HashMap::new();
+    for &id in ids {
+        let probe = TcpListener::bind("127.0.0.1:0").await?;
+        addrs.insert(id, probe.local_addr()?.to_string());
+    }
+    Ok(addrs)
+}
+
 /// A node reached over plus-mux, for [`Cluster`](crate::Cluster).
 #[derive(Debug, Clone)]
 pub struct RemoteNode {

@@ -1,0 +1,548 @@
+//! An embedded deploy platform, end to end on this machine: the whole suite working together.
+//!
+//! ```text
+//! platform [--fail-rate R] [--seed S] [--latency-ms MS] [--hosts-per-app N] [--no-progress] [--data DIR]
+//! ```
+//!
+//! 1. reads every `manifest.yaml` in `examples/data/platform/` (plus-manifest): an invalid one
+//!    is reported with its diagnostics and left out, the rest go on;
+//! 2. places each application's build on a worker of a simulated fleet (plus-scheduler), with
+//!    the decision's explanation;
+//! 3. deploys the applications in dependency order (plus-rollout), each released to its own
+//!    group of hosts with a bastion, batches and the brake, by a simulated executor whose failure
+//!    rate and latency are flags; a braked release is aborted and its dependents are skipped;
+//! 4. keeps the platform's own state (builds, releases, per-application locks) in a 3-node
+//!    plus-quorum cluster talking over plus-mux on 127.0.0.1.
+//!
+//! It ends with one line, and exits non-zero unless every application was deployed:
+//! `apps=6 deployed=6 failed=0 skipped=0 hosts=120 braked=0 quorum=identical elapsed_ms=4210`
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use plus_core::{AppCode, HostId, Version, WorkerId, seeded_rng};
+use plus_manifest::{Manifest, ManifestError, parse_file};
+use plus_quorum::{
+    Cluster, Config as QuorumConfig, Expect, MemStorage, MuxNode, RemoteNode, WriteOp, WriteResult,
+    compare, loopback_addrs,
+};
+use plus_rollout::{
+    AppExecutor, AppGraph, AppSpec, AppState, Command, DeployConfig, EventKind, GroupHost,
+    HostState, Mode, Outcome, Phase, PlanConfig, ReleaseConfig, Step, StepExecutor, StepOutcome,
+    plan, spawn_deployment, spawn_release,
+};
+use plus_scheduler::{Candidate, Job, SEED_WEIGHTS, Scheduler, WorkerKind};
+use rand::Rng;
+
+const USAGE: &str = "usage: platform [--fail-rate R] [--seed S] [--latency-ms MS] [--hosts-per-app N] [--no-progress] [--data DIR]
+
+  --fail-rate R      probability that a deploy step fails on a host (default 0)
+  --seed S           seed of the simulated fleet and failures (default 1)
+  --latency-ms MS    average time of one deploy step (default 5)
+  --hosts-per-app N  hosts in each application's group (default 20)
+  --no-progress      no progress bars (also off when stdout is not a terminal)
+  --data DIR         the manifests (default examples/data/platform)";
+
+#[derive(Debug, Clone)]
+struct Args {
+    fail_rate: f64,
+    seed: u64,
+    latency_ms: u64,
+    hosts_per_app: usize,
+    progress: bool,
+    data: PathBuf,
+}
+
+fn parse(raw: &[String]) -> Result<Option<Args>, String> {
+    let default_data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/platform");
+    let mut args = Args {
+        fail_rate: 0.0,
+        seed: 1,
+        latency_ms: 5,
+        hosts_per_app: 20,
+        progress: true,
+        data: default_data,
+    };
+    let mut it = raw.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().cloned().ok_or_else(|| format!("`{flag}` needs a value"));
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--no-progress" => args.progress = false,
+            "--fail-rate" => {
+                let v = value()?;
+                args.fail_rate =
+                    v.parse().map_err(|_| format!("`--fail-rate` takes a number, got `{v}`"))?;
+                if !(0.0..=1.0).contains(&args.fail_rate) {
+                    return Err("`--fail-rate` must be between 0 and 1".to_owned());
+                }
+            }
+            "--seed" => {
+                let v = value()?;
+                args.seed =
+                    v.parse().map_err(|_| format!("`--seed` takes a whole number, got `{v}`"))?;
+            }
+            "--latency-ms" => {
+                let v = value()?;
+                args.latency_ms = v
+                    .parse()
+                    .map_err(|_| format!("`--latency-ms` takes a whole number, got `{v}`"))?;
+            }
+            "--hosts-per-app" => {
+                let v = value()?;
+                args.hosts_per_app = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!("`--hosts-per-app` takes a positive number, got `{v}`")
+                })?;
+            }
+            "--data" => args.data = PathBuf::from(value()?),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(Some(args))
+}
+
+fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse(&raw) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("error: {msg}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Step 1: every manifest in the directory; invalid ones are reported and left out.
+fn load_manifests(dir: &Path) -> Result<Vec<(AppCode, Manifest)>, String> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    paths.sort();
+    let mut apps = Vec::new();
+    let color = std::io::stderr().is_terminal();
+    for path in paths {
+        match parse_file(&path) {
+            Ok(m) => match m.app.clone() {
+                Some(code) => {
+                    println!("manifest  {:<8} ok  env={}", code, m.env_image_key());
+                    apps.push((code, m));
+                }
+                None => eprintln!("warning: {} has no `app` code; left out", path.display()),
+            },
+            Err(ManifestError::Invalid(report)) => {
+                let name =
+                    path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+                println!(
+                    "manifest  {name:<8} INVALID, left out ({} errors, below)",
+                    report.error_count()
+                );
+                eprintln!("{}\n", report.render(color));
+            }
+            Err(err) => eprintln!("error: {err}"),
+        }
+    }
+    Ok(apps)
+}
+
+/// Step 2: a simulated build fleet and one placement per application.
+fn place_builds(
+    apps: &[(AppCode, Manifest)],
+    seed: u64,
+) -> Result<HashMap<AppCode, WorkerId>, String> {
+    let mut rng = seeded_rng(seed);
+    let mut fleet: Vec<Candidate> = (0..8)
+        .map(|i| Candidate {
+            load: f64::from(rng.random_range(0..16_u32)) / 20.0,
+            total_caches: rng.random_range(100..3_000),
+            capacity: Some(20),
+            running_jobs: rng.random_range(0..10),
+            ..Candidate::new(
+                WorkerId::new(format!("builder-{i}")).expect("valid id"),
+                WorkerKind::Build,
+            )
+        })
+        .collect();
+    let scheduler = Scheduler::with_weights(SEED_WEIGHTS).map_err(|e| e.to_string())?;
+    let mut placed = HashMap::new();
+    for (code, _) in apps {
+        for c in &mut fleet {
+            c.has_project_cache = rng.random_bool(0.3);
+        }
+        let job = Job { kind: WorkerKind::Build, project: code.as_str() };
+        let decision = scheduler.decide(&job, &fleet, &mut rng).map_err(|e| e.to_string())?;
+        let chosen = decision.explain_chosen();
+        let why: Vec<String> = chosen
+            .dimensions
+            .iter()
+            .map(|d| format!("{}={:.2}->{:.1}", d.name, d.raw, d.weighted))
+            .collect();
+        println!(
+            "build     {:<8} on {} (score {:.1}: {})",
+            code,
+            chosen.candidate.id,
+            chosen.total,
+            why.join(" ")
+        );
+        let index = decision.chosen_index();
+        placed.insert(code.clone(), fleet[index].id.clone());
+        fleet[index].running_jobs += 1;
+        fleet[index].load += 0.05;
+        fleet[index].total_caches += 1;
+    }
+    Ok(placed)
+}
+
+/// A host's deploy steps, simulated: each takes about `latency_ms` and fails with
+/// `fail_rate`, decided by a hash of (seed, host, step) so runs replay whatever the timing.
+#[derive(Debug)]
+struct SimulatedHosts {
+    seed: u64,
+    fail_rate: f64,
+    latency_ms: u64,
+}
+
+#[async_trait]
+impl StepExecutor for SimulatedHosts {
+    async fn run(&self, host: &HostId, step: Step, _target: &Version) -> StepOutcome {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.seed, host.as_str(), step as u8).hash(&mut h);
+        let roll = h.finish();
+        let jitter = roll % (self.latency_ms.max(1) * 2);
+        tokio::time::sleep(Duration::from_millis(jitter)).await;
+        if step != Step::Precheck
+            && (roll >> 16) as f64 / (1u64 << 48) as f64 <= self.fail_rate
+            && self.fail_rate > 0.0
+        {
+            StepOutcome::Failed(format!("{step} failed on {host} (simulated)"))
+        } else {
+            StepOutcome::Done
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct AppResult {
+    hosts_ok: usize,
+    hosts_total: usize,
+    braked: Option<String>,
+    millis: u128,
+}
+
+/// Step 3's executor: one release per application, state kept in the quorum store.
+struct Platform {
+    args: Args,
+    store: Cluster<RemoteNode>,
+    progress: MultiProgress,
+    results: Mutex<HashMap<AppCode, AppResult>>,
+    version: Version,
+}
+
+impl Platform {
+    async fn put(&self, key: String, value: String) -> Result<(), String> {
+        self.store
+            .write(WriteOp::Set { key, value: Bytes::from(value) })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn release(&self, app: &AppCode) -> Result<AppResult, String> {
+        let started = Instant::now();
+        let group: Vec<GroupHost> = (0..self.args.hosts_per_app)
+            .map(|i| {
+                GroupHost::in_service(HostId::new(format!("{app}-{i:02}")).expect("valid host id"))
+            })
+            .collect();
+        let plan = plan(&group, &PlanConfig::default()).map_err(|e| e.to_string())?;
+        let total = plan.host_count();
+        let config = ReleaseConfig {
+            mode: Mode::Automatic {
+                wait: Duration::from_millis(40),
+                later_wait: Some(Duration::from_millis(10)),
+            },
+            step_timeout: Duration::from_secs(5),
+            verify_timeout: Duration::from_secs(5),
+            ..ReleaseConfig::new(self.version.clone())
+        };
+        let bar = self.progress.add(ProgressBar::new(total as u64));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos:>3}/{len:3} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(app.to_string());
+        let executor = Arc::new(SimulatedHosts {
+            seed: self.args.seed,
+            fail_rate: self.args.fail_rate,
+            latency_ms: self.args.latency_ms,
+        });
+        let release = plus_rollout::Release::new(plan, config, plus_core::Timestamp::ZERO);
+        let (handle, mut events, task) = spawn_release(release, executor);
+        let mut braked = None;
+        while let Some(event) = events.next().await {
+            match event.kind {
+                EventKind::HostFinished { state, .. } if state.is_final() => bar.inc(1),
+                EventKind::Phase(Phase::AwaitingBake) => {
+                    bar.set_message("bastion verified, baking");
+                    let _ = handle.command(Command::Bake).await;
+                }
+                EventKind::Phase(Phase::Running(label)) => bar.set_message(label.to_string()),
+                EventKind::Phase(Phase::Braked { reason }) => {
+                    // A real platform would page a person; the demo aborts the release.
+                    bar.set_message(format!("BRAKED: {reason}"));
+                    braked = Some(reason);
+                    handle.abort().await;
+                }
+                _ => {}
+            }
+        }
+        let report = task.await.map_err(|e| e.to_string())?;
+        let hosts_ok = report.count(HostState::is_success);
+        bar.finish_with_message(match &report.outcome {
+            Some(Outcome::Succeeded) => "deployed".to_owned(),
+            other => format!("{other:?}"),
+        });
+        let result = AppResult {
+            hosts_ok,
+            hosts_total: total,
+            braked: braked.clone(),
+            millis: started.elapsed().as_millis(),
+        };
+        match report.outcome {
+            Some(Outcome::Succeeded) => Ok(result),
+            _ => {
+                self.results.lock().expect("results lock").insert(app.clone(), result);
+                Err(match braked {
+                    Some(reason) => format!("release braked: {reason}"),
+                    None => format!("release ended with {} of {total} hosts deployed", hosts_ok),
+                })
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl AppExecutor for Platform {
+    async fn deploy(&self, app: &AppCode) -> Result<(), String> {
+        let lock = format!("lock/{app}");
+        // One release per application at a time, across every platform instance.
+        match self
+            .store
+            .write(WriteOp::CompareAndSet {
+                key: lock.clone(),
+                expect: Expect::Absent,
+                value: Bytes::from("platform-demo"),
+            })
+            .await
+        {
+            Ok(WriteResult::Applied { .. }) => {}
+            Ok(WriteResult::CompareFailed { .. }) => {
+                return Err(format!("{app} is locked by another release"));
+            }
+            Err(e) => return Err(format!("cannot take the lock: {e}")),
+        }
+        self.put(format!("release/{app}"), format!("running {}", self.version)).await?;
+        let outcome = self.release(app).await;
+        let record = match &outcome {
+            Ok(r) => format!("deployed {} on {}/{} hosts", self.version, r.hosts_ok, r.hosts_total),
+            Err(e) => format!("failed {}: {e}", self.version),
+        };
+        self.put(format!("release/{app}"), record).await?;
+        self.store.write(WriteOp::Delete { key: lock }).await.map_err(|e| e.to_string())?;
+        if let Ok(r) = &outcome {
+            self.results.lock().expect("results lock").insert(app.clone(), r.clone());
+        }
+        outcome.map(|_| ())
+    }
+
+    async fn check(&self, _app: &AppCode) -> Result<(), String> {
+        tokio::time::sleep(Duration::from_millis(self.args.latency_ms)).await;
+        Ok(())
+    }
+}
+
+async fn run(args: Args) -> Result<bool, String> {
+    let started = Instant::now();
+    let apps = load_manifests(&args.data)?;
+    if apps.is_empty() {
+        return Err(format!("no valid manifest in {}", args.data.display()));
+    }
+
+    // Step 4 first: the platform's own state store, 3 nodes over plus-mux on loopback.
+    let members = vec![1, 2, 3];
+    let addrs = loopback_addrs(&members).await.map_err(|e| e.to_string())?;
+    let mut nodes = Vec::new();
+    for &id in &members {
+        nodes.push(
+            MuxNode::start(
+                QuorumConfig::new(id, members.clone()),
+                MemStorage::new(),
+                &addrs,
+                plus_mux::Config::default(),
+                id,
+            )
+            .await?,
+        );
+    }
+    let store = Cluster::new(
+        members
+            .iter()
+            .map(|&id| RemoteNode::connect(id, &addrs[&id], &plus_mux::Config::default()))
+            .collect(),
+    );
+    println!(
+        "quorum    3 nodes over plus-mux on {}",
+        addrs.values().cloned().collect::<Vec<_>>().join(", ")
+    );
+
+    let builds = place_builds(&apps, args.seed)?;
+    for (app, worker) in &builds {
+        store
+            .write(WriteOp::Set {
+                key: format!("build/{app}"),
+                value: Bytes::from(worker.to_string()),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+
+    let specs: Vec<AppSpec> = apps
+        .iter()
+        .map(|(code, m)| AppSpec {
+            code: code.clone(),
+            depends_on: m.depends_on.clone(),
+            optional_depends_on: m.optional_depends_on.clone(),
+        })
+        .collect();
+    let graph = match AppGraph::new(specs) {
+        Ok(g) => Arc::new(g),
+        Err(err) => return Err(format!("the applications cannot be ordered:\n{err}")),
+    };
+    for warning in graph.warnings() {
+        println!("order     warning: {warning}");
+    }
+    for (i, wave) in graph.waves().iter().enumerate() {
+        println!(
+            "order     wave {}: {}",
+            i + 1,
+            wave.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" ")
+        );
+    }
+
+    let progress = MultiProgress::new();
+    if !args.progress || !std::io::stdout().is_terminal() {
+        progress.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let platform = Arc::new(Platform {
+        args: args.clone(),
+        store: store.clone(),
+        progress,
+        results: Mutex::default(),
+        version: Version::new(format!("2026.11.{}", args.seed)).map_err(|e| e.to_string())?,
+    });
+    let deploy_config = DeployConfig {
+        concurrency: 3,
+        check_retries: 2,
+        check_interval: Duration::from_millis(100),
+        ..DeployConfig::default()
+    };
+    let (_handle, _events, task) =
+        spawn_deployment(Arc::clone(&graph), deploy_config, Arc::clone(&platform));
+    let report = task.await.map_err(|e| e.to_string())?;
+
+    // The summary.
+    let results = platform.results.lock().expect("results lock").clone();
+    println!();
+    println!("{:<9} {:<10} {:<52} {:>7} {:>8}", "app", "build", "result", "hosts", "time");
+    let (mut deployed, mut failed, mut skipped, mut hosts, mut braked) = (0, 0, 0, 0, 0);
+    for &i in &report.completion_order {
+        let (app, state) = &report.apps[i];
+        let r = results.get(app).cloned().unwrap_or_default();
+        hosts += r.hosts_ok;
+        braked += usize::from(r.braked.is_some());
+        let text = match state {
+            AppState::Healthy => {
+                deployed += 1;
+                "deployed".to_owned()
+            }
+            AppState::Failed { reason } => {
+                failed += 1;
+                let mut t = format!("FAILED: {}", reason.trim_start_matches("deploy failed: "));
+                t.truncate(52);
+                t
+            }
+            AppState::Skipped { failed_dependency } => {
+                skipped += 1;
+                format!("skipped (requires {failed_dependency})")
+            }
+            other => format!("{other:?}"),
+        };
+        let host_text = if r.hosts_total > 0 {
+            format!("{}/{}", r.hosts_ok, r.hosts_total)
+        } else {
+            "-".to_owned()
+        };
+        let time = if r.hosts_total > 0 { format!("{} ms", r.millis) } else { "-".to_owned() };
+        let worker = builds.get(app).map_or("-".to_owned(), ToString::to_string);
+        println!("{:<9} {:<10} {:<52} {:>7} {:>8}", app.as_str(), worker, text, host_text, time);
+    }
+
+    // The store's replicas must agree.
+    let mut identical = false;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let mut reports = Vec::new();
+        for n in &nodes {
+            if let Ok(r) = n.handle.inspect().await {
+                reports.push(r);
+            }
+        }
+        if reports.len() == nodes.len() && compare(&reports).identical() {
+            identical = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!();
+    println!(
+        "apps={} deployed={deployed} failed={failed} skipped={skipped} hosts={hosts} braked={braked} quorum={} elapsed_ms={}",
+        report.apps.len(),
+        if identical { "identical" } else { "different" },
+        started.elapsed().as_millis()
+    );
+    for n in &nodes {
+        n.stop().await;
+    }
+    Ok(deployed == report.apps.len() && identical)
+}
