@@ -81,6 +81,7 @@ pub enum ModelOp {
     MultiDelete(Vec<String>),
     MultiCas(Vec<(String, Option<Bytes>, Bytes)>),
     MultiGet(Vec<String>),
+    Keys(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -89,6 +90,7 @@ pub enum ModelRet {
     CompareFailed,
     Value(Option<Bytes>),
     Values(Vec<Option<Bytes>>),
+    Keys(Vec<String>),
 }
 
 /// The whole map, as the reference object.
@@ -154,6 +156,9 @@ impl SequentialSpec for MapSpec {
             ModelOp::MultiGet(keys) => {
                 ModelRet::Values(keys.iter().map(|k| m.get(k).cloned()).collect())
             }
+            ModelOp::Keys(pattern) => ModelRet::Keys(
+                m.keys().filter(|k| plus_quorum::glob_match(pattern, k)).cloned().collect(),
+            ),
         }
     }
 }
@@ -187,6 +192,7 @@ fn to_request(op: &ModelOp) -> Request {
             items.into_iter().map(|(k, e, v)| (k, expect_of(&e), v)).collect(),
         )),
         ModelOp::MultiGet(keys) => Request::Read(ReadOp::MultiGet(keys)),
+        ModelOp::Keys(pattern) => Request::Read(ReadOp::Keys(pattern)),
     }
 }
 
@@ -725,7 +731,7 @@ impl Sim {
         let multi = ["m0", "m1", "m2"];
         let k = single[self.rng.random_range(0..single.len())].to_owned();
         let mk = multi[self.rng.random_range(0..multi.len())].to_owned();
-        match self.rng.random_range(0..14) {
+        match self.rng.random_range(0..15) {
             0..=2 => ModelOp::Set(k, self.new_value(client)),
             3 => ModelOp::Delete(k),
             4..=6 => ModelOp::Get(k),
@@ -757,7 +763,9 @@ impl Sim {
                 let v = self.new_value(client);
                 ModelOp::MultiCas(vec![("m1".into(), None, v)])
             }
-            _ => ModelOp::Get(mk),
+            13 => ModelOp::Get(mk),
+            // Keys of the multi-key group only, so the group's model can check the answer.
+            _ => ModelOp::Keys("m?".to_owned()),
         }
     }
 
@@ -901,6 +909,10 @@ impl Sim {
                                     ModelRet::Value(value.clone()),
                                     serde_json::json!({"value": value.map(|b| String::from_utf8_lossy(&b).into_owned())}),
                                 )
+                            }
+                            (_, Response::Read(ReadResult::Keys(keys))) => {
+                                let json = serde_json::json!({"keys": keys});
+                                (ModelRet::Keys(keys), json)
                             }
                             (_, Response::Read(ReadResult::Values(vs))) => {
                                 let values: Vec<Option<Bytes>> =

@@ -1,0 +1,166 @@
+//! Prints one table of every side-by-side ratio from the latest criterion run.
+//!
+//! ```text
+//! cargo bench -p benches && cargo run --release --example bench_report [-- --markdown]
+//! ```
+//!
+//! Reads `target/criterion/<group>/<function>/new/estimates.json` (the mean time per
+//! iteration) for each pair of contender and baseline measured in the same group, and prints
+//! the contender's time, the baseline's time and their ratio (below 1 means faster than the
+//! baseline). Groups that were not run are listed as missing.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `(criterion group directory, contender, baseline, what the ratio means)`.
+const PAIRS: &[(&str, &str, &str, &str)] = &[
+    (
+        "manifest_seed",
+        "plus_manifest_parse_validate",
+        "serde_yaml_untyped_value",
+        "manifest parse+validate / serde_yaml untyped",
+    ),
+    (
+        "scheduler_decide_10",
+        "plus_scheduler",
+        "plain_pass_floor",
+        "scheduler decision / single pass floor, 10 workers",
+    ),
+    (
+        "scheduler_decide_1000",
+        "plus_scheduler",
+        "plain_pass_floor",
+        "scheduler decision / single pass floor, 1,000 workers",
+    ),
+    (
+        "scheduler_decide_10000",
+        "plus_scheduler",
+        "plain_pass_floor",
+        "scheduler decision / single pass floor, 10,000 workers",
+    ),
+    (
+        "rollout_100000_hosts_parallelism_1000",
+        "plus_rollout_noop_executor",
+        "baseline_spawn_noop_tasks",
+        "rollout engine / no-op tasks, 100k hosts",
+    ),
+    (
+        "rollout_100000_hosts_parallelism_1000",
+        "plus_rollout_noop_executor_reading_events",
+        "baseline_spawn_noop_tasks",
+        "same, with the event stream read",
+    ),
+    (
+        "rollout_100000_hosts_parallelism_1000",
+        "plus_rollout_yielding_executor",
+        "baseline_spawn_yielding_tasks",
+        "yielding steps (6 per host) / yielding tasks (1 per host)",
+    ),
+    (
+        "deps_order_100000_apps",
+        "plus_rollout_order",
+        "petgraph_toposort",
+        "dependency order / petgraph toposort, 100k apps",
+    ),
+    (
+        "deps_order_100000_apps",
+        "plus_rollout_waves",
+        "petgraph_toposort",
+        "waves / petgraph toposort, 100k apps",
+    ),
+    ("mux_64B_c1", "plus_mux", "yamux_stream_per_request", "mux / yamux, 64 B, concurrency 1"),
+    ("mux_64B_c64", "plus_mux", "yamux_stream_per_request", "mux / yamux, 64 B, concurrency 64"),
+    (
+        "mux_64B_c1024",
+        "plus_mux",
+        "yamux_stream_per_request",
+        "mux / yamux, 64 B, concurrency 1024",
+    ),
+    ("mux_1024B_c64", "plus_mux", "yamux_stream_per_request", "mux / yamux, 1 KiB, concurrency 64"),
+    ("mux_64B_c1", "plus_mux", "plain_tcp_pipelined", "mux / plain TCP, 64 B, concurrency 1"),
+    (
+        "mux_64B_c64",
+        "plus_mux",
+        "plain_tcp_pipelined",
+        "mux / plain TCP pipelined, 64 B, concurrency 64",
+    ),
+    (
+        "mux_1024B_c64",
+        "plus_mux",
+        "plain_tcp_pipelined",
+        "mux / plain TCP pipelined, 1 KiB, concurrency 64",
+    ),
+    ("mux_1048576B_c1", "plus_mux", "plain_tcp_pipelined", "mux / plain TCP, 1 MiB body"),
+];
+
+/// Absolute figures with no in-process baseline.
+const SINGLES: &[(&str, &str, &str)] = &[
+    (
+        "scheduler_simulate_50000_jobs",
+        "plus_scheduler",
+        "50,000-job simulation (seed 000's Go harness: 40.2 s)",
+    ),
+    ("quorum_3_nodes_in_process", "write_unbatched", "quorum write, 3 nodes in one thread"),
+    ("quorum_3_nodes_in_process", "write_batched_1000", "quorum 1,000 batched writes"),
+    ("quorum_3_nodes_in_process", "linearizable_read", "quorum linearizable read"),
+    ("quorum_3_nodes_in_process", "local_get", "quorum local_get"),
+];
+
+fn mean_ns(root: &Path, group: &str, function: &str) -> Option<f64> {
+    let path = root.join(group).join(function).join("new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["mean"]["point_estimate"].as_f64()
+}
+
+fn human(ns: f64) -> String {
+    match ns {
+        n if n >= 1e9 => format!("{:.2} s", n / 1e9),
+        n if n >= 1e6 => format!("{:.2} ms", n / 1e6),
+        n if n >= 1e3 => format!("{:.2} µs", n / 1e3),
+        n => format!("{n:.1} ns"),
+    }
+}
+
+fn main() -> ExitCode {
+    let markdown = std::env::args().any(|a| a == "--markdown");
+    let root = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from)
+        .join("criterion");
+    if !root.is_dir() {
+        eprintln!(
+            "error: no criterion results in {}; run `cargo bench -p benches` first",
+            root.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let mut missing = Vec::new();
+    if markdown {
+        println!("| comparison | ours | baseline | ratio |\n|---|---:|---:|---:|");
+    } else {
+        println!("{:<62} {:>11} {:>11} {:>7}", "comparison", "ours", "baseline", "ratio");
+    }
+    for (group, ours, base, what) in PAIRS {
+        match (mean_ns(&root, group, ours), mean_ns(&root, group, base)) {
+            (Some(o), Some(b)) => {
+                if markdown {
+                    println!("| {what} | {} | {} | {:.2}x |", human(o), human(b), o / b);
+                } else {
+                    println!("{what:<62} {:>11} {:>11} {:>6.2}x", human(o), human(b), o / b);
+                }
+            }
+            _ => missing.push(format!("{group}/{ours} vs {base}")),
+        }
+    }
+    for (group, ours, what) in SINGLES {
+        match mean_ns(&root, group, ours) {
+            Some(o) if markdown => println!("| {what} | {} | - | - |", human(o)),
+            Some(o) => println!("{what:<62} {:>11} {:>11} {:>7}", human(o), "-", "-"),
+            None => missing.push(format!("{group}/{ours}")),
+        }
+    }
+    for m in &missing {
+        eprintln!("missing: {m}");
+    }
+    ExitCode::SUCCESS
+}
