@@ -91,6 +91,42 @@ const PAIRS: &[(&str, &str, &str, &str)] = &[
         "mux / plain TCP pipelined, 1 KiB, concurrency 64",
     ),
     ("mux_1048576B_c1", "plus_mux", "plain_tcp_pipelined", "mux / plain TCP, 1 MiB body"),
+    (
+        "quorum_driver_writes_c1",
+        "plus_quorum",
+        "openraft_memstore",
+        "quorum writes / openraft, 1 client",
+    ),
+    (
+        "quorum_driver_writes_c64",
+        "plus_quorum",
+        "openraft_memstore",
+        "quorum writes / openraft, 64 clients",
+    ),
+    (
+        "quorum_driver_writes_c256",
+        "plus_quorum",
+        "openraft_memstore",
+        "quorum writes / openraft, 256 clients",
+    ),
+    (
+        "quorum_driver_reads_c1",
+        "plus_quorum",
+        "openraft_memstore",
+        "quorum linearizable reads / openraft, 1 client",
+    ),
+    (
+        "quorum_driver_reads_c64",
+        "plus_quorum",
+        "openraft_memstore",
+        "quorum linearizable reads / openraft, 64 clients",
+    ),
+    (
+        "quorum_driver_reads_c256",
+        "plus_quorum",
+        "openraft_memstore",
+        "quorum linearizable reads / openraft, 256 clients",
+    ),
 ];
 
 /// Absolute figures with no in-process baseline.
