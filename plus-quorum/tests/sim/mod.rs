@@ -170,12 +170,12 @@ fn expect_of(e: &Option<Bytes>) -> Expect {
     }
 }
 
-enum Request {
+pub enum Request {
     Write(WriteOp),
     Read(ReadOp),
 }
 
-fn to_request(op: &ModelOp) -> Request {
+pub fn to_request(op: &ModelOp) -> Request {
     match op.clone() {
         ModelOp::Set(key, value) => Request::Write(WriteOp::Set { key, value }),
         ModelOp::Delete(key) => Request::Write(WriteOp::Delete { key }),
@@ -212,7 +212,7 @@ struct HistoryLine {
 
 /// Which model an operation is checked against: one register per key for single-key keys, the
 /// whole small map for the keys multi-key operations use.
-fn group_of(op: &ModelOp) -> String {
+pub fn group_of(op: &ModelOp) -> String {
     match op {
         ModelOp::Set(k, _)
         | ModelOp::Delete(k)
