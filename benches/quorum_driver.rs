@@ -158,6 +158,7 @@ fn benches(c: &mut Criterion) {
         writes(c, &rt, &openraft, &plus, clients, total);
         reads(c, &rt, &openraft, &plus, clients, total);
     }
+    over_mux(c, &rt, &plus);
 }
 
 fn writes(
@@ -232,6 +233,53 @@ fn reads(
                     cluster.read(ReadOp::Get("warm".into())).await.unwrap();
                 }
             }));
+        });
+    });
+    group.finish();
+}
+
+async fn mux_write<N: plus_quorum::NodeApi>(cluster: Cluster<N>, client: usize, n: usize) {
+    let op = WriteOp::Set { key: format!("c{client}/{}", n % 64), value: Bytes::from_static(b"x") };
+    cluster.write(op).await.unwrap();
+}
+
+/// The same store with its nodes and clients talking over plus-mux on loopback TCP.
+fn over_mux(c: &mut Criterion, rt: &Runtime, in_process: &Cluster) {
+    use plus_quorum::{MuxNode, RemoteNode, loopback_addrs};
+    let (_nodes, remote) = rt.block_on(async {
+        let members = vec![1u64, 2, 3];
+        let addrs = loopback_addrs(&members).await.unwrap();
+        let mut nodes = Vec::new();
+        for &id in &members {
+            let config = Config::new(id, members.clone());
+            let mux = plus_mux::Config::default();
+            nodes.push(MuxNode::start(config, MemStorage::new(), &addrs, mux, id).await.unwrap());
+        }
+        let remotes: Vec<RemoteNode> = members
+            .iter()
+            .map(|&id| RemoteNode::connect(id, &addrs[&id], &plus_mux::Config::default()))
+            .collect();
+        let remote = Cluster::new(remotes);
+        remote
+            .write(WriteOp::Set { key: "warm".into(), value: Bytes::from_static(b"up") })
+            .await
+            .unwrap();
+        (nodes, remote)
+    });
+    let (clients, total) = (64, 4_000);
+    let mut group = c.benchmark_group("quorum_mux/writes_c64");
+    group.throughput(Throughput::Elements(total as u64));
+    group.sample_size(10);
+    group.bench_function("plus_quorum_in_process", |b| {
+        b.iter(|| {
+            rt.block_on(fan_out(clients, total, |client, n| {
+                mux_write(in_process.clone(), client, n)
+            }))
+        });
+    });
+    group.bench_function("plus_quorum_over_mux", |b| {
+        b.iter(|| {
+            rt.block_on(fan_out(clients, total, |client, n| mux_write(remote.clone(), client, n)))
         });
     });
     group.finish();

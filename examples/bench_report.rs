@@ -127,6 +127,12 @@ const PAIRS: &[(&str, &str, &str, &str)] = &[
         "openraft_memstore",
         "quorum linearizable reads / openraft, 256 clients",
     ),
+    (
+        "quorum_mux_writes_c64",
+        "plus_quorum_over_mux",
+        "plus_quorum_in_process",
+        "quorum writes over plus-mux TCP / in-process, 64 clients",
+    ),
 ];
 
 /// Absolute figures with no in-process baseline.

@@ -27,9 +27,23 @@ const MAX_DECOMPRESSED: usize = 256 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Wire {
-    Raft { from: NodeId, msg: Message },
-    Write { op: WriteOp, deadline_ms: u64 },
-    Read { op: ReadOp, deadline_ms: u64 },
+    Raft {
+        from: NodeId,
+        msg: Message,
+    },
+    /// Every message queued for one peer since the last send, in order.
+    RaftBatch {
+        from: NodeId,
+        msgs: Vec<Message>,
+    },
+    Write {
+        op: WriteOp,
+        deadline_ms: u64,
+    },
+    Read {
+        op: ReadOp,
+        deadline_ms: u64,
+    },
     Status,
 }
 
@@ -82,6 +96,12 @@ impl Handler for NodeService {
     async fn handle(&self, request: Bytes) -> Result<Bytes, HandlerError> {
         let wire: Wire = decode(&request).map_err(|e| HandlerError::new(e.to_string()))?;
         let reply = match wire {
+            Wire::RaftBatch { from, msgs } => {
+                for msg in msgs {
+                    self.node.deliver(from, msg);
+                }
+                WireReply::Delivered
+            }
             Wire::Raft { from, msg } => {
                 self.node.deliver(from, msg);
                 WireReply::Delivered
@@ -169,7 +189,7 @@ fn reconnecting(
 /// protocol resends).
 #[derive(Debug)]
 pub struct MuxTransport {
-    queues: HashMap<NodeId, mpsc::UnboundedSender<Bytes>>,
+    queues: HashMap<NodeId, mpsc::UnboundedSender<(NodeId, Message)>>,
     clients: Vec<ReconnectingClient>,
 }
 
@@ -181,11 +201,19 @@ impl MuxTransport {
         let mut clients = Vec::new();
         for (&id, addr) in peers {
             let client = reconnecting(addr, config, WhileDisconnected::FailFast, id);
-            let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+            let (tx, mut rx) = mpsc::unbounded_channel::<(NodeId, Message)>();
             let sender = client.clone();
             tokio::spawn(async move {
-                while let Some(body) = rx.recv().await {
-                    let _ = sender.send_async(body).await;
+                // Everything queued while the previous frame was going out leaves in one frame.
+                while let Some((from, first)) = rx.recv().await {
+                    let mut msgs = vec![first];
+                    while msgs.len() < 1024 {
+                        match rx.try_recv() {
+                            Ok((_, msg)) => msgs.push(msg),
+                            Err(_) => break,
+                        }
+                    }
+                    let _ = sender.send_async(encode(&Wire::RaftBatch { from, msgs })).await;
                 }
             });
             queues.insert(id, tx);
@@ -205,7 +233,7 @@ impl MuxTransport {
 impl Transport for MuxTransport {
     fn send(&self, from: NodeId, to: NodeId, msg: Message) {
         if let Some(queue) = self.queues.get(&to) {
-            let _ = queue.send(encode(&Wire::Raft { from, msg }));
+            let _ = queue.send((from, msg));
         }
     }
 }
