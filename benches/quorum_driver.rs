@@ -274,12 +274,12 @@ fn over_mux(c: &mut Criterion, rt: &Runtime, in_process: &Cluster) {
         b.iter(|| {
             rt.block_on(fan_out(clients, total, |client, n| {
                 mux_write(in_process.clone(), client, n)
-            }))
+            }));
         });
     });
     group.bench_function("plus_quorum_over_mux", |b| {
         b.iter(|| {
-            rt.block_on(fan_out(clients, total, |client, n| mux_write(remote.clone(), client, n)))
+            rt.block_on(fan_out(clients, total, |client, n| mux_write(remote.clone(), client, n)));
         });
     });
     group.finish();
