@@ -90,6 +90,7 @@
 //! assert!(matches!(&outputs[1].result, Ok(Response::Read(ReadResult::Value(Some(v)))) if v.value == "done"));
 //! assert!(nodes.iter().all(|n| n.local_get("release/42").is_some()));
 //! ```
+#![cfg_attr(feature = "driver", doc = include_str!("../docs/driver.md"))]
 #![doc(test(attr(deny(warnings))))]
 
 #[cfg(feature = "driver")]
