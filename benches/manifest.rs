@@ -4,31 +4,8 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
-const SEED: &str = "\
-version: v1
-build:
-  tools:
-    oracle-jdk: 8
-    maven: 3.3.3
-  run:
-    cmd:
-      - mvn package
-  target:
-    distDir: target
-    files:
-      - ./
-  cache:
-    dirs:
-      - /opt/gocache/go-build
-autodeploy:
-  targetDir: /opt/meituan/apptest/
-  tools:
-    oracle-jdk: 8
-  run: java -jar dependency/jetty-runner.jar helloworld.war
-  check: sh check.sh
-  checkRetry: 2
-  checkInterval: 30s
-";
+/// Seed 000's manifest (the same file plus-manifest's tests read).
+const SEED: &str = include_str!("../plus-manifest/tests/data/seed.yaml");
 
 fn manifest(c: &mut Criterion) {
     let mut group = c.benchmark_group("manifest/seed");

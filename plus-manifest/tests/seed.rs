@@ -4,31 +4,8 @@ use std::time::Duration;
 
 use plus_manifest::{EnvImageKey, Manifest, ManifestVersion, parse_str};
 
-const SEED: &str = "\
-version: v1
-build:
-  tools:
-    oracle-jdk: 8
-    maven: 3.3.3
-  run:
-    cmd:
-      - mvn package
-  target:
-    distDir: target
-    files:
-      - ./
-  cache:
-    dirs:
-      - /opt/gocache/go-build
-autodeploy:
-  targetDir: /opt/meituan/apptest/
-  tools:
-    oracle-jdk: 8
-  run: java -jar dependency/jetty-runner.jar helloworld.war
-  check: sh check.sh
-  checkRetry: 2
-  checkInterval: 30s
-";
+/// Seed 000's manifest, as the seed gives it.
+const SEED: &str = include_str!("data/seed.yaml");
 
 #[test]
 fn seed_manifest_parses_to_exactly_its_values() {

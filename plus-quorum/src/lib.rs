@@ -21,6 +21,9 @@
 //!   count toward any quorum until it has caught up from a leader that committed since its
 //!   return, so a wipe can neither elect a leader that lacks acknowledged writes nor produce a
 //!   second leader in a term.
+//! - If a majority of the nodes lose their memory at once, the store stops rather than risk
+//!   serving without acknowledged writes: the wiped nodes wait for a leader that can no longer be
+//!   elected. Bringing it back is an operator's decision (durable storage avoids the case).
 //!
 //! # Features
 //!

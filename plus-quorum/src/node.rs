@@ -470,18 +470,27 @@ impl<S: Storage> Node<S> {
     fn pre_vote(&mut self, now: Timestamp) {
         self.role = Role::PreCandidate;
         self.leader = None;
+        if self.start_round(now) {
+            self.campaign(now);
+        } else {
+            self.resend_vote_requests(now);
+        }
+    }
+
+    /// Starts a (pre-)vote round with our own vote; true when that alone is a majority.
+    fn start_round(&mut self, now: Timestamp) -> bool {
         self.votes = HashSet::from([self.config.id]);
         self.reset_election_timer(now);
-        self.heartbeat_deadline = now + self.config.heartbeat_interval;
-        if self.votes.len() >= self.quorum() {
-            self.campaign(now);
-            return;
+        self.votes.len() >= self.quorum()
+    }
+
+    /// Whether this node may grant a vote at all (not while recovering from a wipe).
+    fn may_vote(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        if self.config.bugs.wiped_node_votes {
+            return true;
         }
-        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
-        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
-        for p in peers {
-            self.send(p, Message::Vote { term: self.term + 1, pre: true, last_index, last_term });
-        }
+        !self.recovering
     }
 
     fn resend_vote_requests(&mut self, now: Timestamp) {
@@ -511,13 +520,7 @@ impl<S: Storage> Node<S> {
         // Leader stickiness: while we hear from a leader, nobody needs a new one.
         let leader_alive = self.role == Role::Leader
             || self.leader_contact.is_some_and(|t| now < t + self.config.election_timeout);
-        #[allow(unused_mut)]
-        let mut may_vote = !self.recovering;
-        #[cfg(feature = "planted-bugs")]
-        if self.config.bugs.wiped_node_votes {
-            may_vote = true;
-        }
-        let granted = may_vote && term > self.term && up_to_date && !leader_alive;
+        let granted = self.may_vote() && term > self.term && up_to_date && !leader_alive;
         let reply_term = if granted { term } else { self.term };
         self.send(from, Message::VoteReply { term: reply_term, pre: true, granted });
     }
@@ -530,17 +533,10 @@ impl<S: Storage> Node<S> {
         if !self.persist_hard_state() {
             return;
         }
-        self.votes = HashSet::from([self.config.id]);
-        self.reset_election_timer(now);
-        self.heartbeat_deadline = now + self.config.heartbeat_interval;
-        if self.votes.len() >= self.quorum() {
+        if self.start_round(now) {
             self.become_leader(now);
-            return;
-        }
-        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
-        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
-        for p in peers {
-            self.send(p, Message::Vote { term: self.term, pre: false, last_index, last_term });
+        } else {
+            self.resend_vote_requests(now);
         }
     }
 
@@ -897,12 +893,7 @@ impl<S: Storage> Node<S> {
         last_term: Term,
         now: Timestamp,
     ) {
-        #[allow(unused_mut)]
-        let mut may_vote = !self.recovering;
-        #[cfg(feature = "planted-bugs")]
-        if self.config.bugs.wiped_node_votes {
-            may_vote = true;
-        }
+        let may_vote = self.may_vote();
         let up_to_date = (last_term, last_index) >= (self.log.last_term(), self.log.last_index());
         let granted = term == self.term
             && may_vote
