@@ -1,0 +1,113 @@
+//! The core's rules, message by message.
+
+use bytes::Bytes;
+use plus_core::Timestamp;
+use plus_quorum::{ClientError, Config, MemStorage, Message, Node, Role, Start, WriteOp};
+
+fn node(id: u64, start: Start, storage: MemStorage) -> Node<MemStorage> {
+    Node::new(Config { start, ..Config::new(id, vec![1, 2, 3]) }, storage, id, Timestamp::ZERO)
+        .unwrap()
+}
+
+fn drain(n: &mut Node<MemStorage>) -> Vec<(u64, Message)> {
+    std::iter::from_fn(|| n.poll_message()).collect()
+}
+
+#[test]
+fn a_wiped_node_neither_votes_nor_campaigns_until_caught_up() {
+    let mut wiped = node(3, Start::Rejoin, MemStorage::new());
+    assert!(wiped.is_recovering());
+    // It never campaigns, however long it waits.
+    for ms in (0..5_000).step_by(100) {
+        wiped.tick(Timestamp::from_millis(ms));
+    }
+    assert_eq!(wiped.role(), Role::Follower);
+    assert!(drain(&mut wiped).is_empty());
+    // Asked for a vote (or a pre-vote), it refuses.
+    let now = Timestamp::from_millis(5_000);
+    wiped.step(1, Message::Vote { term: 5, pre: true, last_index: 0, last_term: 0 }, now);
+    wiped.step(2, Message::Vote { term: 5, pre: false, last_index: 0, last_term: 0 }, now);
+    let replies = drain(&mut wiped);
+    assert_eq!(replies.len(), 2);
+    assert!(replies.iter().all(|(_, m)| matches!(m, Message::VoteReply { granted: false, .. })));
+    // The same node restarted with its storage kept is not recovering.
+    let kept = MemStorage::new();
+    let mut first = node(3, Start::Bootstrap, kept.clone());
+    first.step(1, Message::Vote { term: 1, pre: false, last_index: 0, last_term: 0 }, now);
+    let again = node(3, Start::Rejoin, kept);
+    assert!(!again.is_recovering());
+    assert_eq!(again.term(), 1, "term and vote come back from storage");
+}
+
+#[test]
+fn a_wiped_node_leaves_recovering_only_after_a_commit_since_its_return() {
+    let mut wiped = node(3, Start::Rejoin, MemStorage::new());
+    let t = Timestamp::from_millis(10);
+    // First contact from the leader of term 4, commit 0: the floor.
+    wiped.step(
+        1,
+        Message::Append {
+            term: 4,
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![],
+            commit: 0,
+            read_seq: 0,
+        },
+        t,
+    );
+    let reply = drain(&mut wiped);
+    assert!(matches!(reply[0].1, Message::AppendReply { recovering: true, .. }), "{reply:?}");
+    assert!(wiped.is_recovering());
+    // The leader commits a no-op at index 1 after that: caught up.
+    let entry = plus_quorum::Entry { term: 4, index: 1, payload: plus_quorum::Payload::Noop };
+    wiped.step(
+        1,
+        Message::Append {
+            term: 4,
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![entry],
+            commit: 1,
+            read_seq: 0,
+        },
+        t,
+    );
+    assert!(!wiped.is_recovering());
+}
+
+#[test]
+fn followers_refuse_client_calls_with_a_hint() {
+    let mut n = node(2, Start::Bootstrap, MemStorage::new());
+    let t = Timestamp::from_millis(1);
+    n.step(
+        1,
+        Message::Append {
+            term: 1,
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![],
+            commit: 0,
+            read_seq: 0,
+        },
+        t,
+    );
+    let err = n.write(1, WriteOp::Set { key: "k".into(), value: Bytes::from("v") }).unwrap_err();
+    assert_eq!(err, ClientError::NotLeader { leader: Some(1) });
+    assert_eq!(n.local_get("k"), None);
+}
+
+#[test]
+fn empty_multi_operations_are_rejected() {
+    let mut n = Node::new(Config::new(1, vec![1]), MemStorage::new(), 1, Timestamp::ZERO).unwrap();
+    n.tick(Timestamp::from_millis(1_000));
+    assert!(n.is_leader(), "a single node elects itself");
+    assert!(matches!(n.write(1, WriteOp::MultiSet(vec![])), Err(ClientError::Invalid(_))));
+}
+
+#[test]
+fn bad_config_is_an_error() {
+    let err = Node::new(Config::new(9, vec![1, 2, 3]), MemStorage::new(), 1, Timestamp::ZERO)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "invalid config: node 9 is not among the members [1, 2, 3]");
+}
