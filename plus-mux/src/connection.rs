@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::task::{Context, Poll, Waker};
 
 use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -452,21 +454,42 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(inner: Arc<Inner>, rea
                     permit = Arc::clone(&inner.handlers).acquire_owned() => permit.expect("handler semaphore is never closed"),
                     _ = closed.wait_for(Option::is_some) => return,
                 };
-                let task_inner = Arc::clone(&inner);
-                tokio::spawn(async move {
-                    let handler = Arc::clone(&task_inner.handler);
-                    // A panicking handler must still answer; catching it here costs less than a
-                    // second task per request.
-                    let answer = AssertUnwindSafe(handler.handle(frame.body)).catch_unwind().await;
-                    let body = match answer {
-                        Ok(Ok(body)) => body,
-                        Ok(Err(err)) => error_body(&task_inner, &err.0),
-                        Err(_) => error_body(&task_inner, "handler panicked"),
-                    };
-                    let _ = task_inner.writer.send(Frame::response(frame.identity, body)).await;
-                    drop(permit);
-                    task_inner.handlers_idle.notify_waiters();
-                });
+                let handler = Arc::clone(&inner.handler);
+                // A panicking handler must still answer, hence catch_unwind.
+                let body = frame.body;
+                let mut answer = Box::pin(
+                    AssertUnwindSafe(async move { handler.handle(body).await }).catch_unwind(),
+                );
+                // A handler that answers on its first poll is answered here, without a task;
+                // the others get a task each. Either way the reader never waits for the writer.
+                match answer.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(result) => {
+                        let response = Frame::response(frame.identity, answer_body(&inner, result));
+                        if let Err(mpsc::error::TrySendError::Full(response)) =
+                            inner.writer.try_send(response)
+                        {
+                            let task_inner = Arc::clone(&inner);
+                            tokio::spawn(async move {
+                                let _ = task_inner.writer.send(response).await;
+                                drop(permit);
+                                task_inner.handlers_idle.notify_waiters();
+                            });
+                        } else {
+                            drop(permit);
+                            inner.handlers_idle.notify_waiters();
+                        }
+                    }
+                    Poll::Pending => {
+                        let task_inner = Arc::clone(&inner);
+                        tokio::spawn(async move {
+                            let body = answer_body(&task_inner, answer.await);
+                            let _ =
+                                task_inner.writer.send(Frame::response(frame.identity, body)).await;
+                            drop(permit);
+                            task_inner.handlers_idle.notify_waiters();
+                        });
+                    }
+                }
             }
             Kind::Response => {
                 let entry = inner.pending.lock().expect("pending lock").take(frame.identity);
@@ -486,6 +509,17 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(inner: Arc<Inner>, rea
                 inner.handlers_idle.notify_waiters();
             }
         }
+    }
+}
+
+type HandlerAnswer = Result<Result<Bytes, HandlerError>, Box<dyn std::any::Any + Send>>;
+
+/// The response body for a handler's answer (an error or a panic becomes an error body).
+fn answer_body(inner: &Inner, answer: HandlerAnswer) -> Bytes {
+    match answer {
+        Ok(Ok(body)) => body,
+        Ok(Err(err)) => error_body(inner, &err.0),
+        Err(_) => error_body(inner, "handler panicked"),
     }
 }
 
