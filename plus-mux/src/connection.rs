@@ -33,6 +33,11 @@ pub const ERROR_PREFIX: &[u8; 4] = b"\0ERR";
 /// [`Config::max_concurrent_handlers`]); while that many run, the connection stops reading.
 /// An `Err` is sent back as described by [`HandlerErrorWire`]: the requester is always answered.
 /// A panic in `handle` is answered like an error.
+///
+/// A handler whose future completes on its first poll is run inside the connection's reader
+/// (no task is spawned for it); one that awaits gets a task of its own. So do slow synchronous
+/// work after an await point (or in `spawn_blocking`), not before the first one, or it holds up
+/// reading.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request.
