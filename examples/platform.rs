@@ -17,6 +17,9 @@
 //! It ends with one line, and exits non-zero unless every application was deployed:
 //! `apps=6 deployed=6 failed=0 skipped=0 hosts=120 braked=0 quorum=identical elapsed_ms=4210`
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::IsTerminal;
@@ -111,33 +114,11 @@ fn parse(raw: &[String]) -> Result<Option<Args>, String> {
 }
 
 fn main() -> ExitCode {
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let args = match parse(&raw) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(msg) => {
-            eprintln!("error: {msg}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let args = match cli::parse_args(USAGE, parse) {
+        Ok(args) => args,
+        Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::run_async(run(args))
 }
 
 /// Step 1: every manifest in the directory; invalid ones are reported and left out.

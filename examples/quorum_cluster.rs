@@ -12,6 +12,9 @@
 //! `nodes=3 clients=16 writes=120000 acked=119950 lost=0 leader_changes=1 caught_up=true replicas=identical elapsed_ms=10021`
 //! and exits non-zero if anything was lost or the replicas differ.
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -78,28 +81,11 @@ struct Tally {
 }
 
 fn main() -> ExitCode {
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let args = match parse(&raw) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(msg) => {
-            eprintln!("error: {msg}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let args = match cli::parse_args(USAGE, parse) {
+        Ok(args) => args,
+        Err(code) => return code,
     };
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(run(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::run_async(run(args))
 }
 
 async fn run(args: Args) -> Result<bool, String> {

@@ -9,6 +9,9 @@
 //! pulled out of traffic). Prints `batches: 1 | 5 5 5 4` (bastion sizes before `|`), then
 //! `excluded: host-03 host-07` when any are excluded. Bad arguments: a message and exit 2.
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::process::ExitCode;
 
 use plus_core::{HostId, Ratio};
@@ -94,17 +97,9 @@ fn parse(args: &[String]) -> Result<Option<Args>, String> {
 }
 
 fn main() -> ExitCode {
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let args = match parse(&raw) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(msg) => {
-            eprintln!("error: {msg}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let args = match cli::parse_args(USAGE, parse) {
+        Ok(args) => args,
+        Err(code) => return code,
     };
     let width = args.hosts.saturating_sub(1).to_string().len().max(2);
     let group: Vec<GroupHost> = (0..args.hosts)

@@ -10,6 +10,9 @@
 //! With `--search N` it tries N weight sets, prints the best in the same form, and writes
 //! `DIR/tuning.csv` and `DIR/tuning.svg`.
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -116,17 +119,9 @@ fn short(x: f64) -> String {
 }
 
 fn main() -> ExitCode {
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let args = match parse_args(&raw) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(msg) => {
-            eprintln!("error: {msg}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let args = match cli::parse_args(USAGE, parse_args) {
+        Ok(args) => args,
+        Err(code) => return code,
     };
     let started = Instant::now();
     match args.search {
