@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use plus_core::{AppCode, Timestamp};
-use plus_rollout::{AppGraph, AppSpec, AppState, DeployAction, DeployConfig, Deployment};
+use plus_rollout::{AppGraph, AppSpec, DeployAction, DeployConfig, Deployment};
 use serde::Deserialize;
 
 const USAGE: &str = "usage: deploy_order FILE [--fail APP]...
@@ -150,19 +150,7 @@ fn simulate(graph: &Arc<AppGraph>, failing: &HashSet<usize>) -> Vec<String> {
             DeployAction::Cancel { .. } => {}
         }
     }
-    let report = deployment.report();
-    report
-        .completion_order
-        .iter()
-        .map(|&i| match &report.apps[i] {
-            (app, AppState::Healthy) => format!("deployed {app}"),
-            (app, AppState::Failed { .. }) => format!("failed {app}"),
-            (app, AppState::Skipped { failed_dependency }) => {
-                format!("skipped {app} (requires {failed_dependency})")
-            }
-            (app, state) => format!("{app}: {state:?}"),
-        })
-        .collect()
+    deployment.report().lines()
 }
 
 fn usage(message: &str) -> ExitCode {

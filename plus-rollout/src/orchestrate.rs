@@ -155,6 +155,30 @@ pub struct DeploymentReport {
     pub completion_order: Vec<usize>,
 }
 
+impl DeploymentReport {
+    /// One line per application in completion order, for people: `deployed api`, `failed db`,
+    /// `skipped web (requires db)`, `cancelled api`, `not started web`.
+    #[must_use]
+    pub fn lines(&self) -> Vec<String> {
+        self.completion_order
+            .iter()
+            .map(|&i| {
+                let (app, state) = &self.apps[i];
+                match state {
+                    AppState::Healthy => format!("deployed {app}"),
+                    AppState::Failed { .. } => format!("failed {app}"),
+                    AppState::Skipped { failed_dependency } => {
+                        format!("skipped {app} (requires {failed_dependency})")
+                    }
+                    AppState::Cancelled => format!("cancelled {app}"),
+                    AppState::NotStarted => format!("not started {app}"),
+                    other => format!("{app}: {other:?}"),
+                }
+            })
+            .collect()
+    }
+}
+
 /// A running dependency-ordered deployment (sans-IO).
 ///
 /// An application starts as soon as every required dependency is healthy and every optional one

@@ -243,18 +243,7 @@ async fn the_driver_runs_the_core_and_reports_in_completion_order() {
     let (_handle, mut events, task) =
         spawn_deployment(graph, DeployConfig::default(), Arc::new(Scripted));
     let report = task.await.unwrap();
-    let lines: Vec<String> = report
-        .completion_order
-        .iter()
-        .map(|&i| match &report.apps[i] {
-            (app, AppState::Healthy) => format!("deployed {app}"),
-            (app, AppState::Failed { .. }) => format!("failed {app}"),
-            (app, AppState::Skipped { failed_dependency }) => {
-                format!("skipped {app} (requires {failed_dependency})")
-            }
-            (app, s) => format!("{app} {s:?}"),
-        })
-        .collect();
+    let lines = report.lines();
     assert_eq!(
         lines,
         [
