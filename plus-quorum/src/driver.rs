@@ -417,6 +417,100 @@ impl<N: NodeApi> Cluster<N> {
         .await
     }
 
+    /// The value of `key` (linearizable).
+    ///
+    /// # Errors
+    /// As [`Cluster::read`].
+    pub async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        match self.read(ReadOp::Get(key.to_owned())).await? {
+            ReadResult::Value(v) => Ok(v),
+            other => unreachable!("a get is answered with a value, got {other:?}"),
+        }
+    }
+
+    /// Several keys from one consistent state, in request order.
+    ///
+    /// # Errors
+    /// As [`Cluster::read`].
+    pub async fn multi_get(&self, keys: Vec<String>) -> Result<Vec<Option<Versioned>>, StoreError> {
+        match self.read(ReadOp::MultiGet(keys)).await? {
+            ReadResult::Values(v) => Ok(v),
+            other => unreachable!("a multi-get is answered with values, got {other:?}"),
+        }
+    }
+
+    /// Keys matching `glob` (`*`, `?`), sorted.
+    ///
+    /// # Errors
+    /// As [`Cluster::read`].
+    pub async fn keys(&self, glob: &str) -> Result<Vec<String>, StoreError> {
+        match self.read(ReadOp::Keys(glob.to_owned())).await? {
+            ReadResult::Keys(k) => Ok(k),
+            other => unreachable!("a keys read is answered with keys, got {other:?}"),
+        }
+    }
+
+    /// Number of keys.
+    ///
+    /// # Errors
+    /// As [`Cluster::read`].
+    pub async fn len(&self) -> Result<usize, StoreError> {
+        match self.read(ReadOp::Len).await? {
+            ReadResult::Len(n) => Ok(n),
+            other => unreachable!("a len read is answered with a count, got {other:?}"),
+        }
+    }
+
+    /// Whether the store holds no key.
+    ///
+    /// # Errors
+    /// As [`Cluster::read`].
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len().await? == 0)
+    }
+
+    /// Sets `key`; returns the new version.
+    ///
+    /// # Errors
+    /// As [`Cluster::write`].
+    pub async fn set(&self, key: &str, value: impl Into<bytes::Bytes>) -> Result<u64, StoreError> {
+        applied(self.write(WriteOp::Set { key: key.to_owned(), value: value.into() }).await?)
+    }
+
+    /// Deletes `key` (nothing happens if it is absent).
+    ///
+    /// # Errors
+    /// As [`Cluster::write`].
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.write(WriteOp::Delete { key: key.to_owned() }).await.map(|_| ())
+    }
+
+    /// Sets `key` if it matches `expect`; [`WriteResult::CompareFailed`] says what it was.
+    ///
+    /// # Errors
+    /// As [`Cluster::write`].
+    pub async fn compare_and_set(
+        &self,
+        key: &str,
+        expect: crate::types::Expect,
+        value: impl Into<bytes::Bytes>,
+    ) -> Result<WriteResult, StoreError> {
+        self.write(WriteOp::CompareAndSet { key: key.to_owned(), expect, value: value.into() })
+            .await
+    }
+
+    /// Deletes `key` if it matches `expect`.
+    ///
+    /// # Errors
+    /// As [`Cluster::write`].
+    pub async fn compare_and_delete(
+        &self,
+        key: &str,
+        expect: crate::types::Expect,
+    ) -> Result<WriteResult, StoreError> {
+        self.write(WriteOp::CompareAndDelete { key: key.to_owned(), expect }).await
+    }
+
     /// The leader, if some node knows one.
     pub async fn leader(&self) -> Option<NodeId> {
         for node in self.handles() {
@@ -427,6 +521,15 @@ impl<N: NodeApi> Cluster<N> {
             }
         }
         None
+    }
+}
+
+fn applied(result: WriteResult) -> Result<u64, StoreError> {
+    match result {
+        WriteResult::Applied { version } => Ok(version),
+        WriteResult::CompareFailed { key, .. } => {
+            unreachable!("an unconditional write of `{key}` cannot fail a comparison")
+        }
     }
 }
 

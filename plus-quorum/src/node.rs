@@ -299,6 +299,12 @@ impl<S: Storage> Node<S> {
         self.role == Role::Leader
     }
 
+    /// Whether it knows of a leader (itself included).
+    #[must_use]
+    pub fn has_leader(&self) -> bool {
+        self.leader.is_some()
+    }
+
     /// The leader it knows of (itself when leading).
     #[must_use]
     pub fn leader(&self) -> Option<NodeId> {

@@ -174,3 +174,31 @@ async fn whole_cluster_restart_with_file_storage() {
     }
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// The seed's Quorumer-style calls on the client.
+#[tokio::test(start_paused = true)]
+async fn convenience_calls() {
+    use plus_quorum::Expect;
+    let h = start();
+    let c = &h.cluster;
+    let v1 = c.set("release/1", "running").await.unwrap();
+    c.set("release/2", "done").await.unwrap();
+    c.set("lock/api", "me").await.unwrap();
+    assert_eq!(c.get("release/1").await.unwrap().unwrap().version, v1);
+    assert_eq!(c.keys("release/*").await.unwrap(), ["release/1", "release/2"]);
+    assert_eq!(c.len().await.unwrap(), 3);
+    let stale = c.compare_and_set("release/1", Expect::Version(v1 - 1), "x").await.unwrap();
+    assert!(matches!(stale, WriteResult::CompareFailed { ref key, .. } if key == "release/1"));
+    assert!(matches!(
+        c.compare_and_set("release/1", Expect::Version(v1), "done").await.unwrap(),
+        WriteResult::Applied { .. }
+    ));
+    assert!(matches!(
+        c.compare_and_delete("lock/api", Expect::Value(Bytes::from("me"))).await.unwrap(),
+        WriteResult::Applied { .. }
+    ));
+    c.delete("release/2").await.unwrap();
+    let both = c.multi_get(vec!["release/1".into(), "release/2".into()]).await.unwrap();
+    assert_eq!(both[0].as_ref().unwrap().value, "done");
+    assert!(both[1].is_none());
+}
