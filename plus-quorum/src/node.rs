@@ -927,6 +927,19 @@ impl<S: Storage> Node<S> {
         self.send(to, msg);
     }
 
+    /// A message from the leader of `term`: refuse it if stale (answering so), else follow it.
+    fn follow(&mut self, from: NodeId, term: Term, read_seq: u64, now: Timestamp) -> bool {
+        if term < self.term {
+            self.reply(from, false, self.log.last_index(), read_seq);
+            return false;
+        }
+        self.role = Role::Follower;
+        self.leader = Some(from);
+        self.leader_contact = Some(now);
+        self.reset_election_timer(now);
+        true
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn on_append(
         &mut self,
@@ -939,17 +952,9 @@ impl<S: Storage> Node<S> {
         read_seq: u64,
         now: Timestamp,
     ) {
-        if term < self.term {
-            self.reply(from, false, self.log.last_index(), read_seq);
+        if !self.follow(from, term, read_seq, now) {
             return;
         }
-        // A leader of our term: follow it.
-        if self.role != Role::Follower || self.leader != Some(from) {
-            self.role = Role::Follower;
-            self.leader = Some(from);
-        }
-        self.leader_contact = Some(now);
-        self.reset_election_timer(now);
         if prev_index < self.log.base_index() {
             // Already covered by our snapshot: tell the leader where we are.
             self.reply(from, false, self.commit, read_seq);
@@ -1006,14 +1011,9 @@ impl<S: Storage> Node<S> {
         read_seq: u64,
         now: Timestamp,
     ) {
-        if term < self.term {
-            self.reply(from, false, self.log.last_index(), read_seq);
+        if !self.follow(from, term, read_seq, now) {
             return;
         }
-        self.role = Role::Follower;
-        self.leader = Some(from);
-        self.leader_contact = Some(now);
-        self.reset_election_timer(now);
         if snapshot.last_index > self.commit {
             if let Err(e) = self.storage.save_snapshot(&snapshot) {
                 self.halt(e);
