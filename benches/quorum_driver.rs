@@ -155,87 +155,82 @@ fn benches(c: &mut Criterion) {
     let (openraft, plus) = rt.block_on(async { (openraft_leader().await, plus_cluster().await) });
     for clients in [1usize, 64, 256] {
         let total = if clients == 1 { 500 } else { 4_000 };
-        writes(c, &rt, &openraft, &plus, clients, total);
-        reads(c, &rt, &openraft, &plus, clients, total);
-    }
-    over_mux(c, &rt, &plus);
-}
-
-fn writes(
-    c: &mut Criterion,
-    rt: &Runtime,
-    openraft: &ORaft,
-    plus: &Cluster,
-    clients: usize,
-    total: usize,
-) {
-    let mut group = c.benchmark_group(format!("quorum_driver/writes_c{clients}"));
-    group.throughput(Throughput::Elements(total as u64));
-    group.sample_size(10);
-    group.bench_function("openraft_memstore", |b| {
-        b.iter(|| {
-            rt.block_on(fan_out(clients, total, |client, n| {
+        let load = Load { rt: &rt, clients, total };
+        load.side_by_side(
+            c,
+            &format!("quorum_driver/writes_c{clients}"),
+            |client, n| {
                 let raft = openraft.clone();
                 async move {
-                    let request = ClientRequest {
-                        client: format!("c{client}"),
-                        serial: n as u64,
-                        status: "deployed".into(),
-                    };
+                    let status = "deployed".to_owned();
+                    let request =
+                        ClientRequest { client: format!("c{client}"), serial: n as u64, status };
                     raft.client_write(request).await.unwrap();
                 }
-            }));
-        });
-    });
-    group.bench_function("plus_quorum", |b| {
-        b.iter(|| {
-            rt.block_on(fan_out(clients, total, |client, n| {
+            },
+            |client, n| {
                 let cluster = plus.clone();
                 async move {
-                    let op = WriteOp::Set {
-                        key: format!("c{client}/{}", n % 64),
-                        value: Bytes::from_static(b"deployed"),
-                    };
-                    cluster.write(op).await.unwrap();
+                    let key = format!("c{client}/{}", n % 64);
+                    cluster
+                        .write(WriteOp::Set { key, value: Bytes::from_static(b"deployed") })
+                        .await
+                        .unwrap();
                 }
-            }));
-        });
-    });
-    group.finish();
-}
-
-fn reads(
-    c: &mut Criterion,
-    rt: &Runtime,
-    openraft: &ORaft,
-    plus: &Cluster,
-    clients: usize,
-    total: usize,
-) {
-    let mut group = c.benchmark_group(format!("quorum_driver/reads_c{clients}"));
-    group.throughput(Throughput::Elements(total as u64));
-    group.sample_size(10);
-    group.bench_function("openraft_memstore", |b| {
-        b.iter(|| {
-            rt.block_on(fan_out(clients, total, |_, _| {
+            },
+        );
+        load.side_by_side(
+            c,
+            &format!("quorum_driver/reads_c{clients}"),
+            |_, _| {
                 let raft = openraft.clone();
                 async move {
                     raft.ensure_linearizable().await.unwrap();
                 }
-            }));
-        });
-    });
-    group.bench_function("plus_quorum", |b| {
-        b.iter(|| {
-            rt.block_on(fan_out(clients, total, |_, _| {
+            },
+            |_, _| {
                 let cluster = plus.clone();
                 async move {
                     cluster.read(ReadOp::Get("warm".into())).await.unwrap();
                 }
-            }));
+            },
+        );
+    }
+    over_mux(c, &rt, &plus);
+}
+
+/// `total` calls over `clients` concurrent tasks, per iteration.
+struct Load<'a> {
+    rt: &'a Runtime,
+    clients: usize,
+    total: usize,
+}
+
+impl Load<'_> {
+    /// One group: openraft's call beside ours, the same load for both.
+    fn side_by_side<F1, Fut1, F2, Fut2>(
+        &self,
+        c: &mut Criterion,
+        name: &str,
+        openraft: F1,
+        plus: F2,
+    ) where
+        F1: Fn(usize, usize) -> Fut1,
+        Fut1: std::future::Future<Output = ()> + Send + 'static,
+        F2: Fn(usize, usize) -> Fut2,
+        Fut2: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Elements(self.total as u64));
+        group.sample_size(10);
+        group.bench_function("openraft_memstore", |b| {
+            b.iter(|| self.rt.block_on(fan_out(self.clients, self.total, &openraft)));
         });
-    });
-    group.finish();
+        group.bench_function("plus_quorum", |b| {
+            b.iter(|| self.rt.block_on(fan_out(self.clients, self.total, &plus)));
+        });
+        group.finish();
+    }
 }
 
 async fn mux_write<N: plus_quorum::NodeApi>(cluster: Cluster<N>, client: usize, n: usize) {
