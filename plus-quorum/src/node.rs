@@ -490,6 +490,12 @@ impl<S: Storage> Node<S> {
         self.votes.len() >= self.quorum()
     }
 
+    /// Raft's election restriction: a candidate's log (`last_term`, `last_index`) is at least
+    /// as up to date as ours.
+    fn candidate_log_up_to_date(&self, last_term: Term, last_index: LogIndex) -> bool {
+        (last_term, last_index) >= (self.log.last_term(), self.log.last_index())
+    }
+
     /// Whether this node may grant a vote at all (not while recovering from a wipe).
     fn may_vote(&self) -> bool {
         #[cfg(feature = "planted-bugs")]
@@ -522,7 +528,7 @@ impl<S: Storage> Node<S> {
         last_term: Term,
         now: Timestamp,
     ) {
-        let up_to_date = (last_term, last_index) >= (self.log.last_term(), self.log.last_index());
+        let up_to_date = self.candidate_log_up_to_date(last_term, last_index);
         // Leader stickiness: while we hear from a leader, nobody needs a new one.
         let leader_alive = self.role == Role::Leader
             || self.leader_contact.is_some_and(|t| now < t + self.config.election_timeout);
@@ -900,7 +906,7 @@ impl<S: Storage> Node<S> {
         now: Timestamp,
     ) {
         let may_vote = self.may_vote();
-        let up_to_date = (last_term, last_index) >= (self.log.last_term(), self.log.last_index());
+        let up_to_date = self.candidate_log_up_to_date(last_term, last_index);
         let granted = term == self.term
             && may_vote
             && self.role != Role::Leader
