@@ -4,9 +4,28 @@
 //! - `hardstate`: term and vote, replaced atomically (write a temporary file, fsync, rename,
 //!   fsync the directory).
 //! - `snapshot`: the latest snapshot, replaced the same way.
-//! - `log`: append-only records `[u32 length][u32 CRC-32 of the payload][payload]`
-//!   (little-endian; payload is the msgpack entry), fsynced on every append. A crash can leave a
-//!   torn or garbled last record; recovery keeps every record before it and cuts the file there.
+//! - `log`: append-only records `[u32 length][u32 CRC-32 of the payload][u32 CRC-32 of the first
+//!   eight bytes][payload]` (little-endian; payload is the msgpack entry), fsynced on every
+//!   append.
+//!
+//! # What recovery cuts, and what it refuses
+//!
+//! A crash can only damage the end of the log: the append it interrupted was never
+//! acknowledged. So recovery cuts a damaged record only when it is the last one: a header cut
+//! short, a record whose (checksummed) length runs past the end of the file, or a record whose
+//! payload fails its checksum with nothing but zeros (blocks the file system allocated but never
+//! wrote) after it. Damage anywhere else is [`StorageErrorKind::Corrupt`], naming the file and
+//! byte offset, and nothing is truncated: cutting there would drop acknowledged writes. (One
+//! crash can still be refused: a multi-record append whose middle page never reached the disk
+//! while a later page did. The node then stops rather than guess; the data of that append was
+//! never acknowledged, and an operator may cut the log at the named offset.)
+//!
+//! # Failed writes
+//!
+//! A failed append (a full disk, say) truncates the file back to its last good record, so a
+//! retry appends after it and nothing torn stays in the middle of the log. When that is not
+//! possible, or an fsync failed (after which the kernel's page cache cannot be trusted), every
+//! later call fails with [`StorageErrorKind::Unusable`] until the storage is reopened.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -16,13 +35,30 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::log::{Entry, Snapshot};
-use crate::storage::{HardState, Recovered, Storage, StorageError};
+use crate::storage::{HardState, Recovered, Storage, StorageError, StorageErrorKind};
 use crate::types::LogIndex;
 
-const HEADER: usize = 8;
+const HEADER: usize = 12;
+const LOG: &str = "log";
 
-fn io(what: &str, path: &Path, err: &std::io::Error) -> StorageError {
-    StorageError(format!("{what} {}: {err}", path.display()))
+fn io(what: &str, path: &Path, err: std::io::Error) -> StorageError {
+    StorageError::io(format!("{what} {}", path.display()), err)
+}
+
+fn corrupt(path: &Path, offset: usize, reason: &str) -> StorageError {
+    StorageError::new(
+        StorageErrorKind::Corrupt,
+        format!(
+            "{} is corrupt at byte offset {offset}: {reason}; nothing was truncated (only a \
+             damaged last record may be cut)",
+            path.display()
+        ),
+    )
+}
+
+/// Fsyncs a directory, so that the entries created in it survive a power cut.
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("cannot sync", dir, e))
 }
 
 /// Storage in a directory; see the module docs for the layout.
@@ -32,36 +68,91 @@ pub struct FileStorage {
     log: File,
     /// `(index, byte offset)` of every record in the log file.
     offsets: Vec<(LogIndex, u64)>,
+    /// Bytes of whole, good records in the log file.
     len: u64,
+    /// Set when a failure could not be undone: every later call fails until reopened.
+    unusable: Option<String>,
+    /// Directories fsynced by `open`, so a test can see that new entries were made durable.
+    #[cfg(test)]
+    synced_dirs: Vec<PathBuf>,
+    /// Test-only fault: the next log write stops after this many bytes and fails as a full disk.
+    #[cfg(test)]
+    fail_next_write_after: Option<usize>,
 }
 
 impl FileStorage {
-    /// Opens (creating if needed) storage in `dir`.
+    /// Opens (creating if needed) storage in `dir`. Every directory it creates, and the log
+    /// file, are made durable (their parents fsynced) before it returns.
     ///
     /// # Errors
-    /// When the directory or log file cannot be opened.
+    /// When the directory or log file cannot be created, opened or synced.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StorageError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, &e))?;
-        let path = dir.join("log");
+        let mut created = Vec::new();
+        let mut missing = Some(dir.as_path());
+        while let Some(d) = missing.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            created.push(d.to_path_buf());
+            missing = d.parent();
+        }
+        fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
+        let path = dir.join(LOG);
         let log = OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
             .open(&path)
-            .map_err(|e| io("cannot open", &path, &e))?;
-        Ok(Self { dir, log, offsets: Vec::new(), len: 0 })
+            .map_err(|e| io("cannot open", &path, e))?;
+        // The log file's entry lives in `dir`; each created directory's entry in its parent.
+        let mut to_sync = vec![dir.clone()];
+        to_sync.extend(created.iter().filter_map(|d| d.parent()).map(Path::to_path_buf));
+        to_sync.retain(|d| !d.as_os_str().is_empty());
+        to_sync.dedup();
+        for d in &to_sync {
+            sync_dir(d)?;
+        }
+        Ok(Self {
+            dir,
+            log,
+            offsets: Vec::new(),
+            len: 0,
+            unusable: None,
+            #[cfg(test)]
+            synced_dirs: to_sync,
+            #[cfg(test)]
+            fail_next_write_after: None,
+        })
+    }
+
+    fn usable(&self) -> Result<(), StorageError> {
+        match &self.unusable {
+            None => Ok(()),
+            Some(why) => Err(StorageError::new(
+                StorageErrorKind::Unusable,
+                format!("{} refuses every call until reopened, after: {why}", self.dir.display()),
+            )),
+        }
+    }
+
+    /// Runs a mutation; a failure it cannot undo leaves the storage refusing every later call.
+    fn guarded<T>(
+        &mut self,
+        op: impl FnOnce(&mut Self) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        self.usable()?;
+        op(self).inspect_err(|e| {
+            if self.unusable.is_none() {
+                self.unusable = Some(e.to_string());
+            }
+        })
     }
 
     fn replace_file(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let mut f = File::create(&tmp).map_err(|e| io("cannot create", &tmp, &e))?;
-        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| io("cannot write", &tmp, &e))?;
-        fs::rename(&tmp, &path).map_err(|e| io("cannot rename", &tmp, &e))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io("cannot sync", &self.dir, &e))
+        let mut f = File::create(&tmp).map_err(|e| io("cannot create", &tmp, e))?;
+        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| io("cannot write", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| io("cannot rename", &tmp, e))?;
+        sync_dir(&self.dir)
     }
 
     fn read_checked<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StorageError> {
@@ -69,19 +160,19 @@ impl FileStorage {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io("cannot read", &path, &e)),
+            Err(e) => return Err(io("cannot read", &path, e)),
         };
         let (payload, crc) = bytes.split_at(bytes.len().saturating_sub(4));
         let expected = crc
             .try_into()
             .map(u32::from_le_bytes)
-            .map_err(|_| StorageError(format!("{} is truncated", path.display())))?;
+            .map_err(|_| corrupt(&path, 0, "the file is truncated"))?;
         if crc32fast::hash(payload) != expected {
-            return Err(StorageError(format!("{} is corrupt (checksum mismatch)", path.display())));
+            return Err(corrupt(&path, 0, "checksum mismatch"));
         }
         rmp_serde::from_slice(payload)
             .map(Some)
-            .map_err(|e| StorageError(format!("{} is corrupt: {e}", path.display())))
+            .map_err(|e| corrupt(&path, 0, &format!("does not decode: {e}")))
     }
 
     fn checked_bytes<T: Serialize>(value: &T) -> Vec<u8> {
@@ -91,39 +182,45 @@ impl FileStorage {
         bytes
     }
 
-    /// Reads log records from the start, stopping at the first torn or corrupt one, and cuts
-    /// the file there.
+    /// Reads every log record, cutting a damaged last record (see the module docs) and refusing
+    /// damage anywhere else.
     fn scan_log(&mut self) -> Result<Vec<Entry>, StorageError> {
-        let path = self.dir.join("log");
+        let path = self.dir.join(LOG);
         let mut bytes = Vec::new();
         File::open(&path)
             .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|e| io("cannot read", &path, &e))?;
-        let mut entries = Vec::new();
-        self.offsets.clear();
+            .map_err(|e| io("cannot read", &path, e))?;
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut offsets = Vec::new();
         let mut at = 0usize;
-        while at + HEADER <= bytes.len() {
-            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-            let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-            let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else { break };
-            if crc32fast::hash(payload) != crc {
-                break;
+        while at < bytes.len() {
+            match read_record(&bytes[at..]) {
+                Record::Good(entry, size) => {
+                    if let Some(prev) = entries.last()
+                        && entry.index != prev.index + 1
+                    {
+                        let reason = format!("entry {} follows entry {}", entry.index, prev.index);
+                        return Err(corrupt(&path, at, &reason));
+                    }
+                    offsets.push((entry.index, at as u64));
+                    entries.push(entry);
+                    at += size;
+                }
+                Record::TornTail => break,
+                Record::Damaged(reason) => return Err(corrupt(&path, at, &reason)),
             }
-            let Ok(entry) = rmp_serde::from_slice::<Entry>(payload) else { break };
-            self.offsets.push((entry.index, at as u64));
-            entries.push(entry);
-            at += HEADER + len;
         }
         if at < bytes.len() {
-            // A torn or garbled tail: a write the crash interrupted, never acknowledged.
+            // A torn tail: the write the crash interrupted, never acknowledged.
             let f = OpenOptions::new()
                 .write(true)
                 .open(&path)
-                .map_err(|e| io("cannot open", &path, &e))?;
+                .map_err(|e| io("cannot open", &path, e))?;
             f.set_len(at as u64)
                 .and_then(|()| f.sync_all())
-                .map_err(|e| io("cannot truncate", &path, &e))?;
+                .map_err(|e| io("cannot truncate", &path, e))?;
         }
+        self.offsets = offsets;
         self.len = at as u64;
         Ok(entries)
     }
@@ -133,26 +230,76 @@ impl FileStorage {
         for e in entries {
             push_record(&mut bytes, e);
         }
-        self.replace_file("log", &bytes)?;
-        let path = self.dir.join("log");
+        self.replace_file(LOG, &bytes)?;
+        let path = self.dir.join(LOG);
         self.log = OpenOptions::new()
             .read(true)
             .append(true)
             .open(&path)
-            .map_err(|e| io("cannot open", &path, &e))?;
+            .map_err(|e| io("cannot open", &path, e))?;
         self.scan_log().map(|_| ())
+    }
+
+    fn write_log(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(n) = self.fail_next_write_after.take() {
+            self.log.write_all(&bytes[..n.min(bytes.len())])?;
+            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        }
+        self.log.write_all(bytes)
+    }
+}
+
+enum Record {
+    /// A whole record and its size in bytes.
+    Good(Entry, usize),
+    /// The damaged last record a crash can leave: cut it.
+    TornTail,
+    /// Damage a crash cannot explain.
+    Damaged(String),
+}
+
+/// Reads the record at the start of `rest` (the log from some offset to its end).
+fn read_record(rest: &[u8]) -> Record {
+    let blank = |b: &[u8]| b.iter().all(|&x| x == 0);
+    let Some(header) = rest.get(..HEADER) else { return Record::TornTail };
+    let word =
+        |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    if crc32fast::hash(&header[..8]) != word(8) {
+        return if blank(rest) {
+            Record::TornTail
+        } else {
+            Record::Damaged("record header checksum mismatch".to_owned())
+        };
+    }
+    let len = word(0) as usize;
+    let Some(payload) = rest.get(HEADER..HEADER + len) else { return Record::TornTail };
+    if crc32fast::hash(payload) != word(4) {
+        return if blank(&rest[HEADER + len..]) {
+            Record::TornTail
+        } else {
+            Record::Damaged("record payload checksum mismatch".to_owned())
+        };
+    }
+    match rmp_serde::from_slice::<Entry>(payload) {
+        Ok(entry) => Record::Good(entry, HEADER + len),
+        Err(e) => Record::Damaged(format!("record does not decode: {e}")),
     }
 }
 
 fn push_record(out: &mut Vec<u8>, entry: &Entry) {
     let payload = rmp_serde::to_vec(entry).expect("entries serialize");
+    let start = out.len();
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    let header_crc = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&header_crc.to_le_bytes());
     out.extend_from_slice(&payload);
 }
 
 impl Storage for FileStorage {
     fn recover(&mut self) -> Result<Option<Recovered>, StorageError> {
+        self.usable()?;
         let hard_state: Option<HardState> = self.read_checked("hardstate")?;
         let snapshot: Option<Snapshot> = self.read_checked("snapshot")?;
         let entries = self.scan_log()?;
@@ -163,44 +310,60 @@ impl Storage for FileStorage {
     }
 
     fn save_hard_state(&mut self, state: &HardState) -> Result<(), StorageError> {
-        self.replace_file("hardstate", &Self::checked_bytes(state))
+        self.guarded(|s| s.replace_file("hardstate", &Self::checked_bytes(state)))
     }
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.usable()?;
         let mut bytes = Vec::new();
+        let mut offsets = Vec::with_capacity(entries.len());
         for e in entries {
-            let at = self.len + bytes.len() as u64;
+            offsets.push((e.index, self.len + bytes.len() as u64));
             push_record(&mut bytes, e);
-            self.offsets.push((e.index, at));
         }
-        let path = self.dir.join("log");
-        self.log
-            .write_all(&bytes)
-            .and_then(|()| self.log.sync_data())
-            .map_err(|e| io("cannot append to", &path, &e))?;
+        let path = self.dir.join(LOG);
+        if let Err(e) = self.write_log(&bytes) {
+            let err = io("cannot append to", &path, e);
+            // Put the file back as it was, so a retry appends after the last good record.
+            let undone = self.log.set_len(self.len).and_then(|()| self.log.sync_all());
+            if let Err(undo) = undone {
+                self.unusable = Some(format!("{err}; truncating back failed too: {undo}"));
+            }
+            return Err(err);
+        }
+        if let Err(e) = self.log.sync_data() {
+            let err = io("cannot fsync", &path, e);
+            self.unusable = Some(err.to_string());
+            return Err(err);
+        }
+        self.offsets.extend(offsets);
         self.len += bytes.len() as u64;
         Ok(())
     }
 
     fn truncate_from(&mut self, index: LogIndex) -> Result<(), StorageError> {
-        let Some(pos) = self.offsets.iter().position(|(i, _)| *i >= index) else { return Ok(()) };
-        let at = self.offsets[pos].1;
-        let path = self.dir.join("log");
-        self.log
-            .set_len(at)
-            .and_then(|()| self.log.sync_all())
-            .map_err(|e| io("cannot truncate", &path, &e))?;
-        self.offsets.truncate(pos);
-        self.len = at;
-        Ok(())
+        self.guarded(|s| {
+            let Some(pos) = s.offsets.iter().position(|(i, _)| *i >= index) else { return Ok(()) };
+            let at = s.offsets[pos].1;
+            let path = s.dir.join(LOG);
+            s.log
+                .set_len(at)
+                .and_then(|()| s.log.sync_all())
+                .map_err(|e| io("cannot truncate", &path, e))?;
+            s.offsets.truncate(pos);
+            s.len = at;
+            Ok(())
+        })
     }
 
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        self.replace_file("snapshot", &Self::checked_bytes(snapshot))?;
-        let entries = self.scan_log()?;
-        let kept: Vec<Entry> =
-            entries.into_iter().filter(|e| e.index > snapshot.last_index).collect();
-        self.rewrite_log(&kept)
+        self.guarded(|s| {
+            s.replace_file("snapshot", &Self::checked_bytes(snapshot))?;
+            let entries = s.scan_log()?;
+            let kept: Vec<Entry> =
+                entries.into_iter().filter(|e| e.index > snapshot.last_index).collect();
+            s.rewrite_log(&kept)
+        })
     }
 }
 
@@ -279,6 +442,111 @@ mod tests {
         let r = FileStorage::open(&dir).unwrap().recover().unwrap().unwrap();
         assert_eq!(r.entries.len(), 2);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn indices(r: &Recovered) -> Vec<u64> {
+        r.entries.iter().map(|e| e.index).collect()
+    }
+
+    /// Damage before the last record is refused, naming the file and offset, whichever byte of
+    /// the record is hit (length, checksums or payload), and the file keeps every byte.
+    #[test]
+    fn damage_before_the_last_record_is_an_error_and_nothing_is_truncated() {
+        let dir = temp_dir("mid-corrupt");
+        let mut s = FileStorage::open(&dir).unwrap();
+        s.append(&(1..=30).map(entry).collect::<Vec<_>>()).unwrap();
+        let (start, end) = (s.offsets[10].1 as usize, s.offsets[11].1 as usize);
+        drop(s);
+        let full = fs::read(dir.join(LOG)).unwrap();
+        for byte in [start, start + 5, start + 9, start + HEADER + 3, end - 1] {
+            let mut damaged = full.clone();
+            damaged[byte] ^= 0x10;
+            fs::write(dir.join(LOG), &damaged).unwrap();
+            let err = FileStorage::open(&dir).unwrap().recover().unwrap_err();
+            assert_eq!(err.kind(), StorageErrorKind::Corrupt, "byte {byte}: {err}");
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("offset {start}")), "byte {byte}: {msg}");
+            assert!(msg.contains(&dir.join(LOG).display().to_string()), "{msg}");
+            assert_eq!(fs::read(dir.join(LOG)).unwrap(), damaged, "byte {byte}: file changed");
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Blocks a file system allocated but never wrote read as zeros after the last good record.
+    #[test]
+    fn a_zeroed_tail_is_cut() {
+        let dir = temp_dir("zero-tail");
+        let mut s = FileStorage::open(&dir).unwrap();
+        s.append(&(1..=3).map(entry).collect::<Vec<_>>()).unwrap();
+        let last_start = s.offsets[2].1 as usize;
+        drop(s);
+        let mut bytes = fs::read(dir.join(LOG)).unwrap();
+        bytes.extend_from_slice(&[0; 4096]);
+        fs::write(dir.join(LOG), &bytes).unwrap();
+        let r = FileStorage::open(&dir).unwrap().recover().unwrap().unwrap();
+        assert_eq!(indices(&r), [1, 2, 3]);
+        // The last record's payload zeroed out (its header written, its data block not).
+        bytes.truncate(bytes.len() - 4096);
+        bytes[last_start + HEADER..].fill(0);
+        fs::write(dir.join(LOG), &bytes).unwrap();
+        let r = FileStorage::open(&dir).unwrap().recover().unwrap().unwrap();
+        assert_eq!(indices(&r), [1, 2]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A write that fails half way (a full disk) leaves the file as before it, so later appends
+    /// that succeed are all there after reopening.
+    #[test]
+    fn a_failed_append_leaves_the_log_as_it_was() {
+        let dir = temp_dir("failed-append");
+        let mut s = FileStorage::open(&dir).unwrap();
+        s.append(&(1..=10).map(entry).collect::<Vec<_>>()).unwrap();
+        let before = fs::read(dir.join(LOG)).unwrap();
+        s.fail_next_write_after = Some(HEADER + 30);
+        let err = s.append(&(11..=12).map(entry).collect::<Vec<_>>()).unwrap_err();
+        assert_eq!(err.kind(), StorageErrorKind::Full, "{err}");
+        assert!(std::error::Error::source(&err).is_some(), "the io::Error is kept");
+        assert_eq!(fs::read(dir.join(LOG)).unwrap(), before);
+        s.append(&[entry(11)]).unwrap();
+        s.append(&(12..=16).map(entry).collect::<Vec<_>>()).unwrap();
+        drop(s);
+        let r = FileStorage::open(&dir).unwrap().recover().unwrap().unwrap();
+        assert_eq!(indices(&r), (1..=16).collect::<Vec<_>>());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A storage that could not undo a failure refuses every call until reopened.
+    #[test]
+    fn an_unusable_storage_refuses_until_reopened() {
+        let dir = temp_dir("unusable");
+        let mut s = FileStorage::open(&dir).unwrap();
+        s.append(&[entry(1)]).unwrap();
+        s.unusable = Some("fsync failed".to_owned());
+        let err = s.append(&[entry(2)]).unwrap_err();
+        assert_eq!(err.kind(), StorageErrorKind::Unusable, "{err}");
+        assert!(s.save_hard_state(&HardState::default()).is_err());
+        assert!(s.truncate_from(1).is_err());
+        drop(s);
+        let r = FileStorage::open(&dir).unwrap().recover().unwrap().unwrap();
+        assert_eq!(indices(&r), [1]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The directories `open` creates, and the log file's entry, are fsynced in their parents.
+    #[test]
+    fn open_syncs_every_directory_it_creates_in() {
+        let root = temp_dir("dir-sync");
+        fs::create_dir_all(&root).unwrap();
+        let dir = root.join("a").join("b");
+        let s = FileStorage::open(&dir).unwrap();
+        for d in [dir.clone(), root.join("a"), root.clone()] {
+            assert!(s.synced_dirs.contains(&d), "{} not synced: {:?}", d.display(), s.synced_dirs);
+        }
+        drop(s);
+        // Reopening an existing directory still syncs it (the log file may have been created).
+        let s = FileStorage::open(&dir).unwrap();
+        assert_eq!(s.synced_dirs, [dir]);
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub enum Role {
 }
 
 /// Why a node could not start.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
     /// Bad configuration.

@@ -27,10 +27,68 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
 }
 
+/// What kind of storage failure happened, for a host that reacts differently to each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StorageErrorKind {
+    /// Reading or writing failed (a bad disk, a failed fsync, a permission problem).
+    Io,
+    /// The device is full; freeing space and reopening may let the node go on.
+    Full,
+    /// Stored data is damaged where a crash cannot have left it: nothing was truncated, and an
+    /// operator must decide (restore the replica from another, or replace the node).
+    Corrupt,
+    /// An earlier failure left the storage in a state it could not undo; every call is refused
+    /// until it is reopened (and recovery decides what survived).
+    Unusable,
+}
+
 /// A storage failure; the node halts (it must not go on without what it failed to keep).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("storage failed: {0}")]
-pub struct StorageError(pub String);
+///
+/// It says what failed and where (file and byte offset where there is one) and keeps the
+/// underlying error as its [`source`](std::error::Error::source).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("storage failed: {message}")]
+pub struct StorageError {
+    kind: StorageErrorKind,
+    message: String,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StorageError {
+    /// A failure of `kind`, described by `message` (what failed and where).
+    #[must_use]
+    pub fn new(kind: StorageErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), source: None }
+    }
+
+    /// The same failure, caused by `source`.
+    #[must_use]
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// An I/O failure while doing `what` (e.g. "cannot append to /data/log"); a full device
+    /// gets [`StorageErrorKind::Full`].
+    #[must_use]
+    pub fn io(what: impl Into<String>, err: std::io::Error) -> Self {
+        let kind = match err.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::FileTooLarge => {
+                StorageErrorKind::Full
+            }
+            _ => StorageErrorKind::Io,
+        };
+        Self::new(kind, format!("{}: {err}", what.into())).with_source(err)
+    }
+
+    /// What kind of failure this is.
+    #[must_use]
+    pub fn kind(&self) -> StorageErrorKind {
+        self.kind
+    }
+}
 
 /// Where a node keeps its hard state, log and snapshot.
 ///
