@@ -41,7 +41,6 @@ fn release() -> Release {
     let config = ReleaseConfig {
         parallelism: PARALLELISM,
         mode: Mode::Automatic { wait: Duration::ZERO, later_wait: None },
-        max_ratio: Ratio::ONE,
         ..ReleaseConfig::new(Version::new("2.0").unwrap())
     };
     Release::new(plan, config, Timestamp::ZERO)

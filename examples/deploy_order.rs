@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use plus_core::{AppCode, Timestamp};
-use plus_rollout::{AppGraph, AppSpec, DeployAction, DeployConfig, Deployment};
+use plus_rollout::{Action, AppGraph, AppJob, AppSpec, Core, DeployConfig, Deployment};
 use serde::Deserialize;
 
 const USAGE: &str = "usage: deploy_order FILE [--fail APP]...
@@ -135,19 +135,14 @@ fn simulate(graph: &Arc<AppGraph>, failing: &HashSet<usize>) -> Vec<String> {
                 "with every step answered at once, an unfinished deployment has work to do"
             )
         };
-        match action {
-            DeployAction::Deploy { app, token } => {
-                let result = if failing.contains(&app) {
+        if let Action::Start { id, job } = action {
+            let result = match job {
+                AppJob::Deploy(_) if failing.contains(&(id.slot as usize)) => {
                     Err("simulated failure".to_owned())
-                } else {
-                    Ok(())
-                };
-                deployment.handle_result(app, token, result, now);
-            }
-            DeployAction::Check { app, token, .. } => {
-                deployment.handle_result(app, token, Ok(()), now);
-            }
-            DeployAction::Cancel { .. } => {}
+                }
+                _ => Ok(()),
+            };
+            deployment.handle_outcome(id, result, now);
         }
     }
     deployment.report().lines()

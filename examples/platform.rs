@@ -30,18 +30,17 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use plus_core::{AppCode, HostId, Version, WorkerId, seeded_rng};
+use plus_core::{AppCode, HostId, Timestamp, Version, WorkerId, seeded_rng};
 use plus_manifest::{Manifest, ManifestError, parse_file};
 use plus_quorum::{
     Cluster, Config as QuorumConfig, Expect, MemStorage, MuxNode, RemoteNode, WriteOp, WriteResult,
     compare, loopback_addrs,
 };
 use plus_rollout::{
-    AppExecutor, AppGraph, AppSpec, AppState, Command, DeployConfig, EventKind, GroupHost,
-    HostState, Mode, Outcome, Phase, PlanConfig, ReleaseConfig, Step, StepExecutor, StepOutcome,
-    plan, spawn_deployment, spawn_release,
+    AppExecutor, AppGraph, AppSpec, AppState, Command, DeployConfig, Deployment, EventKind,
+    GroupHost, HostState, Mode, Outcome, Phase, PlanConfig, ReleaseConfig, Step, StepExecutor,
+    StepOutcome, plan, spawn_deployment, spawn_release,
 };
 use plus_scheduler::{Candidate, Job, SEED_WEIGHTS, Scheduler, WorkerKind};
 use rand::Rng;
@@ -458,8 +457,10 @@ async fn run(args: Args) -> Result<bool, String> {
         check_interval: Duration::from_millis(100),
         ..DeployConfig::default()
     };
-    let (_handle, _events, task) =
-        spawn_deployment(Arc::clone(&graph), deploy_config, Arc::clone(&platform));
+    let (_handle, _events, task) = spawn_deployment(
+        Deployment::new(Arc::clone(&graph), deploy_config, Timestamp::ZERO),
+        Arc::clone(&platform),
+    );
     let report = task.await.map_err(|e| e.to_string())?;
 
     // The summary.

@@ -1,106 +1,78 @@
-//! The tokio driver: runs a [`Release`] against a host-supplied executor. It owns tasks, timers
-//! and channels and makes no release decisions.
+//! The tokio driver (feature `tokio`): runs any rollout [`Core`] against a job runner. It owns
+//! tasks, timers and channels and makes no rollout decisions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use async_trait::async_trait;
 use futures::Stream;
-use plus_core::{HostId, Timestamp, Version};
+use plus_core::Timestamp;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::release::{
-    Action, Command, CommandRejected, Event, Release, ReleaseReport, Step, StepOutcome,
-};
+use crate::core::{Action, Core, JobId};
 
-/// Runs one step on one host: the host's own deploy machinery (ssh, an agent, a container API).
-///
-/// # Contract
-/// Return when the step is over, with its outcome. The driver enforces the step's deadline and
-/// cancels by dropping the future, so an implementation must be cancel-safe: dropping it
-/// mid-way must leave nothing running that a retry could trip over. A panic is reported as a
-/// failed step.
-#[async_trait]
-pub trait StepExecutor: Send + Sync + 'static {
-    /// Runs `step` on `host` for `target`.
-    async fn run(&self, host: &HostId, step: Step, target: &Version) -> StepOutcome;
-}
+/// A job's future, as the driver runs it.
+pub type JobFuture<O> = Pin<Box<dyn Future<Output = O> + Send>>;
 
-/// A reference executor that succeeds at once on every step (for tests, demos and benches).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoopExecutor;
-
-#[async_trait]
-impl StepExecutor for NoopExecutor {
-    async fn run(&self, _: &HostId, _: Step, _: &Version) -> StepOutcome {
-        StepOutcome::Done
-    }
-}
-
-type CommandMsg = (Command, oneshot::Sender<Result<(), CommandRejected>>);
+type CommandMsg<C, R> = (C, oneshot::Sender<Result<(), R>>);
 
 /// Why a command could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum CommandError {
-    /// The release does not take this command now.
+pub enum CommandError<R> {
+    /// The core does not take this command now.
     #[error(transparent)]
-    Rejected(#[from] CommandRejected),
-    /// The release is over and its driver has stopped.
-    #[error("the release has ended")]
+    Rejected(R),
+    /// The core is over and its driver has stopped.
+    #[error("the rollout has ended")]
     Ended,
 }
 
-/// Sends a person's commands to a running release. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct ReleaseHandle {
-    commands: mpsc::UnboundedSender<CommandMsg>,
+/// Sends commands to a running core. Cheap to clone.
+#[derive(Debug)]
+pub struct Handle<C, R> {
+    commands: mpsc::UnboundedSender<CommandMsg<C, R>>,
 }
 
-impl ReleaseHandle {
-    /// Applies `command` and waits until the release has taken it.
+impl<C, R> Clone for Handle<C, R> {
+    fn clone(&self) -> Self {
+        Self { commands: self.commands.clone() }
+    }
+}
+
+impl<C, R> Handle<C, R> {
+    /// Applies `command` and waits until the core has taken it.
     ///
     /// # Errors
     /// [`CommandError::Rejected`] when it does not apply now, [`CommandError::Ended`] after the
-    /// driver stopped (an abort then counts as done: use [`ReleaseHandle::abort`]).
-    pub async fn command(&self, command: Command) -> Result<(), CommandError> {
+    /// driver stopped.
+    pub async fn command(&self, command: C) -> Result<(), CommandError<R>> {
         let (reply, answer) = oneshot::channel();
         self.commands.send((command, reply)).map_err(|_| CommandError::Ended)?;
-        answer.await.map_err(|_| CommandError::Ended)?.map_err(CommandError::from)
-    }
-
-    /// [`Command::Bake`].
-    ///
-    /// # Errors
-    /// As [`ReleaseHandle::command`].
-    pub async fn bake(&self) -> Result<(), CommandError> {
-        self.command(Command::Bake).await
-    }
-
-    /// [`Command::Abort`]; idempotent, also once the release has ended.
-    pub async fn abort(&self) {
-        let _ = self.command(Command::Abort).await;
+        answer.await.map_err(|_| CommandError::Ended)?.map_err(CommandError::Rejected)
     }
 }
 
-/// The release's progress, as a stream of events. Ends when the release does.
+/// A core's progress, as a stream of events. Ends when the core does.
 ///
 /// Events travel in batches (one per turn of the driver loop) and are handed out one by one.
 /// Dropping the stream tells the driver to stop recording events.
 #[derive(Debug)]
-pub struct ReleaseEvents {
-    batches: mpsc::UnboundedReceiver<Vec<Event>>,
-    buffer: std::collections::VecDeque<Event>,
+pub struct Events<E> {
+    batches: mpsc::UnboundedReceiver<Vec<E>>,
+    buffer: VecDeque<E>,
 }
 
-impl Stream for ReleaseEvents {
-    type Item = Event;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+impl<E> Events<E> {
+    /// The next event, or `None` once the core is over and every event was handed out.
+    pub async fn next(&mut self) -> Option<E> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<E>> {
         loop {
             if let Some(event) = self.buffer.pop_front() {
                 return Poll::Ready(Some(event));
@@ -114,67 +86,100 @@ impl Stream for ReleaseEvents {
     }
 }
 
-/// Starts `release` on the current tokio runtime.
-///
-/// Returns the command handle, the event stream, and the task that resolves to the final
-/// report once the release is finished.
-pub fn spawn_release<E: StepExecutor>(
-    release: Release,
-    executor: Arc<E>,
-) -> (ReleaseHandle, ReleaseEvents, JoinHandle<ReleaseReport>) {
-    let (command_tx, command_rx) = mpsc::unbounded_channel();
-    let (event_tx, event_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(drive(release, executor, command_rx, event_tx, Instant::now()));
-    (
-        ReleaseHandle { commands: command_tx },
-        ReleaseEvents { batches: event_rx, buffer: std::collections::VecDeque::new() },
-        task,
-    )
+impl<E> Stream for Events<E> {
+    type Item = E;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<E>> {
+        // `Events` holds no self-references: it is `Unpin` whenever `E` is, and the buffer
+        // is only ever moved out of by value.
+        Pin::new(&mut *self).get_mut().poll_event(cx)
+    }
 }
 
-type StepFuture = Pin<Box<dyn Future<Output = StepOutcome> + Send>>;
+impl<E> Unpin for Events<E> {}
 
-/// The driver loop. Time is tokio's, so tests with paused time run in simulated time.
-async fn drive<E: StepExecutor>(
-    mut release: Release,
-    executor: Arc<E>,
-    mut commands: mpsc::UnboundedReceiver<CommandMsg>,
-    events: mpsc::UnboundedSender<Vec<Event>>,
+/// What [`spawn`] returns: the command handle, the event stream, and the task that resolves to
+/// the final report once the core is finished.
+pub type Spawned<C> = (
+    Handle<<C as Core>::Command, <C as Core>::Rejection>,
+    Events<<C as Core>::Event>,
+    JoinHandle<<C as Core>::Report>,
+);
+
+/// Runs `core` on the current tokio runtime, starting each job with `run`.
+///
+/// The driver continues the core's own clock ([`Core::now`]): a core built or restored at any
+/// time keeps its deadlines relative to that time. A job whose future finishes on its first poll
+/// is reported at once instead of being spawned; a job that panics is reported as
+/// [`Core::failed_outcome`]; a cancelled job's task is aborted.
+pub fn spawn<C, F>(core: C, run: F) -> Spawned<C>
+where
+    C: Core + Send + 'static,
+    C::Job: Send,
+    C::Outcome: Send + 'static,
+    C::Event: Send + 'static,
+    C::Command: Send + 'static,
+    C::Rejection: Send + 'static,
+    C::Report: Send + 'static,
+    F: FnMut(C::Job) -> JobFuture<C::Outcome> + Send + 'static,
+{
+    let (command_tx, command_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(drive(core, run, command_rx, event_tx));
+    (Handle { commands: command_tx }, Events { batches: event_rx, buffer: VecDeque::new() }, task)
+}
+
+/// The core's clock, continued on tokio's (paused in tests: they run in simulated time).
+struct Clock {
     origin: Instant,
-) -> ReleaseReport {
-    let now = || Timestamp::from_duration(Instant::now().saturating_duration_since(origin));
-    let mut tasks: JoinSet<(u32, u64, StepOutcome)> = JoinSet::new();
-    let mut running: HashMap<u32, (u64, tokio::task::AbortHandle)> = HashMap::new();
-    let mut ready: Vec<(u32, u64, StepOutcome)> = Vec::new();
-    let target = Arc::new(release.config().target.clone());
+    start: Timestamp,
+}
+
+impl Clock {
+    fn now(&self) -> Timestamp {
+        self.start + Instant::now().saturating_duration_since(self.origin)
+    }
+
+    /// `None` past what an `Instant` can hold: a deadline that is never reached.
+    fn instant(&self, at: Timestamp) -> Option<Instant> {
+        self.origin.checked_add(at.saturating_duration_since(self.start))
+    }
+}
+
+async fn drive<C, F>(
+    mut core: C,
+    mut run: F,
+    mut commands: mpsc::UnboundedReceiver<CommandMsg<C::Command, C::Rejection>>,
+    events: mpsc::UnboundedSender<Vec<C::Event>>,
+) -> C::Report
+where
+    C: Core,
+    C::Outcome: Send + 'static,
+    F: FnMut(C::Job) -> JobFuture<C::Outcome>,
+{
+    let clock = Clock { origin: Instant::now(), start: core.now() };
+    let mut tasks: JoinSet<(JobId, C::Outcome)> = JoinSet::new();
+    let mut running: HashMap<u32, (u64, AbortHandle)> = HashMap::new();
+    let mut ready: Vec<(JobId, C::Outcome)> = Vec::new();
     let mut commands_open = true;
     loop {
-        // Apply everything the core asked for. A step whose future finishes on its first poll
-        // is reported at once instead of being spawned: the common case for no-op steps, and
-        // it keeps the engine's overhead per step to one poll.
         loop {
-            while let Some(action) = release.poll_action() {
+            while let Some(action) = core.poll_action() {
                 match action {
-                    Action::Start { host, id, step, token, .. } => {
-                        let exec = Arc::clone(&executor);
-                        let target = Arc::clone(&target);
-                        let mut fut: StepFuture =
-                            Box::pin(async move { exec.run(&id, step, &target).await });
-                        match fut.as_mut().poll(&mut Context::from_waker(std::task::Waker::noop()))
-                        {
-                            Poll::Ready(outcome) => ready.push((host, token, outcome)),
+                    Action::Start { id, job } => {
+                        let mut fut = run(job);
+                        let waker = std::task::Waker::noop();
+                        match fut.as_mut().poll(&mut Context::from_waker(waker)) {
+                            Poll::Ready(outcome) => ready.push((id, outcome)),
                             Poll::Pending => {
-                                let handle = tasks.spawn(async move { (host, token, fut.await) });
-                                running.insert(host, (token, handle));
+                                let handle = tasks.spawn(async move { (id, fut.await) });
+                                running.insert(id.slot, (id.token, handle));
                             }
                         }
                     }
-                    Action::Cancel { host, token } => {
-                        if let Some((running_token, handle)) = running.remove(&host) {
-                            if running_token == token {
+                    Action::Cancel(id) => {
+                        if running.get(&id.slot).is_some_and(|(token, _)| *token == id.token) {
+                            if let Some((_, handle)) = running.remove(&id.slot) {
                                 handle.abort();
-                            } else {
-                                running.insert(host, (running_token, handle));
                             }
                         }
                     }
@@ -183,57 +188,54 @@ async fn drive<E: StepExecutor>(
             if ready.is_empty() {
                 break;
             }
-            let at = now();
-            for (host, token, outcome) in ready.drain(..) {
-                release.handle_step_result(host, token, outcome, at);
+            let at = clock.now();
+            for (id, outcome) in ready.drain(..) {
+                core.handle_outcome(id, outcome, at);
             }
         }
         let mut batch = Vec::new();
-        while let Some(event) = release.poll_event() {
+        while let Some(event) = core.poll_event() {
             batch.push(event);
         }
         if !batch.is_empty() && events.send(batch).is_err() {
             // Nobody listens: progress is optional, so stop recording it.
-            release.set_event_recording(false);
+            core.set_event_recording(false);
         }
-        if release.is_finished() && tasks.is_empty() {
-            return release.report();
+        if core.is_finished() && tasks.is_empty() {
+            return core.report();
         }
-        let deadline = release.poll_timeout().map(|at| origin + at.since_origin());
+        let deadline = core.poll_timeout().and_then(|at| clock.instant(at));
         tokio::select! {
-            joined = tasks.join_next(), if !tasks.is_empty() => {
-                match joined {
-                    Some(Ok((host, token, outcome))) => {
-                        if running.get(&host).is_some_and(|(t, _)| *t == token) {
-                            running.remove(&host);
-                        }
-                        release.handle_step_result(host, token, outcome, now());
+            joined = tasks.join_next(), if !tasks.is_empty() => match joined {
+                Some(Ok((id, outcome))) => {
+                    if running.get(&id.slot).is_some_and(|(token, _)| *token == id.token) {
+                        running.remove(&id.slot);
                     }
-                    Some(Err(err)) if err.is_panic() => {
-                        // The task's host and token went down with it; find them by task id.
-                        let id = err.id();
-                        let found = running.iter().find(|(_, (_, h))| h.id() == id).map(|(host, (token, _))| (*host, *token));
-                        if let Some((host, token)) = found {
-                            running.remove(&host);
-                            release.handle_step_result(host, token, StepOutcome::Failed("executor panicked".to_owned()), now());
-                        }
-                    }
-                    // Aborted on the core's request: the core already decided the host's state.
-                    Some(Err(_)) | None => {}
+                    core.handle_outcome(id, outcome, clock.now());
                 }
-            }
-            command = commands.recv(), if commands_open => {
-                match command {
-                    Some((command, reply)) => {
-                        let result = release.handle_command(command, now());
-                        let _ = reply.send(result);
+                Some(Err(err)) if err.is_panic() => {
+                    // The task's job id went down with it; find it by task id.
+                    let task = err.id();
+                    let found = running
+                        .iter()
+                        .find(|(_, (_, handle))| handle.id() == task)
+                        .map(|(&slot, &(token, _))| JobId { slot, token });
+                    if let Some(id) = found {
+                        running.remove(&id.slot);
+                        let outcome = C::failed_outcome("executor panicked".to_owned());
+                        core.handle_outcome(id, outcome, clock.now());
                     }
-                    None => commands_open = false,
                 }
-            }
-            () = sleep_until(deadline) => {
-                release.handle_timeout(now());
-            }
+                // Aborted on the core's request: the core already decided the job's state.
+                Some(Err(_)) | None => {}
+            },
+            command = commands.recv(), if commands_open => match command {
+                Some((command, reply)) => {
+                    let _ = reply.send(core.handle_command(command, clock.now()));
+                }
+                None => commands_open = false,
+            },
+            () = sleep_until(deadline) => core.handle_timeout(clock.now()),
         }
     }
 }

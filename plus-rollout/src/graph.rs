@@ -179,7 +179,9 @@ impl AppGraph {
     /// starting from the group's smallest code and following "depends on".
     fn cycles(&self) -> Vec<Vec<AppCode>> {
         let mut out = Vec::new();
-        let mut sccs = petgraph::algo::tarjan_scc(&self.graph);
+        // Kosaraju: petgraph runs it with explicit stacks, so a chain or cycle of any length is
+        // fine (its recursive Tarjan overflowed the stack near 100,000 applications).
+        let mut sccs = petgraph::algo::kosaraju_scc(&self.graph);
         for scc in &mut sccs {
             scc.sort_unstable();
         }
@@ -434,5 +436,33 @@ mod tests {
             g.warnings()[0].to_string(),
             "application `api` optionally depends on unknown application `cache`; ignored"
         );
+    }
+
+    /// A chain and a cycle far past the ~85,000 applications where a recursive search overflowed
+    /// a thread's stack (tests run on 2 MiB threads).
+    #[test]
+    fn a_long_chain_and_a_long_cycle_do_not_overflow_the_stack() {
+        const N: usize = 250_000;
+        let name = |i: usize| format!("app{i:06}");
+        let chain: Vec<AppSpec> = (0..N)
+            .map(|i| {
+                let deps: Vec<String> = if i + 1 < N { vec![name(i + 1)] } else { Vec::new() };
+                let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
+                app(&name(i), &deps, &[])
+            })
+            .collect();
+        let g = AppGraph::new(chain).unwrap();
+        assert_eq!(g.order()[0].as_str(), name(N - 1));
+        assert_eq!(g.waves().len(), N);
+        let cycle: Vec<AppSpec> = (0..N)
+            .map(|i| {
+                let dep = name((i + 1) % N);
+                app(&name(i), &[dep.as_str()], &[])
+            })
+            .collect();
+        let err = AppGraph::new(cycle).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("dependency cycle: app000000 -> app000001 -> "), "{}", &msg[..200]);
+        assert!(msg.ends_with("app249999 -> app000000"), "{}", &msg[msg.len() - 200..]);
     }
 }

@@ -9,15 +9,22 @@
 //!   time; [`Action`]s (start or cancel a step), [`Event`]s and the next deadline come out. The
 //!   bastion stops after Verify until a person bakes it; the [`BrakePolicy`] is checked before
 //!   every batch; abort reports every host.
-//! - [`spawn_release`]: a thin tokio driver that runs a release against a host-supplied
-//!   [`StepExecutor`], with a [`ReleaseHandle`] for commands and a [`ReleaseEvents`] stream.
+//! - `spawn_release` (feature `tokio`, on by default): a thin tokio driver that runs a release
+//!   against a host-supplied `StepExecutor`, with a `ReleaseHandle` for commands and a
+//!   `ReleaseEvents` stream.
 //!
-//! The core never reads a clock, sleeps or spawns.
+//! Both cores, [`Release`] and [`Deployment`], speak one contract, [`Core`]: start this job with
+//! this [`JobId`], cancel it ([`Action`]), an event happened, wake me at this time. One generic
+//! driver (`spawn`) runs either, and returns the same shape for both: a command handle, an event
+//! stream and the task that resolves to the report.
+//!
+//! The cores never read a clock, sleep or spawn. Without the `tokio` feature the crate compiles
+//! no runtime: the plan, the graph and the cores only.
 //!
 //! ```
 //! use plus_core::{HostId, Timestamp, Version};
 //! use plus_rollout::{
-//!     plan, Command, GroupHost, Outcome, Phase, PlanConfig, Release, ReleaseConfig, Action,
+//!     plan, Command, Core, GroupHost, Outcome, Phase, PlanConfig, Release, ReleaseConfig, Action,
 //!     StepOutcome, Mode,
 //! };
 //! use std::time::Duration;
@@ -36,8 +43,8 @@
 //! // Drive it by hand: every step succeeds at once; bake when asked; wait when told to.
 //! while !release.is_finished() {
 //!     while let Some(action) = release.poll_action() {
-//!         if let Action::Start { host, token, .. } = action {
-//!             release.handle_step_result(host, token, StepOutcome::Done, now);
+//!         if let Action::Start { id, .. } = action {
+//!             release.handle_outcome(id, StepOutcome::Done, now);
 //!         }
 //!     }
 //!     match release.phase() {
@@ -62,12 +69,12 @@
 //! display [`AppGraph::waves`] and the [`AppGraph::teardown_order`], ties sorted by code.
 //! [`Deployment`] is the sans-IO core that starts each application as soon as its required
 //! dependencies are healthy, gates health with retries, and skips exactly the transitive
-//! dependents of a failure; [`spawn_deployment`] runs it on tokio with an [`AppExecutor`].
+//! dependents of a failure; `spawn_deployment` runs it on tokio with an `AppExecutor`.
 //!
 //! ```
 //! use std::sync::Arc;
 //! use plus_core::{AppCode, Timestamp};
-//! use plus_rollout::{AppGraph, AppSpec, AppState, DeployAction, DeployConfig, Deployment};
+//! use plus_rollout::{Action, AppGraph, AppJob, AppSpec, AppState, Core, DeployConfig, Deployment};
 //!
 //! let code = |s: &str| AppCode::new(s).unwrap();
 //! let graph = Arc::new(AppGraph::new(vec![
@@ -85,13 +92,10 @@
 //! let now = Timestamp::ZERO;
 //! let mut deployment = Deployment::new(Arc::clone(&graph), DeployConfig::default(), now);
 //! while let Some(action) = deployment.poll_action() {
-//!     match action {
-//!         DeployAction::Deploy { app, token } => {
-//!             let result = if graph.code(app).as_str() == "db" { Err("disk full".into()) } else { Ok(()) };
-//!             deployment.handle_result(app, token, result, now);
-//!         }
-//!         DeployAction::Check { app, token, .. } => deployment.handle_result(app, token, Ok(()), now),
-//!         DeployAction::Cancel { .. } => {}
+//!     if let Action::Start { id, job } = action {
+//!         let failing = matches!(&job, AppJob::Deploy(app) if app.as_str() == "db");
+//!         let result = if failing { Err("disk full".into()) } else { Ok(()) };
+//!         deployment.handle_outcome(id, result, now);
 //!     }
 //! }
 //! let web = graph.index_of(&code("web")).unwrap();
@@ -107,29 +111,36 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod brake;
+mod core;
 mod deadlines;
-mod deploy_driver;
+#[cfg(feature = "tokio")]
 mod driver;
-mod error;
+#[cfg(feature = "tokio")]
+mod executor;
 mod graph;
 mod orchestrate;
 mod plan;
 mod release;
 
 pub use brake::{AvailabilityFloor, BrakePolicy, BrakeView, FailureRate};
-pub use deploy_driver::{AppExecutor, DeploymentHandle, spawn_deployment};
-pub use driver::{
-    CommandError, NoopExecutor, ReleaseEvents, ReleaseHandle, StepExecutor, spawn_release,
+pub use core::{Action, Core, JobId};
+#[cfg(feature = "tokio")]
+pub use driver::{CommandError, Events, Handle, JobFuture, Spawned, spawn};
+#[cfg(feature = "tokio")]
+pub use executor::{
+    AppExecutor, DeploymentEvents, DeploymentHandle, NoopExecutor, ReleaseEvents, ReleaseHandle,
+    StepExecutor, spawn_deployment, spawn_release,
 };
-pub use error::PlanError;
 pub use graph::{AppGraph, AppSpec, DependencyKind, GraphError, GraphProblem, GraphWarning};
 pub use orchestrate::{
-    AppState, DeployAction, DeployConfig, DeployEvent, Deployment, DeploymentReport,
+    AppJob, AppState, DeployAction, DeployCommand, DeployConfig, DeployEvent, Deployment,
+    DeploymentReport,
 };
 pub use plan::{
-    Availability, Bastion, Exclusion, GroupHost, Plan, PlanConfig, Split, parse_ramp, plan,
+    Availability, Bastion, Exclusion, GroupHost, Plan, PlanConfig, PlanError, Split, parse_ramp,
+    plan,
 };
 pub use release::{
-    Action, BatchLabel, BatchReport, Command, CommandRejected, Event, EventKind, HostState, Mode,
-    Outcome, Phase, Release, ReleaseConfig, ReleaseReport, Step, StepOutcome,
+    BatchLabel, BatchReport, Command, CommandRejected, Event, EventKind, HostState, Mode, Outcome,
+    Phase, Release, ReleaseConfig, ReleaseReport, Step, StepJob, StepOutcome,
 };

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use plus_core::{AppCode, Timestamp};
 
+use crate::core::{Action, Core, JobId};
 use crate::graph::{AppGraph, DependencyKind};
 
 /// How a deployment runs.
@@ -74,32 +75,41 @@ impl AppState {
     }
 }
 
-/// Something the driver must do.
+/// What [`Action::Start`] runs in a deployment. Report its result with
+/// [`Deployment::handle_result`] (or [`Core::handle_outcome`]) and the action's [`JobId`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeployAction {
-    /// Deploy application `app`; report with [`Deployment::handle_result`] and `token`.
-    Deploy {
-        /// Index in the graph.
-        app: usize,
-        /// Identifies this run.
-        token: u64,
-    },
-    /// Health-check application `app`.
+#[non_exhaustive]
+pub enum AppJob {
+    /// Deploy the application.
+    Deploy(AppCode),
+    /// Health-check the application.
     Check {
-        /// Index in the graph.
-        app: usize,
-        /// Identifies this run.
-        token: u64,
+        /// The application.
+        app: AppCode,
         /// From 1.
         attempt: u32,
     },
-    /// Stop the run started with `token`; its result will be ignored.
-    Cancel {
-        /// Index in the graph.
-        app: usize,
-        /// The token.
-        token: u64,
-    },
+}
+
+impl AppJob {
+    /// The application this job is for.
+    #[must_use]
+    pub fn app(&self) -> &AppCode {
+        match self {
+            Self::Deploy(app) | Self::Check { app, .. } => app,
+        }
+    }
+}
+
+/// What the driver must do in a deployment.
+pub type DeployAction = Action<AppJob>;
+
+/// What a person (or a program) can tell a running deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeployCommand {
+    /// Stop starting new work, cancel what runs, and mark every application's final state.
+    Cancel,
 }
 
 /// Progress of a deployment.
@@ -201,6 +211,9 @@ pub struct Deployment {
     timers: BinaryHeap<Reverse<(Timestamp, u32, u64, bool)>>,
     actions: VecDeque<DeployAction>,
     events: VecDeque<DeployEvent>,
+    /// The latest time the deployment was given.
+    clock: Timestamp,
+    record_events: bool,
     completion_order: Vec<usize>,
     cancelled: bool,
     finished_reported: bool,
@@ -240,6 +253,8 @@ impl Deployment {
             timers: BinaryHeap::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
+            clock: now,
+            record_events: true,
             completion_order: Vec::new(),
             cancelled: false,
             finished_reported: false,
@@ -305,6 +320,21 @@ impl Deployment {
         }
     }
 
+    /// Stops (or restarts) recording progress events, for a host that does not read them.
+    /// Actions, states and the report are unaffected.
+    pub fn set_event_recording(&mut self, on: bool) {
+        self.record_events = on;
+        if !on {
+            self.events.clear();
+        }
+    }
+
+    fn emit(&mut self, event: DeployEvent) {
+        if self.record_events {
+            self.events.push_back(event);
+        }
+    }
+
     fn code(&self, app: usize) -> AppCode {
         self.graph.code(app).clone()
     }
@@ -324,12 +354,13 @@ impl Deployment {
             self.states[app] = AppState::Deploying;
             let token = self.token(app);
             self.timers.push(Reverse((now + self.config.deploy_timeout, app as u32, token, false)));
-            self.actions.push_back(DeployAction::Deploy { app, token });
-            self.events.push_back(DeployEvent::Started(self.code(app)));
+            let id = JobId { slot: app as u32, token };
+            self.actions.push_back(Action::Start { id, job: AppJob::Deploy(self.code(app)) });
+            self.emit(DeployEvent::Started(self.code(app)));
         }
         if self.is_finished() && !self.finished_reported {
             self.finished_reported = true;
-            self.events.push_back(DeployEvent::Finished);
+            self.emit(DeployEvent::Finished);
         }
     }
 
@@ -337,7 +368,8 @@ impl Deployment {
         self.states[app] = AppState::Checking { attempt };
         let token = self.token(app);
         self.timers.push(Reverse((now + self.config.check_timeout, app as u32, token, false)));
-        self.actions.push_back(DeployAction::Check { app, token, attempt });
+        let job = AppJob::Check { app: self.code(app), attempt };
+        self.actions.push_back(Action::Start { id: JobId { slot: app as u32, token }, job });
     }
 
     fn finish(&mut self, app: usize, state: AppState) {
@@ -349,7 +381,7 @@ impl Deployment {
     fn became_healthy(&mut self, app: usize, now: Timestamp) {
         self.in_progress -= 1;
         self.finish(app, AppState::Healthy);
-        self.events.push_back(DeployEvent::Healthy(self.code(app)));
+        self.emit(DeployEvent::Healthy(self.code(app)));
         let dependents: Vec<(usize, DependencyKind)> = self.graph.dependents(app).collect();
         for (k, kind) in dependents {
             match kind {
@@ -384,7 +416,7 @@ impl Deployment {
                                 k,
                                 AppState::Skipped { failed_dependency: self.code(root) },
                             );
-                            self.events.push_back(DeployEvent::Skipped {
+                            self.emit(DeployEvent::Skipped {
                                 app: self.code(k),
                                 failed_dependency: self.code(root),
                             });
@@ -394,7 +426,7 @@ impl Deployment {
                     DependencyKind::Optional => {
                         self.waiting_optional[k] -= 1;
                         if self.states[k] == AppState::Waiting {
-                            self.events.push_back(DeployEvent::OptionalDependencyFailed {
+                            self.emit(DeployEvent::OptionalDependencyFailed {
                                 app: self.code(k),
                                 dependency: self.code(failed),
                             });
@@ -409,7 +441,7 @@ impl Deployment {
     fn failed(&mut self, app: usize, reason: String, now: Timestamp) {
         self.in_progress -= 1;
         self.finish(app, AppState::Failed { reason: reason.clone() });
-        self.events.push_back(DeployEvent::Failed { app: self.code(app), reason });
+        self.emit(DeployEvent::Failed { app: self.code(app), reason });
         self.propagate_failure(app, app);
         self.pump(now);
     }
@@ -422,12 +454,13 @@ impl Deployment {
         result: Result<(), String>,
         now: Timestamp,
     ) {
+        self.clock = self.clock.max(now);
         if app >= self.states.len() || token == 0 || self.tokens[app] != token {
             return;
         }
         match (self.states[app].clone(), result) {
             (AppState::Deploying, Ok(())) => {
-                self.events.push_back(DeployEvent::Deployed(self.code(app)));
+                self.emit(DeployEvent::Deployed(self.code(app)));
                 self.start_check(app, 1, now);
             }
             (AppState::Deploying, Err(reason)) => {
@@ -446,11 +479,7 @@ impl Deployment {
             let tries = attempt;
             self.failed(app, format!("health check failed {tries} time(s), last: {reason}"), now);
         } else {
-            self.events.push_back(DeployEvent::CheckFailed {
-                app: self.code(app),
-                attempt,
-                reason,
-            });
+            self.emit(DeployEvent::CheckFailed { app: self.code(app), attempt, reason });
             // The next check is due after the interval; the slot stays taken meanwhile.
             let token = self.token(app);
             self.states[app] = AppState::Checking { attempt: attempt + 1 };
@@ -460,6 +489,7 @@ impl Deployment {
 
     /// Fails work past its deadline and starts health checks that are due.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.clock = self.clock.max(now);
         while let Some(&Reverse((at, app, token, check_due))) = self.timers.peek() {
             if at > now {
                 break;
@@ -472,12 +502,12 @@ impl Deployment {
             match (check_due, self.states[app].clone()) {
                 (true, AppState::Checking { attempt }) => self.start_check(app, attempt, now),
                 (false, AppState::Deploying) => {
-                    self.actions.push_back(DeployAction::Cancel { app, token });
+                    self.actions.push_back(Action::Cancel(JobId { slot: app as u32, token }));
                     let limit = self.config.deploy_timeout;
                     self.failed(app, format!("deploy timed out after {}s", limit.as_secs()), now);
                 }
                 (false, AppState::Checking { attempt }) => {
-                    self.actions.push_back(DeployAction::Cancel { app, token });
+                    self.actions.push_back(Action::Cancel(JobId { slot: app as u32, token }));
                     let limit = self.config.check_timeout;
                     self.check_failed(
                         app,
@@ -493,12 +523,15 @@ impl Deployment {
 
     /// Stops starting new work, cancels what runs, and marks every application's final state.
     pub fn cancel(&mut self, now: Timestamp) {
-        let _ = now;
+        self.clock = self.clock.max(now);
         self.cancelled = true;
         for app in 0..self.states.len() {
             match self.states[app] {
                 AppState::Deploying | AppState::Checking { .. } => {
-                    self.actions.push_back(DeployAction::Cancel { app, token: self.tokens[app] });
+                    self.actions.push_back(Action::Cancel(JobId {
+                        slot: app as u32,
+                        token: self.tokens[app],
+                    }));
                     self.in_progress -= 1;
                     self.finish(app, AppState::Cancelled);
                 }
@@ -510,7 +543,57 @@ impl Deployment {
         self.ready.clear();
         if !self.finished_reported {
             self.finished_reported = true;
-            self.events.push_back(DeployEvent::Finished);
+            self.emit(DeployEvent::Finished);
         }
+    }
+}
+
+impl Core for Deployment {
+    type Job = AppJob;
+    type Outcome = Result<(), String>;
+    type Event = DeployEvent;
+    type Command = DeployCommand;
+    type Rejection = std::convert::Infallible;
+    type Report = DeploymentReport;
+
+    fn poll_action(&mut self) -> Option<DeployAction> {
+        Deployment::poll_action(self)
+    }
+    fn poll_event(&mut self) -> Option<DeployEvent> {
+        Deployment::poll_event(self)
+    }
+    fn poll_timeout(&mut self) -> Option<Timestamp> {
+        Deployment::poll_timeout(self)
+    }
+    fn handle_outcome(&mut self, id: JobId, outcome: Result<(), String>, now: Timestamp) {
+        self.handle_result(id.slot as usize, id.token, outcome, now);
+    }
+    fn handle_command(
+        &mut self,
+        command: DeployCommand,
+        now: Timestamp,
+    ) -> Result<(), std::convert::Infallible> {
+        match command {
+            DeployCommand::Cancel => self.cancel(now),
+        }
+        Ok(())
+    }
+    fn handle_timeout(&mut self, now: Timestamp) {
+        Deployment::handle_timeout(self, now);
+    }
+    fn now(&self) -> Timestamp {
+        self.clock
+    }
+    fn is_finished(&self) -> bool {
+        Deployment::is_finished(self)
+    }
+    fn report(&self) -> DeploymentReport {
+        Deployment::report(self)
+    }
+    fn set_event_recording(&mut self, on: bool) {
+        Deployment::set_event_recording(self, on);
+    }
+    fn failed_outcome(reason: String) -> Result<(), String> {
+        Err(reason)
     }
 }

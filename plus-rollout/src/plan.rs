@@ -4,7 +4,57 @@ use std::fmt;
 
 use plus_core::{HostId, Ratio};
 
-use crate::error::PlanError;
+/// Why a plan could not be made.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The group has no hosts.
+    #[error("the group has no hosts: there is nothing to plan")]
+    EmptyGroup,
+    /// A host appears twice in the group.
+    #[error("host `{0}` appears twice in the group")]
+    DuplicateHost(HostId),
+    /// A chosen bastion host is not in the group.
+    #[error("bastion host `{0}` is not in the group")]
+    UnknownBastion(HostId),
+    /// A chosen bastion host is excluded from the plan.
+    #[error("bastion host `{host}` cannot be used: {reason}")]
+    BastionExcluded {
+        /// The host.
+        host: HostId,
+        /// Why it is excluded.
+        reason: Exclusion,
+    },
+    /// The bastion holds more hosts than one batch may.
+    #[error("the bastion has {bastion} hosts but a batch may hold at most {cap}")]
+    BastionTooLarge {
+        /// Bastion size.
+        bastion: usize,
+        /// The cap.
+        cap: usize,
+    },
+    /// A ramp step is above the max pull-out ratio.
+    #[error("ramp step {step} is above the max pull-out ratio {max_ratio}")]
+    RampStepAboveMax {
+        /// The step.
+        step: Ratio,
+        /// The group's max pull-out ratio.
+        max_ratio: Ratio,
+    },
+    /// Rounding made a ramp step's batch larger than the cap.
+    #[error("ramp step {step} gives a batch of {size} hosts, above the cap of {cap}")]
+    RampBatchAboveCap {
+        /// 1-based step number.
+        step: usize,
+        /// Its size.
+        size: usize,
+        /// The cap.
+        cap: usize,
+    },
+    /// A ramp is malformed or does not add up to 100%.
+    #[error("invalid ramp: {0}")]
+    InvalidRamp(String),
+}
 
 /// Whether a host can take part in a release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,8 +178,9 @@ pub fn parse_ramp(text: &str) -> Result<Vec<Ratio>, PlanError> {
         .collect()
 }
 
-/// The outcome of planning: who goes when, and who stays out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The outcome of planning: who goes when, and who stays out. Made by [`plan`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Plan {
     /// The bastion batch (possibly empty).
     pub bastion: Vec<HostId>,
@@ -139,6 +190,8 @@ pub struct Plan {
     pub excluded: Vec<(HostId, Exclusion)>,
     /// The most hosts any batch may hold.
     pub cap: usize,
+    /// The group's max pull-out ratio the plan was made with; the release's brake uses it.
+    pub max_ratio: Ratio,
 }
 
 impl Plan {
@@ -165,9 +218,12 @@ impl Plan {
 /// Plans a release of `group` under `config`. Pure: no I/O, same input, same plan.
 ///
 /// # Errors
-/// [`PlanError`] for an unknown or excluded bastion host, a duplicate host, a bastion larger than
-/// the cap, or a ramp that does not add up or has a step above the max ratio.
+/// [`PlanError`] for an empty group, an unknown or excluded bastion host, a duplicate host, a
+/// bastion larger than the cap, or a ramp that does not add up or has a step above the max ratio.
 pub fn plan(group: &[GroupHost], config: &PlanConfig) -> Result<Plan, PlanError> {
+    if group.is_empty() {
+        return Err(PlanError::EmptyGroup);
+    }
     let mut seen = std::collections::HashSet::with_capacity(group.len());
     let mut deployable = Vec::with_capacity(group.len());
     let mut excluded = Vec::new();
@@ -209,7 +265,7 @@ pub fn plan(group: &[GroupHost], config: &PlanConfig) -> Result<Plan, PlanError>
     for size in sizes {
         batches.push(hosts.by_ref().take(size).collect());
     }
-    Ok(Plan { bastion, batches, excluded, cap })
+    Ok(Plan { bastion, batches, excluded, cap, max_ratio: config.max_ratio })
 }
 
 /// The fewest batches of at most `cap` for `n` hosts, sizes differing by at most one, larger
@@ -301,8 +357,19 @@ mod tests {
         check(1, 1, 25.0, "1 |");
         check(3, 1, 10.0, "1 | 1 1");
         check(7, 2, 30.0, "2 | 2 2 1");
-        check(0, 1, 25.0, "");
         check(21, 1, 25.0, "1 | 5 5 5 5");
+    }
+
+    #[test]
+    fn an_empty_group_is_an_error_but_an_all_excluded_one_is_a_plan() {
+        assert_eq!(plan(&[], &PlanConfig::default()), Err(PlanError::EmptyGroup));
+        let down = vec![GroupHost {
+            availability: Availability::Down,
+            ..GroupHost::in_service(HostId::new("h").unwrap())
+        }];
+        let p = plan(&down, &PlanConfig { bastion: Bastion::Count(0), ..PlanConfig::default() })
+            .unwrap();
+        assert_eq!((p.host_count(), p.excluded.len()), (0, 1));
     }
 
     #[test]
@@ -398,6 +465,7 @@ mod tests {
                         prop_assert_eq!(sizes.len(), (n - p.bastion.len()).div_ceil(p.cap));
                     }
                     Err(PlanError::BastionTooLarge { .. }) => prop_assert!(bastion > 1),
+                    Err(PlanError::EmptyGroup) => prop_assert_eq!(n, 0),
                     Err(e) => prop_assert!(false, "{e}"),
                 }
             }

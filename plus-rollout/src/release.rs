@@ -9,6 +9,7 @@ use std::time::Duration;
 use plus_core::{HostId, Ratio, Timestamp, Version};
 
 use crate::brake::{BrakePolicy, BrakeView, FailureRate};
+use crate::core::{Action, Core, JobId};
 use crate::deadlines::Deadlines;
 use crate::plan::{Exclusion, Plan};
 
@@ -138,10 +139,9 @@ pub struct ReleaseConfig {
     pub verify_timeout: Duration,
     /// Treat a failed Verify as passed (seed 003's "ignore verify"). Default false.
     pub ignore_verify: bool,
-    /// The brake checked before every batch. Default [`FailureRate`] at the max pull-out ratio.
+    /// The brake checked before every batch. Default [`FailureRate`] at the plan's max pull-out
+    /// ratio ([`PlanConfig::max_ratio`](crate::PlanConfig::max_ratio), given once, there).
     pub brake: Arc<dyn BrakePolicy>,
-    /// The group's max pull-out ratio, for the brake. Default 25%.
-    pub max_ratio: Ratio,
 }
 
 impl ReleaseConfig {
@@ -157,7 +157,6 @@ impl ReleaseConfig {
             verify_timeout: Duration::from_secs(600),
             ignore_verify: false,
             brake: Arc::new(FailureRate::default()),
-            max_ratio: Ratio::from_percent(25.0).expect("25% is a valid ratio"),
         }
     }
 
@@ -169,7 +168,6 @@ impl ReleaseConfig {
     pub fn rollback(target: Version) -> Self {
         Self {
             mode: Mode::Automatic { wait: Duration::ZERO, later_wait: None },
-            max_ratio: Ratio::from_percent(50.0).expect("50% is a valid ratio"),
             ..Self::new(target)
         }
     }
@@ -268,30 +266,16 @@ pub enum Phase {
     Finished(Outcome),
 }
 
-/// Something a driver must do.
+/// A step to run: [`Action::Start`]'s job in a release. Report its outcome with
+/// [`Release::handle_step_result`] (or [`Core::handle_outcome`]) and the action's [`JobId`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Run `step` on `host` through the executor, and report it with
-    /// [`Release::handle_step_result`] and this `token`.
-    Start {
-        /// Index of the host in the release.
-        host: u32,
-        /// The host.
-        id: Arc<HostId>,
-        /// The step.
-        step: Step,
-        /// Identifies this run of this step; results with another token are ignored.
-        token: u64,
-        /// The core fails the step by itself at this time.
-        deadline: Timestamp,
-    },
-    /// Stop the step started with `token` on `host`; its result, if any, will be ignored.
-    Cancel {
-        /// Index of the host.
-        host: u32,
-        /// The token of the step to stop.
-        token: u64,
-    },
+pub struct StepJob {
+    /// The host.
+    pub host: Arc<HostId>,
+    /// The step.
+    pub step: Step,
+    /// The core fails the step by itself at this time.
+    pub deadline: Timestamp,
 }
 
 /// Progress a host can render or store.
@@ -420,6 +404,8 @@ pub struct Release {
     bastion: Vec<u32>,
     batches: Vec<Vec<u32>>,
     excluded: Vec<(HostId, Exclusion)>,
+    /// The plan's max pull-out ratio, for the brake.
+    max_ratio: Ratio,
     phase: Phase,
     paused: bool,
     run: Option<Run>,
@@ -429,8 +415,10 @@ pub struct Release {
     operator_failed: bool,
     next_token: u64,
     deadlines: Deadlines,
-    actions: VecDeque<Action>,
+    actions: VecDeque<Action<StepJob>>,
     events: VecDeque<Event>,
+    /// The latest time the release was given.
+    clock: Timestamp,
     reports: Vec<BatchReport>,
     failed: usize,
     done: usize,
@@ -469,6 +457,7 @@ impl Release {
             bastion,
             batches,
             excluded: plan.excluded,
+            max_ratio: plan.max_ratio,
             phase: Phase::Running(BatchLabel::Bastion),
             paused: false,
             run: None,
@@ -480,6 +469,7 @@ impl Release {
             deadlines: Deadlines::default(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
+            clock: now,
             reports: Vec::new(),
             failed: 0,
             done: 0,
@@ -520,7 +510,7 @@ impl Release {
 
     /// The next action for the driver.
     #[must_use]
-    pub fn poll_action(&mut self) -> Option<Action> {
+    pub fn poll_action(&mut self) -> Option<Action<StepJob>> {
         self.actions.pop_front()
     }
 
@@ -632,7 +622,8 @@ impl Release {
         slot.token = token;
         let id = Arc::clone(&slot.id);
         self.deadlines.push(step == Step::Verify, deadline, host, token);
-        self.actions.push_back(Action::Start { host, id: Arc::clone(&id), step, token, deadline });
+        let job = StepJob { host: Arc::clone(&id), step, deadline };
+        self.actions.push_back(Action::Start { id: JobId { slot: host, token }, job });
         self.emit(now, EventKind::StepStarted { host: id, step });
     }
 
@@ -679,6 +670,7 @@ impl Release {
         outcome: StepOutcome,
         now: Timestamp,
     ) {
+        self.clock = self.clock.max(now);
         let Some(slot) = self.hosts.get(host as usize) else { return };
         let HostState::Running(step) = slot.state else { return };
         if slot.token != token || token == 0 {
@@ -835,7 +827,7 @@ impl Release {
             failed: self.failed,
             done: self.done,
             next_batch: self.batches[k].len(),
-            max_ratio: self.config.max_ratio,
+            max_ratio: self.max_ratio,
         };
         if !std::mem::take(&mut self.brake_bypass) {
             if let Some(reason) = self.config.brake.check(&view) {
@@ -860,6 +852,7 @@ impl Release {
 
     /// Fails every running step whose deadline has passed, and ends a wait that is over.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.clock = self.clock.max(now);
         while let Some((deadline, host, token)) = self.deadlines.peek() {
             if deadline > now {
                 break;
@@ -875,7 +868,7 @@ impl Release {
             } else {
                 self.config.step_timeout
             };
-            self.actions.push_back(Action::Cancel { host, token });
+            self.actions.push_back(Action::Cancel(JobId { slot: host, token }));
             let reason = format!("{step} timed out after {}", humantime_short(timeout));
             // A timed-out Verify fails even with ignore_verify: the host did not start in time.
             self.finish_host(host, HostState::Failed { step, reason }, now);
@@ -903,6 +896,7 @@ impl Release {
         command: Command,
         now: Timestamp,
     ) -> Result<(), CommandRejected> {
+        self.clock = self.clock.max(now);
         let reject = |reason: &str| Err(CommandRejected { command, reason: reason.to_owned() });
         if let Phase::Finished(outcome) = &self.phase {
             return match command {
@@ -1022,7 +1016,7 @@ impl Release {
             let slot = &self.hosts[h as usize];
             match slot.state {
                 HostState::Running(step) => {
-                    self.actions.push_back(Action::Cancel { host: h, token: slot.token });
+                    self.actions.push_back(Action::Cancel(JobId { slot: h, token: slot.token }));
                     self.finish_host(h, HostState::Cancelled { step }, now);
                 }
                 // A bastion host waiting for bake was never put back into traffic.
@@ -1042,4 +1036,47 @@ impl Release {
 
 fn humantime_short(d: Duration) -> String {
     if d.subsec_nanos() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+}
+
+impl Core for Release {
+    type Job = StepJob;
+    type Outcome = StepOutcome;
+    type Event = Event;
+    type Command = Command;
+    type Rejection = CommandRejected;
+    type Report = ReleaseReport;
+
+    fn poll_action(&mut self) -> Option<Action<StepJob>> {
+        Release::poll_action(self)
+    }
+    fn poll_event(&mut self) -> Option<Event> {
+        Release::poll_event(self)
+    }
+    fn poll_timeout(&mut self) -> Option<Timestamp> {
+        Release::poll_timeout(self)
+    }
+    fn handle_outcome(&mut self, id: JobId, outcome: StepOutcome, now: Timestamp) {
+        self.handle_step_result(id.slot, id.token, outcome, now);
+    }
+    fn handle_command(&mut self, command: Command, now: Timestamp) -> Result<(), CommandRejected> {
+        Release::handle_command(self, command, now)
+    }
+    fn handle_timeout(&mut self, now: Timestamp) {
+        Release::handle_timeout(self, now);
+    }
+    fn now(&self) -> Timestamp {
+        self.clock
+    }
+    fn is_finished(&self) -> bool {
+        Release::is_finished(self)
+    }
+    fn report(&self) -> ReleaseReport {
+        Release::report(self)
+    }
+    fn set_event_recording(&mut self, on: bool) {
+        Release::set_event_recording(self, on);
+    }
+    fn failed_outcome(reason: String) -> StepOutcome {
+        StepOutcome::Failed(reason)
+    }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use plus_core::{AppCode, Timestamp, seeded_rng};
 use plus_rollout::{
-    AppExecutor, AppGraph, AppSpec, AppState, DependencyKind, DeployAction, DeployConfig,
-    DeployEvent, Deployment, DeploymentReport, spawn_deployment,
+    Action, AppExecutor, AppGraph, AppJob, AppSpec, AppState, DependencyKind, DeployConfig,
+    DeployEvent, Deployment, DeploymentReport, JobId, spawn_deployment,
 };
 use proptest::prelude::*;
 use rand::Rng;
@@ -66,7 +66,8 @@ fn simulate(
             // Under the 60 s check deadline: timeouts are tested on their own.
             let delay = Duration::from_secs(rng.random_range(1..50));
             match action {
-                DeployAction::Deploy { app, token } => {
+                Action::Start { id: JobId { slot, token }, job: AppJob::Deploy(_) } => {
+                    let app = slot as usize;
                     let i: usize = graph.code(app).as_str()[3..].parse().unwrap();
                     for (dep, kind) in graph.dependencies(app) {
                         match kind {
@@ -79,7 +80,8 @@ fn simulate(
                     let result = if fail[i] { Err("boom".to_owned()) } else { Ok(()) };
                     inflight.insert((now + delay, token), (app, result));
                 }
-                DeployAction::Check { app, token, attempt } => {
+                Action::Start { id: JobId { slot, token }, job: AppJob::Check { attempt, .. } } => {
+                    let app = slot as usize;
                     let result = if attempt == 1 && rng.random_range(0..3) == 0 {
                         Err("not yet".to_owned())
                     } else {
@@ -87,7 +89,8 @@ fn simulate(
                     };
                     inflight.insert((now + delay, token), (app, result));
                 }
-                DeployAction::Cancel { .. } => prop_assert!(false, "nothing should be cancelled"),
+                Action::Cancel(_) => prop_assert!(false, "nothing should be cancelled"),
+                _ => prop_assert!(false, "an action this test does not know"),
             }
         }
         while d.poll_event().is_some() {}
@@ -157,16 +160,26 @@ fn an_app_starts_before_its_whole_wave_is_done() {
     let mut d = Deployment::new(Arc::clone(&graph), DeployConfig::default(), Timestamp::ZERO);
     let mut tokens = BTreeMap::new();
     while let Some(action) = d.poll_action() {
-        if let DeployAction::Deploy { app, token } = action {
-            tokens.insert(app, token);
+        if let Action::Start { id, job: AppJob::Deploy(_) } = action {
+            tokens.insert(id.slot as usize, id.token);
         }
     }
     assert_eq!(tokens.len(), 2);
     let t = Timestamp::from_millis(1_000);
     d.handle_result(1, tokens[&1], Ok(()), t);
-    let Some(DeployAction::Check { app: 1, token, .. }) = d.poll_action() else { panic!() };
+    let Some(Action::Start { id: JobId { slot: 1, token }, job: AppJob::Check { .. } }) =
+        d.poll_action()
+    else {
+        panic!()
+    };
     d.handle_result(1, token, Ok(()), t);
-    assert_eq!(d.poll_action(), Some(DeployAction::Deploy { app: 2, token: token + 1 }));
+    assert_eq!(
+        d.poll_action(),
+        Some(Action::Start {
+            id: JobId { slot: 2, token: token + 1 },
+            job: AppJob::Deploy(code(2))
+        })
+    );
     assert_eq!(d.state(0), &AppState::Deploying, "app000 is still deploying");
 }
 
@@ -180,12 +193,15 @@ fn health_checks_retry_on_the_interval_then_fail() {
     };
     let mut d = Deployment::new(graph, config, Timestamp::ZERO);
     let mut now = Timestamp::ZERO;
-    let Some(DeployAction::Deploy { token, .. }) = d.poll_action() else { panic!() };
+    let Some(Action::Start { id: JobId { token, .. }, job: AppJob::Deploy(_) }) = d.poll_action()
+    else {
+        panic!()
+    };
     d.handle_result(0, token, Ok(()), now);
     let mut checks = Vec::new();
     while !d.is_finished() {
         match d.poll_action() {
-            Some(DeployAction::Check { token, attempt, .. }) => {
+            Some(Action::Start { id: JobId { token, .. }, job: AppJob::Check { attempt, .. } }) => {
                 checks.push((now, attempt));
                 d.handle_result(0, token, Err("503".into()), now);
             }
@@ -207,6 +223,10 @@ fn health_checks_retry_on_the_interval_then_fail() {
         d.state(0),
         &AppState::Failed { reason: "health check failed 3 time(s), last: 503".into() }
     );
+}
+
+fn deployment(graph: Arc<AppGraph>, config: DeployConfig) -> Deployment {
+    Deployment::new(graph, config, Timestamp::ZERO)
 }
 
 struct Scripted;
@@ -241,21 +261,24 @@ fn issue_example() -> Vec<AppSpec> {
 async fn the_driver_runs_the_core_and_reports_in_completion_order() {
     let graph = Arc::new(AppGraph::new(issue_example()).unwrap());
     let (_handle, mut events, task) =
-        spawn_deployment(graph, DeployConfig::default(), Arc::new(Scripted));
+        spawn_deployment(deployment(graph, DeployConfig::default()), Arc::new(Scripted));
     let report = task.await.unwrap();
     let lines = report.lines();
+    // All three deploys end at t = 10 s and are joined in spawn order (cache, db, static); a
+    // health check that answers on its first poll is reported inline, so cache is healthy
+    // before db's failure is even seen.
     assert_eq!(
         lines,
         [
+            "deployed cache",
             "failed db",
             "skipped api (requires db)",
             "skipped web (requires db)",
-            "deployed cache",
             "deployed static"
         ]
     );
     let mut saw_finished = false;
-    while let Some(event) = events.recv().await {
+    while let Some(event) = events.next().await {
         saw_finished |= event == DeployEvent::Finished;
     }
     assert!(saw_finished);
@@ -265,8 +288,7 @@ async fn the_driver_runs_the_core_and_reports_in_completion_order() {
 async fn cancel_reports_every_app() {
     let graph = Arc::new(AppGraph::new(issue_example()).unwrap());
     let (handle, _events, task) = spawn_deployment(
-        graph,
-        DeployConfig { concurrency: 1, ..DeployConfig::default() },
+        deployment(graph, DeployConfig { concurrency: 1, ..DeployConfig::default() }),
         Arc::new(Scripted),
     );
     tokio::time::sleep(Duration::from_secs(1)).await;

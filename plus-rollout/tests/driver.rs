@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use plus_core::{HostId, Timestamp, Version};
 use plus_rollout::{
     Bastion, EventKind, GroupHost, HostState, Mode, NoopExecutor, Outcome, Phase, PlanConfig,
@@ -13,13 +12,21 @@ use plus_rollout::{
 };
 
 fn release(hosts: usize, bastion: usize, config: ReleaseConfig) -> Release {
+    release_at_ratio(hosts, bastion, PlanConfig::default().max_ratio, config)
+}
+
+fn release_at_ratio(
+    hosts: usize,
+    bastion: usize,
+    max_ratio: plus_core::Ratio,
+    config: ReleaseConfig,
+) -> Release {
     let group: Vec<GroupHost> = (0..hosts)
         .map(|i| GroupHost::in_service(HostId::new(format!("host-{i:02}")).unwrap()))
         .collect();
-    let plan =
-        plan(&group, &PlanConfig { bastion: Bastion::Count(bastion), ..PlanConfig::default() })
-            .unwrap();
-    Release::new(plan, config, Timestamp::ZERO)
+    let plan_config =
+        PlanConfig { bastion: Bastion::Count(bastion), max_ratio, ..PlanConfig::default() };
+    Release::new(plan(&group, &plan_config).unwrap(), config, Timestamp::ZERO)
 }
 
 fn config() -> ReleaseConfig {
@@ -128,14 +135,55 @@ impl StepExecutor for Panicky {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_executor_fails_the_step_not_the_release() {
-    let (_handle, _events, task) = spawn_release(
-        release(2, 0, ReleaseConfig { max_ratio: plus_core::Ratio::ONE, ..config() }),
-        Arc::new(Panicky),
-    );
+    let (_handle, _events, task) =
+        spawn_release(release_at_ratio(2, 0, plus_core::Ratio::ONE, config()), Arc::new(Panicky));
     let report = task.await.unwrap();
     assert_eq!(
         report.hosts[0].1,
         HostState::Failed { step: Step::Download, reason: "executor panicked".into() }
     );
     assert_eq!(report.hosts[1].1, HostState::Succeeded);
+}
+
+/// Never finishes a step.
+struct Hang;
+
+#[async_trait]
+impl StepExecutor for Hang {
+    async fn run(&self, _: &HostId, _: Step, _: &Version) -> StepOutcome {
+        std::future::pending().await
+    }
+}
+
+/// A release built at any time keeps its deadlines relative to that time once spawned: a step
+/// with a 100 ms timeout in a release built an hour into its host's clock fails after 100 ms.
+#[tokio::test(start_paused = true)]
+async fn the_driver_continues_the_core_clock_from_its_construction_time() {
+    let group = vec![GroupHost::in_service(HostId::new("host-00").unwrap())];
+    let plan =
+        plan(&group, &PlanConfig { bastion: Bastion::Count(0), ..PlanConfig::default() }).unwrap();
+    let config = ReleaseConfig { step_timeout: Duration::from_millis(100), ..config() };
+    let built_at = Timestamp::from_duration(Duration::from_secs(3_600));
+    let (handle, mut events, _task) =
+        spawn_release(Release::new(plan, config, built_at), Arc::new(Hang));
+    let failed = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(event) = events.next().await {
+            if let EventKind::HostFinished { state: HostState::Failed { reason, .. }, .. } =
+                event.kind
+            {
+                return Some((event.at, reason));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the hung step timed out within 3 s")
+    .expect("a host failed");
+    assert!(failed.1.contains("timed out"), "{}", failed.1);
+    assert_eq!(
+        failed.0,
+        built_at + Duration::from_millis(100),
+        "event times continue the core's clock"
+    );
+    handle.abort().await;
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use plus_core::{HostId, Ratio, Timestamp, Version};
 use plus_rollout::{
-    Action, AvailabilityFloor, BatchLabel, Command, GroupHost, HostState, Mode, Outcome, Phase,
-    PlanConfig, Release, ReleaseConfig, Step, StepOutcome, plan,
+    Action, AvailabilityFloor, BatchLabel, Command, GroupHost, HostState, JobId, Mode, Outcome,
+    Phase, PlanConfig, Release, ReleaseConfig, Step, StepJob, StepOutcome, plan,
 };
 
 type Script = Box<dyn FnMut(&str, Step) -> StepOutcome>;
@@ -45,7 +45,10 @@ impl Harness {
     fn settle(&mut self) {
         while let Some(action) = self.release.poll_action() {
             match action {
-                Action::Start { host, id, step, token, .. } => {
+                Action::Start {
+                    id: JobId { slot: host, token },
+                    job: StepJob { host: id, step, .. },
+                } => {
                     self.started.push((id.to_string(), step));
                     if self.hold == Some(step) {
                         self.held.push((host, token));
@@ -54,7 +57,8 @@ impl Harness {
                     let outcome = (self.script)(id.as_str(), step);
                     self.release.handle_step_result(host, token, outcome, self.now);
                 }
-                Action::Cancel { .. } => self.cancelled += 1,
+                Action::Cancel(_) => self.cancelled += 1,
+                _ => panic!("an action this test does not know"),
             }
         }
         while self.release.poll_event().is_some() {}
@@ -207,11 +211,7 @@ fn continue_anyway_passes_the_brake_once() {
         max_ratio: Ratio::new(0.5).unwrap(),
         ..PlanConfig::default()
     };
-    let c = ReleaseConfig {
-        brake: Arc::new(AvailabilityFloor),
-        max_ratio: Ratio::new(0.5).unwrap(),
-        ..config()
-    };
+    let c = ReleaseConfig { brake: Arc::new(AvailabilityFloor), ..config() };
     let mut h = Harness::new(4, plan_config, c, script);
     h.settle();
     h.tick();

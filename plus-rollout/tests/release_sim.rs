@@ -8,8 +8,8 @@ use std::time::Duration;
 use plus_core::{HostId, Ratio, Timestamp, Version, seeded_rng};
 use plus_rollout::{
     Action, AvailabilityFloor, BatchLabel, BrakePolicy, BrakeView, Command, EventKind, FailureRate,
-    GroupHost, HostState, Mode, Outcome, Phase, PlanConfig, Release, ReleaseConfig, Step,
-    StepOutcome, plan,
+    GroupHost, HostState, JobId, Mode, Outcome, Phase, PlanConfig, Release, ReleaseConfig, Step,
+    StepJob, StepOutcome, plan,
 };
 use proptest::prelude::*;
 use rand::Rng;
@@ -83,7 +83,6 @@ fn run(s: &Scenario) -> Result<Outcome, TestCaseError> {
     };
     config.step_timeout = Duration::from_secs(3);
     config.brake = Arc::clone(&brake);
-    config.max_ratio = max_ratio;
     let planned = plan.host_count();
     let mut rng = seeded_rng(s.seed);
     let mut now = Timestamp::ZERO;
@@ -138,7 +137,10 @@ fn run(s: &Scenario) -> Result<Outcome, TestCaseError> {
         }
         while let Some(action) = release.poll_action() {
             match action {
-                Action::Start { host, id, step, token, .. } => {
+                Action::Start {
+                    id: JobId { slot: host, token },
+                    job: StepJob { host: id, step, .. },
+                } => {
                     prop_assert!(
                         !succeeded.contains(&host),
                         "succeeded host {id} started {step} again"
@@ -165,11 +167,12 @@ fn run(s: &Scenario) -> Result<Outcome, TestCaseError> {
                         inflight.values().map(|(h, _, _)| *h).collect();
                     prop_assert!(hosts_in_flight.len() <= s.parallelism, "parallelism exceeded");
                 }
-                Action::Cancel { token, .. } => {
+                Action::Cancel(JobId { token, .. }) => {
                     if let Some((at, _)) = host_of_token.remove(&token) {
                         inflight.remove(&(at, token));
                     }
                 }
+                _ => prop_assert!(false, "an action this test does not know"),
             }
         }
         if release.is_finished() {
@@ -244,7 +247,7 @@ fn run(s: &Scenario) -> Result<Outcome, TestCaseError> {
     prop_assert!(release.is_finished(), "release did not finish: {:?}", release.phase());
     // Drain the actions of the last step: an abort cancels what runs.
     while let Some(action) = release.poll_action() {
-        if let Action::Cancel { token, .. } = action {
+        if let Action::Cancel(JobId { token, .. }) = action {
             if let Some((at, _)) = host_of_token.remove(&token) {
                 inflight.remove(&(at, token));
             }

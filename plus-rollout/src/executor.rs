@@ -1,0 +1,117 @@
+//! What a host plugs into the driver (feature `tokio`): the executors of release steps and of
+//! application deployments, and the two spawn functions that run each core through the one
+//! driver.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use plus_core::{AppCode, HostId, Version};
+
+use crate::driver::{CommandError, Events, Handle, Spawned, spawn};
+use crate::orchestrate::{AppJob, DeployCommand, DeployEvent, Deployment};
+use crate::release::{Command, CommandRejected, Event, Release, Step, StepJob, StepOutcome};
+
+/// Runs one step on one host: the host's own deploy machinery (ssh, an agent, a container API).
+///
+/// # Contract
+/// Return when the step is over, with its outcome. The driver enforces the step's deadline and
+/// cancels by dropping the future, so an implementation must be cancel-safe: dropping it
+/// mid-way must leave nothing running that a retry could trip over. A panic is reported as a
+/// failed step.
+#[async_trait]
+pub trait StepExecutor: Send + Sync + 'static {
+    /// Runs `step` on `host` for `target`.
+    async fn run(&self, host: &HostId, step: Step, target: &Version) -> StepOutcome;
+}
+
+/// A reference executor that succeeds at once on every step (for tests, demos and benches).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopExecutor;
+
+#[async_trait]
+impl StepExecutor for NoopExecutor {
+    async fn run(&self, _: &HostId, _: Step, _: &Version) -> StepOutcome {
+        StepOutcome::Done
+    }
+}
+
+/// Deploys and health-checks one application: the host's own machinery.
+///
+/// # Contract
+/// Return when done; `Err` carries a message for people. The driver enforces deadlines and
+/// cancels by dropping the future, so implementations must be cancel-safe. A panic is reported
+/// as a failure.
+#[async_trait]
+pub trait AppExecutor: Send + Sync + 'static {
+    /// Deploys `app`.
+    async fn deploy(&self, app: &AppCode) -> Result<(), String>;
+    /// Runs `app`'s health check once.
+    async fn check(&self, app: &AppCode) -> Result<(), String>;
+}
+
+/// Sends a person's commands to a running release. Cheap to clone.
+pub type ReleaseHandle = Handle<Command, CommandRejected>;
+
+/// A running release's progress; ends when the release does.
+pub type ReleaseEvents = Events<Event>;
+
+/// Cancels a running deployment. Cheap to clone.
+pub type DeploymentHandle = Handle<DeployCommand, Infallible>;
+
+/// A running deployment's progress; ends when the deployment does.
+pub type DeploymentEvents = Events<DeployEvent>;
+
+impl Handle<Command, CommandRejected> {
+    /// [`Command::Bake`].
+    ///
+    /// # Errors
+    /// As [`Handle::command`].
+    pub async fn bake(&self) -> Result<(), CommandError<CommandRejected>> {
+        self.command(Command::Bake).await
+    }
+
+    /// [`Command::Abort`]; idempotent, also once the release has ended.
+    pub async fn abort(&self) {
+        let _ = self.command(Command::Abort).await;
+    }
+}
+
+impl Handle<DeployCommand, Infallible> {
+    /// Stops starting new work and cancels what runs; returns once the deployment took it (at
+    /// once if it had already ended).
+    pub async fn cancel(&self) {
+        let _ = self.command(DeployCommand::Cancel).await;
+    }
+}
+
+/// Starts `release` on the current tokio runtime, continuing its clock from
+/// [`Release`]'s construction (or latest) time.
+///
+/// Returns the command handle, the event stream, and the task that resolves to the final
+/// report once the release is finished.
+pub fn spawn_release<E: StepExecutor>(release: Release, executor: Arc<E>) -> Spawned<Release> {
+    let target = Arc::new(release.config().target.clone());
+    spawn(release, move |job: StepJob| {
+        let executor = Arc::clone(&executor);
+        let target = Arc::clone(&target);
+        Box::pin(async move { executor.run(&job.host, job.step, &target).await })
+    })
+}
+
+/// Starts `deployment` on the current tokio runtime; returns the same shape as
+/// [`spawn_release`].
+pub fn spawn_deployment<E: AppExecutor>(
+    deployment: Deployment,
+    executor: Arc<E>,
+) -> Spawned<Deployment> {
+    spawn(deployment, move |job: AppJob| {
+        let executor = Arc::clone(&executor);
+        Box::pin(async move {
+            match job {
+                AppJob::Deploy(app) => executor.deploy(&app).await,
+                AppJob::Check { app, .. } => executor.check(&app).await,
+            }
+        })
+    })
+}
