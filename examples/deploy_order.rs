@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use plus_core::{AppCode, Timestamp};
+use plus_manifest::{Limits, parse_app_list_file};
 use plus_rollout::{Action, AppGraph, AppJob, AppSpec, Core, DeployConfig, Deployment};
-use serde::Deserialize;
 
 const USAGE: &str = "usage: deploy_order FILE [--fail APP]...
 
@@ -27,22 +27,6 @@ FILE lists applications as YAML:
     - app: api
       dependsOn: [db]
       optionalDependsOn: [cache]";
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    apps: Vec<Entry>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Entry {
-    app: AppCode,
-    #[serde(default)]
-    depends_on: Vec<AppCode>,
-    #[serde(default)]
-    optional_depends_on: Vec<AppCode>,
-}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -65,22 +49,16 @@ fn main() -> ExitCode {
         }
     }
     let Some(path) = file else { return usage("no FILE given") };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
+    // The manifest reader's limits and diagnostics: size, depth and node limits, unknown
+    // fields with "did you mean", invalid codes, each with its line and column.
+    let entries = match parse_app_list_file(&path, Limits::default()) {
+        Ok(entries) => entries,
         Err(err) => {
-            eprintln!("error: cannot read `{path}`: {err}");
+            eprintln!("error: `{path}` is not a valid application list:\n{err}");
             return ExitCode::FAILURE;
         }
     };
-    let parsed: File = match serde_yaml::from_str(&text) {
-        Ok(parsed) => parsed,
-        Err(err) => {
-            eprintln!("error: `{path}` is not a valid application list: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let specs = parsed
-        .apps
+    let specs = entries
         .into_iter()
         .map(|e| AppSpec {
             code: e.app,

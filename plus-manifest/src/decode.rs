@@ -5,13 +5,17 @@ use std::time::Duration;
 use plus_core::{AppCode, Version};
 
 use crate::diagnostic::{Diagnostic, Rule};
-use crate::model::{Autodeploy, Build, BuildRun, Cache, Manifest, ManifestVersion, Target, Tools};
+use crate::model::{
+    AppEntry, Autodeploy, Build, BuildRun, Cache, Manifest, ManifestVersion, Target, Tools,
+};
 use crate::rules::{self, Problem};
 use crate::source::{Source, Span};
 use crate::yaml::{Node, Style, Value};
 
 const TOP_FIELDS: &[&str] =
     &["version", "app", "dependsOn", "optionalDependsOn", "build", "autodeploy"];
+const APP_LIST_FIELDS: &[&str] = &["apps"];
+const APP_ENTRY_FIELDS: &[&str] = &["app", "dependsOn", "optionalDependsOn"];
 const BUILD_FIELDS: &[&str] = &["os", "tools", "run", "target", "cache"];
 const RUN_FIELDS: &[&str] = &["cmd"];
 const TARGET_FIELDS: &[&str] = &["distDir", "files"];
@@ -367,6 +371,62 @@ impl<'s> Decoder<'s> {
         (ok.then_some(codes), items.iter().map(|n| n.span).collect())
     }
 
+    /// A whole application list: `apps:` and one entry per application.
+    pub(crate) fn app_list(&mut self, root: &Node) -> Option<Vec<AppEntry>> {
+        let fields = self.fields(root, "", APP_LIST_FIELDS)?;
+        let apps = self.required(&fields, "apps")?;
+        let Value::Seq(items) = &apps.value else {
+            self.wrong_type(apps, "apps", "a list of applications");
+            return None;
+        };
+        let mut entries = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            match self.app_entry(item, &format!("apps[{i}]")) {
+                Some(entry) => entries.push(entry),
+                None => ok = false,
+            }
+        }
+        ok.then_some(entries)
+    }
+
+    fn app_entry(&mut self, node: &Node, path: &str) -> Option<AppEntry> {
+        let fields = self.fields(node, path, APP_ENTRY_FIELDS)?;
+        let app = self.required(&fields, "app").map(|n| self.app_code(n, &join(path, "app")));
+        let (depends_on, optional_depends_on) =
+            self.dependencies(&fields, path, app.as_ref().and_then(Option::as_ref));
+        Some(AppEntry {
+            app: app??,
+            depends_on: depends_on?,
+            optional_depends_on: optional_depends_on?,
+        })
+    }
+
+    /// `dependsOn` and `optionalDependsOn` of the mapping at `path`, checked against `app`.
+    fn dependencies(
+        &mut self,
+        fields: &Fields<'_>,
+        path: &str,
+        app: Option<&AppCode>,
+    ) -> (Option<Vec<AppCode>>, Option<Vec<AppCode>>) {
+        let required_path = join(path, "dependsOn");
+        let optional_path = join(path, "optionalDependsOn");
+        let (depends_on, required_spans) = self.app_codes(fields.get("dependsOn"), &required_path);
+        let (optional_depends_on, optional_spans) =
+            self.app_codes(fields.get("optionalDependsOn"), &optional_path);
+        if let (Some(required), Some(optional)) = (&depends_on, &optional_depends_on) {
+            for (index, is_optional, p) in rules::dependencies(app, required, optional) {
+                let (field, spans) = if is_optional {
+                    (&optional_path, &optional_spans)
+                } else {
+                    (&required_path, &required_spans)
+                };
+                self.problem(spans[index], &format!("{field}[{index}]"), p);
+            }
+        }
+        (depends_on, optional_depends_on)
+    }
+
     pub(crate) fn manifest(&mut self, root: &Node) -> Option<Manifest> {
         let fields = self.fields(root, "", TOP_FIELDS)?;
         let version = self.required(&fields, "version").and_then(|node| {
@@ -387,20 +447,8 @@ impl<'s> Decoder<'s> {
             parsed
         });
         let app = fields.get("app").map(|n| self.app_code(n, "app"));
-        let (depends_on, required_spans) = self.app_codes(fields.get("dependsOn"), "dependsOn");
-        let (optional_depends_on, optional_spans) =
-            self.app_codes(fields.get("optionalDependsOn"), "optionalDependsOn");
-        if let (Some(required), Some(optional)) = (&depends_on, &optional_depends_on) {
-            let app_code = app.as_ref().and_then(Option::as_ref);
-            for (index, is_optional, p) in rules::dependencies(app_code, required, optional) {
-                let (field, spans) = if is_optional {
-                    ("optionalDependsOn", &optional_spans)
-                } else {
-                    ("dependsOn", &required_spans)
-                };
-                self.problem(spans[index], &format!("{field}[{index}]"), p);
-            }
-        }
+        let (depends_on, optional_depends_on) =
+            self.dependencies(&fields, "", app.as_ref().and_then(Option::as_ref));
         let build = fields.get("build").map(|n| self.build(n));
         let autodeploy = fields.get("autodeploy").map(|n| self.autodeploy(n));
         Some(Manifest {

@@ -10,6 +10,12 @@ use crate::source::{Location, Source, Span};
 pub enum Rule {
     /// The text is not YAML.
     Syntax,
+    /// The input is not UTF-8, or holds a character YAML forbids (a NUL byte, a control
+    /// character): it is rejected whole, never read up to that point.
+    Encoding,
+    /// The path is not a regular file (a device, a FIFO, a directory); read pipes with
+    /// [`parse_reader`](crate::parse_reader).
+    NotAFile,
     /// The input is larger than [`Limits::max_bytes`](crate::Limits::max_bytes).
     TooLarge,
     /// Lists and mappings nest deeper than [`Limits::max_depth`](crate::Limits::max_depth).

@@ -59,6 +59,7 @@
 //! | [`Rule::InvalidAppCode`] / [`Rule::InvalidDependency`] | a bad application code; an application depending on itself, or a dependency listed twice |
 //! | [`Rule::Syntax`], [`Rule::Empty`], [`Rule::MultipleDocuments`] | text that is not exactly one YAML document |
 //! | [`Rule::TooLarge`], [`Rule::TooDeep`], [`Rule::TooManyNodes`] | input beyond [`Limits`] |
+//! | [`Rule::Encoding`], [`Rule::NotAFile`] | input that is not UTF-8 (named by line and column), holds a NUL or another character YAML forbids, or is not a regular file (use [`parse_reader`] for pipes); a UTF-8 byte-order mark is accepted |
 //!
 //! # Dependency extensions (seed 004)
 //!
@@ -83,6 +84,7 @@ mod diagnostic;
 mod error;
 mod key;
 mod model;
+mod read;
 mod rules;
 mod source;
 mod yaml;
@@ -92,7 +94,9 @@ use std::path::Path;
 pub use diagnostic::{Diagnostic, Report, Rule, Severity};
 pub use error::ManifestError;
 pub use key::{DEFAULT_BASE_OS, EnvImageKey};
-pub use model::{Autodeploy, Build, BuildRun, Cache, Manifest, ManifestVersion, Target, Tools};
+pub use model::{
+    AppEntry, Autodeploy, Build, BuildRun, Cache, Manifest, ManifestVersion, Target, Tools,
+};
 pub use source::{Location, Source, Span};
 pub use yaml::Limits;
 
@@ -110,11 +114,13 @@ pub fn parse_str(name: &str, text: &str) -> Result<Manifest, Report> {
 
 /// Reads, parses and validates the file at `path`, with the default [`Limits`].
 ///
-/// The size limit is checked against the file's metadata before it is read.
+/// Only a regular file is read (a device or a FIFO is refused: read those with
+/// [`parse_reader`]), and never more than [`Limits::max_bytes`] of it, whatever size it claims.
 ///
 /// # Errors
-/// [`ManifestError::Io`] when the file cannot be read (or is not UTF-8),
-/// [`ManifestError::Invalid`] with every problem found otherwise.
+/// [`ManifestError::Io`] when the file cannot be read, [`ManifestError::Invalid`] with every
+/// problem found otherwise (including input that is not UTF-8, with the line and column of the
+/// first bad byte).
 pub fn parse_file(path: impl AsRef<Path>) -> Result<Manifest, ManifestError> {
     parse_file_with(path, Limits::default())
 }
@@ -124,27 +130,22 @@ pub fn parse_file(path: impl AsRef<Path>) -> Result<Manifest, ManifestError> {
 /// # Errors
 /// As [`parse_file`].
 pub fn parse_file_with(path: impl AsRef<Path>, limits: Limits) -> Result<Manifest, ManifestError> {
-    let path = path.as_ref();
-    let io = |source| ManifestError::Io { path: path.to_owned(), source };
-    let name = path.display().to_string();
-    let len = std::fs::metadata(path).map_err(io)?.len();
-    if len > limits.max_bytes as u64 {
-        let diagnostic = too_large(usize::try_from(len).unwrap_or(usize::MAX), limits.max_bytes);
-        return Err(Report::new(Source::new(name, ""), vec![diagnostic]).into());
-    }
-    let text = std::fs::read_to_string(path).map_err(io)?;
-    Ok(parse_source(Source::new(name, text), limits)?)
+    let source = read::file(path.as_ref(), limits, "manifest")?;
+    Ok(parse_source(source, limits)?)
 }
 
-fn too_large(len: usize, max: usize) -> Diag {
-    Diag::error(
-        Rule::TooLarge,
-        "",
-        format!("manifest is {len} bytes, more than the limit of {max}"),
-    )
-    .help(
-        "a manifest describes a build; if this one really is that large, raise `Limits::max_bytes`",
-    )
+/// Reads a manifest from a stream the caller chose (a pipe, standard input), named `name` in
+/// diagnostics; reads at most [`Limits::max_bytes`] plus one byte.
+///
+/// # Errors
+/// As [`parse_file`].
+pub fn parse_reader(
+    name: &str,
+    reader: impl std::io::Read,
+    limits: Limits,
+) -> Result<Manifest, ManifestError> {
+    let source = read::stream(name.to_owned(), reader, limits, "manifest")?;
+    Ok(parse_source(source, limits)?)
 }
 
 /// Parses and validates `source` within `limits`.
@@ -152,61 +153,125 @@ fn too_large(len: usize, max: usize) -> Diag {
 /// # Errors
 /// A [`Report`] holding every problem found.
 pub fn parse_source(source: Source, limits: Limits) -> Result<Manifest, Report> {
+    decode_document(source, limits, "manifest", "start with `version: v1`", |d, root| {
+        d.manifest(root)
+    })
+}
+
+/// Reads and validates a list of applications with their dependencies, the input of a
+/// dependency-ordered deployment:
+///
+/// ```yaml
+/// apps:
+///   - app: web
+///     dependsOn: [api, static]
+///   - app: api
+///     dependsOn: [db]
+///     optionalDependsOn: [cache]
+/// ```
+///
+/// With the same [`Limits`], rules and diagnostics as a manifest (unknown fields with "did you
+/// mean", invalid codes, self or repeated dependencies, size, depth and node limits). Whether
+/// the applications form a graph (no cycle, no unknown dependency) is the graph's to check.
+///
+/// # Errors
+/// A [`Report`] holding every problem found.
+pub fn parse_app_list(source: Source, limits: Limits) -> Result<Vec<AppEntry>, Report> {
+    decode_document(source, limits, "application list", "start with `apps:`", |d, root| {
+        d.app_list(root)
+    })
+}
+
+/// [`parse_app_list`] of the regular file at `path`, read as [`parse_file`] reads.
+///
+/// # Errors
+/// As [`parse_file`].
+pub fn parse_app_list_file(
+    path: impl AsRef<Path>,
+    limits: Limits,
+) -> Result<Vec<AppEntry>, ManifestError> {
+    let source = read::file(path.as_ref(), limits, "application list")?;
+    Ok(parse_app_list(source, limits)?)
+}
+
+/// Reads `source` as one YAML document within `limits` and decodes it with `decode`, reporting
+/// every problem found.
+fn decode_document<T>(
+    source: Source,
+    limits: Limits,
+    what: &str,
+    start_hint: &str,
+    decode: impl FnOnce(&mut decode::Decoder<'_>, &yaml::Node) -> Option<T>,
+) -> Result<T, Report> {
     let root = match yaml::read(&source, limits) {
         Ok(Some(root)) if !root.is_null() => root,
         Ok(_) => {
-            let d =
-                Diag::error(Rule::Empty, "", "manifest is empty").help("start with `version: v1`");
+            let d = Diag::error(Rule::Empty, "", format!("{what} is empty")).help(start_hint);
             return Err(Report::new(source, vec![d]));
         }
         Err(err) => {
-            let d = match err {
-                ReadError::Syntax { span, message } if message.contains("recursion limit") => {
-                    Diag::error(Rule::TooDeep, "", "nesting deeper than the YAML parser allows")
-                        .at(&source, span)
-                        .label("too deep")
-                }
-                ReadError::Syntax { span, message } => {
-                    Diag::error(Rule::Syntax, "", format!("invalid YAML: {message}"))
-                        .at(&source, span)
-                        .label("here")
-                }
-                ReadError::TooLarge { len, max } => too_large(len, max),
-                ReadError::TooDeep { span, max } => {
-                    Diag::error(Rule::TooDeep, "", format!("nesting deeper than {max} levels"))
-                        .at(&source, span)
-                        .label("too deep")
-                }
-                ReadError::TooManyNodes { span, max } => Diag::error(
-                    Rule::TooManyNodes,
-                    "",
-                    format!("document expands to more than {max} nodes"),
-                )
-                .at(&source, span)
-                .label("limit reached here")
-                .help("aliases (`*name`) repeat what they point to; nested aliases multiply"),
-                ReadError::MultipleDocuments { span } => Diag::error(
-                    Rule::MultipleDocuments,
-                    "",
-                    "manifest holds more than one YAML document",
-                )
-                .at(&source, span)
-                .label("second document"),
-            };
+            let d = read_error(&source, what, err);
             return Err(Report::new(source, vec![d]));
         }
     };
     let mut decoder = decode::Decoder::new(&source);
-    let manifest = decoder.manifest(&root);
+    let value = decode(&mut decoder, &root);
     let mut diagnostics = decoder.diagnostics;
     diagnostics.sort_by_key(|d| d.span.map(|s| s.start));
-    match manifest {
-        Some(manifest) if diagnostics.is_empty() => Ok(manifest),
+    match value {
+        Some(value) if diagnostics.is_empty() => Ok(value),
         _ => {
-            // Every path that returns no manifest reported why.
-            assert!(!diagnostics.is_empty(), "manifest rejected without a diagnostic");
+            // Every path that returns no value reported why.
+            assert!(!diagnostics.is_empty(), "{what} rejected without a diagnostic");
             Err(Report::new(source, diagnostics))
         }
+    }
+}
+
+fn read_error(source: &Source, what: &str, err: ReadError) -> Diag {
+    match err {
+        ReadError::Syntax { span, message } if message.contains("recursion limit") => {
+            Diag::error(Rule::TooDeep, "", "nesting deeper than the YAML parser allows")
+                .at(source, span)
+                .label("too deep")
+        }
+        ReadError::Syntax { span, message } => {
+            Diag::error(Rule::Syntax, "", format!("invalid YAML: {message}"))
+                .at(source, span)
+                .label("here")
+        }
+        ReadError::TooLarge { len, max } => read::too_large(what, Some(len), max),
+        ReadError::TooDeep { span, max } => {
+            Diag::error(Rule::TooDeep, "", format!("nesting deeper than {max} levels"))
+                .at(source, span)
+                .label("too deep")
+        }
+        ReadError::TooManyNodes { span, max } => Diag::error(
+            Rule::TooManyNodes,
+            "",
+            format!("document expands to more than {max} nodes"),
+        )
+        .at(source, span)
+        .label("limit reached here")
+        .help("aliases (`*name`) repeat what they point to; nested aliases multiply"),
+        ReadError::MultipleDocuments { span } => Diag::error(
+            Rule::MultipleDocuments,
+            "",
+            format!("{what} holds more than one YAML document"),
+        )
+        .at(source, span)
+        .label("second document"),
+        ReadError::ForbiddenChar { span, ch } => Diag::error(
+            Rule::Encoding,
+            "",
+            format!(
+                "{what} holds the character U+{:04X}, which YAML does not allow",
+                u32::from(ch)
+            ),
+        )
+        .at(source, span)
+        .label("here")
+        .help("the whole input is rejected: nothing after this character was read as YAML"),
     }
 }
 

@@ -156,3 +156,18 @@ mod humantime_opt {
         text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
     }
 }
+
+/// One application of a list read by [`parse_app_list`](crate::parse_app_list): its code and
+/// what it depends on, as in a manifest's dependency extensions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppEntry {
+    /// The application's code.
+    pub app: AppCode,
+    /// Applications that must be deployed and healthy before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<AppCode>,
+    /// Applications used when present; if one fails this one still starts, with a warning.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optional_depends_on: Vec<AppCode>,
+}

@@ -44,12 +44,21 @@ pub struct Source {
 }
 
 impl Source {
-    /// Wraps `text`, reported as `name` in diagnostics.
+    /// Wraps `text`, reported as `name` in diagnostics. A leading UTF-8 byte-order mark, which
+    /// YAML allows, is dropped. Lines end at `\n`, `\r\n` or a lone `\r` (old Mac files), as
+    /// YAML counts them.
     #[must_use]
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
-        let text: String = text.into();
+        let mut text: String = text.into();
+        if text.starts_with('\u{feff}') {
+            text.drain(..'\u{feff}'.len_utf8());
+        }
+        let bytes = text.as_bytes();
         let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .chain(bytes.iter().enumerate().filter_map(|(i, &b)| {
+                let ends_line = b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+                ends_line.then_some(i + 1)
+            }))
             .collect::<Vec<_>>()
             .into();
         Self { name: name.into().into(), text: text.into(), line_starts }
@@ -74,7 +83,7 @@ impl Source {
             return self.text.len();
         };
         let rest = &self.text[line_start..];
-        let line_text = rest.split('\n').next().unwrap_or("");
+        let line_text = rest.split(['\n', '\r']).next().unwrap_or("");
         let within = line_text.char_indices().nth(char_column).map_or(line_text.len(), |(i, _)| i);
         line_start + within
     }
@@ -92,7 +101,7 @@ impl Source {
     /// The end of the line that `offset` is on (before its newline).
     pub(crate) fn line_end(&self, offset: usize) -> usize {
         let offset = offset.min(self.text.len());
-        self.text[offset..].find('\n').map_or(self.text.len(), |i| offset + i)
+        self.text[offset..].find(['\n', '\r']).map_or(self.text.len(), |i| offset + i)
     }
 }
 
@@ -109,5 +118,18 @@ mod tests {
         assert_eq!(src.location(src.offset(4, 2)), Location { line: 4, column: 3 });
         assert_eq!(src.offset(99, 0), src.text().len());
         assert_eq!(src.line_end(0), 4);
+    }
+
+    #[test]
+    fn every_line_ending_counts_and_a_bom_is_dropped() {
+        for text in ["a: 1\nb: x\nc", "a: 1\r\nb: x\r\nc", "a: 1\rb: x\rc", "\u{feff}a: 1\nb: x\nc"]
+        {
+            let src = Source::new("m.yaml", text);
+            let b = src.text().find('b').unwrap();
+            assert_eq!(src.location(b + 3), Location { line: 2, column: 4 }, "{text:?}");
+            assert_eq!(src.offset(2, 3), b + 3, "{text:?}");
+            assert_eq!(src.line_end(b), b + 4, "{text:?}");
+            assert_eq!(src.location(src.text().len()).line, 3, "{text:?}");
+        }
     }
 }

@@ -85,11 +85,37 @@ impl Default for Limits {
 /// Why the text could not be read as one YAML document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ReadError {
-    Syntax { span: Span, message: String },
-    TooLarge { len: usize, max: usize },
-    TooDeep { span: Span, max: usize },
-    TooManyNodes { span: Span, max: usize },
-    MultipleDocuments { span: Span },
+    Syntax {
+        span: Span,
+        message: String,
+    },
+    TooLarge {
+        len: usize,
+        max: usize,
+    },
+    TooDeep {
+        span: Span,
+        max: usize,
+    },
+    TooManyNodes {
+        span: Span,
+        max: usize,
+    },
+    MultipleDocuments {
+        span: Span,
+    },
+    /// A character YAML does not allow in a document (a NUL byte, most control characters).
+    ForbiddenChar {
+        span: Span,
+        ch: char,
+    },
+}
+
+/// Whether YAML 1.2 allows `c` in a document (its `c-printable` set).
+fn printable(c: char) -> bool {
+    matches!(c,
+        '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}'
+        | '\u{10000}'..='\u{10ffff}')
 }
 
 struct Builder<'s> {
@@ -217,6 +243,11 @@ pub(crate) fn read(source: &Source, limits: Limits) -> Result<Option<Node>, Read
     let text = source.text();
     if text.len() > limits.max_bytes {
         return Err(ReadError::TooLarge { len: text.len(), max: limits.max_bytes });
+    }
+    // The parser stops at a NUL as if the text ended there: check the whole text first, so that
+    // nothing after such a character goes unread.
+    if let Some((at, ch)) = text.char_indices().find(|&(_, c)| !printable(c)) {
+        return Err(ReadError::ForbiddenChar { span: Span::new(at, at + ch.len_utf8()), ch });
     }
     let mut builder = Builder {
         source,
