@@ -44,6 +44,30 @@ pub enum StoreError {
     /// No leader could be found before the deadline.
     #[error("no leader found within {0:?}")]
     NoLeader(Duration),
+    /// A node answered with a reply of the wrong kind (a node of another version, or a hostile
+    /// peer on a network transport); nothing can be concluded about the request.
+    #[error("unexpected reply: expected {expected}, got {got}")]
+    UnexpectedReply {
+        /// What the request is answered with.
+        expected: String,
+        /// What came back.
+        got: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn unexpected(expected: &str, got: &impl fmt::Debug) -> Self {
+        let mut got = format!("{got:?}");
+        if got.len() > 200 {
+            let mut end = 200;
+            while !got.is_char_boundary(end) {
+                end -= 1;
+            }
+            got.truncate(end);
+            got.push_str("...");
+        }
+        Self::UnexpectedReply { expected: expected.to_owned(), got }
+    }
 }
 
 /// A node's state as the driver sees it.
@@ -228,7 +252,7 @@ impl NodeHandle {
     pub async fn write(&self, op: WriteOp, deadline: Duration) -> Result<WriteResult, StoreError> {
         match self.call(|r| Command::Write(op, r), deadline).await?? {
             Response::Write(w) => Ok(w),
-            Response::Read(_) => unreachable!("a write is answered with a write result"),
+            other @ Response::Read(_) => Err(StoreError::unexpected("a write result", &other)),
         }
     }
 
@@ -239,7 +263,7 @@ impl NodeHandle {
     pub async fn read(&self, op: ReadOp, deadline: Duration) -> Result<ReadResult, StoreError> {
         match self.call(|r| Command::Read(op, r), deadline).await?? {
             Response::Read(r) => Ok(r),
-            Response::Write(_) => unreachable!("a read is answered with a read result"),
+            other @ Response::Write(_) => Err(StoreError::unexpected("a read result", &other)),
         }
     }
 
@@ -424,7 +448,7 @@ impl<N: NodeApi> Cluster<N> {
     pub async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
         match self.read(ReadOp::Get(key.to_owned())).await? {
             ReadResult::Value(v) => Ok(v),
-            other => unreachable!("a get is answered with a value, got {other:?}"),
+            other => Err(StoreError::unexpected("a value", &other)),
         }
     }
 
@@ -435,7 +459,7 @@ impl<N: NodeApi> Cluster<N> {
     pub async fn multi_get(&self, keys: Vec<String>) -> Result<Vec<Option<Versioned>>, StoreError> {
         match self.read(ReadOp::MultiGet(keys)).await? {
             ReadResult::Values(v) => Ok(v),
-            other => unreachable!("a multi-get is answered with values, got {other:?}"),
+            other => Err(StoreError::unexpected("values", &other)),
         }
     }
 
@@ -446,7 +470,7 @@ impl<N: NodeApi> Cluster<N> {
     pub async fn keys(&self, glob: &str) -> Result<Vec<String>, StoreError> {
         match self.read(ReadOp::Keys(glob.to_owned())).await? {
             ReadResult::Keys(k) => Ok(k),
-            other => unreachable!("a keys read is answered with keys, got {other:?}"),
+            other => Err(StoreError::unexpected("keys", &other)),
         }
     }
 
@@ -457,7 +481,7 @@ impl<N: NodeApi> Cluster<N> {
     pub async fn len(&self) -> Result<usize, StoreError> {
         match self.read(ReadOp::Len).await? {
             ReadResult::Len(n) => Ok(n),
-            other => unreachable!("a len read is answered with a count, got {other:?}"),
+            other => Err(StoreError::unexpected("a count", &other)),
         }
     }
 
@@ -527,8 +551,10 @@ impl<N: NodeApi> Cluster<N> {
 fn applied(result: WriteResult) -> Result<u64, StoreError> {
     match result {
         WriteResult::Applied { version } => Ok(version),
-        WriteResult::CompareFailed { key, .. } => {
-            unreachable!("an unconditional write of `{key}` cannot fail a comparison")
+        // An unconditional write cannot fail a comparison: only a confused or hostile peer
+        // says so.
+        other @ WriteResult::CompareFailed { .. } => {
+            Err(StoreError::unexpected("an applied unconditional write", &other))
         }
     }
 }

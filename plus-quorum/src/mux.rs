@@ -347,7 +347,7 @@ impl NodeApi for RemoteNode {
         let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
         match self.call(&Wire::Write { op, deadline_ms }, deadline).await? {
             WireReply::Write(r) => r,
-            _ => Err(StoreError::Client(ClientError::Invalid("mismatched reply".into()))),
+            other => Err(StoreError::unexpected("a write reply", &other)),
         }
     }
 
@@ -355,14 +355,14 @@ impl NodeApi for RemoteNode {
         let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
         match self.call(&Wire::Read { op, deadline_ms }, deadline).await? {
             WireReply::Read(r) => r,
-            _ => Err(StoreError::Client(ClientError::Invalid("mismatched reply".into()))),
+            other => Err(StoreError::unexpected("a read reply", &other)),
         }
     }
 
     async fn status(&self) -> Result<Status, StoreError> {
         match self.call(&Wire::Status, Duration::from_secs(2)).await? {
             WireReply::Status(r) => r,
-            _ => Err(StoreError::Client(ClientError::Invalid("mismatched reply".into()))),
+            other => Err(StoreError::unexpected("a status reply", &other)),
         }
     }
 }
@@ -384,5 +384,53 @@ mod tests {
         hostile.extend_from_slice(b"junk");
         assert!(decode::<Wire>(&hostile).unwrap_err().to_string().contains("above"));
         assert!(decode::<Wire>(b"ab").is_err());
+    }
+
+    /// A peer that answers every request with a fixed reply.
+    struct Hostile(WireReply);
+
+    #[async_trait]
+    impl Handler for Hostile {
+        async fn handle(&self, _: Bytes) -> Result<Bytes, HandlerError> {
+            Ok(encode(&self.0))
+        }
+    }
+
+    async fn cluster_against(reply: WireReply) -> (crate::Cluster<RemoteNode>, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let handler: Arc<dyn Handler> = Arc::new(Hostile(reply));
+        let server = tokio::spawn(async move {
+            let mut connections = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let config = MuxConfig::default();
+                connections.push(Connection::from_tcp(stream, config, Arc::clone(&handler)));
+            }
+        });
+        let node = RemoteNode::connect(1, &addr, &MuxConfig::default());
+        (crate::Cluster::new(vec![node]), server)
+    }
+
+    /// Replies of the wrong kind are typed errors, never a panic in the client.
+    #[tokio::test]
+    async fn a_reply_of_the_wrong_kind_is_a_typed_error() {
+        let (cluster, server) = cluster_against(WireReply::Read(Ok(ReadResult::Len(7)))).await;
+        for result in [
+            cluster.get("k").await.map(|_| ()),
+            cluster.keys("*").await.map(|_| ()),
+            cluster.multi_get(vec!["k".into()]).await.map(|_| ()),
+            cluster.set("k", "v").await.map(|_| ()),
+        ] {
+            assert!(matches!(result, Err(StoreError::UnexpectedReply { .. })), "{result:?}");
+        }
+        server.abort();
+        let compare_failed =
+            WireReply::Write(Ok(WriteResult::CompareFailed { key: "k".into(), current: None }));
+        let (cluster, server) = cluster_against(compare_failed).await;
+        let result = cluster.set("k", "v").await;
+        assert!(matches!(result, Err(StoreError::UnexpectedReply { .. })), "{result:?}");
+        let result = cluster.len().await;
+        assert!(matches!(result, Err(StoreError::UnexpectedReply { .. })), "{result:?}");
+        server.abort();
     }
 }
