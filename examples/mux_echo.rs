@@ -18,7 +18,12 @@ use bytes::Bytes;
 use plus_mux::{Config, Connection, Handler, HandlerError, NoHandler};
 
 const USAGE: &str = "usage: mux_echo serve --listen ADDR [--for SECONDS]
-       mux_echo bench --connect ADDR --requests N --concurrency C --size B";
+       mux_echo bench --connect ADDR --requests N --concurrency C --size B
+
+  --for SECONDS    1 to 86400
+  --requests N     1 to 100000000
+  --concurrency C  1 to 100000
+  --size B         0 to 1048576 bytes";
 
 struct Echo;
 
@@ -27,9 +32,10 @@ impl Handler for Echo {
     async fn handle(&self, request: Bytes) -> Result<Bytes, HandlerError> {
         if let Some(ms) = request
             .strip_prefix(b"sleep:")
-            .and_then(|ms| std::str::from_utf8(ms).ok()?.parse().ok())
+            .and_then(|ms| std::str::from_utf8(ms).ok()?.parse::<u64>().ok())
         {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
+            // A peer's number: bounded, like everything that comes from outside.
+            tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
         }
         Ok(request)
     }
@@ -39,9 +45,15 @@ fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
 
-fn number(args: &[String], name: &str) -> Result<usize, String> {
+/// A required count, refused outside `min..=max` before anything is sized from it.
+fn number(args: &[String], name: &str, min: u64, max: u64) -> Result<usize, String> {
     let text = flag(args, name).ok_or_else(|| format!("`{name}` is required"))?;
-    text.parse().map_err(|_| format!("`{name}` takes a whole number, got `{text}`"))
+    let n: u64 =
+        text.parse().map_err(|_| format!("`{name}` takes a whole number, got `{text}`"))?;
+    if !(min..=max).contains(&n) {
+        return Err(format!("`{name}` must be between {min} and {max}, got {n}"));
+    }
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 fn check_flags(args: &[String], known: &[&str]) -> Result<(), String> {
@@ -70,9 +82,7 @@ fn main() -> ExitCode {
         Some("serve") => check_flags(&args[1..], &["--listen", "--for"]).and_then(|()| {
             let listen = flag(&args, "--listen").ok_or("`--listen` is required")?;
             let seconds = match flag(&args, "--for") {
-                Some(s) => Some(
-                    s.parse::<u64>().map_err(|_| format!("`--for` takes seconds, got `{s}`"))?,
-                ),
+                Some(_) => Some(number(&args, "--for", 1, 86_400)? as u64),
                 None => None,
             };
             Ok(runtime.block_on(serve(listen, seconds)))
@@ -81,9 +91,9 @@ fn main() -> ExitCode {
             check_flags(&args[1..], &["--connect", "--requests", "--concurrency", "--size"])
                 .and_then(|()| {
                     let connect = flag(&args, "--connect").ok_or("`--connect` is required")?;
-                    let requests = number(&args, "--requests")?;
-                    let concurrency = number(&args, "--concurrency")?.max(1);
-                    let size = number(&args, "--size")?;
+                    let requests = number(&args, "--requests", 1, 100_000_000)?;
+                    let concurrency = number(&args, "--concurrency", 1, 100_000)?;
+                    let size = number(&args, "--size", 0, 1 << 20)?;
                     Ok(runtime.block_on(bench(connect, requests, concurrency, size)))
                 })
         }

@@ -49,8 +49,8 @@ const USAGE: &str = "usage: platform [--fail-rate R] [--seed S] [--latency-ms MS
 
   --fail-rate R      probability that a deploy step fails on a host (default 0)
   --seed S           seed of the simulated fleet and failures (default 1)
-  --latency-ms MS    average time of one deploy step (default 5)
-  --hosts-per-app N  hosts in each application's group (default 20)
+  --latency-ms MS    average time of one deploy step, 0 to 60000 (default 5)
+  --hosts-per-app N  hosts in each application's group, 1 to 1000 (default 20)
   --no-progress      no progress bars (also off when stdout is not a terminal)
   --data DIR         the manifests (default examples/data/platform)";
 
@@ -94,16 +94,10 @@ fn parse(raw: &[String]) -> Result<Option<Args>, String> {
                     v.parse().map_err(|_| format!("`--seed` takes a whole number, got `{v}`"))?;
             }
             "--latency-ms" => {
-                let v = value()?;
-                args.latency_ms = v
-                    .parse()
-                    .map_err(|_| format!("`--latency-ms` takes a whole number, got `{v}`"))?;
+                args.latency_ms = cli::bounded(flag, &value()?, 0, 60_000)?;
             }
             "--hosts-per-app" => {
-                let v = value()?;
-                args.hosts_per_app = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    format!("`--hosts-per-app` takes a positive number, got `{v}`")
-                })?;
+                args.hosts_per_app = cli::bounded_usize(flag, &value()?, 1, 1_000)?;
             }
             "--data" => args.data = PathBuf::from(value()?),
             other => return Err(format!("unknown argument `{other}`")),

@@ -29,7 +29,14 @@ use plus_quorum::{
 };
 use tokio::sync::Mutex;
 
-const USAGE: &str = "usage: quorum_cluster [--nodes N] [--clients C] [--seconds S]";
+const USAGE: &str = "usage: quorum_cluster [--nodes N] [--clients C] [--seconds S]
+
+  --nodes N     3 to 9 (default 3): the run survives its leader's failure
+  --clients C   1 to 10000 (default 16)
+  --seconds S   1 to 86400 (default 10)";
+
+const MAX_CLIENTS: u64 = 10_000;
+const MAX_SECONDS: u64 = 86_400;
 
 struct Args {
     nodes: usize,
@@ -45,20 +52,18 @@ fn parse(args: &[String]) -> Result<Option<Args>, String> {
             return Ok(None);
         }
         let value = it.next().ok_or_else(|| format!("`{flag}` needs a value"))?;
-        let n: u64 =
-            value.parse().map_err(|_| format!("`{flag}` takes a whole number, got `{value}`"))?;
         match flag.as_str() {
-            "--nodes" => parsed.nodes = n as usize,
-            "--clients" => parsed.clients = n as usize,
-            "--seconds" => parsed.seconds = n,
+            // The run stops its leader half-way: a cluster must survive losing one node, so it
+            // needs at least 3 (a majority of 2 is 2).
+            "--nodes" => parsed.nodes = cli::bounded_usize(flag, value, 3, 9).map_err(|e| {
+                format!(
+                    "{e} (the run stops the leader half-way; fewer than 3 nodes cannot survive it)"
+                )
+            })?,
+            "--clients" => parsed.clients = cli::bounded_usize(flag, value, 1, MAX_CLIENTS)?,
+            "--seconds" => parsed.seconds = cli::bounded(flag, value, 1, MAX_SECONDS)?,
             other => return Err(format!("unknown argument `{other}`")),
         }
-    }
-    if !(1..=9).contains(&parsed.nodes) {
-        return Err("`--nodes` must be between 1 and 9".to_owned());
-    }
-    if parsed.clients == 0 || parsed.seconds == 0 {
-        return Err("`--clients` and `--seconds` must be positive".to_owned());
     }
     Ok(Some(parsed))
 }

@@ -17,12 +17,16 @@ use std::process::ExitCode;
 use plus_core::{HostId, Ratio};
 use plus_rollout::{Availability, Bastion, GroupHost, PlanConfig, Split, parse_ramp, plan};
 
+/// The largest group `--hosts` accepts: far above any real group, far below what a plan
+/// could not hold in memory.
+const MAX_HOSTS: u64 = 1_000_000;
+
 const USAGE: &str =
     "usage: rollout_plan --hosts N [--bastion K] [--ratio PERCENT | --ramp \"10%+30%+60%\"]
                     [--exclude I,J,...] [--rollback]
 
-  --hosts N        hosts in the group, named host-00, host-01, ...
-  --bastion K      hosts in the bastion batch (default 1; 0 for none)
+  --hosts N        hosts in the group (1 to 1000000), named host-00, host-01, ...
+  --bastion K      hosts in the bastion batch (default 1; 0 for none; at most the group)
   --ratio PERCENT  the group's max pull-out ratio, 25 means 25% (default 25)
   --ramp STEPS     explicit batches as percentages of the hosts after the bastion
   --exclude I,J    indexes of hosts pulled out of traffic
@@ -50,11 +54,7 @@ fn parse(args: &[String]) -> Result<Option<Args>, String> {
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().cloned().ok_or_else(|| format!("`{flag}` needs a value"));
-        let whole = |text: &str| {
-            text.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("`{flag}` takes a whole number, got `{text}`"))
-        };
+        let whole = |text: &str| cli::bounded_usize(flag, text, 0, MAX_HOSTS);
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
             "--hosts" => hosts = Some(whole(&value()?)?),
@@ -82,6 +82,9 @@ fn parse(args: &[String]) -> Result<Option<Args>, String> {
         }
     }
     parsed.hosts = hosts.ok_or("`--hosts` is required")?;
+    if let Some(bastion) = parsed.bastion.filter(|&b| b > parsed.hosts) {
+        return Err(format!("`--bastion {bastion}` is larger than the group of {}", parsed.hosts));
+    }
     if parsed.ratio.is_some() && parsed.ramp.is_some() {
         return Err("give `--ratio` or `--ramp`, not both".to_owned());
     }

@@ -23,6 +23,8 @@ const USAGE: &str =
     "usage: tune_weights [--workers N] [--jobs N] [--projects N] [--weights LOAD,CACHE,TOTAL]
                     [--zipf EXPONENT] [--seed S] [--search N [--grid] [--out DIR]]
 
+Limits: --workers up to 100000, --jobs up to 100000000, --projects up to 1000000,
+--search up to 100000.
 Defaults reproduce seed 000's experiment: 10 workers, 50,000 jobs, 36,000 projects,
 weights 35,50,34. --search N tries N weight sets (random, or a grid with --grid) and
 writes DIR/tuning.csv and DIR/tuning.svg (DIR defaults to tuning-out).";
@@ -46,7 +48,13 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
         let mut value =
             |name: &str| it.next().cloned().ok_or_else(|| format!("`{name}` needs a value"));
         let number = |name: &str, text: String| -> Result<usize, String> {
-            text.parse().map_err(|_| format!("`{name}` takes a whole number, got `{text}`"))
+            let max = match name {
+                "--workers" => 100_000,
+                "--projects" => 1_000_000,
+                "--search" => 100_000,
+                _ => 100_000_000,
+            };
+            cli::bounded_usize(name, &text, 1, max)
         };
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),

@@ -47,3 +47,20 @@ pub(crate) fn run_async(work: impl Future<Output = Result<bool, String>>) -> Exi
         }
     }
 }
+
+/// A count or duration from the command line, refused (as a usage error) outside
+/// `min..=max` before anything is sized or timed from it.
+pub(crate) fn bounded(flag: &str, text: &str, min: u64, max: u64) -> Result<u64, String> {
+    let n: u64 =
+        text.trim().parse().map_err(|_| format!("`{flag}` takes a whole number, got `{text}`"))?;
+    if (min..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("`{flag}` must be between {min} and {max}, got {n}"))
+    }
+}
+
+/// [`bounded`] as a `usize` (every maximum used here fits one).
+pub(crate) fn bounded_usize(flag: &str, text: &str, min: u64, max: u64) -> Result<usize, String> {
+    bounded(flag, text, min, max).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+}

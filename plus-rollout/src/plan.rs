@@ -11,6 +11,14 @@ pub enum PlanError {
     /// The group has no hosts.
     #[error("the group has no hosts: there is nothing to plan")]
     EmptyGroup,
+    /// More bastion hosts were asked for than the group can deploy.
+    #[error("a bastion of {bastion} hosts was asked for, but only {deployable} can be deployed")]
+    BastionLargerThanGroup {
+        /// Hosts asked for.
+        bastion: usize,
+        /// Hosts in service.
+        deployable: usize,
+    },
     /// A host appears twice in the group.
     #[error("host `{0}` appears twice in the group")]
     DuplicateHost(HostId),
@@ -239,6 +247,12 @@ pub fn plan(group: &[GroupHost], config: &PlanConfig) -> Result<Plan, PlanError>
     }
     let cap = config.max_ratio.floor_of(deployable.len()).max(1);
     let bastion: Vec<HostId> = match &config.bastion {
+        Bastion::Count(n) if *n > deployable.len() => {
+            return Err(PlanError::BastionLargerThanGroup {
+                bastion: *n,
+                deployable: deployable.len(),
+            });
+        }
         Bastion::Count(n) => deployable.iter().take(*n).cloned().collect(),
         Bastion::Hosts(hosts) => {
             for h in hosts {
@@ -370,6 +384,16 @@ mod tests {
         let p = plan(&down, &PlanConfig { bastion: Bastion::Count(0), ..PlanConfig::default() })
             .unwrap();
         assert_eq!((p.host_count(), p.excluded.len()), (0, 1));
+        // A bastion larger than what can be deployed is refused, not clamped.
+        let config = PlanConfig {
+            bastion: Bastion::Count(3),
+            max_ratio: Ratio::ONE,
+            ..PlanConfig::default()
+        };
+        assert_eq!(
+            plan(&group(2), &config),
+            Err(PlanError::BastionLargerThanGroup { bastion: 3, deployable: 2 })
+        );
     }
 
     #[test]
@@ -466,6 +490,7 @@ mod tests {
                     }
                     Err(PlanError::BastionTooLarge { .. }) => prop_assert!(bastion > 1),
                     Err(PlanError::EmptyGroup) => prop_assert_eq!(n, 0),
+                    Err(PlanError::BastionLargerThanGroup { .. }) => prop_assert!(bastion > n),
                     Err(e) => prop_assert!(false, "{e}"),
                 }
             }
