@@ -130,7 +130,7 @@ pub use mux::{
 };
 #[cfg(feature = "planted-bugs")]
 pub use node::PlantedBugs;
-pub use node::{Config, Inspection, Node, NodeError, Role, Start};
+pub use node::{Config, ConfigError, Inspection, Node, NodeError, Role, Start};
 pub use storage::{HardState, MemStorage, Recovered, Storage, StorageError, StorageErrorKind};
 pub use types::{
     ClientError, ClientOutput, Expect, LogIndex, NodeId, ReadOp, ReadResult, RequestId, Response,

@@ -84,25 +84,59 @@ impl Config {
     /// Checks the settings.
     ///
     /// # Errors
-    /// A message naming the problem.
-    pub fn validate(&self) -> Result<(), String> {
+    /// A [`ConfigError`] naming the problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.members.contains(&self.id) {
-            return Err(format!("node {} is not among the members {:?}", self.id, self.members));
+            return Err(ConfigError::NotAMember { id: self.id, members: self.members.clone() });
         }
         let unique: HashSet<_> = self.members.iter().collect();
         if unique.len() != self.members.len() {
-            return Err("members are listed twice".to_owned());
+            return Err(ConfigError::DuplicateMember);
         }
         if self.heartbeat_interval >= self.election_timeout {
-            return Err("heartbeat_interval must be shorter than election_timeout".to_owned());
+            return Err(ConfigError::HeartbeatNotShorterThanElection {
+                heartbeat: self.heartbeat_interval,
+                election: self.election_timeout,
+            });
         }
-        if self.max_entries_per_message == 0 || self.snapshot_threshold == 0 {
-            return Err(
-                "max_entries_per_message and snapshot_threshold must be positive".to_owned()
-            );
+        if self.max_entries_per_message == 0 {
+            return Err(ConfigError::Zero("max_entries_per_message"));
+        }
+        if self.snapshot_threshold == 0 {
+            return Err(ConfigError::Zero("snapshot_threshold"));
         }
         Ok(())
     }
+}
+
+/// Why a [`Config`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The node is not among the members.
+    #[error("node {id} is not among the members {members:?}")]
+    NotAMember {
+        /// The node.
+        id: NodeId,
+        /// The members given.
+        members: Vec<NodeId>,
+    },
+    /// A member is listed twice.
+    #[error("members are listed twice")]
+    DuplicateMember,
+    /// Followers would call elections while the leader is alive.
+    #[error(
+        "heartbeat_interval ({heartbeat:?}) must be shorter than election_timeout ({election:?})"
+    )]
+    HeartbeatNotShorterThanElection {
+        /// The heartbeat interval given.
+        heartbeat: Duration,
+        /// The election timeout given.
+        election: Duration,
+    },
+    /// A setting that must be positive is zero.
+    #[error("`{0}` must be positive")]
+    Zero(&'static str),
 }
 
 /// A node's role.
@@ -124,7 +158,7 @@ pub enum Role {
 pub enum NodeError {
     /// Bad configuration.
     #[error("invalid config: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     /// Storage could not be read.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -222,7 +256,7 @@ impl<S: Storage> Node<S> {
         seed: u64,
         now: Timestamp,
     ) -> Result<Self, NodeError> {
-        config.validate().map_err(NodeError::Config)?;
+        config.validate()?;
         let recovered = storage.recover()?;
         let recovering = config.start == Start::Rejoin && recovered.is_none();
         let recovered = recovered.unwrap_or_default();

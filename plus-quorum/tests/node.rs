@@ -111,3 +111,25 @@ fn bad_config_is_an_error() {
         .unwrap_err();
     assert_eq!(err.to_string(), "invalid config: node 9 is not among the members [1, 2, 3]");
 }
+
+#[test]
+fn bad_configs_are_refused_with_typed_errors() {
+    use plus_quorum::{ConfigError, NodeError};
+    let check = |config: Config, expected: ConfigError| {
+        let err = Node::new(config, MemStorage::new(), 1, Timestamp::ZERO).unwrap_err();
+        assert!(matches!(&err, NodeError::Config(e) if *e == expected), "{err}");
+    };
+    check(Config::new(4, vec![1, 2, 3]), ConfigError::NotAMember { id: 4, members: vec![1, 2, 3] });
+    check(Config::new(1, vec![1, 2, 2]), ConfigError::DuplicateMember);
+    check(
+        Config { max_entries_per_message: 0, ..Config::new(1, vec![1]) },
+        ConfigError::Zero("max_entries_per_message"),
+    );
+    let slow_heartbeat =
+        Config { heartbeat_interval: std::time::Duration::from_secs(1), ..Config::new(1, vec![1]) };
+    let err = Node::new(slow_heartbeat, MemStorage::new(), 1, Timestamp::ZERO).unwrap_err();
+    assert!(
+        matches!(err, NodeError::Config(ConfigError::HeartbeatNotShorterThanElection { .. })),
+        "{err}"
+    );
+}
