@@ -286,8 +286,8 @@ fn memory_per_request(rt: &Runtime) {
     rt.block_on(async {
         let (a, b) = tokio::io::duplex(1 << 20);
         let config = Config { max_in_flight: 20_000, max_concurrent_handlers: 20_000, request_timeout: Duration::from_secs(600), ..Config::default() };
-        let _server = Connection::new(a, config.clone(), Arc::new(Never));
-        let client = Connection::new(b, config, Arc::new(NoHandler));
+        let _server = Connection::new(a, config.clone(), Arc::new(Never)).unwrap();
+        let client = Connection::new(b, config, Arc::new(NoHandler)).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let before = rss_bytes();
         let mut held = Vec::new();

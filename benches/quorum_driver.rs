@@ -252,7 +252,10 @@ fn over_mux(c: &mut Criterion, rt: &Runtime, in_process: &Cluster) {
         }
         let remotes: Vec<RemoteNode> = members
             .iter()
-            .map(|&id| RemoteNode::connect(id, &addrs[&id], &plus_mux::Config::default()))
+            .map(|&id| {
+                RemoteNode::connect(id, &addrs[&id], &plus_mux::Config::default())
+                    .expect("the default mux config is valid")
+            })
             .collect();
         let remote = Cluster::new(remotes);
         remote

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use plus_mux::{Config, Connection, Handler, HandlerError, NoHandler};
+use plus_mux::{Config, Connection, Handler, HandlerError, NoHandler, ServerConfig};
 
 const USAGE: &str = "usage: mux_echo serve --listen ADDR [--for SECONDS]
        mux_echo bench --connect ADDR --requests N --concurrency C --size B
@@ -122,30 +122,22 @@ async fn serve(listen: String, seconds: Option<u64>) -> ExitCode {
     };
     let addr = listener.local_addr().map_or(listen, |a| a.to_string());
     println!("listening on {addr}");
-    let accept = async {
-        loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    match Connection::from_tcp(stream, Config::default(), Arc::new(Echo)) {
-                        Ok(conn) => {
-                            tokio::spawn(async move {
-                                let reason = conn.closed().await;
-                                eprintln!("connection from {peer} closed: {reason}");
-                            });
-                        }
-                        Err(err) => eprintln!("connection from {peer} refused: {err}"),
-                    }
-                }
-                Err(err) => eprintln!("accept failed: {err}"),
-            }
+    // plus-mux's accept loop: a connection cap, and backoff (not a spin) on accept errors such
+    // as running out of file descriptors.
+    let server = match plus_mux::serve(listener, ServerConfig::default(), Arc::new(Echo)) {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
         }
     };
     match seconds {
-        Some(s) => {
-            let _ = tokio::time::timeout(Duration::from_secs(s), accept).await;
-        }
-        None => accept.await,
+        Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+        None => std::future::pending().await,
     }
+    server.stop();
+    let c = server.counters();
+    println!("accepted={} accept_errors={}", c.accepted, c.accept_errors);
     ExitCode::SUCCESS
 }
 

@@ -392,7 +392,10 @@ async fn run(args: Args) -> Result<bool, String> {
     let store = Cluster::new(
         members
             .iter()
-            .map(|&id| RemoteNode::connect(id, &addrs[&id], &plus_mux::Config::default()))
+            .map(|&id| {
+                RemoteNode::connect(id, &addrs[&id], &plus_mux::Config::default())
+                    .expect("the default mux config is valid")
+            })
             .collect(),
     );
     println!(

@@ -105,8 +105,11 @@ async fn run(args: Args) -> Result<bool, String> {
         );
     }
     let mux = MuxConfig::default();
-    let remotes: Vec<RemoteNode> =
-        members.iter().map(|&id| RemoteNode::connect(id, &addrs[&id], &mux)).collect();
+    let remotes: Vec<RemoteNode> = members
+        .iter()
+        .map(|&id| RemoteNode::connect(id, &addrs[&id], &mux))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
     let cluster = Cluster::new(remotes.clone());
 
     // Leader changes, as seen by a monitor.

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use crate::budget::MemoryBudget;
 use crate::frame::DEFAULT_MAX_BODY;
 
 /// What a handler error becomes on the wire.
@@ -39,8 +40,16 @@ pub struct Config {
     pub write_batch: usize,
     /// How long an async request's identity stays reserved for its response. Default 5 s.
     pub async_response_timeout: Duration,
-    /// Close the connection after this long with no frame in either direction. Default none.
+    /// Close the connection after this long with no whole frame in either direction, so a peer
+    /// that went quiet without closing is reaped. Default 5 minutes.
     pub idle_timeout: Option<Duration>,
+    /// Close the connection when a frame that has started to arrive is not complete within
+    /// this long (a peer that sends a header and stalls). Default 30 s.
+    pub frame_timeout: Option<Duration>,
+    /// Bytes that frames in progress and requests being handled may hold, shared with every
+    /// connection using the same budget. Default [`MemoryBudget::global`] (256 MiB for the
+    /// process).
+    pub memory_budget: MemoryBudget,
     /// Send an empty request this often and close if it is not answered within the interval.
     /// Off by default so the wire stays what the Go implementation expects; both peers must
     /// enable it (a peer with it enabled answers empty requests itself). Default none.
@@ -66,7 +75,9 @@ impl Default for Config {
             write_queue: 1024,
             write_batch: 64 * 1024,
             async_response_timeout: Duration::from_secs(5),
-            idle_timeout: None,
+            idle_timeout: Some(Duration::from_secs(300)),
+            frame_timeout: Some(Duration::from_secs(30)),
+            memory_budget: MemoryBudget::global(),
             heartbeat: None,
             tcp_keepalive: Some(Duration::from_secs(60)),
             go_safe_identities: false,
@@ -79,21 +90,43 @@ impl Config {
     /// Checks that the limits can work.
     ///
     /// # Errors
-    /// A message naming the field when a limit is zero.
-    pub fn validate(&self) -> Result<(), String> {
-        let zero = |name: &str| Err(format!("`{name}` must be greater than zero"));
-        if self.max_in_flight == 0 {
-            return zero("max_in_flight");
+    /// A [`ConfigError`] naming the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max_in_flight", self.max_in_flight == 0),
+            ("max_concurrent_handlers", self.max_concurrent_handlers == 0),
+            ("write_queue", self.write_queue == 0),
+            ("request_timeout", self.request_timeout.is_zero()),
+            ("idle_timeout", self.idle_timeout.is_some_and(|d| d.is_zero())),
+            ("frame_timeout", self.frame_timeout.is_some_and(|d| d.is_zero())),
+            ("heartbeat", self.heartbeat.is_some_and(|d| d.is_zero())),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, zero)| *zero) {
+            return Err(ConfigError::Zero(name));
         }
-        if self.max_concurrent_handlers == 0 {
-            return zero("max_concurrent_handlers");
-        }
-        if self.write_queue == 0 {
-            return zero("write_queue");
-        }
-        if self.request_timeout.is_zero() {
-            return zero("request_timeout");
+        if self.max_body > self.memory_budget.capacity() {
+            return Err(ConfigError::BodyAboveBudget {
+                max_body: self.max_body,
+                budget: self.memory_budget.capacity(),
+            });
         }
         Ok(())
     }
+}
+
+/// Why a [`Config`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A limit or duration that must be positive is zero.
+    #[error("`{0}` must be greater than zero")]
+    Zero(&'static str),
+    /// No frame of the largest allowed size could ever be charged to the memory budget.
+    #[error("`max_body` ({max_body} bytes) is above the memory budget ({budget} bytes)")]
+    BodyAboveBudget {
+        /// The largest body allowed.
+        max_body: usize,
+        /// The budget's size.
+        budget: usize,
+    },
 }

@@ -17,9 +17,9 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::codec::FramedRead;
 
-use crate::config::{Config, HandlerErrorWire};
-use crate::error::{CloseReason, HandlerError, RequestError};
-use crate::frame::{Frame, FrameCodec, Kind, encode_into};
+use crate::config::{Config, ConfigError, HandlerErrorWire};
+use crate::error::{CloseReason, HandlerError, RequestError, StartError};
+use crate::frame::{Frame, FrameCodec, FrameError, Kind, encode_into};
 use crate::pending::{Pending, Waiter};
 
 /// The body prefix of a handler error under [`HandlerErrorWire::Prefixed`]: a NUL byte and
@@ -78,6 +78,12 @@ pub struct Counters {
     pub protocol_errors: u64,
     /// Handler errors answered.
     pub handler_errors: u64,
+    /// Frames from the peer whose declared body was above [`Config::max_body`] (each closes
+    /// the connection; a request is answered with the reason first).
+    pub oversized_frames: u64,
+    /// Frames from the peer the shared [`Config::memory_budget`] could not hold (each closes
+    /// the connection; a request is answered with the reason first).
+    pub over_budget_frames: u64,
     /// Bytes read.
     pub bytes_in: u64,
     /// Bytes written.
@@ -91,6 +97,8 @@ struct Stats {
     orphans: AtomicU64,
     protocol_errors: AtomicU64,
     handler_errors: AtomicU64,
+    oversized_frames: AtomicU64,
+    over_budget_frames: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     /// Milliseconds since `origin` of the last frame in either direction.
@@ -149,6 +157,17 @@ impl Inner {
         self.pending.lock().expect("pending lock").len()
     }
 
+    /// Waits (until `deadline` at most) for the writer to take every queued frame, so the last
+    /// responses go out before the stream closes.
+    async fn flushed(&self, deadline: Instant) {
+        let _ = timeout_at(deadline, async {
+            while self.writer.capacity() < self.config.write_queue {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+    }
+
     fn handlers_running(&self) -> usize {
         self.config.max_concurrent_handlers - self.handlers.available_permits()
     }
@@ -178,15 +197,13 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// Starts a connection over `stream` on the current tokio runtime.
     ///
-    /// # Panics
-    /// If `config` fails [`Config::validate`] (a programming error in the host).
-    pub fn new<S>(stream: S, config: Config, handler: Arc<dyn Handler>) -> Self
+    /// # Errors
+    /// [`ConfigError`] when `config` fails [`Config::validate`].
+    pub fn new<S>(stream: S, config: Config, handler: Arc<dyn Handler>) -> Result<Self, ConfigError>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        if let Err(err) = config.validate() {
-            panic!("invalid plus-mux config: {err}");
-        }
+        config.validate()?;
         let (read, write) = tokio::io::split(stream);
         let (writer, queue) = mpsc::channel(config.write_queue);
         let (closed, _) = watch::channel(None);
@@ -211,24 +228,24 @@ impl Connection {
         if let Some(every) = inner.config.heartbeat {
             tokio::spawn(heartbeat(Arc::downgrade(&inner), every));
         }
-        Self { inner }
+        Ok(Self { inner })
     }
 
     /// Starts a connection over a TCP stream, with `TCP_NODELAY` and the configured keepalive.
     ///
     /// # Errors
-    /// When the socket options cannot be set.
+    /// [`StartError`] when the config is invalid or the socket options cannot be set.
     pub fn from_tcp(
         stream: tokio::net::TcpStream,
         config: Config,
         handler: Arc<dyn Handler>,
-    ) -> std::io::Result<Self> {
+    ) -> Result<Self, StartError> {
         stream.set_nodelay(true)?;
         if let Some(idle) = config.tcp_keepalive {
             let keepalive = socket2::TcpKeepalive::new().with_time(idle);
             socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
         }
-        Ok(Self::new(stream, config, handler))
+        Ok(Self::new(stream, config, handler)?)
     }
 
     /// Sends `body` and waits for the response, up to [`Config::request_timeout`].
@@ -358,6 +375,8 @@ impl Connection {
             orphans: s.orphans.load(Ordering::Relaxed),
             protocol_errors: s.protocol_errors.load(Ordering::Relaxed),
             handler_errors: s.handler_errors.load(Ordering::Relaxed),
+            oversized_frames: s.oversized_frames.load(Ordering::Relaxed),
+            over_budget_frames: s.over_budget_frames.load(Ordering::Relaxed),
             bytes_in: s.bytes_in.load(Ordering::Relaxed),
             bytes_out: s.bytes_out.load(Ordering::Relaxed),
         }
@@ -402,13 +421,7 @@ impl Connection {
             )
             .await;
         }
-        // Let the writer flush the last responses before the stream goes.
-        let _ = timeout_at(deadline, async {
-            while self.inner.writer.capacity() < self.inner.config.write_queue {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-        .await;
+        self.inner.flushed(deadline).await;
         self.inner.close(&CloseReason::Local);
     }
 }
@@ -429,23 +442,45 @@ impl Drop for PendingGuard {
 }
 
 async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(inner: Arc<Inner>, read: R) {
-    let mut frames = FramedRead::new(read, FrameCodec::new(inner.config.max_body));
+    let codec = FrameCodec::with_budget(inner.config.max_body, inner.config.memory_budget.clone());
+    let mut frames = FramedRead::new(read, codec);
     let mut closed = inner.closed.subscribe();
+    // One timer per connection, reset only when it fires: while no frame is in progress it
+    // looks every quarter of the frame timeout whether one has started; once one has, it fires
+    // at that frame's deadline. A stalled frame is caught within 1.25 frame timeouts.
+    let frame_timeout = inner.config.frame_timeout;
+    let look_every = frame_timeout.map_or(Duration::MAX, |t| t / 4);
+    let mut partial_since: Option<Instant> = None;
+    let mut frame_timer = Box::pin(tokio::time::sleep(look_every));
     loop {
         let next = tokio::select! {
             next = frames.next() => next,
             _ = closed.wait_for(Option::is_some) => return,
+            () = &mut frame_timer, if frame_timeout.is_some() => {
+                let now = Instant::now();
+                if frames.read_buffer().is_empty() {
+                    partial_since = None;
+                    frame_timer.as_mut().reset(now + look_every);
+                    continue;
+                }
+                let since = *partial_since.get_or_insert(now);
+                let deadline = since + frame_timeout.unwrap_or(Duration::MAX);
+                if now >= deadline {
+                    return inner.close(&CloseReason::FrameTimeout);
+                }
+                frame_timer.as_mut().reset(deadline);
+                continue;
+            }
         };
         let frame = match next {
             None => return inner.close(&CloseReason::PeerClosed),
-            Some(Err(err)) => {
-                if !matches!(err, crate::frame::FrameError::Io(_)) {
-                    inner.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                }
-                return inner.close(&CloseReason::from_frame_error(&err));
-            }
+            Some(Err(err)) => return refuse(&inner, &err).await,
             Some(Ok(frame)) => frame,
         };
+        // The frame's bytes stay charged to the budget while its body is in use.
+        let charge = frames.decoder_mut().take_charge();
+        // A frame that ended with more bytes behind it starts the next one now.
+        partial_since = (!frames.read_buffer().is_empty()).then(Instant::now);
         inner.stats.bytes_in.fetch_add(frame.wire_len() as u64, Ordering::Relaxed);
         inner.touch();
         match frame.kind {
@@ -476,11 +511,11 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(inner: Arc<Inner>, rea
                             let task_inner = Arc::clone(&inner);
                             tokio::spawn(async move {
                                 let _ = task_inner.writer.send(response).await;
-                                drop(permit);
+                                drop((permit, charge));
                                 task_inner.handlers_idle.notify_waiters();
                             });
                         } else {
-                            drop(permit);
+                            drop((permit, charge));
                             inner.handlers_idle.notify_waiters();
                         }
                     }
@@ -490,7 +525,7 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(inner: Arc<Inner>, rea
                             let body = answer_body(&task_inner, answer.await);
                             let _ =
                                 task_inner.writer.send(Frame::response(frame.identity, body)).await;
-                            drop(permit);
+                            drop((permit, charge));
                             task_inner.handlers_idle.notify_waiters();
                         });
                     }
@@ -517,6 +552,34 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(inner: Arc<Inner>, rea
     }
 }
 
+/// Closes the connection after a framing error. A request refused for its size or for the
+/// memory budget is answered first, with the reason, where the protocol allows it.
+async fn refuse(inner: &Inner, err: &FrameError) {
+    let request = match err {
+        FrameError::Io(_) => None,
+        FrameError::BodyTooLarge { kind, identity, .. } => {
+            inner.stats.oversized_frames.fetch_add(1, Ordering::Relaxed);
+            (*kind == Kind::Request).then_some(*identity)
+        }
+        FrameError::OverBudget { kind, identity, .. } => {
+            inner.stats.over_budget_frames.fetch_add(1, Ordering::Relaxed);
+            (*kind == Kind::Request).then_some(*identity)
+        }
+        _ => {
+            inner.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    };
+    if let Some(identity) = request {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let answer = Frame::response(identity, error_bytes(inner, &err.to_string()));
+        if timeout_at(deadline, inner.writer.send(answer)).await.is_ok() {
+            inner.flushed(deadline).await;
+        }
+    }
+    inner.close(&CloseReason::from_frame_error(err));
+}
+
 type HandlerAnswer = Result<Result<Bytes, HandlerError>, Box<dyn std::any::Any + Send>>;
 
 /// The response body for a handler's answer (an error or a panic becomes an error body).
@@ -530,6 +593,11 @@ fn answer_body(inner: &Inner, answer: HandlerAnswer) -> Bytes {
 
 fn error_body(inner: &Inner, message: &str) -> Bytes {
     inner.stats.handler_errors.fetch_add(1, Ordering::Relaxed);
+    error_bytes(inner, message)
+}
+
+/// An error answer in the configured wire form.
+fn error_bytes(inner: &Inner, message: &str) -> Bytes {
     match inner.config.handler_errors {
         HandlerErrorWire::Empty => Bytes::new(),
         HandlerErrorWire::Prefixed => {

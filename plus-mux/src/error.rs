@@ -24,15 +24,34 @@ pub enum CloseReason {
     /// A heartbeat was not answered in time.
     #[error("heartbeat not answered")]
     HeartbeatTimeout,
+    /// A frame started to arrive and was not complete within the frame timeout.
+    #[error("frame not complete within the frame timeout")]
+    FrameTimeout,
+    /// The shared memory budget could not hold a frame the peer started to send.
+    #[error("memory budget exhausted: {0}")]
+    OverBudget(Arc<str>),
 }
 
 impl CloseReason {
     pub(crate) fn from_frame_error(err: &FrameError) -> Self {
         match err {
             FrameError::Io(io) => Self::Io(io.to_string().into()),
+            FrameError::OverBudget { .. } => Self::OverBudget(err.to_string().into()),
             other => Self::Protocol(other.to_string().into()),
         }
     }
+}
+
+/// Why a connection could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration cannot work.
+    #[error("invalid plus-mux config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// Socket options could not be set.
+    #[error("cannot set up the socket: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Why a request failed.

@@ -4,6 +4,12 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::budget::{Charge, MemoryBudget};
+
+/// Most bytes reserved ahead for a frame's body: the buffer grows as the body arrives, so a
+/// header alone never allocates the whole declared length.
+const RESERVE_AHEAD: usize = 64 * 1024;
+
 /// Bytes before the body: 3 type bytes, identity, length.
 pub const HEADER_LEN: usize = 11;
 /// The trailer after every body.
@@ -70,6 +76,8 @@ pub enum FrameError {
     /// The declared body length exceeds the limit (checked before allocating).
     #[error("frame {identity} declares a body of {len} bytes, above the limit of {max}")]
     BodyTooLarge {
+        /// Request or response.
+        kind: Kind,
         /// The frame's identity.
         identity: u32,
         /// The declared length.
@@ -84,6 +92,20 @@ pub enum FrameError {
         identity: u32,
         /// What was there.
         found: [u8; 3],
+    },
+    /// The connections' shared [`MemoryBudget`] cannot hold this frame's body now.
+    #[error(
+        "frame {identity} declares a body of {len} bytes; the memory budget has {available} free"
+    )]
+    OverBudget {
+        /// Request or response.
+        kind: Kind,
+        /// The frame's identity.
+        identity: u32,
+        /// The declared length.
+        len: usize,
+        /// Bytes free in the budget when it was asked.
+        available: usize,
     },
     /// The stream ended in the middle of a frame.
     #[error("stream ended inside a frame ({buffered} bytes buffered)")]
@@ -104,17 +126,50 @@ pub enum FrameError {
 /// Decoding reads the length field and never searches for the trailer, so bodies may contain
 /// `\r\r\n` and identity 855,306 (bytes `00 0D 0D 0A`) is an identity like any other (the Go
 /// implementation split frames on the trailer and broke on both). A frame whose declared length
-/// is above `max_body` is rejected before any of it is buffered.
-#[derive(Debug, Clone, Copy)]
+/// is above `max_body` is rejected before any of it is buffered, and the buffer grows as a body
+/// arrives instead of being sized from the header.
+///
+/// With a [`MemoryBudget`] ([`FrameCodec::with_budget`]), each body is charged to it as soon as
+/// its header is read; [`FrameCodec::take_charge`] hands the last decoded frame's charge to the
+/// caller, who holds it as long as the body is in use. A clone starts with no frame in progress.
+#[derive(Debug)]
 pub struct FrameCodec {
     max_body: usize,
+    budget: Option<MemoryBudget>,
+    /// The charge of the frame being decoded.
+    in_progress: Option<Charge>,
+    /// The charge of the last frame decoded, until the caller takes it.
+    completed: Option<Charge>,
 }
 
 impl FrameCodec {
     /// A codec accepting bodies up to `max_body` bytes.
     #[must_use]
     pub fn new(max_body: usize) -> Self {
-        Self { max_body }
+        Self { max_body, budget: None, in_progress: None, completed: None }
+    }
+
+    /// A codec accepting bodies up to `max_body` bytes, each charged to `budget`.
+    #[must_use]
+    pub fn with_budget(max_body: usize, budget: MemoryBudget) -> Self {
+        Self { max_body, budget: Some(budget), in_progress: None, completed: None }
+    }
+
+    /// The charge of the frame the last `decode` returned, for the caller to hold while the body
+    /// is in use (dropping it gives the bytes back).
+    pub(crate) fn take_charge(&mut self) -> Option<Charge> {
+        self.completed.take()
+    }
+}
+
+impl Clone for FrameCodec {
+    fn clone(&self) -> Self {
+        Self {
+            max_body: self.max_body,
+            budget: self.budget.clone(),
+            in_progress: None,
+            completed: None,
+        }
     }
 }
 
@@ -140,11 +195,21 @@ impl Decoder for FrameCodec {
         let identity = u32::from_be_bytes([src[3], src[4], src[5], src[6]]);
         let len = u32::from_be_bytes([src[7], src[8], src[9], src[10]]) as usize;
         if len > self.max_body {
-            return Err(FrameError::BodyTooLarge { identity, len: len as u64, max: self.max_body });
+            let len = len as u64;
+            return Err(FrameError::BodyTooLarge { kind, identity, len, max: self.max_body });
+        }
+        if let (Some(budget), None) = (&self.budget, &self.in_progress) {
+            let charge = budget.try_charge(len).ok_or_else(|| FrameError::OverBudget {
+                kind,
+                identity,
+                len,
+                available: budget.available(),
+            })?;
+            self.in_progress = Some(charge);
         }
         let total = HEADER_LEN + len + TRAILER.len();
         if src.len() < total {
-            src.reserve(total - src.len());
+            src.reserve((total - src.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         let trailer = [src[total - 3], src[total - 2], src[total - 1]];
@@ -154,6 +219,7 @@ impl Decoder for FrameCodec {
         src.advance(HEADER_LEN);
         let body = src.split_to(len).freeze();
         src.advance(TRAILER.len());
+        self.completed = self.in_progress.take();
         Ok(Some(Frame { kind, identity, body }))
     }
 

@@ -35,8 +35,8 @@
 //! # async fn main() {
 //! // Any byte stream will do; a TCP stream would use `Connection::from_tcp`.
 //! let (a, b) = tokio::io::duplex(64 * 1024);
-//! let server = Connection::new(a, Config::default(), Arc::new(Echo));
-//! let client = Connection::new(b, Config::default(), Arc::new(NoHandler));
+//! let server = Connection::new(a, Config::default(), Arc::new(Echo)).unwrap();
+//! let client = Connection::new(b, Config::default(), Arc::new(NoHandler)).unwrap();
 //!
 //! let answer = client.request("hello").await.unwrap();
 //! assert_eq!(answer, "hello");
@@ -53,16 +53,19 @@
 //! on loopback; figures in BENCHMARKS.md.
 #![doc(test(attr(deny(warnings))))]
 
+mod budget;
 mod config;
 mod connection;
 mod error;
 mod frame;
 mod pending;
 mod reconnect;
+mod server;
 
-pub use config::{Config, HandlerErrorWire};
+pub use budget::{DEFAULT_MEMORY_BUDGET, MemoryBudget};
+pub use config::{Config, ConfigError, HandlerErrorWire};
 pub use connection::{Connection, Counters, ERROR_PREFIX, Handler, NoHandler};
-pub use error::{CloseReason, HandlerError, RequestError};
+pub use error::{CloseReason, HandlerError, RequestError, StartError};
 pub use frame::{
     DEFAULT_MAX_BODY, Frame, FrameCodec, FrameError, HEADER_LEN, Kind, TRAILER, breaks_go_framing,
     encode_into,
@@ -70,3 +73,4 @@ pub use frame::{
 pub use reconnect::{
     Connector, ReconnectConfig, ReconnectingClient, TcpConnector, WhileDisconnected,
 };
+pub use server::{Accept, Server, ServerConfig, ServerCounters, serve};

@@ -121,17 +121,21 @@ impl fmt::Debug for ReconnectingClient {
 
 impl ReconnectingClient {
     /// Starts connecting in the background on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`ConfigError`](crate::ConfigError) when `config` fails [`Config::validate`].
     pub fn new<C: Connector>(
         connector: C,
         config: Config,
         reconnect: ReconnectConfig,
         handler: Arc<dyn Handler>,
-    ) -> Self {
+    ) -> Result<Self, crate::ConfigError> {
+        config.validate()?;
         let (publish, current) = watch::channel(None);
         let (stop, stopped) = watch::channel(false);
         let while_disconnected = reconnect.while_disconnected;
         tokio::spawn(supervise(connector, config, reconnect, handler, publish, stopped));
-        Self { current, stop: Arc::new(stop), while_disconnected }
+        Ok(Self { current, stop: Arc::new(stop), while_disconnected })
     }
 
     /// The live connection, waiting for one as configured.
@@ -214,7 +218,8 @@ async fn supervise<C: Connector>(
         match connector.connect().await {
             Ok(stream) => {
                 failures = 0;
-                let connection = Connection::new(stream, config.clone(), Arc::clone(&handler));
+                let connection = Connection::new(stream, config.clone(), Arc::clone(&handler))
+                    .expect("the config was validated when the client was made");
                 publish.send_replace(Some(connection.clone()));
                 tokio::select! {
                     _ = connection.closed() => {}

@@ -58,7 +58,12 @@ fn error_table() {
     let huge = b"REQ\x00\x00\x00\x01\xff\xff\xff\xff";
     assert!(matches!(
         first_error(huge, 1024),
-        FrameError::BodyTooLarge { identity: 1, len: 4_294_967_295, max: 1024 }
+        FrameError::BodyTooLarge {
+            kind: Kind::Request,
+            identity: 1,
+            len: 4_294_967_295,
+            max: 1024
+        }
     ));
     assert!(
         matches!(first_error(b"RSP\x00\x00\x00\x02\x00\x00\x00\x01x\r\n\n", 1024), FrameError::BadTrailer { identity: 2, found } if &found == b"\r\n\n")

@@ -48,8 +48,8 @@ impl Handler for Echo {
 fn pair(config: Config) -> (Connection, Connection, Arc<Echo>, Arc<Echo>) {
     let (a, b) = tokio::io::duplex(1 << 16);
     let (ha, hb) = (Arc::new(Echo::default()), Arc::new(Echo::default()));
-    let left = Connection::new(a, config.clone(), Arc::clone(&ha) as Arc<dyn Handler>);
-    let right = Connection::new(b, config, Arc::clone(&hb) as Arc<dyn Handler>);
+    let left = Connection::new(a, config.clone(), Arc::clone(&ha) as Arc<dyn Handler>).unwrap();
+    let right = Connection::new(b, config, Arc::clone(&hb) as Arc<dyn Handler>).unwrap();
     (left, right, ha, hb)
 }
 
@@ -127,8 +127,9 @@ async fn a_slow_handler_gives_backpressure_not_memory_growth() {
     let (a, b) = tokio::io::duplex(4096);
     let server_handler = Arc::new(Echo::default());
     let server =
-        Connection::new(a, config.clone(), Arc::clone(&server_handler) as Arc<dyn Handler>);
-    let client = Connection::new(b, config, Arc::new(NoHandler));
+        Connection::new(a, config.clone(), Arc::clone(&server_handler) as Arc<dyn Handler>)
+            .unwrap();
+    let client = Connection::new(b, config, Arc::new(NoHandler)).unwrap();
     for _ in 0..1000 {
         let c = client.clone();
         tokio::spawn(async move { c.request("sleep:1000").await });
@@ -182,7 +183,8 @@ async fn dropping_a_request_removes_it() {
 /// A raw peer speaking frames directly, to send what a well-behaved peer never would.
 fn raw(config: Config) -> (Connection, Framed<DuplexStream, FrameCodec>) {
     let (a, b) = tokio::io::duplex(1 << 16);
-    (Connection::new(a, config, Arc::new(Echo::default())), Framed::new(b, FrameCodec::default()))
+    let conn = Connection::new(a, config, Arc::new(Echo::default())).unwrap();
+    (conn, Framed::new(b, FrameCodec::default()))
 }
 
 #[tokio::test]
@@ -284,7 +286,8 @@ async fn reconnecting_client_comes_back_after_the_server_drops_it() {
         Config::default(),
         reconnect,
         Arc::new(NoHandler),
-    );
+    )
+    .unwrap();
     assert_eq!(client.request("one").await.unwrap(), "one");
     let first = server_conns.lock().unwrap()[0].clone();
     first.close();

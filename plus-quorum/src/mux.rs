@@ -9,14 +9,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use plus_mux::{
-    Config as MuxConfig, Connection, Handler, HandlerError, NoHandler, ReconnectConfig,
-    ReconnectingClient, RequestError, TcpConnector, WhileDisconnected,
+    Config as MuxConfig, ConfigError, Handler, HandlerError, NoHandler, ReconnectConfig,
+    ReconnectingClient, RequestError, ServerConfig, TcpConnector, WhileDisconnected,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::driver::{NodeApi, NodeHandle, Status, StoreError, Transport};
 use crate::message::Message;
@@ -119,21 +118,14 @@ impl Handler for NodeService {
 }
 
 /// A node's plus-mux endpoint; [`Server::stop`] closes the listener and every connection.
+/// Dropping it stops it too.
 #[derive(Debug)]
-pub struct Server {
-    accept: JoinHandle<()>,
-    connections: Arc<std::sync::Mutex<Vec<Connection>>>,
-}
+pub struct Server(plus_mux::Server);
 
 impl Server {
     /// Stops accepting and closes every connection, so peers notice at once.
     pub fn stop(&self) {
-        self.accept.abort();
-        for c in
-            self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..)
-        {
-            c.close();
-        }
+        self.0.stop();
     }
 }
 
@@ -143,29 +135,20 @@ impl Drop for Server {
     }
 }
 
-/// Serves `node` on `listener`: Raft traffic from peers and client calls.
-pub fn serve(listener: TcpListener, node: NodeHandle, config: MuxConfig) -> Server {
+/// Serves `node` on `listener`: Raft traffic from peers and client calls, through plus-mux's
+/// accept loop (connection cap, backoff on accept errors).
+///
+/// # Errors
+/// [`ConfigError`] when `config` fails [`MuxConfig::validate`].
+pub fn serve(
+    listener: TcpListener,
+    node: NodeHandle,
+    config: MuxConfig,
+) -> Result<Server, ConfigError> {
     let service: Arc<dyn Handler> = Arc::new(NodeService { node });
-    let connections: Arc<std::sync::Mutex<Vec<Connection>>> = Arc::default();
-    let tracked = Arc::clone(&connections);
-    let accept = tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    if let Ok(c) =
-                        Connection::from_tcp(stream, config.clone(), Arc::clone(&service))
-                    {
-                        let mut list =
-                            tracked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        list.retain(|c| c.close_reason().is_none());
-                        list.push(c);
-                    }
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    });
-    Server { accept, connections }
+    let mut server_config = ServerConfig::default();
+    server_config.connection = config;
+    plus_mux::serve(listener, server_config, service).map(Server)
 }
 
 fn reconnecting(
@@ -173,7 +156,7 @@ fn reconnecting(
     config: &MuxConfig,
     wait: WhileDisconnected,
     seed: u64,
-) -> ReconnectingClient {
+) -> Result<ReconnectingClient, ConfigError> {
     let reconnect = ReconnectConfig {
         initial_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_secs(1),
@@ -195,12 +178,17 @@ pub struct MuxTransport {
 
 impl MuxTransport {
     /// A transport to `peers` (`id -> host:port`).
-    #[must_use]
-    pub fn new(peers: &HashMap<NodeId, String>, config: &MuxConfig) -> Arc<Self> {
+    ///
+    /// # Errors
+    /// [`ConfigError`] when `config` fails [`MuxConfig::validate`].
+    pub fn new(
+        peers: &HashMap<NodeId, String>,
+        config: &MuxConfig,
+    ) -> Result<Arc<Self>, ConfigError> {
         let mut queues = HashMap::new();
         let mut clients = Vec::new();
         for (&id, addr) in peers {
-            let client = reconnecting(addr, config, WhileDisconnected::FailFast, id);
+            let client = reconnecting(addr, config, WhileDisconnected::FailFast, id)?;
             let (tx, mut rx) = mpsc::unbounded_channel::<(NodeId, Message)>();
             let sender = client.clone();
             tokio::spawn(async move {
@@ -219,7 +207,7 @@ impl MuxTransport {
             queues.insert(id, tx);
             clients.push(client);
         }
-        Arc::new(Self { queues, clients })
+        Ok(Arc::new(Self { queues, clients }))
     }
 
     /// Closes every connection.
@@ -267,10 +255,10 @@ impl MuxNode {
             TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let peers: HashMap<NodeId, String> =
             addrs.iter().filter(|(p, _)| **p != id).map(|(p, a)| (*p, a.clone())).collect();
-        let transport = MuxTransport::new(&peers, &mux);
+        let transport = MuxTransport::new(&peers, &mux).map_err(|e| e.to_string())?;
         let node = crate::spawn_node(config, storage, seed, transport.clone())
             .map_err(|e| e.to_string())?;
-        let server = serve(listener, node.handle.clone(), mux);
+        let server = serve(listener, node.handle.clone(), mux).map_err(|e| e.to_string())?;
         Ok(Self { handle: node.handle, server, transport })
     }
 
@@ -304,17 +292,12 @@ pub struct RemoteNode {
 
 impl RemoteNode {
     /// A client of node `id` at `addr`.
-    #[must_use]
-    pub fn connect(id: NodeId, addr: &str, config: &MuxConfig) -> Self {
-        Self {
-            id,
-            client: reconnecting(
-                addr,
-                config,
-                WhileDisconnected::Wait(Duration::from_millis(200)),
-                id,
-            ),
-        }
+    ///
+    /// # Errors
+    /// [`ConfigError`] when `config` fails [`MuxConfig::validate`].
+    pub fn connect(id: NodeId, addr: &str, config: &MuxConfig) -> Result<Self, ConfigError> {
+        let wait = WhileDisconnected::Wait(Duration::from_millis(200));
+        Ok(Self { id, client: reconnecting(addr, config, wait, id)? })
     }
 
     async fn call(&self, wire: &Wire, deadline: Duration) -> Result<WireReply, StoreError> {
@@ -386,6 +369,9 @@ mod tests {
         assert!(decode::<Wire>(b"ab").is_err());
     }
 
+    use plus_mux::Connection;
+    use tokio::task::JoinHandle;
+
     /// A peer that answers every request with a fixed reply.
     struct Hostile(WireReply);
 
@@ -407,7 +393,7 @@ mod tests {
                 connections.push(Connection::from_tcp(stream, config, Arc::clone(&handler)));
             }
         });
-        let node = RemoteNode::connect(1, &addr, &MuxConfig::default());
+        let node = RemoteNode::connect(1, &addr, &MuxConfig::default()).unwrap();
         (crate::Cluster::new(vec![node]), server)
     }
 
