@@ -24,7 +24,7 @@ impl Cluster {
             .map(|&id| {
                 let config =
                     Config { snapshot_threshold: 100_000, ..Config::new(id, members.clone()) };
-                Node::new(config, MemStorage::new(), id, Timestamp::ZERO).unwrap()
+                Node::new(config, MemStorage::new(), Timestamp::ZERO).unwrap()
             })
             .collect();
         let mut c = Self { nodes, now: Timestamp::ZERO, leader: 0 };

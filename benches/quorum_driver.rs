@@ -116,7 +116,7 @@ async fn plus_cluster() -> Cluster {
     let mut handles = Vec::new();
     for id in 1..=3u64 {
         let node =
-            spawn_node(Config::new(id, vec![1, 2, 3]), MemStorage::new(), id, net.clone()).unwrap();
+            spawn_node(Config::new(id, vec![1, 2, 3]), MemStorage::new(), net.clone()).unwrap();
         net.register(node.handle.clone());
         handles.push(node.handle);
     }
@@ -248,7 +248,7 @@ fn over_mux(c: &mut Criterion, rt: &Runtime, in_process: &Cluster) {
         for &id in &members {
             let config = Config::new(id, members.clone());
             let mux = plus_mux::Config::default();
-            nodes.push(MuxNode::start(config, MemStorage::new(), &addrs, mux, id).await.unwrap());
+            nodes.push(MuxNode::start(config, MemStorage::new(), &addrs, mux).await.unwrap());
         }
         let remotes: Vec<RemoteNode> = members
             .iter()

@@ -384,7 +384,6 @@ async fn run(args: Args) -> Result<bool, String> {
                 MemStorage::new(),
                 &addrs,
                 plus_mux::Config::default(),
-                id,
             )
             .await?,
         );

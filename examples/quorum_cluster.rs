@@ -75,8 +75,8 @@ async fn start_member(
     start: Start,
     storage: MemStorage,
 ) -> Result<MuxNode, String> {
-    let config = Config { start, ..Config::new(id, members.to_vec()) };
-    MuxNode::start(config, storage, addrs, MuxConfig::default(), id * 7919).await
+    let config = Config { start, seed: id * 7919, ..Config::new(id, members.to_vec()) };
+    MuxNode::start(config, storage, addrs, MuxConfig::default()).await
 }
 
 #[derive(Default)]

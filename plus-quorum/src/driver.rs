@@ -133,11 +133,10 @@ pub struct RunningNode {
 pub fn spawn_node<S: Storage + 'static>(
     config: Config,
     storage: S,
-    seed: u64,
     transport: Arc<dyn Transport>,
 ) -> Result<RunningNode, NodeError> {
     let origin = Instant::now();
-    let node = Node::new(config, storage, seed, Timestamp::ZERO)?;
+    let node = Node::new(config, storage, Timestamp::ZERO)?;
     let id = node.id();
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (inbox, inbox_rx) = mpsc::unbounded_channel();
@@ -572,6 +571,21 @@ impl InProcessNetwork {
     #[must_use]
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// Starts a node on the current tokio runtime and connects it to this network, in one call
+    /// ([`spawn_node`] then [`InProcessNetwork::register`]).
+    ///
+    /// # Errors
+    /// As [`spawn_node`].
+    pub fn spawn<S: Storage + 'static>(
+        self: &Arc<Self>,
+        config: Config,
+        storage: S,
+    ) -> Result<RunningNode, NodeError> {
+        let node = spawn_node(config, storage, Arc::clone(self) as Arc<dyn Transport>)?;
+        self.register(node.handle.clone());
+        Ok(node)
     }
 
     /// Connects (or reconnects) a node.

@@ -60,7 +60,7 @@
 //! let mut now = Timestamp::ZERO;
 //! let mut nodes: Vec<Node<MemStorage>> = members
 //!     .iter()
-//!     .map(|&id| Node::new(Config::new(id, members.clone()), MemStorage::new(), id, now).unwrap())
+//!     .map(|&id| Node::new(Config::new(id, members.clone()), MemStorage::new(), now).unwrap())
 //!     .collect();
 //!
 //! // Deliver every message at once until the cluster is quiet.

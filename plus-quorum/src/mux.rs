@@ -247,7 +247,6 @@ impl MuxNode {
         storage: S,
         addrs: &HashMap<NodeId, String>,
         mux: MuxConfig,
-        seed: u64,
     ) -> Result<Self, String> {
         let id = config.id;
         let addr = addrs.get(&id).ok_or_else(|| format!("no address for node {id}"))?;
@@ -256,8 +255,8 @@ impl MuxNode {
         let peers: HashMap<NodeId, String> =
             addrs.iter().filter(|(p, _)| **p != id).map(|(p, a)| (*p, a.clone())).collect();
         let transport = MuxTransport::new(&peers, &mux).map_err(|e| e.to_string())?;
-        let node = crate::spawn_node(config, storage, seed, transport.clone())
-            .map_err(|e| e.to_string())?;
+        let node =
+            crate::spawn_node(config, storage, transport.clone()).map_err(|e| e.to_string())?;
         let server = serve(listener, node.handle.clone(), mux).map_err(|e| e.to_string())?;
         Ok(Self { handle: node.handle, server, transport })
     }

@@ -59,6 +59,9 @@ pub struct Config {
     pub snapshot_threshold: u64,
     /// How this node starts. Default [`Start::Bootstrap`].
     pub start: Start,
+    /// Seeds the node's RNG (its election timer's jitter). Default: mixed from `id`, so that the
+    /// nodes of one cluster differ; set it for a reproducible run.
+    pub seed: u64,
     /// Planted faults (test builds only).
     #[cfg(feature = "planted-bugs")]
     pub bugs: PlantedBugs,
@@ -76,6 +79,7 @@ impl Config {
             max_entries_per_message: 512,
             snapshot_threshold: 10_000,
             start: Start::Bootstrap,
+            seed: id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed,
             #[cfg(feature = "planted-bugs")]
             bugs: PlantedBugs::default(),
         }
@@ -246,16 +250,11 @@ impl<S: Storage> fmt::Debug for Node<S> {
 }
 
 impl<S: Storage> Node<S> {
-    /// Starts a node at `now`, restoring what `storage` holds. `seed` seeds its election timer.
+    /// Starts a node at `now`, restoring what `storage` holds.
     ///
     /// # Errors
     /// [`NodeError`] for a bad config or unreadable storage.
-    pub fn new(
-        config: Config,
-        mut storage: S,
-        seed: u64,
-        now: Timestamp,
-    ) -> Result<Self, NodeError> {
+    pub fn new(config: Config, mut storage: S, now: Timestamp) -> Result<Self, NodeError> {
         config.validate()?;
         let recovered = storage.recover()?;
         let recovering = config.start == Start::Rejoin && recovered.is_none();
@@ -283,7 +282,7 @@ impl<S: Storage> Node<S> {
             })
             .collect();
         let mut node = Self {
-            rng: seeded_rng(seed),
+            rng: seeded_rng(config.seed),
             storage,
             role: Role::Follower,
             term: recovered.hard_state.term,

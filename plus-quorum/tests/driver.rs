@@ -25,14 +25,8 @@ fn start() -> Harness {
     let storages: Vec<MemStorage> = (0..3).map(|_| MemStorage::new()).collect();
     let mut handles = Vec::new();
     for id in 1..=3u64 {
-        let node = spawn_node(
-            config(id, Start::Bootstrap),
-            storages[(id - 1) as usize].clone(),
-            id,
-            net.clone(),
-        )
-        .unwrap();
-        net.register(node.handle.clone());
+        let node =
+            net.spawn(config(id, Start::Bootstrap), storages[(id - 1) as usize].clone()).unwrap();
         handles.push(node.handle);
     }
     Harness { net, cluster: Cluster::new(handles), storages }
@@ -102,7 +96,8 @@ async fn restarted_followers_catch_up_wiped_or_not() {
         // First follower comes back with its memory wiped, the second with it kept.
         let storage =
             if n == 0 { MemStorage::new() } else { h.storages[(id - 1) as usize].clone() };
-        let node = spawn_node(config(id, Start::Rejoin), storage, id + 10, h.net.clone()).unwrap();
+        let config = Config { seed: id + 10, ..config(id, Start::Rejoin) };
+        let node = spawn_node(config, storage, h.net.clone()).unwrap();
         h.net.register(node.handle.clone());
         h.cluster.replace(node.handle.clone());
         // Caught up: same applied index and digest as the leader.
@@ -152,7 +147,7 @@ async fn whole_cluster_restart_with_file_storage() {
         let mut handles = Vec::new();
         for id in 1..=3u64 {
             let storage = FileStorage::open(base.join(format!("node{id}"))).unwrap();
-            let node = spawn_node(config(id, start), storage, id, net.clone()).unwrap();
+            let node = spawn_node(config(id, start), storage, net.clone()).unwrap();
             net.register(node.handle.clone());
             handles.push(node.handle);
         }

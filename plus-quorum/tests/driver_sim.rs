@@ -12,7 +12,7 @@ use std::time::Duration;
 use plus_core::seeded_rng;
 use plus_quorum::{
     Cluster, Config, InProcessNetwork, MemStorage, NodeHandle, ReadResult, Start, WriteResult,
-    compare, spawn_node,
+    compare,
 };
 use rand::Rng;
 use sim::{MapSpec, ModelOp, ModelRet, Request, group_of, to_request};
@@ -26,10 +26,8 @@ fn start_node(
     storage: MemStorage,
     net: &Arc<InProcessNetwork>,
 ) -> NodeHandle {
-    let config = Config { start, ..Config::new(id, vec![1, 2, 3]) };
-    let node = spawn_node(config, storage, id * 31, net.clone()).unwrap();
-    net.register(node.handle.clone());
-    node.handle
+    let config = Config { start, seed: id * 31, ..Config::new(id, vec![1, 2, 3]) };
+    net.spawn(config, storage).unwrap().handle
 }
 
 fn random_op(rng: &mut impl Rng, client: usize, n: usize) -> ModelOp {

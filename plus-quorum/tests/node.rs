@@ -5,8 +5,7 @@ use plus_core::Timestamp;
 use plus_quorum::{ClientError, Config, MemStorage, Message, Node, Role, Start, WriteOp};
 
 fn node(id: u64, start: Start, storage: MemStorage) -> Node<MemStorage> {
-    Node::new(Config { start, ..Config::new(id, vec![1, 2, 3]) }, storage, id, Timestamp::ZERO)
-        .unwrap()
+    Node::new(Config { start, ..Config::new(id, vec![1, 2, 3]) }, storage, Timestamp::ZERO).unwrap()
 }
 
 fn drain(n: &mut Node<MemStorage>) -> Vec<(u64, Message)> {
@@ -99,7 +98,7 @@ fn followers_refuse_client_calls_with_a_hint() {
 
 #[test]
 fn empty_multi_operations_are_rejected() {
-    let mut n = Node::new(Config::new(1, vec![1]), MemStorage::new(), 1, Timestamp::ZERO).unwrap();
+    let mut n = Node::new(Config::new(1, vec![1]), MemStorage::new(), Timestamp::ZERO).unwrap();
     n.tick(Timestamp::from_millis(1_000));
     assert!(n.is_leader(), "a single node elects itself");
     assert!(matches!(n.write(1, WriteOp::MultiSet(vec![])), Err(ClientError::Invalid(_))));
@@ -107,8 +106,8 @@ fn empty_multi_operations_are_rejected() {
 
 #[test]
 fn bad_config_is_an_error() {
-    let err = Node::new(Config::new(9, vec![1, 2, 3]), MemStorage::new(), 1, Timestamp::ZERO)
-        .unwrap_err();
+    let err =
+        Node::new(Config::new(9, vec![1, 2, 3]), MemStorage::new(), Timestamp::ZERO).unwrap_err();
     assert_eq!(err.to_string(), "invalid config: node 9 is not among the members [1, 2, 3]");
 }
 
@@ -116,7 +115,7 @@ fn bad_config_is_an_error() {
 fn bad_configs_are_refused_with_typed_errors() {
     use plus_quorum::{ConfigError, NodeError};
     let check = |config: Config, expected: ConfigError| {
-        let err = Node::new(config, MemStorage::new(), 1, Timestamp::ZERO).unwrap_err();
+        let err = Node::new(config, MemStorage::new(), Timestamp::ZERO).unwrap_err();
         assert!(matches!(&err, NodeError::Config(e) if *e == expected), "{err}");
     };
     check(Config::new(4, vec![1, 2, 3]), ConfigError::NotAMember { id: 4, members: vec![1, 2, 3] });
@@ -127,7 +126,7 @@ fn bad_configs_are_refused_with_typed_errors() {
     );
     let slow_heartbeat =
         Config { heartbeat_interval: std::time::Duration::from_secs(1), ..Config::new(1, vec![1]) };
-    let err = Node::new(slow_heartbeat, MemStorage::new(), 1, Timestamp::ZERO).unwrap_err();
+    let err = Node::new(slow_heartbeat, MemStorage::new(), Timestamp::ZERO).unwrap_err();
     assert!(
         matches!(err, NodeError::Config(ConfigError::HeartbeatNotShorterThanElection { .. })),
         "{err}"

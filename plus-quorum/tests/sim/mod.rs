@@ -320,9 +320,11 @@ impl Sim {
             .map(|(&id, s)| {
                 Some(
                     Node::new(
-                        Self::node_config(&cfg, id, &members, Start::Bootstrap),
+                        Config {
+                            seed: rng.random(),
+                            ..Self::node_config(&cfg, id, &members, Start::Bootstrap)
+                        },
                         s.clone(),
-                        rng.random(),
                         Timestamp::ZERO,
                     )
                     .unwrap(),
@@ -484,9 +486,11 @@ impl Sim {
         let members = self.members();
         let id = members[i];
         let node = Node::new(
-            Self::node_config(&self.cfg, id, &members, Start::Rejoin),
+            Config {
+                seed: self.rng.random(),
+                ..Self::node_config(&self.cfg, id, &members, Start::Rejoin)
+            },
             self.storages[i].clone(),
-            self.rng.random(),
             self.now,
         )
         .unwrap();
