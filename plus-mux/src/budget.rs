@@ -3,9 +3,8 @@
 //! memory between them.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The default budget's size: 256 MiB, shared by every connection whose config keeps the
 /// default [`MemoryBudget::global`].
@@ -20,16 +19,17 @@ pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
 /// answered with an error first, so the peer knows why).
 #[derive(Clone)]
 pub struct MemoryBudget {
-    bytes: Arc<Semaphore>,
+    /// Bytes held now. A plain atomic (no waiters to wake): charges never wait, so taking and
+    /// giving back is one atomic operation each, with no lock on the hot path.
+    held: Arc<AtomicUsize>,
     capacity: usize,
 }
 
 impl MemoryBudget {
-    /// A budget of `capacity` bytes of its own (at most `usize::MAX >> 3`, tokio's limit).
+    /// A budget of `capacity` bytes of its own.
     #[must_use]
     pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.min(Semaphore::MAX_PERMITS);
-        Self { bytes: Arc::new(Semaphore::new(capacity)), capacity }
+        Self { held: Arc::new(AtomicUsize::new(0)), capacity }
     }
 
     /// The process-wide budget of [`DEFAULT_MEMORY_BUDGET`] bytes that [`Config::default`]
@@ -51,22 +51,26 @@ impl MemoryBudget {
     /// Bytes not held now.
     #[must_use]
     pub fn available(&self) -> usize {
-        self.bytes.available_permits()
+        self.capacity.saturating_sub(self.held.load(Ordering::Relaxed))
     }
 
     /// Takes `bytes` if that many are free, without waiting.
     pub(crate) fn try_charge(&self, bytes: usize) -> Option<Charge> {
         if bytes == 0 {
-            return Some(Charge { _bytes: None });
+            return Some(Charge { held: None, bytes: 0 });
         }
-        let n = u32::try_from(bytes).ok()?;
-        Arc::clone(&self.bytes).try_acquire_many_owned(n).ok().map(|p| Charge { _bytes: Some(p) })
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |held| {
+                held.checked_add(bytes).filter(|&total| total <= self.capacity)
+            })
+            .ok()
+            .map(|_| Charge { held: Some(Arc::clone(&self.held)), bytes })
     }
 }
 
 impl PartialEq for MemoryBudget {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.bytes, &other.bytes)
+        Arc::ptr_eq(&self.held, &other.held)
     }
 }
 
@@ -84,8 +88,16 @@ impl fmt::Debug for MemoryBudget {
 /// Bytes held from a [`MemoryBudget`]; given back when dropped.
 #[derive(Debug)]
 pub(crate) struct Charge {
-    /// Held only to be dropped: the permit gives the bytes back.
-    _bytes: Option<OwnedSemaphorePermit>,
+    held: Option<Arc<AtomicUsize>>,
+    bytes: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if let Some(held) = &self.held {
+            held.fetch_sub(self.bytes, Ordering::AcqRel);
+        }
+    }
 }
 
 #[cfg(test)]

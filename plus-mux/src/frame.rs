@@ -6,8 +6,8 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::budget::{Charge, MemoryBudget};
 
-/// Most bytes reserved ahead for a frame's body: the buffer grows as the body arrives, so a
-/// header alone never allocates the whole declared length.
+/// Most bytes reserved ahead for a frame's body when no budget bounds it: the buffer grows as
+/// the body arrives, so a header alone never allocates the whole declared length.
 const RESERVE_AHEAD: usize = 64 * 1024;
 
 /// Bytes before the body: 3 type bytes, identity, length.
@@ -209,7 +209,10 @@ impl Decoder for FrameCodec {
         }
         let total = HEADER_LEN + len + TRAILER.len();
         if src.len() < total {
-            src.reserve((total - src.len()).min(RESERVE_AHEAD));
+            // Charged to a budget, the whole body may be reserved at once (the budget bounds
+            // what all peers can make us reserve); without one, only a chunk ahead.
+            let ahead = if self.budget.is_some() { usize::MAX } else { RESERVE_AHEAD };
+            src.reserve((total - src.len()).min(ahead));
             return Ok(None);
         }
         let trailer = [src[total - 3], src[total - 2], src[total - 1]];
@@ -248,11 +251,11 @@ impl Encoder<Frame> for FrameCodec {
     }
 }
 
-/// Appends `frame`'s wire bytes to `dst`.
+/// Appends `frame`'s wire bytes to `dst` (what [`FrameCodec`]'s encoder does).
 ///
 /// # Errors
 /// [`FrameError::BodyTooLong`] when the body does not fit a `u32` length.
-pub fn encode_into(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+pub(crate) fn encode_into(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
     let len =
         u32::try_from(frame.body.len()).map_err(|_| FrameError::BodyTooLong(frame.body.len()))?;
     dst.reserve(frame.wire_len());
@@ -267,6 +270,19 @@ pub fn encode_into(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> 
 /// Whether `identity`'s big-endian bytes contain `\r\r\n`, which the Go implementation would
 /// mistake for the end of a frame.
 #[must_use]
-pub fn breaks_go_framing(identity: u32) -> bool {
+pub(crate) fn breaks_go_framing(identity: u32) -> bool {
     identity.to_be_bytes().windows(3).any(|w| w == TRAILER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_the_go_implementation_cannot_frame() {
+        // 855,306 is 00 0D 0D 0A: its last three bytes are the trailer.
+        assert!(breaks_go_framing(855_306));
+        assert!(!breaks_go_framing(855_307));
+        assert!(breaks_go_framing(0x0D0D_0A00));
+    }
 }
