@@ -240,7 +240,8 @@ async fn mux_write<N: plus_quorum::NodeApi>(cluster: Cluster<N>, client: usize, 
 
 /// The same store with its nodes and clients talking over plus-mux on loopback TCP.
 fn over_mux(c: &mut Criterion, rt: &Runtime, in_process: &Cluster) {
-    use plus_quorum::{MuxNode, RemoteNode, loopback_addrs};
+    use plus_quorum::testing::loopback_addrs;
+    use plus_quorum::{MuxNode, RemoteNode};
     let (_nodes, remote) = rt.block_on(async {
         let members = vec![1u64, 2, 3];
         let addrs = loopback_addrs(&members).await.unwrap();

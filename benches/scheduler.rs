@@ -5,7 +5,9 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use plus_core::{WorkerId, seeded_rng};
-use plus_scheduler::{Candidate, Job, SEED_WEIGHTS, Scheduler, SimConfig, WorkerKind, simulate};
+use plus_scheduler::{
+    Candidate, Job, REFERENCE_WEIGHTS, Scheduler, SimConfig, WorkerKind, simulate,
+};
 use rand::Rng;
 
 fn fleet(n: usize) -> Vec<Candidate> {
@@ -29,7 +31,7 @@ fn plain_pass(candidates: &[Candidate]) -> f64 {
 }
 
 fn decision(c: &mut Criterion) {
-    let scheduler = Scheduler::with_weights(SEED_WEIGHTS).unwrap();
+    let scheduler = Scheduler::with_weights(REFERENCE_WEIGHTS).unwrap();
     let job = Job { kind: WorkerKind::Build, project: "release-5331" };
     for n in [10, 1_000, 10_000] {
         let candidates = fleet(n);

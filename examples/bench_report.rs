@@ -15,7 +15,7 @@ use std::process::ExitCode;
 /// `(criterion group directory, contender, baseline, what the ratio means)`.
 const PAIRS: &[(&str, &str, &str, &str)] = &[
     (
-        "manifest_seed",
+        "manifest_reference",
         "plus_manifest_parse_validate",
         "serde_yaml_untyped_value",
         "manifest parse+validate / serde_yaml untyped",
@@ -140,7 +140,7 @@ const SINGLES: &[(&str, &str, &str)] = &[
     (
         "scheduler_simulate_50000_jobs",
         "plus_scheduler",
-        "50,000-job simulation (seed 000's Go harness: 40.2 s)",
+        "50,000-job simulation (talk 000's Go harness: 40.2 s)",
     ),
     ("quorum_3_nodes_in_process", "write_unbatched", "quorum write, 3 nodes in one thread"),
     ("quorum_3_nodes_in_process", "write_batched_1000", "quorum 1,000 batched writes"),

@@ -33,16 +33,17 @@ use bytes::Bytes;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plus_core::{AppCode, HostId, Timestamp, Version, WorkerId, seeded_rng};
 use plus_manifest::{Manifest, ManifestError, parse_file};
+use plus_quorum::testing::loopback_addrs;
 use plus_quorum::{
     Cluster, Config as QuorumConfig, Expect, MemStorage, MuxNode, RemoteNode, WriteOp, WriteResult,
-    compare, loopback_addrs,
+    compare,
 };
 use plus_rollout::{
     AppExecutor, AppGraph, AppSpec, AppState, Command, DeployConfig, Deployment, EventKind,
     GroupHost, HostState, Mode, Outcome, Phase, PlanConfig, ReleaseConfig, Step, StepExecutor,
     StepOutcome, plan, spawn_deployment, spawn_release,
 };
-use plus_scheduler::{Candidate, Job, SEED_WEIGHTS, Scheduler, WorkerKind};
+use plus_scheduler::{Candidate, Job, REFERENCE_WEIGHTS, Scheduler, WorkerKind};
 use rand::Rng;
 
 const USAGE: &str = "usage: platform [--fail-rate R] [--seed S] [--latency-ms MS] [--hosts-per-app N] [--no-progress] [--data DIR]
@@ -167,7 +168,7 @@ fn place_builds(
             )
         })
         .collect();
-    let scheduler = Scheduler::with_weights(SEED_WEIGHTS).map_err(|e| e.to_string())?;
+    let scheduler = Scheduler::with_weights(REFERENCE_WEIGHTS).map_err(|e| e.to_string())?;
     let mut placed = HashMap::new();
     for (code, _) in apps {
         for c in &mut fleet {

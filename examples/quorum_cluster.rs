@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use plus_mux::Config as MuxConfig;
+use plus_quorum::testing::loopback_addrs;
 use plus_quorum::{
     Cluster, Config, Expect, MemStorage, MuxNode, NodeApi, ReadOp, ReadResult, RemoteNode, Role,
-    Start, WriteOp, WriteResult, compare, loopback_addrs,
+    Start, WriteOp, WriteResult, compare,
 };
 use tokio::sync::Mutex;
 

@@ -1,4 +1,4 @@
-//! Seed 000's 50,000-job scheduling simulation, and the weight tuner.
+//! Talk 000's 50,000-job scheduling simulation, and the weight tuner.
 //!
 //! ```text
 //! tune_weights [--workers N] [--jobs N] [--projects N] [--weights LOAD,CACHE,TOTAL]
@@ -25,7 +25,7 @@ const USAGE: &str =
 
 Limits: --workers up to 100000, --jobs up to 100000000, --projects up to 1000000,
 --search up to 100000.
-Defaults reproduce seed 000's experiment: 10 workers, 50,000 jobs, 36,000 projects,
+Defaults reproduce talk 000's experiment: 10 workers, 50,000 jobs, 36,000 projects,
 weights 35,50,34. --search N tries N weight sets (random, or a grid with --grid) and
 writes DIR/tuning.csv and DIR/tuning.svg (DIR defaults to tuning-out).";
 

@@ -1,15 +1,15 @@
-//! Seed 000's manifest, its round trip and its environment key.
+//! Talk 000's manifest, its round trip and its environment key.
 
 use std::time::Duration;
 
 use plus_manifest::{EnvImageKey, Manifest, ManifestVersion, parse_str};
 
-/// Seed 000's manifest, as the seed gives it.
-const SEED: &str = include_str!("data/seed.yaml");
+/// Talk 000's manifest, as the talk gives it.
+const REFERENCE: &str = include_str!("data/reference.yaml");
 
 #[test]
-fn seed_manifest_parses_to_exactly_its_values() {
-    let m = parse_str("manifest.yaml", SEED).unwrap();
+fn the_reference_manifest_parses_to_exactly_its_values() {
+    let m = parse_str("manifest.yaml", REFERENCE).unwrap();
     assert_eq!(m.version, ManifestVersion::V1);
     let build = m.build.as_ref().unwrap();
     let tools: Vec<(&str, &str)> =
@@ -34,7 +34,7 @@ fn seed_manifest_parses_to_exactly_its_values() {
 
 #[test]
 fn round_trips_through_yaml() {
-    let m = parse_str("manifest.yaml", SEED).unwrap();
+    let m = parse_str("manifest.yaml", REFERENCE).unwrap();
     let text = m.to_yaml();
     let again = parse_str("again.yaml", &text).unwrap_or_else(|r| panic!("{r}\n{text}"));
     assert_eq!(again, m);
@@ -69,8 +69,8 @@ fn env_key_ignores_order_and_formatting_and_is_pinned() {
     let c = parse_str("c", "version: v1\nbuild:\n  tools: {maven: 3.3.3, oracle-jdk: '11'}\n  run: {cmd: [mvn package]}\n").unwrap();
     assert_eq!(a.env_image_key(), b.env_image_key());
     assert_ne!(a.env_image_key(), c.env_image_key());
-    let seed = parse_str("seed", SEED).unwrap();
-    assert_eq!(seed.env_image_key(), a.env_image_key());
+    let reference = parse_str("reference", REFERENCE).unwrap();
+    assert_eq!(reference.env_image_key(), a.env_image_key());
     // Pinned: the key must not change across runs, machines or releases of this crate.
     assert_eq!(a.env_image_key().as_str(), EXPECTED_SEED_KEY);
     assert_ne!(

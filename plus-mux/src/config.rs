@@ -8,6 +8,7 @@ use crate::frame::DEFAULT_MAX_BODY;
 /// The Go implementation answered with an empty body and lost the error. `plus-mux` never leaves
 /// the requester hanging: the request is always answered, in one of these forms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum HandlerErrorWire {
     /// The default: a response whose body is [`ERROR_PREFIX`](crate::ERROR_PREFIX) followed by
     /// the error message in UTF-8. A `plus-mux` requester turns it into

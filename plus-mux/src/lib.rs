@@ -1,4 +1,4 @@
-//! Many concurrent requests over one long-lived connection, both peers equal (seed 001),
+//! Many concurrent requests over one long-lived connection, both peers equal (talk 001),
 //! byte-compatible with the original Go implementation:
 //!
 //! ```text
@@ -66,10 +66,7 @@ pub use budget::{DEFAULT_MEMORY_BUDGET, MemoryBudget};
 pub use config::{Config, ConfigError, HandlerErrorWire};
 pub use connection::{Connection, Counters, ERROR_PREFIX, Handler, NoHandler};
 pub use error::{CloseReason, HandlerError, RequestError, StartError};
-pub use frame::{
-    DEFAULT_MAX_BODY, Frame, FrameCodec, FrameError, HEADER_LEN, Kind, TRAILER, breaks_go_framing,
-    encode_into,
-};
+pub use frame::{DEFAULT_MAX_BODY, Frame, FrameCodec, FrameError, HEADER_LEN, Kind, TRAILER};
 pub use reconnect::{
     Connector, ReconnectConfig, ReconnectingClient, TcpConnector, WhileDisconnected,
 };

@@ -51,6 +51,7 @@ impl Connector for TcpConnector {
 
 /// What a request does while the client is reconnecting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WhileDisconnected {
     /// Wait up to this long for the connection to come back, then fail.
     Wait(Duration),

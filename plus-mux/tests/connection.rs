@@ -13,7 +13,7 @@ use plus_mux::{
     WhileDisconnected,
 };
 use tokio::io::{AsyncWriteExt, DuplexStream};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Encoder, Framed};
 
 /// Echoes; `sleep:MS` answers after MS milliseconds; `fail` fails; `panic` panics.
 #[derive(Default)]
@@ -256,7 +256,7 @@ async fn body_limits_apply_both_ways() {
     );
     let (conn, mut peer) = raw(Config { max_body: 16, ..Config::default() });
     let mut huge = BytesMut::new();
-    plus_mux::encode_into(&Frame::request(1, vec![0u8; 1000]), &mut huge).unwrap();
+    FrameCodec::default().encode(Frame::request(1, vec![0u8; 1000]), &mut huge).unwrap();
     peer.get_mut().write_all(&huge).await.unwrap();
     assert!(
         matches!(conn.closed().await, CloseReason::Protocol(m) if m.contains("above the limit"))

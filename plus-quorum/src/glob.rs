@@ -7,7 +7,7 @@
 
 /// Whether `text` matches `pattern`.
 #[must_use]
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = text.chars().collect();
     let segments: Vec<&[char]> = pattern.split(|&c| c == '*').collect();

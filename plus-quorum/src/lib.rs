@@ -1,4 +1,4 @@
-//! A replicated in-memory key-value store for a platform's own state (seeds 001 and 002):
+//! A replicated in-memory key-value store for a platform's own state (talks 001 and 002):
 //! leader election, majority writes, linearizable reads, compare-and-set and all-or-nothing
 //! multi-key operations.
 //!
@@ -31,10 +31,13 @@
 //!   (`InProcessNetwork`) and `Cluster`, a client that routes every call to the leader and
 //!   re-routes after a leader change, with a deadline on every call.
 //! - `mux`: `MuxTransport`, `serve` and `RemoteNode`: nodes and clients over plus-mux
-//!   connections, bodies msgpack + lz4 as in the seed.
+//!   connections, bodies msgpack + lz4 as in the source talk.
 //! - `file-storage`: `FileStorage`, durable storage with checksummed records; a torn or
 //!   garbled tail left by a crash is cut off at recovery.
-//! - `planted-bugs`: test-only protocol faults, to show the simulation catches them.
+//!
+//! Test-only protocol faults, which show that the simulation catches them, are compiled in only
+//! with `RUSTFLAGS="--cfg plus_planted_bugs"` (a `--cfg`, not a feature: a feature is unified
+//! across a build, so one crate enabling it would change `Config` for every other).
 //!
 //! # Testing
 //!
@@ -118,17 +121,13 @@ pub use driver::{
 };
 #[cfg(feature = "file-storage")]
 pub use file_storage::FileStorage;
-pub use glob::glob_match;
 pub use inspect::{InspectionReport, compare};
 pub use kv::KvState;
 pub use log::{Entry, Payload, Snapshot};
 pub use message::Message;
 #[cfg(feature = "mux")]
-pub use mux::{
-    MuxNode, MuxTransport, RemoteNode, Server, WireError, decode as decode_wire,
-    encode as encode_wire, loopback_addrs, serve,
-};
-#[cfg(feature = "planted-bugs")]
+pub use mux::{MuxNode, MuxTransport, RemoteNode, Server, serve};
+#[cfg(plus_planted_bugs)]
 pub use node::PlantedBugs;
 pub use node::{Config, ConfigError, Inspection, Node, NodeError, Role, Start};
 pub use storage::{HardState, MemStorage, Recovered, Storage, StorageError, StorageErrorKind};
@@ -136,3 +135,31 @@ pub use types::{
     ClientError, ClientOutput, Expect, LogIndex, NodeId, ReadOp, ReadResult, RequestId, Response,
     Term, Versioned, WriteOp, WriteResult,
 };
+
+/// Helpers for tests, simulations and examples (feature `testing`): not part of the store's API.
+#[cfg(feature = "testing")]
+pub mod testing {
+    /// Whether `text` matches the glob `pattern` (`*`, `?`): the semantics of
+    /// [`ReadOp::Keys`](crate::ReadOp::Keys), for models that check it.
+    #[must_use]
+    pub fn glob_match(pattern: &str, text: &str) -> bool {
+        crate::glob::glob_match(pattern, text)
+    }
+
+    /// Free loopback addresses for node ids (bound once, then released: racy, for tests and
+    /// demos only).
+    ///
+    /// # Errors
+    /// When no port can be had.
+    #[cfg(feature = "mux")]
+    pub async fn loopback_addrs(
+        ids: &[crate::NodeId],
+    ) -> std::io::Result<std::collections::HashMap<crate::NodeId, String>> {
+        let mut addrs = std::collections::HashMap::new();
+        for &id in ids {
+            let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            addrs.insert(id, probe.local_addr()?.to_string());
+        }
+        Ok(addrs)
+    }
+}

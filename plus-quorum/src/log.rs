@@ -25,7 +25,7 @@ pub struct Entry {
     pub payload: Payload,
 }
 
-/// The state machine as of a log position: the log up to there collapsed into the map (seed
+/// The state machine as of a log position: the log up to there collapsed into the map (talk
 /// 002's "keep only the latest update of each key").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {

@@ -1,6 +1,6 @@
 //! The store over plus-mux (feature `mux`): each node serves a plus-mux endpoint that carries
 //! both Raft messages between nodes and client calls; bodies are msgpack (`rmp-serde`)
-//! compressed with lz4 (`lz4_flex`), as in the seed's protocol layer.
+//! compressed with lz4 (`lz4_flex`), as in the source talk's protocol layer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,13 +57,13 @@ enum WireReply {
 /// Why a body could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad quorum message: {0}")]
-pub struct WireError(String);
+pub(crate) struct WireError(String);
 
 /// msgpack, then lz4 with a size prefix.
 ///
 /// # Panics
 /// Never for the store's own types, which always serialize.
-pub fn encode<T: Serialize>(value: &T) -> Bytes {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Bytes {
     let raw = rmp_serde::to_vec(value).expect("quorum wire types serialize");
     Bytes::from(lz4_flex::compress_prepend_size(&raw))
 }
@@ -72,7 +72,7 @@ pub fn encode<T: Serialize>(value: &T) -> Bytes {
 ///
 /// # Errors
 /// [`WireError`] for a bad size, bad compression or bad msgpack.
-pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
     let size = body
         .get(..4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
@@ -267,19 +267,6 @@ impl MuxNode {
         self.transport.close();
         self.handle.stop().await;
     }
-}
-
-/// Free loopback addresses for `ids` (bound once, then released for the nodes to bind).
-///
-/// # Errors
-/// When no port can be had.
-pub async fn loopback_addrs(ids: &[NodeId]) -> std::io::Result<HashMap<NodeId, String>> {
-    let mut addrs = HashMap::new();
-    for &id in ids {
-        let probe = TcpListener::bind("127.0.0.1:0").await?;
-        addrs.insert(id, probe.local_addr()?.to_string());
-    }
-    Ok(addrs)
 }
 
 /// A node reached over plus-mux, for [`Cluster`](crate::Cluster).

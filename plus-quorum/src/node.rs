@@ -19,6 +19,7 @@ use crate::types::{
 
 /// How a node starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Start {
     /// Part of a new cluster whose members all start empty.
     #[default]
@@ -30,7 +31,7 @@ pub enum Start {
 }
 
 /// Test-only faults that break the protocol on purpose, to show the simulation catches them.
-#[cfg(feature = "planted-bugs")]
+#[cfg(plus_planted_bugs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PlantedBugs {
     /// A wiped node votes at once (ignores the recovering rule).
@@ -63,7 +64,7 @@ pub struct Config {
     /// nodes of one cluster differ; set it for a reproducible run.
     pub seed: u64,
     /// Planted faults (test builds only).
-    #[cfg(feature = "planted-bugs")]
+    #[cfg(plus_planted_bugs)]
     pub bugs: PlantedBugs,
 }
 
@@ -80,7 +81,7 @@ impl Config {
             snapshot_threshold: 10_000,
             start: Start::Bootstrap,
             seed: id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed,
-            #[cfg(feature = "planted-bugs")]
+            #[cfg(plus_planted_bugs)]
             bugs: PlantedBugs::default(),
         }
     }
@@ -145,6 +146,7 @@ pub enum ConfigError {
 
 /// A node's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum Role {
     /// Follows a leader (or waits for one).
     Follower,
@@ -168,7 +170,7 @@ pub enum NodeError {
     Storage(#[from] StorageError),
 }
 
-/// What a node reports for inspection (seed 002).
+/// What a node reports for inspection (talk 002).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Inspection {
     /// The node.
@@ -531,7 +533,7 @@ impl<S: Storage> Node<S> {
 
     /// Whether this node may grant a vote at all (not while recovering from a wipe).
     fn may_vote(&self) -> bool {
-        #[cfg(feature = "planted-bugs")]
+        #[cfg(plus_planted_bugs)]
         if self.config.bugs.wiped_node_votes {
             return true;
         }
@@ -686,7 +688,7 @@ impl<S: Storage> Node<S> {
         let quorum = self.quorum();
         #[allow(unused_mut)]
         let mut candidate = if matches.len() >= quorum { matches[quorum - 1] } else { 0 };
-        #[cfg(feature = "planted-bugs")]
+        #[cfg(plus_planted_bugs)]
         if self.config.bugs.commit_without_majority {
             candidate = self.log.last_index();
         }
@@ -767,7 +769,7 @@ impl<S: Storage> Node<S> {
         let quorum = self.quorum();
         #[allow(unused_mut)]
         let mut confirmed = if acked.len() >= quorum { acked[quorum - 1] } else { 0 };
-        #[cfg(feature = "planted-bugs")]
+        #[cfg(plus_planted_bugs)]
         if self.config.bugs.read_without_quorum {
             confirmed = self.read_seq;
         }

@@ -134,7 +134,7 @@ pub trait Storage: Send {
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError>;
 }
 
-/// Memory-only storage (the seed's store is memory-only), the default.
+/// Memory-only storage (the source talk's store is memory-only), the default.
 ///
 /// Clones share the same data: a host (or a test) that keeps a clone and hands it to a restarted
 /// node models "process restarted, memory kept"; a fresh `MemStorage` models "memory wiped".

@@ -170,7 +170,7 @@ async fn whole_cluster_restart_with_file_storage() {
     std::fs::remove_dir_all(&base).unwrap();
 }
 
-/// The seed's Quorumer-style calls on the client.
+/// The source talk's Quorumer-style calls on the client.
 #[tokio::test(start_paused = true)]
 async fn convenience_calls() {
     use plus_quorum::Expect;

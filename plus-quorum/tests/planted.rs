@@ -1,8 +1,9 @@
 //! The simulation catches real bugs: each planted fault must make some seed fail.
 //!
-//! Run with `cargo test -p plus-quorum --features planted-bugs --test planted -- --nocapture`
+//! Run with `RUSTFLAGS="--cfg plus_planted_bugs" CARGO_TARGET_DIR=target/planted cargo test
+//! -p plus-quorum --test planted -- --nocapture`
 //! to see how many seeds each took.
-#![cfg(feature = "planted-bugs")]
+#![cfg(plus_planted_bugs)]
 
 mod sim;
 

@@ -28,7 +28,7 @@ pub trait BrakePolicy: Send + Sync + fmt::Debug {
     fn check(&self, view: &BrakeView) -> Option<String>;
 }
 
-/// Seed 003's rule (the default): brake when failed hosts / planned hosts has reached a threshold.
+/// Talk 003's rule (the default): brake when failed hosts / planned hosts has reached a threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct FailureRate {
     /// The threshold; `None` means the group's max pull-out ratio.

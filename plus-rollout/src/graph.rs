@@ -1,4 +1,4 @@
-//! The application graph: validation, topological order, waves and teardown order (seed 004).
+//! The application graph: validation, topological order, waves and teardown order (talk 004).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -80,6 +80,7 @@ impl std::error::Error for GraphError {}
 
 /// A non-fatal finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GraphWarning {
     /// An optional dependency is not among the applications; it is ignored.
     UnknownOptionalDependency {

@@ -1,5 +1,5 @@
-//! Release a version to a group of hosts in batches without taking the service down (seed 003),
-//! and deploy many applications in dependency order (seed 004).
+//! Release a version to a group of hosts in batches without taking the service down (talk 003),
+//! and deploy many applications in dependency order (talk 004).
 //!
 //! The batch engine has three layers:
 //!

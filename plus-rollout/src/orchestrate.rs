@@ -39,6 +39,7 @@ impl Default for DeployConfig {
 
 /// Where an application is.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AppState {
     /// Waiting for its dependencies (or a free slot).
     Waiting,

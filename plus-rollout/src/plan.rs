@@ -94,6 +94,7 @@ impl GroupHost {
 
 /// Why a host is not in the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Exclusion {
     /// An operator pulled it out of traffic.
     PulledOut,
@@ -158,7 +159,7 @@ fn quarter() -> Ratio {
 }
 
 impl PlanConfig {
-    /// Seed 003's rollback: no bastion, 50% batches (and, in [`ReleaseConfig::rollback`],
+    /// Talk 003's rollback: no bastion, 50% batches (and, in [`ReleaseConfig::rollback`],
     /// no waits).
     ///
     /// [`ReleaseConfig::rollback`]: crate::ReleaseConfig::rollback

@@ -55,6 +55,7 @@ impl fmt::Display for Step {
 
 /// What a host-supplied executor reports for one step.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StepOutcome {
     /// The step succeeded.
     Done,
@@ -66,6 +67,7 @@ pub enum StepOutcome {
 
 /// Where a host is.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HostState {
     /// Not started yet.
     Pending,
@@ -109,6 +111,7 @@ impl HostState {
 
 /// How batches after the bastion start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Mode {
     /// Each batch starts by itself after a wait.
     Automatic {
@@ -128,7 +131,7 @@ pub struct ReleaseConfig {
     pub target: Version,
     /// Automatic or manual batches. Default automatic with a 30 s wait.
     pub mode: Mode,
-    /// Hosts of a batch running at once. Default 6 (seed 000's controller).
+    /// Hosts of a batch running at once. Default 6 (talk 000's controller).
     pub parallelism: usize,
     /// On the first failure in a batch, cancel the hosts not yet started (running ones finish).
     /// Default false ("quick and dirty": failures do not stop the rest of the batch).
@@ -137,7 +140,7 @@ pub struct ReleaseConfig {
     pub step_timeout: Duration,
     /// Deadline of Verify: the application's startup deadline. Default 10 minutes.
     pub verify_timeout: Duration,
-    /// Treat a failed Verify as passed (seed 003's "ignore verify"). Default false.
+    /// Treat a failed Verify as passed (talk 003's "ignore verify"). Default false.
     pub ignore_verify: bool,
     /// The brake checked before every batch. Default [`FailureRate`] at the plan's max pull-out
     /// ratio ([`PlanConfig::max_ratio`](crate::PlanConfig::max_ratio), given once, there).
@@ -160,7 +163,7 @@ impl ReleaseConfig {
         }
     }
 
-    /// Seed 003's rollback: no waits (pair it with [`PlanConfig::rollback`], which has no
+    /// Talk 003's rollback: no waits (pair it with [`PlanConfig::rollback`], which has no
     /// bastion and 50% batches).
     ///
     /// [`PlanConfig::rollback`]: crate::PlanConfig::rollback
@@ -175,6 +178,7 @@ impl ReleaseConfig {
 
 /// What a person can tell a release at any time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Command {
     /// Start no new host and no new batch until resumed; running hosts finish their steps.
     Pause,
@@ -229,6 +233,7 @@ impl fmt::Display for BatchLabel {
 
 /// How a release ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// Every planned host is on the target version.
     Succeeded,
@@ -240,6 +245,7 @@ pub enum Outcome {
 
 /// Where the release is.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Phase {
     /// Running a batch (or the bastion, bake or a retry).
     Running(BatchLabel),

@@ -38,7 +38,7 @@ pub trait Filter: Send + Sync + fmt::Debug {
     fn admits(&self, job: &Job<'_>, candidate: &Candidate) -> bool;
 }
 
-/// The dimensions a scheduler scores with: the three built-ins of seed 000, or a host's own.
+/// The dimensions a scheduler scores with: the three built-ins of talk 000, or a host's own.
 #[derive(Debug)]
 pub(crate) enum DimensionKind {
     Load,

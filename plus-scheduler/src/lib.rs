@@ -1,4 +1,4 @@
-//! Pick the best worker for a job by normalized weighted scoring (seed 000), and tune the weights
+//! Pick the best worker for a job by normalized weighted scoring (talk 000), and tune the weights
 //! in simulation before shipping them.
 //!
 //! A decision filters the candidates (wrong kind, at capacity, host-defined [`Filter`]s), then
@@ -14,7 +14,7 @@
 //!
 //! ```
 //! use plus_core::{WorkerId, seeded_rng};
-//! use plus_scheduler::{Candidate, Job, SEED_WEIGHTS, Scheduler, WorkerKind};
+//! use plus_scheduler::{Candidate, Job, REFERENCE_WEIGHTS, Scheduler, WorkerKind};
 //!
 //! let worker = |id: &str, load: f64, has_cache: bool, caches: u64| Candidate {
 //!     load,
@@ -22,7 +22,7 @@
 //!     total_caches: caches,
 //!     ..Candidate::new(WorkerId::new(id).unwrap(), WorkerKind::Build)
 //! };
-//! // Seed 000's worked example.
+//! // Talk 000's worked example.
 //! let fleet = [
 //!     worker("worker1", 2.0 / 20.0, false, 100),
 //!     worker("worker2", 6.0 / 20.0, true, 2000),
@@ -30,7 +30,7 @@
 //!     worker("worker4", 9.0 / 20.0, false, 300),
 //!     worker("worker5", 1.0 / 20.0, false, 1300),
 //! ];
-//! let scheduler = Scheduler::with_weights(SEED_WEIGHTS)?;
+//! let scheduler = Scheduler::with_weights(REFERENCE_WEIGHTS)?;
 //! let job = Job { kind: WorkerKind::Build, project: "release-5331" };
 //! let decision = scheduler.decide(&job, &fleet, &mut seeded_rng(7))?;
 //! assert_eq!(decision.chosen().id.as_str(), "worker1");
@@ -56,8 +56,8 @@ pub use candidate::{Candidate, Job, WorkerKind};
 pub use dimension::{Dimension, Direction, Filter};
 pub use error::Error;
 pub use scheduler::{
-    CandidateScore, Decision, DimensionScore, Rejection, SEED_WEIGHTS, Scheduler, SchedulerBuilder,
-    TieBreak, Weights,
+    CandidateScore, Decision, DimensionScore, REFERENCE_WEIGHTS, Rejection, Scheduler,
+    SchedulerBuilder, TieBreak, Weights,
 };
 pub use sim::{Popularity, SimConfig, SimError, SimReport, WorkerJoin, WorkerTotals, simulate};
 pub use tune::{Objective, Search, Trial, TuneConfig, TuneResult, tune};

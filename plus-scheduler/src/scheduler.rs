@@ -7,8 +7,8 @@ use crate::candidate::{Candidate, Job};
 use crate::dimension::{Dimension, DimensionKind, Direction, Filter};
 use crate::error::Error;
 
-/// Seed 000's tuned weights: load 35, has-cache 50, total caches 34.
-pub const SEED_WEIGHTS: Weights = Weights { load: 35.0, has_cache: 50.0, total_caches: 34.0 };
+/// Talk 000's tuned weights: load 35, has-cache 50, total caches 34.
+pub const REFERENCE_WEIGHTS: Weights = Weights { load: 35.0, has_cache: 50.0, total_caches: 34.0 };
 
 /// Weights of the three built-in dimensions.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,9 +22,9 @@ pub struct Weights {
 }
 
 impl Default for Weights {
-    /// [`SEED_WEIGHTS`].
+    /// [`REFERENCE_WEIGHTS`].
     fn default() -> Self {
-        SEED_WEIGHTS
+        REFERENCE_WEIGHTS
     }
 }
 
@@ -50,7 +50,7 @@ struct WeightedDimension {
     weight: f64,
 }
 
-/// Places jobs on workers: filter, then score by normalized weighted dimensions (seed 000).
+/// Places jobs on workers: filter, then score by normalized weighted dimensions (talk 000).
 ///
 /// For each dimension, raw values are normalized across the admitted candidates to
 /// `(v - min) / (max - min)` (or one minus that when smaller is better); when every candidate has
@@ -156,6 +156,7 @@ impl SchedulerBuilder {
 
 /// Why a candidate was filtered out.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rejection {
     /// The worker is of another kind than the job needs.
     WrongKind,

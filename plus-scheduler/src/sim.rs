@@ -1,5 +1,5 @@
 //! The simulation harness: replays a stream of jobs against a model fleet in simulated time, so
-//! that weights can be judged (and tuned) before they are shipped (seed 000's Go benchmark).
+//! that weights can be judged (and tuned) before they are shipped (talk 000's Go benchmark).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -9,7 +9,7 @@ use rand::Rng;
 
 use crate::candidate::{Candidate, Job, WorkerKind};
 use crate::error::Error;
-use crate::scheduler::{SEED_WEIGHTS, Scheduler, Weights};
+use crate::scheduler::{REFERENCE_WEIGHTS, Scheduler, Weights};
 
 /// How often each project is built.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,7 +23,7 @@ pub enum Popularity {
     },
 }
 
-/// Workers that join the fleet part-way through a run, with no caches (seed 000: "new workers
+/// Workers that join the fleet part-way through a run, with no caches (talk 000: "new workers
 /// make caches uneven").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerJoin {
@@ -35,10 +35,10 @@ pub struct WorkerJoin {
 
 /// The fleet model and job stream of one simulation.
 ///
-/// The defaults model seed 000's experiment: 10 build workers with 20 job slots each, whose
+/// The defaults model talk 000's experiment: 10 build workers with 20 job slots each, whose
 /// initial caches are uneven (worker `i` starts with `(i + 1) x 200` random project caches, so
-/// 200 to 2,000); 36,000 projects built with uniform popularity (the seed does not give its
-/// project count; 36,000 makes the default run end, like the seed's, with about 3,250 caches on
+/// 200 to 2,000); 36,000 projects built with uniform popularity (the talk does not give its
+/// project count; 36,000 makes the default run end, like the source talk's, with about 3,250 caches on
 /// every worker); 50,000 jobs, one arriving per
 /// tick, each running 5 to 15 ticks (uniform), adding `1/slots` to its worker's load while it
 /// runs and leaving its project's cache on the worker when it ends; no eviction; weights
@@ -53,7 +53,7 @@ pub struct SimConfig {
     pub projects: usize,
     /// How projects are drawn. Default [`Popularity::Uniform`].
     pub popularity: Popularity,
-    /// Scoring weights. Default [`SEED_WEIGHTS`].
+    /// Scoring weights. Default [`REFERENCE_WEIGHTS`].
     pub weights: Weights,
     /// Worker `i` starts with `(i + 1) x initial_cache_step` caches. Default 200.
     pub initial_cache_step: usize,
@@ -79,7 +79,7 @@ impl Default for SimConfig {
             jobs: 50_000,
             projects: 36_000,
             popularity: Popularity::Uniform,
-            weights: SEED_WEIGHTS,
+            weights: REFERENCE_WEIGHTS,
             initial_cache_step: 200,
             slots: 20,
             job_ticks: (5, 15),

@@ -1,8 +1,8 @@
-//! Scoring: the seed's worked example, the normalization rules, filters, errors and ties.
+//! Scoring: the source talk's worked example, the normalization rules, filters, errors and ties.
 
 use plus_core::{WorkerId, seeded_rng};
 use plus_scheduler::{
-    Candidate, Dimension, Direction, Error, Filter, Job, Rejection, SEED_WEIGHTS, Scheduler,
+    Candidate, Dimension, Direction, Error, Filter, Job, REFERENCE_WEIGHTS, Rejection, Scheduler,
     TieBreak, Weights, WorkerKind,
 };
 
@@ -27,13 +27,13 @@ fn seed_fleet() -> Vec<Candidate> {
     ]
 }
 
-/// Seed 000's table, recomputed from its own formula. The seed printed 0.67 / 0.25 / 0.125 / 0 / 1
+/// Talk 000's table, recomputed from its own formula. The seed printed 0.67 / 0.25 / 0.125 / 0 / 1
 /// for the load column; the formula `1 - (v - min) / (max - min)` over loads 1/20..9/20 gives
-/// 0.875 / 0.375 / 0.25 / 0 / 1. `plus` follows the formula; the ranking is the seed's.
+/// 0.875 / 0.375 / 0.25 / 0 / 1. `plus` follows the formula; the ranking is the source talk's.
 #[test]
 fn seed_worked_example_follows_the_formula() {
     let fleet = seed_fleet();
-    let scheduler = Scheduler::with_weights(SEED_WEIGHTS).unwrap();
+    let scheduler = Scheduler::with_weights(REFERENCE_WEIGHTS).unwrap();
     let decision = scheduler.decide(&JOB, &fleet, &mut seeded_rng(1)).unwrap();
     let ranking = decision.ranking();
     let order: Vec<&str> = ranking.iter().map(|r| r.candidate.id.as_str()).collect();
@@ -66,7 +66,7 @@ fn seed_worked_example_follows_the_formula() {
 #[test]
 fn all_equal_dimension_gives_everyone_one() {
     let fleet = vec![worker("a", 0.5, false, 10), worker("b", 0.5, false, 20)];
-    let scheduler = Scheduler::with_weights(SEED_WEIGHTS).unwrap();
+    let scheduler = Scheduler::with_weights(REFERENCE_WEIGHTS).unwrap();
     let decision = scheduler.decide(&JOB, &fleet, &mut seeded_rng(1)).unwrap();
     for row in decision.ranking() {
         assert_eq!(row.dimensions[0].normalized, 1.0);
@@ -79,7 +79,7 @@ fn all_equal_dimension_gives_everyone_one() {
 #[test]
 fn log_line_explains() {
     let fleet = seed_fleet();
-    let scheduler = Scheduler::with_weights(SEED_WEIGHTS).unwrap();
+    let scheduler = Scheduler::with_weights(REFERENCE_WEIGHTS).unwrap();
     let line = scheduler.decide(&JOB, &fleet, &mut seeded_rng(1)).unwrap().log_line(2);
     assert!(
         line.starts_with("project=release-5331 chose=worker1 score=64.625 tied=1 candidates=5 rejected=0 | worker1 64.625 [load=0.1->0.875=30.625 has_cache=0->0.000=0.000 total_caches=100->1.000=34.000] | worker2 63.125"),
@@ -103,7 +103,8 @@ fn filters_remove_wrong_kind_full_and_host_rejected() {
     fleet[0].kind = WorkerKind::Deploy;
     fleet[1].capacity = Some(3);
     fleet[1].running_jobs = 3;
-    let scheduler = Scheduler::builder().weights(SEED_WEIGHTS).filter(NotWorker3).build().unwrap();
+    let scheduler =
+        Scheduler::builder().weights(REFERENCE_WEIGHTS).filter(NotWorker3).build().unwrap();
     let decision = scheduler.decide(&JOB, &fleet, &mut seeded_rng(1)).unwrap();
     let rejected: Vec<(&str, Rejection)> =
         decision.rejected().map(|(c, r)| (c.id.as_str(), r.clone())).collect();
@@ -117,7 +118,7 @@ fn filters_remove_wrong_kind_full_and_host_rejected() {
     );
     assert_eq!(decision.ranking().len(), 2);
     let all_out = Scheduler::builder()
-        .weights(SEED_WEIGHTS)
+        .weights(REFERENCE_WEIGHTS)
         .filter(NotWorker3)
         .build()
         .unwrap()
@@ -144,7 +145,7 @@ fn host_dimension_takes_part() {
     }
     let fleet = seed_fleet();
     let scheduler =
-        Scheduler::builder().weights(SEED_WEIGHTS).dimension(DiskFree, 100.0).build().unwrap();
+        Scheduler::builder().weights(REFERENCE_WEIGHTS).dimension(DiskFree, 100.0).build().unwrap();
     let decision = scheduler.decide(&JOB, &fleet, &mut seeded_rng(1)).unwrap();
     assert_eq!(decision.chosen().id.as_str(), "worker4");
     assert_eq!(decision.explain_chosen().dimensions[3].name, "disk_free_gb");
@@ -156,16 +157,16 @@ fn bad_input_is_a_typed_error() {
         assert_eq!(Scheduler::with_weights(weights).unwrap_err(), want);
     };
     check(
-        Weights { load: -1.0, ..SEED_WEIGHTS },
+        Weights { load: -1.0, ..REFERENCE_WEIGHTS },
         Error::InvalidWeight { dimension: "load".into(), weight: -1.0 },
     );
     assert!(matches!(
-        Scheduler::with_weights(Weights { has_cache: f64::NAN, ..SEED_WEIGHTS }),
+        Scheduler::with_weights(Weights { has_cache: f64::NAN, ..REFERENCE_WEIGHTS }),
         Err(Error::InvalidWeight { .. })
     ));
     check(Weights { load: 0.0, has_cache: 0.0, total_caches: 0.0 }, Error::AllZeroWeights);
 
-    let scheduler = Scheduler::with_weights(SEED_WEIGHTS).unwrap();
+    let scheduler = Scheduler::with_weights(REFERENCE_WEIGHTS).unwrap();
     let mut rng = seeded_rng(1);
     assert_eq!(scheduler.decide(&JOB, &[], &mut rng).unwrap_err(), Error::NoCandidates);
     let nan = [worker("a", f64::NAN, false, 1), worker("b", 0.1, false, 1)];
@@ -185,12 +186,12 @@ fn ties_follow_the_rule_and_the_seed() {
     let fleet: Vec<Candidate> =
         ["w3", "w1", "w2"].iter().map(|id| worker(id, 0.1, false, 5)).collect();
     let by_rule = |rule| {
-        let s = Scheduler::builder().weights(SEED_WEIGHTS).tie_break(rule).build().unwrap();
+        let s = Scheduler::builder().weights(REFERENCE_WEIGHTS).tie_break(rule).build().unwrap();
         s.decide(&JOB, &fleet, &mut seeded_rng(1)).unwrap().chosen().id.to_string()
     };
     assert_eq!(by_rule(TieBreak::LowestId), "w1");
     assert_eq!(by_rule(TieBreak::InputOrder), "w3");
-    let scheduler = Scheduler::with_weights(SEED_WEIGHTS).unwrap();
+    let scheduler = Scheduler::with_weights(REFERENCE_WEIGHTS).unwrap();
     let picks = |seed| {
         let mut rng = seeded_rng(seed);
         (0..30)

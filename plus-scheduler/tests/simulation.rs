@@ -37,7 +37,7 @@ fn totals_add_up() {
 
 #[test]
 fn seed_default_evens_caches_out() {
-    // The seed's experiment: 50,000 jobs on 10 workers with uneven initial caches ended with
+    // The source talk's experiment: 50,000 jobs on 10 workers with uneven initial caches ended with
     // every worker holding about the same number of caches.
     let report = simulate(&SimConfig::default()).unwrap();
     assert_eq!(report.workers, 10);

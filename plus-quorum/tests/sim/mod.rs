@@ -43,7 +43,7 @@ pub struct SimConfig {
     pub max_delay_ms: u64,
     pub crash_every_ms: u64,
     pub partition_every_ms: u64,
-    #[cfg(feature = "planted-bugs")]
+    #[cfg(plus_planted_bugs)]
     pub bugs: plus_quorum::PlantedBugs,
 }
 
@@ -60,7 +60,7 @@ impl SimConfig {
             max_delay_ms: 30,
             crash_every_ms: 700,
             partition_every_ms: 900,
-            #[cfg(feature = "planted-bugs")]
+            #[cfg(plus_planted_bugs)]
             bugs: plus_quorum::PlantedBugs::default(),
         }
     }
@@ -157,7 +157,10 @@ impl SequentialSpec for MapSpec {
                 ModelRet::Values(keys.iter().map(|k| m.get(k).cloned()).collect())
             }
             ModelOp::Keys(pattern) => ModelRet::Keys(
-                m.keys().filter(|k| plus_quorum::glob_match(pattern, k)).cloned().collect(),
+                m.keys()
+                    .filter(|k| plus_quorum::testing::glob_match(pattern, k))
+                    .cloned()
+                    .collect(),
             ),
         }
     }
@@ -377,7 +380,7 @@ impl Sim {
             start,
             ..Config::new(id, members.to_vec())
         };
-        #[cfg(feature = "planted-bugs")]
+        #[cfg(plus_planted_bugs)]
         {
             c.bugs = cfg.bugs;
         }
