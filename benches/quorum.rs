@@ -11,7 +11,8 @@ use plus_core::Timestamp;
 use plus_quorum::{Config, MemStorage, Node, ReadOp, WriteOp};
 
 struct Cluster {
-    nodes: Vec<Node<MemStorage>>,
+    nodes: Vec<Node>,
+    disks: Vec<MemStorage>,
     now: Timestamp,
     leader: usize,
 }
@@ -19,15 +20,17 @@ struct Cluster {
 impl Cluster {
     fn new() -> Self {
         let members = vec![1, 2, 3];
+        let mut disks: Vec<MemStorage> = members.iter().map(|_| MemStorage::new()).collect();
         let nodes = members
             .iter()
-            .map(|&id| {
+            .zip(&mut disks)
+            .map(|(&id, disk)| {
                 let config =
                     Config { snapshot_threshold: 100_000, ..Config::new(id, members.clone()) };
-                Node::new(config, MemStorage::new(), Timestamp::ZERO).unwrap()
+                Node::new(config, disk, Timestamp::ZERO).unwrap()
             })
             .collect();
-        let mut c = Self { nodes, now: Timestamp::ZERO, leader: 0 };
+        let mut c = Self { nodes, disks, now: Timestamp::ZERO, leader: 0 };
         while !c.nodes.iter().any(Node::is_leader) {
             c.now += Duration::from_millis(10);
             for n in &mut c.nodes {
@@ -42,7 +45,12 @@ impl Cluster {
     fn settle(&mut self) {
         let mut sent = Vec::new();
         loop {
-            for n in &mut self.nodes {
+            for (n, disk) in self.nodes.iter_mut().zip(&mut self.disks) {
+                // Writes become durable (in memory) at once, then the messages they hold leave.
+                while let Some(batch) = n.poll_persist() {
+                    batch.write_to(disk).unwrap();
+                    n.persisted(batch.seq, self.now);
+                }
                 while let Some((to, msg)) = n.poll_message() {
                     sent.push((n.id(), to, msg));
                 }

@@ -132,20 +132,21 @@ pub struct RunningNode {
 /// [`NodeError`] when the node cannot start (bad config, unreadable storage).
 pub fn spawn_node<S: Storage + 'static>(
     config: Config,
-    storage: S,
+    mut storage: S,
     transport: Arc<dyn Transport>,
 ) -> Result<RunningNode, NodeError> {
     let origin = Instant::now();
-    let node = Node::new(config, storage, Timestamp::ZERO)?;
+    let node = Node::new(config, &mut storage, Timestamp::ZERO)?;
     let id = node.id();
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (inbox, inbox_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(drive(node, transport, command_rx, inbox_rx, origin));
+    let task = tokio::spawn(drive(node, storage, transport, command_rx, inbox_rx, origin));
     Ok(RunningNode { handle: NodeHandle { id, commands, inbox }, task })
 }
 
 async fn drive<S: Storage>(
-    mut node: Node<S>,
+    mut node: Node,
+    mut storage: S,
     transport: Arc<dyn Transport>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     mut inbox: mpsc::UnboundedReceiver<(NodeId, Message)>,
@@ -156,6 +157,18 @@ async fn drive<S: Storage>(
     let mut next_id: RequestId = 1;
     let id = node.id();
     loop {
+        // The leader's replication leaves before its own write is durable; then everything
+        // the last turn wrote is made durable in one batch (one fsync per turn, however many
+        // messages and requests it handled), which releases the messages that waited for it.
+        while let Some((to, msg)) = node.poll_message() {
+            transport.send(id, to, msg);
+        }
+        while let Some(batch) = node.poll_persist() {
+            match batch.write_to(&mut storage) {
+                Ok(()) => node.persisted(batch.seq, now()),
+                Err(err) => node.persist_failed(err),
+            }
+        }
         while let Some((to, msg)) = node.poll_message() {
             transport.send(id, to, msg);
         }

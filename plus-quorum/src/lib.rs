@@ -3,9 +3,11 @@
 //! multi-key operations.
 //!
 //! This crate is the sans-IO core: [`Node`] takes messages ([`Node::step`]), time
-//! ([`Node::tick`]) and client requests ([`Node::write`], [`Node::read`]), and gives back
-//! messages to send, client results and its next deadline. It never reads a clock, sleeps,
-//! spawns or touches a socket; the host owns transport, timers and [`Storage`].
+//! ([`Node::tick`]), client requests ([`Node::write`], [`Node::read`]) and news that its writes
+//! are durable ([`Node::persisted`]), and gives back what to make durable
+//! ([`Node::poll_persist`]), messages to send, client results and its next deadline. It never
+//! reads a clock, sleeps, spawns, or touches a socket or a file; the host owns transport,
+//! timers and [`Storage`], and may batch many nodes' steps into one fsync.
 //!
 //! # Guarantees
 //!
@@ -61,16 +63,22 @@
 //!
 //! let members = vec![1, 2, 3];
 //! let mut now = Timestamp::ZERO;
-//! let mut nodes: Vec<Node<MemStorage>> = members
+//! let mut disks: Vec<MemStorage> = members.iter().map(|_| MemStorage::new()).collect();
+//! let mut nodes: Vec<Node> = members
 //!     .iter()
-//!     .map(|&id| Node::new(Config::new(id, members.clone()), MemStorage::new(), now).unwrap())
+//!     .zip(&mut disks)
+//!     .map(|(&id, disk)| Node::new(Config::new(id, members.clone()), disk, now).unwrap())
 //!     .collect();
 //!
-//! // Deliver every message at once until the cluster is quiet.
-//! fn settle(nodes: &mut [Node<MemStorage>], now: Timestamp) {
+//! // Make every node's writes durable, then deliver every message at once, until quiet.
+//! fn settle(nodes: &mut [Node], disks: &mut [MemStorage], now: Timestamp) {
 //!     loop {
 //!         let mut sent = Vec::new();
-//!         for n in nodes.iter_mut() {
+//!         for (n, disk) in nodes.iter_mut().zip(disks.iter_mut()) {
+//!             while let Some(batch) = n.poll_persist() {
+//!                 batch.write_to(disk).unwrap();
+//!                 n.persisted(batch.seq, now);
+//!             }
 //!             while let Some((to, msg)) = n.poll_message() {
 //!                 sent.push((n.id(), to, msg));
 //!             }
@@ -86,12 +94,12 @@
 //! while !nodes.iter().any(|n| n.is_leader()) {
 //!     now += Duration::from_millis(10);
 //!     for n in nodes.iter_mut() { n.tick(now); }
-//!     settle(&mut nodes, now);
+//!     settle(&mut nodes, &mut disks, now);
 //! }
 //! let leader = nodes.iter().position(|n| n.is_leader()).unwrap();
 //! nodes[leader].write(1, WriteOp::Set { key: "release/42".into(), value: Bytes::from("done") }).unwrap();
 //! nodes[leader].read(2, ReadOp::Get("release/42".into())).unwrap();
-//! settle(&mut nodes, now);
+//! settle(&mut nodes, &mut disks, now);
 //! let outputs: Vec<_> = std::iter::from_fn(|| nodes[leader].poll_output()).collect();
 //! assert!(matches!(&outputs[1].result, Ok(Response::Read(ReadResult::Value(Some(v)))) if v.value == "done"));
 //! assert!(nodes.iter().all(|n| n.local_get("release/42").is_some()));
@@ -111,6 +119,7 @@ mod message;
 #[cfg(feature = "mux")]
 mod mux;
 mod node;
+mod persist;
 mod storage;
 mod types;
 
@@ -130,6 +139,7 @@ pub use mux::{MuxNode, MuxTransport, RemoteNode, Server, serve};
 #[cfg(plus_planted_bugs)]
 pub use node::PlantedBugs;
 pub use node::{Config, ConfigError, Inspection, Node, NodeError, Role, Start};
+pub use persist::PersistBatch;
 pub use storage::{HardState, MemStorage, Recovered, Storage, StorageError, StorageErrorKind};
 pub use types::{
     ClientError, ClientOutput, Expect, LogIndex, NodeId, ReadOp, ReadResult, RequestId, Response,

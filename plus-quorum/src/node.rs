@@ -11,6 +11,7 @@ use rand::Rng;
 use crate::kv::KvState;
 use crate::log::{Entry, Payload, RaftLog, Snapshot};
 use crate::message::Message;
+use crate::persist::{PersistBatch, Persistence};
 use crate::storage::{HardState, Storage, StorageError};
 use crate::types::{
     ClientError, ClientOutput, LogIndex, NodeId, ReadOp, RequestId, Response, Term, Versioned,
@@ -204,12 +205,16 @@ struct Peer {
 
 /// One member of the replicated store (sans-IO).
 ///
-/// Inputs: [`Node::step`] (a message from a peer), [`Node::tick`] (time passed), and client
-/// requests ([`Node::write`], [`Node::read`]). Outputs: [`Node::poll_message`] (to send),
-/// [`Node::poll_output`] (client results) and [`Node::poll_timeout`] (when to tick next).
-pub struct Node<S: Storage> {
+/// Inputs: [`Node::step`] (a message from a peer), [`Node::tick`] (time passed), client
+/// requests ([`Node::write`], [`Node::read`]) and [`Node::persisted`] (the host made a batch
+/// durable). Outputs: [`Node::poll_persist`] (what to make durable), [`Node::poll_message`] (to
+/// send), [`Node::poll_output`] (client results) and [`Node::poll_timeout`] (when to tick next).
+///
+/// The node never writes storage itself (see [`PersistBatch`]): the host writes each batch,
+/// in order, and batches them into as few fsyncs as it likes.
+pub struct Node {
     config: Config,
-    storage: S,
+    persist: Persistence,
     rng: SeededRng,
     role: Role,
     term: Term,
@@ -237,7 +242,7 @@ pub struct Node<S: Storage> {
     halted: Option<StorageError>,
 }
 
-impl<S: Storage> fmt::Debug for Node<S> {
+impl fmt::Debug for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Node")
             .field("id", &self.config.id)
@@ -251,12 +256,17 @@ impl<S: Storage> fmt::Debug for Node<S> {
     }
 }
 
-impl<S: Storage> Node<S> {
-    /// Starts a node at `now`, restoring what `storage` holds.
+impl Node {
+    /// Starts a node at `now`, restoring what `storage` holds (it only reads it: writes come
+    /// out of [`Node::poll_persist`]).
     ///
     /// # Errors
     /// [`NodeError`] for a bad config or unreadable storage.
-    pub fn new(config: Config, mut storage: S, now: Timestamp) -> Result<Self, NodeError> {
+    pub fn new<S: Storage + ?Sized>(
+        config: Config,
+        storage: &mut S,
+        now: Timestamp,
+    ) -> Result<Self, NodeError> {
         config.validate()?;
         let recovered = storage.recover()?;
         let recovering = config.start == Start::Rejoin && recovered.is_none();
@@ -283,14 +293,15 @@ impl<S: Storage> Node<S> {
                 )
             })
             .collect();
+        let log = RaftLog::new(base_index, base_term, recovered.entries);
         let mut node = Self {
             rng: seeded_rng(config.seed),
-            storage,
+            persist: Persistence::new(log.last_index()),
             role: Role::Follower,
             term: recovered.hard_state.term,
             voted_for: recovered.hard_state.voted_for,
             leader: None,
-            log: RaftLog::new(base_index, base_term, recovered.entries),
+            log,
             commit: base_index,
             applied: base_index,
             state,
@@ -394,10 +405,35 @@ impl<S: Storage> Node<S> {
         &self.state
     }
 
-    /// The storage, for hosts that inspect it.
+    /// The writes to make durable next, if any. Write them in order (see
+    /// [`PersistBatch::write_to`]), then report [`Node::persisted`]; messages that depend on
+    /// them wait until then.
     #[must_use]
-    pub fn storage(&self) -> &S {
-        &self.storage
+    pub fn poll_persist(&mut self) -> Option<PersistBatch> {
+        if self.halted.is_some() {
+            return None;
+        }
+        self.persist.poll(self.log.last_index())
+    }
+
+    /// The batch `seq` (and every one before it) is durable: releases the messages that waited
+    /// for it, and lets the leader count its own log up to there toward commit.
+    pub fn persisted(&mut self, seq: u64, now: Timestamp) {
+        let _ = now;
+        if self.halted.is_some() {
+            return;
+        }
+        let released = self.persist.persisted(seq);
+        self.outbox.extend(released);
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+    }
+
+    /// The host could not make a batch durable: the node halts (it must not go on without
+    /// what it failed to keep).
+    pub fn persist_failed(&mut self, err: StorageError) {
+        self.halt(err);
     }
 
     /// Applied position, term and digest, for [`compare`](crate::compare).
@@ -455,22 +491,25 @@ impl<S: Storage> Node<S> {
             self.role = Role::Follower;
             self.fail_pending();
             self.outbox.clear();
+            self.persist.clear();
         }
     }
 
     fn persist_hard_state(&mut self) -> bool {
-        let hs = HardState { term: self.term, voted_for: self.voted_for };
-        match self.storage.save_hard_state(&hs) {
-            Ok(()) => true,
-            Err(e) => {
-                self.halt(e);
-                false
-            }
-        }
+        self.persist.hard_state(HardState { term: self.term, voted_for: self.voted_for });
+        self.halted.is_none()
     }
 
+    /// Queues `msg`. The leader's replication leaves at once (etcd does the same: its own
+    /// write need not be durable first); everything else waits for the writes before it.
     fn send(&mut self, to: NodeId, msg: Message) {
-        self.outbox.push_back((to, msg));
+        let replication = self.role == Role::Leader
+            && matches!(msg, Message::Append { .. } | Message::Snapshot { .. });
+        if replication {
+            self.outbox.push_back((to, msg));
+        } else if let Some(ready) = self.persist.hold_unless_settled(to, msg) {
+            self.outbox.push_back(ready);
+        }
     }
 
     fn fail_pending(&mut self) {
@@ -609,11 +648,11 @@ impl<S: Storage> Node<S> {
     }
 
     fn append_local(&mut self, payload: Payload) -> Option<LogIndex> {
-        let entry = Entry { term: self.term, index: self.log.last_index() + 1, payload };
-        if let Err(e) = self.storage.append(std::slice::from_ref(&entry)) {
-            self.halt(e);
+        if self.halted.is_some() {
             return None;
         }
+        let entry = Entry { term: self.term, index: self.log.last_index() + 1, payload };
+        self.persist.append([entry.clone()]);
         let index = entry.index;
         self.log.push(entry);
         for peer in self.peers.values_mut() {
@@ -683,7 +722,8 @@ impl<S: Storage> Node<S> {
         }
         let mut matches: Vec<LogIndex> =
             self.peers.values().filter(|p| self.counted(p)).map(|p| p.matched).collect();
-        matches.push(self.log.last_index());
+        // The leader counts itself only as far as its own log is durable.
+        matches.push(self.persist.durable_last().min(self.log.last_index()));
         matches.sort_unstable_by(|a, b| b.cmp(a));
         let quorum = self.quorum();
         #[allow(unused_mut)]
@@ -736,10 +776,7 @@ impl<S: Storage> Node<S> {
         let Some(term) = self.log.term_at(self.applied) else { return };
         let snapshot =
             Snapshot { last_index: self.applied, last_term: term, state: self.state.clone() };
-        if let Err(e) = self.storage.save_snapshot(&snapshot) {
-            self.halt(e);
-            return;
-        }
+        self.persist.snapshot(snapshot);
         self.log.compact_to(self.applied, term);
     }
 
@@ -1013,10 +1050,7 @@ impl<S: Storage> Node<S> {
                 Some(t) if t == entry.term => {}
                 Some(_) => {
                     // A conflicting suffix: never a committed one (log matching), drop it.
-                    if let Err(e) = self.storage.truncate_from(entry.index) {
-                        self.halt(e);
-                        return;
-                    }
+                    self.persist.truncate_from(entry.index);
                     self.log.truncate_from(entry.index);
                     new_entries.push(entry);
                 }
@@ -1024,10 +1058,7 @@ impl<S: Storage> Node<S> {
             }
         }
         if !new_entries.is_empty() {
-            if let Err(e) = self.storage.append(&new_entries) {
-                self.halt(e);
-                return;
-            }
+            self.persist.append(new_entries.iter().cloned());
             for e in new_entries {
                 self.log.push(e);
             }
@@ -1056,14 +1087,8 @@ impl<S: Storage> Node<S> {
             return;
         }
         if snapshot.last_index > self.commit {
-            if let Err(e) = self.storage.save_snapshot(&snapshot) {
-                self.halt(e);
-                return;
-            }
-            if let Err(e) = self.storage.truncate_from(snapshot.last_index + 1) {
-                self.halt(e);
-                return;
-            }
+            self.persist.snapshot(snapshot.clone());
+            self.persist.truncate_from(snapshot.last_index + 1);
             self.log.reset(snapshot.last_index, snapshot.last_term);
             self.commit = snapshot.last_index;
             self.applied = snapshot.last_index;

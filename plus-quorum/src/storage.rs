@@ -93,9 +93,20 @@ impl StorageError {
 /// Where a node keeps its hard state, log and snapshot.
 ///
 /// # Contract
-/// Each call returns once its data is as durable as the implementation promises; the node calls
-/// it before sending any message that depends on it (a vote after `save_hard_state`, an append
-/// acknowledgement after `append`). What must be durable for which guarantee:
+/// The node never calls these itself: it hands its writes out as a
+/// [`PersistBatch`](crate::PersistBatch) ([`Node::poll_persist`](crate::Node::poll_persist)),
+/// and the host writes each batch in order ([`PersistBatch::write_to`](crate::PersistBatch::write_to)
+/// calls these) and reports it with [`Node::persisted`](crate::Node::persisted) once it is as
+/// durable as the implementation promises. The rule the node keeps:
+///
+/// - a message that depends on a write (a vote after its term and vote, an append
+///   acknowledgement after its entries) leaves only once that write is reported durable;
+/// - the leader's own replication to followers leaves at once, before its own write is durable
+///   (etcd does the same), and the leader counts its own log toward commit only up to what is
+///   reported durable.
+///
+/// So a host may write many batches (of many steps) and fsync once for all of them (group
+/// commit). What must be durable for which guarantee:
 ///
 /// - `save_hard_state` (term and vote): for at most one leader per term across restarts. If it
 ///   can be lost, start the node with [`Start::Rejoin`](crate::Start::Rejoin): it then votes only

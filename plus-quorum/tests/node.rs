@@ -4,12 +4,37 @@ use bytes::Bytes;
 use plus_core::Timestamp;
 use plus_quorum::{ClientError, Config, MemStorage, Message, Node, Role, Start, WriteOp};
 
-fn node(id: u64, start: Start, storage: MemStorage) -> Node<MemStorage> {
-    Node::new(Config { start, ..Config::new(id, vec![1, 2, 3]) }, storage, Timestamp::ZERO).unwrap()
+/// A node and its disk: `drain` makes its writes durable, then takes its messages.
+struct Host {
+    node: Node,
+    disk: MemStorage,
 }
 
-fn drain(n: &mut Node<MemStorage>) -> Vec<(u64, Message)> {
-    std::iter::from_fn(|| n.poll_message()).collect()
+impl std::ops::Deref for Host {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl std::ops::DerefMut for Host {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
+}
+
+fn node(id: u64, start: Start, mut disk: MemStorage) -> Host {
+    let config = Config { start, ..Config::new(id, vec![1, 2, 3]) };
+    let node = Node::new(config, &mut disk, Timestamp::ZERO).unwrap();
+    Host { node, disk }
+}
+
+fn drain(h: &mut Host) -> Vec<(u64, Message)> {
+    while let Some(batch) = h.node.poll_persist() {
+        batch.write_to(&mut h.disk).unwrap();
+        h.node.persisted(batch.seq, Timestamp::ZERO);
+    }
+    std::iter::from_fn(|| h.node.poll_message()).collect()
 }
 
 #[test]
@@ -33,6 +58,8 @@ fn a_wiped_node_neither_votes_nor_campaigns_until_caught_up() {
     let kept = MemStorage::new();
     let mut first = node(3, Start::Bootstrap, kept.clone());
     first.step(1, Message::Vote { term: 1, pre: false, last_index: 0, last_term: 0 }, now);
+    let reply = drain(&mut first);
+    assert!(matches!(reply[..], [(1, Message::VoteReply { granted: true, .. })]), "{reply:?}");
     let again = node(3, Start::Rejoin, kept);
     assert!(!again.is_recovering());
     assert_eq!(again.term(), 1, "term and vote come back from storage");
@@ -98,7 +125,7 @@ fn followers_refuse_client_calls_with_a_hint() {
 
 #[test]
 fn empty_multi_operations_are_rejected() {
-    let mut n = Node::new(Config::new(1, vec![1]), MemStorage::new(), Timestamp::ZERO).unwrap();
+    let mut n = node_alone();
     n.tick(Timestamp::from_millis(1_000));
     assert!(n.is_leader(), "a single node elects itself");
     assert!(matches!(n.write(1, WriteOp::MultiSet(vec![])), Err(ClientError::Invalid(_))));
@@ -106,8 +133,8 @@ fn empty_multi_operations_are_rejected() {
 
 #[test]
 fn bad_config_is_an_error() {
-    let err =
-        Node::new(Config::new(9, vec![1, 2, 3]), MemStorage::new(), Timestamp::ZERO).unwrap_err();
+    let err = Node::new(Config::new(9, vec![1, 2, 3]), &mut MemStorage::new(), Timestamp::ZERO)
+        .unwrap_err();
     assert_eq!(err.to_string(), "invalid config: node 9 is not among the members [1, 2, 3]");
 }
 
@@ -115,7 +142,7 @@ fn bad_config_is_an_error() {
 fn bad_configs_are_refused_with_typed_errors() {
     use plus_quorum::{ConfigError, NodeError};
     let check = |config: Config, expected: ConfigError| {
-        let err = Node::new(config, MemStorage::new(), Timestamp::ZERO).unwrap_err();
+        let err = Node::new(config, &mut MemStorage::new(), Timestamp::ZERO).unwrap_err();
         assert!(matches!(&err, NodeError::Config(e) if *e == expected), "{err}");
     };
     check(Config::new(4, vec![1, 2, 3]), ConfigError::NotAMember { id: 4, members: vec![1, 2, 3] });
@@ -126,9 +153,40 @@ fn bad_configs_are_refused_with_typed_errors() {
     );
     let slow_heartbeat =
         Config { heartbeat_interval: std::time::Duration::from_secs(1), ..Config::new(1, vec![1]) };
-    let err = Node::new(slow_heartbeat, MemStorage::new(), Timestamp::ZERO).unwrap_err();
+    let err = Node::new(slow_heartbeat, &mut MemStorage::new(), Timestamp::ZERO).unwrap_err();
     assert!(
         matches!(err, NodeError::Config(ConfigError::HeartbeatNotShorterThanElection { .. })),
         "{err}"
     );
+}
+
+fn node_alone() -> Host {
+    let mut disk = MemStorage::new();
+    let node = Node::new(Config::new(1, vec![1]), &mut disk, Timestamp::ZERO).unwrap();
+    Host { node, disk }
+}
+
+/// A vote leaves only once the vote is durable, and the leader counts its own entry toward
+/// commit only once it is durable.
+#[test]
+fn votes_and_commits_wait_for_durability() {
+    let mut n = node(2, Start::Bootstrap, MemStorage::new());
+    let now = Timestamp::from_millis(1);
+    n.step(1, Message::Vote { term: 1, pre: false, last_index: 0, last_term: 0 }, now);
+    assert!(n.poll_message().is_none(), "the vote waits for its hard state");
+    let batch = n.poll_persist().unwrap();
+    assert_eq!(batch.hard_state.map(|h| h.voted_for), Some(Some(1)));
+    batch.write_to(&mut n.disk).unwrap();
+    n.node.persisted(batch.seq, now);
+    assert!(matches!(n.poll_message(), Some((1, Message::VoteReply { granted: true, .. }))));
+
+    let mut alone = node_alone();
+    alone.tick(Timestamp::from_millis(1_000));
+    assert!(alone.is_leader());
+    alone.write(7, WriteOp::Set { key: "k".into(), value: Bytes::from("v") }).unwrap();
+    assert_eq!(alone.commit_index(), 0, "nothing is durable yet, so nothing commits");
+    assert!(alone.poll_output().is_none());
+    drain(&mut alone);
+    assert_eq!(alone.commit_index(), 2, "the no-op and the write, once durable");
+    assert!(alone.poll_output().is_some_and(|o| o.id == 7 && o.result.is_ok()));
 }

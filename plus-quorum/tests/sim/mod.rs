@@ -14,6 +14,7 @@
 #![allow(dead_code, unreachable_pub)] // shared by several test binaries, each using part of it
 
 use std::cmp::Reverse;
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
@@ -22,8 +23,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use plus_core::{SeededRng, Timestamp, seeded_rng};
 use plus_quorum::{
-    ClientError, Config, Expect, MemStorage, Message, Node, NodeId, ReadOp, ReadResult, Response,
-    Start, WriteOp, WriteResult, compare,
+    ClientError, Config, Expect, MemStorage, Message, Node, NodeId, PersistBatch, ReadOp,
+    ReadResult, Response, Start, WriteOp, WriteResult, compare,
 };
 use rand::Rng;
 use serde::Serialize;
@@ -43,6 +44,8 @@ pub struct SimConfig {
     pub max_delay_ms: u64,
     pub crash_every_ms: u64,
     pub partition_every_ms: u64,
+    /// Longest time a node's write takes to become durable; a crash loses what is not yet.
+    pub max_fsync_ms: u64,
     #[cfg(plus_planted_bugs)]
     pub bugs: plus_quorum::PlantedBugs,
 }
@@ -60,6 +63,7 @@ impl SimConfig {
             max_delay_ms: 30,
             crash_every_ms: 700,
             partition_every_ms: 900,
+            max_fsync_ms: rng.random_range(0..=10),
             #[cfg(plus_planted_bugs)]
             bugs: plus_quorum::PlantedBugs::default(),
         }
@@ -265,8 +269,11 @@ pub struct Sim {
     cfg: SimConfig,
     rng: SeededRng,
     now: Timestamp,
-    nodes: Vec<Option<Node<MemStorage>>>,
+    nodes: Vec<Option<Node>>,
+    /// What each node has made durable: a restart (memory kept) recovers exactly this.
     storages: Vec<MemStorage>,
+    /// Each node's writes on their way to disk, with the time each becomes durable.
+    disk: Vec<VecDeque<(Timestamp, PersistBatch)>>,
     /// Nodes restarted with their memory wiped, until they leave recovering.
     net: BinaryHeap<Reverse<InTransit>>,
     seq: u64,
@@ -327,7 +334,7 @@ impl Sim {
                             seed: rng.random(),
                             ..Self::node_config(&cfg, id, &members, Start::Bootstrap)
                         },
-                        s.clone(),
+                        &mut s.clone(),
                         Timestamp::ZERO,
                     )
                     .unwrap(),
@@ -349,6 +356,7 @@ impl Sim {
             now: Timestamp::ZERO,
             nodes,
             storages,
+            disk: vec![VecDeque::new(); cfg.nodes],
             net: BinaryHeap::new(),
             seq: 0,
             blocked: HashSet::new(),
@@ -455,7 +463,7 @@ impl Sim {
     }
 
     fn converged(&self) -> bool {
-        let live: Vec<&Node<MemStorage>> = self.nodes.iter().flatten().collect();
+        let live: Vec<&Node> = self.nodes.iter().flatten().collect();
         if live.len() != self.cfg.nodes || !live.iter().any(|n| n.is_leader()) {
             return false;
         }
@@ -484,8 +492,9 @@ impl Sim {
             self.storages[i] = MemStorage::new();
         }
         // A restarted replica rebuilds its map from storage (snapshot, then log): versions are
-        // checked per incarnation.
+        // checked per incarnation. Writes not yet durable died with the old process.
         self.versions_seen[i].clear();
+        self.disk[i].clear();
         let members = self.members();
         let id = members[i];
         let node = Node::new(
@@ -493,7 +502,7 @@ impl Sim {
                 seed: self.rng.random(),
                 ..Self::node_config(&self.cfg, id, &members, Start::Rejoin)
             },
-            self.storages[i].clone(),
+            &mut self.storages[i].clone(),
             self.now,
         )
         .unwrap();
@@ -551,6 +560,7 @@ impl Sim {
                 };
                 if self.nodes[i].is_some() {
                     self.nodes[i] = None;
+                    self.disk[i].clear();
                     self.trace(("crash", i, self.now.as_millis()));
                 }
             }
@@ -623,6 +633,12 @@ impl Sim {
         if let Some(Reverse((t, ..))) = self.net.peek() {
             next = next.min(*t);
         }
+        for (i, queue) in self.disk.iter().enumerate() {
+            // A frozen node hears of its writes when it wakes (its wake-up is an event itself).
+            if let (Some((due, _)), false) = (queue.front(), self.is_paused(i)) {
+                next = next.min(*due);
+            }
+        }
         for (i, n) in self.nodes.iter().enumerate() {
             match (n, self.paused_until[i]) {
                 (Some(_), Some(until)) if self.now < until => next = next.min(until),
@@ -632,6 +648,7 @@ impl Sim {
         }
         next = next.max(self.now);
         self.now = next;
+        self.complete_writes();
         // Clients first: a request can reach a node that just woke up before its own timers run.
         self.drive_clients(faults);
         self.collect_messages();
@@ -662,12 +679,33 @@ impl Sim {
         self.collect_outputs();
     }
 
+    /// Makes durable the writes whose time has come, and tells their nodes.
+    fn complete_writes(&mut self) {
+        for i in 0..self.cfg.nodes {
+            if self.is_paused(i) {
+                continue;
+            }
+            let Some(node) = self.nodes[i].as_mut() else { continue };
+            while self.disk[i].front().is_some_and(|(due, _)| *due <= self.now) {
+                let (_, batch) = self.disk[i].pop_front().expect("front exists");
+                batch.write_to(&mut self.storages[i]).expect("memory storage does not fail");
+                node.persisted(batch.seq, self.now);
+            }
+        }
+    }
+
     fn collect_messages(&mut self) {
         for i in 0..self.cfg.nodes {
             if self.is_paused(i) {
                 continue;
             }
             let Some(node) = self.nodes[i].as_mut() else { continue };
+            // Writes go to disk in order, each durable some time after it was issued.
+            while let Some(batch) = node.poll_persist() {
+                let delay = Duration::from_millis(self.rng.random_range(0..=self.cfg.max_fsync_ms));
+                let after_previous = self.disk[i].back().map_or(self.now, |(due, _)| *due);
+                self.disk[i].push_back(((self.now + delay).max(after_previous), batch));
+            }
             let from = node.id();
             let mut out = Vec::new();
             while let Some((to, msg)) = node.poll_message() {
