@@ -8,13 +8,28 @@ use crate::types::{LogIndex, Term};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Message {
-    /// A candidate asks for a vote (or, with `pre`, whether it would get one).
-    Vote {
-        /// The candidate's term (for a pre-vote, the term it would campaign in).
+    /// A candidate asks whether it would get votes, without anyone changing state: it
+    /// campaigns only if a majority would vote for it, so a node that cannot win does not
+    /// disrupt the cluster with new terms.
+    PreVote {
+        /// The term it would campaign in.
         term: Term,
-        /// A pre-vote: nobody changes state; the candidate campaigns only if a majority would
-        /// vote for it, so a node that cannot win does not disrupt the cluster with new terms.
-        pre: bool,
+        /// Its last log index.
+        last_index: LogIndex,
+        /// Its last log term.
+        last_term: Term,
+    },
+    /// The answer to [`Message::PreVote`].
+    PreVoteReply {
+        /// The term asked about when granted, else the voter's term.
+        term: Term,
+        /// Whether it would vote for the candidate.
+        granted: bool,
+    },
+    /// A candidate asks for a vote.
+    Vote {
+        /// The candidate's term.
+        term: Term,
         /// Its last log index.
         last_index: LogIndex,
         /// Its last log term.
@@ -22,10 +37,8 @@ pub enum Message {
     },
     /// The answer to [`Message::Vote`].
     VoteReply {
-        /// The voter's term (for a granted pre-vote, the term asked about).
+        /// The voter's term.
         term: Term,
-        /// The answer to a pre-vote.
-        pre: bool,
         /// Whether it voted for the candidate.
         granted: bool,
     },
@@ -76,7 +89,9 @@ impl Message {
     #[must_use]
     pub fn term(&self) -> Term {
         match self {
-            Self::Vote { term, .. }
+            Self::PreVote { term, .. }
+            | Self::PreVoteReply { term, .. }
+            | Self::Vote { term, .. }
             | Self::VoteReply { term, .. }
             | Self::Append { term, .. }
             | Self::AppendReply { term, .. }

@@ -201,7 +201,7 @@ mod tests {
     }
 
     fn vote() -> Message {
-        Message::VoteReply { term: 1, pre: false, granted: true }
+        Message::VoteReply { term: 1, granted: true }
     }
 
     #[test]

@@ -49,15 +49,18 @@ fn a_wiped_node_neither_votes_nor_campaigns_until_caught_up() {
     assert!(drain(&mut wiped).is_empty());
     // Asked for a vote (or a pre-vote), it refuses.
     let now = Timestamp::from_millis(5_000);
-    wiped.step(1, Message::Vote { term: 5, pre: true, last_index: 0, last_term: 0 }, now);
-    wiped.step(2, Message::Vote { term: 5, pre: false, last_index: 0, last_term: 0 }, now);
+    wiped.step(1, Message::PreVote { term: 5, last_index: 0, last_term: 0 }, now);
+    wiped.step(2, Message::Vote { term: 5, last_index: 0, last_term: 0 }, now);
     let replies = drain(&mut wiped);
     assert_eq!(replies.len(), 2);
-    assert!(replies.iter().all(|(_, m)| matches!(m, Message::VoteReply { granted: false, .. })));
+    assert!(replies.iter().all(|(_, m)| matches!(
+        m,
+        Message::VoteReply { granted: false, .. } | Message::PreVoteReply { granted: false, .. }
+    )));
     // The same node restarted with its storage kept is not recovering.
     let kept = MemStorage::new();
     let mut first = node(3, Start::Bootstrap, kept.clone());
-    first.step(1, Message::Vote { term: 1, pre: false, last_index: 0, last_term: 0 }, now);
+    first.step(1, Message::Vote { term: 1, last_index: 0, last_term: 0 }, now);
     let reply = drain(&mut first);
     assert!(matches!(reply[..], [(1, Message::VoteReply { granted: true, .. })]), "{reply:?}");
     let again = node(3, Start::Rejoin, kept);
@@ -172,7 +175,7 @@ fn node_alone() -> Host {
 fn votes_and_commits_wait_for_durability() {
     let mut n = node(2, Start::Bootstrap, MemStorage::new());
     let now = Timestamp::from_millis(1);
-    n.step(1, Message::Vote { term: 1, pre: false, last_index: 0, last_term: 0 }, now);
+    n.step(1, Message::Vote { term: 1, last_index: 0, last_term: 0 }, now);
     assert!(n.poll_message().is_none(), "the vote waits for its hard state");
     let batch = n.poll_persist().unwrap();
     assert_eq!(batch.hard_state.map(|h| h.voted_for), Some(Some(1)));

@@ -1,0 +1,685 @@
+//! The consensus core: Raft-style elections, replication, commit, ReadIndex reads, snapshots, and
+//! the wiped-node rule. Sans-IO: no clock, no sockets, no threads; time and randomness come in.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::fmt;
+use std::time::Duration;
+
+use plus_core::{SeededRng, Timestamp, seeded_rng};
+use rand::Rng;
+
+mod election;
+mod reads;
+mod replication;
+mod snapshots;
+
+use crate::kv::KvState;
+use crate::log::RaftLog;
+use crate::message::Message;
+use crate::persist::{PersistBatch, Persistence};
+use crate::storage::{HardState, Storage, StorageError};
+use crate::types::{
+    ClientError, ClientOutput, LogIndex, NodeId, ReadOp, RequestId, Term, Versioned, WriteOp,
+};
+
+/// How a node starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Start {
+    /// Part of a new cluster whose members all start empty.
+    #[default]
+    Bootstrap,
+    /// A member coming back. If its storage is empty (memory wiped), it is *recovering*: it does
+    /// not vote, campaign or count toward any quorum until a leader has committed an entry since
+    /// its return and it holds the log up to that entry.
+    Rejoin,
+}
+
+/// Test-only faults that break the protocol on purpose, to show the simulation catches them.
+#[cfg(plus_planted_bugs)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PlantedBugs {
+    /// A wiped node votes at once (ignores the recovering rule).
+    pub wiped_node_votes: bool,
+    /// The leader answers reads from memory without quorum confirmation.
+    pub read_without_quorum: bool,
+    /// The leader commits on its own write alone.
+    pub commit_without_majority: bool,
+}
+
+/// Node settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// Every member, this node included (static membership).
+    pub members: Vec<NodeId>,
+    /// Base election timeout; each wait is random in `[t, 2t)`. Default 300 ms.
+    pub election_timeout: Duration,
+    /// Leader heartbeat interval. Default 50 ms.
+    pub heartbeat_interval: Duration,
+    /// Most entries in one append message. Default 512.
+    pub max_entries_per_message: usize,
+    /// Snapshot (and drop the log before it) once this many entries are applied past the last
+    /// snapshot. Default 10,000.
+    pub snapshot_threshold: u64,
+    /// How this node starts. Default [`Start::Bootstrap`].
+    pub start: Start,
+    /// Seeds the node's RNG (its election timer's jitter). Default: mixed from `id`, so that the
+    /// nodes of one cluster differ; set it for a reproducible run.
+    pub seed: u64,
+    /// Planted faults (test builds only).
+    #[cfg(plus_planted_bugs)]
+    pub bugs: PlantedBugs,
+}
+
+impl Config {
+    /// Defaults for node `id` of `members`.
+    #[must_use]
+    pub fn new(id: NodeId, members: Vec<NodeId>) -> Self {
+        Self {
+            id,
+            members,
+            election_timeout: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(50),
+            max_entries_per_message: 512,
+            snapshot_threshold: 10_000,
+            start: Start::Bootstrap,
+            seed: id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed,
+            #[cfg(plus_planted_bugs)]
+            bugs: PlantedBugs::default(),
+        }
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.members.contains(&self.id) {
+            return Err(ConfigError::NotAMember { id: self.id, members: self.members.clone() });
+        }
+        let unique: HashSet<_> = self.members.iter().collect();
+        if unique.len() != self.members.len() {
+            return Err(ConfigError::DuplicateMember);
+        }
+        if self.heartbeat_interval >= self.election_timeout {
+            return Err(ConfigError::HeartbeatNotShorterThanElection {
+                heartbeat: self.heartbeat_interval,
+                election: self.election_timeout,
+            });
+        }
+        if self.max_entries_per_message == 0 {
+            return Err(ConfigError::Zero("max_entries_per_message"));
+        }
+        if self.snapshot_threshold == 0 {
+            return Err(ConfigError::Zero("snapshot_threshold"));
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`Config`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The node is not among the members.
+    #[error("node {id} is not among the members {members:?}")]
+    NotAMember {
+        /// The node.
+        id: NodeId,
+        /// The members given.
+        members: Vec<NodeId>,
+    },
+    /// A member is listed twice.
+    #[error("members are listed twice")]
+    DuplicateMember,
+    /// Followers would call elections while the leader is alive.
+    #[error(
+        "heartbeat_interval ({heartbeat:?}) must be shorter than election_timeout ({election:?})"
+    )]
+    HeartbeatNotShorterThanElection {
+        /// The heartbeat interval given.
+        heartbeat: Duration,
+        /// The election timeout given.
+        election: Duration,
+    },
+    /// A setting that must be positive is zero.
+    #[error("`{0}` must be positive")]
+    Zero(&'static str),
+}
+
+/// A node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asking whether it would get votes (pre-vote), before starting a new term.
+    PreCandidate,
+    /// Asking for votes.
+    Candidate,
+    /// Leads its term.
+    Leader,
+}
+
+/// Why a node could not start.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// Bad configuration.
+    #[error("invalid config: {0}")]
+    Config(#[from] ConfigError),
+    /// Storage could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What a node reports for inspection (talk 002).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Inspection {
+    /// The node.
+    pub node: NodeId,
+    /// Its term.
+    pub term: Term,
+    /// Its applied index.
+    pub applied: LogIndex,
+    /// SHA-256 of its map.
+    pub digest: [u8; 32],
+    /// Whether it is still recovering after a wipe.
+    pub recovering: bool,
+}
+
+struct PendingRead {
+    seq: u64,
+    read_index: LogIndex,
+    id: RequestId,
+    op: ReadOp,
+}
+
+struct Peer {
+    next: LogIndex,
+    matched: LogIndex,
+    acked_seq: u64,
+    recovering: bool,
+    last_contact: Option<Timestamp>,
+    /// New entries or a read round to send.
+    dirty: bool,
+}
+
+/// One member of the replicated store (sans-IO).
+///
+/// Inputs: [`Node::step`] (a message from a peer), [`Node::tick`] (time passed), client
+/// requests ([`Node::write`], [`Node::read`]) and [`Node::persisted`] (the host made a batch
+/// durable). Outputs: [`Node::poll_persist`] (what to make durable), [`Node::poll_message`] (to
+/// send), [`Node::poll_output`] (client results) and [`Node::poll_timeout`] (when to tick next).
+///
+/// The node never writes storage itself (see [`PersistBatch`]): the host writes each batch,
+/// in order, and batches them into as few fsyncs as it likes.
+pub struct Node {
+    config: Config,
+    persist: Persistence,
+    rng: SeededRng,
+    role: Role,
+    term: Term,
+    voted_for: Option<NodeId>,
+    leader: Option<NodeId>,
+    log: RaftLog,
+    commit: LogIndex,
+    applied: LogIndex,
+    state: KvState,
+    votes: HashSet<NodeId>,
+    peers: BTreeMap<NodeId, Peer>,
+    election_deadline: Timestamp,
+    heartbeat_deadline: Timestamp,
+    /// When we last heard from a leader of our term.
+    leader_contact: Option<Timestamp>,
+    read_seq: u64,
+    reads_waiting_for_term_commit: VecDeque<(RequestId, ReadOp)>,
+    pending_reads: VecDeque<PendingRead>,
+    pending_writes: BTreeMap<LogIndex, (RequestId, Term)>,
+    recovering: bool,
+    /// While recovering: the leader term and commit index first heard after the restart.
+    recover_floor: Option<(Term, LogIndex)>,
+    outbox: VecDeque<(NodeId, Message)>,
+    outputs: VecDeque<ClientOutput>,
+    halted: Option<StorageError>,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.config.id)
+            .field("role", &self.role)
+            .field("term", &self.term)
+            .field("leader", &self.leader)
+            .field("commit", &self.commit)
+            .field("applied", &self.applied)
+            .field("recovering", &self.recovering)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts a node at `now`, restoring what `storage` holds (it only reads it: writes come
+    /// out of [`Node::poll_persist`]).
+    ///
+    /// # Errors
+    /// [`NodeError`] for a bad config or unreadable storage.
+    pub fn new<S: Storage + ?Sized>(
+        config: Config,
+        storage: &mut S,
+        now: Timestamp,
+    ) -> Result<Self, NodeError> {
+        config.validate()?;
+        let recovered = storage.recover()?;
+        let recovering = config.start == Start::Rejoin && recovered.is_none();
+        let recovered = recovered.unwrap_or_default();
+        let (base_index, base_term, state) = match recovered.snapshot {
+            Some(s) => (s.last_index, s.last_term, s.state),
+            None => (0, 0, KvState::default()),
+        };
+        let peers = config
+            .members
+            .iter()
+            .filter(|&&m| m != config.id)
+            .map(|&m| {
+                (
+                    m,
+                    Peer {
+                        next: 1,
+                        matched: 0,
+                        acked_seq: 0,
+                        recovering: false,
+                        last_contact: None,
+                        dirty: false,
+                    },
+                )
+            })
+            .collect();
+        let log = RaftLog::new(base_index, base_term, recovered.entries);
+        let mut node = Self {
+            rng: seeded_rng(config.seed),
+            persist: Persistence::new(log.last_index()),
+            role: Role::Follower,
+            term: recovered.hard_state.term,
+            voted_for: recovered.hard_state.voted_for,
+            leader: None,
+            log,
+            commit: base_index,
+            applied: base_index,
+            state,
+            votes: HashSet::new(),
+            peers,
+            election_deadline: now,
+            heartbeat_deadline: now,
+            leader_contact: None,
+            read_seq: 0,
+            reads_waiting_for_term_commit: VecDeque::new(),
+            pending_reads: VecDeque::new(),
+            pending_writes: BTreeMap::new(),
+            recovering,
+            recover_floor: None,
+            outbox: VecDeque::new(),
+            outputs: VecDeque::new(),
+            halted: None,
+            config,
+        };
+        node.reset_election_timer(now);
+        Ok(node)
+    }
+
+    // ---- accessors ---------------------------------------------------------------------------
+
+    /// This node's id.
+    #[must_use]
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// Its role.
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether it leads.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+
+    /// Whether it knows of a leader (itself included).
+    #[must_use]
+    pub fn has_leader(&self) -> bool {
+        self.leader.is_some()
+    }
+
+    /// The leader it knows of (itself when leading).
+    #[must_use]
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// Its current term.
+    #[must_use]
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// Its commit index.
+    #[must_use]
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit
+    }
+
+    /// Its applied index.
+    #[must_use]
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied
+    }
+
+    /// Its last log index.
+    #[must_use]
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+
+    /// Whether it is still recovering after a wipe (see [`Start::Rejoin`]).
+    #[must_use]
+    pub fn is_recovering(&self) -> bool {
+        self.recovering
+    }
+
+    /// The storage failure that halted it, if any.
+    #[must_use]
+    pub fn halted(&self) -> Option<&StorageError> {
+        self.halted.as_ref()
+    }
+
+    /// This replica's value of `key`: possibly stale (not linearizable), answered locally.
+    #[must_use]
+    pub fn local_get(&self, key: &str) -> Option<&Versioned> {
+        self.state.get(key)
+    }
+
+    /// This replica's whole map, as applied (possibly stale).
+    #[must_use]
+    pub fn local_state(&self) -> &KvState {
+        &self.state
+    }
+
+    /// The writes to make durable next, if any. Write them in order (see
+    /// [`PersistBatch::write_to`]), then report [`Node::persisted`]; messages that depend on
+    /// them wait until then.
+    #[must_use]
+    pub fn poll_persist(&mut self) -> Option<PersistBatch> {
+        if self.halted.is_some() {
+            return None;
+        }
+        self.persist.poll(self.log.last_index())
+    }
+
+    /// The batch `seq` (and every one before it) is durable: releases the messages that waited
+    /// for it, and lets the leader count its own log up to there toward commit.
+    pub fn persisted(&mut self, seq: u64, now: Timestamp) {
+        let _ = now;
+        if self.halted.is_some() {
+            return;
+        }
+        let released = self.persist.persisted(seq);
+        self.outbox.extend(released);
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+    }
+
+    /// The host could not make a batch durable: the node halts (it must not go on without
+    /// what it failed to keep).
+    pub fn persist_failed(&mut self, err: StorageError) {
+        self.halt(err);
+    }
+
+    /// Applied position, term and digest, for [`compare`](crate::compare).
+    #[must_use]
+    pub fn inspect(&self) -> Inspection {
+        Inspection {
+            node: self.config.id,
+            term: self.term,
+            applied: self.applied,
+            digest: self.state.digest(),
+            recovering: self.recovering,
+        }
+    }
+
+    /// The next message to send.
+    #[must_use]
+    pub fn poll_message(&mut self) -> Option<(NodeId, Message)> {
+        if self.outbox.is_empty() && self.role == Role::Leader && self.halted.is_none() {
+            self.flush_dirty();
+        }
+        self.outbox.pop_front()
+    }
+
+    /// The next client result.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<ClientOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call [`Node::tick`] next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Timestamp {
+        if self.role == Role::Leader {
+            self.heartbeat_deadline.min(self.election_deadline)
+        } else {
+            self.election_deadline
+        }
+    }
+
+    // ---- helpers ---------------------------------------------------------------------------
+
+    fn quorum(&self) -> usize {
+        self.config.members.len() / 2 + 1
+    }
+
+    fn reset_election_timer(&mut self, now: Timestamp) {
+        let base = self.config.election_timeout;
+        let jitter = self.rng.random_range(0..base.as_millis().max(1) as u64);
+        self.election_deadline = now + base + Duration::from_millis(jitter);
+    }
+
+    fn halt(&mut self, err: StorageError) {
+        if self.halted.is_none() {
+            self.halted = Some(err);
+            self.role = Role::Follower;
+            self.fail_pending();
+            self.outbox.clear();
+            self.persist.clear();
+        }
+    }
+
+    fn persist_hard_state(&mut self) -> bool {
+        self.persist.hard_state(HardState { term: self.term, voted_for: self.voted_for });
+        self.halted.is_none()
+    }
+
+    /// Queues `msg`. The leader's replication leaves at once (etcd does the same: its own
+    /// write need not be durable first); everything else waits for the writes before it.
+    fn send(&mut self, to: NodeId, msg: Message) {
+        let replication = self.role == Role::Leader
+            && matches!(msg, Message::Append { .. } | Message::Snapshot { .. });
+        if replication {
+            self.outbox.push_back((to, msg));
+        } else if let Some(ready) = self.persist.hold_unless_settled(to, msg) {
+            self.outbox.push_back(ready);
+        }
+    }
+
+    fn fail_pending(&mut self) {
+        for (_, (id, _)) in std::mem::take(&mut self.pending_writes) {
+            self.outputs.push_back(ClientOutput { id, result: Err(ClientError::Unknown) });
+        }
+        let leader = self.leader.filter(|&l| l != self.config.id);
+        for read in self.pending_reads.drain(..) {
+            self.outputs.push_back(ClientOutput {
+                id: read.id,
+                result: Err(ClientError::NotLeader { leader }),
+            });
+        }
+        for (id, _) in self.reads_waiting_for_term_commit.drain(..) {
+            self.outputs
+                .push_back(ClientOutput { id, result: Err(ClientError::NotLeader { leader }) });
+        }
+    }
+
+    /// Lets time pass: elections, heartbeats, and the leader's check that a quorum still hears it.
+    pub fn tick(&mut self, now: Timestamp) {
+        if self.halted.is_some() {
+            return;
+        }
+        match self.role {
+            Role::Leader => {
+                if now >= self.election_deadline {
+                    // Check quorum: step down if a majority has not answered for a whole timeout.
+                    let horizon = now
+                        .saturating_duration_since(Timestamp::ZERO)
+                        .saturating_sub(self.config.election_timeout);
+                    let heard = 1 + self
+                        .peers
+                        .values()
+                        .filter(|p| {
+                            self.counted(p)
+                                && p.last_contact.is_some_and(|t| t.since_origin() >= horizon)
+                        })
+                        .count();
+                    if heard < self.quorum() {
+                        self.become_follower(self.term, None, now);
+                        return;
+                    }
+                    self.election_deadline = now + self.config.election_timeout;
+                }
+                if now >= self.heartbeat_deadline {
+                    for peer in self.peers.values_mut() {
+                        peer.dirty = true;
+                    }
+                    self.heartbeat_deadline = now + self.config.heartbeat_interval;
+                }
+            }
+            Role::Follower | Role::PreCandidate | Role::Candidate => {
+                if self.role != Role::Follower
+                    && now >= self.heartbeat_deadline
+                    && now < self.election_deadline
+                {
+                    // Ask again those who have not answered: a lost request must not cost a
+                    // whole election round.
+                    self.resend_vote_requests(now);
+                }
+                if now >= self.election_deadline {
+                    if self.recovering {
+                        // A wiped node must not disturb the cluster: it waits to be caught up.
+                        self.reset_election_timer(now);
+                    } else {
+                        self.pre_vote(now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles a message from `from`.
+    pub fn step(&mut self, from: NodeId, msg: Message, now: Timestamp) {
+        if self.halted.is_some() || from == self.config.id || !self.peers.contains_key(&from) {
+            return;
+        }
+        // Pre-votes change nobody's term or state, whatever the role.
+        match msg {
+            Message::PreVote { term, last_index, last_term } => {
+                return self.on_pre_vote(from, term, last_index, last_term, now);
+            }
+            Message::PreVoteReply { term, granted: true } => {
+                return self.on_pre_vote_reply(from, term, now);
+            }
+            // A refusal carries the voter's term: a stale pre-candidate learns it below.
+            _ => {}
+        }
+        let term = msg.term();
+        if term > self.term {
+            let leader =
+                matches!(msg, Message::Append { .. } | Message::Snapshot { .. }).then_some(from);
+            self.become_follower(term, leader, now);
+            if self.halted.is_some() {
+                return;
+            }
+        }
+        match self.role {
+            Role::Leader => self.step_leader(from, &msg, now),
+            Role::PreCandidate | Role::Candidate => self.step_candidate(from, msg, now),
+            Role::Follower => self.step_follower(from, msg, now),
+        }
+    }
+
+    /// The leader hears its followers' acknowledgements, and refuses votes in its own term.
+    fn step_leader(&mut self, from: NodeId, msg: &Message, now: Timestamp) {
+        match *msg {
+            Message::AppendReply { term, success, match_index, read_seq, recovering } => {
+                self.on_append_reply(from, term, success, match_index, read_seq, recovering, now);
+            }
+            Message::Vote { term, last_index, last_term } => {
+                self.on_vote(from, term, last_index, last_term, now);
+            }
+            // Another leader's appends in our term cannot exist (one leader per term); replies
+            // to votes are stale.
+            _ => {}
+        }
+    }
+
+    /// A candidate counts votes, and follows a leader of its term as soon as one speaks.
+    fn step_candidate(&mut self, from: NodeId, msg: Message, now: Timestamp) {
+        match msg {
+            Message::VoteReply { term, granted: true } => self.on_vote_reply(from, term, now),
+            other => self.step_follower(from, other, now),
+        }
+    }
+
+    /// A follower answers votes, appends and snapshots.
+    fn step_follower(&mut self, from: NodeId, msg: Message, now: Timestamp) {
+        match msg {
+            Message::Vote { term, last_index, last_term } => {
+                self.on_vote(from, term, last_index, last_term, now);
+            }
+            Message::Append { term, prev_index, prev_term, entries, commit, read_seq } => {
+                self.on_append(from, term, prev_index, prev_term, entries, commit, read_seq, now);
+            }
+            Message::Snapshot { term, snapshot, commit, read_seq } => {
+                self.on_snapshot(from, term, snapshot, commit, read_seq, now);
+            }
+            // Replies to a role it no longer holds.
+            _ => {}
+        }
+    }
+}
+
+/// The highest value a quorum of `values` has reached: the `quorum`-th largest, or 0 when there
+/// are fewer values than that. The one rule behind commit (match indices) and reads
+/// (acknowledged read rounds).
+fn quorum_value(mut values: Vec<u64>, quorum: usize) -> u64 {
+    values.sort_unstable_by(|a, b| b.cmp(a));
+    quorum.checked_sub(1).and_then(|i| values.get(i).copied()).unwrap_or(0)
+}
+
+fn validate_write(op: &WriteOp) -> Result<(), ClientError> {
+    let empty = match op {
+        WriteOp::MultiSet(v) => v.is_empty(),
+        WriteOp::MultiDelete(v) => v.is_empty(),
+        WriteOp::MultiCompareAndSet(v) => v.is_empty(),
+        WriteOp::MultiCompareAndDelete(v) => v.is_empty(),
+        _ => false,
+    };
+    if empty {
+        return Err(ClientError::Invalid(
+            "a multi-key operation needs at least one key".to_owned(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! Replication: the leader's appends and commit, the followers' log matching and acknowledgements,
+//! and applying what is committed.
+
+use plus_core::Timestamp;
+
+use super::{Node, Peer, Role, quorum_value, validate_write};
+use crate::log::{Entry, Payload, Snapshot};
+use crate::message::Message;
+use crate::types::{
+    ClientError, ClientOutput, LogIndex, NodeId, ReadOp, RequestId, Response, Term, WriteOp,
+};
+
+impl Node {
+    pub(super) fn append_local(&mut self, payload: Payload) -> Option<LogIndex> {
+        if self.halted.is_some() {
+            return None;
+        }
+        let entry = Entry { term: self.term, index: self.log.last_index() + 1, payload };
+        self.persist.append([entry.clone()]);
+        let index = entry.index;
+        self.log.push(entry);
+        for peer in self.peers.values_mut() {
+            peer.dirty = true;
+        }
+        Some(index)
+    }
+
+    pub(super) fn committed_in_term(&self) -> bool {
+        self.log.term_at(self.commit) == Some(self.term)
+    }
+
+    /// Sends what each peer needs: entries, a snapshot, or a bare heartbeat.
+    pub(super) fn replicate_to(&mut self, id: NodeId) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        peer.dirty = false;
+        let next = peer.next;
+        if next <= self.log.base_index() {
+            let snapshot = Snapshot {
+                last_index: self.applied.max(self.log.base_index()),
+                last_term: self.log.term_at(self.applied.max(self.log.base_index())).unwrap_or(0),
+                state: self.state.clone(),
+            };
+            // The state covers up to `applied`, which is at least the log base.
+            peer.next = snapshot.last_index + 1;
+            let msg = Message::Snapshot {
+                term: self.term,
+                snapshot,
+                commit: self.commit,
+                read_seq: self.read_seq,
+            };
+            self.send(id, msg);
+            return;
+        }
+        let prev_index = next - 1;
+        let prev_term = self.log.term_at(prev_index).unwrap_or(0);
+        let entries = self.log.slice(next, self.config.max_entries_per_message);
+        if let Some(last) = entries.last() {
+            peer.next = last.index + 1;
+        }
+        let msg = Message::Append {
+            term: self.term,
+            prev_index,
+            prev_term,
+            entries,
+            commit: self.commit,
+            read_seq: self.read_seq,
+        };
+        self.send(id, msg);
+    }
+
+    pub(super) fn flush_dirty(&mut self) {
+        let dirty: Vec<NodeId> =
+            self.peers.iter().filter(|(_, p)| p.dirty).map(|(&id, _)| id).collect();
+        for id in dirty {
+            self.replicate_to(id);
+        }
+    }
+
+    pub(super) fn counted(&self, peer: &Peer) -> bool {
+        !peer.recovering
+    }
+
+    pub(super) fn maybe_commit(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let mut matches: Vec<LogIndex> =
+            self.peers.values().filter(|p| self.counted(p)).map(|p| p.matched).collect();
+        // The leader counts itself only as far as its own log is durable.
+        matches.push(self.persist.durable_last().min(self.log.last_index()));
+        #[allow(unused_mut)]
+        let mut candidate = quorum_value(matches, self.quorum());
+        #[cfg(plus_planted_bugs)]
+        if self.config.bugs.commit_without_majority {
+            candidate = self.log.last_index();
+        }
+        if candidate > self.commit && self.log.term_at(candidate) == Some(self.term) {
+            self.commit = candidate;
+            for peer in self.peers.values_mut() {
+                peer.dirty = true;
+            }
+            self.apply_committed();
+        }
+        if self.committed_in_term() {
+            let waiting: Vec<(RequestId, ReadOp)> =
+                self.reads_waiting_for_term_commit.drain(..).collect();
+            for (id, op) in waiting {
+                self.start_read(id, op);
+            }
+        }
+    }
+
+    pub(super) fn apply_committed(&mut self) {
+        while self.applied < self.commit {
+            let index = self.applied + 1;
+            let Some(entry) = self.log.get(index).cloned() else { break };
+            let result = match &entry.payload {
+                Payload::Noop => None,
+                Payload::Write(op) => Some(self.state.apply(op, index)),
+            };
+            self.applied = index;
+            if let Some((id, term)) = self.pending_writes.remove(&index) {
+                let output = match result {
+                    Some(r) if term == entry.term => Ok(Response::Write(r)),
+                    _ => Err(ClientError::Unknown),
+                };
+                self.outputs.push_back(ClientOutput { id, result: output });
+            }
+        }
+        self.serve_reads();
+        self.maybe_snapshot();
+    }
+
+    /// Proposes a write. Its result comes from [`Node::poll_output`] once committed and applied.
+    ///
+    /// # Errors
+    /// [`ClientError::NotLeader`] (with a hint) when this node does not lead; nothing was done.
+    pub fn write(&mut self, id: RequestId, op: WriteOp) -> Result<(), ClientError> {
+        if self.role != Role::Leader || self.halted.is_some() {
+            return Err(ClientError::NotLeader {
+                leader: self.leader.filter(|&l| l != self.config.id),
+            });
+        }
+        validate_write(&op)?;
+        if let Some(index) = self.append_local(Payload::Write(op)) {
+            self.pending_writes.insert(index, (id, self.term));
+            self.maybe_commit();
+        }
+        Ok(())
+    }
+
+    pub(super) fn reply(
+        &mut self,
+        to: NodeId,
+        success: bool,
+        match_index: LogIndex,
+        read_seq: u64,
+    ) {
+        let msg = Message::AppendReply {
+            term: self.term,
+            success,
+            match_index,
+            read_seq,
+            recovering: self.recovering,
+        };
+        self.send(to, msg);
+    }
+
+    /// A message from the leader of `term`: refuse it if stale (answering so), else follow it.
+    pub(super) fn follow(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        read_seq: u64,
+        now: Timestamp,
+    ) -> bool {
+        if term < self.term {
+            self.reply(from, false, self.log.last_index(), read_seq);
+            return false;
+        }
+        self.role = Role::Follower;
+        self.leader = Some(from);
+        self.leader_contact = Some(now);
+        self.reset_election_timer(now);
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_append(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        prev_index: LogIndex,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: LogIndex,
+        read_seq: u64,
+        now: Timestamp,
+    ) {
+        if !self.follow(from, term, read_seq, now) {
+            return;
+        }
+        if prev_index < self.log.base_index() {
+            // Already covered by our snapshot: tell the leader where we are.
+            self.reply(from, false, self.commit, read_seq);
+            return;
+        }
+        if self.log.term_at(prev_index) != Some(prev_term) {
+            let hint = prev_index.saturating_sub(1).min(self.log.last_index()).max(self.commit);
+            self.reply(from, false, hint, read_seq);
+            return;
+        }
+        let sent_last = prev_index + entries.len() as u64;
+        let mut new_entries = Vec::new();
+        for entry in entries {
+            match self.log.term_at(entry.index) {
+                Some(t) if t == entry.term => {}
+                Some(_) => {
+                    // A conflicting suffix: never a committed one (log matching), drop it.
+                    self.persist.truncate_from(entry.index);
+                    self.log.truncate_from(entry.index);
+                    new_entries.push(entry);
+                }
+                None => new_entries.push(entry),
+            }
+        }
+        if !new_entries.is_empty() {
+            self.persist.append(new_entries.iter().cloned());
+            for e in new_entries {
+                self.log.push(e);
+            }
+        }
+        // Everything up to the last entry the leader sent now matches its log.
+        let matched = sent_last;
+        let new_commit = commit.min(matched);
+        if new_commit > self.commit {
+            self.commit = new_commit;
+            self.apply_committed();
+        }
+        self.check_recovered(term, commit, from);
+        self.reply(from, true, matched, read_seq);
+    }
+
+    /// The wiped-node rule: leave recovering once the leader of `term` has committed something
+    /// since we first heard from it after the restart, and we hold the log up to it.
+    pub(super) fn check_recovered(&mut self, term: Term, leader_commit: LogIndex, leader: NodeId) {
+        if !self.recovering {
+            return;
+        }
+        match self.recover_floor {
+            Some((t, floor)) if t == term => {
+                if leader_commit > floor && self.commit >= leader_commit {
+                    self.recovering = false;
+                    self.recover_floor = None;
+                    // Adopt the term's leader as our vote: it is the one leader of this term.
+                    self.voted_for = Some(leader);
+                    self.persist_hard_state();
+                }
+            }
+            _ => self.recover_floor = Some((term, leader_commit)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_append_reply(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        success: bool,
+        match_index: LogIndex,
+        read_seq: u64,
+        recovering: bool,
+        now: Timestamp,
+    ) {
+        if self.role != Role::Leader || term != self.term {
+            return;
+        }
+        let last = self.log.last_index();
+        let idle = self.commit == last;
+        let Some(peer) = self.peers.get_mut(&from) else { return };
+        peer.last_contact = Some(now);
+        peer.recovering = recovering;
+        if read_seq > peer.acked_seq {
+            peer.acked_seq = read_seq;
+        }
+        if success {
+            if match_index > peer.matched {
+                peer.matched = match_index.min(last);
+            }
+            if peer.next <= peer.matched {
+                peer.next = peer.matched + 1;
+            }
+        } else {
+            peer.next = (match_index + 1).min(peer.next).max(1);
+            peer.dirty = true;
+        }
+        if peer.next <= last {
+            peer.dirty = true;
+        }
+        // A recovering peer waits for a commit after its return; with nothing to commit, make
+        // something (at most one in flight: the next one waits until this one commits).
+        if recovering && idle {
+            self.append_local(Payload::Noop);
+        }
+        self.maybe_commit();
+        self.serve_reads();
+    }
+}

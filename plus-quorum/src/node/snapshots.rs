@@ -1,0 +1,45 @@
+//! Snapshots: compacting the log into the map, and installing the leader's.
+
+use plus_core::Timestamp;
+
+use super::Node;
+use crate::log::Snapshot;
+use crate::types::{LogIndex, NodeId, Term};
+
+impl Node {
+    pub(super) fn maybe_snapshot(&mut self) {
+        if self.applied - self.log.base_index() < self.config.snapshot_threshold {
+            return;
+        }
+        let Some(term) = self.log.term_at(self.applied) else { return };
+        let snapshot =
+            Snapshot { last_index: self.applied, last_term: term, state: self.state.clone() };
+        self.persist.snapshot(snapshot);
+        self.log.compact_to(self.applied, term);
+    }
+
+    pub(super) fn on_snapshot(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        snapshot: Snapshot,
+        commit: LogIndex,
+        read_seq: u64,
+        now: Timestamp,
+    ) {
+        if !self.follow(from, term, read_seq, now) {
+            return;
+        }
+        if snapshot.last_index > self.commit {
+            self.persist.snapshot(snapshot.clone());
+            self.persist.truncate_from(snapshot.last_index + 1);
+            self.log.reset(snapshot.last_index, snapshot.last_term);
+            self.commit = snapshot.last_index;
+            self.applied = snapshot.last_index;
+            self.state = snapshot.state;
+        }
+        self.check_recovered(term, commit, from);
+        // Our committed prefix is the leader's: that much is known to match.
+        self.reply(from, true, self.commit, read_seq);
+    }
+}
