@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use plus_core::Timestamp;
 
-use super::{Node, Peer, Role};
+use super::{Node, Role};
 use crate::log::Payload;
 use crate::message::Message;
 use crate::types::{LogIndex, NodeId, Term};
@@ -65,7 +65,7 @@ impl Node {
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         let pre = self.role == Role::PreCandidate;
         let missing: Vec<NodeId> =
-            self.peers.keys().copied().filter(|p| !self.votes.contains(p)).collect();
+            self.peers.iter().copied().filter(|p| !self.votes.contains(p)).collect();
         for p in missing {
             let msg = if pre {
                 Message::PreVote { term: self.term + 1, last_index, last_term }
@@ -131,17 +131,7 @@ impl Node {
     pub(super) fn become_leader(&mut self, now: Timestamp) {
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
-        let next = self.log.last_index() + 1;
-        for peer in self.peers.values_mut() {
-            *peer = Peer {
-                next,
-                matched: 0,
-                acked_seq: 0,
-                recovering: peer.recovering,
-                last_contact: Some(now),
-                dirty: true,
-            };
-        }
+        self.lead.start(self.log.last_index() + 1, now);
         // Committing an entry of its own term commits everything before it and lets reads go.
         self.append_local(Payload::Noop);
         self.heartbeat_deadline = now + self.config.heartbeat_interval;

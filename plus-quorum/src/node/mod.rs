@@ -1,7 +1,7 @@
 //! The consensus core: Raft-style elections, replication, commit, ReadIndex reads, snapshots, and
 //! the wiped-node rule. Sans-IO: no clock, no sockets, no threads; time and randomness come in.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
@@ -9,6 +9,9 @@ use plus_core::{SeededRng, Timestamp, seeded_rng};
 use rand::Rng;
 
 mod election;
+mod leader;
+
+use leader::Leadership;
 mod reads;
 mod replication;
 mod snapshots;
@@ -18,9 +21,7 @@ use crate::log::RaftLog;
 use crate::message::Message;
 use crate::persist::{PersistBatch, Persistence};
 use crate::storage::{HardState, Storage, StorageError};
-use crate::types::{
-    ClientError, ClientOutput, LogIndex, NodeId, ReadOp, RequestId, Term, Versioned, WriteOp,
-};
+use crate::types::{ClientError, ClientOutput, LogIndex, NodeId, Term, Versioned, WriteOp};
 
 /// How a node starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -190,23 +191,6 @@ pub struct Inspection {
     pub recovering: bool,
 }
 
-struct PendingRead {
-    seq: u64,
-    read_index: LogIndex,
-    id: RequestId,
-    op: ReadOp,
-}
-
-struct Peer {
-    next: LogIndex,
-    matched: LogIndex,
-    acked_seq: u64,
-    recovering: bool,
-    last_contact: Option<Timestamp>,
-    /// New entries or a read round to send.
-    dirty: bool,
-}
-
 /// One member of the replicated store (sans-IO).
 ///
 /// Inputs: [`Node::step`] (a message from a peer), [`Node::tick`] (time passed), client
@@ -229,15 +213,14 @@ pub struct Node {
     applied: LogIndex,
     state: KvState,
     votes: HashSet<NodeId>,
-    peers: BTreeMap<NodeId, Peer>,
+    /// The other members.
+    peers: Vec<NodeId>,
+    /// Meaningful only while leading.
+    lead: Leadership,
     election_deadline: Timestamp,
     heartbeat_deadline: Timestamp,
     /// When we last heard from a leader of our term.
     leader_contact: Option<Timestamp>,
-    read_seq: u64,
-    reads_waiting_for_term_commit: VecDeque<(RequestId, ReadOp)>,
-    pending_reads: VecDeque<PendingRead>,
-    pending_writes: BTreeMap<LogIndex, (RequestId, Term)>,
     recovering: bool,
     /// While recovering: the leader term and commit index first heard after the restart.
     recover_floor: Option<(Term, LogIndex)>,
@@ -279,24 +262,8 @@ impl Node {
             Some(s) => (s.last_index, s.last_term, s.state),
             None => (0, 0, KvState::default()),
         };
-        let peers = config
-            .members
-            .iter()
-            .filter(|&&m| m != config.id)
-            .map(|&m| {
-                (
-                    m,
-                    Peer {
-                        next: 1,
-                        matched: 0,
-                        acked_seq: 0,
-                        recovering: false,
-                        last_contact: None,
-                        dirty: false,
-                    },
-                )
-            })
-            .collect();
+        let peers: Vec<NodeId> =
+            config.members.iter().copied().filter(|&m| m != config.id).collect();
         let log = RaftLog::new(base_index, base_term, recovered.entries);
         let mut node = Self {
             rng: seeded_rng(config.seed),
@@ -310,14 +277,11 @@ impl Node {
             applied: base_index,
             state,
             votes: HashSet::new(),
+            lead: Leadership::new(peers.iter().copied()),
             peers,
             election_deadline: now,
             heartbeat_deadline: now,
             leader_contact: None,
-            read_seq: 0,
-            reads_waiting_for_term_commit: VecDeque::new(),
-            pending_reads: VecDeque::new(),
-            pending_writes: BTreeMap::new(),
             recovering,
             recover_floor: None,
             outbox: VecDeque::new(),
@@ -517,17 +481,17 @@ impl Node {
     }
 
     fn fail_pending(&mut self) {
-        for (_, (id, _)) in std::mem::take(&mut self.pending_writes) {
+        for (_, (id, _)) in std::mem::take(&mut self.lead.pending_writes) {
             self.outputs.push_back(ClientOutput { id, result: Err(ClientError::Unknown) });
         }
         let leader = self.leader.filter(|&l| l != self.config.id);
-        for read in self.pending_reads.drain(..) {
+        for read in self.lead.pending_reads.drain(..) {
             self.outputs.push_back(ClientOutput {
                 id: read.id,
                 result: Err(ClientError::NotLeader { leader }),
             });
         }
-        for (id, _) in self.reads_waiting_for_term_commit.drain(..) {
+        for (id, _) in self.lead.reads_waiting_for_term_commit.drain(..) {
             self.outputs
                 .push_back(ClientOutput { id, result: Err(ClientError::NotLeader { leader }) });
         }
@@ -546,10 +510,11 @@ impl Node {
                         .saturating_duration_since(Timestamp::ZERO)
                         .saturating_sub(self.config.election_timeout);
                     let heard = 1 + self
-                        .peers
+                        .lead
+                        .progress
                         .values()
                         .filter(|p| {
-                            self.counted(p)
+                            p.counted()
                                 && p.last_contact.is_some_and(|t| t.since_origin() >= horizon)
                         })
                         .count();
@@ -560,9 +525,7 @@ impl Node {
                     self.election_deadline = now + self.config.election_timeout;
                 }
                 if now >= self.heartbeat_deadline {
-                    for peer in self.peers.values_mut() {
-                        peer.dirty = true;
-                    }
+                    self.lead.mark_all_dirty();
                     self.heartbeat_deadline = now + self.config.heartbeat_interval;
                 }
             }
@@ -589,7 +552,7 @@ impl Node {
 
     /// Handles a message from `from`.
     pub fn step(&mut self, from: NodeId, msg: Message, now: Timestamp) {
-        if self.halted.is_some() || from == self.config.id || !self.peers.contains_key(&from) {
+        if self.halted.is_some() || from == self.config.id || !self.peers.contains(&from) {
             return;
         }
         // Pre-votes change nobody's term or state, whatever the role.

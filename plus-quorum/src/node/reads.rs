@@ -1,21 +1,20 @@
 //! Linearizable reads (ReadIndex): a quorum round confirms leadership, then the read waits for
 //! the commit index of its start to be applied.
 
-use super::{Node, PendingRead, Role, quorum_value};
+use super::leader::PendingRead;
+use super::{Node, Role, quorum_value};
 use crate::types::{ClientError, ClientOutput, ReadOp, RequestId, Response};
 
 impl Node {
     pub(super) fn start_read(&mut self, id: RequestId, op: ReadOp) {
-        self.read_seq += 1;
-        self.pending_reads.push_back(PendingRead {
-            seq: self.read_seq,
+        self.lead.read_seq += 1;
+        self.lead.pending_reads.push_back(PendingRead {
+            seq: self.lead.read_seq,
             read_index: self.commit,
             id,
             op,
         });
-        for peer in self.peers.values_mut() {
-            peer.dirty = true;
-        }
+        self.lead.mark_all_dirty();
         self.serve_reads();
     }
 
@@ -25,19 +24,19 @@ impl Node {
             return;
         }
         let mut acked: Vec<u64> =
-            self.peers.values().filter(|p| self.counted(p)).map(|p| p.acked_seq).collect();
-        acked.push(self.read_seq);
+            self.lead.progress.values().filter(|p| p.counted()).map(|p| p.acked_seq).collect();
+        acked.push(self.lead.read_seq);
         #[allow(unused_mut)]
         let mut confirmed = quorum_value(acked, self.quorum());
         #[cfg(plus_planted_bugs)]
         if self.config.bugs.read_without_quorum {
-            confirmed = self.read_seq;
+            confirmed = self.lead.read_seq;
         }
-        while let Some(read) = self.pending_reads.front() {
+        while let Some(read) = self.lead.pending_reads.front() {
             if read.seq > confirmed || read.read_index > self.applied {
                 break;
             }
-            let read = self.pending_reads.pop_front().expect("front exists");
+            let read = self.lead.pending_reads.pop_front().expect("front exists");
             let result = self.state.read(&read.op);
             self.outputs
                 .push_back(ClientOutput { id: read.id, result: Ok(Response::Read(result)) });
@@ -58,7 +57,7 @@ impl Node {
         if self.committed_in_term() {
             self.start_read(id, op);
         } else {
-            self.reads_waiting_for_term_commit.push_back((id, op));
+            self.lead.reads_waiting_for_term_commit.push_back((id, op));
         }
         Ok(())
     }

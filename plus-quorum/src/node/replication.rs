@@ -3,7 +3,7 @@
 
 use plus_core::Timestamp;
 
-use super::{Node, Peer, Role, quorum_value, validate_write};
+use super::{Node, Role, quorum_value, validate_write};
 use crate::log::{Entry, Payload, Snapshot};
 use crate::message::Message;
 use crate::types::{
@@ -19,9 +19,7 @@ impl Node {
         self.persist.append([entry.clone()]);
         let index = entry.index;
         self.log.push(entry);
-        for peer in self.peers.values_mut() {
-            peer.dirty = true;
-        }
+        self.lead.mark_all_dirty();
         Some(index)
     }
 
@@ -31,7 +29,7 @@ impl Node {
 
     /// Sends what each peer needs: entries, a snapshot, or a bare heartbeat.
     pub(super) fn replicate_to(&mut self, id: NodeId) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.lead.progress.get_mut(&id) else { return };
         peer.dirty = false;
         let next = peer.next;
         if next <= self.log.base_index() {
@@ -46,7 +44,7 @@ impl Node {
                 term: self.term,
                 snapshot,
                 commit: self.commit,
-                read_seq: self.read_seq,
+                read_seq: self.lead.read_seq,
             };
             self.send(id, msg);
             return;
@@ -63,21 +61,17 @@ impl Node {
             prev_term,
             entries,
             commit: self.commit,
-            read_seq: self.read_seq,
+            read_seq: self.lead.read_seq,
         };
         self.send(id, msg);
     }
 
     pub(super) fn flush_dirty(&mut self) {
         let dirty: Vec<NodeId> =
-            self.peers.iter().filter(|(_, p)| p.dirty).map(|(&id, _)| id).collect();
+            self.lead.progress.iter().filter(|(_, p)| p.dirty).map(|(&id, _)| id).collect();
         for id in dirty {
             self.replicate_to(id);
         }
-    }
-
-    pub(super) fn counted(&self, peer: &Peer) -> bool {
-        !peer.recovering
     }
 
     pub(super) fn maybe_commit(&mut self) {
@@ -85,7 +79,7 @@ impl Node {
             return;
         }
         let mut matches: Vec<LogIndex> =
-            self.peers.values().filter(|p| self.counted(p)).map(|p| p.matched).collect();
+            self.lead.progress.values().filter(|p| p.counted()).map(|p| p.matched).collect();
         // The leader counts itself only as far as its own log is durable.
         matches.push(self.persist.durable_last().min(self.log.last_index()));
         #[allow(unused_mut)]
@@ -96,14 +90,12 @@ impl Node {
         }
         if candidate > self.commit && self.log.term_at(candidate) == Some(self.term) {
             self.commit = candidate;
-            for peer in self.peers.values_mut() {
-                peer.dirty = true;
-            }
+            self.lead.mark_all_dirty();
             self.apply_committed();
         }
         if self.committed_in_term() {
             let waiting: Vec<(RequestId, ReadOp)> =
-                self.reads_waiting_for_term_commit.drain(..).collect();
+                self.lead.reads_waiting_for_term_commit.drain(..).collect();
             for (id, op) in waiting {
                 self.start_read(id, op);
             }
@@ -119,7 +111,7 @@ impl Node {
                 Payload::Write(op) => Some(self.state.apply(op, index)),
             };
             self.applied = index;
-            if let Some((id, term)) = self.pending_writes.remove(&index) {
+            if let Some((id, term)) = self.lead.pending_writes.remove(&index) {
                 let output = match result {
                     Some(r) if term == entry.term => Ok(Response::Write(r)),
                     _ => Err(ClientError::Unknown),
@@ -143,7 +135,7 @@ impl Node {
         }
         validate_write(&op)?;
         if let Some(index) = self.append_local(Payload::Write(op)) {
-            self.pending_writes.insert(index, (id, self.term));
+            self.lead.pending_writes.insert(index, (id, self.term));
             self.maybe_commit();
         }
         Ok(())
@@ -277,7 +269,7 @@ impl Node {
         }
         let last = self.log.last_index();
         let idle = self.commit == last;
-        let Some(peer) = self.peers.get_mut(&from) else { return };
+        let Some(peer) = self.lead.progress.get_mut(&from) else { return };
         peer.last_contact = Some(now);
         peer.recovering = recovering;
         if read_seq > peer.acked_seq {

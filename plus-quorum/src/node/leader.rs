@@ -1,0 +1,92 @@
+//! What only a leader uses: each follower's progress, and the client requests it owes an answer.
+//! It lives in its own type so that the rest of the node cannot grow leader-only side fields.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use plus_core::Timestamp;
+
+use crate::types::{LogIndex, NodeId, ReadOp, RequestId, Term};
+
+/// A read waiting for its quorum round and for its index to be applied.
+pub(super) struct PendingRead {
+    pub(super) seq: u64,
+    pub(super) read_index: LogIndex,
+    pub(super) id: RequestId,
+    pub(super) op: ReadOp,
+}
+
+/// One follower as the leader tracks it.
+pub(super) struct Peer {
+    pub(super) next: LogIndex,
+    pub(super) matched: LogIndex,
+    pub(super) acked_seq: u64,
+    /// It lost its memory and has not caught up: it counts toward no quorum.
+    pub(super) recovering: bool,
+    pub(super) last_contact: Option<Timestamp>,
+    /// New entries or a read round to send.
+    pub(super) dirty: bool,
+}
+
+impl Peer {
+    fn new() -> Self {
+        Self {
+            next: 1,
+            matched: 0,
+            acked_seq: 0,
+            recovering: false,
+            last_contact: None,
+            dirty: false,
+        }
+    }
+
+    /// Whether it counts toward commit and read quorums.
+    pub(super) fn counted(&self) -> bool {
+        !self.recovering
+    }
+}
+
+/// The leader's bookkeeping: reset when this node becomes leader; the requests it holds are
+/// failed when it steps down.
+pub(super) struct Leadership {
+    pub(super) progress: BTreeMap<NodeId, Peer>,
+    /// The current read-confirmation round.
+    pub(super) read_seq: u64,
+    /// Reads that wait until the leader has committed an entry of its own term.
+    pub(super) reads_waiting_for_term_commit: VecDeque<(RequestId, ReadOp)>,
+    pub(super) pending_reads: VecDeque<PendingRead>,
+    /// Writes by log index, with the term they were proposed in.
+    pub(super) pending_writes: BTreeMap<LogIndex, (RequestId, Term)>,
+}
+
+impl Leadership {
+    pub(super) fn new(peers: impl IntoIterator<Item = NodeId>) -> Self {
+        Self {
+            progress: peers.into_iter().map(|id| (id, Peer::new())).collect(),
+            read_seq: 0,
+            reads_waiting_for_term_commit: VecDeque::new(),
+            pending_reads: VecDeque::new(),
+            pending_writes: BTreeMap::new(),
+        }
+    }
+
+    /// Starts a term as leader: every follower is to be probed from `next`.
+    pub(super) fn start(&mut self, next: LogIndex, now: Timestamp) {
+        for peer in self.progress.values_mut() {
+            *peer = Peer {
+                next,
+                matched: 0,
+                acked_seq: 0,
+                recovering: peer.recovering,
+                last_contact: Some(now),
+                dirty: true,
+            };
+        }
+    }
+
+    /// Every follower has something to be sent (new entries, a commit, a read round).
+    pub(super) fn mark_all_dirty(&mut self) {
+        for peer in self.progress.values_mut() {
+            peer.dirty = true;
+        }
+    }
+}
