@@ -43,7 +43,7 @@ fn release() -> Release {
         mode: Mode::Automatic { wait: Duration::ZERO, later_wait: None },
         ..ReleaseConfig::new(Version::new("2.0").unwrap())
     };
-    Release::new(plan, config, Timestamp::ZERO)
+    Release::new(plan, config, Timestamp::ZERO).expect("a valid config")
 }
 
 /// The baseline: `n` tasks doing `work`, at most `PARALLELISM` at once.

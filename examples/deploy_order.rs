@@ -106,7 +106,8 @@ fn main() -> ExitCode {
 /// fail, every other deploy and health check passes.
 fn simulate(graph: &Arc<AppGraph>, failing: &HashSet<usize>) -> Vec<String> {
     let now = Timestamp::ZERO;
-    let mut deployment = Deployment::new(Arc::clone(graph), DeployConfig::default(), now);
+    let mut deployment = Deployment::new(Arc::clone(graph), DeployConfig::default(), now)
+        .expect("the default deploy config is valid");
     while !deployment.is_finished() {
         let Some(action) = deployment.poll_action() else {
             unreachable!(

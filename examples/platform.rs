@@ -282,7 +282,8 @@ impl Platform {
             fail_rate: self.args.fail_rate,
             latency_ms: self.args.latency_ms,
         });
-        let release = plus_rollout::Release::new(plan, config, plus_core::Timestamp::ZERO);
+        let release = plus_rollout::Release::new(plan, config, plus_core::Timestamp::ZERO)
+            .map_err(|e| format!("release of {app}: {e}"))?;
         let (handle, mut events, task) = spawn_release(release, executor);
         let mut braked = None;
         while let Some(event) = events.next().await {
@@ -455,7 +456,8 @@ async fn run(args: Args) -> Result<bool, String> {
         ..DeployConfig::default()
     };
     let (_handle, _events, task) = spawn_deployment(
-        Deployment::new(Arc::clone(&graph), deploy_config, Timestamp::ZERO),
+        Deployment::new(Arc::clone(&graph), deploy_config, Timestamp::ZERO)
+            .map_err(|e| e.to_string())?,
         Arc::clone(&platform),
     );
     let report = task.await.map_err(|e| e.to_string())?;

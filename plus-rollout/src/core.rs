@@ -4,6 +4,23 @@
 
 use plus_core::Timestamp;
 
+/// Why a core's configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A count or a duration that must be positive is zero (it was once raised to 1 silently).
+    #[error("`{0}` must be greater than zero")]
+    Zero(&'static str),
+}
+
+/// `Err(ConfigError::Zero(name))` for the first `(name, is_zero)` that is zero.
+pub(crate) fn positive(fields: &[(&'static str, bool)]) -> Result<(), ConfigError> {
+    match fields.iter().find(|(_, zero)| *zero) {
+        Some((name, _)) => Err(ConfigError::Zero(name)),
+        None => Ok(()),
+    }
+}
+
 /// One run of a job: the slot it runs in (a host's or an application's index in its core) and
 /// the token of this run. A result reported with a stale token is ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

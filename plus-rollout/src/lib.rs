@@ -38,7 +38,7 @@
 //! let mut config = ReleaseConfig::new(Version::new("2.0.1").unwrap());
 //! config.mode = Mode::Automatic { wait: Duration::from_secs(10), later_wait: None };
 //! let mut now = Timestamp::ZERO;
-//! let mut release = Release::new(plan, config, now);
+//! let mut release = Release::new(plan, config, now).expect("a valid config");
 //!
 //! // Drive it by hand: every step succeeds at once; bake when asked; wait when told to.
 //! while !release.is_finished() {
@@ -90,7 +90,8 @@
 //!
 //! // Deploy with db failing: api and web are skipped, cache and static go on.
 //! let now = Timestamp::ZERO;
-//! let mut deployment = Deployment::new(Arc::clone(&graph), DeployConfig::default(), now);
+//! let mut deployment =
+//!     Deployment::new(Arc::clone(&graph), DeployConfig::default(), now).expect("a valid config");
 //! while let Some(action) = deployment.poll_action() {
 //!     if let Action::Start { id, job } = action {
 //!         let failing = matches!(&job, AppJob::Deploy(app) if app.as_str() == "db");
@@ -123,7 +124,7 @@ mod plan;
 mod release;
 
 pub use brake::{AvailabilityFloor, BrakePolicy, BrakeView, FailureRate};
-pub use core::{Action, Core, JobId};
+pub use core::{Action, ConfigError, Core, JobId};
 #[cfg(feature = "tokio")]
 pub use driver::{CommandError, Events, Handle, JobFuture, Spawned, spawn};
 #[cfg(feature = "tokio")]

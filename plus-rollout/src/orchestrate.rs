@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use plus_core::{AppCode, Timestamp};
 
-use crate::core::{Action, Core, JobId};
+use crate::core::{Action, ConfigError, Core, JobId, positive};
 use crate::graph::{AppGraph, DependencyKind};
 
 /// How a deployment runs.
@@ -23,6 +23,20 @@ pub struct DeployConfig {
     pub deploy_timeout: Duration,
     /// Deadline of one health check. Default 1 minute.
     pub check_timeout: Duration,
+}
+
+impl DeployConfig {
+    /// Checks that the settings can work.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a zero concurrency or a zero deploy or check timeout.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive(&[
+            ("concurrency", self.concurrency == 0),
+            ("deploy_timeout", self.deploy_timeout.is_zero()),
+            ("check_timeout", self.check_timeout.is_zero()),
+        ])
+    }
 }
 
 impl Default for DeployConfig {
@@ -222,8 +236,15 @@ pub struct Deployment {
 
 impl Deployment {
     /// Starts deploying `graph` at `now`.
-    #[must_use]
-    pub fn new(graph: Arc<AppGraph>, config: DeployConfig, now: Timestamp) -> Self {
+    ///
+    /// # Errors
+    /// [`ConfigError`] when `config` fails [`DeployConfig::validate`].
+    pub fn new(
+        graph: Arc<AppGraph>,
+        config: DeployConfig,
+        now: Timestamp,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
         let n = graph.len();
         let mut waiting_required = vec![0; n];
         let mut waiting_optional = vec![0; n];
@@ -261,7 +282,7 @@ impl Deployment {
             finished_reported: false,
         };
         deployment.pump(now);
-        deployment
+        Ok(deployment)
     }
 
     /// The graph being deployed.
@@ -348,7 +369,7 @@ impl Deployment {
     }
 
     fn pump(&mut self, now: Timestamp) {
-        while !self.cancelled && self.in_progress < self.config.concurrency.max(1) {
+        while !self.cancelled && self.in_progress < self.config.concurrency {
             let Some(Reverse(app)) = self.ready.pop() else { break };
             let app = app as usize;
             self.in_progress += 1;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use plus_core::{HostId, Ratio, Timestamp, Version};
 
 use crate::brake::{BrakePolicy, BrakeView, FailureRate};
-use crate::core::{Action, Core, JobId};
+use crate::core::{Action, ConfigError, Core, JobId, positive};
 use crate::deadlines::Deadlines;
 use crate::plan::{Exclusion, Plan};
 
@@ -148,6 +148,18 @@ pub struct ReleaseConfig {
 }
 
 impl ReleaseConfig {
+    /// Checks that the settings can work.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a zero parallelism or a zero step or Verify timeout.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive(&[
+            ("parallelism", self.parallelism == 0),
+            ("step_timeout", self.step_timeout.is_zero()),
+            ("verify_timeout", self.verify_timeout.is_zero()),
+        ])
+    }
+
     /// Defaults for releasing `target`.
     #[must_use]
     pub fn new(target: Version) -> Self {
@@ -447,8 +459,11 @@ impl fmt::Debug for Release {
 impl Release {
     /// A release of `plan` under `config`, starting at `now` (the bastion starts at once; with
     /// no bastion, the first batch does, or waits for continue in manual mode).
-    #[must_use]
-    pub fn new(plan: Plan, config: ReleaseConfig, now: Timestamp) -> Self {
+    ///
+    /// # Errors
+    /// [`ConfigError`] when `config` fails [`ReleaseConfig::validate`].
+    pub fn new(plan: Plan, config: ReleaseConfig, now: Timestamp) -> Result<Self, ConfigError> {
+        config.validate()?;
         let mut hosts = Vec::with_capacity(plan.host_count());
         let mut push = |id: HostId| {
             hosts.push(HostSlot { id: Arc::new(id), state: HostState::Pending, token: 0 });
@@ -487,7 +502,7 @@ impl Release {
             let members = release.bastion.clone();
             release.start_run(BatchLabel::Bastion, members, true, now);
         }
-        release
+        Ok(release)
     }
 
     /// The current phase.
@@ -637,7 +652,7 @@ impl Release {
     fn pump(&mut self, now: Timestamp) {
         loop {
             let Some(run) = self.run.as_mut() else { return };
-            if self.paused || run.stop_tripped || run.running >= self.config.parallelism.max(1) {
+            if self.paused || run.stop_tripped || run.running >= self.config.parallelism {
                 break;
             }
             let Some(host) = run.queue.pop_front() else { break };

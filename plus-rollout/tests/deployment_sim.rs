@@ -59,7 +59,7 @@ fn simulate(
     };
     let mut rng = seeded_rng(seed);
     let mut now = Timestamp::ZERO;
-    let mut d = Deployment::new(Arc::clone(&graph), config, now);
+    let mut d = Deployment::new(Arc::clone(&graph), config, now).unwrap();
     let mut inflight: BTreeMap<(Timestamp, u64), (usize, Result<(), String>)> = BTreeMap::new();
     loop {
         while let Some(action) = d.poll_action() {
@@ -157,7 +157,8 @@ fn an_app_starts_before_its_whole_wave_is_done() {
         AppSpec { depends_on: vec![code(1)], ..AppSpec::new(code(2)) },
     ];
     let graph = Arc::new(AppGraph::new(apps).unwrap());
-    let mut d = Deployment::new(Arc::clone(&graph), DeployConfig::default(), Timestamp::ZERO);
+    let mut d =
+        Deployment::new(Arc::clone(&graph), DeployConfig::default(), Timestamp::ZERO).unwrap();
     let mut tokens = BTreeMap::new();
     while let Some(action) = d.poll_action() {
         if let Action::Start { id, job: AppJob::Deploy(_) } = action {
@@ -191,7 +192,7 @@ fn health_checks_retry_on_the_interval_then_fail() {
         check_interval: Duration::from_secs(30),
         ..DeployConfig::default()
     };
-    let mut d = Deployment::new(graph, config, Timestamp::ZERO);
+    let mut d = Deployment::new(graph, config, Timestamp::ZERO).unwrap();
     let mut now = Timestamp::ZERO;
     let Some(Action::Start { id: JobId { token, .. }, job: AppJob::Deploy(_) }) = d.poll_action()
     else {
@@ -226,7 +227,7 @@ fn health_checks_retry_on_the_interval_then_fail() {
 }
 
 fn deployment(graph: Arc<AppGraph>, config: DeployConfig) -> Deployment {
-    Deployment::new(graph, config, Timestamp::ZERO)
+    Deployment::new(graph, config, Timestamp::ZERO).unwrap()
 }
 
 struct Scripted;

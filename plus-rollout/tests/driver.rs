@@ -26,7 +26,7 @@ fn release_at_ratio(
         .collect();
     let plan_config =
         PlanConfig { bastion: Bastion::Count(bastion), max_ratio, ..PlanConfig::default() };
-    Release::new(plan(&group, &plan_config).unwrap(), config, Timestamp::ZERO)
+    Release::new(plan(&group, &plan_config).unwrap(), config, Timestamp::ZERO).unwrap()
 }
 
 fn config() -> ReleaseConfig {
@@ -165,7 +165,7 @@ async fn the_driver_continues_the_core_clock_from_its_construction_time() {
     let config = ReleaseConfig { step_timeout: Duration::from_millis(100), ..config() };
     let built_at = Timestamp::from_duration(Duration::from_secs(3_600));
     let (handle, mut events, _task) =
-        spawn_release(Release::new(plan, config, built_at), Arc::new(Hang));
+        spawn_release(Release::new(plan, config, built_at).unwrap(), Arc::new(Hang));
     let failed = tokio::time::timeout(Duration::from_secs(3), async {
         while let Some(event) = events.next().await {
             if let EventKind::HostFinished { state: HostState::Failed { reason, .. }, .. } =

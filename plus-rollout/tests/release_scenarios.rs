@@ -31,7 +31,7 @@ impl Harness {
             .collect();
         let plan = plan(&group, &plan_config).unwrap();
         Self {
-            release: Release::new(plan, config, Timestamp::ZERO),
+            release: Release::new(plan, config, Timestamp::ZERO).unwrap(),
             now: Timestamp::ZERO,
             script,
             started: Vec::new(),
@@ -326,4 +326,26 @@ fn operator_fail_cannot_be_retried_and_pause_holds_batches() {
         &Phase::Finished(Outcome::Failed("marked failed by an operator".into()))
     );
     assert!(h.release.handle_command(Command::Retry, h.now).is_err());
+}
+
+/// A configuration that cannot work is refused, not quietly repaired (parallelism 0 was once
+/// raised to 1).
+#[test]
+fn zero_parallelism_or_timeouts_are_refused() {
+    use plus_rollout::ConfigError;
+    let group: Vec<GroupHost> =
+        (0..4).map(|i| GroupHost::in_service(HostId::new(format!("h{i}")).unwrap())).collect();
+    let plan = plan(&group, &PlanConfig::default()).unwrap();
+    let zero = ReleaseConfig { parallelism: 0, ..config() };
+    assert_eq!(
+        Release::new(plan.clone(), zero, Timestamp::ZERO).unwrap_err(),
+        ConfigError::Zero("parallelism")
+    );
+    let instant = ReleaseConfig { step_timeout: Duration::ZERO, ..config() };
+    assert_eq!(
+        Release::new(plan, instant, Timestamp::ZERO).unwrap_err().to_string(),
+        "`step_timeout` must be greater than zero"
+    );
+    let deploy = plus_rollout::DeployConfig { concurrency: 0, ..Default::default() };
+    assert_eq!(deploy.validate(), Err(ConfigError::Zero("concurrency")));
 }

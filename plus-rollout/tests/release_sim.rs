@@ -86,7 +86,7 @@ fn run(s: &Scenario) -> Result<Outcome, TestCaseError> {
     let planned = plan.host_count();
     let mut rng = seeded_rng(s.seed);
     let mut now = Timestamp::ZERO;
-    let mut release = Release::new(plan, config, now);
+    let mut release = Release::new(plan, config, now).unwrap();
 
     // token -> (completion time, host, step, outcome); completions in time order.
     let mut inflight: BTreeMap<(Timestamp, u64), (u32, Step, StepOutcome)> = BTreeMap::new();
