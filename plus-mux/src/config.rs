@@ -58,9 +58,13 @@ pub struct Config {
     /// TCP keepalive for connections made with [`Connection::from_tcp`](crate::Connection::from_tcp).
     /// Default 60 s.
     pub tcp_keepalive: Option<Duration>,
-    /// Never emit identities whose bytes contain `\r\r\n` (such as 855,306), which the Go
-    /// implementation mistakes for a frame end. Default false.
-    pub go_safe_identities: bool,
+    /// Talk to the Go implementation safely: never emit identities whose bytes contain
+    /// `\r\r\n` (such as 855,306), which the Go implementation mistakes for a frame end, and fail
+    /// at once with [`RequestError::NotGoFramable`](crate::RequestError::NotGoFramable) a
+    /// request it could not frame (a body containing `\r\r\n`, or a length whose bytes do)
+    /// instead of losing it to a timeout. Default true; turn it off when both peers are `plus`
+    /// (bodies may then hold any bytes).
+    pub go_compatible: bool,
     /// What a handler error becomes on the wire. Default [`HandlerErrorWire::Prefixed`].
     pub handler_errors: HandlerErrorWire,
 }
@@ -81,7 +85,7 @@ impl Default for Config {
             memory_budget: MemoryBudget::global(),
             heartbeat: None,
             tcp_keepalive: Some(Duration::from_secs(60)),
-            go_safe_identities: false,
+            go_compatible: true,
             handler_errors: HandlerErrorWire::Prefixed,
         }
     }

@@ -19,7 +19,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::config::{Config, ConfigError, HandlerErrorWire};
 use crate::error::{CloseReason, HandlerError, RequestError, StartError};
-use crate::frame::{Frame, FrameCodec, FrameError, Kind, encode_into};
+use crate::frame::{Frame, FrameCodec, FrameError, Kind, TRAILER, breaks_go_framing, encode_into};
 use crate::pending::{Pending, Waiter};
 
 /// The body prefix of a handler error under [`HandlerErrorWire::Prefixed`]: a NUL byte and
@@ -210,7 +210,7 @@ impl Connection {
         let inner = Arc::new(Inner {
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
             handlers: Arc::new(Semaphore::new(config.max_concurrent_handlers)),
-            pending: Mutex::new(Pending::new(config.go_safe_identities)),
+            pending: Mutex::new(Pending::new(config.go_compatible)),
             config,
             handler,
             writer,
@@ -330,6 +330,9 @@ impl Connection {
         }
         if body.len() > inner.config.max_body {
             return Err(RequestError::BodyTooLarge { len: body.len(), max: inner.config.max_body });
+        }
+        if inner.config.go_compatible && !go_framable(&body) {
+            return Err(RequestError::NotGoFramable { len: body.len() });
         }
         let slot_deadline = deadline.min(Instant::now() + inner.config.slot_timeout);
         let permit = match timeout_at(slot_deadline, Arc::clone(&inner.slots).acquire_owned()).await
@@ -682,4 +685,12 @@ async fn heartbeat(inner: std::sync::Weak<Inner>, every: Duration) {
             Err(_) => return,
         }
     }
+}
+
+/// Whether the Go implementation, which looks for `\r\r\n` instead of reading the length,
+/// frames a request with this body correctly: neither the body nor its length field may hold
+/// the trailer.
+fn go_framable(body: &[u8]) -> bool {
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    !breaks_go_framing(len) && !body.windows(TRAILER.len()).any(|w| w == TRAILER)
 }

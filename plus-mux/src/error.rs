@@ -73,6 +73,15 @@ pub enum RequestError {
     /// The peer's handler failed with this message.
     #[error("peer handler failed: {0}")]
     Remote(String),
+    /// With [`Config::go_compatible`](crate::Config::go_compatible), a request the Go
+    /// implementation could not frame (its body, or its length's bytes, hold `\r\r\n`).
+    #[error(
+        "a request body of {len} bytes that the Go implementation cannot frame (it holds \\r\\r\\n, in its bytes or its length); turn off `go_compatible` between plus peers"
+    )]
+    NotGoFramable {
+        /// Its size.
+        len: usize,
+    },
     /// The body is larger than the configured maximum.
     #[error("request body of {len} bytes is above the limit of {max}")]
     BodyTooLarge {

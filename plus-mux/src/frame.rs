@@ -130,8 +130,9 @@ pub enum FrameError {
 /// arrives instead of being sized from the header.
 ///
 /// With a [`MemoryBudget`] ([`FrameCodec::with_budget`]), each body is charged to it as soon as
-/// its header is read; [`FrameCodec::take_charge`] hands the last decoded frame's charge to the
-/// caller, who holds it as long as the body is in use. A clone starts with no frame in progress.
+/// its header is read, and the charge stays held while the body is in use (a
+/// [`Connection`](crate::Connection) holds a request's until its response is queued). A clone
+/// starts with no frame in progress.
 #[derive(Debug)]
 pub struct FrameCodec {
     max_body: usize,

@@ -311,3 +311,19 @@ fn backoff_grows_and_caps() {
     assert_eq!(r.backoff(4), Duration::from_millis(800));
     assert_eq!(r.backoff(30), Duration::from_secs(10));
 }
+
+/// By default a request the Go implementation could not frame fails at once with a typed
+/// error (it would have been lost to a timeout); between plus peers the check can go.
+#[tokio::test(start_paused = true)]
+async fn requests_the_go_peer_cannot_frame_fail_at_once_by_default() {
+    let (client, _server, _, _) = pair(Config::default());
+    let started = tokio::time::Instant::now();
+    let trailer_inside = client.request(&b"a\r\r\nb"[..]).await;
+    assert_eq!(trailer_inside, Err(RequestError::NotGoFramable { len: 5 }));
+    // 855,306 is 00 0D 0D 0A: the length field itself holds the trailer.
+    let length_breaks = client.request(vec![0u8; 855_306]).await;
+    assert_eq!(length_breaks, Err(RequestError::NotGoFramable { len: 855_306 }));
+    assert_eq!(started.elapsed(), Duration::ZERO, "refused at once, not after a timeout");
+    let (client, _server, _, _) = pair(Config { go_compatible: false, ..Config::default() });
+    assert_eq!(client.request(&b"a\r\r\nb"[..]).await.unwrap(), &b"a\r\r\nb"[..]);
+}

@@ -44,6 +44,9 @@ pub enum StoreError {
     /// No leader could be found before the deadline.
     #[error("no leader found within {0:?}")]
     NoLeader(Duration),
+    /// The client was made with no node to talk to.
+    #[error("the cluster client has no nodes")]
+    EmptyCluster,
     /// A node answered with a reply of the wrong kind (a node of another version, or a hostile
     /// peer on a network transport); nothing can be concluded about the request.
     #[error("unexpected reply: expected {expected}, got {got}")]
@@ -393,6 +396,9 @@ impl<N: NodeApi> Cluster<N> {
         F: Fn(N, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
+        if self.nodes.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty() {
+            return Err(StoreError::EmptyCluster);
+        }
         let started = Instant::now();
         let mut attempt = 0;
         loop {
@@ -426,6 +432,8 @@ impl<N: NodeApi> Cluster<N> {
     /// # Errors
     /// [`StoreError`]: an outcome-unknown write reports [`ClientError::Unknown`] or a timeout.
     pub async fn write(&self, op: WriteOp) -> Result<WriteResult, StoreError> {
+        // Bad input fails here, at once, not after a round trip (or a timeout).
+        op.validate()?;
         self.route(|node, left| {
             let op = op.clone();
             async move { node.write(op, left).await }
@@ -438,6 +446,7 @@ impl<N: NodeApi> Cluster<N> {
     /// # Errors
     /// [`StoreError`].
     pub async fn read(&self, op: ReadOp) -> Result<ReadResult, StoreError> {
+        op.validate()?;
         self.route(|node, left| {
             let op = op.clone();
             async move {

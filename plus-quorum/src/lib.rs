@@ -142,8 +142,8 @@ pub use node::{Config, ConfigError, Inspection, Node, NodeError, Role, Start};
 pub use persist::PersistBatch;
 pub use storage::{HardState, MemStorage, Recovered, Storage, StorageError, StorageErrorKind};
 pub use types::{
-    ClientError, ClientOutput, Expect, LogIndex, NodeId, ReadOp, ReadResult, RequestId, Response,
-    Term, Versioned, WriteOp, WriteResult,
+    ClientError, ClientOutput, Expect, LogIndex, MAX_KEY_LEN, NodeId, ReadOp, ReadResult,
+    RequestId, Response, Term, Versioned, WriteOp, WriteResult,
 };
 
 /// Helpers for tests, simulations and examples (feature `testing`): not part of the store's API.

@@ -147,8 +147,14 @@ pub fn serve(
 ) -> Result<Server, ConfigError> {
     let service: Arc<dyn Handler> = Arc::new(NodeService { node });
     let mut server_config = ServerConfig::default();
-    server_config.connection = config;
+    server_config.connection = plus_peers(config);
     plus_mux::serve(listener, server_config, service).map(Server)
+}
+
+/// Both ends of a store connection are plus-quorum: bodies are msgpack + lz4 and may hold any
+/// bytes, so the Go-compatibility checks stay off.
+fn plus_peers(config: MuxConfig) -> MuxConfig {
+    MuxConfig { go_compatible: false, ..config }
 }
 
 fn reconnecting(
@@ -164,7 +170,12 @@ fn reconnecting(
         seed,
         ..ReconnectConfig::default()
     };
-    ReconnectingClient::new(TcpConnector::new(addr), config.clone(), reconnect, Arc::new(NoHandler))
+    ReconnectingClient::new(
+        TcpConnector::new(addr),
+        plus_peers(config.clone()),
+        reconnect,
+        Arc::new(NoHandler),
+    )
 }
 
 /// Sends Raft messages to peers over plus-mux, one reconnecting connection and one queue per

@@ -77,6 +77,66 @@ pub enum WriteOp {
     MultiCompareAndDelete(Vec<(String, Expect)>),
 }
 
+/// The longest key accepted, in bytes: keys name releases, locks and hosts, and a key a client
+/// sends by mistake (a whole file) must be refused at once, not replicated.
+pub const MAX_KEY_LEN: usize = 4096;
+
+fn check_key(key: &str) -> Result<(), ClientError> {
+    if key.is_empty() {
+        return Err(ClientError::Invalid("a key must not be empty".to_owned()));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(ClientError::Invalid(format!(
+            "a key of {} bytes is longer than the limit of {MAX_KEY_LEN}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_keys<'k>(keys: impl ExactSizeIterator<Item = &'k String>) -> Result<(), ClientError> {
+    if keys.len() == 0 {
+        return Err(ClientError::Invalid("a multi-key operation needs at least one key".into()));
+    }
+    keys.into_iter().try_for_each(|k| check_key(k))
+}
+
+impl WriteOp {
+    /// Checks the request before anything is done with it.
+    ///
+    /// # Errors
+    /// [`ClientError::Invalid`] for an empty multi-key operation, or a key that is empty or
+    /// longer than [`MAX_KEY_LEN`].
+    pub fn validate(&self) -> Result<(), ClientError> {
+        match self {
+            Self::Set { key, .. }
+            | Self::Delete { key }
+            | Self::CompareAndSet { key, .. }
+            | Self::CompareAndDelete { key, .. } => check_key(key),
+            Self::MultiSet(v) => check_keys(v.iter().map(|(k, _)| k)),
+            Self::MultiDelete(v) => check_keys(v.iter()),
+            Self::MultiCompareAndSet(v) => check_keys(v.iter().map(|(k, ..)| k)),
+            Self::MultiCompareAndDelete(v) => check_keys(v.iter().map(|(k, _)| k)),
+        }
+    }
+}
+
+impl ReadOp {
+    /// Checks the request before anything is done with it.
+    ///
+    /// # Errors
+    /// [`ClientError::Invalid`] for an empty multi-get, or a key or pattern longer than
+    /// [`MAX_KEY_LEN`] (a `Get` of an empty key too).
+    pub fn validate(&self) -> Result<(), ClientError> {
+        match self {
+            Self::Get(key) => check_key(key),
+            Self::MultiGet(keys) => check_keys(keys.iter()),
+            Self::Keys(pattern) if pattern.len() > MAX_KEY_LEN => check_key(pattern),
+            Self::Keys(_) | Self::Len => Ok(()),
+        }
+    }
+}
+
 /// A linearizable read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ReadOp {

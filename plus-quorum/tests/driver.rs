@@ -197,3 +197,23 @@ async fn convenience_calls() {
     assert_eq!(both[0].as_ref().unwrap().value, "done");
     assert!(both[1].is_none());
 }
+
+/// Bad input fails at once with a typed error: no wait for a leader, no round trip.
+#[tokio::test(start_paused = true)]
+async fn an_empty_cluster_or_a_bad_key_fails_at_once() {
+    let empty: Cluster = Cluster::new(Vec::new());
+    let started = tokio::time::Instant::now();
+    assert!(matches!(empty.get("k").await, Err(StoreError::EmptyCluster)));
+    assert!(matches!(empty.set("k", "v").await, Err(StoreError::EmptyCluster)));
+    assert_eq!(started.elapsed(), Duration::ZERO, "no waiting for a leader that cannot exist");
+    let h = start();
+    let huge = "k".repeat(plus_quorum::MAX_KEY_LEN + 1);
+    for result in [
+        h.cluster.set(&huge, "v").await.map(|_| ()),
+        h.cluster.set("", "v").await.map(|_| ()),
+        h.cluster.get(&huge).await.map(|_| ()),
+        h.cluster.multi_get(Vec::new()).await.map(|_| ()),
+    ] {
+        assert!(matches!(result, Err(StoreError::Client(ClientError::Invalid(_)))), "{result:?}");
+    }
+}

@@ -654,6 +654,10 @@ pub struct DimensionScore {
     pub normalized: f64,
     /// `weight x normalized`.
     pub weighted: f64,
+    /// Whether the dimension told the candidates apart. When every candidate has the same raw
+    /// value it cannot, and gives everyone full marks: `normalized` is then 1 for all and says
+    /// nothing about this candidate (no worker holding the project's cache is not "scored 50").
+    pub discriminated: bool,
 }
 
 /// How one candidate scored.
@@ -744,6 +748,7 @@ impl<'c> Decision<'c> {
                     raw,
                     normalized,
                     weighted: col.weight * normalized,
+                    discriminated: col.max > col.min,
                 }
             })
             .collect();
@@ -765,7 +770,8 @@ impl<'c> Decision<'c> {
     }
 
     /// One log line: the choice, then each candidate (best first, at most `limit`) with each
-    /// dimension as `name=raw->normalized=weighted`.
+    /// dimension as `name=raw->normalized=weighted`, or `name=raw(all equal)` for a dimension
+    /// that could not tell the candidates apart (it adds the same to every score).
     ///
     /// `project=p chose=worker-1 score=64.625 tied=1 | worker-1 64.625 [load=0.1->0.875 ...]`
     #[must_use]
@@ -783,8 +789,11 @@ impl<'c> Decision<'c> {
             let _ = write!(out, " | {} {:.3} [", row.candidate.id, row.total);
             for (i, d) in row.dimensions.iter().enumerate() {
                 let sep = if i == 0 { "" } else { " " };
-                let _ =
-                    write!(out, "{sep}{}={}->{:.3}={:.3}", d.name, d.raw, d.normalized, d.weighted);
+                let _ = if d.discriminated {
+                    write!(out, "{sep}{}={}->{:.3}={:.3}", d.name, d.raw, d.normalized, d.weighted)
+                } else {
+                    write!(out, "{sep}{}={}(all equal)", d.name, d.raw)
+                };
             }
             out.push(']');
         }

@@ -17,7 +17,7 @@ fn worker(id: &str, load: f64, has_cache: bool, caches: u64) -> Candidate {
 
 const JOB: Job<'static> = Job { kind: WorkerKind::Build, project: "release-5331" };
 
-fn seed_fleet() -> Vec<Candidate> {
+fn reference_fleet() -> Vec<Candidate> {
     vec![
         worker("worker1", 2.0 / 20.0, false, 100),
         worker("worker2", 6.0 / 20.0, true, 2000),
@@ -32,7 +32,7 @@ fn seed_fleet() -> Vec<Candidate> {
 /// 0.875 / 0.375 / 0.25 / 0 / 1. `plus` follows the formula; the ranking is the source talk's.
 #[test]
 fn seed_worked_example_follows_the_formula() {
-    let fleet = seed_fleet();
+    let fleet = reference_fleet();
     let scheduler = Scheduler::with_weights(REFERENCE_WEIGHTS).unwrap();
     let decision = scheduler.decide(&JOB, &fleet, &mut seeded_rng(1)).unwrap();
     let ranking = decision.ranking();
@@ -78,7 +78,7 @@ fn all_equal_dimension_gives_everyone_one() {
 
 #[test]
 fn log_line_explains() {
-    let fleet = seed_fleet();
+    let fleet = reference_fleet();
     let scheduler = Scheduler::with_weights(REFERENCE_WEIGHTS).unwrap();
     let line = scheduler.decide(&JOB, &fleet, &mut seeded_rng(1)).unwrap().log_line(2);
     assert!(
@@ -99,7 +99,7 @@ fn filters_remove_wrong_kind_full_and_host_rejected() {
             c.id.as_str() != "worker3"
         }
     }
-    let mut fleet = seed_fleet();
+    let mut fleet = reference_fleet();
     fleet[0].kind = WorkerKind::Deploy;
     fleet[1].capacity = Some(3);
     fleet[1].running_jobs = 3;
@@ -143,7 +143,7 @@ fn host_dimension_takes_part() {
             if c.id.as_str() == "worker4" { 1000.0 } else { 10.0 }
         }
     }
-    let fleet = seed_fleet();
+    let fleet = reference_fleet();
     let scheduler =
         Scheduler::builder().weights(REFERENCE_WEIGHTS).dimension(DiskFree, 100.0).build().unwrap();
     let decision = scheduler.decide(&JOB, &fleet, &mut seeded_rng(1)).unwrap();
@@ -311,4 +311,20 @@ mod proptests {
             prop_assert_eq!(pick(w), pick(scaled));
         }
     }
+}
+
+/// When no worker holds the project's cache the dimension cannot discriminate; the explanation
+/// says so instead of showing every worker "scored 50" on it.
+#[test]
+fn a_dimension_that_cannot_discriminate_says_so() {
+    let fleet = vec![worker("w1", 0.2, false, 3), worker("w2", 0.5, false, 7)];
+    let scheduler = Scheduler::with_weights(REFERENCE_WEIGHTS).unwrap();
+    let decision = scheduler.decide(&JOB, &fleet, &mut seeded_rng(1)).unwrap();
+    let line = decision.log_line(2);
+    assert!(line.contains("has_cache=0(all equal)"), "{line}");
+    assert!(!line.contains("has_cache=0->"), "{line}");
+    let chosen = decision.explain_chosen();
+    let has_cache = chosen.dimensions.iter().find(|d| d.name == "has_cache").unwrap();
+    assert!(!has_cache.discriminated);
+    assert!(chosen.dimensions.iter().find(|d| d.name == "load").unwrap().discriminated);
 }

@@ -21,7 +21,7 @@ use crate::log::RaftLog;
 use crate::message::Message;
 use crate::persist::{PersistBatch, Persistence};
 use crate::storage::{HardState, Storage, StorageError};
-use crate::types::{ClientError, ClientOutput, LogIndex, NodeId, Term, Versioned, WriteOp};
+use crate::types::{ClientError, ClientOutput, LogIndex, NodeId, Term, Versioned};
 
 /// How a node starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -629,20 +629,4 @@ impl Node {
 fn quorum_value(mut values: Vec<u64>, quorum: usize) -> u64 {
     values.sort_unstable_by(|a, b| b.cmp(a));
     quorum.checked_sub(1).and_then(|i| values.get(i).copied()).unwrap_or(0)
-}
-
-fn validate_write(op: &WriteOp) -> Result<(), ClientError> {
-    let empty = match op {
-        WriteOp::MultiSet(v) => v.is_empty(),
-        WriteOp::MultiDelete(v) => v.is_empty(),
-        WriteOp::MultiCompareAndSet(v) => v.is_empty(),
-        WriteOp::MultiCompareAndDelete(v) => v.is_empty(),
-        _ => false,
-    };
-    if empty {
-        return Err(ClientError::Invalid(
-            "a multi-key operation needs at least one key".to_owned(),
-        ));
-    }
-    Ok(())
 }

@@ -54,6 +54,7 @@ impl Node {
                 leader: self.leader.filter(|&l| l != self.config.id),
             });
         }
+        op.validate()?;
         if self.committed_in_term() {
             self.start_read(id, op);
         } else {

@@ -3,7 +3,7 @@
 
 use plus_core::Timestamp;
 
-use super::{Node, Role, quorum_value, validate_write};
+use super::{Node, Role, quorum_value};
 use crate::log::{Entry, Payload, Snapshot};
 use crate::message::Message;
 use crate::types::{
@@ -133,7 +133,7 @@ impl Node {
                 leader: self.leader.filter(|&l| l != self.config.id),
             });
         }
-        validate_write(&op)?;
+        op.validate()?;
         if let Some(index) = self.append_local(Payload::Write(op)) {
             self.lead.pending_writes.insert(index, (id, self.term));
             self.maybe_commit();
