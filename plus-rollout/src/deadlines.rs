@@ -1,40 +1,51 @@
-//! Step deadlines in O(1): every step of a class has the same timeout and steps start in time
-//! order, so each class's deadlines arrive already sorted and a FIFO queue per class replaces a
-//! heap. (If a caller's `now` went backwards, a deadline could fire late, never early.)
+//! Deadlines in O(1), the one timer queue of both cores: every timer of a class has the same
+//! duration and timers start in time order, so each class's deadlines arrive already sorted and
+//! a FIFO queue per class replaces a heap. (If a caller's `now` went backwards, a deadline could
+//! fire late, never early.)
 
 use std::collections::VecDeque;
 
 use plus_core::Timestamp;
 
-/// `(deadline, host, token)` per timeout class: index 0 for ordinary steps, 1 for Verify.
-#[derive(Debug, Default)]
-pub(crate) struct Deadlines {
-    queues: [VecDeque<(Timestamp, u32, u64)>; 2],
+use crate::core::JobId;
+
+/// `(deadline, job)` per timer class; `CLASSES` classes, each with its own fixed duration.
+#[derive(Debug)]
+pub(crate) struct Deadlines<const CLASSES: usize> {
+    queues: [VecDeque<(Timestamp, JobId)>; CLASSES],
 }
 
-impl Deadlines {
-    pub(crate) fn push(&mut self, verify: bool, deadline: Timestamp, host: u32, token: u64) {
-        self.queues[usize::from(verify)].push_back((deadline, host, token));
+impl<const CLASSES: usize> Default for Deadlines<CLASSES> {
+    fn default() -> Self {
+        Self { queues: std::array::from_fn(|_| VecDeque::new()) }
+    }
+}
+
+impl<const CLASSES: usize> Deadlines<CLASSES> {
+    /// Adds a timer of `class` for `job` at `deadline`.
+    pub(crate) fn push(&mut self, class: usize, deadline: Timestamp, job: JobId) {
+        self.queues[class].push_back((deadline, job));
     }
 
     fn earliest_queue(&self) -> Option<usize> {
-        match (self.queues[0].front(), self.queues[1].front()) {
-            (Some(a), Some(b)) => Some(if b.0 < a.0 { 1 } else { 0 }),
-            (Some(_), None) => Some(0),
-            (None, Some(_)) => Some(1),
-            (None, None) => None,
-        }
+        self.queues
+            .iter()
+            .enumerate()
+            .filter_map(|(class, q)| q.front().map(|(at, _)| (*at, class)))
+            .min()
+            .map(|(_, class)| class)
     }
 
-    /// The earliest entry.
-    pub(crate) fn peek(&self) -> Option<(Timestamp, u32, u64)> {
-        self.earliest_queue().and_then(|q| self.queues[q].front().copied())
+    /// The earliest timer: its deadline, class and job.
+    pub(crate) fn peek(&self) -> Option<(Timestamp, usize, JobId)> {
+        let class = self.earliest_queue()?;
+        self.queues[class].front().map(|&(at, job)| (at, class, job))
     }
 
-    /// Removes the earliest entry.
+    /// Removes the earliest timer.
     pub(crate) fn pop(&mut self) {
-        if let Some(q) = self.earliest_queue() {
-            self.queues[q].pop_front();
+        if let Some(class) = self.earliest_queue() {
+            self.queues[class].pop_front();
         }
     }
 
@@ -49,15 +60,17 @@ mod tests {
 
     #[test]
     fn earliest_first_across_classes() {
-        let mut d = Deadlines::default();
-        d.push(false, Timestamp::from_millis(300), 1, 1);
-        d.push(true, Timestamp::from_millis(100), 2, 2);
-        d.push(false, Timestamp::from_millis(400), 3, 3);
+        let job = |slot| JobId { slot, token: u64::from(slot) };
+        let mut d = Deadlines::<3>::default();
+        d.push(0, Timestamp::from_millis(300), job(1));
+        d.push(1, Timestamp::from_millis(100), job(2));
+        d.push(0, Timestamp::from_millis(400), job(3));
+        d.push(2, Timestamp::from_millis(350), job(4));
         let mut order = Vec::new();
-        while let Some((_, host, _)) = d.peek() {
-            order.push(host);
+        while let Some((_, class, job)) = d.peek() {
+            order.push((job.slot, class));
             d.pop();
         }
-        assert_eq!(order, [2, 1, 3]);
+        assert_eq!(order, [(2, 1), (1, 0), (4, 2), (3, 0)]);
     }
 }

@@ -8,6 +8,14 @@ use std::time::Duration;
 use plus_core::{AppCode, Timestamp};
 
 use crate::core::{Action, ConfigError, Core, JobId, positive};
+use crate::deadlines::Deadlines;
+
+/// The timer class of deploys (all last `deploy_timeout`).
+const DEPLOY_TIMER: usize = 0;
+/// The timer class of health checks (all last `check_timeout`).
+const CHECK_TIMER: usize = 1;
+/// The timer class of re-checks due after a failed one (all wait `check_interval`).
+const RECHECK_TIMER: usize = 2;
 use crate::graph::{AppGraph, DependencyKind};
 
 /// How a deployment runs.
@@ -220,10 +228,12 @@ pub struct Deployment {
     waiting_optional: Vec<u32>,
     ready: BinaryHeap<Reverse<u32>>,
     in_progress: usize,
-    tokens: Vec<u64>,
+    /// The token of each application's running deploy, check or due re-check, if any.
+    tokens: Vec<Option<u64>>,
     next_token: u64,
-    /// (when, app, token, is_check_due): deadlines of running work and due re-checks.
-    timers: BinaryHeap<Reverse<(Timestamp, u32, u64, bool)>>,
+    /// Deadlines of running work ([`DEPLOY_TIMER`], [`CHECK_TIMER`]) and due re-checks
+    /// ([`RECHECK_TIMER`]).
+    timers: Deadlines<3>,
     actions: VecDeque<DeployAction>,
     events: VecDeque<DeployEvent>,
     /// The latest time the deployment was given.
@@ -270,9 +280,9 @@ impl Deployment {
             waiting_optional,
             ready,
             in_progress: 0,
-            tokens: vec![0; n],
+            tokens: vec![None; n],
             next_token: 1,
-            timers: BinaryHeap::new(),
+            timers: Deadlines::default(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
             clock: now,
@@ -318,13 +328,13 @@ impl Deployment {
     /// When to call [`Deployment::handle_timeout`] next.
     #[must_use]
     pub fn poll_timeout(&mut self) -> Option<Timestamp> {
-        while let Some(&Reverse((_, app, token, _))) = self.timers.peek() {
-            if self.tokens[app as usize] == token {
+        while let Some((_, _, job)) = self.timers.peek() {
+            if self.tokens[job.slot as usize] == Some(job.token) {
                 break;
             }
             self.timers.pop();
         }
-        self.timers.peek().map(|Reverse((at, ..))| *at)
+        self.timers.peek().map(|(at, ..)| at)
     }
 
     /// The report so far.
@@ -364,7 +374,7 @@ impl Deployment {
     fn token(&mut self, app: usize) -> u64 {
         let token = self.next_token;
         self.next_token += 1;
-        self.tokens[app] = token;
+        self.tokens[app] = Some(token);
         token
     }
 
@@ -375,7 +385,8 @@ impl Deployment {
             self.in_progress += 1;
             self.states[app] = AppState::Deploying;
             let token = self.token(app);
-            self.timers.push(Reverse((now + self.config.deploy_timeout, app as u32, token, false)));
+            let job = JobId { slot: app as u32, token };
+            self.timers.push(DEPLOY_TIMER, now + self.config.deploy_timeout, job);
             let id = JobId { slot: app as u32, token };
             self.actions.push_back(Action::Start { id, job: AppJob::Deploy(self.code(app)) });
             self.emit(DeployEvent::Started(self.code(app)));
@@ -389,14 +400,15 @@ impl Deployment {
     fn start_check(&mut self, app: usize, attempt: u32, now: Timestamp) {
         self.states[app] = AppState::Checking { attempt };
         let token = self.token(app);
-        self.timers.push(Reverse((now + self.config.check_timeout, app as u32, token, false)));
+        let job = JobId { slot: app as u32, token };
+        self.timers.push(CHECK_TIMER, now + self.config.check_timeout, job);
         let job = AppJob::Check { app: self.code(app), attempt };
         self.actions.push_back(Action::Start { id: JobId { slot: app as u32, token }, job });
     }
 
     fn finish(&mut self, app: usize, state: AppState) {
         self.states[app] = state;
-        self.tokens[app] = 0;
+        self.tokens[app] = None;
         self.completion_order.push(app);
     }
 
@@ -477,7 +489,7 @@ impl Deployment {
         now: Timestamp,
     ) {
         self.clock = self.clock.max(now);
-        if app >= self.states.len() || token == 0 || self.tokens[app] != token {
+        if self.tokens.get(app) != Some(&Some(token)) {
             return;
         }
         match (self.states[app].clone(), result) {
@@ -505,22 +517,24 @@ impl Deployment {
             // The next check is due after the interval; the slot stays taken meanwhile.
             let token = self.token(app);
             self.states[app] = AppState::Checking { attempt: attempt + 1 };
-            self.timers.push(Reverse((now + self.config.check_interval, app as u32, token, true)));
+            let job = JobId { slot: app as u32, token };
+            self.timers.push(RECHECK_TIMER, now + self.config.check_interval, job);
         }
     }
 
     /// Fails work past its deadline and starts health checks that are due.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.clock = self.clock.max(now);
-        while let Some(&Reverse((at, app, token, check_due))) = self.timers.peek() {
+        while let Some((at, class, JobId { slot, token })) = self.timers.peek() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            let app = app as usize;
-            if self.tokens[app] != token {
+            let app = slot as usize;
+            if self.tokens[app] != Some(token) {
                 continue;
             }
+            let check_due = class == RECHECK_TIMER;
             match (check_due, self.states[app].clone()) {
                 (true, AppState::Checking { attempt }) => self.start_check(app, attempt, now),
                 (false, AppState::Deploying) => {
@@ -550,10 +564,9 @@ impl Deployment {
         for app in 0..self.states.len() {
             match self.states[app] {
                 AppState::Deploying | AppState::Checking { .. } => {
-                    self.actions.push_back(Action::Cancel(JobId {
-                        slot: app as u32,
-                        token: self.tokens[app],
-                    }));
+                    if let Some(token) = self.tokens[app] {
+                        self.actions.push_back(Action::Cancel(JobId { slot: app as u32, token }));
+                    }
                     self.in_progress -= 1;
                     self.finish(app, AppState::Cancelled);
                 }

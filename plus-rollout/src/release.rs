@@ -11,6 +11,11 @@ use plus_core::{HostId, Ratio, Timestamp, Version};
 use crate::brake::{BrakePolicy, BrakeView, FailureRate};
 use crate::core::{Action, ConfigError, Core, JobId, positive};
 use crate::deadlines::Deadlines;
+
+/// The timer class of every step but Verify (all last `step_timeout`).
+const STEP_TIMER: usize = 0;
+/// The timer class of Verify (all last `verify_timeout`).
+const VERIFY_TIMER: usize = 1;
 use crate::plan::{Exclusion, Plan};
 
 /// A step of a host's deployment, in the order they run.
@@ -387,8 +392,8 @@ impl ReleaseReport {
 struct HostSlot {
     id: Arc<HostId>,
     state: HostState,
-    /// Token of the running step (0 when none).
-    token: u64,
+    /// Token of the running step, if one runs.
+    token: Option<u64>,
 }
 
 /// The hosts of the batch being run.
@@ -432,7 +437,8 @@ pub struct Release {
     brake_bypass: bool,
     operator_failed: bool,
     next_token: u64,
-    deadlines: Deadlines,
+    /// Step deadlines: [`STEP_TIMER`] and [`VERIFY_TIMER`].
+    deadlines: Deadlines<2>,
     actions: VecDeque<Action<StepJob>>,
     events: VecDeque<Event>,
     /// The latest time the release was given.
@@ -466,7 +472,7 @@ impl Release {
         config.validate()?;
         let mut hosts = Vec::with_capacity(plan.host_count());
         let mut push = |id: HostId| {
-            hosts.push(HostSlot { id: Arc::new(id), state: HostState::Pending, token: 0 });
+            hosts.push(HostSlot { id: Arc::new(id), state: HostState::Pending, token: None });
             (hosts.len() - 1) as u32
         };
         let bastion: Vec<u32> = plan.bastion.into_iter().map(&mut push).collect();
@@ -546,15 +552,15 @@ impl Release {
     #[must_use]
     pub fn poll_timeout(&mut self) -> Option<Timestamp> {
         // Drop deadlines of steps that already ended, so the answer is a real one.
-        while let Some((_, host, token)) = self.deadlines.peek() {
-            if self.hosts[host as usize].token == token
+        while let Some((_, _, JobId { slot: host, token })) = self.deadlines.peek() {
+            if self.hosts[host as usize].token == Some(token)
                 && matches!(self.hosts[host as usize].state, HostState::Running(_))
             {
                 break;
             }
             self.deadlines.pop();
         }
-        let step = self.deadlines.peek().map(|(at, _, _)| at);
+        let step = self.deadlines.peek().map(|(at, ..)| at);
         let wait = match self.phase {
             Phase::Waiting { until, .. } if !self.paused => Some(until),
             _ => None,
@@ -640,9 +646,10 @@ impl Release {
         let deadline = now + timeout;
         let slot = &mut self.hosts[host as usize];
         slot.state = HostState::Running(step);
-        slot.token = token;
+        slot.token = Some(token);
         let id = Arc::clone(&slot.id);
-        self.deadlines.push(step == Step::Verify, deadline, host, token);
+        let class = if step == Step::Verify { VERIFY_TIMER } else { STEP_TIMER };
+        self.deadlines.push(class, deadline, JobId { slot: host, token });
         let job = StepJob { host: Arc::clone(&id), step, deadline };
         self.actions.push_back(Action::Start { id: JobId { slot: host, token }, job });
         self.emit(now, EventKind::StepStarted { host: id, step });
@@ -677,7 +684,7 @@ impl Release {
         }
         let slot = &mut self.hosts[host as usize];
         slot.state = state.clone();
-        slot.token = 0;
+        slot.token = None;
         let id = Arc::clone(&slot.id);
         self.emit(now, EventKind::HostFinished { host: id, state });
     }
@@ -694,7 +701,7 @@ impl Release {
         self.clock = self.clock.max(now);
         let Some(slot) = self.hosts.get(host as usize) else { return };
         let HostState::Running(step) = slot.state else { return };
-        if slot.token != token || token == 0 {
+        if slot.token != Some(token) {
             return;
         }
         let stop_after_verify = self.run.as_ref().is_some_and(|r| r.stop_after_verify);
@@ -712,7 +719,7 @@ impl Release {
                 Some(Step::Markup) if stop_after_verify => {
                     let slot = &mut self.hosts[host as usize];
                     slot.state = HostState::AwaitingBake;
-                    slot.token = 0;
+                    slot.token = None;
                     let id = Arc::clone(&slot.id);
                     self.emit(
                         now,
@@ -874,13 +881,13 @@ impl Release {
     /// Fails every running step whose deadline has passed, and ends a wait that is over.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.clock = self.clock.max(now);
-        while let Some((deadline, host, token)) = self.deadlines.peek() {
+        while let Some((deadline, _, JobId { slot: host, token })) = self.deadlines.peek() {
             if deadline > now {
                 break;
             }
             self.deadlines.pop();
             let slot = &self.hosts[host as usize];
-            if slot.token != token {
+            if slot.token != Some(token) {
                 continue;
             }
             let HostState::Running(step) = slot.state else { continue };
@@ -1037,7 +1044,9 @@ impl Release {
             let slot = &self.hosts[h as usize];
             match slot.state {
                 HostState::Running(step) => {
-                    self.actions.push_back(Action::Cancel(JobId { slot: h, token: slot.token }));
+                    if let Some(token) = slot.token {
+                        self.actions.push_back(Action::Cancel(JobId { slot: h, token }));
+                    }
                     self.finish_host(h, HostState::Cancelled { step }, now);
                 }
                 // A bastion host waiting for bake was never put back into traffic.
