@@ -413,6 +413,7 @@ struct Run {
 enum Resume {
     AfterBastion,
     AfterBake,
+    /// Before batch number `n` (from 1).
     BeforeBatch(usize),
 }
 
@@ -432,7 +433,8 @@ pub struct Release {
     phase: Phase,
     paused: bool,
     run: Option<Run>,
-    next_batch: usize,
+    /// Batches started so far (the last one started is batch number `started_batches`).
+    started_batches: usize,
     resume: Resume,
     brake_bypass: bool,
     operator_failed: bool,
@@ -455,7 +457,7 @@ impl fmt::Debug for Release {
             .field("phase", &self.phase)
             .field("paused", &self.paused)
             .field("hosts", &self.hosts.len())
-            .field("next_batch", &self.next_batch)
+            .field("started_batches", &self.started_batches)
             .field("failed", &self.failed)
             .field("done", &self.done)
             .finish_non_exhaustive()
@@ -488,7 +490,7 @@ impl Release {
             phase: Phase::Running(BatchLabel::Bastion),
             paused: false,
             run: None,
-            next_batch: 0,
+            started_batches: 0,
             resume: Resume::AfterBastion,
             brake_bypass: false,
             operator_failed: false,
@@ -774,7 +776,7 @@ impl Release {
         let resume = match run.label {
             BatchLabel::Bastion => Resume::AfterBastion,
             BatchLabel::Bake => Resume::AfterBake,
-            BatchLabel::Batch(_) => Resume::BeforeBatch(self.next_batch),
+            BatchLabel::Batch(_) => Resume::BeforeBatch(self.started_batches + 1),
             BatchLabel::Retry => self.resume,
         };
         // A failure before the bastion is baked (first run or a retry of it) always stops the
@@ -811,62 +813,68 @@ impl Release {
         }
     }
 
-    /// Bastion done (or none): the first batch is next, without a wait in automatic mode.
+    /// Bastion done (or none): batch 1 is next, without a wait in automatic mode.
     fn after_bake(&mut self, now: Timestamp) {
-        self.next_batch = 0;
+        self.started_batches = 0;
         match self.config.mode {
-            Mode::Manual => self.await_continue(0, now),
-            Mode::Automatic { .. } => self.start_batch(0, now),
+            Mode::Manual => self.await_continue(1, now),
+            Mode::Automatic { .. } => self.start_batch(1, now),
         }
     }
 
-    fn await_continue(&mut self, k: usize, now: Timestamp) {
-        if k >= self.batches.len() {
+    /// The members of batch `number` (batches are numbered from 1, as people and
+    /// [`Phase`] count them), or `None` past the last one.
+    fn batch(&self, number: usize) -> Option<&[u32]> {
+        number.checked_sub(1).and_then(|i| self.batches.get(i)).map(Vec::as_slice)
+    }
+
+    fn await_continue(&mut self, number: usize, now: Timestamp) {
+        if self.batch(number).is_none() {
             self.finish(now);
         } else {
-            self.set_phase(Phase::AwaitingContinue { next: k + 1 }, now);
+            self.set_phase(Phase::AwaitingContinue { next: number }, now);
         }
     }
 
-    /// Between batches: wait (automatic) or ask (manual) before batch `k` (0-based).
-    fn before_batch(&mut self, k: usize, now: Timestamp) {
-        if k >= self.batches.len() {
+    /// Between batches: wait (automatic) or ask (manual) before batch `number`.
+    fn before_batch(&mut self, number: usize, now: Timestamp) {
+        if self.batch(number).is_none() {
             self.finish(now);
             return;
         }
         match self.config.mode {
-            Mode::Manual => self.await_continue(k, now),
+            Mode::Manual => self.await_continue(number, now),
             Mode::Automatic { wait, later_wait } => {
-                let wait = if k >= 2 { later_wait.unwrap_or(wait) } else { wait };
-                self.set_phase(Phase::Waiting { next: k + 1, until: now + wait }, now);
+                // The shorter wait applies from the third batch on.
+                let wait = if number >= 3 { later_wait.unwrap_or(wait) } else { wait };
+                self.set_phase(Phase::Waiting { next: number, until: now + wait }, now);
                 self.handle_timeout(now);
             }
         }
     }
 
-    /// Starts batch `k` (0-based) unless the brake says no.
-    fn start_batch(&mut self, k: usize, now: Timestamp) {
-        if k >= self.batches.len() {
+    /// Starts batch `number` unless the brake says no.
+    fn start_batch(&mut self, number: usize, now: Timestamp) {
+        let Some(members) = self.batch(number).map(<[u32]>::to_vec) else {
             self.finish(now);
             return;
-        }
+        };
         let view = BrakeView {
             planned: self.hosts.len(),
             failed: self.failed,
             done: self.done,
-            next_batch: self.batches[k].len(),
+            next_batch: members.len(),
             max_ratio: self.max_ratio,
         };
         if !std::mem::take(&mut self.brake_bypass) {
             if let Some(reason) = self.config.brake.check(&view) {
-                self.resume = Resume::BeforeBatch(k);
+                self.resume = Resume::BeforeBatch(number);
                 self.set_phase(Phase::Braked { reason }, now);
                 return;
             }
         }
-        self.next_batch = k + 1;
-        let members = self.batches[k].clone();
-        self.start_run(BatchLabel::Batch(k + 1), members, false, now);
+        self.started_batches = number;
+        self.start_run(BatchLabel::Batch(number), members, false, now);
     }
 
     fn finish(&mut self, now: Timestamp) {
@@ -909,7 +917,7 @@ impl Release {
         }
         if let Phase::Waiting { next, until } = self.phase {
             if now >= until && !self.paused {
-                self.start_batch(next - 1, now);
+                self.start_batch(next, now);
             }
         }
     }
@@ -969,7 +977,7 @@ impl Release {
             },
             Command::Continue => match self.phase.clone() {
                 Phase::AwaitingContinue { next } | Phase::Waiting { next, .. } => {
-                    self.start_batch(next - 1, now);
+                    self.start_batch(next, now);
                     Ok(())
                 }
                 Phase::Braked { .. } => {
@@ -1002,7 +1010,7 @@ impl Release {
     }
 
     fn retry(&mut self, now: Timestamp) -> Result<(), CommandRejected> {
-        let scheduled_batches = self.next_batch.min(self.batches.len());
+        let scheduled_batches = self.started_batches.min(self.batches.len());
         let candidates: Vec<u32> = self
             .bastion
             .iter()
@@ -1030,7 +1038,7 @@ impl Release {
         }
         if matches!(self.phase, Phase::Finished(_)) {
             // Retried after the end: go on to whatever was left, then finish again.
-            self.resume = Resume::BeforeBatch(self.next_batch);
+            self.resume = Resume::BeforeBatch(self.started_batches + 1);
         }
         let bastion_retry = self.resume == Resume::AfterBastion;
         self.start_run(BatchLabel::Retry, candidates, bastion_retry, now);
