@@ -408,6 +408,14 @@ struct Run {
     report_index: usize,
 }
 
+/// Whether a batch about to start asks the brake first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Brake {
+    Check,
+    /// An operator's "continue anyway" on a braked release: the held batch starts once.
+    Bypass,
+}
+
 /// Where to go once a braked release is told to continue or its retry finishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resume {
@@ -436,7 +444,6 @@ pub struct Release {
     /// Batches started so far (the last one started is batch number `started_batches`).
     started_batches: usize,
     resume: Resume,
-    brake_bypass: bool,
     operator_failed: bool,
     next_token: u64,
     /// Step deadlines: [`STEP_TIMER`] and [`VERIFY_TIMER`].
@@ -492,7 +499,6 @@ impl Release {
             run: None,
             started_batches: 0,
             resume: Resume::AfterBastion,
-            brake_bypass: false,
             operator_failed: false,
             next_token: 1,
             deadlines: Deadlines::default(),
@@ -818,7 +824,7 @@ impl Release {
         self.started_batches = 0;
         match self.config.mode {
             Mode::Manual => self.await_continue(1, now),
-            Mode::Automatic { .. } => self.start_batch(1, now),
+            Mode::Automatic { .. } => self.start_batch(1, Brake::Check, now),
         }
     }
 
@@ -853,8 +859,8 @@ impl Release {
         }
     }
 
-    /// Starts batch `number` unless the brake says no.
-    fn start_batch(&mut self, number: usize, now: Timestamp) {
+    /// Starts batch `number` unless the brake (when asked) says no.
+    fn start_batch(&mut self, number: usize, brake: Brake, now: Timestamp) {
         let Some(members) = self.batch(number).map(<[u32]>::to_vec) else {
             self.finish(now);
             return;
@@ -866,7 +872,7 @@ impl Release {
             next_batch: members.len(),
             max_ratio: self.max_ratio,
         };
-        if !std::mem::take(&mut self.brake_bypass) {
+        if brake == Brake::Check {
             if let Some(reason) = self.config.brake.check(&view) {
                 self.resume = Resume::BeforeBatch(number);
                 self.set_phase(Phase::Braked { reason }, now);
@@ -917,7 +923,7 @@ impl Release {
         }
         if let Phase::Waiting { next, until } = self.phase {
             if now >= until && !self.paused {
-                self.start_batch(next, now);
+                self.start_batch(next, Brake::Check, now);
             }
         }
     }
@@ -977,16 +983,13 @@ impl Release {
             },
             Command::Continue => match self.phase.clone() {
                 Phase::AwaitingContinue { next } | Phase::Waiting { next, .. } => {
-                    self.start_batch(next, now);
+                    self.start_batch(next, Brake::Check, now);
                     Ok(())
                 }
                 Phase::Braked { .. } => {
                     match self.resume {
                         // "Continue anyway": the held batch starts now, past the brake once.
-                        Resume::BeforeBatch(k) => {
-                            self.brake_bypass = true;
-                            self.start_batch(k, now);
-                        }
+                        Resume::BeforeBatch(k) => self.start_batch(k, Brake::Bypass, now),
                         other => self.proceed(other, now),
                     }
                     Ok(())
