@@ -48,6 +48,8 @@
 mod candidate;
 mod dimension;
 mod error;
+#[cfg(feature = "plot")]
+mod plot;
 mod scheduler;
 mod sim;
 mod tune;
