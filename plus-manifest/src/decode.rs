@@ -223,11 +223,22 @@ impl<'s> Decoder<'s> {
             }
             return None;
         };
+        self.each(items, path, Self::string)
+    }
+
+    /// Decodes every item of a list (each reporting its own problems, so all are reported);
+    /// `None` if any failed.
+    fn each<T>(
+        &mut self,
+        items: &[Node],
+        path: &str,
+        mut decode: impl FnMut(&mut Self, &Node, &str) -> Option<T>,
+    ) -> Option<Vec<T>> {
         let mut out = Vec::with_capacity(items.len());
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
-            match self.string(item, &format!("{path}[{i}]")) {
-                Some(s) => out.push(s),
+            match decode(self, item, &format!("{path}[{i}]")) {
+                Some(value) => out.push(value),
                 None => ok = false,
             }
         }
@@ -360,15 +371,8 @@ impl<'s> Decoder<'s> {
             self.wrong_type(node, path, "a list of application codes");
             return (None, Vec::new());
         };
-        let mut codes = Vec::new();
-        let mut ok = true;
-        for (i, item) in items.iter().enumerate() {
-            match self.app_code(item, &format!("{path}[{i}]")) {
-                Some(code) => codes.push(code),
-                None => ok = false,
-            }
-        }
-        (ok.then_some(codes), items.iter().map(|n| n.span).collect())
+        let codes = self.each(items, path, Self::app_code);
+        (codes, items.iter().map(|n| n.span).collect())
     }
 
     /// A whole application list: `apps:` and one entry per application.
@@ -379,15 +383,7 @@ impl<'s> Decoder<'s> {
             self.wrong_type(apps, "apps", "a list of applications");
             return None;
         };
-        let mut entries = Vec::with_capacity(items.len());
-        let mut ok = true;
-        for (i, item) in items.iter().enumerate() {
-            match self.app_entry(item, &format!("apps[{i}]")) {
-                Some(entry) => entries.push(entry),
-                None => ok = false,
-            }
-        }
-        ok.then_some(entries)
+        self.each(items, "apps", Self::app_entry)
     }
 
     fn app_entry(&mut self, node: &Node, path: &str) -> Option<AppEntry> {
