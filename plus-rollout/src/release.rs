@@ -416,13 +416,49 @@ enum Brake {
     Bypass,
 }
 
-/// Where to go once a braked release is told to continue or its retry finishes.
+/// Where to go once a run ends, or once a braked release is told to continue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resume {
     AfterBastion,
     AfterBake,
     /// Before batch number `n` (from 1).
     BeforeBatch(usize),
+}
+
+/// Where the release is, carrying what that place needs to go on; [`Phase`] is its public face.
+enum Stage {
+    Running {
+        run: Run,
+        /// Where to go when the run ends.
+        after: Resume,
+    },
+    AwaitingBake,
+    Waiting {
+        next: usize,
+        until: Timestamp,
+    },
+    AwaitingContinue {
+        next: usize,
+    },
+    Braked {
+        reason: String,
+        /// Where "continue anyway" or a finished retry goes.
+        resume: Resume,
+    },
+    Finished(Outcome),
+}
+
+impl Stage {
+    fn phase(&self) -> Phase {
+        match self {
+            Self::Running { run, .. } => Phase::Running(run.label),
+            Self::AwaitingBake => Phase::AwaitingBake,
+            Self::Waiting { next, until } => Phase::Waiting { next: *next, until: *until },
+            Self::AwaitingContinue { next } => Phase::AwaitingContinue { next: *next },
+            Self::Braked { reason, .. } => Phase::Braked { reason: reason.clone() },
+            Self::Finished(outcome) => Phase::Finished(outcome.clone()),
+        }
+    }
 }
 
 /// The release state machine (sans-IO).
@@ -438,12 +474,11 @@ pub struct Release {
     excluded: Vec<(HostId, Exclusion)>,
     /// The plan's max pull-out ratio, for the brake.
     max_ratio: Ratio,
-    phase: Phase,
+    stage: Stage,
+    /// A pause holds in every stage: it only stops new hosts and batches from starting.
     paused: bool,
-    run: Option<Run>,
     /// Batches started so far (the last one started is batch number `started_batches`).
     started_batches: usize,
-    resume: Resume,
     operator_failed: bool,
     next_token: u64,
     /// Step deadlines: [`STEP_TIMER`] and [`VERIFY_TIMER`].
@@ -461,7 +496,7 @@ pub struct Release {
 impl fmt::Debug for Release {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Release")
-            .field("phase", &self.phase)
+            .field("phase", &self.stage.phase())
             .field("paused", &self.paused)
             .field("hosts", &self.hosts.len())
             .field("started_batches", &self.started_batches)
@@ -494,11 +529,10 @@ impl Release {
             batches,
             excluded: plan.excluded,
             max_ratio: plan.max_ratio,
-            phase: Phase::Running(BatchLabel::Bastion),
+            // Replaced at once below; a release never reports this.
+            stage: Stage::AwaitingBake,
             paused: false,
-            run: None,
             started_batches: 0,
-            resume: Resume::AfterBastion,
             operator_failed: false,
             next_token: 1,
             deadlines: Deadlines::default(),
@@ -514,15 +548,15 @@ impl Release {
             release.after_bake(now);
         } else {
             let members = release.bastion.clone();
-            release.start_run(BatchLabel::Bastion, members, true, now);
+            release.start_run(BatchLabel::Bastion, members, Resume::AfterBastion, now);
         }
         Ok(release)
     }
 
     /// The current phase.
     #[must_use]
-    pub fn phase(&self) -> &Phase {
-        &self.phase
+    pub fn phase(&self) -> Phase {
+        self.stage.phase()
     }
 
     /// Whether a pause is in force.
@@ -534,7 +568,7 @@ impl Release {
     /// Whether the release is over.
     #[must_use]
     pub fn is_finished(&self) -> bool {
-        matches!(self.phase, Phase::Finished(_))
+        matches!(self.stage, Stage::Finished(_))
     }
 
     /// The config in force.
@@ -569,8 +603,8 @@ impl Release {
             self.deadlines.pop();
         }
         let step = self.deadlines.peek().map(|(at, ..)| at);
-        let wait = match self.phase {
-            Phase::Waiting { until, .. } if !self.paused => Some(until),
+        let wait = match self.stage {
+            Stage::Waiting { until, .. } if !self.paused => Some(until),
             _ => None,
         };
         match (step, wait) {
@@ -583,8 +617,8 @@ impl Release {
     #[must_use]
     pub fn report(&self) -> ReleaseReport {
         ReleaseReport {
-            outcome: match &self.phase {
-                Phase::Finished(outcome) => Some(outcome.clone()),
+            outcome: match &self.stage {
+                Stage::Finished(outcome) => Some(outcome.clone()),
                 _ => None,
             },
             hosts: self.hosts.iter().map(|h| ((*h.id).clone(), h.state.clone())).collect(),
@@ -608,22 +642,28 @@ impl Release {
         }
     }
 
-    fn set_phase(&mut self, phase: Phase, now: Timestamp) {
-        if self.phase != phase {
-            self.phase = phase.clone();
+    /// Moves to `stage`, with an event when the public phase changes.
+    fn enter(&mut self, stage: Stage, now: Timestamp) {
+        let phase = stage.phase();
+        let changed = self.stage.phase() != phase;
+        self.stage = stage;
+        if changed {
             self.emit(now, EventKind::Phase(phase));
         }
     }
 
-    fn start_run(
-        &mut self,
-        label: BatchLabel,
-        members: Vec<u32>,
-        stop_after_verify: bool,
-        now: Timestamp,
-    ) {
-        self.set_phase(Phase::Running(label), now);
-        self.emit(now, EventKind::BatchStarted { batch: label, hosts: members.len() });
+    /// The run in progress, if the release is running one.
+    fn run_mut(&mut self) -> Option<&mut Run> {
+        match &mut self.stage {
+            Stage::Running { run, .. } => Some(run),
+            _ => None,
+        }
+    }
+
+    /// Starts running `members` as `label`. Runs before the bastion is verified (its first run
+    /// and retries of it) stop after Verify.
+    fn start_run(&mut self, label: BatchLabel, members: Vec<u32>, after: Resume, now: Timestamp) {
+        let stop_after_verify = after == Resume::AfterBastion;
         self.reports.push(BatchReport {
             batch: label,
             hosts: members.len(),
@@ -631,7 +671,8 @@ impl Release {
             finished: None,
         });
         let report_index = self.reports.len() - 1;
-        self.run = Some(Run {
+        let hosts = members.len();
+        let run = Run {
             label,
             queue: members.iter().copied().collect(),
             running: 0,
@@ -639,7 +680,9 @@ impl Release {
             stop_tripped: false,
             stop_after_verify,
             report_index,
-        });
+        };
+        self.enter(Stage::Running { run, after }, now);
+        self.emit(now, EventKind::BatchStarted { batch: label, hosts });
         self.pump(now);
     }
 
@@ -665,9 +708,11 @@ impl Release {
 
     /// Starts queued hosts while there is room, then closes the run when it is empty.
     fn pump(&mut self, now: Timestamp) {
+        let paused = self.paused;
+        let parallelism = self.config.parallelism;
         loop {
-            let Some(run) = self.run.as_mut() else { return };
-            if self.paused || run.stop_tripped || run.running >= self.config.parallelism {
+            let Some(run) = self.run_mut() else { return };
+            if paused || run.stop_tripped || run.running >= parallelism {
                 break;
             }
             let Some(host) = run.queue.pop_front() else { break };
@@ -676,8 +721,7 @@ impl Release {
             self.start_step(host, first, now);
         }
         let finished = self
-            .run
-            .as_ref()
+            .run_mut()
             .is_some_and(|r| r.running == 0 && (r.queue.is_empty() || r.stop_tripped));
         if finished {
             self.finish_run(now);
@@ -712,7 +756,7 @@ impl Release {
         if slot.token != Some(token) {
             return;
         }
-        let stop_after_verify = self.run.as_ref().is_some_and(|r| r.stop_after_verify);
+        let stop_after_verify = self.run_mut().is_some_and(|r| r.stop_after_verify);
         let outcome = match outcome {
             StepOutcome::Failed(_) if step == Step::Verify && self.config.ignore_verify => {
                 StepOutcome::Done
@@ -749,7 +793,7 @@ impl Release {
     fn host_failed(&mut self, host: u32, step: Step, reason: String, now: Timestamp) {
         self.finish_host(host, HostState::Failed { step, reason }, now);
         if self.config.stop_on_failure {
-            if let Some(run) = self.run.as_mut() {
+            if let Some(run) = self.run_mut() {
                 run.stop_tripped = true;
             }
         }
@@ -757,46 +801,40 @@ impl Release {
     }
 
     fn host_left_run(&mut self, now: Timestamp) {
-        if let Some(run) = self.run.as_mut() {
+        if let Some(run) = self.run_mut() {
             run.running -= 1;
         }
         self.pump(now);
     }
 
     fn finish_run(&mut self, now: Timestamp) {
-        let Some(run) = self.run.take() else { return };
+        let Stage::Running { run, after } = &mut self.stage else { return };
+        let (label, report_index, after) = (run.label, run.report_index, *after);
+        let never_started = std::mem::take(&mut run.queue);
+        let members = std::mem::take(&mut run.members);
         // Hosts a tripped stop_on_failure never started.
-        for &host in &run.queue {
+        for host in never_started {
             self.finish_host(host, HostState::NotStarted, now);
         }
         let (mut succeeded, mut failed, mut cancelled) = (0, 0, 0);
-        for &h in &run.members {
+        for &h in &members {
             match &self.hosts[h as usize].state {
                 s if s.is_success() || *s == HostState::AwaitingBake => succeeded += 1,
                 HostState::Failed { .. } => failed += 1,
                 _ => cancelled += 1,
             }
         }
-        self.reports[run.report_index].finished = Some(now);
-        self.emit(now, EventKind::BatchFinished { batch: run.label, succeeded, failed, cancelled });
-        let resume = match run.label {
-            BatchLabel::Bastion => Resume::AfterBastion,
-            BatchLabel::Bake => Resume::AfterBake,
-            BatchLabel::Batch(_) => Resume::BeforeBatch(self.started_batches + 1),
-            BatchLabel::Retry => self.resume,
-        };
+        self.reports[report_index].finished = Some(now);
+        self.emit(now, EventKind::BatchFinished { batch: label, succeeded, failed, cancelled });
         // A failure before the bastion is baked (first run or a retry of it) always stops the
         // release: going on would skip the person's verdict on the bastion.
-        if failed > 0 && matches!(resume, Resume::AfterBastion | Resume::AfterBake) {
-            self.resume = resume;
-            let what = if resume == Resume::AfterBake { "bake" } else { "bastion" };
-            self.set_phase(
-                Phase::Braked { reason: format!("{failed} {what} host(s) failed") },
-                now,
-            );
+        if failed > 0 && matches!(after, Resume::AfterBastion | Resume::AfterBake) {
+            let what = if after == Resume::AfterBake { "bake" } else { "bastion" };
+            let reason = format!("{failed} {what} host(s) failed");
+            self.enter(Stage::Braked { reason, resume: after }, now);
             return;
         }
-        self.proceed(resume, now);
+        self.proceed(after, now);
     }
 
     fn proceed(&mut self, resume: Resume, now: Timestamp) {
@@ -811,7 +849,7 @@ impl Release {
                 if waiting.is_empty() {
                     self.after_bake(now);
                 } else {
-                    self.set_phase(Phase::AwaitingBake, now);
+                    self.enter(Stage::AwaitingBake, now);
                 }
             }
             Resume::AfterBake => self.after_bake(now),
@@ -838,7 +876,7 @@ impl Release {
         if self.batch(number).is_none() {
             self.finish(now);
         } else {
-            self.set_phase(Phase::AwaitingContinue { next: number }, now);
+            self.enter(Stage::AwaitingContinue { next: number }, now);
         }
     }
 
@@ -853,7 +891,7 @@ impl Release {
             Mode::Automatic { wait, later_wait } => {
                 // The shorter wait applies from the third batch on.
                 let wait = if number >= 3 { later_wait.unwrap_or(wait) } else { wait };
-                self.set_phase(Phase::Waiting { next: number, until: now + wait }, now);
+                self.enter(Stage::Waiting { next: number, until: now + wait }, now);
                 self.handle_timeout(now);
             }
         }
@@ -874,13 +912,13 @@ impl Release {
         };
         if brake == Brake::Check {
             if let Some(reason) = self.config.brake.check(&view) {
-                self.resume = Resume::BeforeBatch(number);
-                self.set_phase(Phase::Braked { reason }, now);
+                self.enter(Stage::Braked { reason, resume: Resume::BeforeBatch(number) }, now);
                 return;
             }
         }
         self.started_batches = number;
-        self.start_run(BatchLabel::Batch(number), members, false, now);
+        let after = Resume::BeforeBatch(number + 1);
+        self.start_run(BatchLabel::Batch(number), members, after, now);
     }
 
     fn finish(&mut self, now: Timestamp) {
@@ -889,7 +927,7 @@ impl Release {
         } else {
             Outcome::Failed(format!("{} of {} hosts failed", self.failed, self.hosts.len()))
         };
-        self.set_phase(Phase::Finished(outcome), now);
+        self.enter(Stage::Finished(outcome), now);
     }
 
     /// Fails every running step whose deadline has passed, and ends a wait that is over.
@@ -915,13 +953,13 @@ impl Release {
             // A timed-out Verify fails even with ignore_verify: the host did not start in time.
             self.finish_host(host, HostState::Failed { step, reason }, now);
             if self.config.stop_on_failure {
-                if let Some(run) = self.run.as_mut() {
+                if let Some(run) = self.run_mut() {
                     run.stop_tripped = true;
                 }
             }
             self.host_left_run(now);
         }
-        if let Phase::Waiting { next, until } = self.phase {
+        if let Stage::Waiting { next, until } = self.stage {
             if now >= until && !self.paused {
                 self.start_batch(next, Brake::Check, now);
             }
@@ -939,25 +977,32 @@ impl Release {
         now: Timestamp,
     ) -> Result<(), CommandRejected> {
         self.clock = self.clock.max(now);
-        let reject = |reason: &str| Err(CommandRejected { command, reason: reason.to_owned() });
-        if let Phase::Finished(outcome) = &self.phase {
-            return match command {
-                Command::Abort => Ok(()),
-                Command::Retry
-                    if matches!(outcome, Outcome::Failed(_)) && !self.operator_failed =>
-                {
-                    self.retry(now)
-                }
-                _ => reject("the release is finished"),
-            };
+        let handled = match &self.stage {
+            Stage::Finished(outcome) => {
+                let retryable = matches!(outcome, Outcome::Failed(_)) && !self.operator_failed;
+                return self.on_finished(command, retryable, now);
+            }
+            Stage::Running { .. } => None,
+            Stage::AwaitingBake => self.on_awaiting_bake(command, now),
+            &Stage::Waiting { next, .. } | &Stage::AwaitingContinue { next } => {
+                self.on_between_batches(command, next, now)
+            }
+            &Stage::Braked { resume, .. } => self.on_braked(command, resume, now),
+        };
+        match handled {
+            Some(result) => result,
+            None => self.in_any_phase(command, now),
         }
+    }
+
+    /// Commands that mean the same in every phase but the end: pause, resume, abort, fail.
+    fn in_any_phase(&mut self, command: Command, now: Timestamp) -> Result<(), CommandRejected> {
         match command {
             Command::Pause => {
                 if !self.paused {
                     self.paused = true;
                     self.emit(now, EventKind::Paused);
                 }
-                Ok(())
             }
             Command::Resume => {
                 if self.paused {
@@ -966,53 +1011,75 @@ impl Release {
                     self.pump(now);
                     self.handle_timeout(now);
                 }
-                Ok(())
             }
-            Command::Bake => match self.phase {
-                Phase::AwaitingBake => {
-                    let members: Vec<u32> = self
-                        .bastion
-                        .iter()
-                        .copied()
-                        .filter(|&h| self.hosts[h as usize].state == HostState::AwaitingBake)
-                        .collect();
-                    self.start_run(BatchLabel::Bake, members, false, now);
-                    Ok(())
-                }
-                _ => reject("the bastion is not waiting for bake"),
-            },
-            Command::Continue => match self.phase.clone() {
-                Phase::AwaitingContinue { next } | Phase::Waiting { next, .. } => {
-                    self.start_batch(next, Brake::Check, now);
-                    Ok(())
-                }
-                Phase::Braked { .. } => {
-                    match self.resume {
-                        // "Continue anyway": the held batch starts now, past the brake once.
-                        Resume::BeforeBatch(k) => self.start_batch(k, Brake::Bypass, now),
-                        other => self.proceed(other, now),
-                    }
-                    Ok(())
-                }
-                _ => reject("nothing is waiting to continue"),
-            },
-            Command::Retry => match self.phase {
-                Phase::Braked { .. } => self.retry(now),
-                _ => reject("retry applies to a braked or failed release"),
-            },
-            Command::Abort => {
-                self.stop(Outcome::Aborted, now);
-                Ok(())
-            }
+            Command::Abort => self.stop(Outcome::Aborted, now),
             Command::Fail => {
                 self.operator_failed = true;
                 self.stop(Outcome::Failed("marked failed by an operator".to_owned()), now);
-                Ok(())
             }
+            Command::Bake => return rejected(command, "the bastion is not waiting for bake"),
+            Command::Continue => return rejected(command, "nothing is waiting to continue"),
+            Command::Retry => {
+                return rejected(command, "retry applies to a braked or failed release");
+            }
+        }
+        Ok(())
+    }
+
+    fn on_awaiting_bake(&mut self, command: Command, now: Timestamp) -> Handled {
+        (command == Command::Bake).then(|| {
+            let members: Vec<u32> = self
+                .bastion
+                .iter()
+                .copied()
+                .filter(|&h| self.hosts[h as usize].state == HostState::AwaitingBake)
+                .collect();
+            self.start_run(BatchLabel::Bake, members, Resume::AfterBake, now);
+            Ok(())
+        })
+    }
+
+    fn on_between_batches(&mut self, command: Command, next: usize, now: Timestamp) -> Handled {
+        (command == Command::Continue).then(|| {
+            self.start_batch(next, Brake::Check, now);
+            Ok(())
+        })
+    }
+
+    fn on_braked(&mut self, command: Command, resume: Resume, now: Timestamp) -> Handled {
+        match command {
+            Command::Continue => {
+                match resume {
+                    // "Continue anyway": the held batch starts now, past the brake once.
+                    Resume::BeforeBatch(number) => self.start_batch(number, Brake::Bypass, now),
+                    other => self.proceed(other, now),
+                }
+                Some(Ok(()))
+            }
+            Command::Retry => Some(self.retry(resume, now)),
+            _ => None,
         }
     }
 
-    fn retry(&mut self, now: Timestamp) -> Result<(), CommandRejected> {
+    fn on_finished(
+        &mut self,
+        command: Command,
+        retryable: bool,
+        now: Timestamp,
+    ) -> Result<(), CommandRejected> {
+        match command {
+            Command::Abort => Ok(()),
+            // Retried after the end: go on to whatever was left, then finish again.
+            Command::Retry if retryable => {
+                self.retry(Resume::BeforeBatch(self.started_batches + 1), now)
+            }
+            _ => rejected(command, "the release is finished"),
+        }
+    }
+
+    /// Runs again every host of the bastion and the started batches that did not succeed, then
+    /// goes on to `after`.
+    fn retry(&mut self, after: Resume, now: Timestamp) -> Result<(), CommandRejected> {
         let scheduled_batches = self.started_batches.min(self.batches.len());
         let candidates: Vec<u32> = self
             .bastion
@@ -1027,10 +1094,7 @@ impl Release {
             })
             .collect();
         if candidates.is_empty() {
-            return Err(CommandRejected {
-                command: Command::Retry,
-                reason: "no host to retry".to_owned(),
-            });
+            return rejected(Command::Retry, "no host to retry");
         }
         for &h in &candidates {
             let slot = &mut self.hosts[h as usize];
@@ -1039,18 +1103,16 @@ impl Release {
             }
             slot.state = HostState::Pending;
         }
-        if matches!(self.phase, Phase::Finished(_)) {
-            // Retried after the end: go on to whatever was left, then finish again.
-            self.resume = Resume::BeforeBatch(self.started_batches + 1);
-        }
-        let bastion_retry = self.resume == Resume::AfterBastion;
-        self.start_run(BatchLabel::Retry, candidates, bastion_retry, now);
+        self.start_run(BatchLabel::Retry, candidates, after, now);
         Ok(())
     }
 
     /// Abort or operator failure: cancel what runs, mark what never ran, finish.
     fn stop(&mut self, outcome: Outcome, now: Timestamp) {
-        let run = self.run.take();
+        let running = match &self.stage {
+            Stage::Running { run, .. } => Some(run.report_index),
+            _ => None,
+        };
         for h in 0..self.hosts.len() as u32 {
             let slot = &self.hosts[h as usize];
             match slot.state {
@@ -1067,12 +1129,19 @@ impl Release {
                 _ => {}
             }
         }
-        if let Some(run) = run {
-            self.reports[run.report_index].finished = Some(now);
+        if let Some(report_index) = running {
+            self.reports[report_index].finished = Some(now);
         }
         self.deadlines.clear();
-        self.set_phase(Phase::Finished(outcome), now);
+        self.enter(Stage::Finished(outcome), now);
     }
+}
+
+/// What a phase's command handler returns: `None` when the command is not one of its own.
+type Handled = Option<Result<(), CommandRejected>>;
+
+fn rejected(command: Command, reason: &str) -> Result<(), CommandRejected> {
+    Err(CommandRejected { command, reason: reason.to_owned() })
 }
 
 fn humantime_short(d: Duration) -> String {

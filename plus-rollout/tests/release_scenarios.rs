@@ -98,7 +98,7 @@ fn config() -> ReleaseConfig {
 fn bastion_waits_for_bake_then_batches_run_with_waits() {
     let mut h = Harness::new(20, PlanConfig::default(), config(), ok());
     h.settle();
-    assert_eq!(h.release.phase(), &Phase::AwaitingBake);
+    assert_eq!(h.release.phase(), Phase::AwaitingBake);
     assert_eq!(h.state("host-00"), HostState::AwaitingBake);
     assert!(!h.started.iter().any(|(_, s)| *s == Step::Markup), "no markup before bake");
     assert!(h.release.handle_command(Command::Continue, h.now).is_err());
@@ -107,16 +107,16 @@ fn bastion_waits_for_bake_then_batches_run_with_waits() {
     // Batch 1 started at once after bake; then waits of 10 s, 2 s, 2 s.
     assert_eq!(
         h.release.phase(),
-        &Phase::Waiting { next: 2, until: Timestamp::from_millis(10_000) }
+        Phase::Waiting { next: 2, until: Timestamp::from_millis(10_000) }
     );
     h.tick();
     assert_eq!(
         h.release.phase(),
-        &Phase::Waiting { next: 3, until: Timestamp::from_millis(12_000) }
+        Phase::Waiting { next: 3, until: Timestamp::from_millis(12_000) }
     );
     h.tick();
     h.tick();
-    assert_eq!(h.release.phase(), &Phase::Finished(Outcome::Succeeded));
+    assert_eq!(h.release.phase(), Phase::Finished(Outcome::Succeeded));
     assert_eq!(h.now, Timestamp::from_millis(14_000));
     let report = h.release.report();
     let labels: Vec<BatchLabel> = report.batches.iter().map(|b| b.batch).collect();
@@ -149,11 +149,11 @@ fn manual_mode_needs_continue_for_every_batch() {
         ok(),
     );
     h.settle();
-    assert_eq!(h.release.phase(), &Phase::AwaitingContinue { next: 1 });
+    assert_eq!(h.release.phase(), Phase::AwaitingContinue { next: 1 });
     h.command(Command::Continue);
-    assert_eq!(h.release.phase(), &Phase::AwaitingContinue { next: 2 });
+    assert_eq!(h.release.phase(), Phase::AwaitingContinue { next: 2 });
     h.command(Command::Continue);
-    assert_eq!(h.release.phase(), &Phase::Finished(Outcome::Succeeded));
+    assert_eq!(h.release.phase(), Phase::Finished(Outcome::Succeeded));
 }
 
 #[test]
@@ -181,9 +181,7 @@ fn failure_rate_brakes_and_retry_reruns_only_failed_hosts() {
         h.tick();
     }
     assert_eq!(h.release.report().batches.len(), 2, "braked before batch 3");
-    let Phase::Braked { reason } = h.release.phase().clone() else {
-        panic!("{:?}", h.release.phase())
-    };
+    let Phase::Braked { reason } = h.release.phase() else { panic!("{:?}", h.release.phase()) };
     assert_eq!(reason, "2 of 8 hosts failed (25.0%), at or above the 25% threshold");
     assert!(matches!(h.state("host-01"), HostState::Failed { step: Step::Install, .. }));
     let before = h.started.len();
@@ -194,7 +192,7 @@ fn failure_rate_brakes_and_retry_reruns_only_failed_hosts() {
     while !h.release.is_finished() {
         h.tick();
     }
-    assert_eq!(h.release.phase(), &Phase::Finished(Outcome::Succeeded));
+    assert_eq!(h.release.phase(), Phase::Finished(Outcome::Succeeded));
 }
 
 #[test]
@@ -217,7 +215,7 @@ fn continue_anyway_passes_the_brake_once() {
     h.tick();
     assert!(matches!(h.release.phase(), Phase::Braked { .. }), "{:?}", h.release.phase());
     h.command(Command::Continue);
-    assert_eq!(h.release.phase(), &Phase::Finished(Outcome::Failed("1 of 4 hosts failed".into())));
+    assert_eq!(h.release.phase(), Phase::Finished(Outcome::Failed("1 of 4 hosts failed".into())));
 }
 
 #[test]
@@ -255,7 +253,7 @@ fn abort_cancels_running_steps_and_reports_every_host() {
     assert_eq!(h.held.len(), 2);
     h.command(Command::Abort);
     assert_eq!(h.cancelled, 2);
-    assert_eq!(h.release.phase(), &Phase::Finished(Outcome::Aborted));
+    assert_eq!(h.release.phase(), Phase::Finished(Outcome::Aborted));
     assert_eq!(h.state("host-00"), HostState::Cancelled { step: Step::Install });
     assert_eq!(h.state("host-07"), HostState::NotStarted);
     // Late results of cancelled steps are ignored, and abort is idempotent.
@@ -323,7 +321,7 @@ fn operator_fail_cannot_be_retried_and_pause_holds_batches() {
     h.command(Command::Fail);
     assert_eq!(
         h.release.phase(),
-        &Phase::Finished(Outcome::Failed("marked failed by an operator".into()))
+        Phase::Finished(Outcome::Failed("marked failed by an operator".into()))
     );
     assert!(h.release.handle_command(Command::Retry, h.now).is_err());
 }

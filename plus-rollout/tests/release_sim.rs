@@ -180,7 +180,7 @@ fn run(s: &Scenario) -> Result<Outcome, TestCaseError> {
         }
         // A person acts now and then.
         let act = rng.random_range(0..100);
-        let phase = release.phase().clone();
+        let phase = release.phase();
         let command = match phase {
             Phase::AwaitingBake if act < 50 => Some(Command::Bake),
             Phase::AwaitingContinue { .. } if act < 50 => Some(Command::Continue),
