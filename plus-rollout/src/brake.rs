@@ -1,12 +1,24 @@
 //! The brake: a policy checked before every batch.
 
 use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
 
-use plus_core::Ratio;
+use plus_core::{HostId, Ratio};
+
+/// One host reaching success or failure, as the brake sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFinish {
+    /// The host.
+    pub host: Arc<HostId>,
+    /// Whether it failed (a step failed or timed out); otherwise it succeeded or was already on
+    /// the target version.
+    pub failed: bool,
+}
 
 /// What a brake policy sees before a batch starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BrakeView {
+pub struct BrakeView<'a> {
     /// Hosts in the plan, bastion included (excluded hosts are not counted).
     pub planned: usize,
     /// Hosts that have failed so far (they stay out of traffic).
@@ -17,6 +29,9 @@ pub struct BrakeView {
     pub next_batch: usize,
     /// The group's max pull-out ratio.
     pub max_ratio: Ratio,
+    /// Every success and failure so far, in the order the hosts finished. A retried host
+    /// appears once per attempt. Hosts the release cancelled or never started are not here.
+    pub finished: &'a [HostFinish],
 }
 
 /// Decides, before each batch, whether the release must stop and wait for a person.
@@ -25,7 +40,7 @@ pub struct BrakeView {
 /// Pure and cheap: it runs once per batch, inside the release core.
 pub trait BrakePolicy: Send + Sync + fmt::Debug {
     /// `Some(reason)` to brake.
-    fn check(&self, view: &BrakeView) -> Option<String>;
+    fn check(&self, view: &BrakeView<'_>) -> Option<String>;
 }
 
 /// Talk 003's rule (the default): brake when failed hosts / planned hosts has reached a threshold.
@@ -36,7 +51,7 @@ pub struct FailureRate {
 }
 
 impl BrakePolicy for FailureRate {
-    fn check(&self, view: &BrakeView) -> Option<String> {
+    fn check(&self, view: &BrakeView<'_>) -> Option<String> {
         if view.failed == 0 || view.planned == 0 {
             return None;
         }
@@ -60,7 +75,7 @@ impl BrakePolicy for FailureRate {
 pub struct AvailabilityFloor;
 
 impl BrakePolicy for AvailabilityFloor {
-    fn check(&self, view: &BrakeView) -> Option<String> {
+    fn check(&self, view: &BrakeView<'_>) -> Option<String> {
         let floor = Ratio::new(1.0 - view.max_ratio.get()).map_or(0, |r| r.ceil_of(view.planned));
         let in_service = view.planned.saturating_sub(view.failed).saturating_sub(view.next_batch);
         (in_service < floor).then(|| {
@@ -72,18 +87,68 @@ impl BrakePolicy for AvailabilityFloor {
     }
 }
 
+/// Brake when the last `limit` hosts to finish all failed: a run of failures says something is
+/// wrong with the version even while the overall rate is still under its threshold (early in a
+/// large group, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsecutiveFailures {
+    /// How many failures in a row brake.
+    pub limit: NonZeroUsize,
+}
+
+impl BrakePolicy for ConsecutiveFailures {
+    fn check(&self, view: &BrakeView<'_>) -> Option<String> {
+        let limit = self.limit.get();
+        let recent = view.finished.get(view.finished.len().checked_sub(limit)?..)?;
+        recent.iter().all(|h| h.failed).then(|| {
+            let hosts: Vec<&str> = recent.iter().map(|h| h.host.as_str()).collect();
+            format!("the last {limit} host(s) to finish all failed: {}", hosts.join(", "))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn view(planned: usize, failed: usize, next_batch: usize) -> BrakeView {
+    fn view(planned: usize, failed: usize, next_batch: usize) -> BrakeView<'static> {
         BrakeView {
             planned,
             failed,
             done: 0,
             next_batch,
             max_ratio: Ratio::from_percent(25.0).unwrap(),
+            finished: &[],
         }
+    }
+
+    fn finishes(failed: &[bool]) -> Vec<HostFinish> {
+        failed
+            .iter()
+            .enumerate()
+            .map(|(i, &failed)| HostFinish {
+                host: Arc::new(HostId::new(format!("h{i}")).unwrap()),
+                failed,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consecutive_failures_table() {
+        let policy = ConsecutiveFailures { limit: NonZeroUsize::new(2).unwrap() };
+        let check = |history: &[bool]| {
+            let finished = finishes(history);
+            policy.check(&BrakeView { finished: &finished, ..view(10, 0, 2) })
+        };
+        assert_eq!(check(&[]), None);
+        assert_eq!(check(&[true]), None, "fewer finishes than the limit");
+        assert_eq!(check(&[true, false]), None);
+        assert_eq!(check(&[true, false, true]), None, "failures not in a row");
+        assert_eq!(
+            check(&[false, true, true]).as_deref(),
+            Some("the last 2 host(s) to finish all failed: h1, h2")
+        );
+        assert_eq!(check(&[true, true, false]), None, "a success ends the run");
     }
 
     #[test]

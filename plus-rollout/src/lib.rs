@@ -123,7 +123,9 @@ mod orchestrate;
 mod plan;
 mod release;
 
-pub use brake::{AvailabilityFloor, BrakePolicy, BrakeView, FailureRate};
+pub use brake::{
+    AvailabilityFloor, BrakePolicy, BrakeView, ConsecutiveFailures, FailureRate, HostFinish,
+};
 pub use core::{Action, ConfigError, Core, JobId};
 #[cfg(feature = "tokio")]
 pub use driver::{CommandError, Events, Handle, JobFuture, Spawned, spawn};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use plus_core::{HostId, Ratio, Timestamp, Version};
 
-use crate::brake::{BrakePolicy, BrakeView, FailureRate};
+use crate::brake::{BrakePolicy, BrakeView, FailureRate, HostFinish};
 use crate::core::{Action, ConfigError, Core, JobId, positive};
 use crate::deadlines::Deadlines;
 
@@ -490,6 +490,8 @@ pub struct Release {
     reports: Vec<BatchReport>,
     failed: usize,
     done: usize,
+    /// Successes and failures in finish order, for the brake.
+    finished: Vec<HostFinish>,
     record_events: bool,
 }
 
@@ -542,6 +544,7 @@ impl Release {
             reports: Vec::new(),
             failed: 0,
             done: 0,
+            finished: Vec::new(),
             record_events: true,
         };
         if release.bastion.is_empty() {
@@ -729,12 +732,16 @@ impl Release {
     }
 
     fn finish_host(&mut self, host: u32, state: HostState, now: Timestamp) {
-        if state.is_success() {
-            self.done += 1;
-        } else if matches!(state, HostState::Failed { .. }) {
-            self.failed += 1;
-        }
         let slot = &mut self.hosts[host as usize];
+        let failed = matches!(state, HostState::Failed { .. });
+        if failed || state.is_success() {
+            if failed {
+                self.failed += 1;
+            } else {
+                self.done += 1;
+            }
+            self.finished.push(HostFinish { host: Arc::clone(&slot.id), failed });
+        }
         slot.state = state.clone();
         slot.token = None;
         let id = Arc::clone(&slot.id);
@@ -909,6 +916,7 @@ impl Release {
             done: self.done,
             next_batch: members.len(),
             max_ratio: self.max_ratio,
+            finished: &self.finished,
         };
         if brake == Brake::Check {
             if let Some(reason) = self.config.brake.check(&view) {

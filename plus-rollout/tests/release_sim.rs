@@ -2,17 +2,68 @@
 //! commands, checking the engine's invariants on every step.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plus_core::{HostId, Ratio, Timestamp, Version, seeded_rng};
 use plus_rollout::{
-    Action, AvailabilityFloor, BatchLabel, BrakePolicy, BrakeView, Command, EventKind, FailureRate,
-    GroupHost, HostState, JobId, Mode, Outcome, Phase, PlanConfig, Release, ReleaseConfig, Step,
-    StepJob, StepOutcome, plan,
+    Action, AvailabilityFloor, BatchLabel, BrakePolicy, BrakeView, Command, ConsecutiveFailures,
+    EventKind, FailureRate, GroupHost, HostState, JobId, Mode, Outcome, Phase, PlanConfig, Release,
+    ReleaseConfig, Step, StepJob, StepOutcome, plan,
 };
 use proptest::prelude::*;
 use rand::Rng;
+
+/// Which of the crate's brake policies a scenario runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Policy {
+    FailureRate,
+    AvailabilityFloor,
+    ConsecutiveFailures,
+}
+
+impl Policy {
+    const ALL: [Policy; 3] =
+        [Policy::FailureRate, Policy::AvailabilityFloor, Policy::ConsecutiveFailures];
+
+    fn build(self) -> Arc<dyn BrakePolicy> {
+        match self {
+            Policy::FailureRate => Arc::new(FailureRate::default()),
+            Policy::AvailabilityFloor => Arc::new(AvailabilityFloor),
+            Policy::ConsecutiveFailures => {
+                Arc::new(ConsecutiveFailures { limit: NonZeroUsize::new(3).unwrap() })
+            }
+        }
+    }
+}
+
+/// The scenario's real policy, watched: the simulation checks every verdict the release got
+/// against what it did next, and which policies ever braked.
+#[derive(Debug)]
+struct Watched {
+    policy: Arc<dyn BrakePolicy>,
+    /// The verdict of the latest check not yet matched with a batch start or a brake.
+    last: Mutex<Option<Option<String>>>,
+    braked: Mutex<usize>,
+}
+
+impl BrakePolicy for Watched {
+    fn check(&self, view: &BrakeView<'_>) -> Option<String> {
+        let verdict = self.policy.check(view);
+        if verdict.is_some() {
+            *self.braked.lock().unwrap() += 1;
+        }
+        *self.last.lock().unwrap() = Some(verdict.clone());
+        verdict
+    }
+}
+
+/// How a scenario ended, and whether its brake ever held.
+struct Ending {
+    outcome: Outcome,
+    braked: bool,
+}
 
 #[derive(Debug, Clone)]
 struct Scenario {
@@ -23,7 +74,7 @@ struct Scenario {
     stop_on_failure: bool,
     fail_percent: u32,
     manual: bool,
-    availability_floor: bool,
+    policy: Policy,
     /// Random pauses and aborts from a person.
     chaos: bool,
     seed: u64,
@@ -32,12 +83,19 @@ struct Scenario {
 fn scenario() -> impl Strategy<Value = Scenario> {
     (
         (1usize..60, 0usize..2, 10u32..=60, 1usize..8),
-        (any::<bool>(), 0u32..30, any::<bool>(), any::<bool>(), any::<bool>(), any::<u64>()),
+        (
+            any::<bool>(),
+            0u32..30,
+            any::<bool>(),
+            proptest::sample::select(Policy::ALL.to_vec()),
+            any::<bool>(),
+            any::<u64>(),
+        ),
     )
         .prop_map(
             |(
                 (hosts, bastion, ratio, parallelism),
-                (stop_on_failure, fail_percent, manual, availability_floor, chaos, seed),
+                (stop_on_failure, fail_percent, manual, policy, chaos, seed),
             )| {
                 Scenario {
                     hosts,
@@ -47,7 +105,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     stop_on_failure,
                     fail_percent,
                     manual,
-                    availability_floor,
+                    policy,
                     chaos,
                     seed,
                 }
@@ -55,8 +113,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         )
 }
 
-/// Runs a scenario to the end and checks every invariant; returns the outcome.
-fn run(s: &Scenario) -> Result<Outcome, TestCaseError> {
+/// Runs a scenario to the end and checks every invariant.
+fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
     let group: Vec<GroupHost> = (0..s.hosts)
         .map(|i| GroupHost::in_service(HostId::new(format!("h{i:03}")).unwrap()))
         .collect();
@@ -66,13 +124,15 @@ fn run(s: &Scenario) -> Result<Outcome, TestCaseError> {
         max_ratio,
         ..PlanConfig::default()
     };
-    let Ok(plan) = plan(&group, &plan_config) else { return Ok(Outcome::Aborted) };
-    let bastion: HashSet<HostId> = plan.bastion.iter().cloned().collect();
-    let brake: Arc<dyn BrakePolicy> = if s.availability_floor {
-        Arc::new(AvailabilityFloor)
-    } else {
-        Arc::new(FailureRate::default())
+    let Ok(plan) = plan(&group, &plan_config) else {
+        return Ok(Ending { outcome: Outcome::Aborted, braked: false });
     };
+    let bastion: HashSet<HostId> = plan.bastion.iter().cloned().collect();
+    let brake = Arc::new(Watched {
+        policy: s.policy.build(),
+        last: Mutex::new(None),
+        braked: Mutex::new(0),
+    });
     let mut config = ReleaseConfig::new(Version::new("2.0").unwrap());
     config.parallelism = s.parallelism;
     config.stop_on_failure = s.stop_on_failure;
@@ -82,7 +142,7 @@ fn run(s: &Scenario) -> Result<Outcome, TestCaseError> {
         Mode::Automatic { wait: Duration::from_secs(5), later_wait: Some(Duration::from_secs(1)) }
     };
     config.step_timeout = Duration::from_secs(3);
-    config.brake = Arc::clone(&brake);
+    config.brake = Arc::clone(&brake) as Arc<dyn BrakePolicy>;
     let planned = plan.host_count();
     let mut rng = seeded_rng(s.seed);
     let mut now = Timestamp::ZERO;
@@ -94,27 +154,24 @@ fn run(s: &Scenario) -> Result<Outcome, TestCaseError> {
     let mut succeeded: HashSet<u32> = HashSet::new();
     let mut baked = false;
     let mut tripped = false;
-    let mut failed_now = 0usize;
     let mut commands = 0;
     for _round in 0..100_000 {
         // Events first: they say which batch the following starts belong to.
         while let Some(event) = release.poll_event() {
             match event.kind {
-                EventKind::BatchStarted { batch: BatchLabel::Batch(_), hosts } => {
+                EventKind::BatchStarted { batch: BatchLabel::Batch(n), .. } => {
                     tripped = false;
-                    // The brake must not have held when a batch started (we never continue
-                    // past a brake in this simulation).
-                    let view = BrakeView {
-                        planned,
-                        failed: failed_now,
-                        done: 0,
-                        next_batch: hosts,
-                        max_ratio,
-                    };
-                    prop_assert!(
-                        brake.check(&view).is_none(),
-                        "batch started while the brake held: {view:?}"
-                    );
+                    // Every batch asked the brake first, and it said go (this simulation never
+                    // continues past a brake).
+                    let verdict = brake.last.lock().unwrap().take();
+                    prop_assert_eq!(verdict, Some(None), "batch {} started unchecked or braked", n);
+                }
+                EventKind::Phase(Phase::Braked { reason }) => {
+                    let verdict = brake.last.lock().unwrap().take();
+                    // A bastion failure brakes without asking the policy.
+                    if let Some(verdict) = verdict {
+                        prop_assert_eq!(verdict, Some(reason));
+                    }
                 }
                 EventKind::BatchStarted { .. } => tripped = false,
                 EventKind::HostFinished { host, state } => {
@@ -123,12 +180,7 @@ fn run(s: &Scenario) -> Result<Outcome, TestCaseError> {
                         HostState::Succeeded | HostState::AlreadyOnTarget => {
                             succeeded.insert(index);
                         }
-                        HostState::Failed { .. } => {
-                            failed_now += 1;
-                            if s.stop_on_failure {
-                                tripped = true;
-                            }
-                        }
+                        HostState::Failed { .. } if s.stop_on_failure => tripped = true,
                         _ => {}
                     }
                 }
@@ -196,12 +248,6 @@ fn run(s: &Scenario) -> Result<Outcome, TestCaseError> {
             if command == Command::Bake {
                 baked = true;
             }
-            if command == Command::Retry {
-                failed_now = release.report().count(|s| matches!(s, HostState::Failed { .. }));
-                // Retried hosts leave the failed count as they restart.
-                let retried = failed_now;
-                failed_now -= retried;
-            }
             let _ = release.handle_command(command, now);
             continue;
         }
@@ -259,7 +305,8 @@ fn run(s: &Scenario) -> Result<Outcome, TestCaseError> {
     for (host, state) in &report.hosts {
         prop_assert!(state.is_final(), "host {host} ended in {state:?}");
     }
-    Ok(report.outcome.unwrap())
+    let braked = *brake.braked.lock().unwrap() > 0;
+    Ok(Ending { outcome: report.outcome.unwrap(), braked })
 }
 
 /// Host ids are `hNNN`, and the release indexes hosts in plan order, which for these groups
@@ -286,19 +333,20 @@ fn a_clean_release_succeeds() {
         stop_on_failure: false,
         fail_percent: 0,
         manual: false,
-        availability_floor: false,
+        policy: Policy::FailureRate,
         chaos: false,
         seed: 1,
     };
-    assert_eq!(run(&s).unwrap(), Outcome::Succeeded);
+    assert_eq!(run(&s).unwrap().outcome, Outcome::Succeeded);
 }
 
-/// The simulation reaches every kind of ending, so the invariants above are checked on aborted,
-/// braked-then-failed and successful releases alike.
+/// The simulation reaches every kind of ending, and every brake policy braked in it, so the
+/// invariants above are checked on aborted, braked-then-failed and successful releases alike.
 #[test]
-fn simulation_reaches_every_outcome() {
+fn simulation_reaches_every_outcome_and_every_policy_brakes() {
     let mut rng = seeded_rng(99);
     let mut seen = HashSet::new();
+    let mut braked = HashSet::new();
     for seed in 0..300 {
         let s = Scenario {
             hosts: rng.random_range(1..60),
@@ -308,12 +356,18 @@ fn simulation_reaches_every_outcome() {
             stop_on_failure: rng.random(),
             fail_percent: rng.random_range(0..30),
             manual: rng.random(),
-            availability_floor: rng.random(),
+            policy: Policy::ALL[rng.random_range(0..Policy::ALL.len())],
             chaos: rng.random(),
             seed,
         };
-        let outcome = run(&s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
-        seen.insert(std::mem::discriminant(&outcome));
+        let ending = run(&s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
+        seen.insert(std::mem::discriminant(&ending.outcome));
+        if ending.braked {
+            braked.insert(s.policy);
+        }
     }
     assert_eq!(seen.len(), 3, "expected succeeded, failed and aborted releases");
+    for policy in Policy::ALL {
+        assert!(braked.contains(&policy), "{policy:?} never braked in the simulation");
+    }
 }
