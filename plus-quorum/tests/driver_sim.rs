@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use plus_core::seeded_rng;
 use plus_quorum::{
-    Cluster, Config, InProcessNetwork, MemStorage, NodeHandle, ReadResult, Start, WriteResult,
-    compare,
+    Cluster, Config, Expect, InProcessNetwork, MemStorage, NodeHandle, ReadOp, Response, Start,
+    WriteOp, compare,
 };
 use rand::Rng;
-use sim::{MapSpec, ModelOp, ModelRet, Request, group_of, to_request};
+use sim::{MapSpec, ModelRet, Request, group_of};
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
 
 type Testers = Arc<Mutex<BTreeMap<String, LinearizabilityTester<u64, MapSpec>>>>;
@@ -30,15 +30,18 @@ fn start_node(
     net.spawn(config, storage).unwrap().handle
 }
 
-fn random_op(rng: &mut impl Rng, client: usize, n: usize) -> ModelOp {
+fn random_op(rng: &mut impl Rng, client: usize, n: usize) -> Request {
     let value = bytes::Bytes::from(format!("c{client}-{n}"));
-    let k = ["a", "b"][rng.random_range(0..2)].to_owned();
+    let key = ["a", "b"][rng.random_range(0..2)].to_owned();
     match rng.random_range(0..6) {
-        0 | 1 => ModelOp::Set(k, value),
-        2 => ModelOp::Get(k),
-        3 => ModelOp::Cas(k, None, value),
-        4 => ModelOp::MultiSet(vec![("m0".into(), value.clone()), ("m1".into(), value)]),
-        _ => ModelOp::MultiGet(vec!["m0".into(), "m1".into()]),
+        0 | 1 => Request::Write(WriteOp::Set { key, value }),
+        2 => Request::Read(ReadOp::Get(key)),
+        3 => Request::Write(WriteOp::CompareAndSet { key, expect: Expect::Absent, value }),
+        4 => Request::Write(WriteOp::MultiSet(vec![
+            ("m0".into(), value.clone()),
+            ("m1".into(), value),
+        ])),
+        _ => Request::Read(ReadOp::MultiGet(vec!["m0".into(), "m1".into()])),
     }
 }
 
@@ -63,21 +66,11 @@ async fn client(
             .or_insert_with(|| LinearizabilityTester::new(MapSpec::default()))
             .on_invoke(thread, op.clone())
             .unwrap();
-        let ret = match to_request(&op) {
-            Request::Write(w) => match cluster.write(w).await {
-                Ok(WriteResult::Applied { .. }) => Some(ModelRet::Done),
-                Ok(WriteResult::CompareFailed { .. }) => Some(ModelRet::CompareFailed),
-                Err(_) => None,
-            },
-            Request::Read(r) => match cluster.read(r).await {
-                Ok(ReadResult::Value(v)) => Some(ModelRet::Value(v.map(|v| v.value))),
-                Ok(ReadResult::Values(vs)) => {
-                    Some(ModelRet::Values(vs.into_iter().map(|v| v.map(|v| v.value)).collect()))
-                }
-                Ok(other) => panic!("unexpected {other:?}"),
-                Err(_) => None,
-            },
+        let response = match op {
+            Request::Write(w) => cluster.write(w).await.map(Response::Write),
+            Request::Read(r) => cluster.read(r).await.map(Response::Read),
         };
+        let ret = response.ok().map(|response| ModelRet::observed(&response));
         match ret {
             Some(ret) => {
                 testers.lock().unwrap().get_mut(&group).unwrap().on_return(thread, ret).unwrap();

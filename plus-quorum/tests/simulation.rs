@@ -4,14 +4,18 @@
 
 mod sim;
 
-use sim::{SimConfig, run_seed, seeds};
+use std::collections::BTreeSet;
+
+use sim::{NOT_SIMULATED, SIMULATED_KINDS, SimConfig, run_seed, seeds};
 
 fn run_all(nodes: usize, default_seeds: u64) {
     let mut failures = Vec::new();
     let mut writes = 0;
+    let mut completed = BTreeSet::new();
     for seed in seeds(default_seeds) {
         let outcome = run_seed(SimConfig::new(nodes, seed));
         writes += outcome.acknowledged_writes;
+        completed.extend(outcome.completed_kinds);
         if !outcome.violations.is_empty() {
             failures.push(format!(
                 "seed {seed}: {}\n  replay: PLUS_SIM_SEED={seed} cargo test -p plus-quorum --test simulation nodes_{nodes} -- --nocapture",
@@ -21,6 +25,15 @@ fn run_all(nodes: usize, default_seeds: u64) {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(writes > 0, "the simulation acknowledged no write at all");
+    let never: Vec<&str> =
+        SIMULATED_KINDS.iter().copied().filter(|k| !completed.contains(k)).collect();
+    assert!(never.is_empty(), "operation kinds that never completed: {never:?}");
+    let unplanned: Vec<&str> = completed
+        .iter()
+        .copied()
+        .filter(|k| !SIMULATED_KINDS.contains(k) || NOT_SIMULATED.iter().any(|(n, _)| n == k))
+        .collect();
+    assert!(unplanned.is_empty(), "kinds ran that the lists do not name: {unplanned:?}");
 }
 
 #[test]
