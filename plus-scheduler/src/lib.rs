@@ -55,7 +55,7 @@ mod sim;
 mod tune;
 
 pub use candidate::{Candidate, Job, WorkerKind};
-pub use dimension::{Dimension, Direction, Filter};
+pub use dimension::{Builtin, Dimension, Direction, Filter};
 pub use error::Error;
 pub use scheduler::{
     CandidateScore, Decision, DimensionScore, REFERENCE_WEIGHTS, Rejection, Scheduler,

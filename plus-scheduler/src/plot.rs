@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::scheduler::Weights;
 use crate::tune::{Trial, TuneResult};
 
 /// An axis label with three significant digits, whatever the scale (CVs can be 0.0002).
@@ -25,12 +26,10 @@ impl TuneResult {
         const W: f64 = 900.0;
         const H: f64 = 420.0;
         let mut svg = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">plus-scheduler weight tuning: {} trials, best load={:.1} has_cache={:.1} total_caches={:.1}</text>\n",
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">plus-scheduler weight tuning: {} trials, best {}</text>\n",
             W / 2.0,
             self.trials.len(),
-            self.best().weights.load,
-            self.best().weights.has_cache,
-            self.best().weights.total_caches
+            weights_text(&self.best().weights),
         );
         let (lo, hi) =
             self.trials.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), t| {
@@ -93,8 +92,9 @@ impl TuneResult {
                 let other = (200.0 * (1.0 - goodness)) as u8;
                 let _ = writeln!(
                     svg,
-                    "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"rgb({red},{other},{other})\"><title>load={:.1} has_cache={:.1} total_caches={:.1} objective={:.4}</title></circle>",
-                    t.weights.load, t.weights.has_cache, t.weights.total_caches, t.objective
+                    "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"rgb({red},{other},{other})\"><title>{} objective={:.4}</title></circle>",
+                    weights_text(&t.weights),
+                    t.objective
                 );
                 if i == self.best {
                     let _ = writeln!(
@@ -107,4 +107,11 @@ impl TuneResult {
         svg.push_str("</svg>\n");
         svg
     }
+}
+
+/// `load=35.0 has_cache=50.0 total_caches=34.0`.
+fn weights_text(weights: &Weights) -> String {
+    let parts: Vec<String> =
+        weights.iter().map(|(b, weight)| format!("{}={weight:.1}", b.name())).collect();
+    parts.join(" ")
 }

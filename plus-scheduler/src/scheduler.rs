@@ -1,10 +1,11 @@
 use std::fmt::Write as _;
+use std::ops::{Index, IndexMut};
 use std::sync::Arc;
 
 use rand::Rng;
 
 use crate::candidate::{Candidate, Job};
-use crate::dimension::{Dimension, DimensionKind, Direction, Filter};
+use crate::dimension::{Builtin, Dimension, DimensionKind, Direction, Filter};
 use crate::error::Error;
 
 /// Talk 000's tuned weights: load 35, has-cache 50, total caches 34.
@@ -25,6 +26,46 @@ impl Default for Weights {
     /// [`REFERENCE_WEIGHTS`].
     fn default() -> Self {
         REFERENCE_WEIGHTS
+    }
+}
+
+impl Weights {
+    /// Weights with `weight(dimension)` for each built-in dimension, asked in [`Builtin::ALL`]
+    /// order.
+    #[must_use]
+    pub fn from_fn(mut weight: impl FnMut(Builtin) -> f64) -> Self {
+        let mut weights = Weights { load: 0.0, has_cache: 0.0, total_caches: 0.0 };
+        for dimension in Builtin::ALL {
+            weights[dimension] = weight(dimension);
+        }
+        weights
+    }
+
+    /// Each built-in dimension with its weight, in [`Builtin::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (Builtin, f64)> + '_ {
+        Builtin::ALL.into_iter().map(|dimension| (dimension, self[dimension]))
+    }
+}
+
+impl Index<Builtin> for Weights {
+    type Output = f64;
+
+    fn index(&self, dimension: Builtin) -> &f64 {
+        match dimension {
+            Builtin::Load => &self.load,
+            Builtin::HasCache => &self.has_cache,
+            Builtin::TotalCaches => &self.total_caches,
+        }
+    }
+}
+
+impl IndexMut<Builtin> for Weights {
+    fn index_mut(&mut self, dimension: Builtin) -> &mut f64 {
+        match dimension {
+            Builtin::Load => &mut self.load,
+            Builtin::HasCache => &mut self.has_cache,
+            Builtin::TotalCaches => &mut self.total_caches,
+        }
     }
 }
 
@@ -59,8 +100,8 @@ struct WeightedDimension {
 #[derive(Debug)]
 pub struct Scheduler {
     dimensions: Vec<WeightedDimension>,
-    /// Positions of load, has-cache and total-caches when they are the only dimensions.
-    builtin_layout: Option<[usize; 3]>,
+    /// Whether the dimensions are the built-ins and nothing else, which the fast path scores.
+    builtins_only: bool,
     /// Dimension names, shared with every decision.
     names: Arc<[String]>,
     filters: Vec<Box<dyn Filter>>,
@@ -76,16 +117,14 @@ pub struct SchedulerBuilder {
 }
 
 impl SchedulerBuilder {
-    /// Adds the three built-in dimensions with `weights`.
+    /// Adds the built-in dimensions with `weights`.
     #[must_use]
     pub fn weights(mut self, weights: Weights) -> Self {
-        self.dimensions.push(WeightedDimension { kind: DimensionKind::Load, weight: weights.load });
-        self.dimensions
-            .push(WeightedDimension { kind: DimensionKind::HasCache, weight: weights.has_cache });
-        self.dimensions.push(WeightedDimension {
-            kind: DimensionKind::TotalCaches,
-            weight: weights.total_caches,
-        });
+        self.dimensions.extend(
+            weights
+                .iter()
+                .map(|(b, weight)| WeightedDimension { kind: DimensionKind::Builtin(b), weight }),
+        );
         self
     }
 
@@ -132,21 +171,13 @@ impl SchedulerBuilder {
         if self.dimensions.iter().all(|d| d.weight == 0.0) {
             return Err(Error::AllZeroWeights);
         }
-        let position =
-            |want: fn(&DimensionKind) -> bool| self.dimensions.iter().position(|d| want(&d.kind));
-        let builtin_layout = match (
-            self.dimensions.len(),
-            position(|k| matches!(k, DimensionKind::Load)),
-            position(|k| matches!(k, DimensionKind::HasCache)),
-            position(|k| matches!(k, DimensionKind::TotalCaches)),
-        ) {
-            (3, Some(l), Some(h), Some(t)) => Some([l, h, t]),
-            _ => None,
-        };
+        // Names are unique (checked above), so this means each built-in exactly once.
+        let builtins_only = self.dimensions.len() == Builtin::ALL.len()
+            && self.dimensions.iter().all(|d| matches!(d.kind, DimensionKind::Builtin(_)));
         let names = self.dimensions.iter().map(|d| d.kind.name().to_owned()).collect();
         Ok(Scheduler {
             dimensions: self.dimensions,
-            builtin_layout,
+            builtins_only,
             names,
             filters: self.filters,
             tie_break: self.tie_break,
@@ -221,7 +252,7 @@ impl Scheduler {
         let too_many = u32::try_from(candidates.len()).is_err();
         assert!(!too_many, "more than 4 billion candidates in one decision");
         let mut bounds = Bounds::default();
-        let (admitted, rejected) = if self.builtin_layout.is_some() {
+        let (admitted, rejected) = if self.builtins_only {
             self.filter(job, candidates, Some(&mut bounds))
         } else {
             self.filter(job, candidates, None)
@@ -232,14 +263,12 @@ impl Scheduler {
                 summary: summarize(&rejected),
             });
         }
-        let scoring = match (self.builtin_layout, admitted.indices.as_deref()) {
-            (Some(layout), None) => self.score_builtin(candidates.iter(), layout, &bounds)?,
-            (Some(layout), Some(indices)) => self.score_builtin(
-                indices.iter().map(|&i| &candidates[i as usize]),
-                layout,
-                &bounds,
-            )?,
-            (None, _) => self.score_generic(job, candidates, &admitted)?,
+        let scoring = match (self.builtins_only, admitted.indices.as_deref()) {
+            (true, None) => self.score_builtin(candidates.iter(), &bounds)?,
+            (true, Some(indices)) => {
+                self.score_builtin(indices.iter().map(|&i| &candidates[i as usize]), &bounds)?
+            }
+            (false, _) => self.score_generic(job, candidates, &admitted)?,
         };
         let Scoring { columns, raw, scores } = scoring;
         let n = admitted.len;
@@ -336,44 +365,37 @@ impl Scheduler {
     fn score_builtin<'a>(
         &self,
         admitted: impl Iterator<Item = &'a Candidate> + Clone,
-        layout: [usize; 3],
         bounds: &Bounds,
     ) -> Result<Scoring, Error> {
-        let even = bounds;
-        if even.bad || even.load_lo < 0.0 {
-            let culprit = admitted
-                .clone()
-                .find(|c| !c.load.is_finite() || c.load < 0.0)
-                .expect("a bad load was seen");
-            return Err(if culprit.load.is_finite() {
-                Error::NegativeLoad { worker: culprit.id.clone(), value: culprit.load }
-            } else {
-                Error::InvalidMetric {
-                    worker: culprit.id.clone(),
-                    dimension: "load".to_owned(),
-                    value: culprit.load,
+        if bounds.suspect() {
+            // Find the first bad value with the dimensions' own checks.
+            for c in admitted.clone() {
+                for b in Builtin::ALL {
+                    b.check(&c.id, b.value(c))?;
                 }
-            });
+            }
         }
-        let mut slopes = [0.0; 3];
+        let mut slopes = [0.0; Builtin::ALL.len()];
         let mut offset = 0.0;
-        let mut columns = Vec::with_capacity(3);
-        for (d, dim) in self.dimensions.iter().enumerate() {
-            let builtin =
-                layout.iter().position(|&at| at == d).expect("layout covers every dimension");
-            let (min, max) = even.range(builtin);
-            let column = Column::new(min, max, dim, Some(BUILTINS[builtin]));
+        let mut columns = Vec::with_capacity(Builtin::ALL.len());
+        for dim in &self.dimensions {
+            let DimensionKind::Builtin(builtin) = dim.kind else {
+                unreachable!("the fast path scores built-in dimensions only")
+            };
+            let (min, max) = bounds.range(builtin);
+            let column = Column::new(min, max, dim, Some(builtin));
             let (slope, off) = column.affine();
-            slopes[builtin] = slope;
+            slopes[builtin as usize] = slope;
             offset += off;
             columns.push(column);
         }
         let scores = admitted
             .map(|c| {
-                slopes[0] * c.load
-                    + slopes[1] * f64::from(u8::from(c.has_project_cache))
-                    + slopes[2] * c.total_caches as f64
-                    + offset
+                let mut score = 0.0;
+                for (b, slope) in Builtin::ALL.into_iter().zip(slopes) {
+                    score += slope * b.value(c);
+                }
+                score + offset
             })
             .collect();
         Ok(Scoring { columns, raw: Vec::new(), scores })
@@ -395,16 +417,8 @@ impl Scheduler {
             let start = raw.len();
             raw.extend((0..n).map(|pos| dim.kind.value(job, &candidates[admitted.index(pos)])));
             let values = &raw[start..];
-            if let Some(pos) = values.iter().position(|v| {
-                !v.is_finite() || (matches!(dim.kind, DimensionKind::Load) && *v < 0.0)
-            }) {
-                let worker = candidates[admitted.index(pos)].id.clone();
-                let value = values[pos];
-                return Err(if value.is_finite() {
-                    Error::NegativeLoad { worker, value }
-                } else {
-                    Error::InvalidMetric { worker, dimension: dim.kind.name().to_owned(), value }
-                });
+            for (pos, &value) in values.iter().enumerate() {
+                dim.kind.check(&candidates[admitted.index(pos)].id, value)?;
             }
             let (min, max) = range(values);
             let column = Column::new(min, max, dim, None);
@@ -415,26 +429,6 @@ impl Scheduler {
             columns.push(column);
         }
         Ok(Scoring { columns, raw, scores })
-    }
-}
-
-/// The built-in dimensions in the order of [`Bounds`]' arrays.
-const BUILTINS: [Builtin; 3] = [Builtin::Load, Builtin::HasCache, Builtin::TotalCaches];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Builtin {
-    Load,
-    HasCache,
-    TotalCaches,
-}
-
-impl Builtin {
-    fn value(self, c: &Candidate) -> f64 {
-        match self {
-            Self::Load => c.load,
-            Self::HasCache => f64::from(u8::from(c.has_project_cache)),
-            Self::TotalCaches => c.total_caches as f64,
-        }
     }
 }
 
@@ -512,9 +506,15 @@ impl Bounds {
         self.any_miss |= other.any_miss;
     }
 
-    /// `(min, max)` of built-in dimension `j` in [`BUILTINS`] order.
-    fn range(&self, j: usize) -> (f64, f64) {
-        match BUILTINS[j] {
+    /// Whether a value may be out of its dimension's bounds (NaN, infinite, negative load):
+    /// then the dimensions' own checks find it.
+    fn suspect(&self) -> bool {
+        self.bad || self.load_lo < 0.0
+    }
+
+    /// `(min, max)` of `builtin`.
+    fn range(&self, builtin: Builtin) -> (f64, f64) {
+        match builtin {
             Builtin::Load => (self.load_lo, self.load_hi),
             Builtin::HasCache => {
                 (if self.any_miss { 0.0 } else { 1.0 }, if self.any_cache { 1.0 } else { 0.0 })

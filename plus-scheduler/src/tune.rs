@@ -6,6 +6,7 @@ use std::io;
 use plus_core::seeded_rng;
 use rand::Rng;
 
+use crate::dimension::Builtin;
 use crate::scheduler::Weights;
 use crate::sim::{SimConfig, SimError, SimReport, simulate};
 
@@ -103,37 +104,28 @@ fn points(config: &TuneConfig) -> Vec<Weights> {
     let max = config.max_weight;
     match config.search {
         Search::Grid => {
+            let axes = Builtin::ALL.len() as u32;
             let mut per_axis = 2;
-            while (per_axis + 1_usize).pow(3) <= config.budget {
+            while (per_axis + 1_usize).pow(axes) <= config.budget {
                 per_axis += 1;
             }
             let step = |i: usize| max * i as f64 / (per_axis - 1) as f64;
-            let mut out = Vec::new();
-            for a in 0..per_axis {
-                for b in 0..per_axis {
-                    for c in 0..per_axis {
-                        if a + b + c > 0 {
-                            out.push(Weights {
-                                load: step(a),
-                                has_cache: step(b),
-                                total_caches: step(c),
-                            });
-                        }
-                    }
-                }
-            }
-            out.truncate(config.budget);
-            out
+            // Point `n` has one digit (base `per_axis`) per dimension, the first dimension most
+            // significant; point 0 (all weights zero) is skipped.
+            (1..per_axis.pow(axes))
+                .map(|n| {
+                    Weights::from_fn(|b| {
+                        // `Builtin::ALL` lists the dimensions in declaration order.
+                        let place = per_axis.pow(axes - 1 - b as u32);
+                        step(n / place % per_axis)
+                    })
+                })
+                .take(config.budget)
+                .collect()
         }
         Search::Random => {
             let mut rng = seeded_rng(config.seed);
-            (0..config.budget)
-                .map(|_| Weights {
-                    load: rng.random_range(0.0..=max),
-                    has_cache: rng.random_range(0.0..=max),
-                    total_caches: rng.random_range(0.0..=max),
-                })
-                .collect()
+            (0..config.budget).map(|_| Weights::from_fn(|_| rng.random_range(0.0..=max))).collect()
         }
     }
 }
@@ -183,20 +175,23 @@ impl TuneResult {
         &self.trials[self.best]
     }
 
-    /// Writes every trial as CSV with a header:
-    /// `load,has_cache,total_caches,hit_rate,cache_cv,load_cv,objective,best`.
+    /// Writes every trial as CSV with a header: one column per built-in dimension's weight
+    /// (`load,has_cache,total_caches`), then `hit_rate,cache_cv,load_cv,objective,best`.
     ///
     /// # Errors
     /// Whatever `out` returns.
     pub fn write_csv(&self, mut out: impl io::Write) -> io::Result<()> {
-        writeln!(out, "load,has_cache,total_caches,hit_rate,cache_cv,load_cv,objective,best")?;
+        for b in Builtin::ALL {
+            write!(out, "{},", b.name())?;
+        }
+        writeln!(out, "hit_rate,cache_cv,load_cv,objective,best")?;
         for (i, t) in self.trials.iter().enumerate() {
+            for (_, weight) in t.weights.iter() {
+                write!(out, "{weight:.4},")?;
+            }
             writeln!(
                 out,
-                "{:.4},{:.4},{:.4},{:.6},{:.6},{:.6},{:.6},{}",
-                t.weights.load,
-                t.weights.has_cache,
-                t.weights.total_caches,
+                "{:.6},{:.6},{:.6},{:.6},{}",
                 t.hit_rate,
                 t.cache_cv,
                 t.load_cv,
