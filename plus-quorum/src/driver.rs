@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plus_core::Timestamp;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::message::Message;
-use crate::node::{Config, Inspection, Node, NodeError, Role};
+use crate::node::{Config, Inspection, Node, NodeError, NodeStats, Role};
 use crate::storage::Storage;
 use crate::types::{
     ClientError, NodeId, ReadOp, ReadResult, RequestId, Response, Versioned, WriteOp, WriteResult,
@@ -73,7 +73,8 @@ impl StoreError {
     }
 }
 
-/// A node's state as the driver sees it.
+/// A node's state as the driver sees it ([`NodeHandle::status`], or every change through
+/// [`NodeHandle::subscribe`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Status {
     /// The node.
@@ -92,6 +93,20 @@ pub struct Status {
     pub recovering: bool,
 }
 
+impl Status {
+    fn of(node: &Node) -> Self {
+        Status {
+            id: node.id(),
+            role: node.role(),
+            leader: node.leader(),
+            term: node.term(),
+            commit: node.commit_index(),
+            applied: node.applied_index(),
+            recovering: node.is_recovering(),
+        }
+    }
+}
+
 type Reply = oneshot::Sender<Result<Response, ClientError>>;
 
 enum Command {
@@ -99,6 +114,7 @@ enum Command {
     Read(ReadOp, Reply),
     LocalGet(String, oneshot::Sender<Option<Versioned>>),
     Status(oneshot::Sender<Status>),
+    Stats(oneshot::Sender<NodeStats>),
     Inspect(oneshot::Sender<Inspection>),
     Stop(oneshot::Sender<()>),
 }
@@ -112,6 +128,7 @@ pub struct NodeHandle {
     id: NodeId,
     commands: mpsc::UnboundedSender<Command>,
     inbox: mpsc::UnboundedSender<(NodeId, Message)>,
+    status: watch::Receiver<Status>,
 }
 
 impl fmt::Debug for NodeHandle {
@@ -143,22 +160,34 @@ pub fn spawn_node<S: Storage + 'static>(
     let id = node.id();
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (inbox, inbox_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(drive(node, storage, transport, command_rx, inbox_rx, origin));
-    Ok(RunningNode { handle: NodeHandle { id, commands, inbox }, task })
+    let (status_tx, status) = watch::channel(Status::of(&node));
+    tracing::info!(node = id, term = node.term(), commit = node.commit_index(), "node started");
+    let channels = Channels { commands: command_rx, inbox: inbox_rx, status: status_tx };
+    let task = tokio::spawn(drive(node, storage, transport, channels, origin));
+    Ok(RunningNode { handle: NodeHandle { id, commands, inbox, status }, task })
+}
+
+/// The driver task's ends of its channels.
+struct Channels {
+    commands: mpsc::UnboundedReceiver<Command>,
+    inbox: mpsc::UnboundedReceiver<(NodeId, Message)>,
+    status: watch::Sender<Status>,
 }
 
 async fn drive<S: Storage>(
     mut node: Node,
     mut storage: S,
     transport: Arc<dyn Transport>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    mut inbox: mpsc::UnboundedReceiver<(NodeId, Message)>,
+    channels: Channels,
     origin: Instant,
 ) {
+    let Channels { mut commands, mut inbox, status } = channels;
     let now = || Timestamp::from_duration(origin.elapsed());
     let mut waiting: HashMap<RequestId, Reply> = HashMap::new();
     let mut next_id: RequestId = 1;
     let id = node.id();
+    #[cfg(feature = "metrics")]
+    let mut metrics = crate::metrics::NodeMetrics::new(id);
     loop {
         // The leader's replication leaves before its own write is durable; then everything
         // the last turn wrote is made durable in one batch (one fsync per turn, however many
@@ -180,6 +209,14 @@ async fn drive<S: Storage>(
                 let _ = reply.send(out.result);
             }
         }
+        let current = Status::of(&node);
+        status.send_if_modified(|published| {
+            let changed = *published != current;
+            *published = current;
+            changed
+        });
+        #[cfg(feature = "metrics")]
+        metrics.maybe_record(&node);
         let deadline = origin + node.poll_timeout().since_origin();
         tokio::select! {
             biased;
@@ -203,23 +240,15 @@ async fn drive<S: Storage>(
                         }
                     }
                     Command::LocalGet(key, reply) => { let _ = reply.send(node.local_get(&key).cloned()); }
-                    Command::Status(reply) => {
-                        let _ = reply.send(Status {
-                            id,
-                            role: node.role(),
-                            leader: node.leader(),
-                            term: node.term(),
-                            commit: node.commit_index(),
-                            applied: node.applied_index(),
-                            recovering: node.is_recovering(),
-                        });
-                    }
+                    Command::Status(reply) => { let _ = reply.send(Status::of(&node)); }
+                    Command::Stats(reply) => { let _ = reply.send(node.stats()); }
                     Command::Inspect(reply) => { let _ = reply.send(node.inspect()); }
                     Command::Stop(reply) => {
                         // Pending callers learn their outcome is unknown (writes) or retryable.
                         for (_, r) in waiting.drain() {
                             let _ = r.send(Err(ClientError::Unknown));
                         }
+                        tracing::info!(node = id, "node stopped");
                         let _ = reply.send(());
                         return;
                     }
@@ -296,6 +325,21 @@ impl NodeHandle {
     /// [`StoreError::Stopped`] or a timeout.
     pub async fn status(&self) -> Result<Status, StoreError> {
         self.call(Command::Status, Duration::from_secs(5)).await
+    }
+
+    /// Every change of the node's status, as it happens (role, term, leader, commit and
+    /// applied index); the receiver holds the latest. Once the node stops, `changed()` fails.
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// The node's counters and the leader's view of its followers.
+    ///
+    /// # Errors
+    /// [`StoreError::Stopped`] or a timeout.
+    pub async fn stats(&self) -> Result<NodeStats, StoreError> {
+        self.call(Command::Stats, Duration::from_secs(5)).await
     }
 
     /// The node's inspection report.

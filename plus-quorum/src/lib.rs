@@ -116,6 +116,8 @@ mod inspect;
 mod kv;
 mod log;
 mod message;
+#[cfg(feature = "metrics")]
+mod metrics;
 #[cfg(feature = "mux")]
 mod mux;
 mod node;
@@ -138,7 +140,7 @@ pub use message::Message;
 pub use mux::{MuxNode, MuxTransport, RemoteNode, Server, serve};
 #[cfg(plus_planted_bugs)]
 pub use node::PlantedBugs;
-pub use node::{Config, ConfigError, Inspection, Node, NodeError, Role, Start};
+pub use node::{Config, ConfigError, Inspection, Node, NodeError, NodeStats, Role, Start};
 pub use persist::PersistBatch;
 pub use storage::{HardState, MemStorage, Recovered, Storage, StorageError, StorageErrorKind};
 pub use types::{

@@ -20,8 +20,9 @@ impl Node {
             }
         }
         self.role = Role::Follower;
-        self.leader = leader;
+        self.set_leader(leader);
         if was_leader {
+            tracing::info!(node = self.config.id, term = self.term, "stepped down as leader");
             self.fail_pending();
         }
         self.reset_election_timer(now);
@@ -30,7 +31,12 @@ impl Node {
     /// Asks, without changing anyone's term, whether a majority would vote for us.
     pub(super) fn pre_vote(&mut self, now: Timestamp) {
         self.role = Role::PreCandidate;
-        self.leader = None;
+        self.set_leader(None);
+        tracing::debug!(
+            node = self.config.id,
+            term = self.term,
+            "pre-vote: would a majority elect us?"
+        );
         if self.start_round(now) {
             self.campaign(now);
         } else {
@@ -117,10 +123,12 @@ impl Node {
         self.role = Role::Candidate;
         self.term += 1;
         self.voted_for = Some(self.config.id);
-        self.leader = None;
+        self.set_leader(None);
         if !self.persist_hard_state() {
             return;
         }
+        self.counters.elections_started += 1;
+        tracing::info!(node = self.config.id, term = self.term, "election started");
         if self.start_round(now) {
             self.become_leader(now);
         } else {
@@ -130,7 +138,14 @@ impl Node {
 
     pub(super) fn become_leader(&mut self, now: Timestamp) {
         self.role = Role::Leader;
-        self.leader = Some(self.config.id);
+        self.counters.terms_led += 1;
+        tracing::info!(
+            node = self.config.id,
+            term = self.term,
+            last_index = self.log.last_index(),
+            "became leader"
+        );
+        self.set_leader(Some(self.config.id));
         self.lead.start(self.log.last_index() + 1, now);
         // Committing an entry of its own term commits everything before it and lets reads go.
         self.append_local(Payload::Noop);

@@ -15,6 +15,10 @@ use leader::Leadership;
 mod reads;
 mod replication;
 mod snapshots;
+mod stats;
+
+use stats::Counters;
+pub use stats::NodeStats;
 
 use crate::kv::KvState;
 use crate::log::RaftLog;
@@ -227,6 +231,7 @@ pub struct Node {
     outbox: VecDeque<(NodeId, Message)>,
     outputs: VecDeque<ClientOutput>,
     halted: Option<StorageError>,
+    counters: Counters,
 }
 
 impl fmt::Debug for Node {
@@ -287,6 +292,7 @@ impl Node {
             outbox: VecDeque::new(),
             outputs: VecDeque::new(),
             halted: None,
+            counters: Counters::default(),
             config,
         };
         node.reset_election_timer(now);
@@ -455,6 +461,11 @@ impl Node {
 
     fn halt(&mut self, err: StorageError) {
         if self.halted.is_none() {
+            tracing::error!(
+                node = self.config.id,
+                error = %err,
+                "storage failed: this node stops taking part until it is restarted"
+            );
             self.halted = Some(err);
             self.role = Role::Follower;
             self.fail_pending();

@@ -40,6 +40,13 @@ impl Node {
             };
             // The state covers up to `applied`, which is at least the log base.
             peer.next = snapshot.last_index + 1;
+            self.counters.snapshots_sent += 1;
+            tracing::info!(
+                node = self.config.id,
+                to = id,
+                last_index = snapshot.last_index,
+                "sending a snapshot to a follower behind the log"
+            );
             let msg = Message::Snapshot {
                 term: self.term,
                 snapshot,
@@ -135,6 +142,7 @@ impl Node {
         }
         op.validate()?;
         if let Some(index) = self.append_local(Payload::Write(op)) {
+            self.counters.proposals += 1;
             self.lead.pending_writes.insert(index, (id, self.term));
             self.maybe_commit();
         }
@@ -171,7 +179,7 @@ impl Node {
             return false;
         }
         self.role = Role::Follower;
-        self.leader = Some(from);
+        self.set_leader(Some(from));
         self.leader_contact = Some(now);
         self.reset_election_timer(now);
         true

@@ -16,6 +16,12 @@ impl Node {
             Snapshot { last_index: self.applied, last_term: term, state: self.state.clone() };
         self.persist.snapshot(snapshot);
         self.log.compact_to(self.applied, term);
+        self.counters.snapshots_taken += 1;
+        tracing::debug!(
+            node = self.config.id,
+            applied = self.applied,
+            "log compacted into a snapshot"
+        );
     }
 
     pub(super) fn on_snapshot(
@@ -37,6 +43,13 @@ impl Node {
             self.commit = snapshot.last_index;
             self.applied = snapshot.last_index;
             self.state = snapshot.state;
+            self.counters.snapshots_installed += 1;
+            tracing::info!(
+                node = self.config.id,
+                from,
+                last_index = self.applied,
+                "installed a snapshot from the leader"
+            );
         }
         self.check_recovered(term, commit, from);
         // Our committed prefix is the leader's: that much is known to match.
