@@ -221,6 +221,7 @@ where
                         .find(|(_, (_, handle))| handle.id() == task)
                         .map(|(&slot, &(token, _))| JobId { slot, token });
                     if let Some(id) = found {
+                        tracing::warn!(slot = id.slot, "executor panicked; its job counts as failed");
                         running.remove(&id.slot);
                         let outcome = C::failed_outcome("executor panicked".to_owned());
                         core.handle_outcome(id, outcome, clock.now());

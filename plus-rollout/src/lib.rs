@@ -144,6 +144,6 @@ pub use plan::{
     plan,
 };
 pub use release::{
-    BatchLabel, BatchReport, Command, CommandRejected, Event, EventKind, HostState, Mode, Outcome,
-    Phase, Release, ReleaseConfig, ReleaseReport, Step, StepJob, StepOutcome,
+    BatchLabel, BatchReport, Command, CommandRejected, Event, EventKind, HostCounts, HostState,
+    Mode, Outcome, Phase, Release, ReleaseConfig, ReleaseReport, Step, StepJob, StepOutcome,
 };

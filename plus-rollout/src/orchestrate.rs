@@ -188,6 +188,28 @@ pub struct DeploymentReport {
     pub completion_order: Vec<usize>,
 }
 
+/// One log line per progress event: the events are the deployment's story.
+fn trace_event(event: &DeployEvent) {
+    match event {
+        DeployEvent::Started(app) => tracing::info!(%app, "application deploy started"),
+        DeployEvent::Deployed(app) => tracing::info!(%app, "application deployed; checking health"),
+        DeployEvent::CheckFailed { app, attempt, reason } => {
+            tracing::debug!(%app, attempt, reason, "health check failed; will retry");
+        }
+        DeployEvent::Healthy(app) => tracing::info!(%app, "application healthy"),
+        DeployEvent::Failed { app, reason } => {
+            tracing::warn!(%app, reason, "application failed");
+        }
+        DeployEvent::Skipped { app, failed_dependency } => {
+            tracing::warn!(%app, %failed_dependency, "application skipped: a dependency it requires failed");
+        }
+        DeployEvent::OptionalDependencyFailed { app, dependency } => {
+            tracing::info!(%app, %dependency, "an optional dependency failed; deploying anyway");
+        }
+        DeployEvent::Finished => tracing::info!("deployment finished"),
+    }
+}
+
 impl DeploymentReport {
     /// One line per application in completion order, for people: `deployed api`, `failed db`,
     /// `skipped web (requires db)`, `cancelled api`, `not started web`.
@@ -362,6 +384,7 @@ impl Deployment {
     }
 
     fn emit(&mut self, event: DeployEvent) {
+        trace_event(&event);
         if self.record_events {
             self.events.push_back(event);
         }

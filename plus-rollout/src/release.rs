@@ -40,6 +40,19 @@ impl Step {
     pub const ALL: [Step; 6] =
         [Step::Precheck, Step::Markdown, Step::Download, Step::Install, Step::Verify, Step::Markup];
 
+    /// The step's name in logs and metric labels: `precheck`, `markdown`, ...
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Step::Precheck => "precheck",
+            Step::Markdown => "markdown",
+            Step::Download => "download",
+            Step::Install => "install",
+            Step::Verify => "verify",
+            Step::Markup => "markup",
+        }
+    }
+
     fn next(self) -> Option<Step> {
         match self {
             Step::Precheck => Some(Step::Markdown),
@@ -100,7 +113,37 @@ pub enum HostState {
     NotStarted,
 }
 
+impl fmt::Display for HostState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pending => f.write_str("pending"),
+            Self::Running(step) => write!(f, "running {step}"),
+            Self::AwaitingBake => f.write_str("awaiting bake"),
+            Self::Succeeded => f.write_str("succeeded"),
+            Self::AlreadyOnTarget => f.write_str("already on target"),
+            Self::Failed { step, reason } => write!(f, "failed at {step}: {reason}"),
+            Self::Cancelled { step } => write!(f, "cancelled during {step}"),
+            Self::NotStarted => f.write_str("not started"),
+        }
+    }
+}
+
 impl HostState {
+    /// The state's name without its details, for metric labels: `succeeded`, `failed`, ...
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running(_) => "running",
+            Self::AwaitingBake => "awaiting_bake",
+            Self::Succeeded => "succeeded",
+            Self::AlreadyOnTarget => "already_on_target",
+            Self::Failed { .. } => "failed",
+            Self::Cancelled { .. } => "cancelled",
+            Self::NotStarted => "not_started",
+        }
+    }
+
     /// Whether the host will not change state again (unless retried).
     #[must_use]
     pub fn is_final(&self) -> bool {
@@ -260,6 +303,16 @@ pub enum Outcome {
     Aborted,
 }
 
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Succeeded => f.write_str("succeeded"),
+            Self::Failed(reason) => write!(f, "failed: {reason}"),
+            Self::Aborted => f.write_str("aborted"),
+        }
+    }
+}
+
 /// Where the release is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -287,6 +340,21 @@ pub enum Phase {
     },
     /// Over.
     Finished(Outcome),
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Running(label) => write!(f, "running the {label}"),
+            Self::AwaitingBake => f.write_str("waiting for bake"),
+            Self::Waiting { next, until } => write!(f, "waiting until {until} before batch {next}"),
+            Self::AwaitingContinue { next } => {
+                write!(f, "waiting for continue before batch {next}")
+            }
+            Self::Braked { reason } => write!(f, "braked: {reason}"),
+            Self::Finished(outcome) => write!(f, "finished: {outcome}"),
+        }
+    }
 }
 
 /// A step to run: [`Action::Start`]'s job in a release. Report its outcome with
@@ -380,6 +448,27 @@ pub struct ReleaseReport {
     pub batches: Vec<BatchReport>,
 }
 
+/// How many planned hosts are in each state: a release's numbers at one moment
+/// ([`Release::host_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HostCounts {
+    /// Not started yet.
+    pub pending: usize,
+    /// Running a step.
+    pub running: usize,
+    /// Bastion hosts out of traffic, waiting for bake.
+    pub awaiting_bake: usize,
+    /// On the target version (deployed, or already there).
+    pub succeeded: usize,
+    /// Failed (out of traffic if they were marked down).
+    pub failed: usize,
+    /// Cancelled while running a step.
+    pub cancelled: usize,
+    /// Never started (stop on failure, abort, failed release).
+    pub not_started: usize,
+}
+
 impl ReleaseReport {
     /// How many hosts are in `state`'s class: succeeded (incl. already on target), failed,
     /// cancelled or never started.
@@ -394,6 +483,8 @@ struct HostSlot {
     state: HostState,
     /// Token of the running step, if one runs.
     token: Option<u64>,
+    /// When the running (or last) step started.
+    step_started: Timestamp,
 }
 
 /// The hosts of the batch being run.
@@ -518,7 +609,12 @@ impl Release {
         config.validate()?;
         let mut hosts = Vec::with_capacity(plan.host_count());
         let mut push = |id: HostId| {
-            hosts.push(HostSlot { id: Arc::new(id), state: HostState::Pending, token: None });
+            hosts.push(HostSlot {
+                id: Arc::new(id),
+                state: HostState::Pending,
+                token: None,
+                step_started: now,
+            });
             (hosts.len() - 1) as u32
         };
         let bastion: Vec<u32> = plan.bastion.into_iter().map(&mut push).collect();
@@ -572,6 +668,25 @@ impl Release {
     #[must_use]
     pub fn is_finished(&self) -> bool {
         matches!(self.stage, Stage::Finished(_))
+    }
+
+    /// How many hosts are in each state now (one pass over the hosts).
+    #[must_use]
+    pub fn host_counts(&self) -> HostCounts {
+        let mut counts = HostCounts::default();
+        for host in &self.hosts {
+            let count = match host.state {
+                HostState::Pending => &mut counts.pending,
+                HostState::Running(_) => &mut counts.running,
+                HostState::AwaitingBake => &mut counts.awaiting_bake,
+                HostState::Succeeded | HostState::AlreadyOnTarget => &mut counts.succeeded,
+                HostState::Failed { .. } => &mut counts.failed,
+                HostState::Cancelled { .. } => &mut counts.cancelled,
+                HostState::NotStarted => &mut counts.not_started,
+            };
+            *count += 1;
+        }
+        counts
     }
 
     /// The config in force.
@@ -631,6 +746,7 @@ impl Release {
     }
 
     fn emit(&mut self, now: Timestamp, kind: EventKind) {
+        trace_event(&kind);
         if self.record_events {
             self.events.push_back(Event { at: now, kind });
         }
@@ -701,6 +817,7 @@ impl Release {
         let slot = &mut self.hosts[host as usize];
         slot.state = HostState::Running(step);
         slot.token = Some(token);
+        slot.step_started = now;
         let id = Arc::clone(&slot.id);
         let class = if step == Step::Verify { VERIFY_TIMER } else { STEP_TIMER };
         self.deadlines.push(class, deadline, JobId { slot: host, token });
@@ -763,6 +880,7 @@ impl Release {
         if slot.token != Some(token) {
             return;
         }
+        step_ended(slot, step, &outcome, now);
         let stop_after_verify = self.run_mut().is_some_and(|r| r.stop_after_verify);
         let outcome = match outcome {
             StepOutcome::Failed(_) if step == Step::Verify && self.config.ignore_verify => {
@@ -919,7 +1037,9 @@ impl Release {
             finished: &self.finished,
         };
         if brake == Brake::Check {
-            if let Some(reason) = self.config.brake.check(&view) {
+            let verdict = self.config.brake.check(&view);
+            trace_brake(number, &view, verdict.as_deref());
+            if let Some(reason) = verdict {
                 self.enter(Stage::Braked { reason, resume: Resume::BeforeBatch(number) }, now);
                 return;
             }
@@ -958,6 +1078,7 @@ impl Release {
             };
             self.actions.push_back(Action::Cancel(JobId { slot: host, token }));
             let reason = format!("{step} timed out after {}", humantime_short(timeout));
+            step_ended(slot, step, &StepOutcome::Failed(reason.clone()), now);
             // A timed-out Verify fails even with ignore_verify: the host did not start in time.
             self.finish_host(host, HostState::Failed { step, reason }, now);
             if self.config.stop_on_failure {
@@ -1142,6 +1263,55 @@ impl Release {
         }
         self.deadlines.clear();
         self.enter(Stage::Finished(outcome), now);
+    }
+}
+
+/// Logs a step's end with its duration, and, with the `metrics` feature, records the duration.
+fn step_ended(slot: &HostSlot, step: Step, outcome: &StepOutcome, now: Timestamp) {
+    let took = now.saturating_duration_since(slot.step_started);
+    let result = match outcome {
+        StepOutcome::Done => "done",
+        StepOutcome::AlreadyOnTarget => "already on target",
+        StepOutcome::Failed(_) => "failed",
+    };
+    tracing::debug!(host = %slot.id, %step, ?took, result, "step ended");
+    #[cfg(feature = "metrics")]
+    metrics::histogram!("plus_rollout_step_seconds", "step" => step.name(), "result" => result)
+        .record(took.as_secs_f64());
+}
+
+/// One log line per progress event: the events are the release's story.
+fn trace_event(kind: &EventKind) {
+    match kind {
+        EventKind::Phase(phase) => tracing::info!(%phase, "release phase"),
+        EventKind::BatchStarted { batch, hosts } => tracing::info!(%batch, hosts, "batch started"),
+        EventKind::BatchFinished { batch, succeeded, failed, cancelled } => {
+            tracing::info!(%batch, succeeded, failed, cancelled, "batch finished");
+        }
+        EventKind::StepStarted { host, step } => tracing::debug!(%host, %step, "step started"),
+        EventKind::HostFinished { host, state } => {
+            if matches!(state, HostState::Failed { .. }) {
+                tracing::warn!(%host, %state, "host finished");
+            } else {
+                tracing::info!(%host, %state, "host finished");
+            }
+            #[cfg(feature = "metrics")]
+            metrics::counter!("plus_rollout_hosts_finished_total", "state" => state.name())
+                .increment(1);
+        }
+        EventKind::Paused => tracing::info!("release paused"),
+        EventKind::Resumed => tracing::info!("release resumed"),
+    }
+}
+
+/// The brake's verdict before a batch, with the numbers it saw.
+fn trace_brake(batch: usize, view: &BrakeView<'_>, braked: Option<&str>) {
+    let BrakeView { planned, failed, done, next_batch, max_ratio, .. } = *view;
+    match braked {
+        Some(reason) => tracing::warn!(
+            batch, planned, failed, done, next_batch, %max_ratio, reason, "brake: hold"
+        ),
+        None => tracing::debug!(batch, planned, failed, done, next_batch, %max_ratio, "brake: go"),
     }
 }
 
