@@ -64,6 +64,10 @@ impl Handler for NoHandler {
 /// A snapshot of a connection's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counters {
+    /// Requests we sent (heartbeats included).
+    pub requests_sent: u64,
+    /// Requests from the peer given to the handler.
+    pub requests_served: u64,
     /// Peer requests being handled now.
     pub in_flight: u64,
     /// Our requests awaiting a response now.
@@ -92,6 +96,8 @@ pub struct Counters {
 
 #[derive(Default)]
 struct Stats {
+    requests_sent: AtomicU64,
+    requests_served: AtomicU64,
     timeouts: AtomicU64,
     late_responses: AtomicU64,
     orphans: AtomicU64,
@@ -105,7 +111,7 @@ struct Stats {
     last_activity_ms: AtomicU64,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: Config,
     handler: Arc<dyn Handler>,
     writer: mpsc::Sender<Frame>,
@@ -114,7 +120,7 @@ struct Inner {
     handlers: Arc<Semaphore>,
     stats: Stats,
     origin: Instant,
-    closed: watch::Sender<Option<CloseReason>>,
+    pub(crate) closed: watch::Sender<Option<CloseReason>>,
     draining: AtomicBool,
     handlers_idle: Notify,
 }
@@ -125,7 +131,7 @@ impl Inner {
         self.stats.last_activity_ms.store(ms, Ordering::Relaxed);
     }
 
-    fn close_reason(&self) -> Option<CloseReason> {
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
         self.closed.borrow().clone()
     }
 
@@ -144,12 +150,61 @@ impl Inner {
         if !first {
             return;
         }
+        self.log_close(reason);
         self.slots.close();
         let entries = self.pending.lock().expect("pending lock").drain();
         for entry in entries {
             if let Waiter::Sync(tx) = entry.waiter {
                 let _ = tx.send(Err(RequestError::Closed(reason.clone())));
             }
+        }
+    }
+
+    /// One line per closed connection, louder when the close was not a normal one.
+    fn log_close(&self, reason: &CloseReason) {
+        let c = self.counters();
+        macro_rules! closed {
+            ($level:ident) => {
+                tracing::$level!(
+                    %reason,
+                    requests_sent = c.requests_sent,
+                    requests_served = c.requests_served,
+                    bytes_in = c.bytes_in,
+                    bytes_out = c.bytes_out,
+                    pending = c.pending,
+                    "plus-mux connection closed"
+                )
+            };
+        }
+        match reason {
+            CloseReason::Local | CloseReason::PeerClosed => closed!(debug),
+            CloseReason::IdleTimeout
+            | CloseReason::HeartbeatTimeout
+            | CloseReason::FrameTimeout => {
+                closed!(info);
+            }
+            CloseReason::Protocol(_) | CloseReason::Io(_) | CloseReason::OverBudget(_) => {
+                closed!(warn);
+            }
+        }
+    }
+
+    pub(crate) fn counters(&self) -> Counters {
+        let s = &self.stats;
+        Counters {
+            requests_sent: s.requests_sent.load(Ordering::Relaxed),
+            requests_served: s.requests_served.load(Ordering::Relaxed),
+            in_flight: self.handlers_running() as u64,
+            pending: self.pending_len() as u64,
+            timeouts: s.timeouts.load(Ordering::Relaxed),
+            late_responses: s.late_responses.load(Ordering::Relaxed),
+            orphans: s.orphans.load(Ordering::Relaxed),
+            protocol_errors: s.protocol_errors.load(Ordering::Relaxed),
+            handler_errors: s.handler_errors.load(Ordering::Relaxed),
+            oversized_frames: s.oversized_frames.load(Ordering::Relaxed),
+            over_budget_frames: s.over_budget_frames.load(Ordering::Relaxed),
+            bytes_in: s.bytes_in.load(Ordering::Relaxed),
+            bytes_out: s.bytes_out.load(Ordering::Relaxed),
         }
     }
 
@@ -228,6 +283,9 @@ impl Connection {
         if let Some(every) = inner.config.heartbeat {
             tokio::spawn(heartbeat(Arc::downgrade(&inner), every));
         }
+        #[cfg(feature = "metrics")]
+        tokio::spawn(crate::metrics::report(Arc::downgrade(&inner)));
+        tracing::debug!("plus-mux connection opened");
         Ok(Self { inner })
     }
 
@@ -353,6 +411,7 @@ impl Connection {
         };
         let (identity, generation) =
             inner.pending.lock().expect("pending lock").insert(waiter, permit);
+        inner.stats.requests_sent.fetch_add(1, Ordering::Relaxed);
         let guard = PendingGuard { inner: Arc::clone(inner), identity, generation };
         match timeout_at(deadline, inner.writer.send(Frame::request(identity, body))).await {
             Ok(Ok(())) => Ok((rx, guard)),
@@ -369,20 +428,7 @@ impl Connection {
     /// The connection's counters now.
     #[must_use]
     pub fn counters(&self) -> Counters {
-        let s = &self.inner.stats;
-        Counters {
-            in_flight: self.inner.handlers_running() as u64,
-            pending: self.inner.pending_len() as u64,
-            timeouts: s.timeouts.load(Ordering::Relaxed),
-            late_responses: s.late_responses.load(Ordering::Relaxed),
-            orphans: s.orphans.load(Ordering::Relaxed),
-            protocol_errors: s.protocol_errors.load(Ordering::Relaxed),
-            handler_errors: s.handler_errors.load(Ordering::Relaxed),
-            oversized_frames: s.oversized_frames.load(Ordering::Relaxed),
-            over_budget_frames: s.over_budget_frames.load(Ordering::Relaxed),
-            bytes_in: s.bytes_in.load(Ordering::Relaxed),
-            bytes_out: s.bytes_out.load(Ordering::Relaxed),
-        }
+        self.inner.counters()
     }
 
     /// Why the connection closed, or `None` while it is open.
@@ -492,6 +538,7 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(inner: Arc<Inner>, rea
                     let _ = inner.writer.send(Frame::response(frame.identity, Bytes::new())).await;
                     continue;
                 }
+                inner.stats.requests_served.fetch_add(1, Ordering::Relaxed);
                 // Backpressure: with every handler slot taken, stop reading until one frees.
                 let permit = tokio::select! {
                     permit = Arc::clone(&inner.handlers).acquire_owned() => permit.expect("handler semaphore is never closed"),

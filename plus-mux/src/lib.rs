@@ -58,6 +58,8 @@ mod config;
 mod connection;
 mod error;
 mod frame;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod pending;
 mod reconnect;
 mod server;

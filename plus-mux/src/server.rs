@@ -192,8 +192,8 @@ async fn accept_loop<A: Accept>(
         }
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let reason = connection.closed().await;
-            tracing::debug!(%reason, "plus-mux connection closed");
+            // The connection logs its own close, with the reason and its counters.
+            connection.closed().await;
             let mut open =
                 shared.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             open.retain(|c| c.close_reason().is_none());
