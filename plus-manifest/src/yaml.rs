@@ -2,8 +2,9 @@
 //!
 //! Reading goes through `yaml-rust2`'s event parser because diagnostics need the position of every
 //! node and the way each scalar was written (plain or quoted), which typed deserializers throw
-//! away. Writing goes through `serde_yaml`, whose quoting rules make every string read back as a
-//! string. Swapping either library touches this file only.
+//! away. Writing is [`write`]: block style from the model's serde value tree, every string
+//! double-quoted, so nothing reads back as another type. Swapping the library touches this file
+//! only.
 
 use std::collections::HashMap;
 
@@ -295,11 +296,121 @@ pub(crate) fn read(source: &Source, limits: Limits) -> Result<Option<Node>, Read
     Ok(builder.root)
 }
 
-/// Writes `value` as YAML.
+/// Writes `value` as block-style YAML, maps in field order.
+///
+/// Every string is written double-quoted (with JSON's escapes, which YAML's double-quoted style
+/// includes), so none can read back as a number, a boolean or null: `yaml-rust2`'s emitter
+/// leaves some such strings plain (`0o17` reads back as 15), so the writer is this function.
 pub(crate) fn write<T: serde::Serialize>(value: &T) -> String {
-    // The model holds only strings, integers, lists and string-keyed maps, which serde_yaml
-    // always serializes.
-    serde_yaml::to_string(value).expect("manifest model serializes to YAML")
+    // The model holds only strings, integers, booleans, lists and string-keyed maps, which
+    // always serialize.
+    let tree = serde_json::to_value(value).expect("the manifest model serializes");
+    let mut out = String::new();
+    match &tree {
+        serde_json::Value::Object(map) if !map.is_empty() => block(&tree, 0, &mut out),
+        other => {
+            inline(other, &mut out);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A non-empty map or list, one entry per line at `indent`.
+fn block(value: &serde_json::Value, indent: usize, out: &mut String) {
+    use serde_json::Value as V;
+    let pad = " ".repeat(indent);
+    match value {
+        V::Object(map) => {
+            for (key, value) in map {
+                out.push_str(&pad);
+                entry(key, value, indent, out);
+            }
+        }
+        V::Array(items) => {
+            for item in items {
+                out.push_str(&pad);
+                out.push_str("- ");
+                match item {
+                    V::Object(map) if !map.is_empty() => {
+                        // The item's first entry shares the dash's line; the rest line up.
+                        let mut entries = map.iter();
+                        if let Some((key, value)) = entries.next() {
+                            entry(key, value, indent + 2, out);
+                        }
+                        for (key, value) in entries {
+                            out.push_str(&pad);
+                            out.push_str("  ");
+                            entry(key, value, indent + 2, out);
+                        }
+                    }
+                    V::Array(inner) if !inner.is_empty() => {
+                        out.push('\n');
+                        block(item, indent + 2, out);
+                    }
+                    scalar => {
+                        inline(scalar, out);
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        scalar => {
+            out.push_str(&pad);
+            inline(scalar, out);
+            out.push('\n');
+        }
+    }
+}
+
+/// `key: value` for a map entry whose line is already indented to `indent`.
+fn entry(key: &str, value: &serde_json::Value, indent: usize, out: &mut String) {
+    use serde_json::Value as V;
+    write_key(key, out);
+    out.push(':');
+    match value {
+        V::Object(map) if !map.is_empty() => {
+            out.push('\n');
+            block(value, indent + 2, out);
+        }
+        V::Array(items) if !items.is_empty() => {
+            out.push('\n');
+            block(value, indent + 2, out);
+        }
+        scalar => {
+            out.push(' ');
+            inline(scalar, out);
+            out.push('\n');
+        }
+    }
+}
+
+/// A scalar, or an empty map or list, on the current line.
+fn inline(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value as V;
+    match value {
+        V::Null => out.push_str("null"),
+        V::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        V::Number(n) => out.push_str(&n.to_string()),
+        V::String(s) => out.push_str(&quoted(s)),
+        V::Array(_) => out.push_str("[]"),
+        V::Object(_) => out.push_str("{}"),
+    }
+}
+
+/// A key plain when it is a simple name that YAML reads as that string, quoted otherwise.
+fn write_key(key: &str, out: &mut String) {
+    let simple = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !matches!(
+            key.to_ascii_lowercase().as_str(),
+            "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n"
+        );
+    if simple { out.push_str(key) } else { out.push_str(&quoted(key)) }
+}
+
+fn quoted(text: &str) -> String {
+    serde_json::to_string(text).expect("a string serializes")
 }
 
 #[cfg(test)]

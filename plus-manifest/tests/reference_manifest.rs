@@ -81,3 +81,26 @@ fn env_key_ignores_order_and_formatting_and_is_pinned() {
 
 /// Computed independently: python3 -c "import hashlib; print(hashlib.sha256(b'11:plus-env-v17:centos75:maven5:3.3.310:oracle-jdk1:8').hexdigest()[:32])"
 const EXPECTED_SEED_KEY: &str = "env-08c8e2bbba9f5c52c820a126e081e693";
+
+/// Strings that YAML would read as something else if written plain (numbers in every notation,
+/// booleans, null) are written quoted, and read back as the same strings.
+#[test]
+fn strings_that_look_like_other_types_survive_a_round_trip() {
+    let versions =
+        ["3.10", "8", "0o17", "0x1F", "1e3", ".5", "yes", "off", "null", "~", "true", "-1", "+1"];
+    let mut text = String::from("version: v1\nbuild:\n  tools:\n");
+    for (i, v) in versions.iter().enumerate() {
+        text.push_str(&format!("    tool{i}: \"{v}\"\n"));
+    }
+    text.push_str("  run: {cmd: [make]}\n");
+    let m = parse_str("manifest.yaml", &text).unwrap_or_else(|r| panic!("{r}"));
+    let written = m.to_yaml();
+    let again = parse_str("again.yaml", &written).unwrap_or_else(|r| panic!("{r}\n{written}"));
+    assert_eq!(again, m, "{written}");
+    let mut tools: Vec<&str> =
+        again.build.as_ref().unwrap().tools.values().map(plus_core::Version::as_str).collect();
+    let mut expected = versions.to_vec();
+    tools.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(tools, expected);
+}

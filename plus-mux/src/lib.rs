@@ -47,11 +47,21 @@
 //! # }
 //! ```
 //!
+//! # Features and observability
+//!
+//! - `metrics`: every connection's counters, summed over the process (requests, errors,
+//!   in-flight, bytes, open connections), through the `metrics` facade, for any exporter.
+//!
+//! Each connection logs its close through `tracing` with the reason and its traffic: debug for a
+//! normal close, info for a timeout, warn for a protocol, I/O or memory-budget failure. Live
+//! figures: [`Connection::counters`] and [`Server::counters`].
+//!
 //! # Performance
 //!
 //! `cargo bench -p benches --bench mux` runs plus-mux beside a plain TCP request/response loop
 //! on loopback; figures in BENCHMARKS.md.
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod budget;
 mod config;
@@ -64,7 +74,11 @@ mod pending;
 mod reconnect;
 mod server;
 
+/// Implement [`Handler`] with `#[plus_mux::async_trait]`, without a dependency of your own.
+pub use async_trait::async_trait;
 pub use budget::{DEFAULT_MEMORY_BUDGET, MemoryBudget};
+/// The byte buffer of every request and response body.
+pub use bytes::{self, Bytes};
 pub use config::{Config, ConfigError, HandlerErrorWire};
 pub use connection::{Connection, Counters, ERROR_PREFIX, Handler, NoHandler};
 pub use error::{CloseReason, HandlerError, RequestError, StartError};

@@ -36,6 +36,13 @@
 //!   connections, bodies msgpack + lz4 as in the source talk.
 //! - `file-storage`: `FileStorage`, durable storage with checksummed records; a torn or
 //!   garbled tail left by a crash is cut off at recovery.
+//! - `metrics`: each running node's figures (term, leadership, commit and apply lag, elections,
+//!   proposals, snapshots, pending requests, per-follower lag) through the `metrics` facade, for
+//!   any exporter. The same numbers are [`NodeStats`] (`NodeHandle::stats`), and every status
+//!   change can be watched (`NodeHandle::subscribe`).
+//!
+//! Every leadership change, election, snapshot and storage failure is logged through
+//! `tracing` (the crate never prints).
 //!
 //! Test-only protocol faults, which show that the simulation catches them, are compiled in only
 //! with `RUSTFLAGS="--cfg plus_planted_bugs"` (a `--cfg`, not a feature: a feature is unified
@@ -106,6 +113,7 @@
 //! ```
 #![cfg_attr(feature = "driver", doc = include_str!("../docs/driver.md"))]
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "driver")]
 mod driver;
@@ -125,6 +133,11 @@ mod persist;
 mod storage;
 mod types;
 
+/// Implement [`NodeApi`] with `#[plus_quorum::async_trait]`, without a dependency of your own.
+#[cfg(feature = "driver")]
+pub use async_trait::async_trait;
+/// The byte buffer values are stored as.
+pub use bytes::{self, Bytes};
 #[cfg(feature = "driver")]
 pub use driver::{
     Cluster, InProcessNetwork, NodeApi, NodeHandle, RunningNode, Status, StoreError, Transport,

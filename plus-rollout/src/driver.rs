@@ -11,6 +11,7 @@ use plus_core::Timestamp;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::core::{Action, Core, JobId};
 
@@ -124,7 +125,8 @@ where
 {
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(drive(core, run, command_rx, event_tx));
+    // The driver and its jobs log inside the caller's span (a release's application, say).
+    let task = tokio::spawn(drive(core, run, command_rx, event_tx).in_current_span());
     (Handle { commands: command_tx }, Events { batches: event_rx, buffer: VecDeque::new() }, task)
 }
 
@@ -171,7 +173,8 @@ where
                         match fut.as_mut().poll(&mut Context::from_waker(waker)) {
                             Poll::Ready(outcome) => ready.push((id, outcome)),
                             Poll::Pending => {
-                                let handle = tasks.spawn(async move { (id, fut.await) });
+                                let handle =
+                                    tasks.spawn(async move { (id, fut.await) }.in_current_span());
                                 running.insert(id.slot, (id.token, handle));
                             }
                         }

@@ -21,6 +21,16 @@
 //! The cores never read a clock, sleep or spawn. Without the `tokio` feature the crate compiles
 //! no runtime: the plan, the graph and the cores only.
 //!
+//! # Features
+//!
+//! - `tokio` (default): the driver, `spawn_release` and `spawn_deployment`.
+//! - `metrics`: step durations (`plus_rollout_step_seconds`, by step and result) and host
+//!   outcomes (`plus_rollout_hosts_finished_total`, by state) through the `metrics` facade.
+//!
+//! Every event of a release or a deployment is also a `tracing` log line (phases, batches and
+//! hosts at info, failed hosts and brake holds at warn, steps with their durations at debug);
+//! the crate never prints. [`Release::host_counts`] gives the hosts by state at any moment.
+//!
 //! ```
 //! use plus_core::{HostId, Timestamp, Version};
 //! use plus_rollout::{
@@ -110,6 +120,7 @@
 //! `cargo bench -p benches --bench deps` orders a random 100,000-application DAG beside
 //! petgraph's bare toposort (1.1x). Figures in BENCHMARKS.md.
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod brake;
 mod core;
@@ -123,6 +134,10 @@ mod orchestrate;
 mod plan;
 mod release;
 
+/// Implement [`StepExecutor`] and [`AppExecutor`] with `#[plus_rollout::async_trait]`, without
+/// a dependency of your own.
+#[cfg(feature = "tokio")]
+pub use async_trait::async_trait;
 pub use brake::{
     AvailabilityFloor, BrakePolicy, BrakeView, ConsecutiveFailures, FailureRate, HostFinish,
 };
@@ -134,6 +149,9 @@ pub use executor::{
     AppExecutor, DeploymentEvents, DeploymentHandle, NoopExecutor, ReleaseEvents, ReleaseHandle,
     StepExecutor, spawn_deployment, spawn_release,
 };
+/// The trait [`Events`] implements besides its inherent `next()`, for stream combinators.
+#[cfg(feature = "tokio")]
+pub use futures::Stream;
 pub use graph::{AppGraph, AppSpec, DependencyKind, GraphError, GraphProblem, GraphWarning};
 pub use orchestrate::{
     AppJob, AppState, DeployAction, DeployCommand, DeployConfig, DeployEvent, Deployment,

@@ -1283,6 +1283,9 @@ fn step_ended(slot: &HostSlot, step: Step, outcome: &StepOutcome, now: Timestamp
 /// One log line per progress event: the events are the release's story.
 fn trace_event(kind: &EventKind) {
     match kind {
+        EventKind::Phase(phase @ (Phase::Braked { .. } | Phase::Finished(Outcome::Failed(_)))) => {
+            tracing::warn!(%phase, "release phase");
+        }
         EventKind::Phase(phase) => tracing::info!(%phase, "release phase"),
         EventKind::BatchStarted { batch, hosts } => tracing::info!(%batch, hosts, "batch started"),
         EventKind::BatchFinished { batch, succeeded, failed, cancelled } => {

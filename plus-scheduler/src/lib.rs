@@ -44,6 +44,7 @@
 //! `cargo bench -p benches --bench scheduler` compares one decision with a plain pass summing the
 //! same metric arrays (the floor: every metric must be read once); figures in BENCHMARKS.md.
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod candidate;
 mod dimension;
@@ -57,6 +58,9 @@ mod tune;
 pub use candidate::{Candidate, Job, WorkerKind};
 pub use dimension::{Builtin, Dimension, Direction, Filter};
 pub use error::Error;
+/// The random-number trait [`Scheduler::decide`] takes for tie-breaks (any `rand` 0.9 RNG, or
+/// [`plus_core::seeded_rng`]).
+pub use rand::Rng;
 pub use scheduler::{
     CandidateScore, Decision, DimensionScore, REFERENCE_WEIGHTS, Rejection, Scheduler,
     SchedulerBuilder, TieBreak, Weights,

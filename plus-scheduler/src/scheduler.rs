@@ -288,7 +288,7 @@ impl Scheduler {
             }
         }
         .expect("the best score is among the scores");
-        Ok(Decision {
+        let decision = Decision {
             job_project: job.project.to_owned(),
             candidates,
             admitted,
@@ -299,7 +299,12 @@ impl Scheduler {
             scores,
             chosen,
             tied,
-        })
+        };
+        // The explanation costs a ranking; build it only for a subscriber that wants it.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(explanation = %decision.log_line(3), "scheduling decision");
+        }
+        Ok(decision)
     }
 
     /// Splits the candidates into admitted and rejected, and, when `bounds` is given, gathers the
