@@ -12,6 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::Parser;
+
 /// `(criterion group directory, contender, baseline, what the ratio means)`.
 const PAIRS: &[(&str, &str, &str, &str)] = &[
     (
@@ -164,11 +166,26 @@ fn human(ns: f64) -> String {
     }
 }
 
+/// Prints the ratio of every comparison the benches measured (run `cargo bench -p benches`
+/// first).
+#[derive(Debug, Parser)]
+#[command(name = "bench_report")]
+struct Args {
+    /// A Markdown table, as in BENCHMARKS.md.
+    #[arg(long)]
+    markdown: bool,
+    /// Criterion's results (default: `criterion` in the target directory).
+    #[arg(long, value_name = "DIR")]
+    criterion: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
-    let markdown = std::env::args().any(|a| a == "--markdown");
-    let root = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from)
-        .join("criterion");
+    let Args { markdown, criterion } = Args::parse();
+    let root = criterion.unwrap_or_else(|| {
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from)
+            .join("criterion")
+    });
     if !root.is_dir() {
         eprintln!(
             "error: no criterion results in {}; run `cargo bench -p benches` first",

@@ -10,51 +10,48 @@
 //! `failed db`, `skipped web (requires db)`. A cycle or an unknown dependency: the error on
 //! stderr and exit 1; bad arguments: exit 2.
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::Parser;
 use plus_core::{AppCode, Timestamp};
 use plus_manifest::{Limits, parse_app_list_file};
 use plus_rollout::{Action, AppGraph, AppJob, AppSpec, Core, DeployConfig, Deployment};
 
-const USAGE: &str = "usage: deploy_order FILE [--fail APP]...
-
-FILE lists applications as YAML:
-  apps:
-    - app: web
-      dependsOn: [api, static]
-    - app: api
-      dependsOn: [db]
-      optionalDependsOn: [cache]";
+/// Print the dependency order of a set of applications, and simulate deploying them.
+///
+/// FILE lists applications as YAML:
+///
+///   apps:
+///     - app: web
+///       dependsOn: [api, static]
+///     - app: api
+///       dependsOn: [db]
+///       optionalDependsOn: [cache]
+#[derive(Debug, Parser)]
+#[command(name = "deploy_order", verbatim_doc_comment)]
+struct Args {
+    /// The application list.
+    file: PathBuf,
+    /// Simulate the deployment with this application failing (repeatable).
+    #[arg(long, value_name = "APP")]
+    fail: Vec<String>,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut file = None;
-    let mut fail = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "--fail" => match it.next() {
-                Some(app) => fail.push(app.clone()),
-                None => return usage("`--fail` needs an application code"),
-            },
-            flag if flag.starts_with('-') => return usage(&format!("unknown option `{flag}`")),
-            path if file.is_none() => file = Some(path.to_owned()),
-            extra => return usage(&format!("unexpected argument `{extra}`")),
-        }
-    }
-    let Some(path) = file else { return usage("no FILE given") };
+    let Args { file: path, fail } = Args::parse();
+    cli::init_logging();
     // The manifest reader's limits and diagnostics: size, depth and node limits, unknown
     // fields with "did you mean", invalid codes, each with its line and column.
     let entries = match parse_app_list_file(&path, Limits::default()) {
         Ok(entries) => entries,
         Err(err) => {
-            eprintln!("error: `{path}` is not a valid application list:\n{err}");
+            eprintln!("error: `{}` is not a valid application list:\n{err}", path.display());
             return ExitCode::FAILURE;
         }
     };
@@ -93,7 +90,7 @@ fn main() -> ExitCode {
             Some(index) => {
                 failing.insert(index);
             }
-            None => return usage(&format!("`--fail {code}`: no such application")),
+            None => cli::usage_error::<Args>(format!("`--fail {code}`: no such application")),
         }
     }
     for line in simulate(&graph, &failing) {
@@ -125,9 +122,4 @@ fn simulate(graph: &Arc<AppGraph>, failing: &HashSet<usize>) -> Vec<String> {
         }
     }
     deployment.report().lines()
-}
-
-fn usage(message: &str) -> ExitCode {
-    eprintln!("error: {message}\n\n{USAGE}");
-    ExitCode::from(2)
 }

@@ -5,31 +5,28 @@
 //! unreadable, 2 on a usage error.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
 use plus_manifest::{ManifestError, parse_file};
 
-const USAGE: &str = "usage: manifest_check FILE...\n\nValidates each manifest.yaml and prints its environment-image key.";
+/// Validates each manifest.yaml and prints its environment-image key.
+#[derive(Debug, Parser)]
+#[command(name = "manifest_check")]
+struct Args {
+    /// The manifests to check.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    if args.is_empty() {
-        eprintln!("error: no manifest given\n\n{USAGE}");
-        return ExitCode::from(2);
-    }
-    if let Some(flag) = args.iter().find(|a| a.starts_with('-') && a.len() > 1) {
-        eprintln!("error: unknown option `{flag}`\n\n{USAGE}");
-        return ExitCode::from(2);
-    }
+    let args = Args::parse();
     let color = std::io::stderr().is_terminal();
     let mut failed = false;
-    for path in &args {
+    for path in &args.files {
         match parse_file(path) {
-            Ok(manifest) => println!("ok {path} env={}", manifest.env_image_key()),
+            Ok(manifest) => println!("ok {} env={}", path.display(), manifest.env_image_key()),
             Err(ManifestError::Invalid(report)) => {
                 failed = true;
                 eprintln!("{}\n", report.render(color));

@@ -9,21 +9,47 @@
 //! connection that sends garbage is closed; the others go on. The client ends with one line:
 //! `requests=100000 concurrency=64 size=64 rps=250000 p50_us=200 p99_us=900 errors=0`.
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use clap::Parser;
 use plus_mux::{Config, Connection, Handler, HandlerError, NoHandler, ServerConfig};
 
-const USAGE: &str = "usage: mux_echo serve --listen ADDR [--for SECONDS]
-       mux_echo bench --connect ADDR --requests N --concurrency C --size B
-
-  --for SECONDS    1 to 86400
-  --requests N     1 to 100000000
-  --concurrency C  1 to 100000
-  --size B         0 to 1048576 bytes";
+/// A plus-mux echo server and a load-generating client.
+#[derive(Debug, Parser)]
+#[command(name = "mux_echo")]
+enum Args {
+    /// Echo every request; a body `sleep:MS` is answered after MS milliseconds.
+    Serve {
+        /// The address to listen on.
+        #[arg(long)]
+        listen: String,
+        /// Stop after this many seconds (1 to 86400).
+        #[arg(long = "for", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        seconds: Option<u64>,
+    },
+    /// Send requests and report throughput and latency.
+    Bench {
+        /// The server's address.
+        #[arg(long)]
+        connect: String,
+        /// Requests to send (1 to 100000000).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+        requests: u32,
+        /// Requests in flight at once (1 to 100000).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        concurrency: u32,
+        /// Body size in bytes (0 to 1048576).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1 << 20))]
+        size: u32,
+    },
+}
 
 struct Echo;
 
@@ -41,36 +67,9 @@ impl Handler for Echo {
     }
 }
 
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
-}
-
-/// A required count, refused outside `min..=max` before anything is sized from it.
-fn number(args: &[String], name: &str, min: u64, max: u64) -> Result<usize, String> {
-    let text = flag(args, name).ok_or_else(|| format!("`{name}` is required"))?;
-    let n: u64 =
-        text.parse().map_err(|_| format!("`{name}` takes a whole number, got `{text}`"))?;
-    if !(min..=max).contains(&n) {
-        return Err(format!("`{name}` must be between {min} and {max}, got {n}"));
-    }
-    Ok(usize::try_from(n).unwrap_or(usize::MAX))
-}
-
-fn check_flags(args: &[String], known: &[&str]) -> Result<(), String> {
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if !known.contains(&a.as_str()) {
-            return Err(format!("unknown argument `{a}`"));
-        }
-        if it.next().is_none() {
-            return Err(format!("`{a}` needs a value"));
-        }
-    }
-    Ok(())
-}
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = Args::parse();
+    cli::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
@@ -78,36 +77,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match args.first().map(String::as_str) {
-        Some("serve") => check_flags(&args[1..], &["--listen", "--for"]).and_then(|()| {
-            let listen = flag(&args, "--listen").ok_or("`--listen` is required")?;
-            let seconds = match flag(&args, "--for") {
-                Some(_) => Some(number(&args, "--for", 1, 86_400)? as u64),
-                None => None,
-            };
-            Ok(runtime.block_on(serve(listen, seconds)))
-        }),
-        Some("bench") => {
-            check_flags(&args[1..], &["--connect", "--requests", "--concurrency", "--size"])
-                .and_then(|()| {
-                    let connect = flag(&args, "--connect").ok_or("`--connect` is required")?;
-                    let requests = number(&args, "--requests", 1, 100_000_000)?;
-                    let concurrency = number(&args, "--concurrency", 1, 100_000)?;
-                    let size = number(&args, "--size", 0, 1 << 20)?;
-                    Ok(runtime.block_on(bench(connect, requests, concurrency, size)))
-                })
-        }
-        Some("-h" | "--help") => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        _ => Err("expected `serve` or `bench`".to_owned()),
-    };
-    match result {
-        Ok(code) => code,
-        Err(msg) => {
-            eprintln!("error: {msg}\n\n{USAGE}");
-            ExitCode::from(2)
+    match args {
+        Args::Serve { listen, seconds } => runtime.block_on(serve(listen, seconds)),
+        Args::Bench { connect, requests, concurrency, size } => {
+            runtime.block_on(bench(connect, requests as usize, concurrency as usize, size as usize))
         }
     }
 }

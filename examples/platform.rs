@@ -4,6 +4,8 @@
 //! platform [--fail-rate R] [--seed S] [--latency-ms MS] [--hosts-per-app N] [--no-progress] [--data DIR]
 //! ```
 //!
+//! `RUST_LOG=info` logs the run's story from every crate (leaders, phases, batches, hosts).
+//!
 //! 1. reads every `manifest.yaml` in `examples/data/platform/` (plus-manifest): an invalid one
 //!    is reported with its diagnostics and left out, the rest go on;
 //! 2. places each application's build on a worker of a simulated fleet (plus-scheduler), with
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plus_core::{AppCode, HostId, Timestamp, Version, WorkerId, seeded_rng};
 use plus_manifest::{Manifest, ManifestError, parse_file};
@@ -46,72 +49,35 @@ use plus_rollout::{
 use plus_scheduler::{Candidate, Job, REFERENCE_WEIGHTS, Scheduler, WorkerKind};
 use rand::Rng;
 
-const USAGE: &str = "usage: platform [--fail-rate R] [--seed S] [--latency-ms MS] [--hosts-per-app N] [--no-progress] [--data DIR]
-
-  --fail-rate R      probability that a deploy step fails on a host (default 0)
-  --seed S           seed of the simulated fleet and failures (default 1)
-  --latency-ms MS    average time of one deploy step, 0 to 60000 (default 5)
-  --hosts-per-app N  hosts in each application's group, 1 to 1000 (default 20)
-  --no-progress      no progress bars (also off when stdout is not a terminal)
-  --data DIR         the manifests (default examples/data/platform)";
-
-#[derive(Debug, Clone)]
+/// An embedded deploy platform, end to end on this machine.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "platform")]
 struct Args {
+    /// Probability that a deploy step fails on a host.
+    #[arg(long, default_value_t = 0.0, value_parser = cli::probability)]
     fail_rate: f64,
+    /// Seed of the simulated fleet and failures.
+    #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Average time of one deploy step, in milliseconds (0 to 60000).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     latency_ms: u64,
-    hosts_per_app: usize,
-    progress: bool,
+    /// Hosts in each application's group (1 to 1000).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1_000))]
+    hosts_per_app: u16,
+    /// No progress bars (also off when stdout is not a terminal, or when RUST_LOG is set).
+    #[arg(long)]
+    no_progress: bool,
+    /// The manifests.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/platform"))]
     data: PathBuf,
 }
 
-fn parse(raw: &[String]) -> Result<Option<Args>, String> {
-    let default_data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/platform");
-    let mut args = Args {
-        fail_rate: 0.0,
-        seed: 1,
-        latency_ms: 5,
-        hosts_per_app: 20,
-        progress: true,
-        data: default_data,
-    };
-    let mut it = raw.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().cloned().ok_or_else(|| format!("`{flag}` needs a value"));
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--no-progress" => args.progress = false,
-            "--fail-rate" => {
-                let v = value()?;
-                args.fail_rate =
-                    v.parse().map_err(|_| format!("`--fail-rate` takes a number, got `{v}`"))?;
-                if !(0.0..=1.0).contains(&args.fail_rate) {
-                    return Err("`--fail-rate` must be between 0 and 1".to_owned());
-                }
-            }
-            "--seed" => {
-                let v = value()?;
-                args.seed =
-                    v.parse().map_err(|_| format!("`--seed` takes a whole number, got `{v}`"))?;
-            }
-            "--latency-ms" => {
-                args.latency_ms = cli::bounded(flag, &value()?, 0, 60_000)?;
-            }
-            "--hosts-per-app" => {
-                args.hosts_per_app = cli::bounded_usize(flag, &value()?, 1, 1_000)?;
-            }
-            "--data" => args.data = PathBuf::from(value()?),
-            other => return Err(format!("unknown argument `{other}`")),
-        }
-    }
-    Ok(Some(args))
-}
-
 fn main() -> ExitCode {
-    let args = match cli::parse_args(USAGE, parse) {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
+    let mut args = Args::parse();
+    if cli::init_logging() {
+        args.no_progress = true;
+    }
     cli::run_async(run(args))
 }
 
@@ -254,7 +220,7 @@ impl Platform {
 
     async fn release(&self, app: &AppCode) -> Result<AppResult, String> {
         let started = Instant::now();
-        let group: Vec<GroupHost> = (0..self.args.hosts_per_app)
+        let group: Vec<GroupHost> = (0..usize::from(self.args.hosts_per_app))
             .map(|i| {
                 GroupHost::in_service(HostId::new(format!("{app}-{i:02}")).expect("valid host id"))
             })
@@ -282,9 +248,13 @@ impl Platform {
             fail_rate: self.args.fail_rate,
             latency_ms: self.args.latency_ms,
         });
-        let release = plus_rollout::Release::new(plan, config, plus_core::Timestamp::ZERO)
-            .map_err(|e| format!("release of {app}: {e}"))?;
-        let (handle, mut events, task) = spawn_release(release, executor);
+        // The release's log lines carry its application.
+        let (handle, mut events, task) = {
+            let _release = tracing::info_span!("release", app = %app).entered();
+            let release = plus_rollout::Release::new(plan, config, plus_core::Timestamp::ZERO)
+                .map_err(|e| format!("release of {app}: {e}"))?;
+            spawn_release(release, executor)
+        };
         let mut braked = None;
         while let Some(event) = events.next().await {
             match event.kind {
@@ -439,7 +409,7 @@ async fn run(args: Args) -> Result<bool, String> {
     }
 
     let progress = MultiProgress::new();
-    if !args.progress || !std::io::stdout().is_terminal() {
+    if args.no_progress || !std::io::stdout().is_terminal() {
         progress.set_draw_target(ProgressDrawTarget::hidden());
     }
     let platform = Arc::new(Platform {

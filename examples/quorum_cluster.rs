@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::Parser;
 use plus_mux::Config as MuxConfig;
 use plus_quorum::testing::loopback_addrs;
 use plus_quorum::{
@@ -30,43 +31,19 @@ use plus_quorum::{
 };
 use tokio::sync::Mutex;
 
-const USAGE: &str = "usage: quorum_cluster [--nodes N] [--clients C] [--seconds S]
-
-  --nodes N     3 to 9 (default 3): the run survives its leader's failure
-  --clients C   1 to 10000 (default 16)
-  --seconds S   1 to 86400 (default 10)";
-
-const MAX_CLIENTS: u64 = 10_000;
-const MAX_SECONDS: u64 = 86_400;
-
+/// A plus-quorum cluster over TCP on 127.0.0.1 through plus-mux, with a leader failure.
+#[derive(Debug, Parser)]
+#[command(name = "quorum_cluster")]
 struct Args {
-    nodes: usize,
-    clients: usize,
+    /// Nodes (3 to 9): the run stops its leader half-way, which fewer than 3 cannot survive.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(3..=9))]
+    nodes: u8,
+    /// Concurrent clients (1 to 10000).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    clients: u16,
+    /// How long the clients run, in seconds (1 to 86400).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     seconds: u64,
-}
-
-fn parse(args: &[String]) -> Result<Option<Args>, String> {
-    let mut parsed = Args { nodes: 3, clients: 16, seconds: 10 };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
-        }
-        let value = it.next().ok_or_else(|| format!("`{flag}` needs a value"))?;
-        match flag.as_str() {
-            // The run stops its leader half-way: a cluster must survive losing one node, so it
-            // needs at least 3 (a majority of 2 is 2).
-            "--nodes" => parsed.nodes = cli::bounded_usize(flag, value, 3, 9).map_err(|e| {
-                format!(
-                    "{e} (the run stops the leader half-way; fewer than 3 nodes cannot survive it)"
-                )
-            })?,
-            "--clients" => parsed.clients = cli::bounded_usize(flag, value, 1, MAX_CLIENTS)?,
-            "--seconds" => parsed.seconds = cli::bounded(flag, value, 1, MAX_SECONDS)?,
-            other => return Err(format!("unknown argument `{other}`")),
-        }
-    }
-    Ok(Some(parsed))
 }
 
 async fn start_member(
@@ -87,16 +64,14 @@ struct Tally {
 }
 
 fn main() -> ExitCode {
-    let args = match cli::parse_args(USAGE, parse) {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
+    let args = Args::parse();
+    cli::init_logging();
     cli::run_async(run(args))
 }
 
 async fn run(args: Args) -> Result<bool, String> {
     let started = Instant::now();
-    let members: Vec<u64> = (1..=args.nodes as u64).collect();
+    let members: Vec<u64> = (1..=u64::from(args.nodes)).collect();
     let addrs = loopback_addrs(&members).await.map_err(|e| e.to_string())?;
     let mut running = HashMap::new();
     for &id in &members {
@@ -139,7 +114,7 @@ async fn run(args: Args) -> Result<bool, String> {
     let acked: Arc<Mutex<HashMap<String, (u64, Bytes)>>> = Arc::default();
     let run_until = Instant::now() + Duration::from_secs(args.seconds);
     let mut workers = Vec::new();
-    for c in 0..args.clients {
+    for c in 0..usize::from(args.clients) {
         let (cluster, tally, acked) = (cluster.clone(), tally.clone(), acked.clone());
         workers.push(tokio::spawn(async move {
             let mut n = 0u64;
@@ -221,7 +196,7 @@ async fn run(args: Args) -> Result<bool, String> {
                 reports.push(r);
             }
         }
-        if reports.len() == args.nodes && compare(&reports).identical() {
+        if reports.len() == usize::from(args.nodes) && compare(&reports).identical() {
             identical = true;
             break;
         }

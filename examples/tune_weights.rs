@@ -17,88 +17,70 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::Parser;
 use plus_scheduler::{Popularity, Search, SimConfig, TuneConfig, Weights, simulate, tune};
 
-const USAGE: &str =
-    "usage: tune_weights [--workers N] [--jobs N] [--projects N] [--weights LOAD,CACHE,TOTAL]
-                    [--zipf EXPONENT] [--seed S] [--search N [--grid] [--out DIR]]
-
-Limits: --workers up to 100000, --jobs up to 100000000, --projects up to 1000000,
---search up to 100000.
-Defaults reproduce talk 000's experiment: 10 workers, 50,000 jobs, 36,000 projects,
-weights 35,50,34. --search N tries N weight sets (random, or a grid with --grid) and
-writes DIR/tuning.csv and DIR/tuning.svg (DIR defaults to tuning-out).";
-
+/// Talk 000's 50,000-job scheduling simulation, and the weight tuner. The defaults reproduce
+/// the talk's experiment: 10 workers, 50,000 jobs, 36,000 projects, weights 35,50,34.
+#[derive(Debug, Parser)]
+#[command(name = "tune_weights")]
 struct Args {
-    sim: SimConfig,
-    search: Option<usize>,
+    /// Workers in the fleet (1 to 100000).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    workers: u32,
+    /// Jobs to place (1 to 100000000).
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    jobs: u32,
+    /// Distinct projects (1 to 1000000).
+    #[arg(long, default_value_t = 36_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    projects: u32,
+    /// The weights of load, has-cache and total caches, like 35,50,34.
+    #[arg(long, value_parser = parse_weights)]
+    weights: Option<Weights>,
+    /// Project popularity follows Zipf's law with this exponent (default: uniform).
+    #[arg(long)]
+    zipf: Option<f64>,
+    /// Seed of the simulation (and of the random search).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Try this many weight sets (1 to 100000) and write DIR/tuning.csv and DIR/tuning.svg.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    search: Option<u32>,
+    /// Search a grid instead of random points.
+    #[arg(long, requires = "search")]
     grid: bool,
+    /// Where the search writes its CSV and SVG.
+    #[arg(long, value_name = "DIR", default_value = "tuning-out")]
     out: PathBuf,
 }
 
-fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
-    let mut parsed = Args {
-        sim: SimConfig::default(),
-        search: None,
-        grid: false,
-        out: PathBuf::from("tuning-out"),
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value =
-            |name: &str| it.next().cloned().ok_or_else(|| format!("`{name}` needs a value"));
-        let number = |name: &str, text: String| -> Result<usize, String> {
-            let max = match name {
-                "--workers" => 100_000,
-                "--projects" => 1_000_000,
-                "--search" => 100_000,
-                _ => 100_000_000,
-            };
-            cli::bounded_usize(name, &text, 1, max)
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--workers" => parsed.sim.workers = number(flag, value(flag)?)?,
-            "--jobs" => parsed.sim.jobs = number(flag, value(flag)?)?,
-            "--projects" => parsed.sim.projects = number(flag, value(flag)?)?,
-            "--search" => parsed.search = Some(number(flag, value(flag)?)?),
-            "--grid" => parsed.grid = true,
-            "--out" => parsed.out = PathBuf::from(value(flag)?),
-            "--seed" => {
-                let text = value(flag)?;
-                parsed.sim.seed = text
-                    .parse()
-                    .map_err(|_| format!("`--seed` takes a whole number, got `{text}`"))?;
-            }
-            "--zipf" => {
-                let text = value(flag)?;
-                let exponent =
-                    text.parse().map_err(|_| format!("`--zipf` takes a number, got `{text}`"))?;
-                parsed.sim.popularity = Popularity::Zipf { exponent };
-            }
-            "--weights" => {
-                let text = value(flag)?;
-                let parts: Vec<f64> = text
-                    .split(',')
-                    .map(|p| p.trim().parse::<f64>())
-                    .collect::<Result<_, _>>()
-                    .map_err(|_| {
-                        format!("`--weights` takes three numbers like 35,50,34, got `{text}`")
-                    })?;
-                let [load, has_cache, total_caches] = parts[..] else {
-                    return Err(format!(
-                        "`--weights` takes three numbers like 35,50,34, got `{text}`"
-                    ));
-                };
-                parsed.sim.weights = Weights { load, has_cache, total_caches };
-            }
-            other => return Err(format!("unknown argument `{other}`")),
+impl Args {
+    fn sim(&self) -> SimConfig {
+        let defaults = SimConfig::default();
+        SimConfig {
+            workers: self.workers as usize,
+            jobs: self.jobs as usize,
+            projects: self.projects as usize,
+            weights: self.weights.unwrap_or(defaults.weights),
+            popularity: self
+                .zipf
+                .map_or(defaults.popularity, |exponent| Popularity::Zipf { exponent }),
+            seed: self.seed,
+            ..defaults
         }
     }
-    if parsed.search == Some(0) {
-        return Err("`--search` must be at least 1".to_owned());
-    }
-    Ok(Some(parsed))
+}
+
+/// Three weights, `LOAD,CACHE,TOTAL`.
+fn parse_weights(text: &str) -> Result<Weights, String> {
+    let wrong = || format!("expected three numbers like 35,50,34, got `{text}`");
+    let parts: Vec<f64> = text
+        .split(',')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| wrong())?;
+    let [load, has_cache, total_caches] = parts[..] else { return Err(wrong()) };
+    Ok(Weights { load, has_cache, total_caches })
 }
 
 fn line(
@@ -127,13 +109,12 @@ fn short(x: f64) -> String {
 }
 
 fn main() -> ExitCode {
-    let args = match cli::parse_args(USAGE, parse_args) {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
+    let args = Args::parse();
+    cli::init_logging();
+    let sim = args.sim();
     let started = Instant::now();
     match args.search {
-        None => match simulate(&args.sim) {
+        None => match simulate(&sim) {
             Ok(report) => {
                 for w in &report.per_worker {
                     println!(
@@ -144,8 +125,8 @@ fn main() -> ExitCode {
                 println!(
                     "{}",
                     line(
-                        &args.sim,
-                        args.sim.weights,
+                        &sim,
+                        sim.weights,
                         report.hit_rate,
                         report.cache_cv,
                         report.load_cv,
@@ -162,11 +143,11 @@ fn main() -> ExitCode {
         Some(budget) => {
             let config = TuneConfig {
                 search: if args.grid { Search::Grid } else { Search::Random },
-                budget,
-                seed: args.sim.seed,
+                budget: budget as usize,
+                seed: sim.seed,
                 ..TuneConfig::default()
             };
-            let result = match tune(&args.sim, &config) {
+            let result = match tune(&sim, &config) {
                 Ok(result) => result,
                 Err(err) => {
                     eprintln!("error: {err}");
@@ -186,7 +167,7 @@ fn main() -> ExitCode {
             );
             println!(
                 "{}",
-                line(&args.sim, best.weights, best.hit_rate, best.cache_cv, best.load_cv, started)
+                line(&sim, best.weights, best.hit_rate, best.cache_cv, best.load_cv, started)
             );
             ExitCode::SUCCESS
         }

@@ -1,31 +1,26 @@
-//! What every example's `main` does the same way: parse arguments (help on `-h`, usage errors
-//! exit 2) and run async work on a tokio runtime.
+//! What every example's `main` does the same way: logging that honours `RUST_LOG`, and async
+//! work on a tokio runtime. Arguments are parsed by each example with clap (help on `-h`,
+//! usage errors exit 2).
 
 #![allow(dead_code)] // each example uses the part it needs
 
 use std::future::Future;
 use std::process::ExitCode;
 
-/// Parses the command line with `parse`, which returns `Ok(None)` for `--help`.
-///
-/// Prints the usage and returns the exit code to use (0 after help, 2 after a usage error)
-/// when the program should stop.
-pub(crate) fn parse_args<T>(
-    usage: &str,
-    parse: impl FnOnce(&[String]) -> Result<Option<T>, String>,
-) -> Result<T, ExitCode> {
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    match parse(&raw) {
-        Ok(Some(args)) => Ok(args),
-        Ok(None) => {
-            println!("{usage}");
-            Err(ExitCode::SUCCESS)
-        }
-        Err(msg) => {
-            eprintln!("error: {msg}\n\n{usage}");
-            Err(ExitCode::from(2))
-        }
-    }
+use tracing_subscriber::EnvFilter;
+
+/// Sends the libraries' `tracing` events to stderr, filtered by `RUST_LOG` (warnings and errors
+/// when it is not set). Returns whether `RUST_LOG` asked for more, so an example can turn off
+/// what would interleave with the log (progress bars).
+pub(crate) fn init_logging() -> bool {
+    let asked = std::env::var_os(EnvFilter::DEFAULT_ENV).is_some();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    asked
 }
 
 /// Runs `work` on a multi-threaded tokio runtime: success when it returns `Ok(true)`, failure
@@ -48,19 +43,14 @@ pub(crate) fn run_async(work: impl Future<Output = Result<bool, String>>) -> Exi
     }
 }
 
-/// A count or duration from the command line, refused (as a usage error) outside
-/// `min..=max` before anything is sized or timed from it.
-pub(crate) fn bounded(flag: &str, text: &str, min: u64, max: u64) -> Result<u64, String> {
-    let n: u64 =
-        text.trim().parse().map_err(|_| format!("`{flag}` takes a whole number, got `{text}`"))?;
-    if (min..=max).contains(&n) {
-        Ok(n)
-    } else {
-        Err(format!("`{flag}` must be between {min} and {max}, got {n}"))
-    }
+/// A probability from the command line: a number from 0 to 1.
+pub(crate) fn probability(text: &str) -> Result<f64, String> {
+    let p: f64 = text.trim().parse().map_err(|_| format!("`{text}` is not a number"))?;
+    if (0.0..=1.0).contains(&p) { Ok(p) } else { Err(format!("{p} is not between 0 and 1")) }
 }
 
-/// [`bounded`] as a `usize` (every maximum used here fits one).
-pub(crate) fn bounded_usize(flag: &str, text: &str, min: u64, max: u64) -> Result<usize, String> {
-    bounded(flag, text, min, max).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+/// Ends the program as clap ends it on a usage error (the message, the usage line, exit 2), for
+/// what only the arguments together can break.
+pub(crate) fn usage_error<P: clap::CommandFactory>(message: impl std::fmt::Display) -> ! {
+    P::command().error(clap::error::ErrorKind::ValueValidation, message).exit()
 }
