@@ -16,10 +16,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use clap::Parser;
-use plus_mux::{Config, Connection, Handler, HandlerError, NoHandler, ServerConfig};
+use plus_mux::{
+    Bytes, Config, Connection, Handler, HandlerError, NoHandler, ServerConfig, async_trait,
+};
 
 /// A plus-mux echo server and a load-generating client.
 #[derive(Debug, Parser)]

@@ -30,21 +30,19 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plus_core::{AppCode, HostId, Timestamp, Version, WorkerId, seeded_rng};
 use plus_manifest::{Manifest, ManifestError, parse_file};
 use plus_quorum::testing::loopback_addrs;
 use plus_quorum::{
-    Cluster, Config as QuorumConfig, Expect, MemStorage, MuxNode, RemoteNode, WriteOp, WriteResult,
-    compare,
+    Bytes, Cluster, Config as QuorumConfig, Expect, MemStorage, MuxNode, RemoteNode, WriteOp,
+    WriteResult, compare,
 };
 use plus_rollout::{
     AppExecutor, AppGraph, AppSpec, AppState, Command, DeployConfig, Deployment, EventKind,
     GroupHost, HostState, Mode, Outcome, Phase, PlanConfig, ReleaseConfig, Step, StepExecutor,
-    StepOutcome, plan, spawn_deployment, spawn_release,
+    StepOutcome, async_trait, plan, spawn_deployment, spawn_release,
 };
 use plus_scheduler::{Candidate, Job, REFERENCE_WEIGHTS, Scheduler, WorkerKind};
 use rand::Rng;

@@ -21,13 +21,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clap::Parser;
 use plus_mux::Config as MuxConfig;
 use plus_quorum::testing::loopback_addrs;
 use plus_quorum::{
-    Cluster, Config, Expect, MemStorage, MuxNode, NodeApi, ReadOp, ReadResult, RemoteNode, Role,
-    Start, WriteOp, WriteResult, compare,
+    Bytes, Cluster, Config, Expect, MemStorage, MuxNode, NodeApi, ReadOp, ReadResult, RemoteNode,
+    Role, Start, WriteOp, WriteResult, compare,
 };
 use tokio::sync::Mutex;
 

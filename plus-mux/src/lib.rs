@@ -18,9 +18,8 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use async_trait::async_trait;
-//! use bytes::Bytes;
-//! use plus_mux::{Config, Connection, Handler, HandlerError, NoHandler};
+//! // The macro and the body type come with the crate: no dependency of your own.
+//! use plus_mux::{Bytes, Config, Connection, Handler, HandlerError, NoHandler, async_trait};
 //!
 //! struct Echo;
 //!
