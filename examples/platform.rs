@@ -36,8 +36,8 @@ use plus_core::{AppCode, HostId, Timestamp, Version, WorkerId, seeded_rng};
 use plus_manifest::{Manifest, ManifestError, parse_file};
 use plus_quorum::testing::loopback_addrs;
 use plus_quorum::{
-    Bytes, Cluster, Config as QuorumConfig, Expect, MemStorage, MuxNode, RemoteNode, WriteOp,
-    WriteResult, compare,
+    Bytes, Cluster, Compare, Config as QuorumConfig, Expect, MemStorage, MuxNode, RemoteNode,
+    Txn, TxnOp, WriteOp, compare,
 };
 use plus_rollout::{
     AppExecutor, AppGraph, AppSpec, AppState, Command, DeployConfig, Deployment, EventKind,
@@ -46,6 +46,9 @@ use plus_rollout::{
 };
 use plus_scheduler::{Candidate, Job, REFERENCE_WEIGHTS, Scheduler, WorkerKind};
 use rand::Rng;
+
+/// How long a platform instance that stopped answering keeps an application locked.
+const LOCK_TTL: Duration = Duration::from_secs(5);
 
 /// An embedded deploy platform, end to end on this machine.
 #[derive(Debug, Clone, Parser)]
@@ -299,31 +302,50 @@ impl Platform {
 #[async_trait]
 impl AppExecutor for Platform {
     async fn deploy(&self, app: &AppCode) -> Result<(), String> {
+        // One release per application at a time, across every platform instance: the lock key
+        // lives under a lease, so a platform that dies mid-release frees it within the TTL
+        // instead of blocking the application until someone deletes the key by hand.
         let lock = format!("lock/{app}");
-        // One release per application at a time, across every platform instance.
-        match self
-            .store
-            .write(WriteOp::CompareAndSet {
+        let lease = self.store.grant_lease(LOCK_TTL).await.map_err(|e| e.to_string())?;
+        let take = Txn {
+            when: vec![Compare::new(lock.clone(), Expect::Absent)],
+            then: vec![TxnOp::Set {
                 key: lock.clone(),
-                expect: Expect::Absent,
                 value: Bytes::from("platform-demo"),
-            })
-            .await
-        {
-            Ok(WriteResult::Applied { .. }) => {}
-            Ok(WriteResult::CompareFailed { .. }) => {
-                return Err(format!("{app} is locked by another release"));
-            }
-            Err(e) => return Err(format!("cannot take the lock: {e}")),
+                lease: Some(lease.id),
+            }],
+            otherwise: vec![],
+        };
+        let taken = self.store.txn(take).await.map_err(|e| format!("cannot take the lock: {e}"))?;
+        if !taken.succeeded {
+            let _ = self.store.revoke_lease(lease.id).await;
+            return Err(format!("{app} is locked by another release"));
         }
-        self.put(format!("release/{app}"), format!("running {}", self.version)).await?;
+        // The lock key's version is the fencing token: writes on the application's behalf
+        // carry it, so a paused holder's late writes can be told apart.
+        let fence = taken.version;
+        let keeper = {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LOCK_TTL / 3).await;
+                    if store.keep_alive(lease.id).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        self.put(format!("release/{app}"), format!("running {} fence={fence}", self.version))
+            .await?;
         let outcome = self.release(app).await;
         let record = match &outcome {
             Ok(r) => format!("deployed {} on {}/{} hosts", self.version, r.hosts_ok, r.hosts_total),
             Err(e) => format!("failed {}: {e}", self.version),
         };
         self.put(format!("release/{app}"), record).await?;
-        self.store.write(WriteOp::Delete { key: lock }).await.map_err(|e| e.to_string())?;
+        keeper.abort();
+        // Ending the lease deletes the lock key with it.
+        self.store.revoke_lease(lease.id).await.map_err(|e| e.to_string())?;
         if let Ok(r) = &outcome {
             self.results.lock().expect("results lock").insert(app.clone(), r.clone());
         }

@@ -11,9 +11,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::lease::{LeaseId, LeaseInfo};
 use crate::message::Message;
 use crate::node::{Config, Inspection, Node, NodeError, NodeStats, Role};
 use crate::storage::Storage;
+use crate::txn::{Range, RangeResult, Txn, TxnOutcome};
 use crate::types::{
     ClientError, NodeId, ReadOp, ReadResult, RequestId, Response, Versioned, WriteOp, WriteResult,
 };
@@ -47,6 +49,9 @@ pub enum StoreError {
     /// The client was made with no node to talk to.
     #[error("the cluster client has no nodes")]
     EmptyCluster,
+    /// The lease does not exist: never granted, revoked, or expired.
+    #[error("lease {0} does not exist (never granted, revoked or expired)")]
+    NoSuchLease(LeaseId),
     /// A node answered with a reply of the wrong kind (a node of another version, or a hostile
     /// peer on a network transport); nothing can be concluded about the request.
     #[error("unexpected reply: expected {expected}, got {got}")]
@@ -600,6 +605,106 @@ impl<N: NodeApi> Cluster<N> {
         self.write(WriteOp::CompareAndDelete { key: key.to_owned(), expect }).await
     }
 
+    /// Grants a lease of `ttl` (whole milliseconds, at least 1). Keys attached to it
+    /// ([`Cluster::set_with_lease`], or a transaction) are deleted when it ends.
+    ///
+    /// # Errors
+    /// [`StoreError`]; [`ClientError::Invalid`] for a TTL of 0 or above the cluster's maximum.
+    pub async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo, StoreError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        match self.write(WriteOp::GrantLease { ttl_ms }).await? {
+            WriteResult::LeaseGranted { lease, ttl_ms } => {
+                Ok(LeaseInfo { id: lease, ttl_ms, remaining_ms: ttl_ms, keys: Vec::new() })
+            }
+            other => Err(StoreError::unexpected("a granted lease", &other)),
+        }
+    }
+
+    /// Keeps `lease` alive: its TTL starts again, once the leader has confirmed with a quorum
+    /// that it still leads. Call it well within the TTL (a third of it is usual).
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchLease`] once the lease has ended; other [`StoreError`]s.
+    pub async fn keep_alive(&self, lease: LeaseId) -> Result<LeaseInfo, StoreError> {
+        self.lease_read(ReadOp::LeaseKeepAlive(lease), lease).await
+    }
+
+    /// `lease`'s TTL, the time it has left (the leader's estimate) and its keys.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchLease`] when it has ended; other [`StoreError`]s.
+    pub async fn time_to_live(&self, lease: LeaseId) -> Result<LeaseInfo, StoreError> {
+        self.lease_read(ReadOp::LeaseTimeToLive(lease), lease).await
+    }
+
+    async fn lease_read(&self, op: ReadOp, lease: LeaseId) -> Result<LeaseInfo, StoreError> {
+        match self.read(op).await? {
+            ReadResult::Lease(Some(info)) => Ok(info),
+            ReadResult::Lease(None) => Err(StoreError::NoSuchLease(lease)),
+            other => Err(StoreError::unexpected("a lease", &other)),
+        }
+    }
+
+    /// Ends `lease` now, deleting its keys in one step.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchLease`] when it has already ended; other [`StoreError`]s.
+    pub async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        applied(self.write(WriteOp::RevokeLease { lease }).await?).map(drop)
+    }
+
+    /// Every live lease.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn leases(&self) -> Result<Vec<LeaseId>, StoreError> {
+        match self.read(ReadOp::Leases).await? {
+            ReadResult::Leases(leases) => Ok(leases),
+            other => Err(StoreError::unexpected("a list of leases", &other)),
+        }
+    }
+
+    /// Sets `key` attached to `lease`; returns its new version.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchLease`] when the lease has ended; other [`StoreError`]s.
+    pub async fn set_with_lease(
+        &self,
+        key: &str,
+        value: impl Into<bytes::Bytes>,
+        lease: LeaseId,
+    ) -> Result<u64, StoreError> {
+        let op = WriteOp::SetWithLease { key: key.to_owned(), value: value.into(), lease };
+        applied(self.write(op).await?)
+    }
+
+    /// Runs a transaction: if every comparison of `txn.when` holds, `txn.then`, otherwise
+    /// `txn.otherwise`, all in one step.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchLease`] when the branch that would run names an ended lease (nothing
+    /// is applied); other [`StoreError`]s.
+    pub async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        match self.write(WriteOp::Txn(txn)).await? {
+            WriteResult::Txn { succeeded, version, results } => {
+                Ok(TxnOutcome { succeeded, version, results })
+            }
+            WriteResult::NoSuchLease { lease } => Err(StoreError::NoSuchLease(lease)),
+            other => Err(StoreError::unexpected("a transaction's result", &other)),
+        }
+    }
+
+    /// The keys of a range with their values (or counted), linearizable.
+    ///
+    /// # Errors
+    /// [`StoreError`]; [`ClientError::Invalid`] for a limit of 0 or an empty interval.
+    pub async fn range(&self, range: Range) -> Result<RangeResult, StoreError> {
+        match self.read(ReadOp::Range(range)).await? {
+            ReadResult::Range(result) => Ok(result),
+            other => Err(StoreError::unexpected("a range", &other)),
+        }
+    }
+
     /// The leader, if some node knows one.
     pub async fn leader(&self) -> Option<NodeId> {
         for node in self.handles() {
@@ -616,11 +721,10 @@ impl<N: NodeApi> Cluster<N> {
 fn applied(result: WriteResult) -> Result<u64, StoreError> {
     match result {
         WriteResult::Applied { version } => Ok(version),
-        // An unconditional write cannot fail a comparison: only a confused or hostile peer
-        // says so.
-        other @ WriteResult::CompareFailed { .. } => {
-            Err(StoreError::unexpected("an applied unconditional write", &other))
-        }
+        WriteResult::NoSuchLease { lease } => Err(StoreError::NoSuchLease(lease)),
+        // An unconditional write cannot fail a comparison or answer as another kind of write:
+        // only a confused or hostile peer says so.
+        other => Err(StoreError::unexpected("an applied unconditional write", &other)),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The replicated state machine: a sorted map of versioned values.
+//! The replicated state machine: a sorted map of versioned values, and the leases keys are
+//! attached to.
 
 use std::collections::BTreeMap;
 
@@ -7,12 +8,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::glob::glob_match;
+use crate::lease::{LeaseId, LeaseState, Leases};
+use crate::txn::{KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult};
 use crate::types::{Expect, ReadOp, ReadResult, Versioned, WriteOp, WriteResult};
 
 /// The key-value map every replica applies the log to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvState {
     map: BTreeMap<String, Versioned>,
+    #[serde(default)]
+    leases: Leases,
 }
 
 fn matches(current: Option<&Versioned>, expect: &Expect) -> bool {
@@ -20,6 +25,8 @@ fn matches(current: Option<&Versioned>, expect: &Expect) -> bool {
         (Expect::Absent, None) => true,
         (Expect::Version(v), Some(c)) => c.version == *v,
         (Expect::Value(v), Some(c)) => c.value == *v,
+        (Expect::Exists, Some(_)) => true,
+        (Expect::Lease(lease), Some(c)) => c.lease == *lease,
         _ => false,
     }
 }
@@ -28,69 +35,170 @@ impl KvState {
     /// Applies a committed write at log index `index` (the version of what it writes).
     pub(crate) fn apply(&mut self, op: &WriteOp, index: u64) -> WriteResult {
         let applied = WriteResult::Applied { version: index };
-        let check = |map: &BTreeMap<String, Versioned>,
-                     checks: &mut dyn Iterator<Item = (&String, &Expect)>| {
-            for (key, expect) in checks {
-                if !matches(map.get(key), expect) {
-                    return Some(WriteResult::CompareFailed {
-                        key: key.clone(),
-                        current: map.get(key).cloned(),
-                    });
-                }
-            }
-            None
-        };
-        let set = |map: &mut BTreeMap<String, Versioned>, key: &String, value: &Bytes| {
-            map.insert(key.clone(), Versioned { value: value.clone(), version: index });
-        };
         match op {
-            WriteOp::Set { key, value } => set(&mut self.map, key, value),
+            WriteOp::Set { key, value } => self.set(key, value, None, index),
             WriteOp::Delete { key } => {
-                self.map.remove(key);
+                self.remove(key);
             }
             WriteOp::CompareAndSet { key, expect, value } => {
-                if let Some(failed) = check(&self.map, &mut std::iter::once((key, expect))) {
+                if let Some(failed) = self.first_failed([(key, expect)]) {
                     return failed;
                 }
-                set(&mut self.map, key, value);
+                self.set(key, value, None, index);
             }
             WriteOp::CompareAndDelete { key, expect } => {
-                if let Some(failed) = check(&self.map, &mut std::iter::once((key, expect))) {
+                if let Some(failed) = self.first_failed([(key, expect)]) {
                     return failed;
                 }
-                self.map.remove(key);
+                self.remove(key);
             }
             WriteOp::MultiSet(pairs) => {
                 for (key, value) in pairs {
-                    set(&mut self.map, key, value);
+                    self.set(key, value, None, index);
                 }
             }
             WriteOp::MultiDelete(keys) => {
                 for key in keys {
-                    self.map.remove(key);
+                    self.remove(key);
                 }
             }
             WriteOp::MultiCompareAndSet(items) => {
-                if let Some(failed) = check(&self.map, &mut items.iter().map(|(k, e, _)| (k, e))) {
+                if let Some(failed) = self.first_failed(items.iter().map(|(k, e, _)| (k, e))) {
                     return failed;
                 }
                 for (key, _, value) in items {
-                    set(&mut self.map, key, value);
+                    self.set(key, value, None, index);
                 }
             }
             WriteOp::MultiCompareAndDelete(items) => {
-                if let Some(failed) = check(&self.map, &mut items.iter().map(|(k, e)| (k, e))) {
+                if let Some(failed) = self.first_failed(items.iter().map(|(k, e)| (k, e))) {
                     return failed;
                 }
                 for (key, _) in items {
-                    self.map.remove(key);
+                    self.remove(key);
                 }
             }
+            WriteOp::SetWithLease { key, value, lease } => {
+                if !self.leases.map.contains_key(lease) {
+                    return WriteResult::NoSuchLease { lease: *lease };
+                }
+                self.set(key, value, Some(*lease), index);
+            }
+            WriteOp::GrantLease { ttl_ms } => {
+                let state = LeaseState { ttl_ms: *ttl_ms, keys: Default::default() };
+                self.leases.map.insert(index, state);
+                return WriteResult::LeaseGranted { lease: index, ttl_ms: *ttl_ms };
+            }
+            WriteOp::RevokeLease { lease } => {
+                if !self.end_lease(*lease) {
+                    return WriteResult::NoSuchLease { lease: *lease };
+                }
+            }
+            WriteOp::Txn(txn) => return self.txn(txn, index),
         }
         applied
     }
 
-    /// Answers a read from this state.
+    /// The result for the first comparison that fails, if any.
+    fn first_failed<'a>(
+        &self,
+        checks: impl IntoIterator<Item = (&'a String, &'a Expect)>,
+    ) -> Option<WriteResult> {
+        checks.into_iter().find(|(key, expect)| !matches(self.map.get(*key), expect)).map(
+            |(key, _)| WriteResult::CompareFailed {
+                key: key.clone(),
+                current: self.map.get(key).cloned(),
+            },
+        )
+    }
+
+    fn set(&mut self, key: &str, value: &Bytes, lease: Option<LeaseId>, index: u64) {
+        self.detach(key);
+        if let Some(lease) = lease {
+            if let Some(state) = self.leases.map.get_mut(&lease) {
+                state.keys.insert(key.to_owned());
+            }
+        }
+        self.map.insert(key.to_owned(), Versioned { value: value.clone(), version: index, lease });
+    }
+
+    /// Deletes `key`; whether it existed.
+    fn remove(&mut self, key: &str) -> bool {
+        self.detach(key);
+        self.map.remove(key).is_some()
+    }
+
+    /// Takes `key` off the lease it is attached to, if any.
+    fn detach(&mut self, key: &str) {
+        let Some(lease) = self.map.get(key).and_then(|v| v.lease) else { return };
+        if let Some(state) = self.leases.map.get_mut(&lease) {
+            state.keys.remove(key);
+        }
+    }
+
+    /// Ends `lease` and deletes its keys; false when there is no such lease.
+    pub(crate) fn end_lease(&mut self, lease: LeaseId) -> bool {
+        let Some(state) = self.leases.map.remove(&lease) else { return false };
+        for key in state.keys {
+            self.map.remove(&key);
+        }
+        true
+    }
+
+    fn txn(&mut self, txn: &Txn, index: u64) -> WriteResult {
+        let succeeded = txn.when.iter().all(|c| matches(self.map.get(&c.key), &c.expect));
+        let branch = if succeeded { &txn.then } else { &txn.otherwise };
+        // A branch that names a lease that does not exist applies nothing, as any write would.
+        let missing = branch.iter().find_map(|op| match op {
+            TxnOp::Set { lease: Some(lease), .. } if !self.leases.map.contains_key(lease) => {
+                Some(*lease)
+            }
+            _ => None,
+        });
+        if let Some(lease) = missing {
+            return WriteResult::NoSuchLease { lease };
+        }
+        let results = branch
+            .iter()
+            .map(|op| match op {
+                TxnOp::Set { key, value, lease } => {
+                    self.set(key, value, *lease, index);
+                    TxnOpResult::Set { version: index }
+                }
+                TxnOp::Delete { key } => TxnOpResult::Delete { existed: self.remove(key) },
+                TxnOp::Get(key) => TxnOpResult::Get(self.map.get(key).cloned()),
+                TxnOp::Range(range) => TxnOpResult::Range(self.range(range)),
+            })
+            .collect();
+        WriteResult::Txn { succeeded, version: index, results }
+    }
+
+    fn range(&self, range: &Range) -> RangeResult {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let keys: Box<dyn Iterator<Item = (&String, &Versioned)>> = match &range.keys {
+            KeyRange::Prefix(prefix) => Box::new(
+                self.map
+                    .range::<str, _>((Included(prefix.as_str()), Unbounded))
+                    .take_while(move |(k, _)| k.starts_with(prefix.as_str())),
+            ),
+            KeyRange::Between { start, end } => Box::new(
+                self.map.range::<str, _>((Included(start.as_str()), Excluded(end.as_str()))),
+            ),
+        };
+        let limit = if range.count_only { 0 } else { range.limit.unwrap_or(usize::MAX) };
+        let mut result = RangeResult::default();
+        for (key, value) in keys {
+            if result.kvs.len() < limit {
+                result.kvs.push((key.clone(), value.clone()));
+            }
+            result.count += 1;
+        }
+        result.more = !range.count_only && result.count > result.kvs.len();
+        result
+    }
+
+    /// Answers a read from this state (lease reads need the leader's deadlines, and are answered
+    /// by the node).
     pub(crate) fn read(&self, op: &ReadOp) -> ReadResult {
         match op {
             ReadOp::Get(key) => ReadResult::Value(self.map.get(key).cloned()),
@@ -101,7 +209,27 @@ impl KvState {
                 self.map.keys().filter(|k| glob_match(pattern, k)).cloned().collect(),
             ),
             ReadOp::Len => ReadResult::Len(self.map.len()),
+            ReadOp::Range(range) => ReadResult::Range(self.range(range)),
+            ReadOp::Leases => ReadResult::Leases(self.leases.map.keys().copied().collect()),
+            ReadOp::LeaseKeepAlive(_) | ReadOp::LeaseTimeToLive(_) => {
+                unreachable!("the node answers lease reads itself")
+            }
         }
+    }
+
+    /// A live lease's TTL and keys.
+    pub(crate) fn lease(&self, lease: LeaseId) -> Option<(u64, Vec<String>)> {
+        self.leases.map.get(&lease).map(|s| (s.ttl_ms, s.keys.iter().cloned().collect()))
+    }
+
+    /// Every live lease with its TTL, in milliseconds.
+    pub(crate) fn lease_ttls(&self) -> impl Iterator<Item = (LeaseId, u64)> + '_ {
+        self.leases.map.iter().map(|(&id, s)| (id, s.ttl_ms))
+    }
+
+    /// Every live lease with its TTL, as this replica has applied them.
+    pub fn leases(&self) -> impl Iterator<Item = (LeaseId, std::time::Duration)> + '_ {
+        self.lease_ttls().map(|(id, ms)| (id, std::time::Duration::from_millis(ms)))
     }
 
     /// One key, as this replica has it.
@@ -127,8 +255,8 @@ impl KvState {
         self.map.iter()
     }
 
-    /// SHA-256 over every key, version and value in key order (each length-prefixed): equal
-    /// maps have equal digests on every machine.
+    /// SHA-256 over every key, version, lease and value in key order (each length-prefixed),
+    /// then every lease with its TTL: equal states have equal digests on every machine.
     #[must_use]
     pub fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
@@ -136,8 +264,13 @@ impl KvState {
             h.update((key.len() as u64).to_be_bytes());
             h.update(key.as_bytes());
             h.update(v.version.to_be_bytes());
+            h.update(v.lease.unwrap_or(0).to_be_bytes());
             h.update((v.value.len() as u64).to_be_bytes());
             h.update(&v.value);
+        }
+        for (lease, state) in &self.leases.map {
+            h.update(lease.to_be_bytes());
+            h.update(state.ttl_ms.to_be_bytes());
         }
         h.finalize().into()
     }
@@ -166,7 +299,7 @@ mod tests {
             result,
             WriteResult::CompareFailed {
                 key: "b".into(),
-                current: Some(Versioned { value: b("2"), version: 1 })
+                current: Some(Versioned { value: b("2"), version: 1, lease: None })
             }
         );
         assert_eq!(kv.get("a").unwrap().value, b("1"), "nothing applied");
@@ -185,5 +318,107 @@ mod tests {
             kv.read(&ReadOp::Keys("?".into())),
             ReadResult::Keys(vec!["a".into(), "b".into()])
         );
+    }
+
+    #[test]
+    fn a_leases_end_deletes_exactly_its_keys_and_a_plain_write_detaches_one() {
+        let mut kv = KvState::default();
+        assert_eq!(
+            kv.apply(&WriteOp::GrantLease { ttl_ms: 500 }, 1),
+            WriteResult::LeaseGranted { lease: 1, ttl_ms: 500 }
+        );
+        for (index, key) in [(2, "lock/a"), (3, "lock/b"), (4, "lock/c")] {
+            let op = WriteOp::SetWithLease { key: key.into(), value: b("x"), lease: 1 };
+            assert_eq!(kv.apply(&op, index), WriteResult::Applied { version: index });
+        }
+        assert_eq!(kv.get("lock/a").unwrap().lease, Some(1));
+        // A plain write takes the key off its lease.
+        kv.apply(&WriteOp::Set { key: "lock/c".into(), value: b("kept") }, 5);
+        assert_eq!(kv.lease(1), Some((500, vec!["lock/a".into(), "lock/b".into()])));
+        let unknown = WriteOp::SetWithLease { key: "k".into(), value: b("x"), lease: 99 };
+        assert_eq!(kv.apply(&unknown, 6), WriteResult::NoSuchLease { lease: 99 });
+        assert!(kv.get("k").is_none(), "nothing applied");
+        assert_eq!(
+            kv.apply(&WriteOp::RevokeLease { lease: 1 }, 7),
+            WriteResult::Applied { version: 7 }
+        );
+        assert!(kv.get("lock/a").is_none() && kv.get("lock/b").is_none());
+        assert_eq!(kv.get("lock/c").unwrap().value, b("kept"));
+        assert_eq!(
+            kv.apply(&WriteOp::RevokeLease { lease: 1 }, 8),
+            WriteResult::NoSuchLease { lease: 1 }
+        );
+        assert_eq!(kv.leases().count(), 0);
+    }
+
+    #[test]
+    fn a_transaction_runs_one_branch_whole_and_reads_its_own_writes() {
+        use crate::txn::{Compare, Range, Txn, TxnOp, TxnOpResult};
+        let mut kv = KvState::default();
+        kv.apply(&WriteOp::MultiSet(vec![("cfg/a".into(), b("1")), ("cfg/b".into(), b("2"))]), 1);
+        let txn = |expect: Expect| Txn {
+            when: vec![Compare::new("cfg/a", expect), Compare::new("cfg/b", Expect::Exists)],
+            then: vec![
+                TxnOp::Set { key: "cfg/c".into(), value: b("3"), lease: None },
+                TxnOp::Delete { key: "cfg/a".into() },
+                TxnOp::Range(Range::prefix("cfg/")),
+            ],
+            otherwise: vec![TxnOp::Get("cfg/a".into())],
+        };
+        let failed = kv.apply(&WriteOp::Txn(txn(Expect::Value(b("nope")))), 2);
+        assert_eq!(
+            failed,
+            WriteResult::Txn {
+                succeeded: false,
+                version: 2,
+                results: vec![TxnOpResult::Get(kv.get("cfg/a").cloned())]
+            }
+        );
+        assert!(kv.get("cfg/c").is_none(), "the then-branch did not run");
+        let WriteResult::Txn { succeeded: true, results, .. } =
+            kv.apply(&WriteOp::Txn(txn(Expect::Version(1))), 3)
+        else {
+            panic!("the comparisons hold")
+        };
+        assert_eq!(results[0], TxnOpResult::Set { version: 3 });
+        assert_eq!(results[1], TxnOpResult::Delete { existed: true });
+        let TxnOpResult::Range(range) = &results[2] else { panic!("{results:?}") };
+        let keys: Vec<&str> = range.kvs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["cfg/b", "cfg/c"], "the range sees the branch's own writes");
+        // A branch naming an ended lease applies nothing.
+        let leased = Txn {
+            when: vec![],
+            then: vec![
+                TxnOp::Delete { key: "cfg/b".into() },
+                TxnOp::Set { key: "cfg/d".into(), value: b("4"), lease: Some(42) },
+            ],
+            otherwise: vec![],
+        };
+        assert_eq!(kv.apply(&WriteOp::Txn(leased), 4), WriteResult::NoSuchLease { lease: 42 });
+        assert!(kv.get("cfg/b").is_some());
+    }
+
+    #[test]
+    fn ranges_by_prefix_and_interval_with_limits_and_counts() {
+        use crate::txn::Range;
+        let mut kv = KvState::default();
+        let keys = ["app/a", "app/b", "app/c", "apq", "b"];
+        kv.apply(&WriteOp::MultiSet(keys.iter().map(|k| ((*k).into(), b(k))).collect()), 1);
+        let read = |range: Range| match kv.read(&ReadOp::Range(range)) {
+            ReadResult::Range(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let names = |r: &RangeResult| r.kvs.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        let all = read(Range::prefix("app/"));
+        assert_eq!(names(&all), ["app/a", "app/b", "app/c"]);
+        assert_eq!((all.count, all.more), (3, false));
+        let limited = read(Range::prefix("app/").limit(2));
+        assert_eq!(names(&limited), ["app/a", "app/b"]);
+        assert_eq!((limited.count, limited.more), (3, true));
+        let counted = read(Range::between("app/b", "b").count_only());
+        assert_eq!((counted.kvs.len(), counted.count, counted.more), (0, 3, false));
+        assert_eq!(read(Range::prefix("")).count, 5);
+        assert!(Range::prefix("x").limit(0).validate().is_err(), "limit 0 is refused");
+        assert!(Range::between("b", "a").validate().is_err(), "an empty interval is refused");
     }
 }

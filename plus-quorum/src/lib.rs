@@ -122,6 +122,7 @@ mod file_storage;
 mod glob;
 mod inspect;
 mod kv;
+mod lease;
 mod log;
 mod message;
 #[cfg(feature = "metrics")]
@@ -131,6 +132,7 @@ mod mux;
 mod node;
 mod persist;
 mod storage;
+mod txn;
 mod types;
 
 /// Implement [`NodeApi`] with `#[plus_quorum::async_trait]`, without a dependency of your own.
@@ -147,6 +149,7 @@ pub use driver::{
 pub use file_storage::FileStorage;
 pub use inspect::{InspectionReport, compare};
 pub use kv::KvState;
+pub use lease::{LeaseId, LeaseInfo};
 pub use log::{Entry, Payload, Snapshot};
 pub use message::Message;
 #[cfg(feature = "mux")]
@@ -156,6 +159,7 @@ pub use node::PlantedBugs;
 pub use node::{Config, ConfigError, Inspection, Node, NodeError, NodeStats, Role, Start};
 pub use persist::PersistBatch;
 pub use storage::{HardState, MemStorage, Recovered, Storage, StorageError, StorageErrorKind};
+pub use txn::{Compare, KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult, TxnOutcome};
 pub use types::{
     ClientError, ClientOutput, Expect, LogIndex, MAX_KEY_LEN, NodeId, ReadOp, ReadResult,
     RequestId, Response, Term, Versioned, WriteOp, WriteResult,

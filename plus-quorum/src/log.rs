@@ -12,6 +12,8 @@ pub enum Payload {
     Noop,
     /// A client write.
     Write(WriteOp),
+    /// The leader ends these leases (their time ran out), deleting their keys.
+    ExpireLeases(Vec<crate::lease::LeaseId>),
 }
 
 /// One log entry.

@@ -5,6 +5,9 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::lease::{LeaseId, LeaseInfo};
+use crate::txn::{Range, RangeResult, Txn, TxnOpResult};
+
 /// A node of the cluster.
 pub type NodeId = u64;
 /// A Raft term.
@@ -23,6 +26,9 @@ pub struct Versioned {
     pub value: Bytes,
     /// The version.
     pub version: u64,
+    /// The lease whose end deletes the key, if any.
+    #[serde(default)]
+    pub lease: Option<LeaseId>,
 }
 
 /// What a compare-and-set or compare-and-delete expects of a key.
@@ -34,6 +40,10 @@ pub enum Expect {
     Value(Bytes),
     /// The key does not exist.
     Absent,
+    /// The key exists, whatever its value.
+    Exists,
+    /// The key exists and is attached to this lease (`Some`), or exists attached to none.
+    Lease(Option<LeaseId>),
 }
 
 /// A write, applied atomically when committed.
@@ -75,13 +85,35 @@ pub enum WriteOp {
     MultiCompareAndSet(Vec<(String, Expect, Bytes)>),
     /// Delete several keys if every one matches; otherwise nothing is applied.
     MultiCompareAndDelete(Vec<(String, Expect)>),
+    /// Set a key attached to a lease: the lease's end deletes it.
+    SetWithLease {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Bytes,
+        /// The lease.
+        lease: LeaseId,
+    },
+    /// Grant a lease of `ttl_ms` milliseconds (at least 1, at most the cluster's
+    /// [`Config::max_lease_ttl`](crate::Config::max_lease_ttl)).
+    GrantLease {
+        /// Its time to live without a keep-alive, in milliseconds.
+        ttl_ms: u64,
+    },
+    /// End a lease now, deleting its keys.
+    RevokeLease {
+        /// The lease.
+        lease: LeaseId,
+    },
+    /// A transaction: compare, then one branch or the other, all at once.
+    Txn(Txn),
 }
 
 /// The longest key accepted, in bytes: keys name releases, locks and hosts, and a key a client
 /// sends by mistake (a whole file) must be refused at once, not replicated.
 pub const MAX_KEY_LEN: usize = 4096;
 
-fn check_key(key: &str) -> Result<(), ClientError> {
+pub(crate) fn check_key(key: &str) -> Result<(), ClientError> {
     if key.is_empty() {
         return Err(ClientError::Invalid("a key must not be empty".to_owned()));
     }
@@ -117,6 +149,12 @@ impl WriteOp {
             Self::MultiDelete(v) => check_keys(v.iter()),
             Self::MultiCompareAndSet(v) => check_keys(v.iter().map(|(k, ..)| k)),
             Self::MultiCompareAndDelete(v) => check_keys(v.iter().map(|(k, _)| k)),
+            Self::SetWithLease { key, .. } => check_key(key),
+            Self::GrantLease { ttl_ms: 0 } => {
+                Err(ClientError::Invalid("a lease's TTL must be at least 1 ms".to_owned()))
+            }
+            Self::GrantLease { .. } | Self::RevokeLease { .. } => Ok(()),
+            Self::Txn(txn) => txn.validate(),
         }
     }
 }
@@ -133,6 +171,8 @@ impl ReadOp {
             Self::MultiGet(keys) => check_keys(keys.iter()),
             Self::Keys(pattern) if pattern.len() > MAX_KEY_LEN => check_key(pattern),
             Self::Keys(_) | Self::Len => Ok(()),
+            Self::Range(range) => range.validate(),
+            Self::LeaseKeepAlive(_) | Self::LeaseTimeToLive(_) | Self::Leases => Ok(()),
         }
     }
 }
@@ -148,6 +188,15 @@ pub enum ReadOp {
     Keys(String),
     /// Number of keys.
     Len,
+    /// Keys of a prefix or an interval, with their values or counted.
+    Range(Range),
+    /// Keep a lease alive: its TTL starts again once the leader has confirmed, with a quorum,
+    /// that it still leads. Answers [`ReadResult::Lease`] (`None`: the lease has ended).
+    LeaseKeepAlive(LeaseId),
+    /// A lease's TTL, the time it has left and its keys ([`ReadResult::Lease`]).
+    LeaseTimeToLive(LeaseId),
+    /// Every live lease ([`ReadResult::Leases`]).
+    Leases,
 }
 
 /// What a committed write did.
@@ -165,6 +214,28 @@ pub enum WriteResult {
         /// Its current state.
         current: Option<Versioned>,
     },
+    /// [`WriteOp::GrantLease`]: the new lease.
+    LeaseGranted {
+        /// The lease (the grant's log index).
+        lease: LeaseId,
+        /// Its TTL, in milliseconds.
+        ttl_ms: u64,
+    },
+    /// The write named a lease that does not exist (never granted, revoked or expired);
+    /// nothing was applied.
+    NoSuchLease {
+        /// The lease.
+        lease: LeaseId,
+    },
+    /// [`WriteOp::Txn`]: which branch ran and what each of its operations did.
+    Txn {
+        /// Whether every comparison held (`then` ran) or not (`otherwise` ran).
+        succeeded: bool,
+        /// The version of every key the branch wrote (the entry's log index).
+        version: u64,
+        /// One result per operation of the branch that ran, in order.
+        results: Vec<TxnOpResult>,
+    },
 }
 
 /// What a read found.
@@ -178,6 +249,13 @@ pub enum ReadResult {
     Keys(Vec<String>),
     /// [`ReadOp::Len`].
     Len(usize),
+    /// [`ReadOp::Range`].
+    Range(RangeResult),
+    /// [`ReadOp::LeaseKeepAlive`] and [`ReadOp::LeaseTimeToLive`]: the lease, or `None` when it
+    /// does not exist (any more).
+    Lease(Option<LeaseInfo>),
+    /// [`ReadOp::Leases`], sorted.
+    Leases(Vec<LeaseId>),
 }
 
 /// Why a client request failed.
@@ -222,6 +300,9 @@ impl fmt::Display for Expect {
             Self::Version(v) => write!(f, "version {v}"),
             Self::Value(v) => write!(f, "value {v:?}"),
             Self::Absent => f.write_str("absent"),
+            Self::Exists => f.write_str("present"),
+            Self::Lease(Some(lease)) => write!(f, "attached to lease {lease}"),
+            Self::Lease(None) => f.write_str("present without a lease"),
         }
     }
 }

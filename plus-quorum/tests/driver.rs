@@ -217,3 +217,77 @@ async fn an_empty_cluster_or_a_bad_key_fails_at_once() {
         assert!(matches!(result, Err(StoreError::Client(ClientError::Invalid(_)))), "{result:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_holds_its_keys_while_kept_alive_and_drops_them_when_not() {
+    let h = start();
+    let lease = h.cluster.grant_lease(Duration::from_secs(2)).await.unwrap();
+    h.cluster.set_with_lease("lock/api", "holder-1", lease.id).await.unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let info = h.cluster.keep_alive(lease.id).await.unwrap();
+        assert_eq!(info.keys, ["lock/api"]);
+    }
+    assert!(get(&h.cluster, "lock/api").await.is_some(), "kept alive for 3.5 s of a 2 s TTL");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(get(&h.cluster, "lock/api").await, None, "gone once not kept alive");
+    assert_eq!(
+        h.cluster.keep_alive(lease.id).await.unwrap_err(),
+        StoreError::NoSuchLease(lease.id)
+    );
+    assert_eq!(
+        h.cluster.set_with_lease("k", "v", lease.id).await.unwrap_err(),
+        StoreError::NoSuchLease(lease.id)
+    );
+    let zero = h.cluster.grant_lease(Duration::ZERO).await.unwrap_err();
+    assert!(matches!(zero, StoreError::Client(ClientError::Invalid(_))), "{zero}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_failover_gives_leases_a_full_ttl_and_revoke_ends_them_at_once() {
+    let h = start();
+    let lease = h.cluster.grant_lease(Duration::from_secs(3)).await.unwrap();
+    h.cluster.set_with_lease("election/controller", "replica-a", lease.id).await.unwrap();
+    let kept = tokio::time::Instant::now();
+    h.cluster.keep_alive(lease.id).await.unwrap();
+    let leader = h.cluster.leader().await.unwrap();
+    h.net.isolate(leader);
+    // A new leader takes over; the lease lives at least its TTL after the last keep-alive.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert!(kept.elapsed() < Duration::from_secs(3));
+    assert!(get(&h.cluster, "election/controller").await.is_some());
+    let info = h.cluster.time_to_live(lease.id).await.unwrap();
+    assert!(info.remaining_ms > 1_000, "the new leader restarted the TTL: {info:?}");
+    h.cluster.revoke_lease(lease.id).await.unwrap();
+    assert_eq!(get(&h.cluster, "election/controller").await, None);
+    assert_eq!(h.cluster.leases().await.unwrap(), Vec::<u64>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn transactions_and_ranges_through_the_client() {
+    use plus_quorum::{Compare, Expect, Range, Txn, TxnOp, TxnOpResult};
+    let h = start();
+    let claim = |owner: &str| Txn {
+        when: vec![Compare::new("release/api/owner", Expect::Absent)],
+        then: vec![TxnOp::Set {
+            key: "release/api/owner".into(),
+            value: Bytes::copy_from_slice(owner.as_bytes()),
+            lease: None,
+        }],
+        otherwise: vec![TxnOp::Get("release/api/owner".into())],
+    };
+    let first = h.cluster.txn(claim("controller-a")).await.unwrap();
+    assert!(first.succeeded);
+    let second = h.cluster.txn(claim("controller-b")).await.unwrap();
+    assert!(!second.succeeded, "one owner at a time");
+    let TxnOpResult::Get(Some(owner)) = &second.results[0] else { panic!("{second:?}") };
+    assert_eq!(owner.value, Bytes::from("controller-a"));
+    for i in 0..5 {
+        h.cluster.set(&format!("release/api/host-{i}"), "done").await.unwrap();
+    }
+    let page = h.cluster.range(Range::prefix("release/api/host-").limit(2)).await.unwrap();
+    assert_eq!(page.kvs.len(), 2);
+    assert_eq!((page.count, page.more), (5, true));
+    let bad = h.cluster.range(Range::prefix("x").limit(0)).await.unwrap_err();
+    assert!(matches!(bad, StoreError::Client(ClientError::Invalid(_))), "{bad}");
+}

@@ -58,7 +58,7 @@ async fn client(
     while tokio::time::Instant::now() < until {
         n += 1;
         let op = random_op(&mut rng, id, n);
-        let group = group_of(&op);
+        let group = group_of(&op).expect("the driver workload has no lease operations");
         testers
             .lock()
             .unwrap()

@@ -56,3 +56,11 @@ fn commit_without_majority_is_caught() {
         PlantedBugs { commit_without_majority: true, ..PlantedBugs::default() },
     );
 }
+
+#[test]
+fn a_replica_expiring_leases_on_its_own_clock_is_caught() {
+    check(
+        "replica expires leases on its own clock",
+        PlantedBugs { replica_expires_leases: true, ..PlantedBugs::default() },
+    );
+}

@@ -147,6 +147,7 @@ impl Node {
         );
         self.set_leader(Some(self.config.id));
         self.lead.start(self.log.last_index() + 1, now);
+        self.restart_lease_clocks(now);
         // Committing an entry of its own term commits everything before it and lets reads go.
         self.append_local(Payload::Noop);
         self.heartbeat_deadline = now + self.config.heartbeat_interval;

@@ -10,6 +10,7 @@ use rand::Rng;
 
 mod election;
 mod leader;
+mod leases;
 
 use leader::Leadership;
 mod reads;
@@ -50,6 +51,9 @@ pub struct PlantedBugs {
     pub read_without_quorum: bool,
     /// The leader commits on its own write alone.
     pub commit_without_majority: bool,
+    /// Every replica ends a lease by itself, TTL after it applied the grant, ignoring
+    /// keep-alives (the "expire on your own clock" mistake).
+    pub replica_expires_leases: bool,
 }
 
 /// Node settings.
@@ -73,6 +77,8 @@ pub struct Config {
     /// Seeds the node's RNG (its election timer's jitter). Default: mixed from `id`, so that the
     /// nodes of one cluster differ; set it for a reproducible run.
     pub seed: u64,
+    /// The longest TTL a lease may be granted with. Default one day.
+    pub max_lease_ttl: Duration,
     /// Planted faults (test builds only).
     #[cfg(plus_planted_bugs)]
     pub bugs: PlantedBugs,
@@ -91,6 +97,7 @@ impl Config {
             snapshot_threshold: 10_000,
             start: Start::Bootstrap,
             seed: id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed,
+            max_lease_ttl: Duration::from_secs(24 * 60 * 60),
             #[cfg(plus_planted_bugs)]
             bugs: PlantedBugs::default(),
         }
@@ -119,6 +126,9 @@ impl Config {
         }
         if self.snapshot_threshold == 0 {
             return Err(ConfigError::Zero("snapshot_threshold"));
+        }
+        if self.max_lease_ttl.is_zero() {
+            return Err(ConfigError::Zero("max_lease_ttl"));
         }
         Ok(())
     }
@@ -232,6 +242,8 @@ pub struct Node {
     outputs: VecDeque<ClientOutput>,
     halted: Option<StorageError>,
     counters: Counters,
+    /// The latest time the host passed in: lease deadlines are set from it.
+    clock: Timestamp,
 }
 
 impl fmt::Debug for Node {
@@ -293,6 +305,7 @@ impl Node {
             outputs: VecDeque::new(),
             halted: None,
             counters: Counters::default(),
+            clock: now,
             config,
         };
         node.reset_election_timer(now);
@@ -393,7 +406,7 @@ impl Node {
     /// The batch `seq` (and every one before it) is durable: releases the messages that waited
     /// for it, and lets the leader count its own log up to there toward commit.
     pub fn persisted(&mut self, seq: u64, now: Timestamp) {
-        let _ = now;
+        self.clock = self.clock.max(now);
         if self.halted.is_some() {
             return;
         }
@@ -441,7 +454,8 @@ impl Node {
     #[must_use]
     pub fn poll_timeout(&self) -> Timestamp {
         if self.role == Role::Leader {
-            self.heartbeat_deadline.min(self.election_deadline)
+            let timers = self.heartbeat_deadline.min(self.election_deadline);
+            self.next_lease_deadline().map_or(timers, |lease| timers.min(lease))
         } else {
             self.election_deadline
         }
@@ -510,6 +524,7 @@ impl Node {
 
     /// Lets time pass: elections, heartbeats, and the leader's check that a quorum still hears it.
     pub fn tick(&mut self, now: Timestamp) {
+        self.clock = self.clock.max(now);
         if self.halted.is_some() {
             return;
         }
@@ -539,8 +554,13 @@ impl Node {
                     self.lead.mark_all_dirty();
                     self.heartbeat_deadline = now + self.config.heartbeat_interval;
                 }
+                self.expire_leases(now);
             }
             Role::Follower | Role::PreCandidate | Role::Candidate => {
+                #[cfg(plus_planted_bugs)]
+                if self.config.bugs.replica_expires_leases {
+                    self.planted_local_expiry(now);
+                }
                 if self.role != Role::Follower
                     && now >= self.heartbeat_deadline
                     && now < self.election_deadline
@@ -563,6 +583,7 @@ impl Node {
 
     /// Handles a message from `from`.
     pub fn step(&mut self, from: NodeId, msg: Message, now: Timestamp) {
+        self.clock = self.clock.max(now);
         if self.halted.is_some() || from == self.config.id || !self.peers.contains(&from) {
             return;
         }

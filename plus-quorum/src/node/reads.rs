@@ -37,7 +37,7 @@ impl Node {
                 break;
             }
             let read = self.lead.pending_reads.pop_front().expect("front exists");
-            let result = self.state.read(&read.op);
+            let result = self.answer_read(&read.op);
             self.outputs
                 .push_back(ClientOutput { id: read.id, result: Ok(Response::Read(result)) });
         }

@@ -116,7 +116,14 @@ impl Node {
             let result = match &entry.payload {
                 Payload::Noop => None,
                 Payload::Write(op) => Some(self.state.apply(op, index)),
+                Payload::ExpireLeases(leases) => {
+                    for &lease in leases {
+                        self.state.end_lease(lease);
+                    }
+                    None
+                }
             };
+            self.track_leases(&entry.payload, result.as_ref());
             self.applied = index;
             if let Some((id, term)) = self.lead.pending_writes.remove(&index) {
                 let output = match result {
@@ -141,6 +148,14 @@ impl Node {
             });
         }
         op.validate()?;
+        if let WriteOp::GrantLease { ttl_ms } = op {
+            if u128::from(ttl_ms) > self.config.max_lease_ttl.as_millis() {
+                return Err(ClientError::Invalid(format!(
+                    "a lease's TTL of {ttl_ms} ms is above the cluster's maximum of {} ms",
+                    self.config.max_lease_ttl.as_millis()
+                )));
+            }
+        }
         if let Some(index) = self.append_local(Payload::Write(op)) {
             self.counters.proposals += 1;
             self.lead.pending_writes.insert(index, (id, self.term));

@@ -23,8 +23,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use plus_core::{SeededRng, Timestamp, seeded_rng};
 use plus_quorum::{
-    ClientError, Config, Expect, MemStorage, Message, Node, NodeId, PersistBatch, ReadOp,
-    ReadResult, Response, Start, WriteOp, WriteResult, compare,
+    ClientError, Config, Expect, KeyRange, LeaseId, MemStorage, Message, Node, NodeId,
+    PersistBatch, Range, RangeResult, ReadOp, ReadResult, Response, Start, Txn, TxnOp, TxnOpResult,
+    WriteOp, WriteResult, compare,
 };
 use rand::Rng;
 use serde::Serialize;
@@ -94,12 +95,50 @@ impl Request {
                 WriteOp::MultiDelete(_) => "multi_delete",
                 WriteOp::MultiCompareAndSet(_) => "multi_compare_and_set",
                 WriteOp::MultiCompareAndDelete(_) => "multi_compare_and_delete",
+                WriteOp::SetWithLease { .. } => "set_with_lease",
+                WriteOp::GrantLease { .. } => "grant_lease",
+                WriteOp::RevokeLease { .. } => "revoke_lease",
+                WriteOp::Txn(_) => "txn",
             },
             Request::Read(op) => match op {
                 ReadOp::Get(_) => "get",
                 ReadOp::MultiGet(_) => "multi_get",
                 ReadOp::Keys(_) => "keys",
                 ReadOp::Len => "len",
+                ReadOp::Range(_) => "range",
+                ReadOp::LeaseKeepAlive(_) => "lease_keep_alive",
+                ReadOp::LeaseTimeToLive(_) => "lease_time_to_live",
+                ReadOp::Leases => "leases",
+            },
+        }
+    }
+
+    /// Whether the operation is about leases: lease-attached keys can vanish at a time only the
+    /// leader chooses, so these are checked by the lease rule (no deletion before TTL), not by
+    /// the linearizability model.
+    fn is_lease_op(&self) -> bool {
+        match self {
+            Request::Write(op) => match op {
+                WriteOp::SetWithLease { .. }
+                | WriteOp::GrantLease { .. }
+                | WriteOp::RevokeLease { .. } => true,
+                WriteOp::Set { .. }
+                | WriteOp::Delete { .. }
+                | WriteOp::CompareAndSet { .. }
+                | WriteOp::CompareAndDelete { .. }
+                | WriteOp::MultiSet(_)
+                | WriteOp::MultiDelete(_)
+                | WriteOp::MultiCompareAndSet(_)
+                | WriteOp::MultiCompareAndDelete(_)
+                | WriteOp::Txn(_) => false,
+            },
+            Request::Read(op) => match op {
+                ReadOp::LeaseKeepAlive(_) | ReadOp::LeaseTimeToLive(_) | ReadOp::Leases => true,
+                ReadOp::Get(_)
+                | ReadOp::MultiGet(_)
+                | ReadOp::Keys(_)
+                | ReadOp::Len
+                | ReadOp::Range(_) => false,
             },
         }
     }
@@ -120,21 +159,47 @@ impl Request {
                 WriteOp::MultiCompareAndDelete(items) => {
                     items.iter().map(|(k, _)| k.as_str()).collect()
                 }
+                WriteOp::SetWithLease { key, .. } => vec![key.as_str()],
+                WriteOp::GrantLease { .. } | WriteOp::RevokeLease { .. } => return None,
+                WriteOp::Txn(txn) => txn
+                    .when
+                    .iter()
+                    .map(|c| c.key.as_str())
+                    .chain(txn.then.iter().chain(&txn.otherwise).map(|op| match op {
+                        TxnOp::Set { key, .. } | TxnOp::Delete { key } | TxnOp::Get(key) => {
+                            key.as_str()
+                        }
+                        TxnOp::Range(range) => range_group_key(range),
+                    }))
+                    .collect(),
             },
             Request::Read(op) => match op {
                 ReadOp::Get(key) => vec![key.as_str()],
                 ReadOp::MultiGet(keys) => keys.iter().map(String::as_str).collect(),
                 // The workload's patterns stay within the multi-key group (see `group_of`).
                 ReadOp::Keys(_) => vec!["m"],
-                ReadOp::Len => return None,
+                ReadOp::Range(range) => vec![range_group_key(range)],
+                ReadOp::Len
+                | ReadOp::LeaseKeepAlive(_)
+                | ReadOp::LeaseTimeToLive(_)
+                | ReadOp::Leases => return None,
             },
         })
     }
 }
 
+/// The key that stands for a range when grouping: the workload's ranges stay within the
+/// multi-key group (prefix `m`).
+fn range_group_key(range: &Range) -> &str {
+    match &range.keys {
+        KeyRange::Prefix(prefix) => prefix.as_str(),
+        KeyRange::Between { start, .. } => start.as_str(),
+    }
+}
+
 /// Every operation kind the simulations run, each of which must complete at least once over a
 /// sweep of seeds.
-pub const SIMULATED_KINDS: [&str; 11] = [
+pub const SIMULATED_KINDS: [&str; 19] = [
     "set",
     "delete",
     "compare_and_set",
@@ -146,6 +211,14 @@ pub const SIMULATED_KINDS: [&str; 11] = [
     "get",
     "multi_get",
     "keys",
+    "txn",
+    "range",
+    "set_with_lease",
+    "grant_lease",
+    "revoke_lease",
+    "lease_keep_alive",
+    "lease_time_to_live",
+    "leases",
 ];
 
 /// Kinds left out, and why.
@@ -165,6 +238,37 @@ pub enum ModelRet {
     Values(Vec<Option<Bytes>>),
     Keys(Vec<String>),
     Len(usize),
+    Range(ModelRange),
+    Txn {
+        succeeded: bool,
+        results: Vec<ModelTxnResult>,
+    },
+    /// A lease operation's answer: checked by the lease rule, not by the model.
+    Lease,
+}
+
+/// A range without versions: keys with values, the count and the "more" flag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelRange {
+    pub kvs: Vec<(String, Bytes)>,
+    pub count: usize,
+    pub more: bool,
+}
+
+impl ModelRange {
+    fn of(result: &RangeResult) -> Self {
+        let kvs = result.kvs.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
+        Self { kvs, count: result.count, more: result.more }
+    }
+}
+
+/// A transaction operation's result without versions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ModelTxnResult {
+    Set,
+    Delete { existed: bool },
+    Get(Option<Bytes>),
+    Range(ModelRange),
 }
 
 impl ModelRet {
@@ -181,6 +285,25 @@ impl ModelRet {
             }
             Response::Read(ReadResult::Keys(keys)) => ModelRet::Keys(keys.clone()),
             Response::Read(ReadResult::Len(n)) => ModelRet::Len(*n),
+            Response::Read(ReadResult::Range(range)) => ModelRet::Range(ModelRange::of(range)),
+            Response::Write(WriteResult::Txn { succeeded, results, .. }) => ModelRet::Txn {
+                succeeded: *succeeded,
+                results: results
+                    .iter()
+                    .map(|r| match r {
+                        TxnOpResult::Set { .. } => ModelTxnResult::Set,
+                        TxnOpResult::Delete { existed } => {
+                            ModelTxnResult::Delete { existed: *existed }
+                        }
+                        TxnOpResult::Get(v) => {
+                            ModelTxnResult::Get(v.as_ref().map(|v| v.value.clone()))
+                        }
+                        TxnOpResult::Range(range) => ModelTxnResult::Range(ModelRange::of(range)),
+                    })
+                    .collect(),
+            },
+            Response::Write(WriteResult::LeaseGranted { .. } | WriteResult::NoSuchLease { .. })
+            | Response::Read(ReadResult::Lease(_) | ReadResult::Leases(_)) => ModelRet::Lease,
         }
     }
 }
@@ -194,6 +317,9 @@ impl MapSpec {
         match expect {
             Expect::Value(v) => self.0.get(key) == Some(v),
             Expect::Absent => !self.0.contains_key(key),
+            Expect::Exists => self.0.contains_key(key),
+            // No key the model checks is ever attached to a lease.
+            Expect::Lease(lease) => lease.is_none() && self.0.contains_key(key),
             Expect::Version(_) => {
                 unreachable!("the workload compares on values: the model cannot know versions")
             }
@@ -224,6 +350,12 @@ impl MapSpec {
             | WriteOp::Delete { .. }
             | WriteOp::MultiSet(_)
             | WriteOp::MultiDelete(_) => true,
+            WriteOp::Txn(txn) => return self.txn(txn),
+            WriteOp::SetWithLease { .. }
+            | WriteOp::GrantLease { .. }
+            | WriteOp::RevokeLease { .. } => {
+                unreachable!("lease operations are checked by the lease rule, not the model")
+            }
         };
         if !all_hold {
             return ModelRet::CompareFailed;
@@ -246,8 +378,49 @@ impl MapSpec {
             WriteOp::MultiCompareAndDelete(items) => {
                 items.iter().for_each(|(k, _)| drop(m.remove(k)));
             }
+            WriteOp::Txn(_)
+            | WriteOp::SetWithLease { .. }
+            | WriteOp::GrantLease { .. }
+            | WriteOp::RevokeLease { .. } => unreachable!("handled above"),
         }
         ModelRet::Done
+    }
+
+    fn txn(&mut self, txn: &Txn) -> ModelRet {
+        let succeeded = txn.when.iter().all(|c| self.holds(&c.key, &c.expect));
+        let branch = if succeeded { &txn.then } else { &txn.otherwise };
+        let results = branch
+            .iter()
+            .map(|op| match op {
+                TxnOp::Set { key, value, lease: None } => {
+                    self.0.insert(key.clone(), value.clone());
+                    ModelTxnResult::Set
+                }
+                TxnOp::Set { lease: Some(_), .. } => {
+                    unreachable!("the model's transactions attach no lease")
+                }
+                TxnOp::Delete { key } => {
+                    ModelTxnResult::Delete { existed: self.0.remove(key).is_some() }
+                }
+                TxnOp::Get(key) => ModelTxnResult::Get(self.0.get(key).cloned()),
+                TxnOp::Range(range) => ModelTxnResult::Range(self.range(range)),
+            })
+            .collect();
+        ModelRet::Txn { succeeded, results }
+    }
+
+    fn range(&self, range: &Range) -> ModelRange {
+        let inside: Vec<(String, Bytes)> = self
+            .0
+            .iter()
+            .filter(|(k, _)| range.keys.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let count = inside.len();
+        let limit = if range.count_only { 0 } else { range.limit.unwrap_or(usize::MAX) };
+        let kvs: Vec<_> = inside.into_iter().take(limit).collect();
+        let more = !range.count_only && count > kvs.len();
+        ModelRange { kvs, count, more }
     }
 
     fn read(&self, op: &ReadOp) -> ModelRet {
@@ -264,6 +437,10 @@ impl MapSpec {
                     .collect(),
             ),
             ReadOp::Len => ModelRet::Len(m.len()),
+            ReadOp::Range(range) => ModelRet::Range(self.range(range)),
+            ReadOp::LeaseKeepAlive(_) | ReadOp::LeaseTimeToLive(_) | ReadOp::Leases => {
+                unreachable!("lease operations are checked by the lease rule, not the model")
+            }
         }
     }
 }
@@ -284,15 +461,20 @@ struct HistoryLine {
 
 /// Which model an operation is checked against: one register per key for single-key keys, the
 /// whole small map for the keys multi-key operations use (`m...`).
-pub fn group_of(op: &Request) -> String {
-    match op.keys().as_deref() {
+///
+/// `None` for lease operations, which the lease rule checks instead.
+pub fn group_of(op: &Request) -> Option<String> {
+    if op.is_lease_op() {
+        return None;
+    }
+    Some(match op.keys().as_deref() {
         Some([key]) if !key.starts_with('m') => (*key).to_owned(),
         Some(keys) => {
             assert!(keys.iter().all(|k| k.starts_with('m')), "{op:?} mixes the groups");
             "multi".to_owned()
         }
         None => panic!("{op:?} spans every group; the checker cannot take it"),
-    }
+    })
 }
 
 // ---- clients -------------------------------------------------------------------------------
@@ -302,7 +484,22 @@ struct InFlight {
     request_id: u64,
     node: NodeId,
     op: Request,
+    /// When the client sent it.
+    sent: Timestamp,
     deadline: Timestamp,
+}
+
+/// What the clients know of one lease, for the lease rule: its keys are never deleted earlier
+/// than TTL after the send time of any grant or keep-alive the clients saw acknowledged.
+#[derive(Debug, Default)]
+struct LeaseTrack {
+    ttl: Duration,
+    /// Send times of the grant and of every acknowledged keep-alive.
+    acked_sends: Vec<Timestamp>,
+    /// When a client first asked to revoke it (from then on it may end at any time).
+    revoke_sent: Option<Timestamp>,
+    /// When the first replica applied its end.
+    ended: Option<Timestamp>,
 }
 
 struct Client {
@@ -322,6 +519,10 @@ pub struct Outcome {
     pub acknowledged_writes: usize,
     /// The operation kinds that completed with an answer.
     pub completed_kinds: BTreeSet<&'static str>,
+    /// Leases that ended by expiry (no client asked to revoke them).
+    pub leases_expired: usize,
+    /// Leases a client kept alive at least once (acknowledged).
+    pub leases_kept_alive: usize,
     pub violations: Vec<String>,
     pub history_jsonl: String,
 }
@@ -349,6 +550,10 @@ pub struct Sim {
     leaders_by_term: HashMap<u64, NodeId>,
     versions_seen: Vec<HashMap<String, u64>>,
     acked: Vec<(String, Bytes, u64)>,
+    /// Every lease a client saw granted.
+    leases: BTreeMap<LeaseId, LeaseTrack>,
+    /// The leases each replica's state holds, as last seen (per incarnation).
+    leases_held: Vec<HashSet<LeaseId>>,
     completed: BTreeSet<&'static str>,
     violations: Vec<String>,
     next_fault: Timestamp,
@@ -432,6 +637,8 @@ impl Sim {
             leaders_by_term: HashMap::new(),
             versions_seen: vec![HashMap::new(); cfg.nodes],
             acked: Vec::new(),
+            leases: BTreeMap::new(),
+            leases_held: vec![HashSet::new(); cfg.nodes],
             completed: BTreeSet::new(),
             violations: Vec::new(),
             next_fault: Timestamp::from_millis(cfg.crash_every_ms),
@@ -500,6 +707,7 @@ impl Sim {
             self.step_once(false);
         }
         self.check_final_state();
+        self.check_leases();
         self.check_linearizability();
         let history_jsonl = self
             .history
@@ -511,6 +719,12 @@ impl Sim {
             history_lines: self.history.len(),
             acknowledged_writes: self.acked.len(),
             completed_kinds: self.completed,
+            leases_expired: self
+                .leases
+                .values()
+                .filter(|t| t.ended.is_some() && t.revoke_sent.is_none())
+                .count(),
+            leases_kept_alive: self.leases.values().filter(|t| t.acked_sends.len() > 1).count(),
             violations: self.violations,
             history_jsonl,
         }
@@ -558,6 +772,7 @@ impl Sim {
         // A restarted replica rebuilds its map from storage (snapshot, then log): versions are
         // checked per incarnation. Writes not yet durable died with the old process.
         self.versions_seen[i].clear();
+        self.leases_held[i].clear();
         self.disk[i].clear();
         let members = self.members();
         let id = members[i];
@@ -827,6 +1042,15 @@ impl Sim {
                 *seen = v.version;
             }
             self.violations.extend(decreased);
+            // A lease this replica held and holds no more has ended here now.
+            let now_held: HashSet<LeaseId> =
+                node.local_state().leases().map(|(id, _)| id).collect();
+            for lease in self.leases_held[i].difference(&now_held) {
+                if let Some(track) = self.leases.get_mut(lease) {
+                    track.ended.get_or_insert(self.now);
+                }
+            }
+            self.leases_held[i] = now_held;
         }
     }
 
@@ -849,7 +1073,16 @@ impl Sim {
         let multi = ["m0", "m1", "m2"];
         let key = single[self.rng.random_range(0..single.len())].to_owned();
         let mk = multi[self.rng.random_range(0..multi.len())].to_owned();
-        let write = match self.rng.random_range(0..17) {
+        // A lease the clients saw granted (often one that has ended since), or a made-up one.
+        let lease: LeaseId = {
+            let known: Vec<LeaseId> = self.leases.keys().copied().collect();
+            if known.is_empty() || self.rng.random_range(0..20) == 0 {
+                self.rng.random_range(1..10_000)
+            } else {
+                known[known.len() - 1 - self.rng.random_range(0..known.len().min(4))]
+            }
+        };
+        let write = match self.rng.random_range(0..28) {
             0..=2 => WriteOp::Set { value: self.new_value(client), key },
             3 => WriteOp::Delete { key },
             4..=6 => return Request::Read(ReadOp::Get(key)),
@@ -888,6 +1121,42 @@ impl Sim {
                 WriteOp::MultiCompareAndDelete(items)
             }
             14 => return Request::Read(ReadOp::Get(mk)),
+            15 => WriteOp::GrantLease { ttl_ms: self.rng.random_range(200..1_500) },
+            16 | 17 => return Request::Read(ReadOp::LeaseKeepAlive(lease)),
+            18 => {
+                let key = format!("l{}", self.rng.random_range(0..3));
+                WriteOp::SetWithLease { key, value: self.new_value(client), lease }
+            }
+            19 => return Request::Read(ReadOp::LeaseTimeToLive(lease)),
+            20 if self.rng.random_range(0..4) == 0 => WriteOp::RevokeLease { lease },
+            20 => return Request::Read(ReadOp::Leases),
+            21 | 22 => {
+                // Compare one multi-key against what a client last saw acknowledged (or its
+                // absence, or its presence), then write, read and range in either branch.
+                let expect = match self.rng.random_range(0..3) {
+                    0 => self.expect_last_acked("m0"),
+                    1 => Expect::Absent,
+                    _ => Expect::Exists,
+                };
+                let value = self.new_value(client);
+                WriteOp::Txn(Txn {
+                    when: vec![plus_quorum::Compare::new("m0", expect)],
+                    then: vec![
+                        TxnOp::Set { key: mk.clone(), value, lease: None },
+                        TxnOp::Get("m0".into()),
+                        TxnOp::Range(Range::prefix("m").limit(2)),
+                    ],
+                    otherwise: vec![TxnOp::Get(mk.clone()), TxnOp::Delete { key: "m2".into() }],
+                })
+            }
+            23 | 24 => {
+                let range = match self.rng.random_range(0..3) {
+                    0 => Range::prefix("m"),
+                    1 => Range::prefix("m").limit(self.rng.random_range(1..3)),
+                    _ => Range::between("m0", "m2").count_only(),
+                };
+                return Request::Read(ReadOp::Range(range));
+            }
             // Keys of the multi-key group only, so the group's model can check the answer.
             _ => return Request::Read(ReadOp::Keys("m?".to_owned())),
         };
@@ -967,10 +1236,16 @@ impl Sim {
                         request_id,
                         node: target,
                         op: op.clone(),
+                        sent: self.now,
                         deadline: self.now + Duration::from_millis(800),
                     });
                     client.ops_done += 1;
                     self.thread_group.insert(thread, String::new());
+                    if let Request::Write(WriteOp::RevokeLease { lease }) = &op {
+                        if let Some(track) = self.leases.get_mut(lease) {
+                            track.revoke_sent.get_or_insert(self.now);
+                        }
+                    }
                     self.invoke(c, thread, &op);
                 }
                 Err(ClientError::NotLeader { leader }) => client.believed_leader = leader,
@@ -986,7 +1261,8 @@ impl Sim {
 
     fn invoke(&mut self, c: usize, thread: u64, op: &Request) {
         self.record(c, thread, "invoke", Some(op), None);
-        let group = group_of(op);
+        // Lease operations are checked by the lease rule (`check_leases`), not the model.
+        let Some(group) = group_of(op) else { return };
         self.thread_group.insert(thread, group.clone());
         let tester = self
             .testers
@@ -1019,8 +1295,25 @@ impl Sim {
                 let group = self.thread_group.get(&f.thread).cloned().unwrap_or_default();
                 match output.result {
                     Ok(response) => {
-                        if let Response::Write(WriteResult::Applied { version }) = response {
-                            self.note_ack(&f.op, version);
+                        match &response {
+                            Response::Write(WriteResult::Applied { version }) => {
+                                self.note_ack(&f.op, *version);
+                            }
+                            Response::Write(WriteResult::LeaseGranted { lease, ttl_ms }) => {
+                                self.leases.entry(*lease).or_insert(LeaseTrack {
+                                    ttl: Duration::from_millis(*ttl_ms),
+                                    acked_sends: vec![f.sent],
+                                    ..LeaseTrack::default()
+                                });
+                            }
+                            Response::Read(ReadResult::Lease(Some(info)))
+                                if matches!(f.op, Request::Read(ReadOp::LeaseKeepAlive(_))) =>
+                            {
+                                if let Some(track) = self.leases.get_mut(&info.id) {
+                                    track.acked_sends.push(f.sent);
+                                }
+                            }
+                            _ => {}
                         }
                         self.completed.insert(f.op.kind());
                         let json = match &response {
@@ -1058,10 +1351,38 @@ impl Sim {
             WriteOp::Delete { .. }
             | WriteOp::CompareAndDelete { .. }
             | WriteOp::MultiDelete(_)
-            | WriteOp::MultiCompareAndDelete(_) => Vec::new(),
+            | WriteOp::MultiCompareAndDelete(_)
+            // Leased keys may vanish with their lease; the lease rule checks them.
+            | WriteOp::SetWithLease { .. }
+            | WriteOp::GrantLease { .. }
+            | WriteOp::RevokeLease { .. }
+            // Which branch wrote is in the result, not the operation; the model checks it.
+            | WriteOp::Txn(_) => Vec::new(),
         };
         for (key, value) in written {
             self.acked.push((key.clone(), value.clone(), version));
+        }
+    }
+
+    /// The lease rule: no lease ended (on any replica) earlier than its TTL after the send time
+    /// of a grant or keep-alive the clients saw acknowledged, unless a client had asked to
+    /// revoke it.
+    fn check_leases(&mut self) {
+        for (lease, track) in &self.leases {
+            let Some(ended) = track.ended else { continue };
+            if track.revoke_sent.is_some_and(|r| r <= ended) {
+                continue;
+            }
+            if let Some(sent) =
+                track.acked_sends.iter().copied().filter(|&s| ended < s + track.ttl).max()
+            {
+                self.violations.push(format!(
+                    "lease {lease} (ttl {:?}) ended at {} ms, less than its TTL after a keep-alive sent at {} ms was acknowledged",
+                    track.ttl,
+                    ended.as_millis(),
+                    sent.as_millis()
+                ));
+            }
         }
     }
 

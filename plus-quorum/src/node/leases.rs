@@ -1,0 +1,141 @@
+//! Lease deadlines: kept by the leader only, from the time its host passes in. Expiry is a log
+//! entry the leader proposes; keep-alives are answered after a quorum round (see
+//! [`crate::lease`] for the guarantee this gives).
+
+use std::collections::BTreeSet;
+
+use plus_core::Timestamp;
+
+use super::{Node, Role};
+use crate::lease::{LeaseId, LeaseInfo};
+use crate::log::Payload;
+use crate::types::{ReadOp, ReadResult, WriteResult};
+
+impl Node {
+    /// A new leader gives every lease a full TTL from now (etcd's rule): a failover can delay an
+    /// expiry, never bring it forward.
+    pub(super) fn restart_lease_clocks(&mut self, now: Timestamp) {
+        self.lead.lease_deadlines = self
+            .state
+            .lease_ttls()
+            .map(|(id, ttl_ms)| (id, now + std::time::Duration::from_millis(ttl_ms)))
+            .collect();
+        self.lead.expiring = BTreeSet::new();
+    }
+
+    /// What a committed entry did to leases, for the leader's deadlines.
+    pub(super) fn track_leases(&mut self, payload: &Payload, result: Option<&WriteResult>) {
+        #[cfg(plus_planted_bugs)]
+        if self.config.bugs.replica_expires_leases && self.role != Role::Leader {
+            if let Some(WriteResult::LeaseGranted { lease, ttl_ms }) = result {
+                let deadline = self.clock + std::time::Duration::from_millis(*ttl_ms);
+                self.lead.lease_deadlines.insert(*lease, deadline);
+            }
+        }
+        if self.role != Role::Leader {
+            return;
+        }
+        match (payload, result) {
+            (_, Some(WriteResult::LeaseGranted { lease, ttl_ms })) => {
+                let deadline = self.clock + std::time::Duration::from_millis(*ttl_ms);
+                self.lead.lease_deadlines.insert(*lease, deadline);
+            }
+            (Payload::ExpireLeases(leases), _) => {
+                for lease in leases {
+                    self.lead.lease_deadlines.remove(lease);
+                    self.lead.expiring.remove(lease);
+                }
+            }
+            _ => {
+                // A revoke (or anything else) may have ended leases: keep only live ones.
+                let state = &self.state;
+                self.lead.lease_deadlines.retain(|&id, _| state.lease(id).is_some());
+            }
+        }
+    }
+
+    /// The planted mistake: a replica deletes a lease's keys by itself when its own clock says
+    /// the TTL since the grant has passed.
+    #[cfg(plus_planted_bugs)]
+    pub(super) fn planted_local_expiry(&mut self, now: Timestamp) {
+        let due: Vec<LeaseId> = self
+            .lead
+            .lease_deadlines
+            .iter()
+            .filter(|&(_, &deadline)| deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for lease in due {
+            self.lead.lease_deadlines.remove(&lease);
+            self.state.end_lease(lease);
+        }
+    }
+
+    /// Proposes the expiry of every lease whose deadline has passed, in one entry.
+    pub(super) fn expire_leases(&mut self, now: Timestamp) {
+        if self.role != Role::Leader || !self.committed_in_term() {
+            return;
+        }
+        let due: Vec<LeaseId> = self
+            .lead
+            .lease_deadlines
+            .iter()
+            .filter(|&(id, &deadline)| deadline <= now && !self.lead.expiring.contains(id))
+            .map(|(&id, _)| id)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        tracing::info!(node = self.config.id, leases = ?due, "leases expired: deleting their keys");
+        self.lead.expiring.extend(due.iter().copied());
+        if self.append_local(Payload::ExpireLeases(due)).is_some() {
+            self.maybe_commit();
+        }
+    }
+
+    /// The earliest lease deadline the leader waits for: none until it has committed an entry
+    /// of its term, since it cannot propose an expiry before that (and a deadline in the past
+    /// would make its host tick without end).
+    pub(super) fn next_lease_deadline(&self) -> Option<Timestamp> {
+        if !self.committed_in_term() {
+            return None;
+        }
+        self.lead
+            .lease_deadlines
+            .iter()
+            .filter(|(id, _)| !self.lead.expiring.contains(id))
+            .map(|(_, &deadline)| deadline)
+            .min()
+    }
+
+    /// Answers a confirmed read: lease reads from the leader's deadlines, the rest from the map.
+    pub(super) fn answer_read(&mut self, op: &ReadOp) -> ReadResult {
+        match op {
+            ReadOp::LeaseKeepAlive(lease) => {
+                let info = self.lease_info(*lease, true);
+                ReadResult::Lease(info)
+            }
+            ReadOp::LeaseTimeToLive(lease) => ReadResult::Lease(self.lease_info(*lease, false)),
+            other => self.state.read(other),
+        }
+    }
+
+    fn lease_info(&mut self, lease: LeaseId, renew: bool) -> Option<LeaseInfo> {
+        if self.lead.expiring.contains(&lease) {
+            return None;
+        }
+        let (ttl_ms, keys) = self.state.lease(lease)?;
+        let ttl = std::time::Duration::from_millis(ttl_ms);
+        let deadline = self.lead.lease_deadlines.entry(lease).or_insert(self.clock + ttl);
+        if renew {
+            *deadline = (*deadline).max(self.clock + ttl);
+        }
+        let remaining = deadline.saturating_duration_since(self.clock);
+        Some(LeaseInfo {
+            id: lease,
+            ttl_ms,
+            remaining_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+            keys,
+        })
+    }
+}
