@@ -36,8 +36,8 @@ use plus_core::{AppCode, HostId, Timestamp, Version, WorkerId, seeded_rng};
 use plus_manifest::{Manifest, ManifestError, parse_file};
 use plus_quorum::testing::loopback_addrs;
 use plus_quorum::{
-    Bytes, Cluster, Compare, Config as QuorumConfig, Expect, MemStorage, MuxNode, RemoteNode,
-    Txn, TxnOp, WriteOp, compare,
+    Bytes, Cluster, Compare, Config as QuorumConfig, Expect, MemStorage, MuxNode, RemoteNode, Txn,
+    TxnOp, WriteOp, compare,
 };
 use plus_rollout::{
     AppExecutor, AppGraph, AppSpec, AppState, Command, DeployConfig, Deployment, EventKind,

@@ -15,10 +15,11 @@ use crate::lease::{LeaseId, LeaseInfo};
 use crate::message::Message;
 use crate::node::{Config, Inspection, Node, NodeError, NodeStats, Role};
 use crate::storage::Storage;
-use crate::txn::{Range, RangeResult, Txn, TxnOutcome};
+use crate::txn::{KeyRange, Range, RangeResult, Txn, TxnOutcome};
 use crate::types::{
     ClientError, NodeId, ReadOp, ReadResult, RequestId, Response, Versioned, WriteOp, WriteResult,
 };
+use crate::watch::{WatchBatch, WatchRequest};
 
 /// Carries messages between nodes.
 ///
@@ -113,6 +114,7 @@ impl Status {
 }
 
 type Reply = oneshot::Sender<Result<Response, ClientError>>;
+type WatchReply = oneshot::Sender<Result<WatchBatch, ClientError>>;
 
 enum Command {
     Write(WriteOp, Reply),
@@ -120,6 +122,7 @@ enum Command {
     LocalGet(String, oneshot::Sender<Option<Versioned>>),
     Status(oneshot::Sender<Status>),
     Stats(oneshot::Sender<NodeStats>),
+    Watch(WatchRequest, Duration, WatchReply),
     Inspect(oneshot::Sender<Inspection>),
     Stop(oneshot::Sender<()>),
 }
@@ -172,6 +175,60 @@ pub fn spawn_node<S: Storage + 'static>(
     Ok(RunningNode { handle: NodeHandle { id, commands, inbox, status }, task })
 }
 
+/// Watch polls waiting for a change (or their deadline), answered after every turn.
+#[derive(Default)]
+struct ParkedWatches {
+    waiting: Vec<(WatchRequest, Instant, WatchReply)>,
+    /// The applied index the waiting polls were last looked at with: nothing new to tell them
+    /// until it moves (or a deadline passes).
+    looked_at: u64,
+}
+
+impl ParkedWatches {
+    fn park(&mut self, request: WatchRequest, until: Instant, reply: WatchReply) {
+        self.waiting.push((request, until, reply));
+        // A new poll is looked at on the next turn, whatever the applied index.
+        self.looked_at = 0;
+    }
+
+    /// Answers every poll that has events, an error, or no time left; keeps the rest.
+    fn answer(&mut self, node: &Node, now: Instant) {
+        let moved = node.applied_index() != self.looked_at;
+        let due = self.earliest().is_some_and(|at| at <= now);
+        if !moved && !due {
+            return;
+        }
+        self.looked_at = node.applied_index();
+        let mut still = Vec::with_capacity(self.waiting.len());
+        for (request, until, reply) in self.waiting.drain(..) {
+            if reply.is_closed() {
+                continue;
+            }
+            // Only the leader answers: a replica cut off from the others would answer with
+            // progress marks only, and its watcher would never learn it is behind.
+            let result = if node.is_leader() {
+                node.watch(&request)
+            } else {
+                Err(ClientError::NotLeader { leader: node.leader() })
+            };
+            let ready = match &result {
+                Ok(batch) => !batch.events.is_empty() || now >= until,
+                Err(_) => true,
+            };
+            if ready {
+                let _ = reply.send(result);
+            } else {
+                still.push((request, until, reply));
+            }
+        }
+        self.waiting = still;
+    }
+
+    fn earliest(&self) -> Option<Instant> {
+        self.waiting.iter().map(|(_, until, _)| *until).min()
+    }
+}
+
 /// The driver task's ends of its channels.
 struct Channels {
     commands: mpsc::UnboundedReceiver<Command>,
@@ -191,6 +248,7 @@ async fn drive<S: Storage>(
     let mut waiting: HashMap<RequestId, Reply> = HashMap::new();
     let mut next_id: RequestId = 1;
     let id = node.id();
+    let mut watches = ParkedWatches::default();
     #[cfg(feature = "metrics")]
     let mut metrics = crate::metrics::NodeMetrics::new(id);
     loop {
@@ -222,7 +280,11 @@ async fn drive<S: Storage>(
         });
         #[cfg(feature = "metrics")]
         metrics.maybe_record(&node);
-        let deadline = origin + node.poll_timeout().since_origin();
+        watches.answer(&node, Instant::now());
+        let deadline =
+            watches.earliest().map_or(origin + node.poll_timeout().since_origin(), |w| {
+                w.min(origin + node.poll_timeout().since_origin())
+            });
         tokio::select! {
             biased;
             command = commands.recv() => {
@@ -247,6 +309,9 @@ async fn drive<S: Storage>(
                     Command::LocalGet(key, reply) => { let _ = reply.send(node.local_get(&key).cloned()); }
                     Command::Status(reply) => { let _ = reply.send(Status::of(&node)); }
                     Command::Stats(reply) => { let _ = reply.send(node.stats()); }
+                    Command::Watch(request, wait, reply) => {
+                        watches.park(request, Instant::now() + wait, reply);
+                    }
                     Command::Inspect(reply) => { let _ = reply.send(node.inspect()); }
                     Command::Stop(reply) => {
                         // Pending callers learn their outcome is unknown (writes) or retryable.
@@ -339,6 +404,24 @@ impl NodeHandle {
         self.status.clone()
     }
 
+    /// The changes to a range from a revision on, from this node's history; waits up to
+    /// `wait` for one when there is none yet (a long poll), then answers with a progress mark.
+    /// Only the leader answers, so that a watcher on a replica cut off from the others hears
+    /// that it must move instead of hearing "nothing new" for ever.
+    ///
+    /// # Errors
+    /// [`ClientError::NotLeader`] on a follower; [`ClientError::Compacted`] for a revision older
+    /// than the history; [`StoreError::Stopped`].
+    pub async fn watch(
+        &self,
+        request: WatchRequest,
+        wait: Duration,
+    ) -> Result<WatchBatch, StoreError> {
+        // The node answers by `wait` at the latest; the margin covers a busy node.
+        let deadline = wait + Duration::from_secs(5);
+        Ok(self.call(|r| Command::Watch(request, wait, r), deadline).await??)
+    }
+
     /// The node's counters and the leader's view of its followers.
     ///
     /// # Errors
@@ -373,6 +456,8 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
     async fn read(&self, op: ReadOp, deadline: Duration) -> Result<ReadResult, StoreError>;
     /// The node's status.
     async fn status(&self) -> Result<Status, StoreError>;
+    /// A watch poll on this node: the changes from a revision on, waiting up to `wait` for one.
+    async fn watch(&self, request: WatchRequest, wait: Duration) -> Result<WatchBatch, StoreError>;
 }
 
 #[async_trait::async_trait]
@@ -388,6 +473,9 @@ impl NodeApi for NodeHandle {
     }
     async fn status(&self) -> Result<Status, StoreError> {
         NodeHandle::status(self).await
+    }
+    async fn watch(&self, request: WatchRequest, wait: Duration) -> Result<WatchBatch, StoreError> {
+        NodeHandle::watch(self, request, wait).await
     }
 }
 
@@ -705,6 +793,13 @@ impl<N: NodeApi> Cluster<N> {
         }
     }
 
+    /// Watches `range` from revision `from` on (the revision of a read plus one, say): every
+    /// change, in order, with no gap and no duplicate, resuming on another node when one fails.
+    #[must_use]
+    pub fn watch(&self, range: KeyRange, from: u64) -> Watcher<N> {
+        Watcher { cluster: self.clone(), range, next: from.max(1), attempt: 0 }
+    }
+
     /// The leader, if some node knows one.
     pub async fn leader(&self) -> Option<NodeId> {
         for node in self.handles() {
@@ -725,6 +820,67 @@ fn applied(result: WriteResult) -> Result<u64, StoreError> {
         // An unconditional write cannot fail a comparison or answer as another kind of write:
         // only a confused or hostile peer says so.
         other => Err(StoreError::unexpected("an applied unconditional write", &other)),
+    }
+}
+
+/// A watch on a range ([`Cluster::watch`]): call [`Watcher::next`] for each batch of changes.
+#[derive(Debug)]
+pub struct Watcher<N: NodeApi = NodeHandle> {
+    cluster: Cluster<N>,
+    range: KeyRange,
+    next: u64,
+    attempt: usize,
+}
+
+impl<N: NodeApi> Watcher<N> {
+    /// How long one poll waits for a change before answering with a progress mark.
+    const WAIT: Duration = Duration::from_secs(1);
+
+    /// The revision the next batch starts at.
+    #[must_use]
+    pub fn next_revision(&self) -> u64 {
+        self.next
+    }
+
+    /// The next changes, or, when nothing changed for a while, an empty batch whose `progress`
+    /// says how far the watch is known to be current. Tries the nodes in turn when one fails,
+    /// resuming where the last batch ended.
+    ///
+    /// # Errors
+    /// [`ClientError::Compacted`] when the watch fell behind the history the nodes keep;
+    /// [`StoreError::NoLeader`] when no node answered within the cluster's deadline.
+    pub async fn next(&mut self) -> Result<WatchBatch, StoreError> {
+        let started = Instant::now();
+        loop {
+            if self.cluster.handles().is_empty() {
+                return Err(StoreError::EmptyCluster);
+            }
+            let Some(node) = self.cluster.candidate(self.attempt) else {
+                return Err(StoreError::NoLeader(self.cluster.deadline));
+            };
+            let request =
+                WatchRequest { range: self.range.clone(), from: self.next, max_events: 1_000 };
+            match node.watch(request, Self::WAIT).await {
+                Ok(batch) => {
+                    self.next = batch.progress + 1;
+                    return Ok(batch);
+                }
+                Err(err @ StoreError::Client(ClientError::Compacted { .. })) => return Err(err),
+                Err(StoreError::Client(ClientError::NotLeader { leader })) => {
+                    self.cluster.note_leader(leader);
+                    self.attempt += 1;
+                }
+                // A stopped node, or one that did not answer: forget it as leader, try another.
+                Err(_) => {
+                    self.cluster.note_leader(None);
+                    self.attempt += 1;
+                }
+            }
+            if started.elapsed() >= self.cluster.deadline {
+                return Err(StoreError::NoLeader(self.cluster.deadline));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use crate::glob::glob_match;
 use crate::lease::{LeaseId, LeaseState, Leases};
 use crate::txn::{KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult};
 use crate::types::{Expect, ReadOp, ReadResult, Versioned, WriteOp, WriteResult};
+use crate::watch::Change;
 
 /// The key-value map every replica applies the log to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +19,9 @@ pub struct KvState {
     map: BTreeMap<String, Versioned>,
     #[serde(default)]
     leases: Leases,
+    /// The changes of the entry being applied, for watchers; the node takes them after each.
+    #[serde(skip)]
+    changes: Vec<(String, Change)>,
 }
 
 fn matches(current: Option<&Versioned>, expect: &Expect) -> bool {
@@ -119,13 +123,24 @@ impl KvState {
                 state.keys.insert(key.to_owned());
             }
         }
-        self.map.insert(key.to_owned(), Versioned { value: value.clone(), version: index, lease });
+        let versioned = Versioned { value: value.clone(), version: index, lease };
+        self.changes.push((key.to_owned(), Change::Put(versioned.clone())));
+        self.map.insert(key.to_owned(), versioned);
+    }
+
+    /// The changes applied since the last call, in order.
+    pub(crate) fn take_changes(&mut self) -> Vec<(String, Change)> {
+        std::mem::take(&mut self.changes)
     }
 
     /// Deletes `key`; whether it existed.
     fn remove(&mut self, key: &str) -> bool {
         self.detach(key);
-        self.map.remove(key).is_some()
+        let existed = self.map.remove(key).is_some();
+        if existed {
+            self.changes.push((key.to_owned(), Change::Delete));
+        }
+        existed
     }
 
     /// Takes `key` off the lease it is attached to, if any.
@@ -140,7 +155,9 @@ impl KvState {
     pub(crate) fn end_lease(&mut self, lease: LeaseId) -> bool {
         let Some(state) = self.leases.map.remove(&lease) else { return false };
         for key in state.keys {
-            self.map.remove(&key);
+            if self.map.remove(&key).is_some() {
+                self.changes.push((key, Change::Delete));
+            }
         }
         true
     }

@@ -134,6 +134,7 @@ mod persist;
 mod storage;
 mod txn;
 mod types;
+mod watch;
 
 /// Implement [`NodeApi`] with `#[plus_quorum::async_trait]`, without a dependency of your own.
 #[cfg(feature = "driver")]
@@ -143,7 +144,7 @@ pub use bytes::{self, Bytes};
 #[cfg(feature = "driver")]
 pub use driver::{
     Cluster, InProcessNetwork, NodeApi, NodeHandle, RunningNode, Status, StoreError, Transport,
-    spawn_node,
+    Watcher, spawn_node,
 };
 #[cfg(feature = "file-storage")]
 pub use file_storage::FileStorage;
@@ -164,6 +165,7 @@ pub use types::{
     ClientError, ClientOutput, Expect, LogIndex, MAX_KEY_LEN, NodeId, ReadOp, ReadResult,
     RequestId, Response, Term, Versioned, WriteOp, WriteResult,
 };
+pub use watch::{Change, WatchBatch, WatchEvent, WatchRequest};
 
 /// Helpers for tests, simulations and examples (feature `testing`): not part of the store's API.
 #[cfg(feature = "testing")]

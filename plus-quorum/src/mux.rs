@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::driver::{NodeApi, NodeHandle, Status, StoreError, Transport};
 use crate::message::Message;
 use crate::types::{ClientError, NodeId, ReadOp, ReadResult, WriteOp, WriteResult};
+use crate::watch::{WatchBatch, WatchRequest};
 
 /// Largest decompressed body accepted: a hostile size prefix must not allocate gigabytes.
 const MAX_DECOMPRESSED: usize = 256 << 20;
@@ -44,6 +45,10 @@ enum Wire {
         deadline_ms: u64,
     },
     Status,
+    Watch {
+        request: WatchRequest,
+        wait_ms: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,6 +57,7 @@ enum WireReply {
     Write(Result<WriteResult, StoreError>),
     Read(Result<ReadResult, StoreError>),
     Status(Result<Status, StoreError>),
+    Watch(Result<WatchBatch, StoreError>),
 }
 
 /// Why a body could not be decoded.
@@ -112,6 +118,10 @@ impl Handler for NodeService {
                 WireReply::Read(self.node.read(op, Duration::from_millis(deadline_ms)).await)
             }
             Wire::Status => WireReply::Status(self.node.status().await),
+            Wire::Watch { request, wait_ms } => WireReply::Watch(
+                // A peer's number: bounded, like everything that comes from outside.
+                self.node.watch(request, Duration::from_millis(wait_ms.min(60_000))).await,
+            ),
         };
         Ok(encode(&reply))
     }
@@ -343,6 +353,14 @@ impl NodeApi for RemoteNode {
         match self.call(&Wire::Status, Duration::from_secs(2)).await? {
             WireReply::Status(r) => r,
             other => Err(StoreError::unexpected("a status reply", &other)),
+        }
+    }
+
+    async fn watch(&self, request: WatchRequest, wait: Duration) -> Result<WatchBatch, StoreError> {
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        match self.call(&Wire::Watch { request, wait_ms }, wait + Duration::from_secs(5)).await? {
+            WireReply::Watch(r) => r,
+            other => Err(StoreError::unexpected("a watch reply", &other)),
         }
     }
 }

@@ -274,6 +274,15 @@ pub enum ClientError {
     /// The request was malformed (an empty multi-operation, a key too long, ...).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A watch asked for changes older than the history this node keeps: start again from a
+    /// fresh read (a range) and watch from its revision, or from `oldest`.
+    #[error("revision {requested} is compacted: the oldest revision still watchable is {oldest}")]
+    Compacted {
+        /// The revision asked for.
+        requested: LogIndex,
+        /// The oldest revision whose changes are all kept.
+        oldest: LogIndex,
+    },
 }
 
 /// A request's result, delivered by [`Node::poll_output`](crate::Node::poll_output).

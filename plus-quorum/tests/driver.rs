@@ -291,3 +291,58 @@ async fn transactions_and_ranges_through_the_client() {
     let bad = h.cluster.range(Range::prefix("x").limit(0)).await.unwrap_err();
     assert!(matches!(bad, StoreError::Client(ClientError::Invalid(_))), "{bad}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_sees_every_change_in_order_across_a_leader_failover() {
+    use plus_quorum::{Change, KeyRange, Range};
+    let h = start();
+    let start_revision = h.cluster.range(Range::prefix("cfg/")).await.map(|_| 1).unwrap();
+    let mut watcher = h.cluster.watch(KeyRange::Prefix("cfg/".into()), start_revision);
+    let mut expected = Vec::new();
+    for i in 0..4 {
+        let version = h.cluster.set(&format!("cfg/{i}"), "on").await.unwrap();
+        expected.push((version, format!("cfg/{i}"), true));
+    }
+    h.cluster.set("elsewhere", "x").await.unwrap();
+    let leader = h.cluster.leader().await.unwrap();
+    h.net.isolate(leader);
+    // Past an election, and past the old leader stepping down for want of a quorum.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let version = h.cluster.set("cfg/9", "after failover").await.unwrap();
+    expected.push((version, "cfg/9".into(), true));
+    let lease = h.cluster.grant_lease(Duration::from_millis(500)).await.unwrap();
+    let version = h.cluster.set_with_lease("cfg/leased", "v", lease.id).await.unwrap();
+    expected.push((version, "cfg/leased".into(), true));
+    let mut seen = Vec::new();
+    while seen.len() < expected.len() + 1 {
+        let batch = watcher.next().await.unwrap();
+        for event in batch.events {
+            seen.push((event.revision, event.key, matches!(event.change, Change::Put(_))));
+        }
+    }
+    // The lease ended by itself: its key's deletion is the last change.
+    let expiry = seen.pop().unwrap();
+    assert_eq!((expiry.1.as_str(), expiry.2), ("cfg/leased", false));
+    assert_eq!(seen, expected, "every change, in order, no gap, no duplicate");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_behind_the_history_fails_with_the_oldest_revision() {
+    use plus_quorum::{ClientError, KeyRange, StoreError};
+    let net = InProcessNetwork::new();
+    let handles: Vec<_> = (1..=3u64)
+        .map(|id| {
+            let config = Config { watch_history: 4, ..config(id, Start::Bootstrap) };
+            net.spawn(config, MemStorage::new()).unwrap().handle
+        })
+        .collect();
+    let cluster = Cluster::new(handles);
+    for i in 0..10 {
+        cluster.set(&format!("k{i}"), "v").await.unwrap();
+    }
+    let err = cluster.watch(KeyRange::Prefix(String::new()), 1).next().await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Client(ClientError::Compacted { requested: 1, oldest }) if oldest > 1),
+        "{err}"
+    );
+}

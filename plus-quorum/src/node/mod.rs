@@ -27,6 +27,7 @@ use crate::message::Message;
 use crate::persist::{PersistBatch, Persistence};
 use crate::storage::{HardState, Storage, StorageError};
 use crate::types::{ClientError, ClientOutput, LogIndex, NodeId, Term, Versioned};
+use crate::watch::{History, WatchBatch, WatchRequest};
 
 /// How a node starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,6 +80,9 @@ pub struct Config {
     pub seed: u64,
     /// The longest TTL a lease may be granted with. Default one day.
     pub max_lease_ttl: Duration,
+    /// How many recent changes the node keeps for watchers; a watcher further behind gets
+    /// [`ClientError::Compacted`]. Default 10,000.
+    pub watch_history: usize,
     /// Planted faults (test builds only).
     #[cfg(plus_planted_bugs)]
     pub bugs: PlantedBugs,
@@ -98,6 +102,7 @@ impl Config {
             start: Start::Bootstrap,
             seed: id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed,
             max_lease_ttl: Duration::from_secs(24 * 60 * 60),
+            watch_history: 10_000,
             #[cfg(plus_planted_bugs)]
             bugs: PlantedBugs::default(),
         }
@@ -129,6 +134,9 @@ impl Config {
         }
         if self.max_lease_ttl.is_zero() {
             return Err(ConfigError::Zero("max_lease_ttl"));
+        }
+        if self.watch_history == 0 {
+            return Err(ConfigError::Zero("watch_history"));
         }
         Ok(())
     }
@@ -244,6 +252,8 @@ pub struct Node {
     counters: Counters,
     /// The latest time the host passed in: lease deadlines are set from it.
     clock: Timestamp,
+    /// Recent changes, for watchers.
+    history: History,
 }
 
 impl fmt::Debug for Node {
@@ -306,6 +316,7 @@ impl Node {
             halted: None,
             counters: Counters::default(),
             clock: now,
+            history: History::new(config.watch_history, base_index + 1),
             config,
         };
         node.reset_election_timer(now);
@@ -384,6 +395,27 @@ impl Node {
     #[must_use]
     pub fn local_get(&self, key: &str) -> Option<&Versioned> {
         self.state.get(key)
+    }
+
+    /// The changes to a range from a revision on, from this replica's history (any replica
+    /// answers: every one applies the same committed entries). Empty with a progress mark when
+    /// nothing has changed since.
+    ///
+    /// # Errors
+    /// [`ClientError::Compacted`] when `request.from` is older than the history kept;
+    /// [`ClientError::Invalid`] for a revision past the commit index, a `max_events` of 0 or a
+    /// bad range.
+    pub fn watch(&self, request: &WatchRequest) -> Result<WatchBatch, ClientError> {
+        crate::txn::Range { keys: request.range.clone(), limit: None, count_only: false }
+            .validate()?;
+        let latest = self.commit.max(self.applied);
+        if request.from > latest + 1 {
+            return Err(ClientError::Invalid(format!(
+                "watch from revision {}, past the latest committed revision {latest}",
+                request.from
+            )));
+        }
+        self.history.poll(request, self.applied)
     }
 
     /// This replica's whole map, as applied (possibly stale).

@@ -124,6 +124,8 @@ impl Node {
                 }
             };
             self.track_leases(&entry.payload, result.as_ref());
+            let changes = self.state.take_changes();
+            self.history.record(index, changes);
             self.applied = index;
             if let Some((id, term)) = self.lead.pending_writes.remove(&index) {
                 let output = match result {

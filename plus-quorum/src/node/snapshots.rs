@@ -43,6 +43,7 @@ impl Node {
             self.commit = snapshot.last_index;
             self.applied = snapshot.last_index;
             self.state = snapshot.state;
+            self.history.reset(self.applied + 1);
             self.counters.snapshots_installed += 1;
             tracing::info!(
                 node = self.config.id,

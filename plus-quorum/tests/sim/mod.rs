@@ -23,9 +23,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use plus_core::{SeededRng, Timestamp, seeded_rng};
 use plus_quorum::{
-    ClientError, Config, Expect, KeyRange, LeaseId, MemStorage, Message, Node, NodeId,
+    Change, ClientError, Config, Expect, KeyRange, LeaseId, MemStorage, Message, Node, NodeId,
     PersistBatch, Range, RangeResult, ReadOp, ReadResult, Response, Start, Txn, TxnOp, TxnOpResult,
-    WriteOp, WriteResult, compare,
+    WatchRequest, WriteOp, WriteResult, compare,
 };
 use rand::Rng;
 use serde::Serialize;
@@ -489,6 +489,9 @@ struct InFlight {
     deadline: Timestamp,
 }
 
+/// A replica's watch history: the changes of each revision.
+type ChangesByRevision = BTreeMap<u64, Vec<(String, Change)>>;
+
 /// What the clients know of one lease, for the lease rule: its keys are never deleted earlier
 /// than TTL after the send time of any grant or keep-alive the clients saw acknowledged.
 #[derive(Debug, Default)]
@@ -708,6 +711,7 @@ impl Sim {
         }
         self.check_final_state();
         self.check_leases();
+        self.check_watch_histories();
         self.check_linearizability();
         let history_jsonl = self
             .history
@@ -1361,6 +1365,68 @@ impl Sim {
         };
         for (key, value) in written {
             self.acked.push((key.clone(), value.clone(), version));
+        }
+    }
+
+    /// Watches: every replica's history says the same about every revision it still holds,
+    /// and shows every acknowledged write as a change at its version with its value.
+    fn check_watch_histories(&mut self) {
+        let mut histories: Vec<(NodeId, ChangesByRevision)> = Vec::new();
+        for node in self.nodes.iter().flatten() {
+            let mut request = WatchRequest {
+                range: KeyRange::Prefix(String::new()),
+                from: 1,
+                max_events: 1 << 20,
+            };
+            let batch = match node.watch(&request) {
+                Err(ClientError::Compacted { oldest, .. }) => {
+                    request.from = oldest;
+                    node.watch(&request)
+                }
+                other => other,
+            };
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => {
+                    self.violations.push(format!("node {} cannot be watched: {e}", node.id()));
+                    continue;
+                }
+            };
+            let mut by_revision: BTreeMap<u64, Vec<(String, Change)>> = BTreeMap::new();
+            for event in batch.events {
+                by_revision.entry(event.revision).or_default().push((event.key, event.change));
+            }
+            histories.push((node.id(), by_revision));
+        }
+        for window in histories.windows(2) {
+            let ((a, ha), (b, hb)) = (&window[0], &window[1]);
+            for (revision, changes) in ha {
+                if let Some(other) = hb.get(revision) {
+                    if other != changes {
+                        self.violations.push(format!(
+                            "watch histories differ at revision {revision}: node {a} {changes:?}, node {b} {other:?}"
+                        ));
+                    }
+                }
+            }
+        }
+        for (node, history) in &histories {
+            let Some(&first) = history.keys().next() else { continue };
+            for (key, value, version) in &self.acked {
+                if *version < first {
+                    continue;
+                }
+                let shown = history.get(version).is_some_and(|changes| {
+                    changes.iter().any(|(k, c)| {
+                        k == key && matches!(c, Change::Put(v) if v.value == *value && v.version == *version)
+                    })
+                });
+                if !shown {
+                    self.violations.push(format!(
+                        "node {node}'s watch history lacks the acknowledged write {key}={value:?} at {version}"
+                    ));
+                }
+            }
         }
     }
 
