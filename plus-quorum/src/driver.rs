@@ -50,6 +50,9 @@ pub enum StoreError {
     /// The client was made with no node to talk to.
     #[error("the cluster client has no nodes")]
     EmptyCluster,
+    /// No longer the leader of this election: it resigned, or its lease ended.
+    #[error("no longer the leader of election `{0}` (resigned, or its lease ended)")]
+    NotElected(String),
     /// The lease does not exist: never granted, revoked, or expired.
     #[error("lease {0} does not exist (never granted, revoked or expired)")]
     NoSuchLease(LeaseId),

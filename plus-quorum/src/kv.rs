@@ -123,7 +123,8 @@ impl KvState {
                 state.keys.insert(key.to_owned());
             }
         }
-        let versioned = Versioned { value: value.clone(), version: index, lease };
+        let created = self.map.get(key).map_or(index, |v| v.created);
+        let versioned = Versioned { value: value.clone(), version: index, created, lease };
         self.changes.push((key.to_owned(), Change::Put(versioned.clone())));
         self.map.insert(key.to_owned(), versioned);
     }
@@ -316,7 +317,7 @@ mod tests {
             result,
             WriteResult::CompareFailed {
                 key: "b".into(),
-                current: Some(Versioned { value: b("2"), version: 1, lease: None })
+                current: Some(Versioned { value: b("2"), version: 1, created: 1, lease: None })
             }
         );
         assert_eq!(kv.get("a").unwrap().value, b("1"), "nothing applied");

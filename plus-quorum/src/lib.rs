@@ -131,6 +131,8 @@ mod metrics;
 mod mux;
 mod node;
 mod persist;
+#[cfg(feature = "driver")]
+mod recipes;
 mod storage;
 mod txn;
 mod types;
@@ -159,6 +161,8 @@ pub use mux::{MuxNode, MuxTransport, RemoteNode, Server, serve};
 pub use node::PlantedBugs;
 pub use node::{Config, ConfigError, Inspection, Node, NodeError, NodeStats, Role, Start};
 pub use persist::PersistBatch;
+#[cfg(feature = "driver")]
+pub use recipes::{ElectionLeader, Leadership, LockGuard};
 pub use storage::{HardState, MemStorage, Recovered, Storage, StorageError, StorageErrorKind};
 pub use txn::{Compare, KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult, TxnOutcome};
 pub use types::{

@@ -26,6 +26,10 @@ pub struct Versioned {
     pub value: Bytes,
     /// The version.
     pub version: u64,
+    /// The version at which the key was created (it stays while the key is set again, and a
+    /// key deleted and created again gets a new one): what locks and elections order by.
+    #[serde(default)]
+    pub created: u64,
     /// The lease whose end deletes the key, if any.
     #[serde(default)]
     pub lease: Option<LeaseId>,

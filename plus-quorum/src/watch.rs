@@ -131,7 +131,7 @@ mod tests {
     use super::*;
 
     fn put(version: u64) -> Change {
-        Change::Put(Versioned { value: Bytes::from("v"), version, lease: None })
+        Change::Put(Versioned { value: Bytes::from("v"), version, created: version, lease: None })
     }
 
     fn request(prefix: &str, from: u64, max_events: usize) -> WatchRequest {

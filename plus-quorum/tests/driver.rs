@@ -346,3 +346,76 @@ async fn a_watch_behind_the_history_fails_with_the_oldest_revision() {
         "{err}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_has_one_holder_at_a_time_wakes_the_next_and_outlives_no_lease() {
+    let h = start();
+    let ttl = Duration::from_secs(2);
+    let first = h.cluster.grant_lease(ttl).await.unwrap();
+    let second = h.cluster.grant_lease(ttl).await.unwrap();
+    let third = h.cluster.grant_lease(ttl).await.unwrap();
+    let held = h.cluster.lock("lock/release/api", first.id).await.unwrap();
+    // Two waiters queue behind it.
+    let waiter = |lease: u64| {
+        let cluster = h.cluster.clone();
+        tokio::spawn(async move {
+            let keep = cluster.clone();
+            let keeper = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if keep.keep_alive(lease).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let guard = cluster.lock("lock/release/api", lease).await.unwrap();
+            let at = tokio::time::Instant::now();
+            (guard, at, keeper)
+        })
+    };
+    let second_waits = waiter(second.id);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let third_waits = waiter(third.id);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!second_waits.is_finished() && !third_waits.is_finished(), "the lock is held");
+    h.cluster.keep_alive(first.id).await.unwrap();
+    h.cluster.unlock(held.clone()).await.unwrap();
+    let (second_guard, _, second_keeper) = second_waits.await.unwrap();
+    assert!(second_guard.token > held.token, "fencing tokens grow: {second_guard:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third_waits.is_finished(), "one release wakes one waiter");
+    // The second holder dies: its lease is not kept alive, and the lock passes on by itself.
+    second_keeper.abort();
+    let died = tokio::time::Instant::now();
+    let (third_guard, got_it, third_keeper) = third_waits.await.unwrap();
+    assert!(got_it - died >= Duration::from_millis(1_000), "not before the dead holder's TTL");
+    assert!(third_guard.token > second_guard.token);
+    third_keeper.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_election_has_one_leader_which_observers_follow() {
+    let h = start();
+    let a = h.cluster.grant_lease(Duration::from_secs(5)).await.unwrap();
+    let b = h.cluster.grant_lease(Duration::from_secs(5)).await.unwrap();
+    let leader = h.cluster.campaign("controller", a.id, "replica-a:7000").await.unwrap();
+    let seen = h.cluster.election_leader("controller").await.unwrap().unwrap();
+    assert_eq!(seen.1.value, Bytes::from("replica-a:7000"));
+    let cluster = h.cluster.clone();
+    let standby =
+        tokio::spawn(async move { cluster.campaign("controller", b.id, "replica-b").await });
+    h.cluster.proclaim(&leader, "replica-a:7001").await.unwrap();
+    let changed = h.cluster.observe_election("controller", Some(&seen)).await.unwrap().unwrap();
+    assert_eq!(changed.1.value, Bytes::from("replica-a:7001"), "an observer sees the new value");
+    assert!(!standby.is_finished());
+    h.cluster.resign(leader.clone()).await.unwrap();
+    let next = standby.await.unwrap().unwrap();
+    assert!(next.revision > leader.revision);
+    assert_eq!(
+        h.cluster.proclaim(&leader, "too late").await.unwrap_err(),
+        StoreError::NotElected("controller".into()),
+        "a resigned leader cannot proclaim"
+    );
+    let now = h.cluster.election_leader("controller").await.unwrap().unwrap();
+    assert_eq!(now.1.value, Bytes::from("replica-b"));
+}
