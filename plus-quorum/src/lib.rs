@@ -1,6 +1,8 @@
 //! A replicated in-memory key-value store for a platform's own state (talks 001 and 002):
 //! leader election, majority writes, linearizable reads, compare-and-set and all-or-nothing
-//! multi-key operations.
+//! multi-key operations, and the coordination a platform builds on: leases with keys attached
+//! ([`WriteOp::GrantLease`]), etcd-shaped transactions ([`Txn`]), range reads ([`Range`]),
+//! watches ([`WatchRequest`]), and, with the driver, locks with fencing tokens and elections.
 //!
 //! This crate is the sans-IO core: [`Node`] takes messages ([`Node::step`]), time
 //! ([`Node::tick`]), client requests ([`Node::write`], [`Node::read`]) and news that its writes
@@ -23,6 +25,14 @@
 //!   count toward any quorum until it has caught up from a leader that committed since its
 //!   return, so a wipe can neither elect a leader that lacks acknowledged writes nor produce a
 //!   second leader in a term.
+//! - Leases end only by the leader's decision, replicated as an entry; a new leader restarts
+//!   every TTL. A lease's keys are never deleted earlier than its TTL after the holder sent the
+//!   last keep-alive it saw acknowledged (keep-alives are acknowledged after a quorum round).
+//! - A watch delivers every change of its range in commit order, each with its revision, with
+//!   no gap and no duplicate, across leader changes; history is bounded
+//!   ([`Config::watch_history`]), and a watcher behind it gets [`ClientError::Compacted`].
+//!   Range reads at a past revision are not supported yet: the store keeps no multi-version
+//!   history, only the recent changes.
 //! - If a majority of the nodes lose their memory at once, the store stops rather than risk
 //!   serving without acknowledged writes: the wiped nodes wait for a leader that can no longer be
 //!   elected. Bringing it back is an operator's decision (durable storage avoids the case).
