@@ -8,12 +8,18 @@
 //! writes, compare-and-sets and reads for S seconds (default 10), stops the leader half-way,
 //! waits for a new one, restarts the stopped node with its memory wiped and lets it catch up,
 //! then checks that every acknowledged write is present and that all replicas are identical.
-//! Ends with one line:
+//! Independent observers check the coordination features meanwhile: a watcher over every client
+//! key (compared with the writes the clients saw acknowledged), 20 leases left to expire, and
+//! three contenders taking one lock in turn (holders checked for overlap and fencing-token
+//! order). It prints
+//! `watch_events=N watch_gaps=0 leases_expired=20 lock_violations=0`, then ends with one line:
 //! `nodes=3 clients=16 writes=120000 acked=119950 lost=0 leader_changes=1 caught_up=true replicas=identical elapsed_ms=10021`
 //! and exits non-zero if anything was lost or the replicas differ.
 
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "quorum_cluster/observers.rs"]
+mod observers;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -108,13 +114,20 @@ async fn run(args: Args) -> Result<bool, String> {
         })
     };
 
+    // Independent observers: a watcher over every client key, and contenders for one lock.
+    let watch_log = observers::watch_all(&cluster, "c");
+    let run_until = Instant::now() + Duration::from_secs(args.seconds);
+    let lock_trial =
+        observers::contend_for_a_lock(&cluster, 3, tokio::time::Instant::from_std(run_until));
+
     // Clients: each owns its keys, so the last acknowledged value of each key is known.
     let tally = Arc::new(Tally::default());
     let acked: Arc<Mutex<HashMap<String, (u64, Bytes)>>> = Arc::default();
-    let run_until = Instant::now() + Duration::from_secs(args.seconds);
+    let every_ack: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
     let mut workers = Vec::new();
     for c in 0..usize::from(args.clients) {
         let (cluster, tally, acked) = (cluster.clone(), tally.clone(), acked.clone());
+        let every_ack = every_ack.clone();
         workers.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < run_until {
@@ -134,6 +147,7 @@ async fn run(args: Args) -> Result<bool, String> {
                 tally.writes.fetch_add(1, Ordering::Relaxed);
                 if let Ok(WriteResult::Applied { version }) = cluster.write(op).await {
                     tally.acked.fetch_add(1, Ordering::Relaxed);
+                    every_ack.lock().await.push((key.clone(), version));
                     let mut map = acked.lock().await;
                     if map.get(&key).is_none_or(|(v, _)| *v < version) {
                         map.insert(key.clone(), (version, value));
@@ -175,6 +189,21 @@ async fn run(args: Args) -> Result<bool, String> {
         let _ = w.await;
     }
     monitor.abort();
+    let (lock_holds, lock_violations, lock_retries) = lock_trial.finish().await;
+    let (leases_expired, leases_early) =
+        observers::leases_left_to_expire(&cluster, 20).await.map_err(|e| format!("leases: {e}"))?;
+    // Let the watcher catch up with the last acknowledged write, then compare.
+    let every_ack = every_ack.lock().await.clone();
+    let last = every_ack.iter().map(|(_, v)| *v).max().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && watch_log.seen.lock().await.iter().map(|(r, _)| *r).max().unwrap_or(0) < last
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    watch_log.task.abort();
+    let watch_events = watch_log.seen.lock().await.len();
+    let watch_gaps = observers::watch_gaps(&watch_log, &every_ack).await;
 
     // Every acknowledged write is there (or was replaced by a newer one).
     let mut lost = 0;
@@ -212,6 +241,14 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     let leader_changes = leader_log.lock().await.len().saturating_sub(1);
     println!(
+        "watch_events={watch_events} watch_gaps={watch_gaps} leases_expired={leases_expired} lock_violations={lock_violations}"
+    );
+    if leases_early > 0 || lock_holds == 0 {
+        eprintln!(
+            "leases deleted before their TTL: {leases_early}; lock holds: {lock_holds} ({lock_retries} retries)"
+        );
+    }
+    println!(
         "nodes={} clients={} writes={} acked={} lost={lost} leader_changes={leader_changes} caught_up={caught_up} replicas={} elapsed_ms={}",
         args.nodes,
         args.clients,
@@ -226,7 +263,14 @@ async fn run(args: Args) -> Result<bool, String> {
     for r in &remotes {
         r.close();
     }
-    Ok(lost == 0 && identical && caught_up)
+    Ok(lost == 0
+        && identical
+        && caught_up
+        && watch_gaps == 0
+        && leases_expired == 20
+        && leases_early == 0
+        && lock_holds > 0
+        && lock_violations == 0)
 }
 
 async fn wait_for_leader(
