@@ -17,6 +17,36 @@ use clap::Parser;
 /// `(criterion group directory, contender, baseline, what the ratio means)`.
 const PAIRS: &[(&str, &str, &str, &str)] = &[
     (
+        "coordination_keep_alive_c64",
+        "plus_quorum_keep_alive",
+        "linearizable_read",
+        "lease keep-alive / linearizable read, 64 clients",
+    ),
+    (
+        "coordination_txn_c64",
+        "plus_quorum_txn_3_compares_3_writes",
+        "single_write",
+        "transaction (3 compares + 3 writes) / single write, 64 clients",
+    ),
+    (
+        "coordination_watch_1_watchers",
+        "plus_quorum_writes_watched",
+        "writes_unwatched",
+        "500 writes watched by 1 watcher / unwatched",
+    ),
+    (
+        "coordination_watch_100_watchers",
+        "plus_quorum_writes_watched",
+        "writes_unwatched",
+        "500 writes watched by 100 watchers / unwatched",
+    ),
+    (
+        "coordination_watch_1000_watchers",
+        "plus_quorum_writes_watched",
+        "writes_unwatched",
+        "500 writes watched by 1,000 watchers / unwatched",
+    ),
+    (
         "manifest_reference",
         "plus_manifest_parse_validate",
         "serde_yaml_untyped_value",

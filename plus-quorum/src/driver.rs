@@ -188,17 +188,46 @@ struct ParkedWatches {
 }
 
 impl ParkedWatches {
-    fn park(&mut self, request: WatchRequest, until: Instant, reply: WatchReply) {
-        self.waiting.push((request, until, reply));
-        // A new poll is looked at on the next turn, whatever the applied index.
-        self.looked_at = 0;
+    /// Answers a new poll at once if it can be; parks it otherwise. (Looking at it alone keeps
+    /// a thousand watchers that poll again after each answer from costing a thousand looks
+    /// each.)
+    fn park(&mut self, node: &Node, request: WatchRequest, until: Instant, reply: WatchReply) {
+        match Self::look(node, &request, Instant::now(), until) {
+            Some(result) => {
+                let _ = reply.send(result);
+            }
+            None => self.waiting.push((request, until, reply)),
+        }
+    }
+
+    /// The answer to a poll, if it has one now: events, an error, or no time left.
+    fn look(
+        node: &Node,
+        request: &WatchRequest,
+        now: Instant,
+        until: Instant,
+    ) -> Option<Result<WatchBatch, ClientError>> {
+        // Only the leader answers: a replica cut off from the others would answer with
+        // progress marks only, and its watcher would never learn it is behind.
+        let result = if node.is_leader() {
+            node.watch(request)
+        } else {
+            Err(ClientError::NotLeader { leader: node.leader() })
+        };
+        let ready = match &result {
+            Ok(batch) => !batch.events.is_empty() || now >= until,
+            Err(_) => true,
+        };
+        ready.then_some(result)
     }
 
     /// Answers every poll that has events, an error, or no time left; keeps the rest.
     fn answer(&mut self, node: &Node, now: Instant) {
         let moved = node.applied_index() != self.looked_at;
         let due = self.earliest().is_some_and(|at| at <= now);
-        if !moved && !due {
+        // Leadership lost: the waiting polls must move to the new leader.
+        let deposed = !node.is_leader() && !self.waiting.is_empty();
+        if !moved && !due && !deposed {
             return;
         }
         self.looked_at = node.applied_index();
@@ -207,21 +236,11 @@ impl ParkedWatches {
             if reply.is_closed() {
                 continue;
             }
-            // Only the leader answers: a replica cut off from the others would answer with
-            // progress marks only, and its watcher would never learn it is behind.
-            let result = if node.is_leader() {
-                node.watch(&request)
-            } else {
-                Err(ClientError::NotLeader { leader: node.leader() })
-            };
-            let ready = match &result {
-                Ok(batch) => !batch.events.is_empty() || now >= until,
-                Err(_) => true,
-            };
-            if ready {
-                let _ = reply.send(result);
-            } else {
-                still.push((request, until, reply));
+            match Self::look(node, &request, now, until) {
+                Some(result) => {
+                    let _ = reply.send(result);
+                }
+                None => still.push((request, until, reply)),
             }
         }
         self.waiting = still;
@@ -313,7 +332,7 @@ async fn drive<S: Storage>(
                     Command::Status(reply) => { let _ = reply.send(Status::of(&node)); }
                     Command::Stats(reply) => { let _ = reply.send(node.stats()); }
                     Command::Watch(request, wait, reply) => {
-                        watches.park(request, Instant::now() + wait, reply);
+                        watches.park(&node, request, Instant::now() + wait, reply);
                     }
                     Command::Inspect(reply) => { let _ = reply.send(node.inspect()); }
                     Command::Stop(reply) => {
