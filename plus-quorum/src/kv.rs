@@ -22,6 +22,10 @@ pub struct KvState {
     /// The changes of the entry being applied, for watchers; the node takes them after each.
     #[serde(skip)]
     changes: Vec<(String, Change)>,
+    /// The planted "else applies part of then" fault (test builds only).
+    #[cfg(plus_planted_bugs)]
+    #[serde(skip)]
+    pub(crate) planted_txn_bug: bool,
 }
 
 fn matches(current: Option<&Versioned>, expect: &Expect) -> bool {
@@ -175,6 +179,12 @@ impl KvState {
         });
         if let Some(lease) = missing {
             return WriteResult::NoSuchLease { lease };
+        }
+        #[cfg(plus_planted_bugs)]
+        if self.planted_txn_bug && !succeeded {
+            if let Some(TxnOp::Set { key, value, lease: None }) = txn.then.first() {
+                self.set(key, value, None, index);
+            }
         }
         let results = branch
             .iter()

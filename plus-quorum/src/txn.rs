@@ -163,7 +163,7 @@ pub enum TxnOpResult {
     Range(RangeResult),
 }
 
-/// What a transaction did ([`Cluster::txn`](crate::Cluster::txn)).
+/// What a transaction did (`Cluster::txn`, feature `driver`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnOutcome {
     /// Whether every comparison held (`then` ran) or not (`otherwise` ran).

@@ -58,6 +58,22 @@ fn commit_without_majority_is_caught() {
 }
 
 #[test]
+fn a_watch_history_missing_the_predecessors_entries_is_caught() {
+    check(
+        "watch drops the entries a new leader applies for its predecessor",
+        PlantedBugs { watch_drops_predecessor_entries: true, ..PlantedBugs::default() },
+    );
+}
+
+#[test]
+fn an_else_branch_applying_part_of_then_is_caught() {
+    check(
+        "transaction else applies part of then",
+        PlantedBugs { txn_else_applies_part_of_then: true, ..PlantedBugs::default() },
+    );
+}
+
+#[test]
 fn a_replica_expiring_leases_on_its_own_clock_is_caught() {
     check(
         "replica expires leases on its own clock",

@@ -55,6 +55,12 @@ pub struct PlantedBugs {
     /// Every replica ends a lease by itself, TTL after it applied the grant, ignoring
     /// keep-alives (the "expire on your own clock" mistake).
     pub replica_expires_leases: bool,
+    /// A new leader leaves out of its watch history the changes of the entries from earlier
+    /// terms that it applies after its election.
+    pub watch_drops_predecessor_entries: bool,
+    /// A transaction whose comparisons fail applies the first `set` of its `then` branch
+    /// before its `otherwise` branch.
+    pub txn_else_applies_part_of_then: bool,
 }
 
 /// Node settings.

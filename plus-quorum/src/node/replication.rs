@@ -113,6 +113,10 @@ impl Node {
         while self.applied < self.commit {
             let index = self.applied + 1;
             let Some(entry) = self.log.get(index).cloned() else { break };
+            #[cfg(plus_planted_bugs)]
+            {
+                self.state.planted_txn_bug = self.config.bugs.txn_else_applies_part_of_then;
+            }
             let result = match &entry.payload {
                 Payload::Noop => None,
                 Payload::Write(op) => Some(self.state.apply(op, index)),
@@ -124,7 +128,15 @@ impl Node {
                 }
             };
             self.track_leases(&entry.payload, result.as_ref());
-            let changes = self.state.take_changes();
+            #[allow(unused_mut)]
+            let mut changes = self.state.take_changes();
+            #[cfg(plus_planted_bugs)]
+            if self.config.bugs.watch_drops_predecessor_entries
+                && self.role == Role::Leader
+                && entry.term < self.term
+            {
+                changes.clear();
+            }
             self.history.record(index, changes);
             self.applied = index;
             if let Some((id, term)) = self.lead.pending_writes.remove(&index) {

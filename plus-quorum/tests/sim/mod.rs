@@ -1371,7 +1371,7 @@ impl Sim {
     /// Watches: every replica's history says the same about every revision it still holds,
     /// and shows every acknowledged write as a change at its version with its value.
     fn check_watch_histories(&mut self) {
-        let mut histories: Vec<(NodeId, ChangesByRevision)> = Vec::new();
+        let mut histories: Vec<(NodeId, ChangesByRevision, u64)> = Vec::new();
         for node in self.nodes.iter().flatten() {
             let mut request = WatchRequest {
                 range: KeyRange::Prefix(String::new()),
@@ -1396,21 +1396,28 @@ impl Sim {
             for event in batch.events {
                 by_revision.entry(event.revision).or_default().push((event.key, event.change));
             }
-            histories.push((node.id(), by_revision));
+            histories.push((node.id(), by_revision, batch.progress));
         }
+        // Where both histories are complete (from the later first event to the earlier applied
+        // index), they must say the same about every revision, including "nothing".
+        let none = Vec::new();
         for window in histories.windows(2) {
-            let ((a, ha), (b, hb)) = (&window[0], &window[1]);
-            for (revision, changes) in ha {
-                if let Some(other) = hb.get(revision) {
-                    if other != changes {
-                        self.violations.push(format!(
-                            "watch histories differ at revision {revision}: node {a} {changes:?}, node {b} {other:?}"
-                        ));
-                    }
+            let ((a, ha, applied_a), (b, hb, applied_b)) = (&window[0], &window[1]);
+            let (Some(&first_a), Some(&first_b)) = (ha.keys().next(), hb.keys().next()) else {
+                continue;
+            };
+            let (from, to) = (first_a.max(first_b), (*applied_a).min(*applied_b));
+            for revision in from..=to {
+                let (ca, cb) =
+                    (ha.get(&revision).unwrap_or(&none), hb.get(&revision).unwrap_or(&none));
+                if ca != cb {
+                    self.violations.push(format!(
+                        "watch histories differ at revision {revision}: node {a} {ca:?}, node {b} {cb:?}"
+                    ));
                 }
             }
         }
-        for (node, history) in &histories {
+        for (node, history, _) in &histories {
             let Some(&first) = history.keys().next() else { continue };
             for (key, value, version) in &self.acked {
                 if *version < first {
