@@ -15,6 +15,10 @@ use plus_quorum::{
 };
 use tokio::runtime::Runtime;
 
+#[path = "common/fan_out.rs"]
+mod fan_out;
+use fan_out::fan_out;
+
 async fn cluster() -> Cluster {
     let net = InProcessNetwork::new();
     let mut handles = Vec::new();
@@ -27,27 +31,6 @@ async fn cluster() -> Cluster {
     let cluster = Cluster::new(handles);
     cluster.set("warm", "up").await.unwrap();
     cluster
-}
-
-/// Runs `total` calls of `call` spread over `clients` tasks.
-async fn fan_out<F, Fut>(clients: usize, total: usize, call: F)
-where
-    F: Fn(usize, usize) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let mut tasks = Vec::with_capacity(clients);
-    for c in 0..clients {
-        let mine = total / clients + usize::from(c < total % clients);
-        let calls: Vec<Fut> = (0..mine).map(|n| call(c, n)).collect();
-        tasks.push(tokio::spawn(async move {
-            for f in calls {
-                f.await;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
 }
 
 fn keep_alives_and_transactions(c: &mut Criterion, rt: &Runtime, store: &Cluster) {

@@ -19,6 +19,10 @@ use openraft_memstore::{ClientRequest, MemStore, TypeConfig};
 use plus_quorum::{Cluster, Config, InProcessNetwork, MemStorage, ReadOp, WriteOp, spawn_node};
 use tokio::runtime::Runtime;
 
+#[path = "common/fan_out.rs"]
+mod fan_out;
+use fan_out::fan_out;
+
 type ORaft = openraft::Raft<TypeConfig>;
 
 /// openraft's in-process network: direct calls into the target node.
@@ -126,27 +130,6 @@ async fn plus_cluster() -> Cluster {
         .await
         .unwrap();
     cluster
-}
-
-/// Runs `total` calls spread over `clients` tasks.
-async fn fan_out<F, Fut>(clients: usize, total: usize, call: F)
-where
-    F: Fn(usize, usize) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let mut tasks = Vec::with_capacity(clients);
-    for c in 0..clients {
-        let mine = total / clients + usize::from(c < total % clients);
-        let calls: Vec<Fut> = (0..mine).map(|n| call(c, n)).collect();
-        tasks.push(tokio::spawn(async move {
-            for f in calls {
-                f.await;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
 }
 
 fn benches(c: &mut Criterion) {
