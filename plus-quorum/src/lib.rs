@@ -64,7 +64,8 @@
 //! message loss (0-30%), duplication, reordering and delay, symmetric, asymmetric and
 //! leader-isolating partitions, crashes and restarts (memory wiped or kept), and frozen
 //! leaders, with clients issuing every kind of operation. Every history is checked for
-//! linearizability with stateright's `LinearizabilityTester`, plus: one leader per term,
+//! linearizability by a memoized Wing-Gong-Lowe search bounded in time (an undecided history
+//! counts as a failure), plus: one leader per term,
 //! versions never decreasing on a replica, no acknowledged write lost, replicas identical and a
 //! leader after healing. `PLUS_SIM_SEEDS=N` runs N seeds, `PLUS_SIM_SEED=S` replays one,
 //! `PLUS_SIM_HISTORY_DIR=DIR` writes every history as JSON lines (format in

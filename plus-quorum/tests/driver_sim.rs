@@ -15,10 +15,9 @@ use plus_quorum::{
     WriteOp, compare,
 };
 use rand::Rng;
-use sim::{MapSpec, ModelRet, Request, group_of};
-use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
+use sim::{History, LINEARIZABILITY_BUDGET, MapSpec, ModelRet, Request, Verdict, group_of};
 
-type Testers = Arc<Mutex<BTreeMap<String, LinearizabilityTester<u64, MapSpec>>>>;
+type Testers = Arc<Mutex<BTreeMap<String, History<MapSpec>>>>;
 
 fn start_node(
     id: u64,
@@ -63,8 +62,8 @@ async fn client(
             .lock()
             .unwrap()
             .entry(group.clone())
-            .or_insert_with(|| LinearizabilityTester::new(MapSpec::default()))
-            .on_invoke(thread, op.clone())
+            .or_default()
+            .invoke(thread, op.clone())
             .unwrap();
         let response = match op {
             Request::Write(w) => cluster.write(w).await.map(Response::Write),
@@ -73,7 +72,7 @@ async fn client(
         let ret = response.ok().map(|response| ModelRet::observed(&response));
         match ret {
             Some(ret) => {
-                testers.lock().unwrap().get_mut(&group).unwrap().on_return(thread, ret).unwrap();
+                testers.lock().unwrap().get_mut(&group).unwrap().ret(thread, ret).unwrap();
             }
             // Unknown outcome (timeout, leadership lost, node stopped): this thread retires.
             None => thread += 1,
@@ -152,9 +151,11 @@ async fn run(seed: u64) {
     }
     assert!(identical, "seed {seed}: replicas did not converge after healing");
     for (group, tester) in testers.lock().unwrap().iter() {
-        assert!(
-            tester.serialized_history().is_some(),
-            "seed {seed}: history of `{group}` is not linearizable ({} ops)",
+        let verdict = tester.check(&MapSpec::default(), LINEARIZABILITY_BUDGET);
+        assert_eq!(
+            verdict,
+            Verdict::Linearizable,
+            "seed {seed}: history of `{group}` ({} ops)",
             tester.len()
         );
     }

@@ -1,6 +1,6 @@
 //! A seeded, single-threaded simulator: N nodes, a faulty network, crashes and restarts, and
-//! clients whose histories are checked for linearizability with stateright's
-//! `LinearizabilityTester`.
+//! clients whose histories are checked for linearizability with a memoized, time-bounded search
+//! (`linearizability.rs`).
 //!
 //! History files (`PLUS_SIM_HISTORY_DIR=DIR`): `DIR/nodes{N}-seed{S}.jsonl`, one JSON object per
 //! line, in time order:
@@ -16,7 +16,6 @@
 use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
-use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -29,7 +28,9 @@ use plus_quorum::{
 };
 use rand::Rng;
 use serde::Serialize;
-use stateright::semantics::{ConsistencyTester, LinearizabilityTester, SequentialSpec};
+
+pub mod linearizability;
+pub use linearizability::{History, Model, Verdict};
 
 /// Fault and workload settings.
 #[derive(Debug, Clone)]
@@ -327,11 +328,11 @@ impl MapSpec {
     }
 }
 
-impl SequentialSpec for MapSpec {
+impl Model for MapSpec {
     type Op = Request;
     type Ret = ModelRet;
 
-    fn invoke(&mut self, op: &Request) -> ModelRet {
+    fn step(&mut self, op: &Request) -> ModelRet {
         match op {
             Request::Write(op) => self.write(op),
             Request::Read(op) => self.read(op),
@@ -546,7 +547,7 @@ pub struct Sim {
     clients: Vec<Client>,
     next_request: u64,
     next_thread: u64,
-    testers: BTreeMap<String, LinearizabilityTester<u64, MapSpec>>,
+    testers: BTreeMap<String, History<MapSpec>>,
     thread_group: HashMap<u64, String>,
     history: Vec<HistoryLine>,
     hasher: std::collections::hash_map::DefaultHasher,
@@ -588,6 +589,9 @@ impl Ord for MessageBox {
 }
 
 const MEMBERS_BASE: NodeId = 1;
+
+/// How long one group's history may be searched; an undecided one is a failure.
+pub const LINEARIZABILITY_BUDGET: Duration = Duration::from_secs(20);
 
 impl Sim {
     pub fn new(cfg: SimConfig) -> Self {
@@ -1268,11 +1272,8 @@ impl Sim {
         // Lease operations are checked by the lease rule (`check_leases`), not the model.
         let Some(group) = group_of(op) else { return };
         self.thread_group.insert(thread, group.clone());
-        let tester = self
-            .testers
-            .entry(group)
-            .or_insert_with(|| LinearizabilityTester::new(MapSpec::default()));
-        if let Err(e) = tester.on_invoke(thread, op.clone()) {
+        let tester = self.testers.entry(group).or_default();
+        if let Err(e) = tester.invoke(thread, op.clone()) {
             self.violations.push(format!("history bookkeeping: {e}"));
         }
     }
@@ -1328,7 +1329,7 @@ impl Sim {
                         let event = if ret == ModelRet::CompareFailed { "fail" } else { "ok" };
                         self.record(c, f.thread, event, Some(&f.op), Some(json));
                         if let Some(tester) = self.testers.get_mut(&group) {
-                            if let Err(e) = tester.on_return(f.thread, ret) {
+                            if let Err(e) = tester.ret(f.thread, ret) {
                                 self.violations.push(format!("history bookkeeping: {e}"));
                             }
                         }
@@ -1486,11 +1487,17 @@ impl Sim {
     }
 
     fn check_linearizability(&mut self) {
-        for (group, tester) in &self.testers {
-            if tester.serialized_history().is_none() {
-                let mut msg = format!("history of `{group}` is not linearizable");
-                let _ = write!(msg, " ({} operations)", tester.len());
-                self.violations.push(msg);
+        for (group, history) in &self.testers {
+            match history.check(&MapSpec::default(), LINEARIZABILITY_BUDGET) {
+                Verdict::Linearizable => {}
+                Verdict::NotLinearizable => self.violations.push(format!(
+                    "history of `{group}` is not linearizable ({} operations)",
+                    history.len()
+                )),
+                Verdict::Undecided { explored } => self.violations.push(format!(
+                    "history of `{group}` undecided after {LINEARIZABILITY_BUDGET:?} ({} operations, {explored} steps): counted as a failure",
+                    history.len()
+                )),
             }
         }
     }
