@@ -155,7 +155,7 @@ impl Inner {
         let entries = self.pending.lock().expect("pending lock").drain();
         for entry in entries {
             if let Waiter::Sync(tx) = entry.waiter {
-                let _ = tx.send(Err(RequestError::Closed(reason.clone())));
+                let _ = tx.send(Err(RequestError::Lost(reason.clone())));
             }
         }
     }
@@ -333,7 +333,7 @@ impl Connection {
         let result = match timeout_at(deadline, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => {
-                Err(RequestError::Closed(self.inner.close_reason().unwrap_or(CloseReason::Local)))
+                Err(RequestError::Lost(self.inner.close_reason().unwrap_or(CloseReason::Local)))
             }
             Err(_) => {
                 self.inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);

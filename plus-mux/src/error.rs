@@ -64,9 +64,14 @@ pub enum RequestError {
     /// No in-flight slot freed up within the slot timeout.
     #[error("too many requests in flight: no slot within the timeout")]
     SlotTimeout,
-    /// The connection closed before the response came.
+    /// The connection was closed before the request was sent: the peer never saw it, so it is
+    /// safe to send again, on this connection's successor or elsewhere.
     #[error("connection closed: {0}")]
     Closed(CloseReason),
+    /// The connection closed after the request was handed to it and before its response came:
+    /// the peer may have received it and acted on it. Retry only what is idempotent.
+    #[error("connection closed with the request in flight (the peer may have acted on it): {0}")]
+    Lost(CloseReason),
     /// The connection is shutting down and takes no new requests.
     #[error("connection is shutting down")]
     ShuttingDown,

@@ -104,7 +104,7 @@ impl ReconnectConfig {
 
 /// A client that keeps a connection to one peer, reconnecting with exponential backoff and
 /// jitter when it drops. Requests are never retried by the client (they may not be idempotent):
-/// a request in flight when the connection drops fails with [`RequestError::Closed`].
+/// a request in flight when the connection drops fails with [`RequestError::Lost`].
 #[derive(Clone)]
 pub struct ReconnectingClient {
     current: watch::Receiver<Option<Connection>>,

@@ -109,7 +109,7 @@ async fn peer_close_fails_pending_requests_at_once() {
     let started = tokio::time::Instant::now();
     server.close();
     let result = waiting.await.unwrap();
-    assert_eq!(result, Err(RequestError::Closed(CloseReason::PeerClosed)));
+    assert_eq!(result, Err(RequestError::Lost(CloseReason::PeerClosed)), "it was in flight");
     assert!(started.elapsed() < Duration::from_millis(100));
     assert_eq!(client.counters().pending, 0);
     assert!(matches!(client.request("x").await, Err(RequestError::Closed(_))));
@@ -206,7 +206,7 @@ async fn garbage_closes_with_a_protocol_error_and_fails_pending() {
     let request = peer.next().await.unwrap().unwrap();
     assert_eq!(request.identity, 1, "each side numbers its requests from 1");
     peer.get_mut().write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
-    assert!(matches!(waiting.await.unwrap(), Err(RequestError::Closed(CloseReason::Protocol(_)))));
+    assert!(matches!(waiting.await.unwrap(), Err(RequestError::Lost(CloseReason::Protocol(_)))));
     assert_eq!(conn.counters().protocol_errors, 1);
     assert!(
         matches!(conn.closed().await, CloseReason::Protocol(m) if m.contains("unknown frame type"))
@@ -294,7 +294,7 @@ async fn reconnecting_client_comes_back_after_the_server_drops_it() {
     first.closed().await;
     // The next request waits for the new connection.
     let mut answer = client.request("two").await;
-    if matches!(answer, Err(RequestError::Closed(_))) {
+    if matches!(answer, Err(RequestError::Closed(_) | RequestError::Lost(_))) {
         // It raced the old connection's close; the client is reconnecting now.
         answer = client.request("two").await;
     }

@@ -340,6 +340,13 @@ async fn drive<S: Storage>(
                         for (_, r) in waiting.drain() {
                             let _ = r.send(Err(ClientError::Unknown));
                         }
+                        // Calls queued behind the stop never ran: safe to send elsewhere.
+                        commands.close();
+                        while let Ok(queued) = commands.try_recv() {
+                            if let Command::Write(_, r) | Command::Read(_, r) = queued {
+                                let _ = r.send(Err(ClientError::NotLeader { leader: None }));
+                            }
+                        }
                         tracing::info!(node = id, "node stopped");
                         let _ = reply.send(());
                         return;
@@ -372,11 +379,22 @@ impl NodeHandle {
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
         deadline: Duration,
     ) -> Result<T, StoreError> {
+        self.call_or(make, deadline, StoreError::Stopped(self.id)).await
+    }
+
+    /// As `call`, with `dropped` as the error when the node took the call and ended without
+    /// answering it (a node task that panicked): for a write, its outcome is unknown.
+    async fn call_or<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+        deadline: Duration,
+        dropped: StoreError,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).map_err(|_| StoreError::Stopped(self.id))?;
         match tokio::time::timeout(deadline, rx).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(_)) => Err(StoreError::Stopped(self.id)),
+            Ok(Err(_)) => Err(dropped),
             Err(_) => Err(StoreError::Timeout(deadline)),
         }
     }
@@ -386,7 +404,8 @@ impl NodeHandle {
     /// # Errors
     /// [`StoreError`]; [`ClientError::NotLeader`] on a follower.
     pub async fn write(&self, op: WriteOp, deadline: Duration) -> Result<WriteResult, StoreError> {
-        match self.call(|r| Command::Write(op, r), deadline).await?? {
+        let unknown = StoreError::Client(ClientError::Unknown);
+        match self.call_or(|r| Command::Write(op, r), deadline, unknown).await?? {
             Response::Write(w) => Ok(w),
             other @ Response::Read(_) => Err(StoreError::unexpected("a write result", &other)),
         }

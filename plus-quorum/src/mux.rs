@@ -316,6 +316,9 @@ impl RemoteNode {
             Ok(Err(
                 RequestError::Closed(_) | RequestError::SlotTimeout | RequestError::ShuttingDown,
             )) => Err(StoreError::Stopped(self.id)),
+            // It may have reached the node and applied: a write's outcome is unknown, so the
+            // client must not send it again (a read it is safe to resend: `Cluster::read`).
+            Ok(Err(RequestError::Lost(_))) => Err(StoreError::Client(ClientError::Unknown)),
             Ok(Err(RequestError::Timeout)) | Err(_) => Err(StoreError::Timeout(deadline)),
             Ok(Err(e)) => Err(StoreError::Client(ClientError::Invalid(e.to_string()))),
         }
@@ -409,6 +412,41 @@ mod tests {
         });
         let node = RemoteNode::connect(1, &addr, &MuxConfig::default()).unwrap();
         (crate::Cluster::new(vec![node]), server)
+    }
+
+    /// A node that reads a write and hangs up before answering may have applied it: the client
+    /// reports the outcome as unknown and does not send it again (a retried compare-and-set
+    /// that already applied would report a failed compare for a write that took effect).
+    #[tokio::test]
+    async fn a_write_lost_with_its_connection_is_unknown_and_not_sent_again() {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = Arc::clone(&received);
+        let server = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                if stream.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                drop(stream);
+            }
+        });
+        let node = RemoteNode::connect(1, &addr, &MuxConfig::default()).unwrap();
+        let mut cluster = crate::Cluster::new(vec![node]);
+        cluster.deadline = Duration::from_secs(2);
+        let op = WriteOp::CompareAndSet {
+            key: "k".into(),
+            expect: crate::Expect::Absent,
+            value: Bytes::from_static(b"v"),
+        };
+        let result = cluster.write(op).await;
+        assert!(matches!(result, Err(StoreError::Client(ClientError::Unknown))), "{result:?}");
+        // Give a wrongly retried request time to arrive.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(received.load(std::sync::atomic::Ordering::SeqCst), 1);
+        server.abort();
     }
 
     /// Replies of the wrong kind are typed errors, never a panic in the client.
