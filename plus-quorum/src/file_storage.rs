@@ -395,14 +395,14 @@ mod tests {
         let dir = temp_dir("round-trip");
         let mut s = FileStorage::open(&dir).unwrap();
         assert_eq!(s.recover().unwrap(), None);
-        s.save_hard_state(&HardState { term: 3, voted_for: Some(2) }).unwrap();
+        s.save_hard_state(&HardState { term: 3, voted_for: Some(2), recovering: false }).unwrap();
         s.append(&(1..=5).map(entry).collect::<Vec<_>>()).unwrap();
         s.truncate_from(4).unwrap();
         s.append(&[entry(4)]).unwrap();
         drop(s);
         let mut again = FileStorage::open(&dir).unwrap();
         let r = again.recover().unwrap().unwrap();
-        assert_eq!(r.hard_state, HardState { term: 3, voted_for: Some(2) });
+        assert_eq!(r.hard_state, HardState { term: 3, voted_for: Some(2), recovering: false });
         assert_eq!(r.entries.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 2, 3, 4]);
         let snap = Snapshot { last_index: 2, last_term: 1, state: crate::kv::KvState::default() };
         again.save_snapshot(&snap).unwrap();
@@ -553,7 +553,7 @@ mod tests {
     fn a_corrupt_hard_state_is_an_error_not_a_silent_reset() {
         let dir = temp_dir("corrupt");
         let mut s = FileStorage::open(&dir).unwrap();
-        s.save_hard_state(&HardState { term: 9, voted_for: None }).unwrap();
+        s.save_hard_state(&HardState { term: 9, voted_for: None, recovering: false }).unwrap();
         let mut bytes = fs::read(dir.join("hardstate")).unwrap();
         bytes[0] ^= 0xff;
         fs::write(dir.join("hardstate"), bytes).unwrap();

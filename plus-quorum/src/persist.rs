@@ -208,7 +208,7 @@ mod tests {
     fn messages_wait_for_what_was_written_before_them() {
         let mut p = Persistence::new(0);
         assert!(p.hold_unless_settled(2, vote()).is_some(), "nothing pending: goes at once");
-        p.hard_state(HardState { term: 1, voted_for: Some(2) });
+        p.hard_state(HardState { term: 1, voted_for: Some(2), recovering: false });
         assert!(p.hold_unless_settled(2, vote()).is_none());
         let first = p.poll(0).unwrap();
         p.append([entry(1), entry(2)]);

@@ -14,6 +14,11 @@ pub struct HardState {
     pub term: Term,
     /// Whom it voted for in that term.
     pub voted_for: Option<NodeId>,
+    /// Whether the node came back wiped and has not caught up since (see
+    /// [`Start::Rejoin`](crate::Start::Rejoin)). Kept so that a wiped node restarted again
+    /// before catching up, with a term or some entries on disk by then, still does not vote.
+    #[serde(default)]
+    pub recovering: bool,
 }
 
 /// Everything a node finds in its storage at start.

@@ -105,6 +105,36 @@ fn a_wiped_node_leaves_recovering_only_after_a_commit_since_its_return() {
     assert!(!wiped.is_recovering());
 }
 
+/// Found by the simulation (5 nodes, seed 568 of the widened workload): a wiped node that
+/// learned a term, crashed again before catching up and came back with that term on disk used
+/// to count as a voter with an empty log, and helped elect a leader that lacked a committed
+/// entry.
+#[test]
+fn a_wiped_node_restarted_before_catching_up_is_still_recovering() {
+    let mut wiped = node(3, Start::Rejoin, MemStorage::new());
+    let t = Timestamp::from_millis(10);
+    // It hears of term 4 (and keeps it) and of the leader's first entry, but no commit since.
+    let entry = plus_quorum::Entry { term: 4, index: 1, payload: plus_quorum::Payload::Noop };
+    let append = Message::Append {
+        term: 4,
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![entry],
+        commit: 0,
+        read_seq: 0,
+    };
+    wiped.step(1, append, t);
+    drain(&mut wiped);
+    assert!(wiped.is_recovering());
+    let disk = wiped.disk.clone();
+    let mut again = node(3, Start::Rejoin, disk);
+    assert_eq!((again.term(), again.last_index()), (4, 1), "what it wrote came back");
+    assert!(again.is_recovering(), "but it has still not caught up");
+    again.step(2, Message::Vote { term: 5, last_index: 0, last_term: 0 }, t);
+    let reply = drain(&mut again);
+    assert!(matches!(reply[..], [(2, Message::VoteReply { granted: false, .. })]), "{reply:?}");
+}
+
 #[test]
 fn followers_refuse_client_calls_with_a_hint() {
     let mut n = node(2, Start::Bootstrap, MemStorage::new());

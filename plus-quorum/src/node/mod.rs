@@ -289,7 +289,9 @@ impl Node {
     ) -> Result<Self, NodeError> {
         config.validate()?;
         let recovered = storage.recover()?;
-        let recovering = config.start == Start::Rejoin && recovered.is_none();
+        // A wiped node stays recovering across restarts until it has caught up.
+        let recovering = (config.start == Start::Rejoin && recovered.is_none())
+            || recovered.as_ref().is_some_and(|r| r.hard_state.recovering);
         let recovered = recovered.unwrap_or_default();
         let (base_index, base_term, state) = match recovered.snapshot {
             Some(s) => (s.last_index, s.last_term, s.state),
@@ -326,6 +328,11 @@ impl Node {
             config,
         };
         node.reset_election_timer(now);
+        if node.recovering {
+            // Durable before anything else this node writes (the host polls this batch first),
+            // so a crash during recovery cannot bring it back as a voter with a partial log.
+            node.persist_hard_state();
+        }
         Ok(node)
     }
 
@@ -527,7 +534,11 @@ impl Node {
     }
 
     fn persist_hard_state(&mut self) -> bool {
-        self.persist.hard_state(HardState { term: self.term, voted_for: self.voted_for });
+        self.persist.hard_state(HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+            recovering: self.recovering,
+        });
         self.halted.is_none()
     }
 

@@ -75,6 +75,17 @@ impl<M: Model> History<M> {
         self.in_flight.remove(&thread);
     }
 
+    /// `thread`'s operation in flight was refused before it could take effect (sent to a node
+    /// that does not lead): it leaves the history.
+    pub fn cancel(&mut self, thread: u64) -> Result<(), String> {
+        let op = self
+            .in_flight
+            .remove(&thread)
+            .ok_or_else(|| format!("thread {thread} cancelled with nothing in flight"))?;
+        self.events.retain(|&(o, _)| o != op);
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.ops.len()
     }
@@ -85,8 +96,9 @@ impl<M: Model> History<M> {
         // Operations that never returned return "at the end": linearizing one there is the same
         // as leaving it out, and anywhere earlier is allowed too.
         let mut events = self.events.clone();
+        let called: HashSet<usize> = events.iter().map(|&(op, _)| op).collect();
         for (i, (_, ret)) in self.ops.iter().enumerate() {
-            if ret.is_none() {
+            if ret.is_none() && called.contains(&i) {
                 events.push((i, true));
             }
         }
@@ -276,6 +288,17 @@ mod tests {
             h.ret(2, Some(0)).unwrap();
         });
         assert_eq!(v, Verdict::NotLinearizable);
+    }
+
+    #[test]
+    fn a_cancelled_operation_leaves_no_trace() {
+        let v = verdict(|h| {
+            h.invoke(1, Op::Write(2)).unwrap();
+            h.cancel(1).unwrap();
+            h.invoke(1, Op::Read).unwrap();
+            h.ret(1, Some(2)).unwrap();
+        });
+        assert_eq!(v, Verdict::NotLinearizable, "the write never took effect");
     }
 
     #[test]

@@ -234,7 +234,11 @@ pub const NOT_SIMULATED: [(&str, &str); 1] = [(
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ModelRet {
     Done,
-    CompareFailed,
+    /// The first key whose comparison failed, and its value then.
+    CompareFailed {
+        key: String,
+        current: Option<Bytes>,
+    },
     Value(Option<Bytes>),
     Values(Vec<Option<Bytes>>),
     Keys(Vec<String>),
@@ -277,7 +281,12 @@ impl ModelRet {
     pub fn observed(response: &Response) -> Self {
         match response {
             Response::Write(WriteResult::Applied { .. }) => ModelRet::Done,
-            Response::Write(WriteResult::CompareFailed { .. }) => ModelRet::CompareFailed,
+            Response::Write(WriteResult::CompareFailed { key, current }) => {
+                ModelRet::CompareFailed {
+                    key: key.clone(),
+                    current: current.as_ref().map(|v| v.value.clone()),
+                }
+            }
             Response::Read(ReadResult::Value(v)) => {
                 ModelRet::Value(v.as_ref().map(|v| v.value.clone()))
             }
@@ -322,7 +331,7 @@ impl MapSpec {
             // No key the model checks is ever attached to a lease.
             Expect::Lease(lease) => lease.is_none() && self.0.contains_key(key),
             Expect::Version(_) => {
-                unreachable!("the workload compares on values: the model cannot know versions")
+                unreachable!("versions are translated to the values they name before the model")
             }
         }
     }
@@ -342,15 +351,22 @@ impl Model for MapSpec {
 
 impl MapSpec {
     fn write(&mut self, op: &WriteOp) -> ModelRet {
-        let all_hold = match op {
+        // The store reports the first comparison that fails, in the operation's order.
+        let failed = match op {
             WriteOp::CompareAndSet { key, expect, .. }
-            | WriteOp::CompareAndDelete { key, expect } => self.holds(key, expect),
-            WriteOp::MultiCompareAndSet(items) => items.iter().all(|(k, e, _)| self.holds(k, e)),
-            WriteOp::MultiCompareAndDelete(items) => items.iter().all(|(k, e)| self.holds(k, e)),
+            | WriteOp::CompareAndDelete { key, expect } => {
+                (!self.holds(key, expect)).then_some(key)
+            }
+            WriteOp::MultiCompareAndSet(items) => {
+                items.iter().find(|(k, e, _)| !self.holds(k, e)).map(|(k, ..)| k)
+            }
+            WriteOp::MultiCompareAndDelete(items) => {
+                items.iter().find(|(k, e)| !self.holds(k, e)).map(|(k, _)| k)
+            }
             WriteOp::Set { .. }
             | WriteOp::Delete { .. }
             | WriteOp::MultiSet(_)
-            | WriteOp::MultiDelete(_) => true,
+            | WriteOp::MultiDelete(_) => None,
             WriteOp::Txn(txn) => return self.txn(txn),
             WriteOp::SetWithLease { .. }
             | WriteOp::GrantLease { .. }
@@ -358,8 +374,8 @@ impl MapSpec {
                 unreachable!("lease operations are checked by the lease rule, not the model")
             }
         };
-        if !all_hold {
-            return ModelRet::CompareFailed;
+        if let Some(key) = failed {
+            return ModelRet::CompareFailed { key: key.clone(), current: self.0.get(key).cloned() };
         }
         let m = &mut self.0;
         match op {
@@ -478,6 +494,65 @@ pub fn group_of(op: &Request) -> Option<String> {
     })
 }
 
+/// The `(key, value, version, created)` a response shows: acknowledged writes and every
+/// versioned value read back.
+fn versions_in(op: &Request, response: &Response) -> Vec<(String, Bytes, u64, Option<u64>)> {
+    let read = |key: &str, v: &plus_quorum::Versioned| {
+        (key.to_owned(), v.value.clone(), v.version, Some(v.created))
+    };
+    let ranged = |range: &RangeResult| range.kvs.iter().map(|(k, v)| read(k, v)).collect();
+    match (op, response) {
+        (Request::Write(w), Response::Write(WriteResult::Applied { version })) => match w {
+            WriteOp::Set { key, value }
+            | WriteOp::CompareAndSet { key, value, .. }
+            | WriteOp::SetWithLease { key, value, .. } => {
+                vec![(key.clone(), value.clone(), *version, None)]
+            }
+            WriteOp::MultiSet(items) => {
+                items.iter().map(|(k, v)| (k.clone(), v.clone(), *version, None)).collect()
+            }
+            WriteOp::MultiCompareAndSet(items) => {
+                items.iter().map(|(k, _, v)| (k.clone(), v.clone(), *version, None)).collect()
+            }
+            WriteOp::Delete { .. }
+            | WriteOp::CompareAndDelete { .. }
+            | WriteOp::MultiDelete(_)
+            | WriteOp::MultiCompareAndDelete(_)
+            | WriteOp::GrantLease { .. }
+            | WriteOp::RevokeLease { .. }
+            | WriteOp::Txn(_) => Vec::new(),
+        },
+        (_, Response::Write(WriteResult::CompareFailed { key, current: Some(v) })) => {
+            vec![read(key, v)]
+        }
+        (Request::Write(WriteOp::Txn(txn)), Response::Write(WriteResult::Txn { succeeded, results, .. })) => {
+            let branch = if *succeeded { &txn.then } else { &txn.otherwise };
+            branch
+                .iter()
+                .zip(results)
+                .flat_map(|(op, result)| match (op, result) {
+                    (TxnOp::Set { key, value, .. }, TxnOpResult::Set { version }) => {
+                        vec![(key.clone(), value.clone(), *version, None)]
+                    }
+                    (TxnOp::Get(key), TxnOpResult::Get(Some(v))) => vec![read(key, v)],
+                    (TxnOp::Range(_), TxnOpResult::Range(range)) => ranged(range),
+                    _ => Vec::new(),
+                })
+                .collect()
+        }
+        (Request::Read(ReadOp::Get(key)), Response::Read(ReadResult::Value(Some(v)))) => {
+            vec![read(key, v)]
+        }
+        (Request::Read(ReadOp::MultiGet(keys)), Response::Read(ReadResult::Values(values))) => keys
+            .iter()
+            .zip(values)
+            .filter_map(|(k, v)| v.as_ref().map(|v| read(k, v)))
+            .collect(),
+        (_, Response::Read(ReadResult::Range(range))) => ranged(range),
+        _ => Vec::new(),
+    }
+}
+
 // ---- clients -------------------------------------------------------------------------------
 
 struct InFlight {
@@ -559,6 +634,10 @@ pub struct Sim {
     /// The leases each replica's state holds, as last seen (per incarnation).
     leases_held: Vec<HashSet<LeaseId>>,
     completed: BTreeSet<&'static str>,
+    /// Every version a client saw of a key, with the value it had: a version names one write.
+    seen_versions: BTreeMap<(String, u64), Bytes>,
+    /// The other way round: the version each written value was seen at.
+    seen_values: HashMap<(String, Bytes), u64>,
     violations: Vec<String>,
     next_fault: Timestamp,
     next_partition: Timestamp,
@@ -647,6 +726,8 @@ impl Sim {
             leases: BTreeMap::new(),
             leases_held: vec![HashSet::new(); cfg.nodes],
             completed: BTreeSet::new(),
+            seen_versions: BTreeMap::new(),
+            seen_values: HashMap::new(),
             violations: Vec::new(),
             next_fault: Timestamp::from_millis(cfg.crash_every_ms),
             next_partition: Timestamp::from_millis(cfg.partition_every_ms),
@@ -681,7 +762,8 @@ impl Sim {
         (id - MEMBERS_BASE) as usize
     }
 
-    fn trace(&mut self, what: impl Hash) {
+    fn trace(&mut self, what: impl Hash + std::fmt::Debug) {
+        if std::env::var("DBG").is_ok() && self.now.as_millis() > 1500 && self.now.as_millis() < 12000 { eprintln!("{} {:?}", self.now.as_millis(), what); }
         what.hash(&mut self.hasher);
     }
 
@@ -742,7 +824,7 @@ impl Sim {
         self.nodes
             .iter()
             .map(|n| match n {
-                Some(n) => format!("{:?}", n),
+                Some(n) => format!("{:?} last {} halted {:?}", n, n.last_index(), n.halted()),
                 None => "down".to_owned(),
             })
             .collect()
@@ -1024,6 +1106,7 @@ impl Sim {
     fn observe(&mut self) {
         for i in 0..self.cfg.nodes {
             let Some(node) = self.nodes[i].as_ref() else { continue };
+            if std::env::var("DBG").is_ok() && self.now.as_millis() > 1500 && self.now.as_millis() < 12000 { eprintln!("  {} n{} {:?} last {} paused {}", self.now.as_millis(), i+1, node, node.last_index(), self.is_paused(i)); }
             if node.is_leader() {
                 let (term, id) = (node.term(), node.id());
                 match self.leaders_by_term.get(&term) {
@@ -1062,6 +1145,89 @@ impl Sim {
         }
     }
 
+    /// Checks a version a client saw against every other sighting: one version of a key is one
+    /// write (one value), a value is written once (one version), and a key's creation comes no
+    /// later than its current version.
+    fn saw(&mut self, key: &str, value: &Bytes, version: u64, created: Option<u64>) {
+        if created.is_some_and(|c| c > version || c == 0) {
+            self.violations.push(format!(
+                "{key}={value:?} at version {version} reports creation at {created:?}"
+            ));
+        }
+        let by_version = self.seen_versions.entry((key.to_owned(), version)).or_insert(value.clone());
+        if by_version != value {
+            let msg = format!("{key} at version {version} seen as {by_version:?} and as {value:?}");
+            self.violations.push(msg);
+        }
+        let by_value = *self.seen_values.entry((key.to_owned(), value.clone())).or_insert(version);
+        if by_value != version {
+            self.violations
+                .push(format!("{key}={value:?} seen at versions {by_value} and {version}"));
+        }
+    }
+
+    /// The newest version of `key` a client has seen.
+    fn latest_seen_version(&self, key: &str) -> Option<u64> {
+        self.seen_versions
+            .range((key.to_owned(), 0)..=(key.to_owned(), u64::MAX))
+            .next_back()
+            .map(|((_, version), _)| *version)
+    }
+
+    /// What `key` is compared against: the value a client last saw acknowledged, absence,
+    /// presence, or the newest version a client has seen.
+    fn random_expect(&mut self, key: &str) -> Expect {
+        match self.rng.random_range(0..5) {
+            0 => self.expect_last_acked(key),
+            1 => Expect::Absent,
+            2 => Expect::Exists,
+            _ => self.latest_seen_version(key).map_or(Expect::Absent, Expect::Version),
+        }
+    }
+
+    /// The operation as the model checks it: a compare against a version becomes a compare
+    /// against the value the clients saw at that version (one version is one write, which
+    /// `saw` checks), since versions are log positions that a sequential model cannot predict.
+    fn for_model(&self, op: &Request) -> Request {
+        let translate = |key: &str, expect: &Expect| match expect {
+            Expect::Version(v) => match self.seen_versions.get(&(key.to_owned(), *v)) {
+                Some(value) => Expect::Value(value.clone()),
+                None => panic!("the workload compared {key} against version {v}, never seen"),
+            },
+            other => other.clone(),
+        };
+        let op = match op {
+            Request::Write(WriteOp::CompareAndSet { key, expect, value }) => {
+                WriteOp::CompareAndSet {
+                    key: key.clone(),
+                    expect: translate(key, expect),
+                    value: value.clone(),
+                }
+            }
+            Request::Write(WriteOp::CompareAndDelete { key, expect }) => {
+                WriteOp::CompareAndDelete { key: key.clone(), expect: translate(key, expect) }
+            }
+            Request::Write(WriteOp::MultiCompareAndSet(items)) => WriteOp::MultiCompareAndSet(
+                items.iter().map(|(k, e, v)| (k.clone(), translate(k, e), v.clone())).collect(),
+            ),
+            Request::Write(WriteOp::MultiCompareAndDelete(items)) => {
+                WriteOp::MultiCompareAndDelete(
+                    items.iter().map(|(k, e)| (k.clone(), translate(k, e))).collect(),
+                )
+            }
+            Request::Write(WriteOp::Txn(txn)) => WriteOp::Txn(Txn {
+                when: txn
+                    .when
+                    .iter()
+                    .map(|c| plus_quorum::Compare::new(&c.key, translate(&c.key, &c.expect)))
+                    .collect(),
+                ..txn.clone()
+            }),
+            other => return other.clone(),
+        };
+        Request::Write(op)
+    }
+
     fn new_value(&mut self, client: usize) -> Bytes {
         self.write_counter += 1;
         Bytes::from(format!("c{client}-w{}", self.write_counter))
@@ -1077,10 +1243,16 @@ impl Sim {
     }
 
     fn random_op(&mut self, client: usize) -> Request {
-        let single = ["a", "b", "c", "d"];
-        let multi = ["m0", "m1", "m2"];
+        let single = ["a", "b", "c", "d", "e", "f"];
+        let multi = ["m0", "m1", "m2", "m3"];
         let key = single[self.rng.random_range(0..single.len())].to_owned();
         let mk = multi[self.rng.random_range(0..multi.len())].to_owned();
+        // Two to four distinct multi-key keys, in a random order.
+        let mut some_multi: Vec<String> = multi.iter().map(|k| (*k).to_owned()).collect();
+        for i in (1..some_multi.len()).rev() {
+            some_multi.swap(i, self.rng.random_range(0..=i));
+        }
+        some_multi.truncate(self.rng.random_range(1..=multi.len()));
         // A lease the clients saw granted (often one that has ended since), or a made-up one.
         let lease: LeaseId = {
             let known: Vec<LeaseId> = self.leases.keys().copied().collect();
@@ -1090,65 +1262,65 @@ impl Sim {
                 known[known.len() - 1 - self.rng.random_range(0..known.len().min(4))]
             }
         };
-        let write = match self.rng.random_range(0..28) {
+        let write = match self.rng.random_range(0..32) {
             0..=2 => WriteOp::Set { value: self.new_value(client), key },
             3 => WriteOp::Delete { key },
             4..=6 => return Request::Read(ReadOp::Get(key)),
-            7 => {
-                let expect = self.expect_last_acked(&key);
+            7 | 8 => {
+                let expect = self.random_expect(&key);
                 WriteOp::CompareAndSet { key, expect, value: self.new_value(client) }
             }
-            8 => {
-                let expect = if self.rng.random_bool(0.5) {
-                    Expect::Absent
-                } else {
-                    self.expect_last_acked(&key)
-                };
+            9 | 10 => {
+                let expect = self.random_expect(&key);
                 WriteOp::CompareAndDelete { key, expect }
             }
-            9 => {
-                let v1 = self.new_value(client);
-                let v2 = self.new_value(client);
-                let items: BTreeMap<String, Bytes> = [("m0".to_owned(), v1), (mk, v2)].into();
-                WriteOp::MultiSet(items.into_iter().collect())
+            11 => {
+                let items = some_multi.iter().map(|k| (k.clone(), self.new_value(client)));
+                WriteOp::MultiSet(items.collect::<Vec<_>>())
             }
-            10 => {
+            12 => {
                 let keys = multi.iter().map(|s| (*s).to_owned()).collect();
                 return Request::Read(ReadOp::MultiGet(keys));
             }
-            11 => WriteOp::MultiDelete(vec![mk]),
-            12 => {
-                let v = self.new_value(client);
-                WriteOp::MultiCompareAndSet(vec![("m1".into(), Expect::Absent, v)])
-            }
-            13 => {
-                let items = ["m1", "m2"]
+            13 => WriteOp::MultiDelete(some_multi),
+            14 | 15 => WriteOp::MultiCompareAndSet(
+                some_multi
                     .into_iter()
-                    .map(|k| (k.to_owned(), self.expect_last_acked(k)))
-                    .collect();
-                WriteOp::MultiCompareAndDelete(items)
-            }
-            14 => return Request::Read(ReadOp::Get(mk)),
-            15 => WriteOp::GrantLease { ttl_ms: self.rng.random_range(200..1_500) },
-            16 | 17 => return Request::Read(ReadOp::LeaseKeepAlive(lease)),
-            18 => {
+                    .map(|k| {
+                        let expect = self.random_expect(&k);
+                        (k, expect, self.new_value(client))
+                    })
+                    .collect(),
+            ),
+            16 => WriteOp::MultiCompareAndDelete(
+                some_multi
+                    .into_iter()
+                    .map(|k| {
+                        let expect = self.random_expect(&k);
+                        (k, expect)
+                    })
+                    .collect(),
+            ),
+            17 => return Request::Read(ReadOp::Get(mk)),
+            18 => WriteOp::GrantLease { ttl_ms: self.rng.random_range(200..1_500) },
+            19 | 20 => return Request::Read(ReadOp::LeaseKeepAlive(lease)),
+            21 => {
                 let key = format!("l{}", self.rng.random_range(0..3));
                 WriteOp::SetWithLease { key, value: self.new_value(client), lease }
             }
-            19 => return Request::Read(ReadOp::LeaseTimeToLive(lease)),
-            20 if self.rng.random_range(0..4) == 0 => WriteOp::RevokeLease { lease },
-            20 => return Request::Read(ReadOp::Leases),
-            21 | 22 => {
-                // Compare one multi-key against what a client last saw acknowledged (or its
-                // absence, or its presence), then write, read and range in either branch.
-                let expect = match self.rng.random_range(0..3) {
-                    0 => self.expect_last_acked("m0"),
-                    1 => Expect::Absent,
-                    _ => Expect::Exists,
-                };
+            22 => return Request::Read(ReadOp::LeaseTimeToLive(lease)),
+            23 if self.rng.random_range(0..4) == 0 => WriteOp::RevokeLease { lease },
+            23 => return Request::Read(ReadOp::Leases),
+            24..=26 => {
+                // Compare one or two multi-keys, then write, read and range in either branch.
+                let compared = &some_multi[..some_multi.len().min(2)];
+                let when = compared
+                    .iter()
+                    .map(|k| plus_quorum::Compare::new(k, self.random_expect(k)))
+                    .collect();
                 let value = self.new_value(client);
                 WriteOp::Txn(Txn {
-                    when: vec![plus_quorum::Compare::new("m0", expect)],
+                    when,
                     then: vec![
                         TxnOp::Set { key: mk.clone(), value, lease: None },
                         TxnOp::Get("m0".into()),
@@ -1157,16 +1329,20 @@ impl Sim {
                     otherwise: vec![TxnOp::Get(mk.clone()), TxnOp::Delete { key: "m2".into() }],
                 })
             }
-            23 | 24 => {
-                let range = match self.rng.random_range(0..3) {
+            27 | 28 => {
+                let range = match self.rng.random_range(0..4) {
                     0 => Range::prefix("m"),
-                    1 => Range::prefix("m").limit(self.rng.random_range(1..3)),
+                    1 => Range::prefix("m").limit(self.rng.random_range(1..4)),
+                    2 => Range::between("m1", "m3"),
                     _ => Range::between("m0", "m2").count_only(),
                 };
                 return Request::Read(ReadOp::Range(range));
             }
             // Keys of the multi-key group only, so the group's model can check the answer.
-            _ => return Request::Read(ReadOp::Keys("m?".to_owned())),
+            _ => {
+                let pattern = ["m?", "m*", "m*1", "m?*"][self.rng.random_range(0..4)];
+                return Request::Read(ReadOp::Keys(pattern.to_owned()));
+            }
         };
         Request::Write(write)
     }
@@ -1272,8 +1448,9 @@ impl Sim {
         // Lease operations are checked by the lease rule (`check_leases`), not the model.
         let Some(group) = group_of(op) else { return };
         self.thread_group.insert(thread, group.clone());
+        let for_model = self.for_model(op);
         let tester = self.testers.entry(group).or_default();
-        if let Err(e) = tester.invoke(thread, op.clone()) {
+        if let Err(e) = tester.invoke(thread, for_model) {
             self.violations.push(format!("history bookkeeping: {e}"));
         }
     }
@@ -1301,9 +1478,6 @@ impl Sim {
                 match output.result {
                     Ok(response) => {
                         match &response {
-                            Response::Write(WriteResult::Applied { version }) => {
-                                self.note_ack(&f.op, *version);
-                            }
                             Response::Write(WriteResult::LeaseGranted { lease, ttl_ms }) => {
                                 self.leases.entry(*lease).or_insert(LeaseTrack {
                                     ttl: Duration::from_millis(*ttl_ms),
@@ -1321,12 +1495,22 @@ impl Sim {
                             _ => {}
                         }
                         self.completed.insert(f.op.kind());
+                        // Leased keys may vanish with their lease; the lease rule checks them.
+                        let leased = matches!(f.op, Request::Write(WriteOp::SetWithLease { .. }));
+                        for (key, value, version, created) in versions_in(&f.op, &response) {
+                            self.saw(&key, &value, version, created);
+                            if created.is_none() && !leased {
+                                // An acknowledged write (a transaction's included).
+                                self.acked.push((key, value, version));
+                            }
+                        }
                         let json = match &response {
                             Response::Write(w) => serde_json::to_value(w).unwrap(),
                             Response::Read(r) => serde_json::to_value(r).unwrap(),
                         };
                         let ret = ModelRet::observed(&response);
-                        let event = if ret == ModelRet::CompareFailed { "fail" } else { "ok" };
+                        let event =
+                            if matches!(ret, ModelRet::CompareFailed { .. }) { "fail" } else { "ok" };
                         self.record(c, f.thread, event, Some(&f.op), Some(json));
                         if let Some(tester) = self.testers.get_mut(&group) {
                             if let Err(e) = tester.ret(f.thread, ret) {
@@ -1342,30 +1526,6 @@ impl Sim {
                     }
                 }
             }
-        }
-    }
-
-    fn note_ack(&mut self, op: &Request, version: u64) {
-        let Request::Write(op) = op else { return };
-        let written: Vec<(&String, &Bytes)> = match op {
-            WriteOp::Set { key, value } | WriteOp::CompareAndSet { key, value, .. } => {
-                vec![(key, value)]
-            }
-            WriteOp::MultiSet(items) => items.iter().map(|(k, v)| (k, v)).collect(),
-            WriteOp::MultiCompareAndSet(items) => items.iter().map(|(k, _, v)| (k, v)).collect(),
-            WriteOp::Delete { .. }
-            | WriteOp::CompareAndDelete { .. }
-            | WriteOp::MultiDelete(_)
-            | WriteOp::MultiCompareAndDelete(_)
-            // Leased keys may vanish with their lease; the lease rule checks them.
-            | WriteOp::SetWithLease { .. }
-            | WriteOp::GrantLease { .. }
-            | WriteOp::RevokeLease { .. }
-            // Which branch wrote is in the result, not the operation; the model checks it.
-            | WriteOp::Txn(_) => Vec::new(),
-        };
-        for (key, value) in written {
-            self.acked.push((key.clone(), value.clone(), version));
         }
     }
 
