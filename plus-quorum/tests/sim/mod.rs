@@ -525,7 +525,10 @@ fn versions_in(op: &Request, response: &Response) -> Vec<(String, Bytes, u64, Op
         (_, Response::Write(WriteResult::CompareFailed { key, current: Some(v) })) => {
             vec![read(key, v)]
         }
-        (Request::Write(WriteOp::Txn(txn)), Response::Write(WriteResult::Txn { succeeded, results, .. })) => {
+        (
+            Request::Write(WriteOp::Txn(txn)),
+            Response::Write(WriteResult::Txn { succeeded, results, .. }),
+        ) => {
             let branch = if *succeeded { &txn.then } else { &txn.otherwise };
             branch
                 .iter()
@@ -543,11 +546,9 @@ fn versions_in(op: &Request, response: &Response) -> Vec<(String, Bytes, u64, Op
         (Request::Read(ReadOp::Get(key)), Response::Read(ReadResult::Value(Some(v)))) => {
             vec![read(key, v)]
         }
-        (Request::Read(ReadOp::MultiGet(keys)), Response::Read(ReadResult::Values(values))) => keys
-            .iter()
-            .zip(values)
-            .filter_map(|(k, v)| v.as_ref().map(|v| read(k, v)))
-            .collect(),
+        (Request::Read(ReadOp::MultiGet(keys)), Response::Read(ReadResult::Values(values))) => {
+            keys.iter().zip(values).filter_map(|(k, v)| v.as_ref().map(|v| read(k, v))).collect()
+        }
         (_, Response::Read(ReadResult::Range(range))) => ranged(range),
         _ => Vec::new(),
     }
@@ -762,8 +763,7 @@ impl Sim {
         (id - MEMBERS_BASE) as usize
     }
 
-    fn trace(&mut self, what: impl Hash + std::fmt::Debug) {
-        if std::env::var("DBG").is_ok() && self.now.as_millis() > 1500 && self.now.as_millis() < 12000 { eprintln!("{} {:?}", self.now.as_millis(), what); }
+    fn trace(&mut self, what: impl Hash) {
         what.hash(&mut self.hasher);
     }
 
@@ -1106,7 +1106,6 @@ impl Sim {
     fn observe(&mut self) {
         for i in 0..self.cfg.nodes {
             let Some(node) = self.nodes[i].as_ref() else { continue };
-            if std::env::var("DBG").is_ok() && self.now.as_millis() > 1500 && self.now.as_millis() < 12000 { eprintln!("  {} n{} {:?} last {} paused {}", self.now.as_millis(), i+1, node, node.last_index(), self.is_paused(i)); }
             if node.is_leader() {
                 let (term, id) = (node.term(), node.id());
                 match self.leaders_by_term.get(&term) {
@@ -1154,7 +1153,8 @@ impl Sim {
                 "{key}={value:?} at version {version} reports creation at {created:?}"
             ));
         }
-        let by_version = self.seen_versions.entry((key.to_owned(), version)).or_insert(value.clone());
+        let by_version =
+            self.seen_versions.entry((key.to_owned(), version)).or_insert(value.clone());
         if by_version != value {
             let msg = format!("{key} at version {version} seen as {by_version:?} and as {value:?}");
             self.violations.push(msg);
@@ -1509,8 +1509,11 @@ impl Sim {
                             Response::Read(r) => serde_json::to_value(r).unwrap(),
                         };
                         let ret = ModelRet::observed(&response);
-                        let event =
-                            if matches!(ret, ModelRet::CompareFailed { .. }) { "fail" } else { "ok" };
+                        let event = if matches!(ret, ModelRet::CompareFailed { .. }) {
+                            "fail"
+                        } else {
+                            "ok"
+                        };
                         self.record(c, f.thread, event, Some(&f.op), Some(json));
                         if let Some(tester) = self.testers.get_mut(&group) {
                             if let Err(e) = tester.ret(f.thread, ret) {
