@@ -4,18 +4,43 @@
 
 mod sim;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sim::{NOT_SIMULATED, SIMULATED_KINDS, SimConfig, run_seed, seeds};
+
+/// Every fault a sweep must have injected at least once.
+const FAULT_KINDS: [&str; 14] = [
+    "restart_wiped",
+    "restart_kept",
+    "freeze_leader",
+    "crash_leader",
+    "crash_follower",
+    "partition_healed",
+    "partition_isolating_leader",
+    "partition_split",
+    "partition_one_way",
+    "message_dropped",
+    "message_duplicated",
+    "client_request_lost",
+    "client_answer_lost",
+    "client_timeout",
+];
 
 fn run_all(nodes: usize, default_seeds: u64) {
     let mut failures = Vec::new();
     let mut writes = 0;
     let mut completed = BTreeSet::new();
     let (mut expired, mut kept_alive) = (0, 0);
+    let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
+    let (mut operations, mut under_faults) = (Vec::new(), Vec::new());
     for seed in seeds(default_seeds) {
         let outcome = run_seed(SimConfig::new(nodes, seed));
         writes += outcome.acknowledged_writes;
+        operations.push(outcome.operations);
+        under_faults.push(outcome.operations_under_faults);
+        for (kind, n) in &outcome.faults {
+            *faults.entry(kind).or_default() += n;
+        }
         completed.extend(outcome.completed_kinds);
         expired += outcome.leases_expired;
         kept_alive += outcome.leases_kept_alive;
@@ -26,6 +51,16 @@ fn run_all(nodes: usize, default_seeds: u64) {
             ));
         }
     }
+    let spread = |v: &mut Vec<usize>| {
+        v.sort_unstable();
+        format!("min {} median {} max {}", v[0], v[v.len() / 2], v[v.len() - 1])
+    };
+    println!(
+        "{nodes} nodes, {} seeds: operations per seed {}, of which under faults {}; faults {faults:?}",
+        operations.len(),
+        spread(&mut operations),
+        spread(&mut under_faults),
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(writes > 0, "the simulation acknowledged no write at all");
     // Coverage is a property of a sweep, not of one replayed seed.
@@ -33,6 +68,9 @@ fn run_all(nodes: usize, default_seeds: u64) {
         return;
     }
     assert!(expired > 0 && kept_alive > 0, "leases expired {expired}, kept alive {kept_alive}");
+    let missing: Vec<&str> =
+        FAULT_KINDS.iter().copied().filter(|k| !faults.contains_key(k)).collect();
+    assert!(missing.is_empty(), "faults that never happened: {missing:?}");
     let never: Vec<&str> =
         SIMULATED_KINDS.iter().copied().filter(|k| !completed.contains(k)).collect();
     assert!(never.is_empty(), "operation kinds that never completed: {never:?}");

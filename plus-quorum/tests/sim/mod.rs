@@ -6,8 +6,13 @@
 //! line, in time order:
 //! `{"t_ms":1234,"client":2,"thread":7,"event":"invoke","op":{...}}` then, for the same thread,
 //! one of `"ok"` (with `"result"`), `"fail"` (the operation certainly had no effect, e.g. a
-//! failed compare) or `"unknown"` (timed out or leadership lost: it may or may not have taken
-//! effect, and the thread issues nothing more). A thread has at most one operation in flight;
+//! failed compare), `"refused"` (the node it reached does not lead: no effect, and it leaves
+//! the history) or `"unknown"` (timed out, lost on the way there or back, or leadership lost:
+//! it may or may not have taken effect, and the thread issues nothing more).
+//!
+//! Clients reach nodes over the simulated network too: requests and answers are delayed and
+//! lost (never duplicated: the transport is TCP, and the client does not resend a write whose
+//! outcome it does not know). A thread has at most one operation in flight;
 //! threads of a client run one after another. Ops and results use the serde forms of
 //! `plus_quorum::WriteOp`/`ReadOp` and `WriteResult`/`ReadResult`.
 
@@ -40,8 +45,13 @@ pub struct SimConfig {
     pub clients: usize,
     /// Simulated run time before healing.
     pub duration: Duration,
-    /// Message drop probability.
+    /// Message drop probability between nodes.
     pub drop: f64,
+    /// Drop probability of a client request or answer.
+    pub client_drop: f64,
+    /// Operations every run completes at least (it runs on past `duration` until then, within
+    /// a bound, and fails if it cannot).
+    pub min_operations: usize,
     pub duplicate: f64,
     pub max_delay_ms: u64,
     pub crash_every_ms: u64,
@@ -61,6 +71,8 @@ impl SimConfig {
             clients: 3,
             duration: Duration::from_secs(8),
             drop: rng.random_range(0.0..0.3),
+            client_drop: rng.random_range(0.0..0.05),
+            min_operations: 60,
             duplicate: 0.05,
             max_delay_ms: 30,
             crash_every_ms: 700,
@@ -603,6 +615,12 @@ pub struct Outcome {
     pub leases_expired: usize,
     /// Leases a client kept alive at least once (acknowledged).
     pub leases_kept_alive: usize,
+    /// Operations that completed with an answer.
+    pub operations: usize,
+    /// Of which while faults were being injected.
+    pub operations_under_faults: usize,
+    /// How often each fault, and each consequence a client saw, happened.
+    pub faults: BTreeMap<&'static str, u64>,
     pub violations: Vec<String>,
     pub history_jsonl: String,
 }
@@ -618,6 +636,12 @@ pub struct Sim {
     disk: Vec<VecDeque<(Timestamp, PersistBatch)>>,
     /// Nodes restarted with their memory wiped, until they leave recovering.
     net: BinaryHeap<Reverse<InTransit>>,
+    /// Client requests and answers on their way.
+    client_net: BinaryHeap<Reverse<(Timestamp, u64, ClientBox)>>,
+    /// How often each fault (and each client-visible consequence) happened.
+    faults: BTreeMap<&'static str, u64>,
+    /// Operations that completed with an answer.
+    operations: usize,
     seq: u64,
     blocked: HashSet<(NodeId, NodeId)>,
     clients: Vec<Client>,
@@ -646,6 +670,47 @@ pub struct Sim {
     /// Nodes frozen (a long GC pause, a stopped VM) until the given time: they keep their state
     /// but run nothing, and messages to them are lost.
     paused_until: Vec<Option<Timestamp>>,
+}
+
+/// Traffic between clients and nodes, which the simulated network delays and loses too.
+#[derive(Debug)]
+enum ClientMsg {
+    ToNode { client: usize, request_id: u64, node: NodeId, op: Request },
+    ToClient { client: usize, request_id: u64, answer: Answer },
+}
+
+/// What a node says to a client.
+#[derive(Debug)]
+enum Answer {
+    /// Refused on arrival (not the leader, bad input): it never took effect.
+    Refused(ClientError),
+    /// The operation's outcome; an error means it may or may not have taken effect.
+    Result(Result<Response, ClientError>),
+}
+
+/// A client message with a total order (by the sequence number beside it in the queue).
+#[derive(Debug)]
+struct ClientBox(ClientMsg);
+
+impl PartialEq for ClientBox {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ClientBox {}
+
+impl PartialOrd for ClientBox {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ClientBox {
+    // Queue entries are unique by sequence number before this is ever consulted.
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
 }
 
 /// A message on the wire: delivery time, sequence number (ties), sender, receiver.
@@ -712,6 +777,9 @@ impl Sim {
             storages,
             disk: vec![VecDeque::new(); cfg.nodes],
             net: BinaryHeap::new(),
+            client_net: BinaryHeap::new(),
+            faults: BTreeMap::new(),
+            operations: 0,
             seq: 0,
             blocked: HashSet::new(),
             clients,
@@ -770,15 +838,42 @@ impl Sim {
     /// Runs the whole scenario: faults and clients for the duration, then heal and check.
     pub fn run(mut self) -> Outcome {
         let end = Timestamp::from_duration(self.cfg.duration);
-        while self.now < end {
-            self.step_once(true);
+        // A run short of work goes on under faults for as long again; if that is not enough
+        // (faults can leave a cluster rightly unavailable for long: two wiped nodes of five and
+        // a partition among the other three), without new faults, still losing messages.
+        let faults_until = end + self.cfg.duration;
+        while self.now < end
+            || (self.operations < self.cfg.min_operations && self.now < faults_until)
+        {
+            self.step_once(true, true);
+        }
+        let under_faults = self.operations;
+        if self.operations < self.cfg.min_operations {
+            self.count("overtime_without_new_faults");
+            self.calm();
+            let overtime = end + Duration::from_secs(30);
+            while self.operations < self.cfg.min_operations && self.now < overtime {
+                self.step_once(false, true);
+            }
+        }
+        if self.operations < self.cfg.min_operations {
+            self.violations.push(format!(
+                "only {} operations completed in {} ms",
+                self.operations,
+                self.now.as_millis()
+            ));
         }
         self.heal();
-        // Let the cluster converge: a leader, everyone caught up.
+        // Let clients finish what they have in flight (each answers or times out), then the
+        // cluster converge: a leader, everyone caught up with every acknowledged write.
+        let drain_until = self.now + Duration::from_secs(2);
+        while self.now < drain_until && self.clients.iter().any(|c| c.in_flight.is_some()) {
+            self.step_once(false, false);
+        }
         let settle_until = self.now + Duration::from_secs(6);
         let mut converged = false;
         while self.now < settle_until {
-            self.step_once(false);
+            self.step_once(false, false);
             if self.converged() {
                 converged = true;
                 break;
@@ -789,11 +884,6 @@ impl Sim {
                 "replicas did not converge within 6 s after healing: {:?}",
                 self.node_summaries()
             ));
-        }
-        // Let clients finish what they have in flight, then one final read of every key.
-        let drain_until = self.now + Duration::from_secs(2);
-        while self.now < drain_until && self.clients.iter().any(|c| c.in_flight.is_some()) {
-            self.step_once(false);
         }
         self.check_final_state();
         self.check_leases();
@@ -815,6 +905,9 @@ impl Sim {
                 .filter(|t| t.ended.is_some() && t.revoke_sent.is_none())
                 .count(),
             leases_kept_alive: self.leases.values().filter(|t| t.acked_sends.len() > 1).count(),
+            operations: self.operations,
+            operations_under_faults: under_faults,
+            faults: self.faults,
             violations: self.violations,
             history_jsonl,
         }
@@ -844,9 +937,16 @@ impl Sim {
 
     /// Heals the network (no partition, no loss) and restarts every crashed node.
     fn heal(&mut self) {
-        self.blocked.clear();
+        self.calm();
         self.cfg.drop = 0.0;
+        self.cfg.client_drop = 0.0;
         self.cfg.duplicate = 0.0;
+    }
+
+    /// Ends every partition and freeze and restarts every crashed node (memory kept); message
+    /// loss and duplication go on.
+    fn calm(&mut self) {
+        self.blocked.clear();
         self.paused_until = vec![None; self.cfg.nodes];
         for i in 0..self.cfg.nodes {
             if self.nodes[i].is_none() {
@@ -876,6 +976,7 @@ impl Sim {
         )
         .unwrap();
         self.trace(("restart", i, wipe, self.now.as_millis()));
+        self.count(if wipe { "restart_wiped" } else { "restart_kept" });
         self.nodes[i] = Some(node);
     }
 
@@ -916,6 +1017,7 @@ impl Sim {
                     let until = self.now + Duration::from_millis(self.rng.random_range(300..1500));
                     self.paused_until[l] = Some(until);
                     self.trace(("pause", l, until.as_millis()));
+                    self.count("freeze_leader");
                 }
             } else if self.unavailable() < max_out {
                 // Crash someone, the leader half of the time.
@@ -928,9 +1030,12 @@ impl Sim {
                     _ => self.rng.random_range(0..self.cfg.nodes),
                 };
                 if self.nodes[i].is_some() {
+                    let was_leader =
+                        self.nodes[i].as_ref().is_some_and(plus_quorum::Node::is_leader);
                     self.nodes[i] = None;
                     self.disk[i].clear();
                     self.trace(("crash", i, self.now.as_millis()));
+                    self.count(if was_leader { "crash_leader" } else { "crash_follower" });
                 }
             }
         }
@@ -942,8 +1047,9 @@ impl Sim {
             self.blocked.clear();
             let members = self.members();
             match self.rng.random_range(0..4) {
-                0 => {} // healed
+                0 => self.count("partition_healed"),
                 1 => {
+                    self.count("partition_isolating_leader");
                     // Isolate the leader (or anyone).
                     let leader = self
                         .nodes
@@ -961,6 +1067,7 @@ impl Sim {
                 }
                 2 => {
                     // A symmetric split into a majority and a minority.
+                    self.count("partition_split");
                     let mut shuffled = members.clone();
                     for i in (1..shuffled.len()).rev() {
                         let j = self.rng.random_range(0..=i);
@@ -981,6 +1088,7 @@ impl Sim {
                     let a = members[self.rng.random_range(0..members.len())];
                     let b = members[self.rng.random_range(0..members.len())];
                     if a != b {
+                        self.count("partition_one_way");
                         self.blocked.insert((a, b));
                     }
                 }
@@ -992,7 +1100,7 @@ impl Sim {
     }
 
     /// Advances to the next event and handles it.
-    fn step_once(&mut self, faults: bool) {
+    fn step_once(&mut self, faults: bool, clients: bool) {
         if faults {
             self.inject_faults();
         }
@@ -1000,6 +1108,9 @@ impl Sim {
         // Next event: a message, a node timeout, a client action, a fault.
         let mut next = self.now + Duration::from_millis(10);
         if let Some(Reverse((t, ..))) = self.net.peek() {
+            next = next.min(*t);
+        }
+        if let Some(Reverse((t, ..))) = self.client_net.peek() {
             next = next.min(*t);
         }
         for (i, queue) in self.disk.iter().enumerate() {
@@ -1019,7 +1130,8 @@ impl Sim {
         self.now = next;
         self.complete_writes();
         // Clients first: a request can reach a node that just woke up before its own timers run.
-        self.drive_clients(faults);
+        self.drive_clients(clients);
+        self.deliver_client_messages();
         self.collect_messages();
         // Deliver everything due.
         while let Some(Reverse((t, ..))) = self.net.peek() {
@@ -1081,10 +1193,20 @@ impl Sim {
                 out.push((to, msg));
             }
             for (to, msg) in out {
-                if self.blocked.contains(&(from, to)) || self.rng.random_bool(self.cfg.drop) {
+                if self.blocked.contains(&(from, to)) {
+                    self.count("message_blocked");
                     continue;
                 }
-                let copies = if self.rng.random_bool(self.cfg.duplicate) { 2 } else { 1 };
+                if self.rng.random_bool(self.cfg.drop) {
+                    self.count("message_dropped");
+                    continue;
+                }
+                let copies = if self.rng.random_bool(self.cfg.duplicate) {
+                    self.count("message_duplicated");
+                    2
+                } else {
+                    1
+                };
                 for _ in 0..copies {
                     let delay =
                         Duration::from_millis(self.rng.random_range(1..=self.cfg.max_delay_ms));
@@ -1371,9 +1493,8 @@ impl Sim {
             if let Some(f) = &self.clients[c].in_flight {
                 if self.now >= f.deadline {
                     let f = self.clients[c].in_flight.take().unwrap();
-                    self.record(c, f.thread, "unknown", Some(&f.op), None);
-                    self.retire_thread(c);
-                    self.clients[c].believed_leader = None;
+                    self.count("client_timeout");
+                    self.outcome_unknown(c, &f);
                     continue;
                 }
             }
@@ -1381,60 +1502,40 @@ impl Sim {
             if !active
                 || client.in_flight.is_some()
                 || self.now < client.next_action
-                || client.ops_done >= 60
+                || (client.ops_done >= 60 && self.operations >= self.cfg.min_operations)
             {
                 continue;
             }
-            // A client keeps talking to the node it believes leads, waiting while it is frozen.
-            if client.believed_leader.is_some_and(|l| self.is_paused(Self::idx(l))) {
-                continue;
-            }
-            let live: Vec<NodeId> = (0..self.cfg.nodes)
-                .filter(|&i| !self.is_paused(i))
-                .filter_map(|i| self.nodes[i].as_ref())
-                .map(plus_quorum::Node::id)
-                .collect();
-            if live.is_empty() {
-                continue;
-            }
-            let target = match client.believed_leader {
-                Some(l) if live.contains(&l) => l,
-                _ => live[self.rng.random_range(0..live.len())],
-            };
+            // A client talks to the node it believes leads, else to any member: it cannot
+            // know which are crashed or frozen (a request to a frozen one waits in its socket).
+            let members = self.members();
+            let target = client
+                .believed_leader
+                .unwrap_or_else(|| members[self.rng.random_range(0..members.len())]);
             let op = self.random_op(c);
             let request_id = self.next_request;
             self.next_request += 1;
-            let node = self.nodes[Self::idx(target)].as_mut().unwrap();
-            let submitted = match op.clone() {
-                Request::Write(w) => node.write(request_id, w),
-                Request::Read(r) => node.read(request_id, r),
-            };
             let pause = Duration::from_millis(self.rng.random_range(20..150));
             let client = &mut self.clients[c];
             client.next_action = self.now + pause;
-            match submitted {
-                Ok(()) => {
-                    let thread = client.thread;
-                    client.in_flight = Some(InFlight {
-                        thread,
-                        request_id,
-                        node: target,
-                        op: op.clone(),
-                        sent: self.now,
-                        deadline: self.now + Duration::from_millis(800),
-                    });
-                    client.ops_done += 1;
-                    self.thread_group.insert(thread, String::new());
-                    if let Request::Write(WriteOp::RevokeLease { lease }) = &op {
-                        if let Some(track) = self.leases.get_mut(lease) {
-                            track.revoke_sent.get_or_insert(self.now);
-                        }
-                    }
-                    self.invoke(c, thread, &op);
+            let thread = client.thread;
+            client.in_flight = Some(InFlight {
+                thread,
+                request_id,
+                node: target,
+                op: op.clone(),
+                sent: self.now,
+                deadline: self.now + Duration::from_millis(800),
+            });
+            client.ops_done += 1;
+            self.thread_group.insert(thread, String::new());
+            if let Request::Write(WriteOp::RevokeLease { lease }) = &op {
+                if let Some(track) = self.leases.get_mut(lease) {
+                    track.revoke_sent.get_or_insert(self.now);
                 }
-                Err(ClientError::NotLeader { leader }) => client.believed_leader = leader,
-                Err(e) => self.violations.push(format!("unexpected error submitting {op:?}: {e}")),
             }
+            self.invoke(c, thread, &op);
+            self.send_to_node(c, request_id, target, op);
         }
     }
 
@@ -1455,6 +1556,7 @@ impl Sim {
         }
     }
 
+    /// Node answers leave through the client network.
     fn collect_outputs(&mut self) {
         for i in 0..self.cfg.nodes {
             if self.is_paused(i) {
@@ -1473,63 +1575,167 @@ impl Sim {
                 else {
                     continue;
                 };
-                let f = self.clients[c].in_flight.take().unwrap();
-                let group = self.thread_group.get(&f.thread).cloned().unwrap_or_default();
-                match output.result {
-                    Ok(response) => {
-                        match &response {
-                            Response::Write(WriteResult::LeaseGranted { lease, ttl_ms }) => {
-                                self.leases.entry(*lease).or_insert(LeaseTrack {
-                                    ttl: Duration::from_millis(*ttl_ms),
-                                    acked_sends: vec![f.sent],
-                                    ..LeaseTrack::default()
-                                });
-                            }
-                            Response::Read(ReadResult::Lease(Some(info)))
-                                if matches!(f.op, Request::Read(ReadOp::LeaseKeepAlive(_))) =>
-                            {
-                                if let Some(track) = self.leases.get_mut(&info.id) {
-                                    track.acked_sends.push(f.sent);
-                                }
-                            }
-                            _ => {}
-                        }
-                        self.completed.insert(f.op.kind());
-                        // Leased keys may vanish with their lease; the lease rule checks them.
-                        let leased = matches!(f.op, Request::Write(WriteOp::SetWithLease { .. }));
-                        for (key, value, version, created) in versions_in(&f.op, &response) {
-                            self.saw(&key, &value, version, created);
-                            if created.is_none() && !leased {
-                                // An acknowledged write (a transaction's included).
-                                self.acked.push((key, value, version));
-                            }
-                        }
-                        let json = match &response {
-                            Response::Write(w) => serde_json::to_value(w).unwrap(),
-                            Response::Read(r) => serde_json::to_value(r).unwrap(),
-                        };
-                        let ret = ModelRet::observed(&response);
-                        let event = if matches!(ret, ModelRet::CompareFailed { .. }) {
-                            "fail"
-                        } else {
-                            "ok"
-                        };
-                        self.record(c, f.thread, event, Some(&f.op), Some(json));
-                        if let Some(tester) = self.testers.get_mut(&group) {
-                            if let Err(e) = tester.ret(f.thread, ret) {
-                                self.violations.push(format!("history bookkeeping: {e}"));
-                            }
-                        }
+                self.send_to_client(c, output.id, Answer::Result(output.result));
+            }
+        }
+    }
+
+    /// A request reaches its node: a crashed node never sees it, a frozen one when it wakes; one
+    /// that refuses it at once (not the leader) answers so.
+    fn deliver_request(&mut self, client: usize, request_id: u64, node: NodeId, op: Request) {
+        let i = Self::idx(node);
+        if let Some(until) = self.paused_until[i].filter(|&t| self.now < t) {
+            // A frozen process's socket keeps the request: it runs it when it wakes, before its
+            // own timers tell it the world moved on (where a stale leader is caught).
+            self.count("client_request_to_frozen_node");
+            self.seq += 1;
+            let msg = ClientMsg::ToNode { client, request_id, node, op };
+            self.client_net.push(Reverse((until, self.seq, ClientBox(msg))));
+            return;
+        }
+        let Some(target) = self.nodes[i].as_mut() else {
+            self.count("client_request_to_crashed_node");
+            return;
+        };
+        let submitted = match op {
+            Request::Write(w) => target.write(request_id, w),
+            Request::Read(r) => target.read(request_id, r),
+        };
+        if let Err(refused) = submitted {
+            self.send_to_client(client, request_id, Answer::Refused(refused));
+        }
+    }
+
+    /// An answer reaches its client; one for a request it gave up on is dropped.
+    fn on_answer(&mut self, c: usize, request_id: u64, answer: Answer) {
+        if self.clients[c].in_flight.as_ref().is_none_or(|f| f.request_id != request_id) {
+            self.count("client_late_answer");
+            return;
+        }
+        let f = self.clients[c].in_flight.take().unwrap();
+        let group = self.thread_group.get(&f.thread).cloned().unwrap_or_default();
+        match answer {
+            Answer::Refused(ClientError::NotLeader { leader }) => {
+                // Refused before it could take effect: it leaves the history.
+                self.record(c, f.thread, "refused", Some(&f.op), None);
+                self.clients[c].ops_done -= 1;
+                if let Some(tester) = self.testers.get_mut(&group) {
+                    if let Err(e) = tester.cancel(f.thread) {
+                        self.violations.push(format!("history bookkeeping: {e}"));
                     }
-                    Err(_) => {
-                        // Leadership lost: the operation may or may not have taken effect.
-                        self.record(c, f.thread, "unknown", Some(&f.op), None);
-                        self.retire_thread(c);
-                        self.clients[c].believed_leader = None;
-                    }
+                }
+                self.clients[c].believed_leader = leader;
+            }
+            Answer::Refused(e) => {
+                self.violations.push(format!("unexpected error submitting {:?}: {e}", f.op));
+            }
+            Answer::Result(Ok(response)) => self.on_response(c, &f, &group, &response),
+            // Leadership lost: the operation may or may not have taken effect.
+            Answer::Result(Err(_)) => self.outcome_unknown(c, &f),
+        }
+    }
+
+    /// The client will never learn what became of `f`: a write stays in the history, free to
+    /// take effect at any point after its invocation or never; a read, which changes nothing,
+    /// leaves it (each pending operation doubles the orders the checker may have to try).
+    fn outcome_unknown(&mut self, c: usize, f: &InFlight) {
+        self.record(c, f.thread, "unknown", Some(&f.op), None);
+        if matches!(f.op, Request::Read(_)) {
+            let group = self.thread_group.get(&f.thread).cloned().unwrap_or_default();
+            if let Some(tester) = self.testers.get_mut(&group) {
+                if let Err(e) = tester.cancel(f.thread) {
+                    self.violations.push(format!("history bookkeeping: {e}"));
                 }
             }
         }
+        self.retire_thread(c);
+        self.clients[c].believed_leader = None;
+    }
+
+    fn on_response(&mut self, c: usize, f: &InFlight, group: &str, response: &Response) {
+        match response {
+            Response::Write(WriteResult::LeaseGranted { lease, ttl_ms }) => {
+                self.leases.entry(*lease).or_insert(LeaseTrack {
+                    ttl: Duration::from_millis(*ttl_ms),
+                    acked_sends: vec![f.sent],
+                    ..LeaseTrack::default()
+                });
+            }
+            Response::Read(ReadResult::Lease(Some(info)))
+                if matches!(f.op, Request::Read(ReadOp::LeaseKeepAlive(_))) =>
+            {
+                if let Some(track) = self.leases.get_mut(&info.id) {
+                    track.acked_sends.push(f.sent);
+                }
+            }
+            _ => {}
+        }
+        self.completed.insert(f.op.kind());
+        self.operations += 1;
+        // Leased keys may vanish with their lease; the lease rule checks them.
+        let leased = matches!(f.op, Request::Write(WriteOp::SetWithLease { .. }));
+        for (key, value, version, created) in versions_in(&f.op, response) {
+            self.saw(&key, &value, version, created);
+            if created.is_none() && !leased {
+                // An acknowledged write (a transaction's included).
+                self.acked.push((key, value, version));
+            }
+        }
+        let json = match response {
+            Response::Write(w) => serde_json::to_value(w).unwrap(),
+            Response::Read(r) => serde_json::to_value(r).unwrap(),
+        };
+        let ret = ModelRet::observed(response);
+        let event = if matches!(ret, ModelRet::CompareFailed { .. }) { "fail" } else { "ok" };
+        self.record(c, f.thread, event, Some(&f.op), Some(json));
+        if let Some(tester) = self.testers.get_mut(group) {
+            if let Err(e) = tester.ret(f.thread, ret) {
+                self.violations.push(format!("history bookkeeping: {e}"));
+            }
+        }
+    }
+
+    fn send_to_node(&mut self, client: usize, request_id: u64, node: NodeId, op: Request) {
+        if self.rng.random_bool(self.cfg.client_drop) {
+            self.count("client_request_lost");
+            return;
+        }
+        let msg = ClientMsg::ToNode { client, request_id, node, op };
+        self.send_client_msg(msg);
+    }
+
+    fn send_to_client(&mut self, client: usize, request_id: u64, answer: Answer) {
+        if self.rng.random_bool(self.cfg.client_drop) {
+            self.count("client_answer_lost");
+            return;
+        }
+        self.send_client_msg(ClientMsg::ToClient { client, request_id, answer });
+    }
+
+    fn send_client_msg(&mut self, msg: ClientMsg) {
+        let delay = Duration::from_millis(self.rng.random_range(1..=self.cfg.max_delay_ms));
+        self.seq += 1;
+        self.trace(("client", self.now.as_millis(), self.seq));
+        self.client_net.push(Reverse((self.now + delay, self.seq, ClientBox(msg))));
+    }
+
+    /// Delivers the client traffic that is due.
+    fn deliver_client_messages(&mut self) {
+        while self.client_net.peek().is_some_and(|Reverse((t, ..))| *t <= self.now) {
+            let Reverse((_, _, ClientBox(msg))) = self.client_net.pop().unwrap();
+            match msg {
+                ClientMsg::ToNode { client, request_id, node, op } => {
+                    self.deliver_request(client, request_id, node, op);
+                }
+                ClientMsg::ToClient { client, request_id, answer } => {
+                    self.on_answer(client, request_id, answer);
+                }
+            }
+        }
+    }
+
+    fn count(&mut self, what: &'static str) {
+        *self.faults.entry(what).or_default() += 1;
     }
 
     /// Watches: every replica's history says the same about every revision it still holds,
