@@ -27,15 +27,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use plus_core::{SeededRng, Timestamp, seeded_rng};
 use plus_quorum::{
-    Change, ClientError, Config, Expect, KeyRange, LeaseId, MemStorage, Message, Node, NodeId,
-    PersistBatch, Range, RangeResult, ReadOp, ReadResult, Response, Start, Txn, TxnOp, TxnOpResult,
-    WatchRequest, WriteOp, WriteResult, compare,
+    Change, ClientError, Config, Expect, KeyRange, LeaseId, LogIndex, MemStorage, Message, Node,
+    NodeId, PersistBatch, Range, RangeResult, ReadOp, ReadResult, Response, Start, Txn, TxnOp,
+    TxnOpResult, WatchRequest, WriteOp, WriteResult, compare,
 };
 use rand::Rng;
 use serde::Serialize;
 
 pub mod linearizability;
+pub mod watchers;
 pub use linearizability::{History, Model, Verdict};
+use watchers::{Committed, Session, StartAt};
 
 /// Fault and workload settings.
 #[derive(Debug, Clone)]
@@ -619,6 +621,9 @@ pub struct Outcome {
     pub operations: usize,
     /// Of which while faults were being injected.
     pub operations_under_faults: usize,
+    /// Watch sessions checked against the committed history, and the events they received.
+    pub watch_sessions: usize,
+    pub watch_events: usize,
     /// How often each fault, and each consequence a client saw, happened.
     pub faults: BTreeMap<&'static str, u64>,
     pub violations: Vec<String>,
@@ -642,6 +647,10 @@ pub struct Sim {
     faults: BTreeMap<&'static str, u64>,
     /// Operations that completed with an answer.
     operations: usize,
+    /// Watches open now, and those cancelled (each checked at the end).
+    watches: Vec<Session>,
+    watches_done: Vec<Session>,
+    watch_events_checked: usize,
     seq: u64,
     blocked: HashSet<(NodeId, NodeId)>,
     clients: Vec<Client>,
@@ -780,6 +789,9 @@ impl Sim {
             client_net: BinaryHeap::new(),
             faults: BTreeMap::new(),
             operations: 0,
+            watches: Vec::new(),
+            watches_done: Vec::new(),
+            watch_events_checked: 0,
             seq: 0,
             blocked: HashSet::new(),
             clients,
@@ -885,6 +897,7 @@ impl Sim {
                 self.node_summaries()
             ));
         }
+        self.watches_done.append(&mut self.watches);
         self.check_final_state();
         self.check_leases();
         self.check_watch_histories();
@@ -907,6 +920,8 @@ impl Sim {
             leases_kept_alive: self.leases.values().filter(|t| t.acked_sends.len() > 1).count(),
             operations: self.operations,
             operations_under_faults: under_faults,
+            watch_sessions: self.watches_done.len(),
+            watch_events: self.watch_events_checked,
             faults: self.faults,
             violations: self.violations,
             history_jsonl,
@@ -1131,6 +1146,7 @@ impl Sim {
         self.complete_writes();
         // Clients first: a request can reach a node that just woke up before its own timers run.
         self.drive_clients(clients);
+        self.drive_watches(clients);
         self.deliver_client_messages();
         self.collect_messages();
         // Deliver everything due.
@@ -1539,6 +1555,94 @@ impl Sim {
         }
     }
 
+    /// A new watch: on everything, the multi-key group, the leased keys (deleted when their
+    /// lease ends) or an interval; from the start, from now, or from a recent revision.
+    fn random_watch(&mut self) -> Session {
+        let range = match self.rng.random_range(0..4) {
+            0 => KeyRange::Prefix(String::new()),
+            1 => KeyRange::Prefix("m".into()),
+            2 => KeyRange::Prefix("l".into()),
+            _ => KeyRange::Between { start: "b".into(), end: "e".into() },
+        };
+        let newest = self.nodes.iter().flatten().map(Node::applied_index).max().unwrap_or(0);
+        let start = match self.rng.random_range(0..3) {
+            0 => StartAt::Revision(1),
+            1 => StartAt::Now,
+            _ => StartAt::Revision(newest.saturating_sub(self.rng.random_range(0..20)).max(1)),
+        };
+        let node = self.rng.random_range(0..self.cfg.nodes);
+        let ends = self.now + Duration::from_millis(self.rng.random_range(300..3_000));
+        self.count("watch_opened");
+        Session::new(range, start, node, self.now, ends)
+    }
+
+    /// Each watch polls the node it is connected to, now and then reconnects to another and
+    /// resumes, and is cancelled for a new one when its time is up.
+    fn drive_watches(&mut self, active: bool) {
+        while active && self.watches.len() < 2 {
+            let watch = self.random_watch();
+            self.watches.push(watch);
+        }
+        for w in 0..self.watches.len() {
+            if self.now < self.watches[w].next_poll {
+                continue;
+            }
+            self.watches[w].next_poll =
+                self.now + Duration::from_millis(self.rng.random_range(10..80));
+            if active && self.now >= self.watches[w].ends {
+                let fresh = self.random_watch();
+                let done = std::mem::replace(&mut self.watches[w], fresh);
+                self.count("watch_cancelled");
+                self.watches_done.push(done);
+                continue;
+            }
+            let node = self.watches[w].node;
+            let reachable = self.nodes[node].is_some() && !self.is_paused(node);
+            if !reachable || self.rng.random_bool(0.05) {
+                self.watches[w].node = self.rng.random_range(0..self.cfg.nodes);
+                self.count("watch_reconnected");
+                continue;
+            }
+            let target = self.nodes[node].as_ref().unwrap();
+            let watch = &mut self.watches[w];
+            if let StartAt::Now = watch.start {
+                if watch.from.is_none() {
+                    watch.next = target.applied_index() + 1;
+                }
+            }
+            let request = WatchRequest {
+                range: watch.range.clone(),
+                from: watch.next,
+                max_events: self.rng.random_range(1..20),
+            };
+            match target.watch(&request) {
+                Ok(batch) => {
+                    let watch = &mut self.watches[w];
+                    watch.from.get_or_insert(request.from);
+                    for event in batch.events {
+                        watch.events.push((event.revision, event.key, event.change));
+                    }
+                    watch.current_to = watch.current_to.max(batch.progress);
+                    watch.next = watch.next.max(batch.progress + 1);
+                }
+                Err(ClientError::Compacted { .. }) => {
+                    // Behind this node's history: the watch ends, as a client's would.
+                    self.count("watch_compacted");
+                    let fresh = self.random_watch();
+                    let done = std::mem::replace(&mut self.watches[w], fresh);
+                    self.watches_done.push(done);
+                }
+                // A node that has not yet heard of the revision asked for (it lags, or lost
+                // its memory): try another.
+                Err(ClientError::Invalid(_)) => {
+                    self.count("watch_node_behind");
+                    self.watches[w].node = self.rng.random_range(0..self.cfg.nodes);
+                }
+                Err(e) => self.violations.push(format!("watch {request:?} failed: {e}")),
+            }
+        }
+    }
+
     fn retire_thread(&mut self, c: usize) {
         self.clients[c].thread = self.next_thread;
         self.next_thread += 1;
@@ -1741,7 +1845,7 @@ impl Sim {
     /// Watches: every replica's history says the same about every revision it still holds,
     /// and shows every acknowledged write as a change at its version with its value.
     fn check_watch_histories(&mut self) {
-        let mut histories: Vec<(NodeId, ChangesByRevision, u64)> = Vec::new();
+        let mut histories: Vec<(NodeId, LogIndex, ChangesByRevision, u64)> = Vec::new();
         for node in self.nodes.iter().flatten() {
             let mut request = WatchRequest {
                 range: KeyRange::Prefix(String::new()),
@@ -1766,17 +1870,15 @@ impl Sim {
             for event in batch.events {
                 by_revision.entry(event.revision).or_default().push((event.key, event.change));
             }
-            histories.push((node.id(), by_revision, batch.progress));
+            histories.push((node.id(), request.from, by_revision, batch.progress));
         }
-        // Where both histories are complete (from the later first event to the earlier applied
-        // index), they must say the same about every revision, including "nothing".
+        // Where both histories are complete (from the later oldest revision to the earlier
+        // applied index), they must say the same about every revision, including "nothing".
         let none = Vec::new();
         for window in histories.windows(2) {
-            let ((a, ha, applied_a), (b, hb, applied_b)) = (&window[0], &window[1]);
-            let (Some(&first_a), Some(&first_b)) = (ha.keys().next(), hb.keys().next()) else {
-                continue;
-            };
-            let (from, to) = (first_a.max(first_b), (*applied_a).min(*applied_b));
+            let ((a, oldest_a, ha, applied_a), (b, oldest_b, hb, applied_b)) =
+                (&window[0], &window[1]);
+            let (from, to) = ((*oldest_a).max(*oldest_b), (*applied_a).min(*applied_b));
             for revision in from..=to {
                 let (ca, cb) =
                     (ha.get(&revision).unwrap_or(&none), hb.get(&revision).unwrap_or(&none));
@@ -1787,10 +1889,9 @@ impl Sim {
                 }
             }
         }
-        for (node, history, _) in &histories {
-            let Some(&first) = history.keys().next() else { continue };
+        for (node, oldest, history, _) in &histories {
             for (key, value, version) in &self.acked {
-                if *version < first {
+                if *version < *oldest {
                     continue;
                 }
                 let shown = history.get(version).is_some_and(|changes| {
@@ -1804,6 +1905,21 @@ impl Sim {
                     ));
                 }
             }
+        }
+        // The committed history, as the replicas agree on it, against every watch session.
+        let Some(oldest) = histories.iter().map(|h| h.1).min() else { return };
+        let newest = histories.iter().map(|h| h.3).max().unwrap_or(0);
+        let mut changes = BTreeMap::new();
+        for (_, _, history, _) in histories {
+            for (revision, changed) in history {
+                changes.entry(revision).or_insert(changed);
+            }
+        }
+        let committed = Committed { oldest, newest, changes };
+        for session in &self.watches_done {
+            let (wrong, checked) = committed.check(session);
+            self.watch_events_checked += checked;
+            self.violations.extend(wrong);
         }
     }
 
