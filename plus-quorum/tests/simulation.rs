@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sim::{NOT_SIMULATED, SIMULATED_KINDS, SimConfig, run_seed, seeds};
 
 /// Every fault a sweep must have injected at least once.
-const FAULT_KINDS: [&str; 18] = [
+const FAULT_KINDS: [&str; 20] = [
     "restart_wiped",
     "restart_kept",
     "freeze_leader",
@@ -28,6 +28,8 @@ const FAULT_KINDS: [&str; 18] = [
     "watch_cancelled",
     "watch_compacted",
     "watch_node_behind",
+    "lock_acquired",
+    "lock_busy",
 ];
 
 fn run_all(nodes: usize, default_seeds: u64) {
@@ -37,13 +39,14 @@ fn run_all(nodes: usize, default_seeds: u64) {
     let (mut expired, mut kept_alive) = (0, 0);
     let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
     let (mut operations, mut under_faults) = (Vec::new(), Vec::new());
-    let (mut watch_sessions, mut watch_events) = (0, 0);
+    let (mut watch_sessions, mut watch_events, mut lock_holds) = (0, 0, 0);
     for seed in seeds(default_seeds) {
         let outcome = run_seed(SimConfig::new(nodes, seed));
         writes += outcome.acknowledged_writes;
         operations.push(outcome.operations);
         under_faults.push(outcome.operations_under_faults);
         watch_sessions += outcome.watch_sessions;
+        lock_holds += outcome.lock_holds;
         watch_events += outcome.watch_events;
         for (kind, n) in &outcome.faults {
             *faults.entry(kind).or_default() += n;
@@ -63,7 +66,7 @@ fn run_all(nodes: usize, default_seeds: u64) {
         format!("min {} median {} max {}", v[0], v[v.len() / 2], v[v.len() - 1])
     };
     println!(
-        "{nodes} nodes, {} seeds: operations per seed {}, of which under faults {}; {watch_sessions} watch sessions received {watch_events} events, all checked; faults {faults:?}",
+        "{nodes} nodes, {} seeds: operations per seed {}, of which under faults {}; {watch_sessions} watch sessions received {watch_events} events, all checked; {lock_holds} holds of the lock; faults {faults:?}",
         operations.len(),
         spread(&mut operations),
         spread(&mut under_faults),
@@ -76,6 +79,7 @@ fn run_all(nodes: usize, default_seeds: u64) {
     }
     assert!(expired > 0 && kept_alive > 0, "leases expired {expired}, kept alive {kept_alive}");
     assert!(watch_events > 0, "no watch session received an event");
+    assert!(lock_holds > 0, "no client ever held the lock");
     let missing: Vec<&str> =
         FAULT_KINDS.iter().copied().filter(|k| !faults.contains_key(k)).collect();
     assert!(missing.is_empty(), "faults that never happened: {missing:?}");

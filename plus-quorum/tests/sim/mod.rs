@@ -35,8 +35,10 @@ use rand::Rng;
 use serde::Serialize;
 
 pub mod linearizability;
+pub mod locks;
 pub mod watchers;
 pub use linearizability::{History, Model, Verdict};
+use locks::{Hold, LOCK_KEY, Phase, Purpose};
 use watchers::{Committed, Session, StartAt};
 
 /// Fault and workload settings.
@@ -144,8 +146,13 @@ impl Request {
                 | WriteOp::MultiSet(_)
                 | WriteOp::MultiDelete(_)
                 | WriteOp::MultiCompareAndSet(_)
-                | WriteOp::MultiCompareAndDelete(_)
-                | WriteOp::Txn(_) => false,
+                | WriteOp::MultiCompareAndDelete(_) => false,
+                // The lock protocol's transactions put a key on a lease.
+                WriteOp::Txn(txn) => txn
+                    .then
+                    .iter()
+                    .chain(&txn.otherwise)
+                    .any(|op| matches!(op, TxnOp::Set { lease: Some(_), .. })),
             },
             Request::Read(op) => match op {
                 ReadOp::LeaseKeepAlive(_) | ReadOp::LeaseTimeToLive(_) | ReadOp::Leases => true,
@@ -575,6 +582,8 @@ struct InFlight {
     request_id: u64,
     node: NodeId,
     op: Request,
+    /// What it does for the lock protocol.
+    purpose: Purpose,
     /// When the client sent it.
     sent: Timestamp,
     deadline: Timestamp,
@@ -603,6 +612,7 @@ struct Client {
     in_flight: Option<InFlight>,
     next_action: Timestamp,
     ops_done: usize,
+    lock: Phase,
 }
 
 /// What a run observed.
@@ -621,6 +631,8 @@ pub struct Outcome {
     pub operations: usize,
     /// Of which while faults were being injected.
     pub operations_under_faults: usize,
+    /// Holds of the lock that believed they held it (checked for overlap and fencing order).
+    pub lock_holds: usize,
     /// Watch sessions checked against the committed history, and the events they received.
     pub watch_sessions: usize,
     pub watch_events: usize,
@@ -651,6 +663,8 @@ pub struct Sim {
     watches: Vec<Session>,
     watches_done: Vec<Session>,
     watch_events_checked: usize,
+    /// Every lease a lock holder was granted, and its hold of the lock if any.
+    holds: Vec<Hold>,
     seq: u64,
     blocked: HashSet<(NodeId, NodeId)>,
     clients: Vec<Client>,
@@ -777,6 +791,7 @@ impl Sim {
                 in_flight: None,
                 next_action: Timestamp::from_millis(500),
                 ops_done: 0,
+                lock: Phase::Idle,
             })
             .collect();
         Self {
@@ -792,6 +807,7 @@ impl Sim {
             watches: Vec::new(),
             watches_done: Vec::new(),
             watch_events_checked: 0,
+            holds: Vec::new(),
             seq: 0,
             blocked: HashSet::new(),
             clients,
@@ -900,6 +916,8 @@ impl Sim {
         self.watches_done.append(&mut self.watches);
         self.check_final_state();
         self.check_leases();
+        let lock_violations = locks::check(&self.holds);
+        self.violations.extend(lock_violations);
         self.check_watch_histories();
         self.check_linearizability();
         let history_jsonl = self
@@ -920,6 +938,7 @@ impl Sim {
             leases_kept_alive: self.leases.values().filter(|t| t.acked_sends.len() > 1).count(),
             operations: self.operations,
             operations_under_faults: under_faults,
+            lock_holds: locks::believed(&self.holds),
             watch_sessions: self.watches_done.len(),
             watch_events: self.watch_events_checked,
             faults: self.faults,
@@ -1528,7 +1547,18 @@ impl Sim {
             let target = client
                 .believed_leader
                 .unwrap_or_else(|| members[self.rng.random_range(0..members.len())]);
-            let op = self.random_op(c);
+            let (op, purpose) = if self.rng.random_range(0..10) == 0 {
+                self.lock_op(c)
+            } else {
+                (self.random_op(c), Purpose::Plain)
+            };
+            if purpose == Purpose::Release {
+                // The holder stops relying on the lock the moment it lets go.
+                if let Phase::Holding { index, .. } = self.clients[c].lock {
+                    self.holds[index].released = Some(self.now);
+                }
+                self.clients[c].lock = Phase::Idle;
+            }
             let request_id = self.next_request;
             self.next_request += 1;
             let pause = Duration::from_millis(self.rng.random_range(20..150));
@@ -1540,6 +1570,7 @@ impl Sim {
                 request_id,
                 node: target,
                 op: op.clone(),
+                purpose,
                 sent: self.now,
                 deadline: self.now + Duration::from_millis(800),
             });
@@ -1553,6 +1584,95 @@ impl Sim {
             self.invoke(c, thread, &op);
             self.send_to_node(c, request_id, target, op);
         }
+    }
+
+    /// The client's next step in the lock protocol.
+    fn lock_op(&mut self, c: usize) -> (Request, Purpose) {
+        match self.clients[c].lock.clone() {
+            Phase::Idle => {
+                let ttl_ms = self.rng.random_range(300..1_200);
+                (Request::Write(WriteOp::GrantLease { ttl_ms }), Purpose::Grant)
+            }
+            Phase::Leased { lease, .. } if self.rng.random_bool(0.6) => {
+                let value = self.new_value(c);
+                let txn = Txn {
+                    when: vec![plus_quorum::Compare::new(LOCK_KEY, Expect::Absent)],
+                    then: vec![TxnOp::Set { key: LOCK_KEY.to_owned(), value, lease: Some(lease) }],
+                    otherwise: vec![TxnOp::Get(LOCK_KEY.to_owned())],
+                };
+                (Request::Write(WriteOp::Txn(txn)), Purpose::Acquire)
+            }
+            Phase::Holding { lease, .. } if self.rng.random_bool(0.25) => {
+                (Request::Write(WriteOp::RevokeLease { lease }), Purpose::Release)
+            }
+            Phase::Leased { lease, .. } | Phase::Holding { lease, .. } => {
+                (Request::Read(ReadOp::LeaseKeepAlive(lease)), Purpose::KeepAlive)
+            }
+        }
+    }
+
+    /// Moves the client's lock protocol on with an answer.
+    fn lock_answered(&mut self, c: usize, f: &InFlight, response: &Response) {
+        let acked = (f.sent, self.now);
+        let phase = std::mem::take(&mut self.clients[c].lock);
+        self.clients[c].lock = match (f.purpose, phase, response) {
+            (
+                Purpose::Grant,
+                Phase::Idle,
+                Response::Write(WriteResult::LeaseGranted { lease, ttl_ms }),
+            ) => {
+                let hold = Hold {
+                    client: c,
+                    ttl: Duration::from_millis(*ttl_ms),
+                    acks: vec![acked],
+                    ..Hold::default()
+                };
+                Phase::Leased { lease: *lease, hold }
+            }
+            (
+                Purpose::KeepAlive,
+                Phase::Leased { lease, mut hold },
+                Response::Read(ReadResult::Lease(Some(_))),
+            ) => {
+                hold.acks.push(acked);
+                Phase::Leased { lease, hold }
+            }
+            (
+                Purpose::KeepAlive,
+                Phase::Holding { lease, index },
+                Response::Read(ReadResult::Lease(Some(_))),
+            ) => {
+                self.holds[index].acks.push(acked);
+                Phase::Holding { lease, index }
+            }
+            (
+                Purpose::Acquire,
+                Phase::Leased { lease, mut hold },
+                Response::Write(WriteResult::Txn { succeeded: true, results, .. }),
+            ) => match results.first() {
+                Some(TxnOpResult::Set { version }) => {
+                    hold.acquired = Some((self.now, *version));
+                    self.holds.push(hold);
+                    self.count("lock_acquired");
+                    Phase::Holding { lease, index: self.holds.len() - 1 }
+                }
+                other => {
+                    self.violations.push(format!("lock acquisition answered {other:?}"));
+                    Phase::Idle
+                }
+            },
+            (
+                Purpose::Acquire,
+                Phase::Leased { lease, hold },
+                Response::Write(WriteResult::Txn { succeeded: false, .. }),
+            ) => {
+                self.count("lock_busy");
+                Phase::Leased { lease, hold }
+            }
+            // The lease is gone (expired or unknown): start again.
+            (Purpose::KeepAlive | Purpose::Acquire, _, _) => Phase::Idle,
+            (_, phase, _) => phase,
+        };
     }
 
     /// A new watch: on everything, the multi-key group, the leased keys (deleted when their
@@ -1744,6 +1864,10 @@ impl Sim {
     /// leaves it (each pending operation doubles the orders the checker may have to try).
     fn outcome_unknown(&mut self, c: usize, f: &InFlight) {
         self.record(c, f.thread, "unknown", Some(&f.op), None);
+        if matches!(f.purpose, Purpose::Grant | Purpose::Acquire) {
+            // It may hold a lease or the lock without knowing: it lets them expire.
+            self.clients[c].lock = Phase::Idle;
+        }
         if matches!(f.op, Request::Read(_)) {
             let group = self.thread_group.get(&f.thread).cloned().unwrap_or_default();
             if let Some(tester) = self.testers.get_mut(&group) {
@@ -1776,8 +1900,11 @@ impl Sim {
         }
         self.completed.insert(f.op.kind());
         self.operations += 1;
+        if f.purpose != Purpose::Plain {
+            self.lock_answered(c, f, response);
+        }
         // Leased keys may vanish with their lease; the lease rule checks them.
-        let leased = matches!(f.op, Request::Write(WriteOp::SetWithLease { .. }));
+        let leased = f.op.is_lease_op();
         for (key, value, version, created) in versions_in(&f.op, response) {
             self.saw(&key, &value, version, created);
             if created.is_none() && !leased {
