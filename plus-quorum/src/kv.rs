@@ -13,15 +13,56 @@ use crate::txn::{KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult};
 use crate::types::{Expect, ReadOp, ReadResult, Versioned, WriteOp, WriteResult};
 use crate::watch::Change;
 
+/// One change of an applied entry, with the key's value just before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Changed {
+    pub(crate) key: String,
+    pub(crate) change: Change,
+    pub(crate) before: Option<Versioned>,
+}
+
+/// The entries of `map` in `keys`, in key order.
+fn entries_in<'a>(
+    map: &'a BTreeMap<String, Versioned>,
+    keys: &'a KeyRange,
+) -> Box<dyn Iterator<Item = (&'a String, &'a Versioned)> + 'a> {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    match keys {
+        KeyRange::Prefix(prefix) => Box::new(
+            map.range::<str, _>((Included(prefix.as_str()), Unbounded))
+                .take_while(move |(k, _)| k.starts_with(prefix.as_str())),
+        ),
+        KeyRange::Between { start, end } => {
+            Box::new(map.range::<str, _>((Included(start.as_str()), Excluded(end.as_str()))))
+        }
+    }
+}
+
+/// Answers `range` (its keys, limit and counting) from `map`: the present state, or a past
+/// one rebuilt from the watch history.
+pub(crate) fn range_of(map: &BTreeMap<String, Versioned>, range: &Range) -> RangeResult {
+    let limit = if range.count_only { 0 } else { range.limit.unwrap_or(usize::MAX) };
+    let mut result = RangeResult::default();
+    for (key, value) in entries_in(map, &range.keys) {
+        if result.kvs.len() < limit {
+            result.kvs.push((key.clone(), value.clone()));
+        }
+        result.count += 1;
+    }
+    result.more = !range.count_only && result.count > result.kvs.len();
+    result
+}
+
 /// The key-value map every replica applies the log to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvState {
     map: BTreeMap<String, Versioned>,
     #[serde(default)]
     leases: Leases,
-    /// The changes of the entry being applied, for watchers; the node takes them after each.
+    /// The changes of the entry being applied, each with the key's value before it, for
+    /// watchers and past-revision reads; the node takes them after each entry.
     #[serde(skip)]
-    changes: Vec<(String, Change)>,
+    changes: Vec<Changed>,
     /// The planted "else applies part of then" fault (test builds only).
     #[cfg(plus_planted_bugs)]
     #[serde(skip)]
@@ -129,21 +170,22 @@ impl KvState {
         }
         let created = self.map.get(key).map_or(index, |v| v.created);
         let versioned = Versioned { value: value.clone(), version: index, created, lease };
-        self.changes.push((key.to_owned(), Change::Put(versioned.clone())));
-        self.map.insert(key.to_owned(), versioned);
+        let before = self.map.insert(key.to_owned(), versioned.clone());
+        self.changes.push(Changed { key: key.to_owned(), change: Change::Put(versioned), before });
     }
 
     /// The changes applied since the last call, in order.
-    pub(crate) fn take_changes(&mut self) -> Vec<(String, Change)> {
+    pub(crate) fn take_changes(&mut self) -> Vec<Changed> {
         std::mem::take(&mut self.changes)
     }
 
     /// Deletes `key`; whether it existed.
     fn remove(&mut self, key: &str) -> bool {
         self.detach(key);
-        let existed = self.map.remove(key).is_some();
+        let before = self.map.remove(key);
+        let existed = before.is_some();
         if existed {
-            self.changes.push((key.to_owned(), Change::Delete));
+            self.changes.push(Changed { key: key.to_owned(), change: Change::Delete, before });
         }
         existed
     }
@@ -160,8 +202,8 @@ impl KvState {
     pub(crate) fn end_lease(&mut self, lease: LeaseId) -> bool {
         let Some(state) = self.leases.map.remove(&lease) else { return false };
         for key in state.keys {
-            if self.map.remove(&key).is_some() {
-                self.changes.push((key, Change::Delete));
+            if let Some(before) = self.map.remove(&key) {
+                self.changes.push(Changed { key, change: Change::Delete, before: Some(before) });
             }
         }
         true
@@ -202,27 +244,12 @@ impl KvState {
     }
 
     fn range(&self, range: &Range) -> RangeResult {
-        use std::ops::Bound::{Excluded, Included, Unbounded};
-        let keys: Box<dyn Iterator<Item = (&String, &Versioned)>> = match &range.keys {
-            KeyRange::Prefix(prefix) => Box::new(
-                self.map
-                    .range::<str, _>((Included(prefix.as_str()), Unbounded))
-                    .take_while(move |(k, _)| k.starts_with(prefix.as_str())),
-            ),
-            KeyRange::Between { start, end } => Box::new(
-                self.map.range::<str, _>((Included(start.as_str()), Excluded(end.as_str()))),
-            ),
-        };
-        let limit = if range.count_only { 0 } else { range.limit.unwrap_or(usize::MAX) };
-        let mut result = RangeResult::default();
-        for (key, value) in keys {
-            if result.kvs.len() < limit {
-                result.kvs.push((key.clone(), value.clone()));
-            }
-            result.count += 1;
-        }
-        result.more = !range.count_only && result.count > result.kvs.len();
-        result
+        range_of(&self.map, range)
+    }
+
+    /// The keys of `keys` now, with their values.
+    pub(crate) fn entries_in(&self, keys: &KeyRange) -> BTreeMap<String, Versioned> {
+        entries_in(&self.map, keys).map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// Answers a read from this state (lease reads need the leader's deadlines, and are answered

@@ -24,15 +24,19 @@
 //!   A node whose memory was wiped starts with [`Start::Rejoin`]: it does not vote, campaign, or
 //!   count toward any quorum until it has caught up from a leader that committed since its
 //!   return, so a wipe can neither elect a leader that lacks acknowledged writes nor produce a
-//!   second leader in a term.
+//!   second leader in a term. That state is itself durable ([`HardState::recovering`]): a
+//!   wiped node that restarts again before catching up is still recovering.
 //! - Leases end only by the leader's decision, replicated as an entry; a new leader restarts
 //!   every TTL. A lease's keys are never deleted earlier than its TTL after the holder sent the
 //!   last keep-alive it saw acknowledged (keep-alives are acknowledged after a quorum round).
 //! - A watch delivers every change of its range in commit order, each with its revision, with
 //!   no gap and no duplicate, across leader changes; history is bounded
 //!   ([`Config::watch_history`]), and a watcher behind it gets [`ClientError::Compacted`].
-//!   Range reads at a past revision are not supported yet: the store keeps no multi-version
-//!   history, only the recent changes.
+//! - A range read at a past revision ([`Range::at_revision`]) is one consistent view of its
+//!   keys just after that entry applied, rebuilt from the same recent history (each change
+//!   keeps the value it replaced): it reaches back as far as the watch history does, and no
+//!   further back than the snapshot a restarted node started from; an older revision gets
+//!   [`ClientError::Compacted`] naming the oldest one still readable.
 //! - If a majority of the nodes lose their memory at once, the store stops rather than risk
 //!   serving without acknowledged writes: the wiped nodes wait for a leader that can no longer be
 //!   elected. Bringing it back is an operator's decision (durable storage avoids the case).

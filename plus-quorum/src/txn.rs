@@ -4,7 +4,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::lease::LeaseId;
-use crate::types::{ClientError, Expect, Versioned, check_key};
+use crate::types::{ClientError, Expect, LogIndex, Versioned, check_key};
 
 /// Keys by prefix or by a half-open interval, in key order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -32,7 +32,7 @@ impl KeyRange {
 }
 
 /// A range read: the keys of a [`KeyRange`] with their values (or only their count), at most
-/// `limit` of them.
+/// `limit` of them, now or as they were at a past revision.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Range {
     /// Which keys.
@@ -41,13 +41,29 @@ pub struct Range {
     pub limit: Option<usize>,
     /// Only count the keys.
     pub count_only: bool,
+    /// Read the keys as they were just after the entry at this revision (log index) was
+    /// applied: one consistent view, as of that moment, of every key in the range. `None`
+    /// reads the present.
+    ///
+    /// History reaches back as far as the node's watch history does
+    /// ([`Config::watch_history`](crate::Config::watch_history), the last 10,000 changes by
+    /// default, and no further back than the snapshot a restarted node started from); older
+    /// revisions get [`ClientError::Compacted`], future ones [`ClientError::Invalid`]. Not
+    /// allowed inside a transaction, which reads the state it writes.
+    #[serde(default)]
+    pub revision: Option<LogIndex>,
 }
 
 impl Range {
     /// Every key with `prefix`, with values, no limit.
     #[must_use]
     pub fn prefix(prefix: impl Into<String>) -> Self {
-        Self { keys: KeyRange::Prefix(prefix.into()), limit: None, count_only: false }
+        Self {
+            keys: KeyRange::Prefix(prefix.into()),
+            limit: None,
+            count_only: false,
+            revision: None,
+        }
     }
 
     /// Every key in `[start, end)`, with values, no limit.
@@ -57,6 +73,7 @@ impl Range {
             keys: KeyRange::Between { start: start.into(), end: end.into() },
             limit: None,
             count_only: false,
+            revision: None,
         }
     }
 
@@ -72,9 +89,20 @@ impl Range {
         Self { count_only: true, ..self }
     }
 
+    /// The same range as it was at `revision` (see [`Range::revision`]).
+    #[must_use]
+    pub fn at_revision(self, revision: LogIndex) -> Self {
+        Self { revision: Some(revision), ..self }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ClientError> {
         if self.limit == Some(0) {
             return Err(ClientError::Invalid("a range limit must be at least 1".to_owned()));
+        }
+        if self.revision == Some(0) {
+            return Err(ClientError::Invalid(
+                "revisions start at 1 (the first log entry); 0 names none".to_owned(),
+            ));
         }
         match &self.keys {
             KeyRange::Prefix(prefix) if !prefix.is_empty() => check_key(prefix),
@@ -195,6 +223,12 @@ impl Txn {
             match op {
                 TxnOp::Set { key, .. } | TxnOp::Delete { key } | TxnOp::Get(key) => {
                     check_key(key)?;
+                }
+                TxnOp::Range(range) if range.revision.is_some() => {
+                    return Err(ClientError::Invalid(
+                        "a transaction reads the state it writes: no range at a past revision in it"
+                            .to_owned(),
+                    ));
                 }
                 TxnOp::Range(range) => range.validate()?,
             }

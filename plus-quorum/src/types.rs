@@ -278,13 +278,15 @@ pub enum ClientError {
     /// The request was malformed (an empty multi-operation, a key too long, ...).
     #[error("invalid request: {0}")]
     Invalid(String),
-    /// A watch asked for changes older than the history this node keeps: start again from a
-    /// fresh read (a range) and watch from its revision, or from `oldest`.
-    #[error("revision {requested} is compacted: the oldest revision still watchable is {oldest}")]
+    /// A watch or a range at a past revision asked for more history than this node keeps: a
+    /// watcher starts again from a fresh read (a range) and watches from its revision, or from
+    /// `oldest`.
+    #[error("revision {requested} is compacted: the oldest still kept is {oldest}")]
     Compacted {
         /// The revision asked for.
         requested: LogIndex,
-        /// The oldest revision whose changes are all kept.
+        /// The oldest revision still available: to watch from (its changes are all kept), or
+        /// to read a range at.
         oldest: LogIndex,
     },
 }

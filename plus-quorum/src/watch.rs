@@ -8,10 +8,11 @@
 //! the history keeps gets [`ClientError::Compacted`] naming the oldest revision still there,
 //! and no node holds memory for a slow watcher.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::kv::Changed;
 use crate::txn::KeyRange;
 use crate::types::{ClientError, LogIndex, Versioned};
 
@@ -57,10 +58,11 @@ pub struct WatchBatch {
     pub progress: LogIndex,
 }
 
-/// The recent changes a replica keeps for watchers.
+/// The recent changes a replica keeps for watchers, each with the key's value before it (for
+/// reads at a past revision).
 #[derive(Debug, Clone)]
 pub(crate) struct History {
-    events: VecDeque<WatchEvent>,
+    events: VecDeque<(WatchEvent, Option<Versioned>)>,
     capacity: usize,
     /// The first revision whose changes are all still here.
     oldest: LogIndex,
@@ -73,18 +75,49 @@ impl History {
     }
 
     /// Records the changes of the entry at `revision`.
-    pub(crate) fn record(&mut self, revision: LogIndex, changes: Vec<(String, Change)>) {
-        for (key, change) in changes {
-            self.events.push_back(WatchEvent { revision, key, change });
+    pub(crate) fn record(&mut self, revision: LogIndex, changes: Vec<Changed>) {
+        for Changed { key, change, before } in changes {
+            self.events.push_back((WatchEvent { revision, key, change }, before));
         }
         while self.events.len() > self.capacity {
             // Drop whole revisions, so what stays is complete from `oldest` on.
-            let dropped = self.events.pop_front().map_or(self.oldest, |e| e.revision);
-            while self.events.front().is_some_and(|e| e.revision == dropped) {
+            let dropped = self.events.pop_front().map_or(self.oldest, |(e, _)| e.revision);
+            while self.events.front().is_some_and(|(e, _)| e.revision == dropped) {
                 self.events.pop_front();
             }
             self.oldest = self.oldest.max(dropped + 1);
         }
+    }
+
+    /// Turns `view` (the keys of `keys` now) into what they were just after revision `at`, by
+    /// undoing every later change, newest first.
+    ///
+    /// # Errors
+    /// [`ClientError::Compacted`] when changes after `at` are no longer kept.
+    pub(crate) fn rewind(
+        &self,
+        view: &mut BTreeMap<String, Versioned>,
+        keys: &KeyRange,
+        at: LogIndex,
+    ) -> Result<(), ClientError> {
+        if at + 1 < self.oldest {
+            return Err(ClientError::Compacted { requested: at, oldest: self.oldest - 1 });
+        }
+        for (event, before) in self.events.iter().rev().take_while(|(e, _)| e.revision > at) {
+            if !keys.contains(&event.key) {
+                continue;
+            }
+            match before {
+                Some(value) => view.insert(event.key.clone(), value.clone()),
+                None => view.remove(&event.key),
+            };
+        }
+        Ok(())
+    }
+
+    /// The oldest revision a past read can name.
+    pub(crate) fn oldest_readable(&self) -> LogIndex {
+        self.oldest.saturating_sub(1)
     }
 
     /// Forgets everything: the state was replaced wholesale (a snapshot from the leader).
@@ -106,8 +139,8 @@ impl History {
             return Err(ClientError::Compacted { requested: request.from, oldest: self.oldest });
         }
         let mut batch = WatchBatch { events: Vec::new(), progress: applied };
-        let start = self.events.partition_point(|e| e.revision < request.from);
-        for event in self.events.iter().skip(start) {
+        let start = self.events.partition_point(|(e, _)| e.revision < request.from);
+        for (event, _) in self.events.iter().skip(start) {
             if batch.events.len() >= request.max_events
                 && batch.events.last().is_some_and(|last| last.revision != event.revision)
             {
@@ -134,6 +167,10 @@ mod tests {
         Change::Put(Versioned { value: Bytes::from("v"), version, created: version, lease: None })
     }
 
+    fn changed(key: &str, change: Change) -> Changed {
+        Changed { key: key.to_owned(), change, before: None }
+    }
+
     fn request(prefix: &str, from: u64, max_events: usize) -> WatchRequest {
         WatchRequest { range: KeyRange::Prefix(prefix.into()), from, max_events }
     }
@@ -141,10 +178,10 @@ mod tests {
     #[test]
     fn polls_filter_by_range_keep_revisions_whole_and_mark_progress() {
         let mut history = History::new(100, 1);
-        history.record(1, vec![("app/a".into(), put(1)), ("other".into(), put(1))]);
-        history.record(2, vec![("app/b".into(), put(2)), ("app/c".into(), put(2))]);
+        history.record(1, vec![changed("app/a", put(1)), changed("other", put(1))]);
+        history.record(2, vec![changed("app/b", put(2)), changed("app/c", put(2))]);
         history.record(3, vec![]);
-        history.record(4, vec![("app/a".into(), Change::Delete)]);
+        history.record(4, vec![changed("app/a", Change::Delete)]);
         let all = history.poll(&request("app/", 1, 100), 4).unwrap();
         let seen: Vec<(u64, &str)> =
             all.events.iter().map(|e| (e.revision, e.key.as_str())).collect();
@@ -163,10 +200,63 @@ mod tests {
     }
 
     #[test]
+    fn rewinding_undoes_every_later_change_in_the_range() {
+        let v = |value: &str, version: u64| Versioned {
+            value: Bytes::from(value.to_owned()),
+            version,
+            created: version,
+            lease: None,
+        };
+        let change = |key: &str, change: Change, before: Option<Versioned>| Changed {
+            key: key.to_owned(),
+            change,
+            before,
+        };
+        let mut history = History::new(100, 1);
+        history.record(1, vec![change("a", Change::Put(v("1", 1)), None)]);
+        history.record(2, vec![change("b", Change::Put(v("1", 2)), None)]);
+        history.record(3, vec![change("a", Change::Put(v("2", 3)), Some(v("1", 1)))]);
+        history.record(4, vec![change("b", Change::Delete, Some(v("1", 2)))]);
+        history.record(5, vec![change("a", Change::Put(v("3", 5)), Some(v("2", 3)))]);
+        let now: BTreeMap<String, Versioned> = [("a".to_owned(), v("3", 5))].into();
+        let at = |revision: u64| {
+            let mut view = now.clone();
+            history.rewind(&mut view, &KeyRange::Prefix(String::new()), revision).map(|()| view)
+        };
+        let pairs = |view: BTreeMap<String, Versioned>| {
+            view.into_iter().map(|(k, v)| (k, v.value)).collect::<Vec<_>>()
+        };
+        assert_eq!(pairs(at(5).unwrap()), [("a".to_owned(), Bytes::from("3"))]);
+        assert_eq!(
+            pairs(at(3).unwrap()),
+            [("a".to_owned(), Bytes::from("2")), ("b".to_owned(), Bytes::from("1"))]
+        );
+        assert_eq!(pairs(at(1).unwrap()), [("a".to_owned(), Bytes::from("1"))]);
+        assert_eq!(pairs(at(0).unwrap()), []);
+        // Keys outside the range are left as they are.
+        let mut view = now.clone();
+        history.rewind(&mut view, &KeyRange::Prefix("b".into()), 1).unwrap();
+        assert_eq!(pairs(view), [("a".to_owned(), Bytes::from("3"))]);
+        // Once revision 2's changes are gone, revision 1 can no longer be rebuilt.
+        let mut short = History::new(3, 1);
+        for revision in 1..=5 {
+            short.record(revision, vec![changed(&format!("k{revision}"), put(revision))]);
+        }
+        assert_eq!(short.oldest_readable(), 2);
+        let mut view = BTreeMap::new();
+        let all = KeyRange::Prefix(String::new());
+        assert_eq!(
+            short.rewind(&mut view, &all, 1),
+            Err(ClientError::Compacted { requested: 1, oldest: 2 })
+        );
+        assert!(short.rewind(&mut view, &all, 2).is_ok());
+    }
+
+    #[test]
     fn a_watcher_behind_the_history_gets_a_typed_error() {
         let mut history = History::new(3, 1);
         for revision in 1..=5 {
-            history.record(revision, vec![(format!("k{revision}"), put(revision))]);
+            history.record(revision, vec![changed(&format!("k{revision}"), put(revision))]);
         }
         assert_eq!(
             history.poll(&request("", 2, 10), 5),

@@ -419,3 +419,63 @@ async fn an_election_has_one_leader_which_observers_follow() {
     let now = h.cluster.election_leader("controller").await.unwrap().unwrap();
     assert_eq!(now.1.value, Bytes::from("replica-b"));
 }
+
+/// A range at a past revision is one consistent view of the keys as they were then; bad
+/// revisions are typed errors.
+#[tokio::test(start_paused = true)]
+async fn ranges_read_the_past_within_the_history_kept() {
+    use plus_quorum::{Range, Txn, TxnOp};
+    let h = start();
+    let c = &h.cluster;
+    let revision = |r: WriteResult| match r {
+        WriteResult::Applied { version } => version,
+        other => panic!("{other:?}"),
+    };
+    let first = revision(c.write(set("app/a", "1")).await.unwrap());
+    let second = revision(c.write(set("app/b", "1")).await.unwrap());
+    c.write(set("app/a", "2")).await.unwrap();
+    c.write(WriteOp::Delete { key: "app/b".into() }).await.unwrap();
+    c.write(set("app/c", "1")).await.unwrap();
+    let view = |r: plus_quorum::RangeResult| {
+        r.kvs
+            .into_iter()
+            .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(&v.value)))
+            .collect::<Vec<_>>()
+    };
+    let at = |revision: u64| Range::prefix("app/").at_revision(revision);
+    assert_eq!(view(c.range(at(first)).await.unwrap()), ["app/a=1"]);
+    assert_eq!(view(c.range(at(second)).await.unwrap()), ["app/a=1", "app/b=1"]);
+    assert_eq!(view(c.range(Range::prefix("app/")).await.unwrap()), ["app/a=2", "app/c=1"]);
+    let counted = c.range(at(second).count_only()).await.unwrap();
+    assert_eq!((counted.count, counted.kvs.len()), (2, 0));
+    let limited = c.range(at(second).limit(1)).await.unwrap();
+    assert_eq!((view(limited.clone()), limited.more), (vec!["app/a=1".to_owned()], true));
+    // The future, revision 0 and a past range inside a transaction are refused.
+    for bad in [at(1_000_000), at(0)] {
+        let e = c.range(bad).await.unwrap_err();
+        assert!(matches!(e, StoreError::Client(ClientError::Invalid(_))), "{e:?}");
+    }
+    let txn = Txn { when: vec![], then: vec![TxnOp::Range(at(first))], otherwise: vec![] };
+    let e = c.write(WriteOp::Txn(txn)).await.unwrap_err();
+    assert!(matches!(e, StoreError::Client(ClientError::Invalid(_))), "{e:?}");
+}
+
+/// Beyond the watch history, a past read is compacted, and says how far back it can go.
+#[tokio::test(start_paused = true)]
+async fn a_past_range_beyond_the_history_is_compacted() {
+    let net = InProcessNetwork::new();
+    let handle = net
+        .spawn(Config { watch_history: 3, ..Config::new(1, vec![1]) }, MemStorage::new())
+        .unwrap()
+        .handle;
+    let c = Cluster::new(vec![handle]);
+    for i in 0..10 {
+        c.write(set(&format!("k{i}"), "v")).await.unwrap();
+    }
+    let e = c.range(plus_quorum::Range::prefix("k").at_revision(2)).await.unwrap_err();
+    let StoreError::Client(ClientError::Compacted { requested: 2, oldest }) = e else {
+        panic!("{e:?}")
+    };
+    let back = c.range(plus_quorum::Range::prefix("k").at_revision(oldest)).await.unwrap();
+    assert!(back.count > 0 && back.count < 10, "{back:?}");
+}

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sim::{NOT_SIMULATED, SIMULATED_KINDS, SimConfig, run_seed, seeds};
 
 /// Every fault a sweep must have injected at least once.
-const FAULT_KINDS: [&str; 20] = [
+const FAULT_KINDS: [&str; 21] = [
     "restart_wiped",
     "restart_kept",
     "freeze_leader",
@@ -30,6 +30,7 @@ const FAULT_KINDS: [&str; 20] = [
     "watch_node_behind",
     "lock_acquired",
     "lock_busy",
+    "past_read_checked",
 ];
 
 fn run_all(nodes: usize, default_seeds: u64) {

@@ -9,7 +9,7 @@ use plus_core::Timestamp;
 use super::{Node, Role};
 use crate::lease::{LeaseId, LeaseInfo};
 use crate::log::Payload;
-use crate::types::{ReadOp, ReadResult, WriteResult};
+use crate::types::{ClientError, ReadOp, ReadResult, WriteResult};
 
 impl Node {
     /// A new leader gives every lease a full TTL from now (etcd's rule): a failover can delay an
@@ -108,16 +108,20 @@ impl Node {
             .min()
     }
 
-    /// Answers a confirmed read: lease reads from the leader's deadlines, the rest from the map.
-    pub(super) fn answer_read(&mut self, op: &ReadOp) -> ReadResult {
-        match op {
+    /// Answers a confirmed read: lease reads from the leader's deadlines, past ranges from the
+    /// watch history, the rest from the map.
+    pub(super) fn answer_read(&mut self, op: &ReadOp) -> Result<ReadResult, ClientError> {
+        Ok(match op {
             ReadOp::LeaseKeepAlive(lease) => {
                 let info = self.lease_info(*lease, true);
                 ReadResult::Lease(info)
             }
             ReadOp::LeaseTimeToLive(lease) => ReadResult::Lease(self.lease_info(*lease, false)),
+            ReadOp::Range(range) if range.revision.is_some() => {
+                ReadResult::Range(self.range_in_past(range)?)
+            }
             other => self.state.read(other),
-        }
+        })
     }
 
     fn lease_info(&mut self, lease: LeaseId, renew: bool) -> Option<LeaseInfo> {

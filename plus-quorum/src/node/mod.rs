@@ -419,8 +419,13 @@ impl Node {
     /// [`ClientError::Invalid`] for a revision past the commit index, a `max_events` of 0 or a
     /// bad range.
     pub fn watch(&self, request: &WatchRequest) -> Result<WatchBatch, ClientError> {
-        crate::txn::Range { keys: request.range.clone(), limit: None, count_only: false }
-            .validate()?;
+        crate::txn::Range {
+            keys: request.range.clone(),
+            limit: None,
+            count_only: false,
+            revision: None,
+        }
+        .validate()?;
         let latest = self.commit.max(self.applied);
         if request.from > latest + 1 {
             return Err(ClientError::Invalid(format!(

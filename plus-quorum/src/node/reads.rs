@@ -3,7 +3,9 @@
 
 use super::leader::PendingRead;
 use super::{Node, Role, quorum_value};
-use crate::types::{ClientError, ClientOutput, ReadOp, RequestId, Response};
+use crate::kv::range_of;
+use crate::txn::{Range, RangeResult};
+use crate::types::{ClientError, ClientOutput, LogIndex, ReadOp, RequestId, Response};
 
 impl Node {
     pub(super) fn start_read(&mut self, id: RequestId, op: ReadOp) {
@@ -37,10 +39,35 @@ impl Node {
                 break;
             }
             let read = self.lead.pending_reads.pop_front().expect("front exists");
-            let result = self.answer_read(&read.op);
-            self.outputs
-                .push_back(ClientOutput { id: read.id, result: Ok(Response::Read(result)) });
+            let result = self.answer_read(&read.op).map(Response::Read);
+            self.outputs.push_back(ClientOutput { id: read.id, result });
         }
+    }
+
+    /// A past revision this node can still read, checked at once so that one it no longer
+    /// holds fails without a round. Whether the revision exists yet is known only once the
+    /// read's own round confirms what is committed (`range_in_past`): a node's log alone does
+    /// not say (a deposed leader's may be behind).
+    fn check_past_revision(&self, at: LogIndex) -> Result<(), ClientError> {
+        let oldest = self.history.oldest_readable();
+        if at < oldest {
+            return Err(ClientError::Compacted { requested: at, oldest });
+        }
+        Ok(())
+    }
+
+    /// `range` as it was at its revision: the keys now, with every later change undone.
+    pub(super) fn range_in_past(&self, range: &Range) -> Result<RangeResult, ClientError> {
+        let at = range.revision.unwrap_or(self.applied);
+        if at > self.applied {
+            return Err(ClientError::Invalid(format!(
+                "a read at revision {at}, past the latest committed revision {}",
+                self.applied
+            )));
+        }
+        let mut view = self.state.entries_in(&range.keys);
+        self.history.rewind(&mut view, &range.keys, at)?;
+        Ok(range_of(&view, range))
     }
 
     /// Asks for a linearizable read (ReadIndex: the leader confirms it still leads with a quorum
@@ -55,6 +82,9 @@ impl Node {
             });
         }
         op.validate()?;
+        if let ReadOp::Range(Range { revision: Some(at), .. }) = &op {
+            self.check_past_revision(*at)?;
+        }
         if self.committed_in_term() {
             self.start_read(id, op);
         } else {

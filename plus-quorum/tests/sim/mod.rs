@@ -502,7 +502,8 @@ struct HistoryLine {
 ///
 /// `None` for lease operations, which the lease rule checks instead.
 pub fn group_of(op: &Request) -> Option<String> {
-    if op.is_lease_op() {
+    // A read of the past is checked against the committed history instead (`check_past_reads`).
+    if op.is_lease_op() || matches!(op, Request::Read(ReadOp::Range(r)) if r.revision.is_some()) {
         return None;
     }
     Some(match op.keys().as_deref() {
@@ -665,6 +666,8 @@ pub struct Sim {
     watch_events_checked: usize,
     /// Every lease a lock holder was granted, and its hold of the lock if any.
     holds: Vec<Hold>,
+    /// Ranges read at a past revision, with their answers.
+    past_reads: Vec<(Range, RangeResult)>,
     seq: u64,
     blocked: HashSet<(NodeId, NodeId)>,
     clients: Vec<Client>,
@@ -808,6 +811,7 @@ impl Sim {
             watches_done: Vec::new(),
             watch_events_checked: 0,
             holds: Vec::new(),
+            past_reads: Vec::new(),
             seq: 0,
             blocked: HashSet::new(),
             clients,
@@ -918,7 +922,9 @@ impl Sim {
         self.check_leases();
         let lock_violations = locks::check(&self.holds);
         self.violations.extend(lock_violations);
-        self.check_watch_histories();
+        if let Some(committed) = self.check_watch_histories() {
+            self.check_past_reads(&committed);
+        }
         self.check_linearizability();
         let history_jsonl = self
             .history
@@ -1487,12 +1493,19 @@ impl Sim {
                 })
             }
             27 | 28 => {
-                let range = match self.rng.random_range(0..4) {
+                let mut range = match self.rng.random_range(0..4) {
                     0 => Range::prefix("m"),
                     1 => Range::prefix("m").limit(self.rng.random_range(1..4)),
                     2 => Range::between("m1", "m3"),
                     _ => Range::between("m0", "m2").count_only(),
                 };
+                // A third of them read the past: up to 30 revisions before the newest seen.
+                let newest = self.seen_versions.keys().map(|(_, v)| *v).max().unwrap_or(0);
+                if newest > 0 && self.rng.random_range(0..3) == 0 {
+                    let back = self.rng.random_range(0..30);
+                    range.keys = KeyRange::Prefix(String::new());
+                    range = range.at_revision(newest.saturating_sub(back).max(1));
+                }
                 return Request::Read(ReadOp::Range(range));
             }
             // Keys of the multi-key group only, so the group's model can check the answer.
@@ -1850,6 +1863,13 @@ impl Sim {
                 }
                 self.clients[c].believed_leader = leader;
             }
+            Answer::Refused(ClientError::Compacted { .. }) if matches!(&f.op, Request::Read(ReadOp::Range(r)) if r.revision.is_some()) =>
+            {
+                // This node's history does not reach that far back (it restarted from a
+                // snapshot since): a typed refusal, and no effect.
+                self.record(c, f.thread, "refused", Some(&f.op), None);
+                self.count("past_read_compacted");
+            }
             Answer::Refused(e) => {
                 self.violations.push(format!("unexpected error submitting {:?}: {e}", f.op));
             }
@@ -1902,6 +1922,13 @@ impl Sim {
         self.operations += 1;
         if f.purpose != Purpose::Plain {
             self.lock_answered(c, f, response);
+        }
+        if let (Request::Read(ReadOp::Range(range)), Response::Read(ReadResult::Range(result))) =
+            (&f.op, response)
+        {
+            if range.revision.is_some() {
+                self.past_reads.push((range.clone(), result.clone()));
+            }
         }
         // Leased keys may vanish with their lease; the lease rule checks them.
         let leased = f.op.is_lease_op();
@@ -1971,7 +1998,7 @@ impl Sim {
 
     /// Watches: every replica's history says the same about every revision it still holds,
     /// and shows every acknowledged write as a change at its version with its value.
-    fn check_watch_histories(&mut self) {
+    fn check_watch_histories(&mut self) -> Option<Committed> {
         let mut histories: Vec<(NodeId, LogIndex, ChangesByRevision, u64)> = Vec::new();
         for node in self.nodes.iter().flatten() {
             let mut request = WatchRequest {
@@ -2034,7 +2061,7 @@ impl Sim {
             }
         }
         // The committed history, as the replicas agree on it, against every watch session.
-        let Some(oldest) = histories.iter().map(|h| h.1).min() else { return };
+        let oldest = histories.iter().map(|h| h.1).min()?;
         let newest = histories.iter().map(|h| h.3).max().unwrap_or(0);
         let mut changes = BTreeMap::new();
         for (_, _, history, _) in histories {
@@ -2047,6 +2074,35 @@ impl Sim {
             let (wrong, checked) = committed.check(session);
             self.watch_events_checked += checked;
             self.violations.extend(wrong);
+        }
+        Some(committed)
+    }
+
+    /// Every range read at a past revision must equal the committed history replayed up to
+    /// that revision (checkable when some replica still holds the history from revision 1).
+    fn check_past_reads(&mut self, committed: &Committed) {
+        if committed.oldest > 1 {
+            self.count("past_read_unverifiable");
+            return;
+        }
+        for (range, result) in std::mem::take(&mut self.past_reads) {
+            let at = range.revision.expect("only past reads are kept");
+            let inside: Vec<(String, plus_quorum::Versioned)> = committed
+                .state_at(at)
+                .into_iter()
+                .filter(|(key, _)| range.keys.contains(key))
+                .collect();
+            let limit = if range.count_only { 0 } else { range.limit.unwrap_or(usize::MAX) };
+            let count = inside.len();
+            let kvs: Vec<_> = inside.into_iter().take(limit).collect();
+            let more = !range.count_only && count > kvs.len();
+            let expected = RangeResult { kvs, count, more };
+            if expected != result {
+                self.violations.push(format!(
+                    "range {range:?} answered {result:?}, but the committed history says {expected:?}"
+                ));
+            }
+            self.count("past_read_checked");
         }
     }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use plus_core::Timestamp;
-use plus_quorum::{Change, KeyRange, LogIndex};
+use plus_quorum::{Change, KeyRange, LogIndex, Versioned};
 
 /// Where a session starts.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +72,20 @@ pub struct Committed {
 }
 
 impl Committed {
+    /// Every key as it was just after revision `at` (from a history that starts at 1).
+    pub fn state_at(&self, at: LogIndex) -> BTreeMap<String, Versioned> {
+        let mut state = BTreeMap::new();
+        for changes in self.changes.range(..=at).map(|(_, c)| c) {
+            for (key, change) in changes {
+                match change {
+                    Change::Put(value) => state.insert(key.clone(), value.clone()),
+                    Change::Delete => state.remove(key),
+                };
+            }
+        }
+        state
+    }
+
     /// Compares `session` with this history; returns what is wrong, and how many events were
     /// checked.
     pub fn check(&self, session: &Session) -> (Vec<String>, usize) {
