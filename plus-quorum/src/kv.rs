@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::glob::glob_match;
 use crate::lease::{LeaseId, LeaseState, Leases};
-use crate::txn::{KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult};
+use crate::txn::{Compare, KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult};
 use crate::types::{Expect, ReadOp, ReadResult, Versioned, WriteOp, WriteResult};
 use crate::watch::Change;
 
@@ -53,6 +53,43 @@ pub(crate) fn range_of(map: &BTreeMap<String, Versioned>, range: &Range) -> Rang
     result
 }
 
+/// The transaction a key write is a convenience for: its compares, then its writes, nothing
+/// otherwise. `None` for the lease operations and for transactions themselves.
+fn as_txn(op: &WriteOp) -> Option<Txn> {
+    let set = |key: &String, value: &Bytes| TxnOp::Set {
+        key: key.clone(),
+        value: value.clone(),
+        lease: None,
+    };
+    let delete = |key: &String| TxnOp::Delete { key: key.clone() };
+    let compare = |key: &String, expect: &Expect| Compare::new(key.clone(), expect.clone());
+    let (when, then) = match op {
+        WriteOp::Set { key, value } => (vec![], vec![set(key, value)]),
+        WriteOp::Delete { key } => (vec![], vec![delete(key)]),
+        WriteOp::CompareAndSet { key, expect, value } => {
+            (vec![compare(key, expect)], vec![set(key, value)])
+        }
+        WriteOp::CompareAndDelete { key, expect } => {
+            (vec![compare(key, expect)], vec![delete(key)])
+        }
+        WriteOp::MultiSet(pairs) => (vec![], pairs.iter().map(|(k, v)| set(k, v)).collect()),
+        WriteOp::MultiDelete(keys) => (vec![], keys.iter().map(delete).collect()),
+        WriteOp::MultiCompareAndSet(items) => (
+            items.iter().map(|(k, e, _)| compare(k, e)).collect(),
+            items.iter().map(|(k, _, v)| set(k, v)).collect(),
+        ),
+        WriteOp::MultiCompareAndDelete(items) => (
+            items.iter().map(|(k, e)| compare(k, e)).collect(),
+            items.iter().map(|(k, _)| delete(k)).collect(),
+        ),
+        WriteOp::SetWithLease { .. }
+        | WriteOp::GrantLease { .. }
+        | WriteOp::RevokeLease { .. }
+        | WriteOp::Txn(_) => return None,
+    };
+    Some(Txn { when, then, otherwise: Vec::new() })
+}
+
 /// The key-value map every replica applies the log to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvState {
@@ -83,50 +120,27 @@ fn matches(current: Option<&Versioned>, expect: &Expect) -> bool {
 impl KvState {
     /// Applies a committed write at log index `index` (the version of what it writes).
     pub(crate) fn apply(&mut self, op: &WriteOp, index: u64) -> WriteResult {
+        // The key writes, multi-key ones included, are transactions with a simpler answer:
+        // one engine applies them all.
+        if let Some(txn) = as_txn(op) {
+            return match self.txn(&txn, index) {
+                WriteResult::Txn { succeeded: true, .. } => WriteResult::Applied { version: index },
+                WriteResult::Txn { succeeded: false, .. } => self
+                    .first_failed(txn.when.iter().map(|c| (&c.key, &c.expect)))
+                    .expect("a transaction fails only on a failed comparison"),
+                other => other,
+            };
+        }
         let applied = WriteResult::Applied { version: index };
         match op {
-            WriteOp::Set { key, value } => self.set(key, value, None, index),
-            WriteOp::Delete { key } => {
-                self.remove(key);
-            }
-            WriteOp::CompareAndSet { key, expect, value } => {
-                if let Some(failed) = self.first_failed([(key, expect)]) {
-                    return failed;
-                }
-                self.set(key, value, None, index);
-            }
-            WriteOp::CompareAndDelete { key, expect } => {
-                if let Some(failed) = self.first_failed([(key, expect)]) {
-                    return failed;
-                }
-                self.remove(key);
-            }
-            WriteOp::MultiSet(pairs) => {
-                for (key, value) in pairs {
-                    self.set(key, value, None, index);
-                }
-            }
-            WriteOp::MultiDelete(keys) => {
-                for key in keys {
-                    self.remove(key);
-                }
-            }
-            WriteOp::MultiCompareAndSet(items) => {
-                if let Some(failed) = self.first_failed(items.iter().map(|(k, e, _)| (k, e))) {
-                    return failed;
-                }
-                for (key, _, value) in items {
-                    self.set(key, value, None, index);
-                }
-            }
-            WriteOp::MultiCompareAndDelete(items) => {
-                if let Some(failed) = self.first_failed(items.iter().map(|(k, e)| (k, e))) {
-                    return failed;
-                }
-                for (key, _) in items {
-                    self.remove(key);
-                }
-            }
+            WriteOp::Set { .. }
+            | WriteOp::Delete { .. }
+            | WriteOp::CompareAndSet { .. }
+            | WriteOp::CompareAndDelete { .. }
+            | WriteOp::MultiSet(_)
+            | WriteOp::MultiDelete(_)
+            | WriteOp::MultiCompareAndSet(_)
+            | WriteOp::MultiCompareAndDelete(_) => unreachable!("applied as transactions above"),
             WriteOp::SetWithLease { key, value, lease } => {
                 if !self.leases.map.contains_key(lease) {
                     return WriteResult::NoSuchLease { lease: *lease };

@@ -51,6 +51,11 @@ pub enum Expect {
 }
 
 /// A write, applied atomically when committed.
+///
+/// The key writes, from [`WriteOp::Set`] to [`WriteOp::MultiCompareAndDelete`], are
+/// conveniences over [`WriteOp::Txn`]: each is applied as the transaction of its compares then
+/// its writes, and answers [`WriteResult::Applied`] or [`WriteResult::CompareFailed`] instead of
+/// a transaction's result.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum WriteOp {
     /// Set a key.
