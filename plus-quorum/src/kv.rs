@@ -123,11 +123,12 @@ impl KvState {
         // The key writes, multi-key ones included, are transactions with a simpler answer:
         // one engine applies them all.
         if let Some(txn) = as_txn(op) {
+            // The answer to a failed compare names the first key that failed, and its state.
+            if let Some(failed) = self.first_failed(txn.when.iter().map(|c| (&c.key, &c.expect))) {
+                return failed;
+            }
             return match self.txn(&txn, index) {
-                WriteResult::Txn { succeeded: true, .. } => WriteResult::Applied { version: index },
-                WriteResult::Txn { succeeded: false, .. } => self
-                    .first_failed(txn.when.iter().map(|c| (&c.key, &c.expect)))
-                    .expect("a transaction fails only on a failed comparison"),
+                WriteResult::Txn { .. } => WriteResult::Applied { version: index },
                 other => other,
             };
         }

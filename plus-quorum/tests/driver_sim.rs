@@ -15,7 +15,9 @@ use plus_quorum::{
     WriteOp, compare,
 };
 use rand::Rng;
-use sim::{History, LINEARIZABILITY_BUDGET, MapSpec, ModelRet, Request, Verdict, group_of};
+use sim::{
+    History, LINEARIZABILITY_BUDGET, MapSpec, ModelOp, ModelRet, Request, Verdict, group_of,
+};
 
 type Testers = Arc<Mutex<BTreeMap<String, History<MapSpec>>>>;
 
@@ -63,7 +65,7 @@ async fn client(
             .unwrap()
             .entry(group.clone())
             .or_default()
-            .invoke(thread, op.clone())
+            .invoke(thread, ModelOp::Client(op.clone()))
             .unwrap();
         let response = match op {
             Request::Write(w) => cluster.write(w).await.map(Response::Write),

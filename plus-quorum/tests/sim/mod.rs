@@ -269,8 +269,13 @@ pub enum ModelRet {
         succeeded: bool,
         results: Vec<ModelTxnResult>,
     },
-    /// A lease operation's answer: checked by the lease rule, not by the model.
-    Lease,
+    /// A lease was granted (its id, the store's choice, is the model's operation).
+    Granted,
+    /// Whether the lease a keep-alive or time-to-live asked about is alive.
+    Alive(bool),
+    NoSuchLease,
+    /// The list of leases: not modelled.
+    Listed,
 }
 
 /// A range without versions: keys with values, the count and the "more" flag.
@@ -333,39 +338,91 @@ impl ModelRet {
                     })
                     .collect(),
             },
-            Response::Write(WriteResult::LeaseGranted { .. } | WriteResult::NoSuchLease { .. })
-            | Response::Read(ReadResult::Lease(_) | ReadResult::Leases(_)) => ModelRet::Lease,
+            Response::Write(WriteResult::LeaseGranted { .. }) => ModelRet::Granted,
+            Response::Write(WriteResult::NoSuchLease { .. }) => ModelRet::NoSuchLease,
+            Response::Read(ReadResult::Lease(lease)) => ModelRet::Alive(lease.is_some()),
+            Response::Read(ReadResult::Leases(_)) => ModelRet::Listed,
         }
     }
 }
 
-/// The whole map, as the reference object.
+/// What the model is asked to do: a client's operation, or what the system does on its own
+/// or tells only in an answer (a grant's lease id is the store's choice; an expiry is the
+/// leader's operation, linearized when its entry commits, somewhere between the grant's
+/// acknowledgement and the first replica applying the lease's end).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ModelOp {
+    Client(Request),
+    Granted(LeaseId),
+    Expired(LeaseId),
+}
+
+/// The whole map, with the leases alive and the lease each leased key is on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct MapSpec(BTreeMap<String, Bytes>);
+pub struct MapSpec {
+    map: BTreeMap<String, Bytes>,
+    leases: BTreeSet<LeaseId>,
+    lease_of: BTreeMap<String, LeaseId>,
+}
 
 impl MapSpec {
     fn holds(&self, key: &str, expect: &Expect) -> bool {
         match expect {
-            Expect::Value(v) => self.0.get(key) == Some(v),
-            Expect::Absent => !self.0.contains_key(key),
-            Expect::Exists => self.0.contains_key(key),
-            // No key the model checks is ever attached to a lease.
-            Expect::Lease(lease) => lease.is_none() && self.0.contains_key(key),
+            Expect::Value(v) => self.map.get(key) == Some(v),
+            Expect::Absent => !self.map.contains_key(key),
+            Expect::Exists => self.map.contains_key(key),
+            Expect::Lease(lease) => {
+                self.map.contains_key(key) && self.lease_of.get(key).copied() == *lease
+            }
             Expect::Version(_) => {
                 unreachable!("versions are translated to the values they name before the model")
             }
         }
     }
+
+    fn set(&mut self, key: &str, value: &Bytes, lease: Option<LeaseId>) {
+        self.map.insert(key.to_owned(), value.clone());
+        match lease {
+            Some(lease) => self.lease_of.insert(key.to_owned(), lease),
+            None => self.lease_of.remove(key),
+        };
+    }
+
+    fn remove(&mut self, key: &str) -> bool {
+        self.lease_of.remove(key);
+        self.map.remove(key).is_some()
+    }
+
+    /// Ends `lease` with its keys; false if it was not alive.
+    fn end_lease(&mut self, lease: LeaseId) -> bool {
+        if !self.leases.remove(&lease) {
+            return false;
+        }
+        let keys: Vec<String> =
+            self.lease_of.iter().filter(|(_, l)| **l == lease).map(|(k, _)| k.clone()).collect();
+        for key in keys {
+            self.remove(&key);
+        }
+        true
+    }
 }
 
 impl Model for MapSpec {
-    type Op = Request;
+    type Op = ModelOp;
     type Ret = ModelRet;
 
-    fn step(&mut self, op: &Request) -> ModelRet {
+    fn step(&mut self, op: &ModelOp) -> ModelRet {
         match op {
-            Request::Write(op) => self.write(op),
-            Request::Read(op) => self.read(op),
+            ModelOp::Client(Request::Write(op)) => self.write(op),
+            ModelOp::Client(Request::Read(op)) => self.read(op),
+            ModelOp::Granted(lease) => {
+                self.leases.insert(*lease);
+                ModelRet::Granted
+            }
+            ModelOp::Expired(lease) => {
+                self.end_lease(*lease);
+                ModelRet::Done
+            }
         }
     }
 }
@@ -389,32 +446,44 @@ impl MapSpec {
             | WriteOp::MultiSet(_)
             | WriteOp::MultiDelete(_) => None,
             WriteOp::Txn(txn) => return self.txn(txn),
-            WriteOp::SetWithLease { .. }
-            | WriteOp::GrantLease { .. }
-            | WriteOp::RevokeLease { .. } => {
-                unreachable!("lease operations are checked by the lease rule, not the model")
+            WriteOp::SetWithLease { key, value, lease } => {
+                if !self.leases.contains(lease) {
+                    return ModelRet::NoSuchLease;
+                }
+                self.set(key, value, Some(*lease));
+                return ModelRet::Done;
+            }
+            WriteOp::RevokeLease { lease } => {
+                return if self.end_lease(*lease) { ModelRet::Done } else { ModelRet::NoSuchLease };
+            }
+            WriteOp::GrantLease { .. } => {
+                unreachable!("a grant reaches the model as the lease it granted")
             }
         };
         if let Some(key) = failed {
-            return ModelRet::CompareFailed { key: key.clone(), current: self.0.get(key).cloned() };
+            let current = self.map.get(key).cloned();
+            return ModelRet::CompareFailed { key: key.clone(), current };
         }
-        let m = &mut self.0;
         match op {
             WriteOp::Set { key, value } | WriteOp::CompareAndSet { key, value, .. } => {
-                m.insert(key.clone(), value.clone());
+                self.set(key, value, None);
             }
             WriteOp::Delete { key } | WriteOp::CompareAndDelete { key, .. } => {
-                m.remove(key);
+                self.remove(key);
             }
-            WriteOp::MultiSet(items) => {
-                m.extend(items.iter().cloned());
-            }
+            WriteOp::MultiSet(items) => items.iter().for_each(|(k, v)| self.set(k, v, None)),
             WriteOp::MultiCompareAndSet(items) => {
-                m.extend(items.iter().map(|(k, _, v)| (k.clone(), v.clone())));
+                items.iter().for_each(|(k, _, v)| self.set(k, v, None));
             }
-            WriteOp::MultiDelete(keys) => keys.iter().for_each(|k| drop(m.remove(k))),
+            WriteOp::MultiDelete(keys) => {
+                for key in keys {
+                    self.remove(key);
+                }
+            }
             WriteOp::MultiCompareAndDelete(items) => {
-                items.iter().for_each(|(k, _)| drop(m.remove(k)));
+                for (key, _) in items {
+                    self.remove(key);
+                }
             }
             WriteOp::Txn(_)
             | WriteOp::SetWithLease { .. }
@@ -427,20 +496,22 @@ impl MapSpec {
     fn txn(&mut self, txn: &Txn) -> ModelRet {
         let succeeded = txn.when.iter().all(|c| self.holds(&c.key, &c.expect));
         let branch = if succeeded { &txn.then } else { &txn.otherwise };
+        // A branch naming a lease that is not alive applies nothing.
+        let dead_lease = branch
+            .iter()
+            .any(|op| matches!(op, TxnOp::Set { lease: Some(l), .. } if !self.leases.contains(l)));
+        if dead_lease {
+            return ModelRet::NoSuchLease;
+        }
         let results = branch
             .iter()
             .map(|op| match op {
-                TxnOp::Set { key, value, lease: None } => {
-                    self.0.insert(key.clone(), value.clone());
+                TxnOp::Set { key, value, lease } => {
+                    self.set(key, value, *lease);
                     ModelTxnResult::Set
                 }
-                TxnOp::Set { lease: Some(_), .. } => {
-                    unreachable!("the model's transactions attach no lease")
-                }
-                TxnOp::Delete { key } => {
-                    ModelTxnResult::Delete { existed: self.0.remove(key).is_some() }
-                }
-                TxnOp::Get(key) => ModelTxnResult::Get(self.0.get(key).cloned()),
+                TxnOp::Delete { key } => ModelTxnResult::Delete { existed: self.remove(key) },
+                TxnOp::Get(key) => ModelTxnResult::Get(self.map.get(key).cloned()),
                 TxnOp::Range(range) => ModelTxnResult::Range(self.range(range)),
             })
             .collect();
@@ -449,7 +520,7 @@ impl MapSpec {
 
     fn range(&self, range: &Range) -> ModelRange {
         let inside: Vec<(String, Bytes)> = self
-            .0
+            .map
             .iter()
             .filter(|(k, _)| range.keys.contains(k))
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -462,7 +533,7 @@ impl MapSpec {
     }
 
     fn read(&self, op: &ReadOp) -> ModelRet {
-        let m = &self.0;
+        let m = &self.map;
         match op {
             ReadOp::Get(k) => ModelRet::Value(m.get(k).cloned()),
             ReadOp::MultiGet(keys) => {
@@ -476,8 +547,11 @@ impl MapSpec {
             ),
             ReadOp::Len => ModelRet::Len(m.len()),
             ReadOp::Range(range) => ModelRet::Range(self.range(range)),
-            ReadOp::LeaseKeepAlive(_) | ReadOp::LeaseTimeToLive(_) | ReadOp::Leases => {
-                unreachable!("lease operations are checked by the lease rule, not the model")
+            ReadOp::LeaseKeepAlive(lease) | ReadOp::LeaseTimeToLive(lease) => {
+                ModelRet::Alive(self.leases.contains(lease))
+            }
+            ReadOp::Leases => {
+                unreachable!("the list of leases names ones only the store knows of: not modelled")
             }
         }
     }
@@ -497,16 +571,28 @@ struct HistoryLine {
     result: Option<serde_json::Value>,
 }
 
+/// The group of every lease operation and of the keys put on leases (`l...`, the lock's).
+pub const LEASES: &str = "leases";
+
 /// Which model an operation is checked against: one register per key for single-key keys, the
-/// whole small map for the keys multi-key operations use (`m...`).
+/// whole small map for the keys multi-key operations use (`m...`), and the leases with their
+/// keys (`l...`).
 ///
-/// `None` for lease operations, which the lease rule checks instead.
+/// `None` for what the model cannot check: a read of the past (checked against the committed
+/// history, `check_past_reads`) and the list of leases (it names leases whose grant no client
+/// heard of).
 pub fn group_of(op: &Request) -> Option<String> {
-    // A read of the past is checked against the committed history instead (`check_past_reads`).
-    if op.is_lease_op() || matches!(op, Request::Read(ReadOp::Range(r)) if r.revision.is_some()) {
-        return None;
+    match op {
+        Request::Read(ReadOp::Leases) => return None,
+        Request::Read(ReadOp::Range(r)) if r.revision.is_some() => return None,
+        _ if op.is_lease_op() => return Some(LEASES.to_owned()),
+        _ => {}
     }
     Some(match op.keys().as_deref() {
+        Some(keys) if keys.iter().any(|k| k.starts_with('l')) => {
+            assert!(keys.iter().all(|k| k.starts_with('l')), "{op:?} mixes the groups");
+            LEASES.to_owned()
+        }
         Some([key]) if !key.starts_with('m') => (*key).to_owned(),
         Some(keys) => {
             assert!(keys.iter().all(|k| k.starts_with('m')), "{op:?} mixes the groups");
@@ -760,6 +846,9 @@ impl Ord for MessageBox {
 }
 
 const MEMBERS_BASE: NodeId = 1;
+
+/// Threads of the system's own operations (lease ends), one per lease, above every client's.
+const SYSTEM_THREADS: u64 = 1 << 48;
 
 /// How long one group's history may be searched; an undecided one is a failure.
 pub const LINEARIZABILITY_BUDGET: Duration = Duration::from_secs(20);
@@ -1298,12 +1387,19 @@ impl Sim {
             // A lease this replica held and holds no more has ended here now.
             let now_held: HashSet<LeaseId> =
                 node.local_state().leases().map(|(id, _)| id).collect();
+            let mut ended = Vec::new();
             for lease in self.leases_held[i].difference(&now_held) {
                 if let Some(track) = self.leases.get_mut(lease) {
-                    track.ended.get_or_insert(self.now);
+                    if track.ended.is_none() {
+                        track.ended = Some(self.now);
+                        ended.push(*lease);
+                    }
                 }
             }
             self.leases_held[i] = now_held;
+            for lease in ended {
+                self.lease_ended(lease);
+            }
         }
     }
 
@@ -1420,7 +1516,7 @@ impl Sim {
         let lease: LeaseId = {
             let known: Vec<LeaseId> = self.leases.keys().copied().collect();
             if known.is_empty() || self.rng.random_range(0..20) == 0 {
-                self.rng.random_range(1..10_000)
+                self.rng.random_range(1_000_000..1_010_000)
             } else {
                 known[known.len() - 1 - self.rng.random_range(0..known.len().min(4))]
             }
@@ -1783,10 +1879,9 @@ impl Sim {
 
     fn invoke(&mut self, c: usize, thread: u64, op: &Request) {
         self.record(c, thread, "invoke", Some(op), None);
-        // Lease operations are checked by the lease rule (`check_leases`), not the model.
         let Some(group) = group_of(op) else { return };
         self.thread_group.insert(thread, group.clone());
-        let for_model = self.for_model(op);
+        let for_model = ModelOp::Client(self.for_model(op));
         let tester = self.testers.entry(group).or_default();
         if let Err(e) = tester.invoke(thread, for_model) {
             self.violations.push(format!("history bookkeeping: {e}"));
@@ -1882,13 +1977,38 @@ impl Sim {
     /// The client will never learn what became of `f`: a write stays in the history, free to
     /// take effect at any point after its invocation or never; a read, which changes nothing,
     /// leaves it (each pending operation doubles the orders the checker may have to try).
+    /// A grant answered: the model learns the lease it made, and the lease's end (expiry or
+    /// revocation, whichever) becomes a system operation open from now until the first replica
+    /// applies it.
+    fn lease_granted(&mut self, thread: u64, lease: LeaseId) {
+        let tester = self.testers.entry(LEASES.to_owned()).or_default();
+        let system = SYSTEM_THREADS + lease;
+        let mut bookkeeping = tester.ret_as(thread, ModelOp::Granted(lease), ModelRet::Granted);
+        bookkeeping = bookkeeping.and_then(|()| tester.invoke(system, ModelOp::Expired(lease)));
+        if let Err(e) = bookkeeping {
+            self.violations.push(format!("history bookkeeping: {e}"));
+        }
+        if self.leases.get(&lease).is_some_and(|t| t.ended.is_some()) {
+            self.lease_ended(lease);
+        }
+    }
+
+    /// The first replica applied the end of `lease`: its system operation returns.
+    fn lease_ended(&mut self, lease: LeaseId) {
+        let Some(tester) = self.testers.get_mut(LEASES) else { return };
+        // Only leases whose grant was answered have one (a revoke of another is a no-op).
+        let _ = tester.ret(SYSTEM_THREADS + lease, ModelRet::Done);
+    }
+
     fn outcome_unknown(&mut self, c: usize, f: &InFlight) {
         self.record(c, f.thread, "unknown", Some(&f.op), None);
         if matches!(f.purpose, Purpose::Grant | Purpose::Acquire) {
             // It may hold a lease or the lock without knowing: it lets them expire.
             self.clients[c].lock = Phase::Idle;
         }
-        if matches!(f.op, Request::Read(_)) {
+        // A read changes nothing; a grant's lease id no client will ever learn, so no modelled
+        // operation names it.
+        if matches!(f.op, Request::Read(_) | Request::Write(WriteOp::GrantLease { .. })) {
             let group = self.thread_group.get(&f.thread).cloned().unwrap_or_default();
             if let Some(tester) = self.testers.get_mut(&group) {
                 if let Err(e) = tester.cancel(f.thread) {
@@ -1946,6 +2066,10 @@ impl Sim {
         let ret = ModelRet::observed(response);
         let event = if matches!(ret, ModelRet::CompareFailed { .. }) { "fail" } else { "ok" };
         self.record(c, f.thread, event, Some(&f.op), Some(json));
+        if let Response::Write(WriteResult::LeaseGranted { lease, .. }) = response {
+            self.lease_granted(f.thread, *lease);
+            return;
+        }
         if let Some(tester) = self.testers.get_mut(group) {
             if let Err(e) = tester.ret(f.thread, ret) {
                 self.violations.push(format!("history bookkeeping: {e}"));
@@ -2155,8 +2279,26 @@ impl Sim {
     }
 
     fn check_linearizability(&mut self) {
+        // A write of values no client ever saw: one of unknown outcome may be left for last.
+        let seen = &self.seen_values;
+        let unseen = |op: &ModelOp| {
+            let written: Vec<(&String, &Bytes)> = match op {
+                ModelOp::Client(Request::Write(w)) => match w {
+                    WriteOp::Set { key, value } | WriteOp::CompareAndSet { key, value, .. } => {
+                        vec![(key, value)]
+                    }
+                    WriteOp::MultiSet(items) => items.iter().map(|(k, v)| (k, v)).collect(),
+                    WriteOp::MultiCompareAndSet(items) => {
+                        items.iter().map(|(k, _, v)| (k, v)).collect()
+                    }
+                    _ => return false,
+                },
+                _ => return false,
+            };
+            written.iter().all(|(k, v)| !seen.contains_key(&((*k).clone(), (*v).clone())))
+        };
         for (group, history) in &self.testers {
-            match history.check(&MapSpec::default(), LINEARIZABILITY_BUDGET) {
+            match history.check_lazily(&MapSpec::default(), LINEARIZABILITY_BUDGET, unseen) {
                 Verdict::Linearizable => {}
                 Verdict::NotLinearizable => self.violations.push(format!(
                     "history of `{group}` is not linearizable ({} operations)",
