@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -838,7 +839,13 @@ impl<N: NodeApi> Cluster<N> {
     /// change, in order, with no gap and no duplicate, resuming on another node when one fails.
     #[must_use]
     pub fn watch(&self, range: KeyRange, from: u64) -> Watcher<N> {
-        Watcher { cluster: self.clone(), range, next: from.max(1), attempt: 0 }
+        Watcher {
+            cluster: self.clone(),
+            range,
+            next: from.max(1),
+            attempt: 0,
+            max_events: Watcher::<N>::DEFAULT_MAX_EVENTS,
+        }
     }
 
     /// The leader, if some node knows one.
@@ -871,11 +878,26 @@ pub struct Watcher<N: NodeApi = NodeHandle> {
     range: KeyRange,
     next: u64,
     attempt: usize,
+    max_events: NonZeroUsize,
 }
 
 impl<N: NodeApi> Watcher<N> {
     /// How long one poll waits for a change before answering with a progress mark.
     const WAIT: Duration = Duration::from_secs(1);
+
+    /// The default of [`Watcher::max_events`].
+    pub const DEFAULT_MAX_EVENTS: NonZeroUsize = NonZeroUsize::new(1_000).expect("not zero");
+
+    /// At most about this many events per batch (whole revisions are never split). A watch
+    /// holds no other buffer anywhere: nodes keep one shared history and answer each poll
+    /// from it, so a watcher that does not keep up costs nothing until it falls behind that
+    /// history, when [`Watcher::next`] fails with [`ClientError::Compacted`]; it never slows
+    /// writes or other watchers.
+    #[must_use]
+    pub fn max_events(mut self, max_events: NonZeroUsize) -> Self {
+        self.max_events = max_events;
+        self
+    }
 
     /// The revision the next batch starts at.
     #[must_use]
@@ -899,8 +921,11 @@ impl<N: NodeApi> Watcher<N> {
             let Some(node) = self.cluster.candidate(self.attempt) else {
                 return Err(StoreError::NoLeader(self.cluster.deadline));
             };
-            let request =
-                WatchRequest { range: self.range.clone(), from: self.next, max_events: 1_000 };
+            let request = WatchRequest {
+                range: self.range.clone(),
+                from: self.next,
+                max_events: self.max_events.get(),
+            };
             match node.watch(request, Self::WAIT).await {
                 Ok(batch) => {
                     self.next = batch.progress + 1;

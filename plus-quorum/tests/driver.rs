@@ -326,6 +326,26 @@ async fn a_watch_sees_every_change_in_order_across_a_leader_failover() {
     assert_eq!(seen, expected, "every change, in order, no gap, no duplicate");
 }
 
+/// A watcher's batches stay within its limit, and together hold every change once.
+#[tokio::test(start_paused = true)]
+async fn a_watch_batch_never_exceeds_its_limit() {
+    use plus_quorum::KeyRange;
+    let h = start();
+    for i in 0..25 {
+        h.cluster.set(&format!("w/{i:02}"), "v").await.unwrap();
+    }
+    let limit = std::num::NonZeroUsize::new(4).unwrap();
+    let mut watcher = h.cluster.watch(KeyRange::Prefix("w/".into()), 1).max_events(limit);
+    let mut keys = Vec::new();
+    while keys.len() < 25 {
+        let batch = watcher.next().await.unwrap();
+        assert!(batch.events.len() <= 4, "{} events", batch.events.len());
+        keys.extend(batch.events.into_iter().map(|e| e.key));
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("w/{i:02}")).collect();
+    assert_eq!(keys, expected);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_watch_behind_the_history_fails_with_the_oldest_revision() {
     use plus_quorum::{ClientError, KeyRange, StoreError};
