@@ -67,13 +67,17 @@
 //! `tests/simulation.rs` runs 3- and 5-node clusters in a seeded single-threaded simulator:
 //! message loss (0-30%), duplication, reordering and delay, symmetric, asymmetric and
 //! leader-isolating partitions, crashes and restarts (memory wiped or kept), and frozen
-//! leaders, with clients issuing every kind of operation. Every history is checked for
+//! leaders, with clients behind the same faulty network issuing every kind of operation
+//! (leases, transactions, ranges now and in the past, the lease-backed lock) and watchers
+//! that reconnect, resume and cancel. Every history, leases included, is checked for
 //! linearizability by a memoized Wing-Gong-Lowe search bounded in time (an undecided history
-//! counts as a failure), plus: one leader per term,
-//! versions never decreasing on a replica, no acknowledged write lost, replicas identical and a
-//! leader after healing. `PLUS_SIM_SEEDS=N` runs N seeds, `PLUS_SIM_SEED=S` replays one,
-//! `PLUS_SIM_HISTORY_DIR=DIR` writes every history as JSON lines (format in
-//! `tests/sim/mod.rs`).
+//! counts as a failure), plus: one leader per term, versions never decreasing on a replica,
+//! one version per write, no acknowledged write lost, no lease ended before its TTL after an
+//! acknowledged keep-alive, no two lock holders at once and fencing tokens in order, every
+//! watcher's events equal to the committed history, every past read equal to that history
+//! replayed, replicas identical and a leader after healing. `PLUS_SIM_SEEDS=N` runs N seeds,
+//! `PLUS_SIM_SEED=S` replays one, `PLUS_SIM_HISTORY_DIR=DIR` writes every history as JSON
+//! lines (format in `tests/sim/mod.rs`).
 //!
 //! # A 3-node cluster driven by hand
 //!
