@@ -9,7 +9,21 @@ use std::time::{Duration, Instant};
 /// one. A simulation starts at [`Timestamp::ZERO`] and advances it by hand; a tokio driver maps
 /// its clock onto timestamps with [`MonotonicClock`]. Only differences between timestamps mean
 /// anything, so two hosts need not agree on the origin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+///
+/// In serde it is the duration since the host's origin, meaningful only to that host.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Timestamp(Duration);
 
 impl Timestamp {

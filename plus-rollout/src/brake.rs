@@ -8,6 +8,7 @@ use plus_core::{HostId, Ratio};
 
 /// One host reaching success or failure, as the brake sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HostFinish {
     /// The host.
     pub host: Arc<HostId>,

@@ -21,11 +21,19 @@
 //! The cores never read a clock, sleep or spawn. Without the `tokio` feature the crate compiles
 //! no runtime: the plan, the graph and the cores only.
 //!
+//! A release can be saved at any point ([`Release::save`]) and continued by another controller
+//! after a crash ([`Release::restore`]): hosts whose step was in flight are examined again from
+//! Precheck, finished hosts are never touched again, and a bake, a brake, a pause or a wait
+//! holds across the restore (details on [`SavedRelease`]). Saving deployments, and storing the
+//! state in a store for a highly available controller, are not built yet.
+//!
 //! # Features
 //!
 //! - `tokio` (default): the driver, `spawn_release` and `spawn_deployment`.
 //! - `metrics`: step durations (`plus_rollout_step_seconds`, by step and result) and host
 //!   outcomes (`plus_rollout_hosts_finished_total`, by state) through the `metrics` facade.
+//! - `serde`: `Serialize`/`Deserialize` for [`SavedRelease`] and for the reports, events, host
+//!   states and phases.
 //!
 //! Every event of a release or a deployment is also a `tracing` log line (phases, batches and
 //! hosts at info, failed hosts and brake holds at warn, steps with their durations at debug);
@@ -163,5 +171,6 @@ pub use plan::{
 };
 pub use release::{
     BatchLabel, BatchReport, Command, CommandRejected, Event, EventKind, HostCounts, HostState,
-    Mode, Outcome, Phase, Release, ReleaseConfig, ReleaseReport, Step, StepJob, StepOutcome,
+    Mode, Outcome, Phase, Release, ReleaseConfig, ReleaseReport, RestoreError, SavedRelease, Step,
+    StepJob, StepOutcome,
 };

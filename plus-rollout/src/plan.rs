@@ -94,6 +94,7 @@ impl GroupHost {
 
 /// Why a host is not in the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum Exclusion {
     /// An operator pulled it out of traffic.

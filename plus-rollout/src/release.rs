@@ -18,8 +18,12 @@ const STEP_TIMER: usize = 0;
 const VERIFY_TIMER: usize = 1;
 use crate::plan::{Exclusion, Plan};
 
+mod saved;
+pub use saved::{RestoreError, SavedRelease};
+
 /// A step of a host's deployment, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Step {
     /// Is the host already on the target version and healthy? If so it is skipped.
     Precheck,
@@ -73,6 +77,7 @@ impl fmt::Display for Step {
 
 /// What a host-supplied executor reports for one step.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum StepOutcome {
     /// The step succeeded.
@@ -85,6 +90,7 @@ pub enum StepOutcome {
 
 /// Where a host is.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum HostState {
     /// Not started yet.
@@ -238,6 +244,7 @@ impl ReleaseConfig {
 
 /// What a person can tell a release at any time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum Command {
     /// Start no new host and no new batch until resumed; running hosts finish their steps.
@@ -269,6 +276,7 @@ pub struct CommandRejected {
 
 /// Which batch: the bastion, or batch `n` after it (from 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum BatchLabel {
     /// The bastion's deployment up to Verify.
     Bastion,
@@ -293,6 +301,7 @@ impl fmt::Display for BatchLabel {
 
 /// How a release ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum Outcome {
     /// Every planned host is on the target version.
@@ -315,6 +324,7 @@ impl fmt::Display for Outcome {
 
 /// Where the release is.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum Phase {
     /// Running a batch (or the bastion, bake or a retry).
@@ -371,6 +381,7 @@ pub struct StepJob {
 
 /// Progress a host can render or store.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Event {
     /// When.
     pub at: Timestamp,
@@ -380,6 +391,7 @@ pub struct Event {
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum EventKind {
     /// The phase changed.
@@ -420,10 +432,85 @@ pub enum EventKind {
     Paused,
     /// The release was resumed.
     Resumed,
+    /// The release was restored from a saved state ([`Release::restore`]); this many hosts
+    /// had a step in flight and start again from Precheck.
+    Restored {
+        /// Hosts whose step was in flight when the state was saved.
+        in_doubt: usize,
+    },
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Phase(phase) => write!(f, "{phase}"),
+            Self::BatchStarted { batch, hosts } => {
+                write!(f, "{batch} started with {hosts} host(s)")
+            }
+            Self::BatchFinished { batch, succeeded, failed, cancelled } => write!(
+                f,
+                "{batch} finished: {succeeded} succeeded, {failed} failed, {cancelled} cancelled"
+            ),
+            Self::StepStarted { host, step } => write!(f, "{host}: {step} started"),
+            Self::HostFinished { host, state } => write!(f, "{host}: {state}"),
+            Self::Paused => f.write_str("paused"),
+            Self::Resumed => f.write_str("resumed"),
+            Self::Restored { in_doubt } => {
+                write!(f, "restored; {in_doubt} host(s) in doubt start again from precheck")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}", self.at, self.kind)
+    }
+}
+
+impl fmt::Display for BatchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} host(s), started {}", self.batch, self.hosts, self.started)?;
+        match self.finished {
+            Some(at) => write!(f, ", finished {at}"),
+            None => f.write_str(", running"),
+        }
+    }
+}
+
+impl fmt::Display for ReleaseReport {
+    /// One line: the outcome and how many hosts ended how.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.outcome {
+            Some(outcome) => write!(f, "{outcome}")?,
+            None => f.write_str("running")?,
+        }
+        write!(
+            f,
+            ": {} host(s), {} succeeded, {} failed, {} excluded, {} batch(es)",
+            self.hosts.len(),
+            self.count(HostState::is_success),
+            self.count(|s| matches!(s, HostState::Failed { .. })),
+            self.excluded.len(),
+            self.batches.len()
+        )
+    }
+}
+
+impl fmt::Display for HostCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { pending, running, awaiting_bake, succeeded, failed, cancelled, not_started } =
+            self;
+        write!(
+            f,
+            "pending={pending} running={running} awaiting_bake={awaiting_bake} succeeded={succeeded} failed={failed} cancelled={cancelled} not_started={not_started}"
+        )
+    }
 }
 
 /// One batch's timing and result, for the final report.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BatchReport {
     /// Which.
     pub batch: BatchLabel,
@@ -437,6 +524,7 @@ pub struct BatchReport {
 
 /// The final report: every host's state and every batch's timing.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ReleaseReport {
     /// How it ended (`None` while still running).
     pub outcome: Option<Outcome>,
@@ -451,6 +539,7 @@ pub struct ReleaseReport {
 /// How many planned hosts are in each state: a release's numbers at one moment
 /// ([`Release::host_counts`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct HostCounts {
     /// Not started yet.
@@ -481,6 +570,9 @@ impl ReleaseReport {
 struct HostSlot {
     id: Arc<HostId>,
     state: HostState,
+    /// Restored while its step was in flight: its Precheck decides whether it still needs the
+    /// deployment, and if not it is only put back into traffic.
+    in_doubt: bool,
     /// Token of the running step, if one runs.
     token: Option<u64>,
     /// When the running (or last) step started.
@@ -614,6 +706,7 @@ impl Release {
                 state: HostState::Pending,
                 token: None,
                 step_started: now,
+                in_doubt: false,
             });
             (hosts.len() - 1) as u32
         };
@@ -831,8 +924,15 @@ impl Release {
         let paused = self.paused;
         let parallelism = self.config.parallelism;
         loop {
-            let Some(run) = self.run_mut() else { return };
-            if paused || run.stop_tripped || run.running >= parallelism {
+            let Some(Stage::Running { run, .. }) = Some(&mut self.stage) else { return };
+            if paused || run.running >= parallelism {
+                break;
+            }
+            // Hosts in doubt after a restore were started before: a tripped stop does not
+            // leave them unexamined (and perhaps out of traffic).
+            let front_in_doubt =
+                run.queue.front().is_some_and(|&h| self.hosts[h as usize].in_doubt);
+            if run.stop_tripped && !front_in_doubt {
                 break;
             }
             let Some(host) = run.queue.pop_front() else { break };
@@ -840,9 +940,11 @@ impl Release {
             let first = if run.label == BatchLabel::Bake { Step::Markup } else { Step::Precheck };
             self.start_step(host, first, now);
         }
-        let finished = self
-            .run_mut()
-            .is_some_and(|r| r.running == 0 && (r.queue.is_empty() || r.stop_tripped));
+        let hosts = &self.hosts;
+        let finished = matches!(&self.stage, Stage::Running { run: r, .. }
+            if r.running == 0
+                && (r.queue.is_empty()
+                    || (r.stop_tripped && !r.queue.iter().any(|&h| hosts[h as usize].in_doubt))));
         if finished {
             self.finish_run(now);
         }
@@ -861,6 +963,7 @@ impl Release {
         }
         slot.state = state.clone();
         slot.token = None;
+        slot.in_doubt = false;
         let id = Arc::clone(&slot.id);
         self.emit(now, EventKind::HostFinished { host: id, state });
     }
@@ -881,7 +984,12 @@ impl Release {
             return;
         }
         step_ended(slot, step, &outcome, now);
+        // A host in doubt already on target may be out of traffic: it goes on as if just
+        // verified (put back into traffic, or, in the bastion's run, left for the bake).
+        let in_doubt_on_target = slot.in_doubt && matches!(outcome, StepOutcome::AlreadyOnTarget);
         let stop_after_verify = self.run_mut().is_some_and(|r| r.stop_after_verify);
+        let (step, outcome) =
+            if in_doubt_on_target { (Step::Verify, StepOutcome::Done) } else { (step, outcome) };
         let outcome = match outcome {
             StepOutcome::Failed(_) if step == Step::Verify && self.config.ignore_verify => {
                 StepOutcome::Done
@@ -1304,6 +1412,9 @@ fn trace_event(kind: &EventKind) {
         }
         EventKind::Paused => tracing::info!("release paused"),
         EventKind::Resumed => tracing::info!("release resumed"),
+        EventKind::Restored { in_doubt } => {
+            tracing::info!(in_doubt, "release restored; hosts in doubt start again from precheck");
+        }
     }
 }
 

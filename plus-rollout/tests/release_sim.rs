@@ -1,5 +1,7 @@
 //! The release core driven in simulated time with random executor outcomes, delays and operator
-//! commands, checking the engine's invariants on every step.
+//! commands, checking the engine's invariants on every step; some runs crash once (the release
+//! saved, put through JSON, every running step dropped) and go on from the restored state under
+//! the same invariants.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -10,7 +12,7 @@ use plus_core::{HostId, Ratio, Timestamp, Version, seeded_rng};
 use plus_rollout::{
     Action, AvailabilityFloor, BatchLabel, BrakePolicy, BrakeView, Command, ConsecutiveFailures,
     EventKind, FailureRate, GroupHost, HostState, JobId, Mode, Outcome, Phase, PlanConfig, Release,
-    ReleaseConfig, Step, StepJob, StepOutcome, plan,
+    ReleaseConfig, SavedRelease, Step, StepJob, StepOutcome, plan,
 };
 use proptest::prelude::*;
 use rand::Rng;
@@ -63,6 +65,9 @@ impl BrakePolicy for Watched {
 struct Ending {
     outcome: Outcome,
     braked: bool,
+    /// Rounds of the simulation loop it took (where a crash can be put).
+    rounds: u32,
+    crashed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +83,18 @@ struct Scenario {
     /// Random pauses and aborts from a person.
     chaos: bool,
     seed: u64,
+    /// The round of the simulation at which the controller crashes, if it does.
+    crash_at: Option<u32>,
+}
+
+impl Scenario {
+    /// The scenario with its crash put `permille` of the way through its uninterrupted run.
+    fn crashing_at(mut self, permille: u32) -> Self {
+        self.crash_at = None;
+        let rounds = run(&self).map_or(0, |ending| ending.rounds);
+        self.crash_at = Some(rounds * permille / 1000);
+        self
+    }
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -90,14 +107,15 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             proptest::sample::select(Policy::ALL.to_vec()),
             any::<bool>(),
             any::<u64>(),
+            proptest::option::of(0u32..1000),
         ),
     )
         .prop_map(
             |(
                 (hosts, bastion, ratio, parallelism),
-                (stop_on_failure, fail_percent, manual, policy, chaos, seed),
+                (stop_on_failure, fail_percent, manual, policy, chaos, seed, crash_at),
             )| {
-                Scenario {
+                let s = Scenario {
                     hosts,
                     bastion,
                     ratio,
@@ -108,6 +126,11 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     policy,
                     chaos,
                     seed,
+                    crash_at: None,
+                };
+                match crash_at {
+                    Some(permille) => s.crashing_at(permille),
+                    None => s,
                 }
             },
         )
@@ -125,7 +148,7 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
         ..PlanConfig::default()
     };
     let Ok(plan) = plan(&group, &plan_config) else {
-        return Ok(Ending { outcome: Outcome::Aborted, braked: false });
+        return Ok(Ending { outcome: Outcome::Aborted, braked: false, rounds: 0, crashed: false });
     };
     let bastion: HashSet<HostId> = plan.bastion.iter().cloned().collect();
     let brake = Arc::new(Watched {
@@ -133,20 +156,31 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
         last: Mutex::new(None),
         braked: Mutex::new(0),
     });
-    let mut config = ReleaseConfig::new(Version::new("2.0").unwrap());
-    config.parallelism = s.parallelism;
-    config.stop_on_failure = s.stop_on_failure;
-    config.mode = if s.manual {
-        Mode::Manual
-    } else {
-        Mode::Automatic { wait: Duration::from_secs(5), later_wait: Some(Duration::from_secs(1)) }
+    let config = || {
+        let mut config = ReleaseConfig::new(Version::new("2.0").unwrap());
+        config.parallelism = s.parallelism;
+        config.stop_on_failure = s.stop_on_failure;
+        config.mode = if s.manual {
+            Mode::Manual
+        } else {
+            Mode::Automatic {
+                wait: Duration::from_secs(5),
+                later_wait: Some(Duration::from_secs(1)),
+            }
+        };
+        config.step_timeout = Duration::from_secs(3);
+        config.brake = Arc::clone(&brake) as Arc<dyn BrakePolicy>;
+        config
     };
-    config.step_timeout = Duration::from_secs(3);
-    config.brake = Arc::clone(&brake) as Arc<dyn BrakePolicy>;
     let planned = plan.host_count();
     let mut rng = seeded_rng(s.seed);
     let mut now = Timestamp::ZERO;
-    let mut release = Release::new(plan, config, now).unwrap();
+    let mut release = Release::new(plan, config(), now).unwrap();
+    // Hosts whose step was in flight at the crash: out of traffic as far as anyone knows,
+    // until the restored release starts them again or they finish.
+    let mut in_doubt: HashSet<u32> = HashSet::new();
+    let mut crashed = false;
+    let mut rounds = 0;
 
     // token -> (completion time, host, step, outcome); completions in time order.
     let mut inflight: BTreeMap<(Timestamp, u64), (u32, Step, StepOutcome)> = BTreeMap::new();
@@ -155,7 +189,8 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
     let mut baked = false;
     let mut tripped = false;
     let mut commands = 0;
-    for _round in 0..100_000 {
+    for round in 0..100_000 {
+        rounds = round;
         // Events first: they say which batch the following starts belong to.
         while let Some(event) = release.poll_event() {
             match event.kind {
@@ -176,6 +211,7 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
                 EventKind::BatchStarted { .. } => tripped = false,
                 EventKind::HostFinished { host, state } => {
                     let index = release_index(&host);
+                    in_doubt.remove(&index);
                     match state {
                         HostState::Succeeded | HostState::AlreadyOnTarget => {
                             succeeded.insert(index);
@@ -187,6 +223,29 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
                 _ => {}
             }
         }
+        if s.crash_at == Some(round) && !release.is_finished() {
+            // The controller dies: its steps are gone, and so are the actions it had not yet
+            // handed out; its saved state survives (in JSON).
+            let saved = serde_json::to_string(&release.save()).unwrap();
+            let saved: SavedRelease = serde_json::from_str(&saved).unwrap();
+            prop_assert_eq!(&saved, &release.save(), "JSON round trip");
+            // In doubt: what the saved state says was running. Events and actions not yet taken
+            // from the old release are lost with it, so what it knew of finished hosts is
+            // taken from its report.
+            for (id, state) in release.report().hosts {
+                match state {
+                    HostState::Running(_) => drop(in_doubt.insert(release_index(&id))),
+                    s if s.is_success() => drop(succeeded.insert(release_index(&id))),
+                    _ => {}
+                }
+            }
+            inflight.clear();
+            host_of_token.clear();
+            // Another controller picks it up later, on its own clock.
+            now += Duration::from_millis(rng.random_range(0..5_000));
+            release = Release::restore(saved, config(), now).unwrap();
+            crashed = true;
+        }
         while let Some(action) = release.poll_action() {
             match action {
                 Action::Start {
@@ -197,10 +256,12 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
                         !succeeded.contains(&host),
                         "succeeded host {id} started {step} again"
                     );
+                    // A host in doubt after a crash is examined even past a tripped stop.
+                    let was_in_doubt = in_doubt.remove(&host);
                     if step == Step::Markup && bastion.contains(&*id) {
                         prop_assert!(baked, "bastion {id} marked up before bake");
                     }
-                    if step == Step::Precheck {
+                    if step == Step::Precheck && !was_in_doubt {
                         prop_assert!(!tripped, "host {id} started after stop_on_failure tripped");
                     }
                     // Past the 3 s step deadline some steps hang, unless this run has no faults.
@@ -215,9 +276,14 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
                     };
                     inflight.insert((now + delay, token), (host, step, outcome));
                     host_of_token.insert(token, (now + delay, host));
-                    let hosts_in_flight: HashSet<u32> =
-                        inflight.values().map(|(h, _, _)| *h).collect();
-                    prop_assert!(hosts_in_flight.len() <= s.parallelism, "parallelism exceeded");
+                    let mut out: HashSet<u32> = inflight.values().map(|(h, _, _)| *h).collect();
+                    out.extend(&in_doubt);
+                    prop_assert!(
+                        out.len() <= s.parallelism,
+                        "{} hosts running or in doubt, parallelism {}",
+                        out.len(),
+                        s.parallelism
+                    );
                 }
                 Action::Cancel(JobId { token, .. }) => {
                     if let Some((at, _)) = host_of_token.remove(&token) {
@@ -305,8 +371,9 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
     for (host, state) in &report.hosts {
         prop_assert!(state.is_final(), "host {host} ended in {state:?}");
     }
+    prop_assert!(in_doubt.is_empty(), "hosts still in doubt at the end: {in_doubt:?}");
     let braked = *brake.braked.lock().unwrap() > 0;
-    Ok(Ending { outcome: report.outcome.unwrap(), braked })
+    Ok(Ending { outcome: report.outcome.unwrap(), braked, rounds, crashed })
 }
 
 /// Host ids are `hNNN`, and the release indexes hosts in plan order, which for these groups
@@ -336,8 +403,44 @@ fn a_clean_release_succeeds() {
         policy: Policy::FailureRate,
         chaos: false,
         seed: 1,
+        crash_at: None,
     };
     assert_eq!(run(&s).unwrap().outcome, Outcome::Succeeded);
+}
+
+/// A few fixed scenarios crash at every round of their run in turn, and still keep every
+/// invariant.
+#[test]
+fn a_crash_at_any_point_of_fixed_scenarios_keeps_the_invariants() {
+    let fixed = [
+        (20, 1, 25, 6, false, 0, false),
+        (12, 1, 50, 3, true, 15, true),
+        (30, 0, 20, 4, false, 10, false),
+    ];
+    let mut cases = 0;
+    for (hosts, bastion, ratio, parallelism, stop_on_failure, fail_percent, manual) in fixed {
+        let mut s = Scenario {
+            hosts,
+            bastion,
+            ratio,
+            parallelism,
+            stop_on_failure,
+            fail_percent,
+            manual,
+            policy: Policy::FailureRate,
+            chaos: false,
+            seed: 5,
+            crash_at: None,
+        };
+        let rounds = run(&s).unwrap().rounds;
+        for crash_at in 0..=rounds {
+            s.crash_at = Some(crash_at);
+            run(&s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
+            cases += 1;
+        }
+    }
+    println!("{cases} crash points in {} fixed scenarios", fixed.len());
+    assert!(cases > 100, "only {cases} crash points");
 }
 
 /// The simulation reaches every kind of ending, and every brake policy braked in it, so the
@@ -347,6 +450,7 @@ fn simulation_reaches_every_outcome_and_every_policy_brakes() {
     let mut rng = seeded_rng(99);
     let mut seen = HashSet::new();
     let mut braked = HashSet::new();
+    let mut crashes = 0;
     for seed in 0..300 {
         let s = Scenario {
             hosts: rng.random_range(1..60),
@@ -359,8 +463,11 @@ fn simulation_reaches_every_outcome_and_every_policy_brakes() {
             policy: Policy::ALL[rng.random_range(0..Policy::ALL.len())],
             chaos: rng.random(),
             seed,
+            crash_at: None,
         };
+        let s = if rng.random_bool(0.5) { s.crashing_at(rng.random_range(0..1000)) } else { s };
         let ending = run(&s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
+        crashes += usize::from(ending.crashed);
         seen.insert(std::mem::discriminant(&ending.outcome));
         if ending.braked {
             braked.insert(s.policy);
@@ -370,4 +477,5 @@ fn simulation_reaches_every_outcome_and_every_policy_brakes() {
     for policy in Policy::ALL {
         assert!(braked.contains(&policy), "{policy:?} never braked in the simulation");
     }
+    assert!(crashes > 50, "only {crashes} runs crashed and were restored");
 }
