@@ -24,8 +24,9 @@
 //! A release can be saved at any point ([`Release::save`]) and continued by another controller
 //! after a crash ([`Release::restore`]): hosts whose step was in flight are examined again from
 //! Precheck, finished hosts are never touched again, and a bake, a brake, a pause or a wait
-//! holds across the restore (details on [`SavedRelease`]). Saving deployments, and storing the
-//! state in a store for a highly available controller, are not built yet.
+//! holds across the restore (details on [`SavedRelease`]). A deployment too
+//! ([`Deployment::save`], [`SavedDeployment`]), application by application. Keeping that state
+//! in a store, and a highly available controller on top, are not built yet.
 //!
 //! # Features
 //!
@@ -163,7 +164,7 @@ pub use futures::Stream;
 pub use graph::{AppGraph, AppSpec, DependencyKind, GraphError, GraphProblem, GraphWarning};
 pub use orchestrate::{
     AppJob, AppState, DeployAction, DeployCommand, DeployConfig, DeployEvent, Deployment,
-    DeploymentReport,
+    DeploymentReport, SavedDeployment,
 };
 pub use plan::{
     Availability, Bastion, Exclusion, GroupHost, Plan, PlanConfig, PlanError, Split, parse_ramp,

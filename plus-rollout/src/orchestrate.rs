@@ -18,6 +18,9 @@ const CHECK_TIMER: usize = 1;
 const RECHECK_TIMER: usize = 2;
 use crate::graph::{AppGraph, DependencyKind};
 
+mod saved;
+pub use saved::SavedDeployment;
+
 /// How a deployment runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeployConfig {
@@ -61,6 +64,7 @@ impl Default for DeployConfig {
 
 /// Where an application is.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum AppState {
     /// Waiting for its dependencies (or a free slot).
@@ -101,6 +105,7 @@ impl AppState {
 /// What [`Action::Start`] runs in a deployment. Report its result with
 /// [`Deployment::handle_result`] (or [`Core::handle_outcome`]) and the action's [`JobId`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum AppJob {
     /// Deploy the application.
@@ -137,6 +142,7 @@ pub enum DeployCommand {
 
 /// Progress of a deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum DeployEvent {
     /// An application started deploying.
@@ -181,6 +187,7 @@ pub enum DeployEvent {
 
 /// The final (or current) state of every application, and the order they finished in.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DeploymentReport {
     /// Every application, in code order.
     pub apps: Vec<(AppCode, AppState)>,
@@ -404,20 +411,22 @@ impl Deployment {
     fn pump(&mut self, now: Timestamp) {
         while !self.cancelled && self.in_progress < self.config.concurrency {
             let Some(Reverse(app)) = self.ready.pop() else { break };
-            let app = app as usize;
-            self.in_progress += 1;
-            self.states[app] = AppState::Deploying;
-            let token = self.token(app);
-            let job = JobId { slot: app as u32, token };
-            self.timers.push(DEPLOY_TIMER, now + self.config.deploy_timeout, job);
-            let id = JobId { slot: app as u32, token };
-            self.actions.push_back(Action::Start { id, job: AppJob::Deploy(self.code(app)) });
-            self.emit(DeployEvent::Started(self.code(app)));
+            self.start_deploy(app as usize, now);
         }
         if self.is_finished() && !self.finished_reported {
             self.finished_reported = true;
             self.emit(DeployEvent::Finished);
         }
+    }
+
+    fn start_deploy(&mut self, app: usize, now: Timestamp) {
+        self.in_progress += 1;
+        self.states[app] = AppState::Deploying;
+        let token = self.token(app);
+        let job = JobId { slot: app as u32, token };
+        self.timers.push(DEPLOY_TIMER, now + self.config.deploy_timeout, job);
+        self.actions.push_back(Action::Start { id: job, job: AppJob::Deploy(self.code(app)) });
+        self.emit(DeployEvent::Started(self.code(app)));
     }
 
     fn start_check(&mut self, app: usize, attempt: u32, now: Timestamp) {

@@ -1,4 +1,5 @@
-//! Dependency-ordered deployment on random graphs, in simulated time.
+//! Dependency-ordered deployment on random graphs, in simulated time; some runs crash once
+//! (the deployment saved through JSON, everything in flight dropped) and finish restored.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use plus_core::{AppCode, Timestamp, seeded_rng};
 use plus_rollout::{
     Action, AppExecutor, AppGraph, AppJob, AppSpec, AppState, DependencyKind, DeployConfig,
-    DeployEvent, Deployment, DeploymentReport, JobId, spawn_deployment,
+    DeployEvent, Deployment, DeploymentReport, JobId, SavedDeployment, spawn_deployment,
 };
 use proptest::prelude::*;
 use rand::Rng;
@@ -49,7 +50,8 @@ fn simulate(
     fail: &[bool],
     concurrency: usize,
     seed: u64,
-) -> Result<DeploymentReport, TestCaseError> {
+    crash_at: Option<u32>,
+) -> Result<(DeploymentReport, bool), TestCaseError> {
     let graph = Arc::new(AppGraph::new(apps).unwrap());
     let config = DeployConfig {
         concurrency,
@@ -61,13 +63,31 @@ fn simulate(
     let mut now = Timestamp::ZERO;
     let mut d = Deployment::new(Arc::clone(&graph), config, now).unwrap();
     let mut inflight: BTreeMap<(Timestamp, u64), (usize, Result<(), String>)> = BTreeMap::new();
-    loop {
+    let mut healthy = std::collections::HashSet::new();
+    let mut crashed = false;
+    for round in 0.. {
+        if crash_at == Some(round) && !d.is_finished() {
+            // The controller dies with its work in flight and the actions it had not handed
+            // out; another restores the saved state later.
+            let saved = serde_json::to_string(&d.save()).unwrap();
+            let saved: SavedDeployment = serde_json::from_str(&saved).unwrap();
+            for (i, (_, state)) in d.report().apps.iter().enumerate() {
+                if *state == AppState::Healthy {
+                    healthy.insert(i);
+                }
+            }
+            inflight.clear();
+            now += Duration::from_secs(rng.random_range(0..100));
+            d = Deployment::restore(saved, Arc::clone(&graph), config, now).unwrap();
+            crashed = true;
+        }
         while let Some(action) = d.poll_action() {
             // Under the 60 s check deadline: timeouts are tested on their own.
             let delay = Duration::from_secs(rng.random_range(1..50));
             match action {
                 Action::Start { id: JobId { slot, token }, job: AppJob::Deploy(_) } => {
                     let app = slot as usize;
+                    prop_assert!(!healthy.contains(&app), "a healthy application deployed again");
                     let i: usize = graph.code(app).as_str()[3..].parse().unwrap();
                     for (dep, kind) in graph.dependencies(app) {
                         match kind {
@@ -117,7 +137,7 @@ fn simulate(
             (None, None) => prop_assert!(false, "stuck: nothing in flight and no timer"),
         }
     }
-    Ok(d.report())
+    Ok((d.report(), crashed))
 }
 
 proptest! {
@@ -125,7 +145,8 @@ proptest! {
     #[test]
     fn failures_skip_exactly_their_required_dependents((apps, fail, concurrency, seed) in dag()) {
         let graph = AppGraph::new(apps.clone()).unwrap();
-        let report = simulate(apps.clone(), &fail, concurrency, seed)?;
+        let crash_at = (seed % 3 == 0).then_some((seed >> 8) as u32 % 60);
+        let (report, _) = simulate(apps.clone(), &fail, concurrency, seed, crash_at)?;
         // Expected: in dependency order, skipped if any required dependency did not become
         // healthy, failed if scripted to fail, healthy otherwise.
         let mut expected: Vec<&str> = vec![""; graph.len()];
@@ -144,7 +165,7 @@ proptest! {
             prop_assert_eq!(got, expected[i], "{}", app);
         }
         // Same input, same run.
-        prop_assert_eq!(simulate(apps, &fail, concurrency, seed)?, report);
+        prop_assert_eq!(simulate(apps, &fail, concurrency, seed, crash_at)?.0, report);
     }
 }
 
@@ -298,4 +319,35 @@ async fn cancel_reports_every_app() {
     assert_eq!(report.apps.iter().filter(|(_, s)| *s == AppState::Cancelled).count(), 1);
     assert_eq!(report.apps.iter().filter(|(_, s)| *s == AppState::NotStarted).count(), 4);
     handle.cancel().await; // after the end: returns at once
+}
+
+/// A fixed deployment crashed at every point of its run finishes as the uninterrupted one does.
+#[test]
+fn a_crash_at_any_point_of_a_fixed_deployment_ends_the_same() {
+    let apps: Vec<AppSpec> = (0..12)
+        .map(|i| {
+            let mut spec = AppSpec::new(code(i));
+            if i > 0 {
+                spec.depends_on.push(code(i / 2));
+            }
+            if i > 3 {
+                spec.optional_depends_on.push(code(i - 3));
+            }
+            spec
+        })
+        .collect();
+    let fail: Vec<bool> = (0..12).map(|i| i == 5).collect();
+    let (clean, _) = simulate(apps.clone(), &fail, 3, 11, None).unwrap();
+    let states = |r: &DeploymentReport| r.apps.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>();
+    let mut crashes = 0;
+    for crash_at in 0.. {
+        let (restored, crashed) = simulate(apps.clone(), &fail, 3, 11, Some(crash_at)).unwrap();
+        if !crashed {
+            break; // past the end of the run
+        }
+        assert_eq!(states(&restored), states(&clean), "crash at round {crash_at}");
+        crashes += 1;
+    }
+    println!("{crashes} crash points");
+    assert!(crashes > 10, "the run had only {crashes} rounds to crash in");
 }
