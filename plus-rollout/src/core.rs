@@ -65,6 +65,8 @@ pub trait Core {
     type Rejection;
     /// The final account.
     type Report;
+    /// The core's state as [`Core::save`] gives it: enough for another controller to continue.
+    type Saved: Send + Sync + 'static;
 
     /// The next action.
     fn poll_action(&mut self) -> Option<Action<Self::Job>>;
@@ -95,4 +97,6 @@ pub trait Core {
     fn set_event_recording(&mut self, on: bool);
     /// The outcome to report for a job whose executor panicked or vanished.
     fn failed_outcome(reason: String) -> Self::Outcome;
+    /// The core's state now, to be continued after a crash.
+    fn save(&self) -> Self::Saved;
 }

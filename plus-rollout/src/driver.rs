@@ -2,8 +2,10 @@
 //! tasks, timers and channels and makes no rollout decisions.
 
 use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -14,6 +16,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::core::{Action, Core, JobId};
+use crate::store::{StateStore, StoreError};
 
 /// A job's future, as the driver runs it.
 pub type JobFuture<O> = Pin<Box<dyn Future<Output = O> + Send>>;
@@ -126,8 +129,82 @@ where
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::unbounded_channel();
     // The driver and its jobs log inside the caller's span (a release's application, say).
-    let task = tokio::spawn(drive(core, run, command_rx, event_tx).in_current_span());
+    let task = tokio::spawn(
+        async move {
+            let Ok(report) = drive(core, run, command_rx, event_tx, NoSaving).await;
+            report
+        }
+        .in_current_span(),
+    );
     (Handle { commands: command_tx }, Events { batches: event_rx, buffer: VecDeque::new() }, task)
+}
+
+/// What [`spawn_saved`] returns: as [`Spawned`], with a task that ends in an error when the
+/// state could not be saved (another controller took the rollout over, or the store failed).
+pub type SpawnedSaved<C> = (
+    Handle<<C as Core>::Command, <C as Core>::Rejection>,
+    Events<<C as Core>::Event>,
+    JoinHandle<Result<<C as Core>::Report, StoreError>>,
+);
+
+/// As [`spawn`], keeping the core's state in `store` under `key` as it goes: the state is
+/// written whenever the core changed, before any step it asked for starts (so a step is
+/// recorded as started before it starts) and before a step's outcome leads to anything else
+/// (so it is recorded before it is acted on). `version` is the version of the state in the
+/// store this core was restored from (`None` for a new rollout). A write that finds another
+/// version stops the driver, which cancels its running jobs and ends with
+/// [`StoreError::Stale`]: two controllers never both advance one rollout.
+pub fn spawn_saved<C, F>(
+    core: C,
+    run: F,
+    store: Arc<dyn StateStore<C::Saved>>,
+    key: String,
+    version: Option<u64>,
+) -> SpawnedSaved<C>
+where
+    C: Core + Send + 'static,
+    C::Job: Send,
+    C::Outcome: Send + 'static,
+    C::Event: Send + 'static,
+    C::Command: Send + 'static,
+    C::Rejection: Send + 'static,
+    C::Report: Send + 'static,
+    F: FnMut(C::Job) -> JobFuture<C::Outcome> + Send + 'static,
+{
+    let (command_tx, command_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let saving = Saving { store, key, version };
+    let task = tokio::spawn(drive(core, run, command_rx, event_tx, saving).in_current_span());
+    (Handle { commands: command_tx }, Events { batches: event_rx, buffer: VecDeque::new() }, task)
+}
+
+/// How the driver keeps the core's state: not at all, or in a store.
+trait Save<S>: Send {
+    type Error;
+    fn save(&mut self, state: S) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+struct NoSaving;
+
+impl<S: Send> Save<S> for NoSaving {
+    type Error = Infallible;
+    async fn save(&mut self, _: S) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+struct Saving<S> {
+    store: Arc<dyn StateStore<S>>,
+    key: String,
+    version: Option<u64>,
+}
+
+impl<S: Send + Sync + 'static> Save<S> for Saving<S> {
+    type Error = StoreError;
+    async fn save(&mut self, state: S) -> Result<(), StoreError> {
+        self.version = Some(self.store.save(&self.key, &state, self.version).await?);
+        Ok(())
+    }
 }
 
 /// The core's clock, continued on tokio's (paused in tests: they run in simulated time).
@@ -147,24 +224,36 @@ impl Clock {
     }
 }
 
-async fn drive<C, F>(
+async fn drive<C, F, S>(
     mut core: C,
     mut run: F,
     mut commands: mpsc::UnboundedReceiver<CommandMsg<C::Command, C::Rejection>>,
     events: mpsc::UnboundedSender<Vec<C::Event>>,
-) -> C::Report
+    mut saving: S,
+) -> Result<C::Report, S::Error>
 where
     C: Core,
     C::Outcome: Send + 'static,
     F: FnMut(C::Job) -> JobFuture<C::Outcome>,
+    S: Save<C::Saved>,
 {
     let clock = Clock { origin: Instant::now(), start: core.now() };
     let mut tasks: JoinSet<(JobId, C::Outcome)> = JoinSet::new();
     let mut running: HashMap<u32, (u64, AbortHandle)> = HashMap::new();
     let mut ready: Vec<(JobId, C::Outcome)> = Vec::new();
     let mut commands_open = true;
+    // Whether the core changed since its state was last saved (its start counts).
+    let mut changed = true;
     loop {
         loop {
+            if changed {
+                // Before any step it asked for starts, and before an outcome leads anywhere.
+                if let Err(err) = saving.save(core.save()).await {
+                    tasks.abort_all();
+                    return Err(err);
+                }
+                changed = false;
+            }
             while let Some(action) = core.poll_action() {
                 match action {
                     Action::Start { id, job } => {
@@ -195,6 +284,7 @@ where
             for (id, outcome) in ready.drain(..) {
                 core.handle_outcome(id, outcome, at);
             }
+            changed = true;
         }
         let mut batch = Vec::new();
         while let Some(event) = core.poll_event() {
@@ -205,7 +295,7 @@ where
             core.set_event_recording(false);
         }
         if core.is_finished() && tasks.is_empty() {
-            return core.report();
+            return Ok(core.report());
         }
         let deadline = core.poll_timeout().and_then(|at| clock.instant(at));
         tokio::select! {
@@ -215,6 +305,7 @@ where
                         running.remove(&id.slot);
                     }
                     core.handle_outcome(id, outcome, clock.now());
+                    changed = true;
                 }
                 Some(Err(err)) if err.is_panic() => {
                     // The task's job id went down with it; find it by task id.
@@ -228,6 +319,7 @@ where
                         running.remove(&id.slot);
                         let outcome = C::failed_outcome("executor panicked".to_owned());
                         core.handle_outcome(id, outcome, clock.now());
+                        changed = true;
                     }
                 }
                 // Aborted on the core's request: the core already decided the job's state.
@@ -236,10 +328,14 @@ where
             command = commands.recv(), if commands_open => match command {
                 Some((command, reply)) => {
                     let _ = reply.send(core.handle_command(command, clock.now()));
+                    changed = true;
                 }
                 None => commands_open = false,
             },
-            () = sleep_until(deadline) => core.handle_timeout(clock.now()),
+            () = sleep_until(deadline) => {
+                core.handle_timeout(clock.now());
+                changed = true;
+            }
         }
     }
 }

@@ -25,12 +25,17 @@
 //! after a crash ([`Release::restore`]): hosts whose step was in flight are examined again from
 //! Precheck, finished hosts are never touched again, and a bake, a brake, a pause or a wait
 //! holds across the restore (details on [`SavedRelease`]). A deployment too
-//! ([`Deployment::save`], [`SavedDeployment`]), application by application. Keeping that state
-//! in a store, and a highly available controller on top, are not built yet.
+//! ([`Deployment::save`], [`SavedDeployment`]), application by application. `spawn_saved`
+//! (feature `tokio`) drives a core and writes its state to a `StateStore` before it starts a
+//! step and before it acts on an outcome, with a compare-and-set on the state's version, so a
+//! second controller that took over makes the first one stop with `StoreError::Stale`;
+//! `MemoryStore` is the in-memory store. A store backed by plus-quorum and a highly available
+//! controller on top are not built yet.
 //!
 //! # Features
 //!
-//! - `tokio` (default): the driver, `spawn_release` and `spawn_deployment`.
+//! - `tokio` (default): the driver, `spawn_release`, `spawn_deployment`, `spawn_saved` and the
+//!   state stores.
 //! - `metrics`: step durations (`plus_rollout_step_seconds`, by step and result) and host
 //!   outcomes (`plus_rollout_hosts_finished_total`, by state) through the `metrics` facade.
 //! - `serde`: `Serialize`/`Deserialize` for [`SavedRelease`] and for the reports, events, host
@@ -142,6 +147,8 @@ mod graph;
 mod orchestrate;
 mod plan;
 mod release;
+#[cfg(feature = "tokio")]
+mod store;
 
 /// Implement [`StepExecutor`] and [`AppExecutor`] with `#[plus_rollout::async_trait]`, without
 /// a dependency of your own.
@@ -152,7 +159,9 @@ pub use brake::{
 };
 pub use core::{Action, ConfigError, Core, JobId};
 #[cfg(feature = "tokio")]
-pub use driver::{CommandError, Events, Handle, JobFuture, Spawned, spawn};
+pub use driver::{
+    CommandError, Events, Handle, JobFuture, Spawned, SpawnedSaved, spawn, spawn_saved,
+};
 #[cfg(feature = "tokio")]
 pub use executor::{
     AppExecutor, DeploymentEvents, DeploymentHandle, NoopExecutor, ReleaseEvents, ReleaseHandle,
@@ -175,3 +184,5 @@ pub use release::{
     Mode, Outcome, Phase, Release, ReleaseConfig, ReleaseReport, RestoreError, SavedRelease, Step,
     StepJob, StepOutcome,
 };
+#[cfg(feature = "tokio")]
+pub use store::{MemoryStore, StateStore, StoreError};

@@ -622,6 +622,7 @@ impl Core for Deployment {
     type Command = DeployCommand;
     type Rejection = std::convert::Infallible;
     type Report = DeploymentReport;
+    type Saved = SavedDeployment;
 
     fn poll_action(&mut self) -> Option<DeployAction> {
         Deployment::poll_action(self)
@@ -662,5 +663,9 @@ impl Core for Deployment {
     }
     fn failed_outcome(reason: String) -> Result<(), String> {
         Err(reason)
+    }
+
+    fn save(&self) -> SavedDeployment {
+        Deployment::save(self)
     }
 }

@@ -1447,6 +1447,7 @@ impl Core for Release {
     type Command = Command;
     type Rejection = CommandRejected;
     type Report = ReleaseReport;
+    type Saved = SavedRelease;
 
     fn poll_action(&mut self) -> Option<Action<StepJob>> {
         Release::poll_action(self)
@@ -1480,5 +1481,9 @@ impl Core for Release {
     }
     fn failed_outcome(reason: String) -> StepOutcome {
         StepOutcome::Failed(reason)
+    }
+
+    fn save(&self) -> SavedRelease {
+        Release::save(self)
     }
 }

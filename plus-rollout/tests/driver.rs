@@ -187,3 +187,108 @@ async fn the_driver_continues_the_core_clock_from_its_construction_time() {
     );
     handle.abort().await;
 }
+
+/// Runs every step for a second and logs it: `(host, step, started at)`.
+#[derive(Default)]
+struct Logged {
+    log: std::sync::Mutex<Vec<(String, Step, tokio::time::Instant)>>,
+}
+
+#[async_trait]
+impl StepExecutor for Logged {
+    async fn run(&self, host: &HostId, step: Step, _: &Version) -> StepOutcome {
+        self.log.lock().unwrap().push((host.to_string(), step, tokio::time::Instant::now()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        StepOutcome::Done
+    }
+}
+
+fn steps_of(
+    executor: &Arc<Logged>,
+) -> impl FnMut(plus_rollout::StepJob) -> plus_rollout::JobFuture<StepOutcome> + Send + 'static {
+    let executor = Arc::clone(executor);
+    move |job| {
+        let executor = Arc::clone(&executor);
+        Box::pin(
+            async move { executor.run(&job.host, job.step, &Version::new("3.1.0").unwrap()).await },
+        )
+    }
+}
+
+/// The controller dies mid-release; another loads the saved state and finishes: every host
+/// ends succeeded, and no host that had succeeded runs a step again.
+#[tokio::test(start_paused = true)]
+async fn a_saved_release_is_finished_by_another_controller_after_a_crash() {
+    use plus_rollout::{MemoryStore, StateStore, spawn_saved};
+    let config = || ReleaseConfig {
+        parallelism: 3,
+        mode: Mode::Automatic { wait: Duration::from_secs(2), later_wait: None },
+        ..config()
+    };
+    let store: Arc<MemoryStore<plus_rollout::SavedRelease>> = Arc::new(MemoryStore::new());
+    let executor = Arc::new(Logged::default());
+    let half = plus_core::Ratio::from_percent(50.0).unwrap();
+    let (_, _events, task) = spawn_saved(
+        release_at_ratio(12, 0, half, config()),
+        steps_of(&executor),
+        store.clone(),
+        "release/api".into(),
+        None,
+    );
+    tokio::time::sleep(Duration::from_millis(9_500)).await;
+    task.abort(); // the controller dies: its tasks and running steps with it
+    let crash = tokio::time::Instant::now();
+    let (saved, version) = store.load("release/api").await.unwrap().unwrap();
+    assert!(!saved.is_finished(), "the crash came mid-release");
+    let restored = Release::restore(saved, config(), Timestamp::ZERO).unwrap();
+    let done_before: Vec<String> = restored
+        .report()
+        .hosts
+        .into_iter()
+        .filter(|(_, state)| state.is_success())
+        .map(|(host, _)| host.to_string())
+        .collect();
+    assert!(!done_before.is_empty(), "some hosts had finished before the crash");
+    let (_, _events, task) = spawn_saved(
+        restored,
+        steps_of(&executor),
+        store.clone(),
+        "release/api".into(),
+        Some(version),
+    );
+    let report = task.await.unwrap().unwrap();
+    assert_eq!(report.outcome, Some(Outcome::Succeeded));
+    assert_eq!(report.count(HostState::is_success), 12);
+    {
+        let log = executor.log.lock().unwrap();
+        for (host, step, at) in log.iter() {
+            assert!(
+                *at < crash || !done_before.contains(host),
+                "{host} had succeeded, yet ran {step} after the crash"
+            );
+        }
+    }
+    let (last, _) = store.load("release/api").await.unwrap().unwrap();
+    assert!(last.is_finished(), "the final state is saved too");
+}
+
+/// Two controllers drive one release: the one whose state is older loses at its next write and
+/// stops, with a typed error; the other finishes.
+#[tokio::test(start_paused = true)]
+async fn a_stale_controller_stops_driving_with_a_typed_error() {
+    use plus_rollout::{MemoryStore, StateStore, StoreError, spawn_saved};
+    let store: Arc<MemoryStore<plus_rollout::SavedRelease>> = Arc::new(MemoryStore::new());
+    let executor = Arc::new(Logged::default());
+    let (_, _events, first) =
+        spawn_saved(release(8, 0, config()), steps_of(&executor), store.clone(), "r".into(), None);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // A second controller believes the first dead and takes over from the saved state.
+    let (saved, version) = store.load("r").await.unwrap().unwrap();
+    let restored = Release::restore(saved, config(), Timestamp::ZERO).unwrap();
+    let (_, _events, second) =
+        spawn_saved(restored, steps_of(&executor), store.clone(), "r".into(), Some(version));
+    let err = first.await.unwrap().unwrap_err();
+    assert!(matches!(err, StoreError::Stale { .. }), "{err}");
+    let report = second.await.unwrap().unwrap();
+    assert_eq!(report.count(HostState::is_success), 8);
+}
