@@ -38,6 +38,8 @@
 //!   state stores.
 //! - `metrics`: step durations (`plus_rollout_step_seconds`, by step and result) and host
 //!   outcomes (`plus_rollout_hosts_finished_total`, by state) through the `metrics` facade.
+//! - `quorum`: `QuorumStore`, a state store in a plus-quorum cluster (compare-and-set on the
+//!   key's version), for controllers that take rollouts over from each other.
 //! - `serde`: `Serialize`/`Deserialize` for [`SavedRelease`] and for the reports, events, host
 //!   states and phases.
 //!
@@ -146,6 +148,8 @@ mod executor;
 mod graph;
 mod orchestrate;
 mod plan;
+#[cfg(feature = "quorum")]
+mod quorum_store;
 mod release;
 #[cfg(feature = "tokio")]
 mod store;
@@ -179,6 +183,8 @@ pub use plan::{
     Availability, Bastion, Exclusion, GroupHost, Plan, PlanConfig, PlanError, Split, parse_ramp,
     plan,
 };
+#[cfg(feature = "quorum")]
+pub use quorum_store::QuorumStore;
 pub use release::{
     BatchLabel, BatchReport, Command, CommandRejected, Event, EventKind, HostCounts, HostState,
     Mode, Outcome, Phase, Release, ReleaseConfig, ReleaseReport, RestoreError, SavedRelease, Step,

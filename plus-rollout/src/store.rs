@@ -28,6 +28,15 @@ pub enum StoreError {
         /// The version found (`None`: there is none).
         found: Option<u64>,
     },
+    /// The state in the store cannot be read as a state of this kind (another format or
+    /// program wrote it), or a state could not be encoded.
+    #[error("the state of `{key}` cannot be read: {reason}")]
+    Unreadable {
+        /// The rollout's key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// The store could not be reached or refused the write; the outcome of a write is unknown.
     #[error("the store failed on `{key}`: {reason}")]
     Unavailable {

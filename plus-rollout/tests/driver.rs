@@ -7,8 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use plus_core::{HostId, Timestamp, Version};
 use plus_rollout::{
-    Bastion, EventKind, GroupHost, HostState, Mode, NoopExecutor, Outcome, Phase, PlanConfig,
-    Release, ReleaseConfig, Step, StepExecutor, StepOutcome, plan, spawn_release,
+    Bastion, EventKind, GroupHost, HostState, MemoryStore, Mode, NoopExecutor, Outcome, Phase,
+    PlanConfig, QuorumStore, Release, ReleaseConfig, SavedRelease, StateStore, Step, StepExecutor,
+    StepOutcome, StoreError, plan, spawn_release, spawn_saved,
 };
 
 fn release(hosts: usize, bastion: usize, config: ReleaseConfig) -> Release {
@@ -217,15 +218,12 @@ fn steps_of(
 
 /// The controller dies mid-release; another loads the saved state and finishes: every host
 /// ends succeeded, and no host that had succeeded runs a step again.
-#[tokio::test(start_paused = true)]
-async fn a_saved_release_is_finished_by_another_controller_after_a_crash() {
-    use plus_rollout::{MemoryStore, StateStore, spawn_saved};
+async fn finished_by_another_controller_after_a_crash(store: Arc<dyn StateStore<SavedRelease>>) {
     let config = || ReleaseConfig {
         parallelism: 3,
         mode: Mode::Automatic { wait: Duration::from_secs(2), later_wait: None },
         ..config()
     };
-    let store: Arc<MemoryStore<plus_rollout::SavedRelease>> = Arc::new(MemoryStore::new());
     let executor = Arc::new(Logged::default());
     let half = plus_core::Ratio::from_percent(50.0).unwrap();
     let (_, _events, task) = spawn_saved(
@@ -274,10 +272,7 @@ async fn a_saved_release_is_finished_by_another_controller_after_a_crash() {
 
 /// Two controllers drive one release: the one whose state is older loses at its next write and
 /// stops, with a typed error; the other finishes.
-#[tokio::test(start_paused = true)]
-async fn a_stale_controller_stops_driving_with_a_typed_error() {
-    use plus_rollout::{MemoryStore, StateStore, StoreError, spawn_saved};
-    let store: Arc<MemoryStore<plus_rollout::SavedRelease>> = Arc::new(MemoryStore::new());
+async fn a_stale_controller_stops(store: Arc<dyn StateStore<SavedRelease>>) {
     let executor = Arc::new(Logged::default());
     let (_, _events, first) =
         spawn_saved(release(8, 0, config()), steps_of(&executor), store.clone(), "r".into(), None);
@@ -291,4 +286,56 @@ async fn a_stale_controller_stops_driving_with_a_typed_error() {
     assert!(matches!(err, StoreError::Stale { .. }), "{err}");
     let report = second.await.unwrap().unwrap();
     assert_eq!(report.count(HostState::is_success), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_saved_release_is_finished_by_another_controller_after_a_crash() {
+    finished_by_another_controller_after_a_crash(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_controller_stops_driving_with_a_typed_error() {
+    a_stale_controller_stops(Arc::new(MemoryStore::new())).await;
+}
+
+/// A three-node plus-quorum cluster in this process, and its nodes to stop.
+fn quorum() -> (plus_quorum::Cluster, Vec<plus_quorum::RunningNode>) {
+    let net = plus_quorum::InProcessNetwork::new();
+    let nodes: Vec<plus_quorum::RunningNode> = (1..=3)
+        .map(|id| {
+            net.spawn(plus_quorum::Config::new(id, vec![1, 2, 3]), plus_quorum::MemStorage::new())
+                .unwrap()
+        })
+        .collect();
+    (plus_quorum::Cluster::new(nodes.iter().map(|n| n.handle.clone()).collect()), nodes)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_saved_in_plus_quorum_is_finished_by_another_controller_after_a_crash() {
+    let (cluster, nodes) = quorum();
+    finished_by_another_controller_after_a_crash(Arc::new(QuorumStore::new(cluster))).await;
+    for node in nodes {
+        node.handle.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_controller_stops_on_a_plus_quorum_store_too() {
+    let (cluster, nodes) = quorum();
+    a_stale_controller_stops(Arc::new(QuorumStore::new(cluster))).await;
+    for node in nodes {
+        node.handle.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_state_the_store_cannot_read_is_a_typed_error() {
+    let (cluster, nodes) = quorum();
+    cluster.set("release/api", "not a release").await.unwrap();
+    let store: QuorumStore<SavedRelease> = QuorumStore::new(cluster);
+    let err = store.load("release/api").await.unwrap_err();
+    assert!(matches!(&err, StoreError::Unreadable { key, .. } if key == "release/api"), "{err}");
+    for node in nodes {
+        node.handle.stop().await;
+    }
 }

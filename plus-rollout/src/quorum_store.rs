@@ -1,0 +1,71 @@
+//! A [`StateStore`] in plus-quorum (feature `quorum`): rollout states replicated across the
+//! platform's own store, so a controller on another machine can take a rollout over.
+
+use std::marker::PhantomData;
+
+use async_trait::async_trait;
+use plus_quorum::{Cluster, Expect, NodeApi, NodeHandle, WriteResult};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::store::{StateStore, StoreError};
+
+/// Rollout states in a plus-quorum cluster, one key per rollout, as JSON (an operator can read
+/// them with any client).
+///
+/// The version of a state is its key's version in the store (the log index of its last write):
+/// every save is a compare-and-set on it, so the stale controller's write fails with
+/// [`StoreError::Stale`], whoever wrote since. A write whose outcome the store could not tell
+/// (the leader was lost mid-write) is [`StoreError::Unavailable`]: the driver stops, and the
+/// controller loads the state again before it continues.
+#[derive(Debug, Clone)]
+pub struct QuorumStore<S, N: NodeApi = NodeHandle> {
+    cluster: Cluster<N>,
+    state: PhantomData<fn() -> S>,
+}
+
+impl<S, N: NodeApi> QuorumStore<S, N> {
+    /// A store over `cluster`.
+    #[must_use]
+    pub fn new(cluster: Cluster<N>) -> Self {
+        Self { cluster, state: PhantomData }
+    }
+}
+
+fn unavailable(key: &str, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable { key: key.to_owned(), reason: reason.to_string() }
+}
+
+#[async_trait]
+impl<S, N> StateStore<S> for QuorumStore<S, N>
+where
+    S: Serialize + DeserializeOwned + Send + Sync,
+    N: NodeApi,
+{
+    async fn load(&self, key: &str) -> Result<Option<(S, u64)>, StoreError> {
+        let Some(found) = self.cluster.get(key).await.map_err(|e| unavailable(key, e))? else {
+            return Ok(None);
+        };
+        let state = serde_json::from_slice(&found.value)
+            .map_err(|e| StoreError::Unreadable { key: key.to_owned(), reason: e.to_string() })?;
+        Ok(Some((state, found.version)))
+    }
+
+    async fn save(&self, key: &str, state: &S, expected: Option<u64>) -> Result<u64, StoreError> {
+        let value = serde_json::to_vec(state).map_err(|e| StoreError::Unreadable {
+            key: key.to_owned(),
+            reason: format!("cannot be written as JSON: {e}"),
+        })?;
+        let expect = expected.map_or(Expect::Absent, Expect::Version);
+        match self.cluster.compare_and_set(key, expect, value).await {
+            Ok(WriteResult::Applied { version }) => Ok(version),
+            Ok(WriteResult::CompareFailed { current, .. }) => Err(StoreError::Stale {
+                key: key.to_owned(),
+                expected,
+                found: current.map(|c| c.version),
+            }),
+            Ok(other) => Err(unavailable(key, format!("unexpected answer {other:?}"))),
+            Err(err) => Err(unavailable(key, err)),
+        }
+    }
+}
