@@ -589,6 +589,7 @@ impl<N: NodeApi> Cluster<N> {
                 return Err(StoreError::NoLeader(self.deadline));
             };
             attempt += 1;
+            let id = node.id();
             match call(node, left).await {
                 Err(StoreError::Client(ClientError::NotLeader { leader })) => {
                     self.note_leader(leader);
@@ -600,6 +601,12 @@ impl<N: NodeApi> Cluster<N> {
                 Err(StoreError::Stopped(_)) => {
                     self.note_leader(None);
                     tokio::time::sleep(Duration::from_millis(5).min(left)).await;
+                }
+                Ok(answer) => {
+                    // Only the leader answers: start there next time instead of going round
+                    // the nodes again (past a dead one, which costs a reconnect wait per call).
+                    self.note_leader(Some(id));
+                    return Ok(answer);
                 }
                 other => return other,
             }
@@ -928,6 +935,7 @@ impl<N: NodeApi> Watcher<N> {
             };
             match node.watch(request, Self::WAIT).await {
                 Ok(batch) => {
+                    self.cluster.note_leader(Some(node.id()));
                     self.next = batch.progress + 1;
                     return Ok(batch);
                 }

@@ -499,3 +499,66 @@ async fn a_past_range_beyond_the_history_is_compacted() {
     let back = c.range(plus_quorum::Range::prefix("k").at_revision(oldest)).await.unwrap();
     assert!(back.count > 0 && back.count < 10, "{back:?}");
 }
+
+/// A node that counts the calls it is sent.
+#[derive(Clone)]
+struct Counted {
+    node: plus_quorum::NodeHandle,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[plus_quorum::async_trait]
+impl plus_quorum::NodeApi for Counted {
+    fn id(&self) -> plus_quorum::NodeId {
+        self.node.id()
+    }
+    async fn write(&self, op: WriteOp, deadline: Duration) -> Result<WriteResult, StoreError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.node.write(op, deadline).await
+    }
+    async fn read(&self, op: ReadOp, deadline: Duration) -> Result<ReadResult, StoreError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.node.read(op, deadline).await
+    }
+    async fn status(&self) -> Result<plus_quorum::Status, StoreError> {
+        self.node.status().await
+    }
+    async fn watch(
+        &self,
+        request: plus_quorum::WatchRequest,
+        wait: Duration,
+    ) -> Result<plus_quorum::WatchBatch, StoreError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.node.watch(request, wait).await
+    }
+}
+
+/// A client that found the leader past a stopped node starts at the leader from then on,
+/// instead of trying the stopped node first on every call (over a network, each such try
+/// waits for a reconnect that cannot come).
+#[tokio::test(start_paused = true)]
+async fn the_client_remembers_the_leader_that_answered() {
+    let h = start();
+    h.cluster.set("warm", "up").await.unwrap();
+    let leader = h.cluster.leader().await.unwrap();
+    let mut handles = h.cluster.handles();
+    let follower = handles.iter().position(|n| n.id() != leader).unwrap();
+    let stopped = handles.remove(follower);
+    stopped.stop().await;
+    let leading = handles.iter().position(|n| n.id() == leader).unwrap();
+    let leader_handle = handles.remove(leading);
+    // The stopped follower first, the leader second: a fresh client meets them in that order.
+    let order = [stopped, leader_handle, handles.remove(0)];
+    let counted: Vec<Counted> =
+        order.into_iter().map(|node| Counted { node, calls: Arc::default() }).collect();
+    let client = Cluster::new(counted.clone());
+    client.set("a", "1").await.unwrap();
+    let before = counted[0].calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(before, 1, "the first call tries the stopped node once");
+    for i in 0..10 {
+        client.set("a", format!("{i}")).await.unwrap();
+        client.get("a").await.unwrap();
+    }
+    assert_eq!(counted[0].calls.load(std::sync::atomic::Ordering::SeqCst), before);
+    assert_eq!(counted[1].calls.load(std::sync::atomic::Ordering::SeqCst), 21);
+}
