@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! platform [--fail-rate R] [--seed S] [--latency-ms MS] [--hosts-per-app N] [--no-progress] [--data DIR]
+//!          [--controllers N] [--kill-leader-after-ms T]
 //! ```
 //!
 //! `RUST_LOG=info` logs the run's story from every crate (leaders, phases, batches, hosts).
@@ -13,44 +14,55 @@
 //! 3. deploys the applications in dependency order (plus-rollout), each released to its own
 //!    group of hosts with a bastion, batches and the brake, by a simulated executor whose failure
 //!    rate and latency are flags; a braked release is aborted and its dependents are skipped;
-//! 4. keeps the platform's own state (builds, releases, per-application locks) in a 3-node
-//!    plus-quorum cluster talking over plus-mux on 127.0.0.1.
+//! 4. keeps the platform's own state (builds, the deployment's and every release's saved state,
+//!    per-application locks) in a plus-quorum cluster of three nodes (or one per controller)
+//!    talking over plus-mux on 127.0.0.1.
 //!
-//! It ends with one line, and exits non-zero unless every application was deployed:
-//! `apps=6 deployed=6 failed=0 skipped=0 hosts=120 braked=0 quorum=identical elapsed_ms=4210`
+//! The deployment is driven by the active controller, elected on a lease among `--controllers`
+//! replicas that each embed a node. `--kill-leader-after-ms T` kills the active one T ms after
+//! it was elected (its tasks, its running steps and its node, with no hand-over): once its
+//! lease has ended, another replica is elected, restores the deployment and every unfinished
+//! release from the store, and finishes them.
+//!
+//! It ends with one line, and exits non-zero unless every application was deployed, the
+//! store's live replicas are identical and no group had more hosts out of traffic than its
+//! plan allows:
+//! `apps=6 deployed=6 failed=0 skipped=0 hosts=120 braked=0 quorum=identical elapsed_ms=4210`,
+//! with ` controllers=3 failovers=1 rerun_steps=R max_out_of_traffic=M cap=C` appended when
+//! there is more than one controller: the steps that ran again on a host, and the most hosts
+//! of one group out of traffic at once as an observer beside the hosts saw it, against the
+//! most any plan allows.
 
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "platform/controller.rs"]
+mod controller;
+#[path = "platform/hosts.rs"]
+mod hosts;
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use plus_core::{AppCode, HostId, Timestamp, Version, WorkerId, seeded_rng};
+use controller::{Controller, World};
+use indicatif::{MultiProgress, ProgressDrawTarget};
+use plus_core::{AppCode, Version, WorkerId, seeded_rng};
 use plus_manifest::{Manifest, ManifestError, parse_file};
 use plus_quorum::testing::loopback_addrs;
-use plus_quorum::{
-    Bytes, Cluster, Compare, Config as QuorumConfig, Expect, MemStorage, MuxNode, RemoteNode, Txn,
-    TxnOp, WriteOp, compare,
-};
-use plus_rollout::{
-    AppExecutor, AppGraph, AppSpec, AppState, Command, DeployConfig, Deployment, EventKind,
-    GroupHost, HostState, Mode, Outcome, Phase, PlanConfig, ReleaseConfig, Step, StepExecutor,
-    StepOutcome, async_trait, plan, spawn_deployment, spawn_release,
-};
+use plus_quorum::{Bytes, WriteOp, compare};
+use plus_rollout::{AppGraph, AppSpec, AppState};
 use plus_scheduler::{Candidate, Job, REFERENCE_WEIGHTS, Scheduler, WorkerKind};
 use rand::Rng;
 
-/// How long a platform instance that stopped answering keeps an application locked.
-const LOCK_TTL: Duration = Duration::from_secs(5);
-
 /// An embedded deploy platform, end to end on this machine.
+/// The longest the run may take before it is called stuck.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Clone, Parser)]
 #[command(name = "platform")]
 struct Args {
@@ -72,10 +84,20 @@ struct Args {
     /// The manifests.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/platform"))]
     data: PathBuf,
+    /// Controller replicas, each with a node of the store; one is active at a time (1 to 5).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
+    controllers: u64,
+    /// Kill the active controller this many milliseconds after it was elected (needs at least
+    /// two controllers).
+    #[arg(long)]
+    kill_leader_after_ms: Option<u64>,
 }
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
+    if args.kill_leader_after_ms.is_some() && args.controllers < 2 {
+        cli::usage_error::<Args>("--kill-leader-after-ms needs --controllers 2 or more");
+    }
     if cli::init_logging() {
         args.no_progress = true;
     }
@@ -165,197 +187,13 @@ fn place_builds(
     Ok(placed)
 }
 
-/// A host's deploy steps, simulated: each takes about `latency_ms` and fails with
-/// `fail_rate`, decided by a hash of (seed, host, step) so runs replay whatever the timing.
-#[derive(Debug)]
-struct SimulatedHosts {
-    seed: u64,
-    fail_rate: f64,
-    latency_ms: u64,
-}
-
-#[async_trait]
-impl StepExecutor for SimulatedHosts {
-    async fn run(&self, host: &HostId, step: Step, _target: &Version) -> StepOutcome {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (self.seed, host.as_str(), step as u8).hash(&mut h);
-        let roll = h.finish();
-        let jitter = roll % (self.latency_ms.max(1) * 2);
-        tokio::time::sleep(Duration::from_millis(jitter)).await;
-        if step != Step::Precheck
-            && (roll >> 16) as f64 / (1u64 << 48) as f64 <= self.fail_rate
-            && self.fail_rate > 0.0
-        {
-            StepOutcome::Failed(format!("{step} failed on {host} (simulated)"))
-        } else {
-            StepOutcome::Done
-        }
-    }
-}
-
+/// How one application's release went, for the summary.
 #[derive(Debug, Default, Clone)]
 struct AppResult {
     hosts_ok: usize,
     hosts_total: usize,
     braked: Option<String>,
     millis: u128,
-}
-
-/// Step 3's executor: one release per application, state kept in the quorum store.
-struct Platform {
-    args: Args,
-    store: Cluster<RemoteNode>,
-    progress: MultiProgress,
-    results: Mutex<HashMap<AppCode, AppResult>>,
-    version: Version,
-}
-
-impl Platform {
-    async fn put(&self, key: String, value: String) -> Result<(), String> {
-        self.store
-            .write(WriteOp::Set { key, value: Bytes::from(value) })
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
-    async fn release(&self, app: &AppCode) -> Result<AppResult, String> {
-        let started = Instant::now();
-        let group: Vec<GroupHost> = (0..usize::from(self.args.hosts_per_app))
-            .map(|i| {
-                GroupHost::in_service(HostId::new(format!("{app}-{i:02}")).expect("valid host id"))
-            })
-            .collect();
-        let plan = plan(&group, &PlanConfig::default()).map_err(|e| e.to_string())?;
-        let total = plan.host_count();
-        let config = ReleaseConfig {
-            mode: Mode::Automatic {
-                wait: Duration::from_millis(40),
-                later_wait: Some(Duration::from_millis(10)),
-            },
-            step_timeout: Duration::from_secs(5),
-            verify_timeout: Duration::from_secs(5),
-            ..ReleaseConfig::new(self.version.clone())
-        };
-        let bar = self.progress.add(ProgressBar::new(total as u64));
-        bar.set_style(
-            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos:>3}/{len:3} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(app.to_string());
-        let executor = Arc::new(SimulatedHosts {
-            seed: self.args.seed,
-            fail_rate: self.args.fail_rate,
-            latency_ms: self.args.latency_ms,
-        });
-        // The release's log lines carry its application.
-        let (handle, mut events, task) = {
-            let _release = tracing::info_span!("release", app = %app).entered();
-            let release = plus_rollout::Release::new(plan, config, plus_core::Timestamp::ZERO)
-                .map_err(|e| format!("release of {app}: {e}"))?;
-            spawn_release(release, executor)
-        };
-        let mut braked = None;
-        while let Some(event) = events.next().await {
-            match event.kind {
-                EventKind::HostFinished { state, .. } if state.is_final() => bar.inc(1),
-                EventKind::Phase(Phase::AwaitingBake) => {
-                    bar.set_message("bastion verified, baking");
-                    let _ = handle.command(Command::Bake).await;
-                }
-                EventKind::Phase(Phase::Running(label)) => bar.set_message(label.to_string()),
-                EventKind::Phase(Phase::Braked { reason }) => {
-                    // A real platform would page a person; the demo aborts the release.
-                    bar.set_message(format!("BRAKED: {reason}"));
-                    braked = Some(reason);
-                    handle.abort().await;
-                }
-                _ => {}
-            }
-        }
-        let report = task.await.map_err(|e| e.to_string())?;
-        let hosts_ok = report.count(HostState::is_success);
-        bar.finish_with_message(match &report.outcome {
-            Some(Outcome::Succeeded) => "deployed".to_owned(),
-            other => format!("{other:?}"),
-        });
-        let result = AppResult {
-            hosts_ok,
-            hosts_total: total,
-            braked: braked.clone(),
-            millis: started.elapsed().as_millis(),
-        };
-        match report.outcome {
-            Some(Outcome::Succeeded) => Ok(result),
-            _ => {
-                self.results.lock().expect("results lock").insert(app.clone(), result);
-                Err(match braked {
-                    Some(reason) => format!("release braked: {reason}"),
-                    None => format!("release ended with {} of {total} hosts deployed", hosts_ok),
-                })
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl AppExecutor for Platform {
-    async fn deploy(&self, app: &AppCode) -> Result<(), String> {
-        // One release per application at a time, across every platform instance: the lock key
-        // lives under a lease, so a platform that dies mid-release frees it within the TTL
-        // instead of blocking the application until someone deletes the key by hand.
-        let lock = format!("lock/{app}");
-        let lease = self.store.grant_lease(LOCK_TTL).await.map_err(|e| e.to_string())?;
-        let take = Txn {
-            when: vec![Compare::new(lock.clone(), Expect::Absent)],
-            then: vec![TxnOp::Set {
-                key: lock.clone(),
-                value: Bytes::from("platform-demo"),
-                lease: Some(lease.id),
-            }],
-            otherwise: vec![],
-        };
-        let taken = self.store.txn(take).await.map_err(|e| format!("cannot take the lock: {e}"))?;
-        if !taken.succeeded {
-            let _ = self.store.revoke_lease(lease.id).await;
-            return Err(format!("{app} is locked by another release"));
-        }
-        // The lock key's version is the fencing token: writes on the application's behalf
-        // carry it, so a paused holder's late writes can be told apart.
-        let fence = taken.version;
-        let keeper = {
-            let store = self.store.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(LOCK_TTL / 3).await;
-                    if store.keep_alive(lease.id).await.is_err() {
-                        return;
-                    }
-                }
-            })
-        };
-        self.put(format!("release/{app}"), format!("running {} fence={fence}", self.version))
-            .await?;
-        let outcome = self.release(app).await;
-        let record = match &outcome {
-            Ok(r) => format!("deployed {} on {}/{} hosts", self.version, r.hosts_ok, r.hosts_total),
-            Err(e) => format!("failed {}: {e}", self.version),
-        };
-        self.put(format!("release/{app}"), record).await?;
-        keeper.abort();
-        // Ending the lease deletes the lock key with it.
-        self.store.revoke_lease(lease.id).await.map_err(|e| e.to_string())?;
-        if let Ok(r) = &outcome {
-            self.results.lock().expect("results lock").insert(app.clone(), r.clone());
-        }
-        outcome.map(|_| ())
-    }
-
-    async fn check(&self, _app: &AppCode) -> Result<(), String> {
-        tokio::time::sleep(Duration::from_millis(self.args.latency_ms)).await;
-        Ok(())
-    }
 }
 
 async fn run(args: Args) -> Result<bool, String> {
@@ -365,33 +203,22 @@ async fn run(args: Args) -> Result<bool, String> {
         return Err(format!("no valid manifest in {}", args.data.display()));
     }
 
-    // Step 4 first: the platform's own state store, 3 nodes over plus-mux on loopback.
-    let members = vec![1, 2, 3];
+    // Step 4 first: the platform's own state store over plus-mux on loopback, a node in each
+    // controller replica (and three at least).
+    let members: Vec<u64> = (1..=args.controllers.max(3)).collect();
     let addrs = loopback_addrs(&members).await.map_err(|e| e.to_string())?;
-    let mut nodes = Vec::new();
+    let mut replicas = Vec::new();
     for &id in &members {
-        nodes.push(
-            MuxNode::start(
-                QuorumConfig::new(id, members.clone()),
-                MemStorage::new(),
-                &addrs,
-                plus_mux::Config::default(),
-            )
-            .await?,
-        );
+        replicas.push(Controller::start(id, &addrs).await?);
     }
-    let store = Cluster::new(
-        members
-            .iter()
-            .map(|&id| {
-                RemoteNode::connect(id, &addrs[&id], &plus_mux::Config::default())
-                    .expect("the default mux config is valid")
-            })
-            .collect(),
-    );
+    let replicas = Arc::new(replicas);
+    let store = controller::client(&addrs);
+    let mut listed: Vec<&String> = addrs.values().collect();
+    listed.sort();
     println!(
-        "quorum    3 nodes over plus-mux on {}",
-        addrs.values().cloned().collect::<Vec<_>>().join(", ")
+        "quorum    {} nodes over plus-mux on {}",
+        members.len(),
+        listed.into_iter().cloned().collect::<Vec<_>>().join(", ")
     );
 
     let builds = place_builds(&apps, args.seed)?;
@@ -432,28 +259,25 @@ async fn run(args: Args) -> Result<bool, String> {
     if args.no_progress || !std::io::stdout().is_terminal() {
         progress.set_draw_target(ProgressDrawTarget::hidden());
     }
-    let platform = Arc::new(Platform {
-        args: args.clone(),
-        store: store.clone(),
-        progress,
-        results: Mutex::default(),
-        version: Version::new(format!("2026.11.{}", args.seed)).map_err(|e| e.to_string())?,
+    let version = Version::new(format!("2026.11.{}", args.seed)).map_err(|e| e.to_string())?;
+    let (world, mut reports) = World::new(args.clone(), Arc::clone(&graph), version, progress);
+    for replica in replicas.iter().take(usize::try_from(args.controllers).unwrap_or(1)) {
+        replica.start_controlling(&addrs, &world);
+    }
+    let killer = args.kill_leader_after_ms.map(|after| {
+        let (world, replicas) = (Arc::clone(&world), Arc::clone(&replicas));
+        tokio::spawn(kill_the_active_controller(world, replicas, Duration::from_millis(after)))
     });
-    let deploy_config = DeployConfig {
-        concurrency: 3,
-        check_retries: 2,
-        check_interval: Duration::from_millis(100),
-        ..DeployConfig::default()
-    };
-    let (_handle, _events, task) = spawn_deployment(
-        Deployment::new(Arc::clone(&graph), deploy_config, Timestamp::ZERO)
-            .map_err(|e| e.to_string())?,
-        Arc::clone(&platform),
-    );
-    let report = task.await.map_err(|e| e.to_string())?;
+    let report = tokio::time::timeout(RUN_TIMEOUT, reports.recv())
+        .await
+        .map_err(|_| format!("no controller finished the deployment within {RUN_TIMEOUT:?}"))?
+        .ok_or("every controller stopped before the deployment finished")?;
+    if let Some(killer) = killer {
+        killer.abort();
+    }
 
     // The summary.
-    let results = platform.results.lock().expect("results lock").clone();
+    let results = world.results.lock().expect("results lock").clone();
     println!();
     println!("{:<9} {:<10} {:<52} {:>7} {:>8}", "app", "build", "result", "hosts", "time");
     let (mut deployed, mut failed, mut skipped, mut hosts, mut braked) = (0, 0, 0, 0, 0);
@@ -489,31 +313,82 @@ async fn run(args: Args) -> Result<bool, String> {
         println!("{:<9} {:<10} {:<52} {:>7} {:>8}", app.as_str(), worker, text, host_text, time);
     }
 
-    // The store's replicas must agree.
+    // The store's live replicas must agree.
+    let live: Vec<&Controller> = replicas.iter().filter(|r| !r.is_killed()).collect();
     let mut identical = false;
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        let mut reports = Vec::new();
-        for n in &nodes {
-            if let Ok(r) = n.handle.inspect().await {
-                reports.push(r);
+        let mut inspections = Vec::new();
+        for replica in &live {
+            if let Ok(r) = replica.node.handle.inspect().await {
+                inspections.push(r);
             }
         }
-        if reports.len() == nodes.len() && compare(&reports).identical() {
+        if inspections.len() == live.len() && compare(&inspections).identical() {
             identical = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!();
-    println!(
+    let mut line = format!(
         "apps={} deployed={deployed} failed={failed} skipped={skipped} hosts={hosts} braked={braked} quorum={} elapsed_ms={}",
         report.apps.len(),
         if identical { "identical" } else { "different" },
         started.elapsed().as_millis()
     );
-    for n in &nodes {
-        n.stop().await;
+    let observed = world.hosts.observed();
+    let cap = world.cap.load(Ordering::SeqCst);
+    if args.controllers > 1 {
+        line += &format!(
+            " controllers={} failovers={} rerun_steps={} max_out_of_traffic={} cap={}",
+            args.controllers,
+            world.activations.load(Ordering::SeqCst).saturating_sub(1),
+            observed.rerun_steps,
+            observed.max_out_of_traffic,
+            cap,
+        );
     }
-    Ok(deployed == report.apps.len() && identical)
+    println!();
+    println!("{line}");
+    for replica in replicas.iter() {
+        replica.kill().await;
+    }
+    if observed.max_out_of_traffic > cap {
+        eprintln!(
+            "error: {} hosts of one group were out of traffic at once; the plans allow {cap}",
+            observed.max_out_of_traffic
+        );
+    }
+    Ok(deployed == report.apps.len() && identical && observed.max_out_of_traffic <= cap)
+}
+
+/// Kills the active controller `after` its election, abruptly (see [`Controller::kill`]).
+async fn kill_the_active_controller(
+    world: Arc<World>,
+    replicas: Arc<Vec<Controller>>,
+    after: Duration,
+) {
+    let active = loop {
+        if let Some(id) = world.active.lock().expect("active lock").0 {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    tokio::time::sleep(after).await;
+    if let Some(replica) = replicas.iter().find(|r| r.id == active) {
+        let mut phases: Vec<String> = world
+            .phases
+            .lock()
+            .expect("phases lock")
+            .iter()
+            .map(|(app, phase)| format!("{app} {phase}"))
+            .collect();
+        phases.sort();
+        println!(
+            "kill      controller {active}: its tasks, its running steps and its node ({})",
+            phases.join(", ")
+        );
+        world.active.lock().expect("active lock").1 = Some(Instant::now());
+        replica.kill().await;
+    }
 }

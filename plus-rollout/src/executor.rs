@@ -8,9 +8,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use plus_core::{AppCode, HostId, Version};
 
-use crate::driver::{CommandError, Events, Handle, Spawned, spawn};
-use crate::orchestrate::{AppJob, DeployCommand, DeployEvent, Deployment};
-use crate::release::{Command, CommandRejected, Event, Release, Step, StepJob, StepOutcome};
+use crate::driver::{
+    CommandError, Events, Handle, JobFuture, Spawned, SpawnedSaved, spawn, spawn_saved,
+};
+use crate::orchestrate::{AppJob, DeployCommand, DeployEvent, Deployment, SavedDeployment};
+use crate::release::{
+    Command, CommandRejected, Event, Release, SavedRelease, Step, StepJob, StepOutcome,
+};
+use crate::store::StateStore;
 
 /// Runs one step on one host: the host's own deploy machinery (ssh, an agent, a container API).
 ///
@@ -91,12 +96,21 @@ impl Handle<DeployCommand, Infallible> {
 /// Returns the command handle, the event stream, and the task that resolves to the final
 /// report once the release is finished.
 pub fn spawn_release<E: StepExecutor>(release: Release, executor: Arc<E>) -> Spawned<Release> {
-    let target = Arc::new(release.config().target.clone());
-    spawn(release, move |job: StepJob| {
-        let executor = Arc::clone(&executor);
-        let target = Arc::clone(&target);
-        Box::pin(async move { executor.run(&job.host, job.step, &target).await })
-    })
+    let steps = release_steps(&release, executor);
+    spawn(release, steps)
+}
+
+/// As [`spawn_release`], keeping the release's state in `store` under `key` as it goes (see
+/// [`spawn_saved`]): `version` is that of the state it was restored from, `None` for a new one.
+pub fn spawn_release_saved<E: StepExecutor>(
+    release: Release,
+    executor: Arc<E>,
+    store: Arc<dyn StateStore<SavedRelease>>,
+    key: String,
+    version: Option<u64>,
+) -> SpawnedSaved<Release> {
+    let steps = release_steps(&release, executor);
+    spawn_saved(release, steps, store, key, version)
 }
 
 /// Starts `deployment` on the current tokio runtime; returns the same shape as
@@ -105,7 +119,39 @@ pub fn spawn_deployment<E: AppExecutor>(
     deployment: Deployment,
     executor: Arc<E>,
 ) -> Spawned<Deployment> {
-    spawn(deployment, move |job: AppJob| {
+    spawn(deployment, deployment_jobs(executor))
+}
+
+/// As [`spawn_deployment`], keeping the deployment's state in `store` under `key` as it goes
+/// (see [`spawn_saved`]).
+pub fn spawn_deployment_saved<E: AppExecutor>(
+    deployment: Deployment,
+    executor: Arc<E>,
+    store: Arc<dyn StateStore<SavedDeployment>>,
+    key: String,
+    version: Option<u64>,
+) -> SpawnedSaved<Deployment> {
+    spawn_saved(deployment, deployment_jobs(executor), store, key, version)
+}
+
+/// A release's jobs, run by `executor`.
+fn release_steps<E: StepExecutor>(
+    release: &Release,
+    executor: Arc<E>,
+) -> impl FnMut(StepJob) -> JobFuture<StepOutcome> + Send + 'static {
+    let target = Arc::new(release.config().target.clone());
+    move |job: StepJob| {
+        let executor = Arc::clone(&executor);
+        let target = Arc::clone(&target);
+        Box::pin(async move { executor.run(&job.host, job.step, &target).await })
+    }
+}
+
+/// A deployment's jobs, run by `executor`.
+fn deployment_jobs<E: AppExecutor>(
+    executor: Arc<E>,
+) -> impl FnMut(AppJob) -> JobFuture<Result<(), String>> + Send + 'static {
+    move |job: AppJob| {
         let executor = Arc::clone(&executor);
         Box::pin(async move {
             match job {
@@ -113,5 +159,5 @@ pub fn spawn_deployment<E: AppExecutor>(
                 AppJob::Check { app, .. } => executor.check(&app).await,
             }
         })
-    })
+    }
 }

@@ -169,7 +169,7 @@ pub use driver::{
 #[cfg(feature = "tokio")]
 pub use executor::{
     AppExecutor, DeploymentEvents, DeploymentHandle, NoopExecutor, ReleaseEvents, ReleaseHandle,
-    StepExecutor, spawn_deployment, spawn_release,
+    StepExecutor, spawn_deployment, spawn_deployment_saved, spawn_release, spawn_release_saved,
 };
 /// The trait [`Events`] implements besides its inherent `next()`, for stream combinators.
 #[cfg(feature = "tokio")]

@@ -1,0 +1,459 @@
+//! The platform's controllers: replicas that each embed a plus-quorum node, elect one active
+//! controller on a lease, and let it drive the deployment. Every rollout's state is saved in
+//! the store as it goes, so the next controller finishes what a dead one started.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use plus_core::{AppCode, HostId, Timestamp, Version};
+use plus_quorum::{Bytes, Cluster, LeaseId, MuxNode, NodeId, RemoteNode, WriteOp};
+use plus_rollout::{
+    AppExecutor, AppGraph, Command, DeployConfig, Deployment, DeploymentReport, EventKind,
+    GroupHost, HostState, Mode, Outcome, Phase, PlanConfig, QuorumStore, Release, ReleaseConfig,
+    SavedDeployment, SavedRelease, StateStore, async_trait, plan, spawn_deployment_saved,
+    spawn_release_saved,
+};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::hosts::SimulatedHosts;
+
+/// How long a controller that stopped answering keeps leading and keeps its applications
+/// locked: the longest a failover waits for its lease to end.
+const SESSION_TTL: Duration = Duration::from_secs(2);
+/// The election the controllers campaign in.
+const ELECTION: &str = "platform/controller";
+/// Where the deployment's state is kept.
+const DEPLOYMENT_KEY: &str = "deployment";
+
+/// What outlives any controller: the hosts, the plan of the run, the display and the results.
+pub(crate) struct World {
+    pub args: crate::Args,
+    pub hosts: Arc<SimulatedHosts>,
+    pub graph: Arc<AppGraph>,
+    pub version: Version,
+    pub progress: MultiProgress,
+    bars: Mutex<HashMap<AppCode, ProgressBar>>,
+    pub results: Mutex<HashMap<AppCode, crate::AppResult>>,
+    /// Every started release's latest phase, as its controller saw it.
+    pub phases: Mutex<HashMap<AppCode, Phase>>,
+    /// The largest batch any plan allows.
+    pub cap: AtomicUsize,
+    /// How many times a controller became the active one.
+    pub activations: AtomicUsize,
+    /// The active controller, and when the last one was killed.
+    pub active: Mutex<(Option<NodeId>, Option<Instant>)>,
+    done: mpsc::UnboundedSender<DeploymentReport>,
+}
+
+impl World {
+    pub(crate) fn new(
+        args: crate::Args,
+        graph: Arc<AppGraph>,
+        version: Version,
+        progress: MultiProgress,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<DeploymentReport>) {
+        let (done, reports) = mpsc::unbounded_channel();
+        let hosts = Arc::new(SimulatedHosts::new(args.seed, args.fail_rate, args.latency_ms));
+        let world = Self {
+            args,
+            hosts,
+            graph,
+            version,
+            progress,
+            bars: Mutex::default(),
+            results: Mutex::default(),
+            phases: Mutex::default(),
+            cap: AtomicUsize::new(0),
+            activations: AtomicUsize::new(0),
+            active: Mutex::new((None, None)),
+            done,
+        };
+        (Arc::new(world), reports)
+    }
+
+    fn bar(&self, app: &AppCode, total: usize) -> ProgressBar {
+        let mut bars = self.bars.lock().expect("bars lock");
+        bars.entry(app.clone())
+            .or_insert_with(|| {
+                let bar = self.progress.add(ProgressBar::new(total as u64));
+                bar.set_style(
+                    ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos:>3}/{len:3} {msg}")
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                );
+                bar.set_prefix(app.to_string());
+                bar
+            })
+            .clone()
+    }
+
+    /// The deployment's settings, the same for every controller that drives it.
+    pub(crate) fn deploy_config() -> DeployConfig {
+        DeployConfig {
+            concurrency: 3,
+            check_retries: 2,
+            check_interval: Duration::from_millis(100),
+            ..DeployConfig::default()
+        }
+    }
+
+    fn release_config(&self) -> ReleaseConfig {
+        ReleaseConfig {
+            mode: Mode::Automatic {
+                wait: Duration::from_millis(40),
+                later_wait: Some(Duration::from_millis(10)),
+            },
+            step_timeout: Duration::from_secs(5),
+            verify_timeout: Duration::from_secs(5),
+            ..ReleaseConfig::new(self.version.clone())
+        }
+    }
+}
+
+/// The tasks of one term: the session's keeper, the deployment's and the releases' drivers.
+#[derive(Default)]
+struct TermTasks(Mutex<Vec<AbortHandle>>);
+
+impl TermTasks {
+    fn track<T>(&self, task: &JoinHandle<T>) {
+        self.0.lock().expect("tasks lock").push(task.abort_handle());
+    }
+}
+
+/// Ends a term's tasks when the term ends (its controller lost its lease or was killed): with
+/// a rollout's driver go its running steps. A guard apart from the tasks, because the tasks
+/// hold the tasks list themselves.
+struct EndOfTerm(Arc<TermTasks>);
+
+impl Drop for EndOfTerm {
+    fn drop(&mut self) {
+        for task in self.0.0.lock().expect("tasks lock").drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// One controller replica: a plus-quorum node, and the controller that campaigns and, once
+/// elected, drives the deployment.
+pub(crate) struct Controller {
+    pub id: NodeId,
+    pub node: MuxNode,
+    serving: Mutex<Option<JoinHandle<()>>>,
+    killed: std::sync::atomic::AtomicBool,
+}
+
+impl Controller {
+    /// Starts the replica's node on `addrs[id]`; its controller starts with
+    /// [`Controller::start_controlling`].
+    pub(crate) async fn start(id: NodeId, addrs: &HashMap<NodeId, String>) -> Result<Self, String> {
+        let members: Vec<NodeId> = addrs.keys().copied().collect();
+        let node = MuxNode::start(
+            plus_quorum::Config::new(id, members),
+            plus_quorum::MemStorage::new(),
+            addrs,
+            plus_mux::Config::default(),
+        )
+        .await?;
+        Ok(Self { id, node, serving: Mutex::new(None), killed: false.into() })
+    }
+
+    /// Starts the replica's controller, with its own client of the whole cluster: it campaigns
+    /// and, once elected, drives the deployment until it is finished.
+    pub(crate) fn start_controlling(&self, addrs: &HashMap<NodeId, String>, world: &Arc<World>) {
+        let task = tokio::spawn(serve(self.id, Arc::clone(world), client(addrs)));
+        *self.serving.lock().expect("serving lock") = Some(task);
+    }
+
+    /// Kills the replica abruptly: its controller's tasks (and so its running steps) and its
+    /// node, with no hand-over.
+    pub(crate) async fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        if let Some(serving) = self.serving.lock().expect("serving lock").take() {
+            serving.abort();
+        }
+        self.node.stop().await;
+    }
+
+    /// Whether [`Controller::kill`] was called.
+    pub(crate) fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+}
+
+/// A client of the whole cluster.
+pub(crate) fn client(addrs: &HashMap<NodeId, String>) -> Cluster<RemoteNode> {
+    let mut ids: Vec<NodeId> = addrs.keys().copied().collect();
+    ids.sort_unstable();
+    Cluster::new(
+        ids.into_iter()
+            .map(|id| {
+                RemoteNode::connect(id, &addrs[&id], &plus_mux::Config::default())
+                    .expect("the default mux config is valid")
+            })
+            .collect(),
+    )
+}
+
+/// Campaigns, and drives the deployment while elected, until it is finished.
+async fn serve(id: NodeId, world: Arc<World>, store: Cluster<RemoteNode>) {
+    loop {
+        match lead(id, &world, &store).await {
+            Ok(()) => return,
+            Err(err) => {
+                tracing::warn!(controller = id, "{err}; campaigning again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// One term: a session lease, the election, and the deployment from the state in the store.
+async fn lead(id: NodeId, world: &Arc<World>, store: &Cluster<RemoteNode>) -> Result<(), String> {
+    let term = Arc::new(TermTasks::default());
+    let _end_of_term = EndOfTerm(Arc::clone(&term));
+    let lease = store.grant_lease(SESSION_TTL).await.map_err(|e| e.to_string())?.id;
+    let mut keeper = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SESSION_TTL / 4).await;
+                if let Err(err) = store.keep_alive(lease).await {
+                    return err.to_string();
+                }
+            }
+        })
+    };
+    term.track(&keeper);
+    let campaign = store.campaign(ELECTION, lease, format!("controller-{id}"));
+    let leadership = tokio::select! {
+        won = campaign => won.map_err(|e| e.to_string())?,
+        lost = &mut keeper => {
+            return Err(format!("lost the session lease: {}", lost.unwrap_or_default()));
+        }
+    };
+    tracing::info!(controller = id, revision = leadership.revision, "controller elected");
+
+    let platform = Arc::new(Platform {
+        world: Arc::clone(world),
+        store: store.clone(),
+        lease,
+        term: Arc::clone(&term),
+    });
+    let deployments: Arc<dyn StateStore<SavedDeployment>> =
+        Arc::new(QuorumStore::new(store.clone()));
+    let (deployment, version) =
+        match deployments.load(DEPLOYMENT_KEY).await.map_err(|e| e.to_string())? {
+            Some((saved, version)) => (
+                Deployment::restore(
+                    saved,
+                    Arc::clone(&world.graph),
+                    World::deploy_config(),
+                    Timestamp::ZERO,
+                )
+                .map_err(|e| format!("cannot restore the deployment: {e}"))?,
+                Some(version),
+            ),
+            None => (
+                Deployment::new(Arc::clone(&world.graph), World::deploy_config(), Timestamp::ZERO)
+                    .map_err(|e| e.to_string())?,
+                None,
+            ),
+        };
+    if deployment.is_finished() {
+        // Another controller finished it and resigned: nothing to take over.
+        let _ = store.resign(leadership).await;
+        return Ok(());
+    }
+    let activation = world.activations.fetch_add(1, Ordering::SeqCst);
+    {
+        let mut active = world.active.lock().expect("active lock");
+        if activation > 0 {
+            let gap = active.1.map_or(String::new(), |killed| {
+                format!(" {} ms after the kill", killed.elapsed().as_millis())
+            });
+            println!("failover  controller {id} takes over{gap}");
+        } else if world.args.controllers > 1 {
+            println!("controller {id} active (of {})", world.args.controllers);
+        }
+        active.0 = Some(id);
+    }
+    let (_handle, _events, task) = spawn_deployment_saved(
+        deployment,
+        Arc::clone(&platform),
+        deployments,
+        DEPLOYMENT_KEY.to_owned(),
+        version,
+    );
+    term.track(&task);
+    tokio::select! {
+        report = task => {
+            let report = report.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            let _ = store.resign(leadership).await;
+            let _ = world.done.send(report);
+            Ok(())
+        }
+        lost = keeper => Err(format!("lost the session lease: {}", lost.unwrap_or_default())),
+    }
+}
+
+/// The active controller's work for one application: its lock, its release, its record.
+struct Platform {
+    world: Arc<World>,
+    store: Cluster<RemoteNode>,
+    /// The controller's session lease: its locks go with it.
+    lease: LeaseId,
+    term: Arc<TermTasks>,
+}
+
+#[async_trait]
+impl AppExecutor for Platform {
+    async fn deploy(&self, app: &AppCode) -> Result<(), String> {
+        // One release per application at a time, across every controller: the lock lives on
+        // the controller's session lease, so a controller that dies mid-release frees it when
+        // its lease ends instead of blocking the application until someone deletes the key.
+        let lock = self
+            .store
+            .lock(&format!("lock/{app}"), self.lease)
+            .await
+            .map_err(|e| format!("cannot take the lock of {app}: {e}"))?;
+        // The fencing token goes with the writes made on the application's behalf, so a
+        // paused holder's late writes can be told apart.
+        let fence = lock.token;
+        self.put(format!("record/{app}"), format!("running {} fence={fence}", self.world.version))
+            .await?;
+        let outcome = self.release(app).await;
+        let record = match &outcome {
+            Ok(r) => {
+                format!("deployed {} on {}/{} hosts", self.world.version, r.hosts_ok, r.hosts_total)
+            }
+            Err((_, reason)) => format!("failed {}: {reason}", self.world.version),
+        };
+        self.put(format!("record/{app}"), record).await?;
+        self.store.unlock(lock).await.map_err(|e| e.to_string())?;
+        let mut results = self.world.results.lock().expect("results lock");
+        match outcome {
+            Ok(result) => {
+                results.insert(app.clone(), result);
+                Ok(())
+            }
+            Err((result, reason)) => {
+                results.insert(app.clone(), result);
+                Err(reason)
+            }
+        }
+    }
+
+    async fn check(&self, _app: &AppCode) -> Result<(), String> {
+        tokio::time::sleep(Duration::from_millis(self.world.args.latency_ms)).await;
+        Ok(())
+    }
+}
+
+impl Platform {
+    async fn put(&self, key: String, value: String) -> Result<(), String> {
+        self.store
+            .write(WriteOp::Set { key, value: Bytes::from(value) })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The release of `app`: continued from its saved state if a controller started it.
+    async fn release(&self, app: &AppCode) -> Result<crate::AppResult, (crate::AppResult, String)> {
+        let failed = |reason: String| (crate::AppResult::default(), reason);
+        let started = Instant::now();
+        let group: Vec<GroupHost> = (0..usize::from(self.world.args.hosts_per_app))
+            .map(|i| {
+                GroupHost::in_service(HostId::new(format!("{app}-{i:02}")).expect("valid host id"))
+            })
+            .collect();
+        let plan = plan(&group, &PlanConfig::default()).map_err(|e| failed(e.to_string()))?;
+        self.world.cap.fetch_max(plan.cap, Ordering::SeqCst);
+        let total = plan.host_count();
+        let key = format!("release/{app}");
+        let releases: Arc<dyn StateStore<SavedRelease>> =
+            Arc::new(QuorumStore::new(self.store.clone()));
+        let (release, version) =
+            match releases.load(&key).await.map_err(|e| failed(e.to_string()))? {
+                Some((saved, version)) => (
+                    Release::restore(saved, self.world.release_config(), Timestamp::ZERO)
+                        .map_err(|e| failed(format!("cannot restore the release of {app}: {e}")))?,
+                    Some(version),
+                ),
+                None => (
+                    Release::new(plan, self.world.release_config(), Timestamp::ZERO)
+                        .map_err(|e| failed(format!("release of {app}: {e}")))?,
+                    None,
+                ),
+            };
+        let bar = self.world.bar(app, total);
+        bar.set_position(release.report().count(HostState::is_final) as u64);
+        // A restored release says where it is by its phase, not by an event.
+        let restored_phase = release.phase();
+        let (handle, mut events, task) = {
+            let _release = tracing::info_span!("release", app = %app).entered();
+            spawn_release_saved(release, Arc::clone(&self.world.hosts), releases, key, version)
+        };
+        self.term.track(&task);
+        let mut braked = None;
+        match restored_phase {
+            Phase::AwaitingBake => {
+                let _ = handle.command(Command::Bake).await;
+            }
+            Phase::Braked { reason } => {
+                braked = Some(reason);
+                handle.abort().await;
+            }
+            _ => {}
+        }
+        while let Some(event) = events.next().await {
+            if let EventKind::Phase(phase) = &event.kind {
+                self.world.phases.lock().expect("phases lock").insert(app.clone(), phase.clone());
+            }
+            match event.kind {
+                EventKind::HostFinished { state, .. } if state.is_final() => bar.inc(1),
+                EventKind::Phase(Phase::AwaitingBake) => {
+                    bar.set_message("bastion verified, baking");
+                    let _ = handle.command(Command::Bake).await;
+                }
+                EventKind::Phase(Phase::Running(label)) => bar.set_message(label.to_string()),
+                EventKind::Phase(Phase::Braked { reason }) => {
+                    // A real platform would page a person; the demo aborts the release.
+                    bar.set_message(format!("BRAKED: {reason}"));
+                    braked = Some(reason);
+                    handle.abort().await;
+                }
+                _ => {}
+            }
+        }
+        let report = task
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(format!("the release of {app} stopped: {e}")))?;
+        let hosts_ok = report.count(HostState::is_success);
+        bar.finish_with_message(match &report.outcome {
+            Some(Outcome::Succeeded) => "deployed".to_owned(),
+            other => format!("{other:?}"),
+        });
+        let result = crate::AppResult {
+            hosts_ok,
+            hosts_total: total,
+            braked: braked.clone(),
+            millis: started.elapsed().as_millis(),
+        };
+        match report.outcome {
+            Some(Outcome::Succeeded) => Ok(result),
+            _ => {
+                let reason = match braked {
+                    Some(reason) => format!("release braked: {reason}"),
+                    None => format!("release ended with {hosts_ok} of {total} hosts deployed"),
+                };
+                Err((result, reason))
+            }
+        }
+    }
+}

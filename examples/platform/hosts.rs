@@ -1,0 +1,101 @@
+//! The platform's hosts, simulated, and an observer beside them that sees what the hosts go
+//! through whatever the controllers believe: how many of a group are out of traffic at once,
+//! and which steps ran on a host more than once.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use plus_core::{HostId, Version};
+use plus_rollout::{Step, StepExecutor, StepOutcome, async_trait};
+
+/// A host's deploy steps, simulated: each takes about `latency_ms` and fails with
+/// `fail_rate`, decided by a hash of (seed, host, step) so runs replay whatever the timing.
+#[derive(Debug)]
+pub(crate) struct SimulatedHosts {
+    seed: u64,
+    fail_rate: f64,
+    latency_ms: u64,
+    seen: Mutex<Seen>,
+}
+
+/// What the observer saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Hosts out of traffic, by group: from the start of their Markdown to the end of their
+    /// Markup (a Markdown cut short may have taken the host out).
+    out: HashMap<String, HashSet<HostId>>,
+    max_out: usize,
+    started: HashSet<(HostId, Step)>,
+    reruns: usize,
+}
+
+/// The observer's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Observed {
+    /// The most hosts of one group out of traffic at any moment.
+    pub max_out_of_traffic: usize,
+    /// Steps started on a host that had already started that step.
+    pub rerun_steps: usize,
+}
+
+/// A host's group: its application (hosts are named `{app}-{nn}`).
+fn group_of(host: &HostId) -> String {
+    host.as_str().rsplit_once('-').map_or(host.as_str(), |(group, _)| group).to_owned()
+}
+
+impl SimulatedHosts {
+    pub(crate) fn new(seed: u64, fail_rate: f64, latency_ms: u64) -> Self {
+        Self { seed, fail_rate, latency_ms, seen: Mutex::default() }
+    }
+
+    pub(crate) fn observed(&self) -> Observed {
+        let seen = self.seen.lock().expect("observer lock");
+        Observed { max_out_of_traffic: seen.max_out, rerun_steps: seen.reruns }
+    }
+
+    fn starting(&self, host: &HostId, step: Step) {
+        let mut seen = self.seen.lock().expect("observer lock");
+        if !seen.started.insert((host.clone(), step)) {
+            seen.reruns += 1;
+        }
+        if step == Step::Markdown {
+            let group = seen.out.entry(group_of(host)).or_default();
+            group.insert(host.clone());
+            let out = group.len();
+            seen.max_out = seen.max_out.max(out);
+        }
+    }
+
+    fn finished(&self, host: &HostId, step: Step, outcome: &StepOutcome) {
+        if step == Step::Markup && *outcome == StepOutcome::Done {
+            let mut seen = self.seen.lock().expect("observer lock");
+            if let Some(group) = seen.out.get_mut(&group_of(host)) {
+                group.remove(host);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl StepExecutor for SimulatedHosts {
+    async fn run(&self, host: &HostId, step: Step, _target: &Version) -> StepOutcome {
+        self.starting(host, step);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.seed, host.as_str(), step as u8).hash(&mut h);
+        let roll = h.finish();
+        let jitter = roll % (self.latency_ms.max(1) * 2);
+        tokio::time::sleep(Duration::from_millis(jitter)).await;
+        let outcome = if step != Step::Precheck
+            && (roll >> 16) as f64 / (1u64 << 48) as f64 <= self.fail_rate
+            && self.fail_rate > 0.0
+        {
+            StepOutcome::Failed(format!("{step} failed on {host} (simulated)"))
+        } else {
+            StepOutcome::Done
+        };
+        self.finished(host, step, &outcome);
+        outcome
+    }
+}
