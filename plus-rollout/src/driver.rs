@@ -21,7 +21,11 @@ use crate::store::{StateStore, StoreError};
 /// A job's future, as the driver runs it.
 pub type JobFuture<O> = Pin<Box<dyn Future<Output = O> + Send>>;
 
-type CommandMsg<C, R> = (C, oneshot::Sender<Result<(), R>>);
+/// What a handle asks of its driver.
+enum Request<C, R, S> {
+    Command(C, oneshot::Sender<Result<(), R>>),
+    Status(oneshot::Sender<S>),
+}
 
 /// Why a command could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,19 +39,24 @@ pub enum CommandError<R> {
     Ended,
 }
 
-/// Sends commands to a running core. Cheap to clone.
-#[derive(Debug)]
-pub struct Handle<C, R> {
-    commands: mpsc::UnboundedSender<CommandMsg<C, R>>,
+/// Sends commands to a running core and asks for its report so far. Cheap to clone.
+pub struct Handle<C, R, S> {
+    requests: mpsc::UnboundedSender<Request<C, R, S>>,
 }
 
-impl<C, R> Clone for Handle<C, R> {
-    fn clone(&self) -> Self {
-        Self { commands: self.commands.clone() }
+impl<C, R, S> std::fmt::Debug for Handle<C, R, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("ended", &self.requests.is_closed()).finish()
     }
 }
 
-impl<C, R> Handle<C, R> {
+impl<C, R, S> Clone for Handle<C, R, S> {
+    fn clone(&self) -> Self {
+        Self { requests: self.requests.clone() }
+    }
+}
+
+impl<C, R, S> Handle<C, R, S> {
     /// Applies `command` and waits until the core has taken it.
     ///
     /// # Errors
@@ -55,8 +64,17 @@ impl<C, R> Handle<C, R> {
     /// driver stopped.
     pub async fn command(&self, command: C) -> Result<(), CommandError<R>> {
         let (reply, answer) = oneshot::channel();
-        self.commands.send((command, reply)).map_err(|_| CommandError::Ended)?;
+        self.requests.send(Request::Command(command, reply)).map_err(|_| CommandError::Ended)?;
         answer.await.map_err(|_| CommandError::Ended)?.map_err(CommandError::Rejected)
+    }
+
+    /// The core's report now (a release's phase and every host's state, a deployment's
+    /// applications), taken between two of its steps: `None` once the driver has stopped,
+    /// when the task's result holds the final one.
+    pub async fn status(&self) -> Option<S> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request::Status(reply)).ok()?;
+        answer.await.ok()
     }
 }
 
@@ -104,7 +122,7 @@ impl<E> Unpin for Events<E> {}
 /// What [`spawn`] returns: the command handle, the event stream, and the task that resolves to
 /// the final report once the core is finished.
 pub type Spawned<C> = (
-    Handle<<C as Core>::Command, <C as Core>::Rejection>,
+    Handle<<C as Core>::Command, <C as Core>::Rejection, <C as Core>::Report>,
     Events<<C as Core>::Event>,
     JoinHandle<<C as Core>::Report>,
 );
@@ -136,13 +154,13 @@ where
         }
         .in_current_span(),
     );
-    (Handle { commands: command_tx }, Events { batches: event_rx, buffer: VecDeque::new() }, task)
+    (Handle { requests: command_tx }, Events { batches: event_rx, buffer: VecDeque::new() }, task)
 }
 
 /// What [`spawn_saved`] returns: as [`Spawned`], with a task that ends in an error when the
 /// state could not be saved (another controller took the rollout over, or the store failed).
 pub type SpawnedSaved<C> = (
-    Handle<<C as Core>::Command, <C as Core>::Rejection>,
+    Handle<<C as Core>::Command, <C as Core>::Rejection, <C as Core>::Report>,
     Events<<C as Core>::Event>,
     JoinHandle<Result<<C as Core>::Report, StoreError>>,
 );
@@ -175,7 +193,7 @@ where
     let (event_tx, event_rx) = mpsc::unbounded_channel();
     let saving = Saving { store, key, version };
     let task = tokio::spawn(drive(core, run, command_rx, event_tx, saving).in_current_span());
-    (Handle { commands: command_tx }, Events { batches: event_rx, buffer: VecDeque::new() }, task)
+    (Handle { requests: command_tx }, Events { batches: event_rx, buffer: VecDeque::new() }, task)
 }
 
 /// How the driver keeps the core's state: not at all, or in a store.
@@ -227,7 +245,7 @@ impl Clock {
 async fn drive<C, F, S>(
     mut core: C,
     mut run: F,
-    mut commands: mpsc::UnboundedReceiver<CommandMsg<C::Command, C::Rejection>>,
+    mut requests: mpsc::UnboundedReceiver<Request<C::Command, C::Rejection, C::Report>>,
     events: mpsc::UnboundedSender<Vec<C::Event>>,
     mut saving: S,
 ) -> Result<C::Report, S::Error>
@@ -241,7 +259,7 @@ where
     let mut tasks: JoinSet<(JobId, C::Outcome)> = JoinSet::new();
     let mut running: HashMap<u32, (u64, AbortHandle)> = HashMap::new();
     let mut ready: Vec<(JobId, C::Outcome)> = Vec::new();
-    let mut commands_open = true;
+    let mut requests_open = true;
     // Whether the core changed since its state was last saved (its start counts).
     let mut changed = true;
     loop {
@@ -325,12 +343,15 @@ where
                 // Aborted on the core's request: the core already decided the job's state.
                 Some(Err(_)) | None => {}
             },
-            command = commands.recv(), if commands_open => match command {
-                Some((command, reply)) => {
+            request = requests.recv(), if requests_open => match request {
+                Some(Request::Command(command, reply)) => {
                     let _ = reply.send(core.handle_command(command, clock.now()));
                     changed = true;
                 }
-                None => commands_open = false,
+                Some(Request::Status(reply)) => {
+                    let _ = reply.send(core.report());
+                }
+                None => requests_open = false,
             },
             () = sleep_until(deadline) => {
                 core.handle_timeout(clock.now());

@@ -11,9 +11,12 @@ use plus_core::{AppCode, HostId, Version};
 use crate::driver::{
     CommandError, Events, Handle, JobFuture, Spawned, SpawnedSaved, spawn, spawn_saved,
 };
-use crate::orchestrate::{AppJob, DeployCommand, DeployEvent, Deployment, SavedDeployment};
+use crate::orchestrate::{
+    AppJob, DeployCommand, DeployEvent, Deployment, DeploymentReport, SavedDeployment,
+};
 use crate::release::{
-    Command, CommandRejected, Event, Release, SavedRelease, Step, StepJob, StepOutcome,
+    Command, CommandRejected, Event, Release, ReleaseReport, SavedRelease, Step, StepJob,
+    StepOutcome,
 };
 use crate::store::StateStore;
 
@@ -56,18 +59,18 @@ pub trait AppExecutor: Send + Sync + 'static {
 }
 
 /// Sends a person's commands to a running release. Cheap to clone.
-pub type ReleaseHandle = Handle<Command, CommandRejected>;
+pub type ReleaseHandle = Handle<Command, CommandRejected, ReleaseReport>;
 
 /// A running release's progress; ends when the release does.
 pub type ReleaseEvents = Events<Event>;
 
 /// Cancels a running deployment. Cheap to clone.
-pub type DeploymentHandle = Handle<DeployCommand, Infallible>;
+pub type DeploymentHandle = Handle<DeployCommand, Infallible, DeploymentReport>;
 
 /// A running deployment's progress; ends when the deployment does.
 pub type DeploymentEvents = Events<DeployEvent>;
 
-impl Handle<Command, CommandRejected> {
+impl ReleaseHandle {
     /// [`Command::Bake`].
     ///
     /// # Errors
@@ -82,7 +85,7 @@ impl Handle<Command, CommandRejected> {
     }
 }
 
-impl Handle<DeployCommand, Infallible> {
+impl DeploymentHandle {
     /// Stops starting new work and cancels what runs; returns once the deployment took it (at
     /// once if it had already ended).
     pub async fn cancel(&self) {

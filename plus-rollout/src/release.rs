@@ -483,7 +483,7 @@ impl fmt::Display for ReleaseReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.outcome {
             Some(outcome) => write!(f, "{outcome}")?,
-            None => f.write_str("running")?,
+            None => write!(f, "{}", self.phase)?,
         }
         write!(
             f,
@@ -522,12 +522,14 @@ pub struct BatchReport {
     pub finished: Option<Timestamp>,
 }
 
-/// The final report: every host's state and every batch's timing.
+/// The report, so far or final: the phase, every host's state and every batch's timing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ReleaseReport {
     /// How it ended (`None` while still running).
     pub outcome: Option<Outcome>,
+    /// Where the release is: the batch it runs, a wait, the bake, a brake, a pause.
+    pub phase: Phase,
     /// Every planned host, in plan order, with its state.
     pub hosts: Vec<(HostId, HostState)>,
     /// Hosts left out of the plan.
@@ -832,6 +834,7 @@ impl Release {
                 Stage::Finished(outcome) => Some(outcome.clone()),
                 _ => None,
             },
+            phase: self.phase(),
             hosts: self.hosts.iter().map(|h| ((*h.id).clone(), h.state.clone())).collect(),
             excluded: self.excluded.clone(),
             batches: self.reports.clone(),

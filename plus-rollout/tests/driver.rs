@@ -9,7 +9,7 @@ use plus_core::{HostId, Timestamp, Version};
 use plus_rollout::{
     Bastion, EventKind, GroupHost, HostState, MemoryStore, Mode, NoopExecutor, Outcome, Phase,
     PlanConfig, QuorumStore, Release, ReleaseConfig, SavedRelease, StateStore, Step, StepExecutor,
-    StepOutcome, StoreError, plan, spawn_release, spawn_saved,
+    StepOutcome, StoreError, plan, spawn_release, spawn_release_saved, spawn_saved,
 };
 
 fn release(hosts: usize, bastion: usize, config: ReleaseConfig) -> Release {
@@ -338,4 +338,28 @@ async fn a_state_the_store_cannot_read_is_a_typed_error() {
     for node in nodes {
         node.handle.stop().await;
     }
+}
+
+/// The handle tells where a running release is: its phase, and every host's state.
+#[tokio::test(start_paused = true)]
+async fn the_handle_reports_live_status() {
+    let executor = Arc::new(Logged::default()); // every step takes a second
+    let (handle, _events, task) = spawn_release_saved(
+        release(8, 0, config()),
+        Arc::clone(&executor),
+        Arc::new(MemoryStore::new()),
+        "r".into(),
+        None,
+    );
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let status = handle.status().await.expect("still running");
+    assert_eq!(status.outcome, None);
+    assert!(matches!(status.phase, Phase::Running(_)), "{}", status.phase);
+    assert_eq!(status.hosts.len(), 8);
+    let running = status.hosts.iter().filter(|(_, s)| matches!(s, HostState::Running(_))).count();
+    let pending = status.hosts.iter().filter(|(_, s)| *s == HostState::Pending).count();
+    assert_eq!((running, pending), (2, 6), "the first batch of two runs its third step: {status}");
+    let report = task.await.unwrap().unwrap();
+    assert_eq!(report.phase, Phase::Finished(Outcome::Succeeded));
+    assert!(handle.status().await.is_none(), "the driver has stopped");
 }
