@@ -47,6 +47,18 @@ const PAIRS: &[(&str, &str, &str, &str)] = &[
         "500 writes watched by 1,000 watchers / unwatched",
     ),
     (
+        "scheduler_fleet_heartbeats_1000",
+        "plus_scheduler_fleet",
+        "hash_map_update_floor",
+        "fleet: 1,000 heartbeats / hash map updates, 10,000 workers",
+    ),
+    (
+        "scheduler_fleet_assign_10000",
+        "plus_scheduler_fleet",
+        "decide_same_candidates",
+        "fleet: assign + finish / decide, 10,000 workers",
+    ),
+    (
         "manifest_reference",
         "plus_manifest_parse_validate",
         "serde_yaml_untyped_value",

@@ -10,7 +10,13 @@
 //! own through [`Dimension`]. Every [`Decision`] explains itself, and ties are broken by the
 //! caller's seeded RNG or a deterministic [`TieBreak`], never by hash order.
 //!
-//! The crate does no I/O and reads no clock; the [`simulate`] harness runs in simulated time.
+//! [`decide`](Scheduler::decide) works on a plain slice, for hosts that keep their own fleet.
+//! [`Fleet`] keeps one for them: workers register and send heartbeats with their load and the
+//! projects they cache; silent workers become suspect, then dead, and their jobs come back as
+//! lost; a placement reserves its slot at once; the cache dimension is computed per job.
+//!
+//! The crate does no I/O and reads no clock; the [`simulate`] harness runs in simulated time,
+//! and the fleet judges liveness from the time its host passes in.
 //!
 //! ```
 //! use plus_core::{WorkerId, seeded_rng};
@@ -49,6 +55,7 @@
 mod candidate;
 mod dimension;
 mod error;
+mod fleet;
 #[cfg(feature = "plot")]
 mod plot;
 mod scheduler;
@@ -58,6 +65,10 @@ mod tune;
 pub use candidate::{Candidate, Job, WorkerKind};
 pub use dimension::{Builtin, Dimension, Direction, Filter};
 pub use error::Error;
+pub use fleet::{
+    Assignment, Fleet, FleetConfig, FleetError, FleetJobId, Heartbeat, Liveness, LostJob,
+    SuspectPolicy,
+};
 /// The random-number trait [`Scheduler::decide`] takes for tie-breaks (any `rand` 0.9 RNG, or
 /// [`plus_core::seeded_rng`]).
 pub use rand::Rng;
