@@ -54,6 +54,13 @@ pub struct Config {
     /// Send an empty request this often and close if it is not answered within the interval.
     /// Off by default so the wire stays what the Go implementation expects; both peers must
     /// enable it (a peer with it enabled answers empty requests itself). Default none.
+    ///
+    /// A peer that died, or is stuck (it keeps the socket open but stopped reading or
+    /// answering), is found out within two intervals of its last answer: the next heartbeat
+    /// leaves at most one interval after the last, and gets one interval to be answered. The
+    /// connection then closes with [`CloseReason::HeartbeatTimeout`](crate::CloseReason), and
+    /// every request waiting on it fails at once. Each side probes the other: turn it on at
+    /// both ends and an agent and its server each see the other go.
     pub heartbeat: Option<Duration>,
     /// TCP keepalive for connections made with [`Connection::from_tcp`](crate::Connection::from_tcp).
     /// Default 60 s.

@@ -327,3 +327,70 @@ async fn requests_the_go_peer_cannot_frame_fail_at_once_by_default() {
     let (client, _server, _, _) = pair(Config { go_compatible: false, ..Config::default() });
     assert_eq!(client.request(&b"a\r\r\nb"[..]).await.unwrap(), &b"a\r\r\nb"[..]);
 }
+
+/// A peer that stops reading but keeps its end open (stuck, not gone): with heartbeats on, it
+/// is found out within two heartbeat intervals, and every request waiting on it fails at once
+/// rather than at its own deadline.
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_stops_reading_is_detected_within_two_heartbeats() {
+    let every = Duration::from_secs(2);
+    let (a, stuck) = tokio::io::duplex(1 << 12); // the stuck end is held, never read
+    let config = Config { heartbeat: Some(every), ..Config::default() };
+    let conn = Connection::new(a, config, Arc::new(Echo::default())).unwrap();
+    let started = tokio::time::Instant::now();
+    // Requests that fill the pipe and then wait: their own timeout is far away.
+    let waiting: Vec<_> = (0..8)
+        .map(|_| {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                let result =
+                    conn.request_with_timeout(vec![7u8; 2_000], Duration::from_secs(3600)).await;
+                (result, tokio::time::Instant::now())
+            })
+        })
+        .collect();
+    assert_eq!(conn.closed().await, CloseReason::HeartbeatTimeout);
+    let detected = started.elapsed();
+    assert!(detected <= 2 * every, "detected after {detected:?}");
+    for task in waiting {
+        let (result, at) = task.await.unwrap();
+        assert!(
+            matches!(
+                result,
+                Err(RequestError::Lost(CloseReason::HeartbeatTimeout)
+                    | RequestError::Closed(CloseReason::HeartbeatTimeout))
+            ),
+            "{result:?}"
+        );
+        assert!(at.duration_since(started) <= detected, "failed with the close, not later");
+    }
+    drop(stuck);
+}
+
+/// The same over real TCP on 127.0.0.1: the peer accepts, never reads, keeps the socket open.
+#[tokio::test]
+async fn a_tcp_peer_that_stops_reading_is_detected_by_the_heartbeat() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(stream);
+    });
+    let every = Duration::from_millis(200);
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let config = Config { heartbeat: Some(every), ..Config::default() };
+    let conn = Connection::from_tcp(stream, config, Arc::new(Echo::default())).unwrap();
+    let pending = {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            conn.request_with_timeout(vec![1u8; 1 << 20], Duration::from_secs(3600)).await
+        })
+    };
+    // Bounded so that a missed detection fails the test instead of hanging it.
+    let reason = tokio::time::timeout(Duration::from_secs(20), conn.closed()).await.unwrap();
+    assert_eq!(reason, CloseReason::HeartbeatTimeout);
+    let result = tokio::time::timeout(Duration::from_secs(1), pending).await.unwrap().unwrap();
+    assert!(result.is_err(), "{result:?}");
+    holder.abort();
+}
