@@ -51,12 +51,14 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use controller::{Controller, World};
 use indicatif::{MultiProgress, ProgressDrawTarget};
-use plus_core::{AppCode, Version, WorkerId, seeded_rng};
+use plus_core::{AppCode, Timestamp, Version, WorkerId, seeded_rng};
 use plus_manifest::{Manifest, ManifestError, parse_file};
 use plus_quorum::testing::loopback_addrs;
 use plus_quorum::{Bytes, WriteOp, compare};
 use plus_rollout::{AppGraph, AppSpec, AppState};
-use plus_scheduler::{Candidate, Job, REFERENCE_WEIGHTS, Scheduler, WorkerKind};
+use plus_scheduler::{
+    Fleet, FleetConfig, Heartbeat, Job, REFERENCE_WEIGHTS, Scheduler, WorkerKind,
+};
 use rand::Rng;
 
 /// An embedded deploy platform, end to end on this machine.
@@ -139,33 +141,37 @@ fn load_manifests(dir: &Path) -> Result<Vec<(AppCode, Manifest)>, String> {
     Ok(apps)
 }
 
-/// Step 2: a simulated build fleet and one placement per application.
+/// Step 2: a simulated build fleet and one placement per application. The fleet keeps the
+/// workers' loads and caches from their heartbeats and reserves a slot per placement, so the
+/// builds spread and each goes where its project's cache is when that pays.
 fn place_builds(
     apps: &[(AppCode, Manifest)],
     seed: u64,
 ) -> Result<HashMap<AppCode, WorkerId>, String> {
     let mut rng = seeded_rng(seed);
-    let mut fleet: Vec<Candidate> = (0..8)
-        .map(|i| Candidate {
-            load: f64::from(rng.random_range(0..16_u32)) / 20.0,
-            total_caches: rng.random_range(100..3_000),
-            capacity: Some(20),
-            running_jobs: rng.random_range(0..10),
-            ..Candidate::new(
-                WorkerId::new(format!("builder-{i}")).expect("valid id"),
-                WorkerKind::Build,
-            )
-        })
-        .collect();
+    let mut fleet = Fleet::new(FleetConfig::default()).map_err(|e| e.to_string())?;
+    let now = Timestamp::ZERO;
+    for i in 0..8 {
+        let id = WorkerId::new(format!("builder-{i}")).expect("valid id");
+        fleet.register(id.clone(), WorkerKind::Build, Some(20), now).map_err(|e| e.to_string())?;
+        // Each builder reports some caches: a few of the applications' and many others'.
+        let others = rng.random_range(5..60);
+        let caches: Vec<String> = apps
+            .iter()
+            .filter(|_| rng.random_bool(0.3))
+            .map(|(code, _)| code.to_string())
+            .chain((0..others).map(|n| format!("project-{n}")))
+            .collect();
+        let load = f64::from(rng.random_range(0..16_u32)) / 20.0;
+        fleet
+            .heartbeat(&id, Heartbeat { load, caches: Some(caches) }, now)
+            .map_err(|e| e.to_string())?;
+    }
     let scheduler = Scheduler::with_weights(REFERENCE_WEIGHTS).map_err(|e| e.to_string())?;
     let mut placed = HashMap::new();
     for (code, _) in apps {
-        for c in &mut fleet {
-            c.has_project_cache = rng.random_bool(0.3);
-        }
         let job = Job { kind: WorkerKind::Build, project: code.as_str() };
-        let decision = scheduler.decide(&job, &fleet, &mut rng).map_err(|e| e.to_string())?;
-        let chosen = decision.explain_chosen();
+        let chosen = fleet.assign(&scheduler, &job, &mut rng).map_err(|e| e.to_string())?;
         let why: Vec<String> = chosen
             .dimensions
             .iter()
@@ -174,20 +180,15 @@ fn place_builds(
         println!(
             "build     {:<8} on {} (score {:.1}: {})",
             code,
-            chosen.candidate.id,
-            chosen.total,
+            chosen.worker,
+            chosen.score,
             why.join(" ")
         );
-        let index = decision.chosen_index();
-        placed.insert(code.clone(), fleet[index].id.clone());
-        fleet[index].running_jobs += 1;
-        fleet[index].load += 0.05;
-        fleet[index].total_caches += 1;
+        placed.insert(code.clone(), chosen.worker);
     }
     Ok(placed)
 }
 
-/// How one application's release went, for the summary.
 #[derive(Debug, Default, Clone)]
 struct AppResult {
     hosts_ok: usize,

@@ -33,7 +33,7 @@ use rand::Rng;
 pub use config::{FleetConfig, FleetError, SuspectPolicy};
 use pool::{Moved, Pool};
 
-use crate::{Candidate, Job, Scheduler, WorkerKind};
+use crate::{Candidate, DimensionScore, Job, Scheduler, WorkerKind};
 
 /// A job placed by a fleet: its id for [`Fleet::finish`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -56,6 +56,8 @@ pub struct Assignment {
     pub score: f64,
     /// Whether the worker was suspect (no healthy worker could take the job).
     pub suspect: bool,
+    /// Why: each dimension's part in its score.
+    pub dimensions: Vec<DimensionScore>,
 }
 
 /// A job whose worker was declared dead: place it again.
@@ -314,9 +316,10 @@ impl Fleet {
         let flagged = self.flag_caches(kind, job.project);
         let pool = &self.pools[kind];
         let healthy = &pool.candidates[..pool.healthy];
-        let mut picked = (!healthy.is_empty())
-            .then(|| scheduler.decide(job, healthy, rng))
-            .map(|d| d.map(|d| (d.chosen_index(), d.score(), false)));
+        let mut picked =
+            (!healthy.is_empty()).then(|| scheduler.decide(job, healthy, rng)).map(|d| {
+                d.map(|d| (d.chosen_index(), d.score(), false, d.explain_chosen().dimensions))
+            });
         let fall_back = matches!(
             picked,
             None | Some(Err(crate::Error::NoneAdmitted { .. } | crate::Error::NoCandidates))
@@ -324,16 +327,18 @@ impl Fleet {
         if fall_back && self.config.suspects == SuspectPolicy::RankLast {
             let suspects = &pool.candidates[pool.healthy..];
             if !suspects.is_empty() {
-                picked = Some(
-                    scheduler
-                        .decide(job, suspects, rng)
-                        .map(|d| (pool.healthy + d.chosen_index(), d.score(), true)),
-                );
+                picked = Some(scheduler.decide(job, suspects, rng).map(|d| {
+                    let why = d.explain_chosen().dimensions;
+                    (pool.healthy + d.chosen_index(), d.score(), true, why)
+                }));
             }
         }
         self.unflag_caches(kind, flagged);
-        let (slot, score, suspect) = picked.unwrap_or(Err(crate::Error::NoCandidates))?;
-        Ok(self.reserve(kind, slot, job, score, suspect))
+        let (slot, score, suspect, dimensions) =
+            picked.unwrap_or(Err(crate::Error::NoCandidates))?;
+        let mut assignment = self.reserve(kind, slot, job, score, suspect);
+        assignment.dimensions = dimensions;
+        Ok(assignment)
     }
 
     /// The job ended (done or failed): its slot is free again.
@@ -408,7 +413,7 @@ impl Fleet {
             id,
             Reservation { worker: index, project: job.project.to_owned(), kind: job.kind },
         );
-        Assignment { job: id, worker: worker.id.clone(), score, suspect }
+        Assignment { job: id, worker: worker.id.clone(), score, suspect, dimensions: Vec::new() }
     }
 
     fn declare_dead(&mut self, index: u32, lost: &mut Vec<LostJob>) {
