@@ -100,12 +100,12 @@ async fn run(args: Args) -> Result<bool, String> {
         tokio::spawn(async move {
             loop {
                 for node in cluster.handles() {
-                    if let Ok(s) = node.status().await {
-                        if s.role == Role::Leader {
-                            let mut log = log.lock().await;
-                            if log.last() != Some(&s.id) {
-                                log.push(s.id);
-                            }
+                    if let Ok(s) = node.status().await
+                        && s.role == Role::Leader
+                    {
+                        let mut log = log.lock().await;
+                        if log.last() != Some(&s.id) {
+                            log.push(s.id);
                         }
                     }
                 }
@@ -134,7 +134,7 @@ async fn run(args: Args) -> Result<bool, String> {
                 n += 1;
                 let key = format!("c{c}/k{}", n % 64);
                 let value = Bytes::from(format!("c{c}-{n}"));
-                let op = if n % 5 == 0 {
+                let op = if n.is_multiple_of(5) {
                     let expect = acked
                         .lock()
                         .await
@@ -153,7 +153,7 @@ async fn run(args: Args) -> Result<bool, String> {
                         map.insert(key.clone(), (version, value));
                     }
                 }
-                if n % 4 == 0 {
+                if n.is_multiple_of(4) {
                     let _ = cluster.read(ReadOp::Get(key)).await;
                 }
             }
@@ -176,11 +176,12 @@ async fn run(args: Args) -> Result<bool, String> {
         caught_up = false;
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(s) = running[&old].handle.status().await {
-                if !s.recovering && s.leader.is_some() {
-                    caught_up = true;
-                    break;
-                }
+            if let Ok(s) = running[&old].handle.status().await
+                && !s.recovering
+                && s.leader.is_some()
+            {
+                caught_up = true;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -284,10 +285,10 @@ async fn wait_for_leader(
             if Some(node.id()) == not {
                 continue;
             }
-            if let Ok(s) = node.status().await {
-                if s.role == Role::Leader {
-                    return Some(s.id);
-                }
+            if let Ok(s) = node.status().await
+                && s.role == Role::Leader
+            {
+                return Some(s.id);
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -215,11 +215,11 @@ impl<'s> Decoder<'s> {
     fn string_list(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
         let Value::Seq(items) = &node.value else {
             self.wrong_type(node, path, "a list");
-            if let Some(diagnostic) = self.diagnostics.last_mut() {
-                if matches!(node.value, Value::Scalar { .. }) {
-                    diagnostic.help =
-                        Some("write it as a list: put it on its own line after `- `".to_owned());
-                }
+            if let Some(diagnostic) = self.diagnostics.last_mut()
+                && matches!(node.value, Value::Scalar { .. })
+            {
+                diagnostic.help =
+                    Some("write it as a list: put it on its own line after `- `".to_owned());
             }
             return None;
         };
@@ -268,25 +268,25 @@ impl<'s> Decoder<'s> {
                 self.wrong_type(node, path, "a version");
                 return None;
             }
-            if let Some(number) = as_yaml_number(text) {
-                if number != *text {
-                    let what = if number.is_empty() {
-                        "a special float".to_owned()
-                    } else {
-                        format!("the number {number}")
-                    };
-                    self.report(
-                        node.span,
-                        Diagnostic::error(
-                            Rule::UnquotedNumericVersion,
-                            path,
-                            format!("version `{text}` of tool `{tool}` is read by YAML as {what}"),
-                        )
-                        .label("unquoted number")
-                        .help(format!("quote it to keep it as written: `{tool}: \"{text}\"`")),
-                    );
-                    return None;
-                }
+            if let Some(number) = as_yaml_number(text)
+                && number != *text
+            {
+                let what = if number.is_empty() {
+                    "a special float".to_owned()
+                } else {
+                    format!("the number {number}")
+                };
+                self.report(
+                    node.span,
+                    Diagnostic::error(
+                        Rule::UnquotedNumericVersion,
+                        path,
+                        format!("version `{text}` of tool `{tool}` is read by YAML as {what}"),
+                    )
+                    .label("unquoted number")
+                    .help(format!("quote it to keep it as written: `{tool}: \"{text}\"`")),
+                );
+                return None;
             }
         }
         match Version::new(text.clone()) {

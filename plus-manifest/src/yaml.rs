@@ -179,10 +179,10 @@ impl Builder<'_> {
             Value::Seq(items) => items.first().map(|n| n.span),
             Value::Scalar { .. } => None,
         };
-        if let Some(first) = first {
-            if first.start < node.span.start {
-                node.span = Span::new(first.start, self.source.line_end(first.start));
-            }
+        if let Some(first) = first
+            && first.start < node.span.start
+        {
+            node.span = Span::new(first.start, self.source.line_end(first.start));
         }
         if anchor != 0 {
             self.anchors.insert(anchor, node.clone());

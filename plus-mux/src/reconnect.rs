@@ -142,10 +142,10 @@ impl ReconnectingClient {
     /// The live connection, waiting for one as configured.
     async fn connection(&self) -> Result<Connection, RequestError> {
         let mut current = self.current.clone();
-        if let Some(c) = current.borrow_and_update().clone() {
-            if c.close_reason().is_none() {
-                return Ok(c);
-            }
+        if let Some(c) = current.borrow_and_update().clone()
+            && c.close_reason().is_none()
+        {
+            return Ok(c);
         }
         let WhileDisconnected::Wait(wait) = self.while_disconnected else {
             return Err(RequestError::Closed(crate::CloseReason::PeerClosed));
@@ -154,10 +154,10 @@ impl ReconnectingClient {
         loop {
             match tokio::time::timeout_at(deadline, current.changed()).await {
                 Ok(Ok(())) => {
-                    if let Some(c) = current.borrow_and_update().clone() {
-                        if c.close_reason().is_none() {
-                            return Ok(c);
-                        }
+                    if let Some(c) = current.borrow_and_update().clone()
+                        && c.close_reason().is_none()
+                    {
+                        return Ok(c);
                     }
                 }
                 Ok(Err(_)) => return Err(RequestError::Closed(crate::CloseReason::Local)),

@@ -858,10 +858,10 @@ impl<N: NodeApi> Cluster<N> {
     /// The leader, if some node knows one.
     pub async fn leader(&self) -> Option<NodeId> {
         for node in self.handles() {
-            if let Ok(status) = node.status().await {
-                if status.role == Role::Leader {
-                    return Some(status.id);
-                }
+            if let Ok(status) = node.status().await
+                && status.role == Role::Leader
+            {
+                return Some(status.id);
             }
         }
         None

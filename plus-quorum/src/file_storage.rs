@@ -7,6 +7,10 @@
 //! - `log`: append-only records `[u32 length][u32 CRC-32 of the payload][u32 CRC-32 of the first
 //!   eight bytes][payload]` (little-endian; payload is the msgpack entry), fsynced on every
 //!   append.
+//! - `lock`: held locked (an advisory lock of the operating system) for as long as the
+//!   storage is open, so a second process opening the directory is refused with
+//!   [`StorageErrorKind::Locked`] instead of interleaving its writes; the lock goes with the
+//!   process, also when it is killed.
 //!
 //! # What recovery cuts, and what it refuses
 //!
@@ -40,6 +44,7 @@ use crate::types::LogIndex;
 
 const HEADER: usize = 12;
 const LOG: &str = "log";
+const LOCK: &str = "lock";
 
 fn io(what: &str, path: &Path, err: std::io::Error) -> StorageError {
     StorageError::io(format!("{what} {}", path.display()), err)
@@ -57,6 +62,30 @@ fn corrupt(path: &Path, offset: usize, reason: &str) -> StorageError {
 }
 
 /// Fsyncs a directory, so that the entries created in it survive a power cut.
+/// Takes the directory's lock, or says who cannot have it.
+fn lock_dir(dir: &Path) -> Result<File, StorageError> {
+    let path = dir.join(LOCK);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io("cannot open", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StorageError::new(
+            StorageErrorKind::Locked,
+            format!(
+                "{} is in use: another process holds {} (two processes must never write one \
+                 node's storage)",
+                dir.display(),
+                path.display()
+            ),
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(io("cannot lock", &path, e)),
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("cannot sync", dir, e))
 }
@@ -66,6 +95,8 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 pub struct FileStorage {
     dir: PathBuf,
     log: File,
+    /// Locked while open; released when dropped (or the process ends).
+    _lock: File,
     /// `(index, byte offset)` of every record in the log file.
     offsets: Vec<(LogIndex, u64)>,
     /// Bytes of whole, good records in the log file.
@@ -95,6 +126,7 @@ impl FileStorage {
             missing = d.parent();
         }
         fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
+        let lock = lock_dir(&dir)?;
         let path = dir.join(LOG);
         let log = OpenOptions::new()
             .create(true)
@@ -113,6 +145,7 @@ impl FileStorage {
         Ok(Self {
             dir,
             log,
+            _lock: lock,
             offsets: Vec::new(),
             len: 0,
             unusable: None,
@@ -391,6 +424,18 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_opens_once_at_a_time() {
+        let dir = temp_dir("locked");
+        let first = FileStorage::open(&dir).unwrap();
+        let err = FileStorage::open(&dir).unwrap_err();
+        assert_eq!(err.kind(), StorageErrorKind::Locked);
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(first);
+        FileStorage::open(&dir).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn round_trip_and_truncate() {
         let dir = temp_dir("round-trip");
         let mut s = FileStorage::open(&dir).unwrap();
@@ -406,6 +451,7 @@ mod tests {
         assert_eq!(r.entries.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 2, 3, 4]);
         let snap = Snapshot { last_index: 2, last_term: 1, state: crate::kv::KvState::default() };
         again.save_snapshot(&snap).unwrap();
+        drop(again);
         let r = FileStorage::open(&dir).unwrap().recover().unwrap().unwrap();
         assert_eq!(r.snapshot, Some(snap));
         assert_eq!(r.entries.iter().map(|e| e.index).collect::<Vec<_>>(), [3, 4]);
@@ -557,6 +603,7 @@ mod tests {
         let mut bytes = fs::read(dir.join("hardstate")).unwrap();
         bytes[0] ^= 0xff;
         fs::write(dir.join("hardstate"), bytes).unwrap();
+        drop(s);
         let err = FileStorage::open(&dir).unwrap().recover().unwrap_err();
         assert!(err.to_string().contains("checksum mismatch"), "{err}");
         fs::remove_dir_all(&dir).unwrap();

@@ -178,10 +178,10 @@ impl KvState {
 
     fn set(&mut self, key: &str, value: &Bytes, lease: Option<LeaseId>, index: u64) {
         self.detach(key);
-        if let Some(lease) = lease {
-            if let Some(state) = self.leases.map.get_mut(&lease) {
-                state.keys.insert(key.to_owned());
-            }
+        if let Some(lease) = lease
+            && let Some(state) = self.leases.map.get_mut(&lease)
+        {
+            state.keys.insert(key.to_owned());
         }
         let created = self.map.get(key).map_or(index, |v| v.created);
         let versioned = Versioned { value: value.clone(), version: index, created, lease };

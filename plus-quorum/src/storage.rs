@@ -46,6 +46,8 @@ pub enum StorageErrorKind {
     /// An earlier failure left the storage in a state it could not undo; every call is refused
     /// until it is reopened (and recovery decides what survived).
     Unusable,
+    /// Another process has the storage open.
+    Locked,
 }
 
 /// A storage failure; the node halts (it must not go on without what it failed to keep).

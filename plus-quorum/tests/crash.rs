@@ -93,6 +93,7 @@ fn run_child_until_killed(dir: &Path, after: Duration) -> (u64, u64) {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let (first_ack, acked_once) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let (mut acked, mut snapshot) = (0, 0);
         for line in BufReader::new(stdout).lines() {
@@ -100,13 +101,21 @@ fn run_child_until_killed(dir: &Path, after: Duration) -> (u64, u64) {
             let Ok(line) = line else { break };
             let mut words = line.split(' ');
             match (words.next(), words.next().and_then(|n| n.parse::<u64>().ok())) {
-                (Some("acked"), Some(n)) => acked = n,
+                (Some("acked"), Some(n)) => {
+                    acked = n;
+                    let _ = first_ack.send(());
+                }
                 (Some("snapshot"), Some(n)) => snapshot = n,
                 _ => {}
             }
         }
         (acked, snapshot)
     });
+    // Once the child is appending, nobody else may open its directory.
+    if acked_once.recv_timeout(Duration::from_secs(20)).is_ok() {
+        let refused = FileStorage::open(dir).unwrap_err();
+        assert_eq!(refused.kind(), plus_quorum::StorageErrorKind::Locked, "{refused}");
+    }
     std::thread::sleep(after);
     // SIGKILL: no destructor, no flush, no goodbye.
     child.kill().unwrap();
@@ -143,8 +152,8 @@ fn every_acknowledged_append_survives_sigkill() {
         drop(storage);
     }
     println!(
-        "{ROUNDS} kills, {acked_total} entries acknowledged, {empty_rounds} rounds killed before \
-         their first acknowledgement, {:?}",
+        "{ROUNDS} kills, {acked_total} entries acknowledged, {empty_rounds} rounds without a new \
+         acknowledgement, {:?}",
         started.elapsed()
     );
     assert!(acked_total > ROUNDS as u64 * 2, "the children did append");

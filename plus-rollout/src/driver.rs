@@ -287,10 +287,10 @@ where
                         }
                     }
                     Action::Cancel(id) => {
-                        if running.get(&id.slot).is_some_and(|(token, _)| *token == id.token) {
-                            if let Some((_, handle)) = running.remove(&id.slot) {
-                                handle.abort();
-                            }
+                        if running.get(&id.slot).is_some_and(|(token, _)| *token == id.token)
+                            && let Some((_, handle)) = running.remove(&id.slot)
+                        {
+                            handle.abort();
                         }
                     }
                 }

@@ -1028,10 +1028,10 @@ impl Release {
 
     fn host_failed(&mut self, host: u32, step: Step, reason: String, now: Timestamp) {
         self.finish_host(host, HostState::Failed { step, reason }, now);
-        if self.config.stop_on_failure {
-            if let Some(run) = self.run_mut() {
-                run.stop_tripped = true;
-            }
+        if self.config.stop_on_failure
+            && let Some(run) = self.run_mut()
+        {
+            run.stop_tripped = true;
         }
         self.host_left_run(now);
     }
@@ -1192,17 +1192,18 @@ impl Release {
             step_ended(slot, step, &StepOutcome::Failed(reason.clone()), now);
             // A timed-out Verify fails even with ignore_verify: the host did not start in time.
             self.finish_host(host, HostState::Failed { step, reason }, now);
-            if self.config.stop_on_failure {
-                if let Some(run) = self.run_mut() {
-                    run.stop_tripped = true;
-                }
+            if self.config.stop_on_failure
+                && let Some(run) = self.run_mut()
+            {
+                run.stop_tripped = true;
             }
             self.host_left_run(now);
         }
-        if let Stage::Waiting { next, until } = self.stage {
-            if now >= until && !self.paused {
-                self.start_batch(next, Brake::Check, now);
-            }
+        if let Stage::Waiting { next, until } = self.stage
+            && now >= until
+            && !self.paused
+        {
+            self.start_batch(next, Brake::Check, now);
         }
     }
 

@@ -359,10 +359,10 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
     prop_assert!(release.is_finished(), "release did not finish: {:?}", release.phase());
     // Drain the actions of the last step: an abort cancels what runs.
     while let Some(action) = release.poll_action() {
-        if let Action::Cancel(JobId { token, .. }) = action {
-            if let Some((at, _)) = host_of_token.remove(&token) {
-                inflight.remove(&(at, token));
-            }
+        if let Action::Cancel(JobId { token, .. }) = action
+            && let Some((at, _)) = host_of_token.remove(&token)
+        {
+            inflight.remove(&(at, token));
         }
     }
     prop_assert!(inflight.is_empty(), "steps still running after the end: {}", inflight.len());

@@ -240,10 +240,10 @@ fn validate(config: &SimConfig) -> Result<(), SimError> {
     if config.job_ticks.0 == 0 || config.job_ticks.0 > config.job_ticks.1 {
         return bad("`job_ticks` must be (min, max) with 1 <= min <= max");
     }
-    if let Popularity::Zipf { exponent } = config.popularity {
-        if !exponent.is_finite() || exponent < 0.0 {
-            return bad("Zipf `exponent` must be a finite number >= 0");
-        }
+    if let Popularity::Zipf { exponent } = config.popularity
+        && (!exponent.is_finite() || exponent < 0.0)
+    {
+        return bad("Zipf `exponent` must be a finite number >= 0");
     }
     if config.max_caches_per_worker == Some(0) {
         return bad("`max_caches_per_worker` must be at least 1 when set");

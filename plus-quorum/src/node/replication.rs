@@ -162,13 +162,13 @@ impl Node {
             });
         }
         op.validate()?;
-        if let WriteOp::GrantLease { ttl_ms } = op {
-            if u128::from(ttl_ms) > self.config.max_lease_ttl.as_millis() {
-                return Err(ClientError::Invalid(format!(
-                    "a lease's TTL of {ttl_ms} ms is above the cluster's maximum of {} ms",
-                    self.config.max_lease_ttl.as_millis()
-                )));
-            }
+        if let WriteOp::GrantLease { ttl_ms } = op
+            && u128::from(ttl_ms) > self.config.max_lease_ttl.as_millis()
+        {
+            return Err(ClientError::Invalid(format!(
+                "a lease's TTL of {ttl_ms} ms is above the cluster's maximum of {} ms",
+                self.config.max_lease_ttl.as_millis()
+            )));
         }
         if let Some(index) = self.append_local(Payload::Write(op)) {
             self.counters.proposals += 1;

@@ -157,7 +157,7 @@ impl<M: Model> History<M> {
         let mut explored: u64 = 0;
         while next[0] != usize::MAX {
             explored += 1;
-            if explored % 4096 == 0 && started.elapsed() > budget {
+            if explored.is_multiple_of(4096) && started.elapsed() > budget {
                 return Verdict::Undecided { explored };
             }
             if entry == usize::MAX {

@@ -1280,10 +1280,10 @@ impl Sim {
             if self.is_paused(i) {
                 continue;
             }
-            if let Some(node) = self.nodes[i].as_mut() {
-                if node.poll_timeout() <= self.now {
-                    node.tick(self.now);
-                }
+            if let Some(node) = self.nodes[i].as_mut()
+                && node.poll_timeout() <= self.now
+            {
+                node.tick(self.now);
             }
         }
         self.observe();
@@ -1389,11 +1389,11 @@ impl Sim {
                 node.local_state().leases().map(|(id, _)| id).collect();
             let mut ended = Vec::new();
             for lease in self.leases_held[i].difference(&now_held) {
-                if let Some(track) = self.leases.get_mut(lease) {
-                    if track.ended.is_none() {
-                        track.ended = Some(self.now);
-                        ended.push(*lease);
-                    }
+                if let Some(track) = self.leases.get_mut(lease)
+                    && track.ended.is_none()
+                {
+                    track.ended = Some(self.now);
+                    ended.push(*lease);
                 }
             }
             self.leases_held[i] = now_held;
@@ -1634,13 +1634,13 @@ impl Sim {
     fn drive_clients(&mut self, active: bool) {
         for c in 0..self.clients.len() {
             // Give up on requests past their deadline: unknown outcome, the thread retires.
-            if let Some(f) = &self.clients[c].in_flight {
-                if self.now >= f.deadline {
-                    let f = self.clients[c].in_flight.take().unwrap();
-                    self.count("client_timeout");
-                    self.outcome_unknown(c, &f);
-                    continue;
-                }
+            if let Some(f) = &self.clients[c].in_flight
+                && self.now >= f.deadline
+            {
+                let f = self.clients[c].in_flight.take().unwrap();
+                self.count("client_timeout");
+                self.outcome_unknown(c, &f);
+                continue;
             }
             let client = &self.clients[c];
             if !active
@@ -1685,10 +1685,10 @@ impl Sim {
             });
             client.ops_done += 1;
             self.thread_group.insert(thread, String::new());
-            if let Request::Write(WriteOp::RevokeLease { lease }) = &op {
-                if let Some(track) = self.leases.get_mut(lease) {
-                    track.revoke_sent.get_or_insert(self.now);
-                }
+            if let Request::Write(WriteOp::RevokeLease { lease }) = &op
+                && let Some(track) = self.leases.get_mut(lease)
+            {
+                track.revoke_sent.get_or_insert(self.now);
             }
             self.invoke(c, thread, &op);
             self.send_to_node(c, request_id, target, op);
@@ -1834,10 +1834,10 @@ impl Sim {
             }
             let target = self.nodes[node].as_ref().unwrap();
             let watch = &mut self.watches[w];
-            if let StartAt::Now = watch.start {
-                if watch.from.is_none() {
-                    watch.next = target.applied_index() + 1;
-                }
+            if let StartAt::Now = watch.start
+                && watch.from.is_none()
+            {
+                watch.next = target.applied_index() + 1;
             }
             let request = WatchRequest {
                 range: watch.range.clone(),
@@ -1951,10 +1951,10 @@ impl Sim {
                 // Refused before it could take effect: it leaves the history.
                 self.record(c, f.thread, "refused", Some(&f.op), None);
                 self.clients[c].ops_done -= 1;
-                if let Some(tester) = self.testers.get_mut(&group) {
-                    if let Err(e) = tester.cancel(f.thread) {
-                        self.violations.push(format!("history bookkeeping: {e}"));
-                    }
+                if let Some(tester) = self.testers.get_mut(&group)
+                    && let Err(e) = tester.cancel(f.thread)
+                {
+                    self.violations.push(format!("history bookkeeping: {e}"));
                 }
                 self.clients[c].believed_leader = leader;
             }
@@ -2010,10 +2010,10 @@ impl Sim {
         // operation names it.
         if matches!(f.op, Request::Read(_) | Request::Write(WriteOp::GrantLease { .. })) {
             let group = self.thread_group.get(&f.thread).cloned().unwrap_or_default();
-            if let Some(tester) = self.testers.get_mut(&group) {
-                if let Err(e) = tester.cancel(f.thread) {
-                    self.violations.push(format!("history bookkeeping: {e}"));
-                }
+            if let Some(tester) = self.testers.get_mut(&group)
+                && let Err(e) = tester.cancel(f.thread)
+            {
+                self.violations.push(format!("history bookkeeping: {e}"));
             }
         }
         self.retire_thread(c);
@@ -2045,10 +2045,9 @@ impl Sim {
         }
         if let (Request::Read(ReadOp::Range(range)), Response::Read(ReadResult::Range(result))) =
             (&f.op, response)
+            && range.revision.is_some()
         {
-            if range.revision.is_some() {
-                self.past_reads.push((range.clone(), result.clone()));
-            }
+            self.past_reads.push((range.clone(), result.clone()));
         }
         // Leased keys may vanish with their lease; the lease rule checks them.
         let leased = f.op.is_lease_op();
@@ -2070,10 +2069,10 @@ impl Sim {
             self.lease_granted(f.thread, *lease);
             return;
         }
-        if let Some(tester) = self.testers.get_mut(group) {
-            if let Err(e) = tester.ret(f.thread, ret) {
-                self.violations.push(format!("history bookkeeping: {e}"));
-            }
+        if let Some(tester) = self.testers.get_mut(group)
+            && let Err(e) = tester.ret(f.thread, ret)
+        {
+            self.violations.push(format!("history bookkeeping: {e}"));
         }
     }
 
@@ -2265,14 +2264,14 @@ impl Sim {
                     ));
                     continue;
                 }
-                if let Some(current) = node.local_get(key) {
-                    if current.version < *version {
-                        self.violations.push(format!(
-                            "node {}: {key} at version {} older than acknowledged {version}",
-                            node.id(),
-                            current.version
-                        ));
-                    }
+                if let Some(current) = node.local_get(key)
+                    && current.version < *version
+                {
+                    self.violations.push(format!(
+                        "node {}: {key} at version {} older than acknowledged {version}",
+                        node.id(),
+                        current.version
+                    ));
                 }
             }
         }
