@@ -298,7 +298,8 @@ pub struct RemoteNode {
 }
 
 impl RemoteNode {
-    /// A client of node `id` at `addr`.
+    /// A client of node `id` at `addr`. Call it on a tokio runtime: the connection's task
+    /// starts at once (and connects, reconnecting with backoff, as calls need it).
     ///
     /// # Errors
     /// [`ConfigError`] when `config` fails [`MuxConfig::validate`].

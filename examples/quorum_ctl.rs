@@ -1,0 +1,131 @@
+//! A command-line client of a plus-quorum cluster started with `quorum_node`.
+//!
+//! ```text
+//! quorum_ctl --endpoints 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 put greeting hello
+//! quorum_ctl --endpoints ... get greeting
+//! quorum_ctl --endpoints ... delete greeting
+//! quorum_ctl --endpoints ... keys 'greet*'
+//! quorum_ctl --endpoints ... status
+//! ```
+//!
+//! Reads and writes go to the leader wherever it is, and are linearizable. `get` of a missing
+//! key prints nothing and exits 1.
+
+#[path = "common/cli.rs"]
+mod cli;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use plus_quorum::{Cluster, NodeApi, NodeId, RemoteNode};
+
+/// A command-line client of a plus-quorum cluster.
+#[derive(Debug, Parser)]
+#[command(name = "quorum_ctl")]
+struct Args {
+    /// The nodes: `ID=HOST:PORT,...` (the same list as the nodes' --peers).
+    #[arg(long)]
+    endpoints: String,
+    /// How long a call may take, in seconds (an election included).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Op,
+}
+
+#[derive(Debug, Subcommand)]
+enum Op {
+    /// Sets a key; prints its new version.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Prints a key's value.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Deletes a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Lists the keys matching a glob (`*`, `?`).
+    Keys {
+        /// The pattern.
+        pattern: String,
+    },
+    /// Prints every node's role, term and indexes.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut endpoints = Vec::new();
+    for part in args.endpoints.split(',').filter(|p| !p.trim().is_empty()) {
+        let Some((id, addr)) = part.split_once('=') else {
+            cli::usage_error::<Args>(format!("`{part}` is not ID=HOST:PORT"));
+        };
+        let Ok(id) = id.trim().parse::<NodeId>() else {
+            cli::usage_error::<Args>(format!("`{id}` is not a node id"));
+        };
+        endpoints.push((id, addr.trim().to_owned()));
+    }
+    if endpoints.is_empty() {
+        cli::usage_error::<Args>("--endpoints names no node");
+    }
+    cli::init_logging();
+    cli::run_async(async move {
+        // The connections live on the runtime.
+        let mut nodes = Vec::new();
+        for (id, addr) in endpoints {
+            nodes.push(
+                RemoteNode::connect(id, &addr, &plus_mux::Config::default())
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let mut cluster = Cluster::new(nodes);
+        cluster.deadline = Duration::from_secs(args.timeout);
+        run(cluster, args.command).await
+    })
+}
+
+async fn run(cluster: Cluster<RemoteNode>, op: Op) -> Result<bool, String> {
+    match op {
+        Op::Put { key, value } => {
+            let version = cluster.set(&key, value).await.map_err(|e| e.to_string())?;
+            println!("{version}");
+        }
+        Op::Get { key } => match cluster.get(&key).await.map_err(|e| e.to_string())? {
+            Some(found) => println!("{}", String::from_utf8_lossy(&found.value)),
+            None => return Ok(false),
+        },
+        Op::Delete { key } => cluster.delete(&key).await.map_err(|e| e.to_string())?,
+        Op::Keys { pattern } => {
+            for key in cluster.keys(&pattern).await.map_err(|e| e.to_string())? {
+                println!("{key}");
+            }
+        }
+        Op::Status => {
+            for node in cluster.handles() {
+                match node.status().await {
+                    Ok(s) => println!(
+                        "node {} {:?} term={} leader={} commit={} applied={}{}",
+                        s.id,
+                        s.role,
+                        s.term,
+                        s.leader.map_or("-".to_owned(), |l| l.to_string()),
+                        s.commit,
+                        s.applied,
+                        if s.recovering { " recovering" } else { "" }
+                    ),
+                    Err(e) => println!("node {} unreachable: {e}", node.id()),
+                }
+            }
+        }
+    }
+    Ok(true)
+}

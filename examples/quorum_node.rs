@@ -1,0 +1,175 @@
+//! One plus-quorum node as its own process: peers and clients over plus-mux on one address,
+//! its log and state in a directory.
+//!
+//! ```text
+//! quorum_node --id 1 --listen 127.0.0.1:7101 \
+//!     --peers 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 --data /var/lib/plus/1
+//! ```
+//!
+//! Start one per member, each with its own id, address and directory; clients connect to any
+//! of them and are routed to the leader. The directory is stamped with the cluster's name and
+//! the node's id when it is created, and a node refuses a directory stamped otherwise, or one
+//! another process has open. `--memory` keeps nothing (a restarted node comes back empty and
+//! catches up before it votes). SIGTERM or Ctrl-C stops it cleanly: the endpoint closes,
+//! requests in flight fail for their clients to retry elsewhere, the driver stops. After a
+//! SIGKILL it restarts from its directory.
+//!
+//! There is no encryption or authentication yet (mutual TLS is planned), so the node listens
+//! only on loopback addresses unless `--insecure` says that the network is trusted.
+
+#[path = "common/cli.rs"]
+mod cli;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use plus_quorum::{Config, FileStorage, MemStorage, MuxNode, NodeId, Start};
+
+/// One plus-quorum node as its own process.
+#[derive(Debug, Parser)]
+#[command(name = "quorum_node")]
+struct Args {
+    /// This node's id: one of the ids in --peers.
+    #[arg(long)]
+    id: NodeId,
+    /// The address to listen on, for peers and clients.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Every member, this one included: `ID=HOST:PORT,...`.
+    #[arg(long, value_parser = parse_peers)]
+    peers: Peers,
+    /// The directory for the log, the snapshot and the term (created if missing).
+    #[arg(long, required_unless_present = "memory", conflicts_with = "memory")]
+    data: Option<PathBuf>,
+    /// Keep nothing on disk.
+    #[arg(long)]
+    memory: bool,
+    /// The cluster's name, stamped into the data directory.
+    #[arg(long, default_value = "plus")]
+    cluster: String,
+    /// This node comes back to a running cluster with nothing stored (its disk was replaced,
+    /// or --memory): it catches up before it votes. Implied by a data directory that exists.
+    #[arg(long)]
+    join: bool,
+    /// Listen on a non-loopback address without TLS: only on a network you trust.
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// `--peers`, parsed.
+#[derive(Debug, Clone)]
+struct Peers(HashMap<NodeId, String>);
+
+fn parse_peers(text: &str) -> Result<Peers, String> {
+    let mut peers = HashMap::new();
+    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let (id, addr) =
+            part.split_once('=').ok_or_else(|| format!("`{part}` is not ID=HOST:PORT"))?;
+        let id: NodeId = id.trim().parse().map_err(|_| format!("`{id}` is not a node id"))?;
+        let addr = addr.trim();
+        addr.parse::<SocketAddr>().map_err(|e| format!("`{addr}`: {e}"))?;
+        if peers.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("no members".into());
+    }
+    Ok(Peers(peers))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if !args.peers.0.contains_key(&args.id) {
+        cli::usage_error::<Args>(format!("--id {} is not one of --peers", args.id));
+    }
+    if !args.listen.ip().is_loopback() && !args.insecure {
+        cli::usage_error::<Args>(format!(
+            "refusing to listen on {} without TLS; pass --insecure if the network is trusted",
+            args.listen
+        ));
+    }
+    cli::init_logging();
+    cli::run_async(run(args))
+}
+
+/// The stamp a data directory carries: which cluster and node it belongs to.
+fn stamp(cluster: &str, id: NodeId) -> String {
+    format!("cluster={cluster}\nnode={id}\n")
+}
+
+/// Checks (or, for a new directory, writes) the directory's stamp; whether it existed.
+fn check_stamp(dir: &Path, cluster: &str, id: NodeId) -> Result<bool, String> {
+    let path = dir.join("identity");
+    let expected = stamp(cluster, id);
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == expected => Ok(true),
+        Ok(found) => Err(format!(
+            "{} belongs to another node: it says `{}`, this is `{}`",
+            dir.display(),
+            found.trim().replace('\n', " "),
+            expected.trim().replace('\n', " ")
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            // Written whole then renamed, so a crash never leaves half a stamp.
+            let tmp = dir.join("identity.tmp");
+            std::fs::write(&tmp, &expected)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(false)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+async fn run(args: Args) -> Result<bool, String> {
+    let mut members: Vec<NodeId> = args.peers.0.keys().copied().collect();
+    members.sort_unstable();
+    let mut addrs = args.peers.0.clone();
+    // Bind where asked (0.0.0.0, say) even when peers know the node by another address.
+    addrs.insert(args.id, args.listen.to_string());
+    let node = match &args.data {
+        Some(dir) => {
+            let existed = check_stamp(dir, &args.cluster, args.id)?;
+            let storage = FileStorage::open(dir).map_err(|e| e.to_string())?;
+            let start = if existed || args.join { Start::Rejoin } else { Start::Bootstrap };
+            let config = Config { start, ..Config::new(args.id, members.clone()) };
+            MuxNode::start(config, storage, &addrs, plus_mux::Config::default()).await?
+        }
+        None => {
+            let start = if args.join { Start::Rejoin } else { Start::Bootstrap };
+            let config = Config { start, ..Config::new(args.id, members.clone()) };
+            MuxNode::start(config, MemStorage::new(), &addrs, plus_mux::Config::default()).await?
+        }
+    };
+    tracing::info!(node = args.id, listen = %args.listen, ?members, "quorum node serving");
+    println!("node {} serving on {} (members {members:?})", args.id, args.listen);
+    stopped().await?;
+    tracing::info!(node = args.id, "stopping");
+    node.stop().await;
+    println!("node {} stopped", args.id);
+    Ok(true)
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+async fn stopped() -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term =
+            signal(SignalKind::terminate()).map_err(|e| format!("cannot catch SIGTERM: {e}"))?;
+        tokio::select! {
+            _ = term.recv() => Ok(()),
+            ctrl_c = tokio::signal::ctrl_c() => ctrl_c.map_err(|e| e.to_string()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,145 @@
+//! `quorum_node` as real processes on 127.0.0.1: a three-process cluster with file storage
+//! that keeps every acknowledged write through a SIGKILL and a restart, stops cleanly on
+//! SIGTERM, and refuses a port in use, another node's directory, and a directory in use.
+#![cfg(unix)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use plus_quorum::testing::loopback_addrs;
+use plus_quorum::{Cluster, NodeId, RemoteNode};
+
+/// The `quorum_node` program cargo built beside this test.
+fn program() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().and_then(Path::parent).unwrap();
+    let path = target.join("examples").join("quorum_node");
+    assert!(path.exists(), "{} is missing: cargo test builds it with the examples", path.display());
+    path
+}
+
+/// Children that are killed when the test ends, also when it fails.
+#[derive(Default)]
+struct Nodes(HashMap<NodeId, Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in self.0.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn peers(addrs: &HashMap<NodeId, String>) -> String {
+    let mut ids: Vec<_> = addrs.keys().copied().collect();
+    ids.sort_unstable();
+    ids.iter().map(|id| format!("{id}={}", addrs[id])).collect::<Vec<_>>().join(",")
+}
+
+fn command(id: NodeId, addrs: &HashMap<NodeId, String>, data: &Path) -> Command {
+    command_in(id, addrs, &data.join(format!("node{id}")))
+}
+
+fn command_in(id: NodeId, addrs: &HashMap<NodeId, String>, dir: &Path) -> Command {
+    let mut command = Command::new(program());
+    command
+        .args(["--id", &id.to_string(), "--listen", &addrs[&id], "--peers", &peers(addrs)])
+        .arg("--data")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// A client with a deadline long enough for an election after a kill.
+fn client(addrs: &HashMap<NodeId, String>) -> Cluster<RemoteNode> {
+    let mut cluster = Cluster::new(
+        addrs
+            .iter()
+            .map(|(&id, addr)| RemoteNode::connect(id, addr, &plus_mux::Config::default()).unwrap())
+            .collect(),
+    );
+    cluster.deadline = Duration::from_secs(20);
+    cluster
+}
+
+/// Runs `command` to its end (bounded), for the refusals.
+fn refused(mut command: Command) -> Output {
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+    for _ in 0..200 {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("the node did not refuse within 10 s");
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_keep_acknowledged_writes_through_sigkill_and_stop_on_sigterm() {
+    let data = std::env::temp_dir().join(format!("plus-quorum-node-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let addrs = loopback_addrs(&[1, 2, 3]).await.unwrap();
+    let mut nodes = Nodes::default();
+    for id in [1, 2, 3] {
+        nodes.0.insert(id, command(id, &addrs, &data).spawn().unwrap());
+    }
+    let store = client(&addrs);
+    for i in 0..50 {
+        store.set(&format!("key-{i}"), format!("value-{i}")).await.unwrap();
+    }
+
+    // A port in use, another node's directory, a directory in use: clear errors, non-zero.
+    let busy = refused(command_in(2, &addrs, &data.join("elsewhere")));
+    assert!(!busy.status.success());
+    assert!(stderr(&busy).contains("cannot listen"), "{}", stderr(&busy));
+    let mut elsewhere = addrs.clone();
+    elsewhere.insert(4, loopback_addrs(&[4]).await.unwrap()[&4].clone());
+    let wrong = refused(command_in(4, &elsewhere, &data.join("node1")));
+    assert!(!wrong.status.success());
+    assert!(stderr(&wrong).contains("belongs to another node"), "{}", stderr(&wrong));
+    let mut moved = addrs.clone();
+    moved.insert(1, loopback_addrs(&[1]).await.unwrap()[&1].clone());
+    let in_use = refused(command(1, &moved, &data));
+    assert!(!in_use.status.success());
+    assert!(stderr(&in_use).contains("in use"), "{}", stderr(&in_use));
+
+    // SIGKILL one node, keep writing, bring it back from its directory.
+    let mut victim = nodes.0.remove(&2).unwrap();
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    for i in 50..100 {
+        store.set(&format!("key-{i}"), format!("value-{i}")).await.unwrap();
+    }
+    nodes.0.insert(2, command(2, &addrs, &data).spawn().unwrap());
+    // Then the other two, one after the other: the cluster goes on with the restarted one.
+    for id in [1, 3] {
+        let mut child = nodes.0.remove(&id).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        nodes.0.insert(id, command(id, &addrs, &data).spawn().unwrap());
+        store.set(&format!("after-restart-{id}"), "x").await.unwrap();
+    }
+    for i in 0..100 {
+        let value = store.get(&format!("key-{i}")).await.unwrap().expect("acknowledged write");
+        assert_eq!(value.value, format!("value-{i}").as_bytes());
+    }
+
+    // SIGTERM: each stops cleanly, exit 0.
+    for (id, child) in std::mem::take(&mut nodes.0) {
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap();
+        let output = output.unwrap();
+        assert!(output.status.success(), "node {id}: {:?} {}", output.status, stderr(&output));
+    }
+    std::fs::remove_dir_all(&data).unwrap();
+}
