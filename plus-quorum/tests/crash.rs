@@ -56,7 +56,8 @@ fn recover(storage: &mut FileStorage) -> (u64, Option<u64>) {
 fn crash_child() {
     let Some(dir) = std::env::var_os(CHILD_DIR) else { return };
     let mut storage = FileStorage::open(PathBuf::from(dir)).unwrap();
-    let (mut last, _) = recover(&mut storage);
+    let (mut last, snapshot) = recover(&mut storage);
+    let mut snapshot = snapshot.unwrap_or(0);
     let mut rng = rand::rngs::StdRng::seed_from_u64(last);
     let mut out = std::io::stdout().lock();
     loop {
@@ -70,8 +71,10 @@ fn crash_child() {
             let state = HardState { term: 1 + last / 100, voted_for: Some(1), recovering: false };
             storage.save_hard_state(&state).unwrap();
         }
-        if rng.random_bool(0.02) && last > 10 {
-            let upto = last - rng.random_range(0..10);
+        // Like a node's, snapshots only move forward.
+        let upto = last.saturating_sub(rng.random_range(0..10));
+        if rng.random_bool(0.02) && upto > snapshot {
+            snapshot = upto;
             let snapshot = Snapshot {
                 last_index: upto,
                 last_term: entry(upto).term,
