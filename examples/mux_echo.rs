@@ -162,16 +162,11 @@ async fn bench(connect: String, requests: usize, concurrency: usize, size: usize
     }
     let elapsed = started.elapsed();
     latencies.sort_unstable();
-    let pick = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0, std::time::Duration::as_micros)
-    };
     let rps = (requests as f64 / elapsed.as_secs_f64()).round();
     println!(
         "requests={requests} concurrency={concurrency} size={size} rps={rps} p50_us={} p99_us={} errors={errors}",
-        pick(0.50),
-        pick(0.99)
+        cli::quantile_us(&latencies, 0.50),
+        cli::quantile_us(&latencies, 0.99)
     );
     conn.close();
     if errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }

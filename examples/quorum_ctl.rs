@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use plus_quorum::{Cluster, NodeApi, NodeId, RemoteNode};
+use plus_quorum::{Cluster, NodeApi, RemoteNode};
 
 /// A command-line client of a plus-quorum cluster.
 #[derive(Debug, Parser)]
@@ -64,19 +64,7 @@ enum Op {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut endpoints = Vec::new();
-    for part in args.endpoints.split(',').filter(|p| !p.trim().is_empty()) {
-        let Some((id, addr)) = part.split_once('=') else {
-            cli::usage_error::<Args>(format!("`{part}` is not ID=HOST:PORT"));
-        };
-        let Ok(id) = id.trim().parse::<NodeId>() else {
-            cli::usage_error::<Args>(format!("`{id}` is not a node id"));
-        };
-        endpoints.push((id, addr.trim().to_owned()));
-    }
-    if endpoints.is_empty() {
-        cli::usage_error::<Args>("--endpoints names no node");
-    }
+    let endpoints = cli::members(&args.endpoints).unwrap_or_else(|e| cli::usage_error::<Args>(e));
     cli::init_logging();
     cli::run_async(async move {
         // The connections live on the runtime.

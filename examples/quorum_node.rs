@@ -64,21 +64,7 @@ struct Args {
 struct Peers(HashMap<NodeId, String>);
 
 fn parse_peers(text: &str) -> Result<Peers, String> {
-    let mut peers = HashMap::new();
-    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
-        let (id, addr) =
-            part.split_once('=').ok_or_else(|| format!("`{part}` is not ID=HOST:PORT"))?;
-        let id: NodeId = id.trim().parse().map_err(|_| format!("`{id}` is not a node id"))?;
-        let addr = addr.trim();
-        addr.parse::<SocketAddr>().map_err(|e| format!("`{addr}`: {e}"))?;
-        if peers.insert(id, addr.to_owned()).is_some() {
-            return Err(format!("node {id} is listed twice"));
-        }
-    }
-    if peers.is_empty() {
-        return Err("no members".into());
-    }
-    Ok(Peers(peers))
+    cli::members(text).map(|members| Peers(members.into_iter().collect()))
 }
 
 fn main() -> ExitCode {

@@ -54,3 +54,29 @@ pub(crate) fn probability(text: &str) -> Result<f64, String> {
 pub(crate) fn usage_error<P: clap::CommandFactory>(message: impl std::fmt::Display) -> ! {
     P::command().error(clap::error::ErrorKind::ValueValidation, message).exit()
 }
+
+/// A member list from the command line, `ID=HOST:PORT,...`: ids and addresses, in order.
+pub(crate) fn members(text: &str) -> Result<Vec<(u64, String)>, String> {
+    let mut members: Vec<(u64, String)> = Vec::new();
+    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let (id, addr) =
+            part.split_once('=').ok_or_else(|| format!("`{part}` is not ID=HOST:PORT"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("`{id}` is not a node id"))?;
+        let addr = addr.trim();
+        addr.parse::<std::net::SocketAddr>().map_err(|e| format!("`{addr}`: {e}"))?;
+        if members.iter().any(|(known, _)| *known == id) {
+            return Err(format!("node {id} is listed twice"));
+        }
+        members.push((id, addr.to_owned()));
+    }
+    if members.is_empty() {
+        return Err("no members".into());
+    }
+    Ok(members)
+}
+
+/// The latency at quantile `q` (0 to 1) of `sorted`, in microseconds (0 when empty).
+pub(crate) fn quantile_us(sorted: &[std::time::Duration], q: f64) -> u128 {
+    let at = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(at).map_or(0, std::time::Duration::as_micros)
+}

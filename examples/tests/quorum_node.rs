@@ -11,13 +11,17 @@ use std::time::Duration;
 use plus_quorum::testing::loopback_addrs;
 use plus_quorum::{Cluster, NodeId, RemoteNode};
 
-/// The `quorum_node` program cargo built beside this test.
-fn program() -> PathBuf {
+/// An example program cargo built beside this test.
+fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let target = exe.parent().and_then(Path::parent).unwrap();
-    let path = target.join("examples").join("quorum_node");
+    let path = target.join("examples").join(name);
     assert!(path.exists(), "{} is missing: cargo test builds it with the examples", path.display());
     path
+}
+
+fn program() -> PathBuf {
+    example("quorum_node")
 }
 
 /// Children that are killed when the test ends, also when it fails.
@@ -141,5 +145,68 @@ async fn three_processes_keep_acknowledged_writes_through_sigkill_and_stop_on_si
         let output = output.unwrap();
         assert!(output.status.success(), "node {id}: {:?} {}", output.status, stderr(&output));
     }
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+/// `quorum_load` records every acknowledged put while a node is SIGKILLed and restarted
+/// twice; `quorum_load --op check` then finds every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_put_is_lost_while_nodes_are_killed() {
+    let data = std::env::temp_dir().join(format!("plus-quorum-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let addrs = loopback_addrs(&[1, 2, 3]).await.unwrap();
+    let mut nodes = Nodes::default();
+    for id in [1, 2, 3] {
+        nodes.0.insert(id, command(id, &addrs, &data).spawn().unwrap());
+    }
+    let record = data.join("record");
+    let load = |op: &str| {
+        let mut command = Command::new(example("quorum_load"));
+        command
+            .args(["--endpoints", &peers(&addrs), "--op", op, "--clients", "8", "--seconds", "4"])
+            .arg("--record")
+            .arg(&record)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+    let mut writer = load("put").spawn().unwrap();
+    for victim in [1, 2] {
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let mut child = nodes.0.remove(&victim).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        nodes.0.insert(victim, command(victim, &addrs, &data).spawn().unwrap());
+    }
+    let written = tokio::task::spawn_blocking(move || {
+        // Bounded: the load runs 4 s; a hang fails here instead of stalling the suite.
+        for _ in 0..600 {
+            if writer.try_wait().unwrap().is_some() {
+                return writer.wait_with_output().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = writer.kill();
+        panic!("quorum_load did not end");
+    })
+    .await
+    .unwrap();
+    let summary = String::from_utf8_lossy(&written.stdout).into_owned();
+    assert!(written.status.success(), "{summary} {}", stderr(&written));
+    assert!(summary.contains("op=put clients=8"), "{summary}");
+    let checked = load("check").output().unwrap();
+    let verdict = String::from_utf8_lossy(&checked.stdout).into_owned();
+    assert!(checked.status.success(), "{verdict} {}", stderr(&checked));
+    assert!(verdict.contains("missing=0 wrong=0"), "{verdict}");
+    let count: usize = verdict
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("checked="))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(count > 100, "only {count} puts were acknowledged: {summary}");
+    println!("{summary}{verdict}");
+    drop(nodes);
     std::fs::remove_dir_all(&data).unwrap();
 }

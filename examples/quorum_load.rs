@@ -1,0 +1,237 @@
+//! A load generator for a plus-quorum cluster of `quorum_node` processes, and a checker of
+//! what it wrote.
+//!
+//! ```text
+//! quorum_load --endpoints 1=127.0.0.1:7101,... --op put|get|txn --clients 64 --seconds 10 \
+//!     --value-size 256 [--record FILE]
+//! quorum_load --endpoints ... --op check --record FILE
+//! ```
+//!
+//! Each client is one task with its own connections; each put writes a key nobody else writes.
+//! The last line is `op=put clients=64 ops=N errors=E rps=R p50_us=X p99_us=Y`. With
+//! `--record FILE`, every acknowledged put's key and value are appended to FILE as soon as the
+//! put is acknowledged; `--op check` reads every recorded key back (linearizably) and prints
+//! `checked=N missing=M wrong=W`, exiting 1 unless both are 0: no acknowledged write was lost.
+
+#[path = "common/cli.rs"]
+mod cli;
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use plus_quorum::{Bytes, Cluster, Compare, Expect, RemoteNode, Txn, TxnOp};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+
+/// A load generator for a plus-quorum cluster, and a checker of what it wrote.
+#[derive(Debug, Parser)]
+#[command(name = "quorum_load")]
+struct Args {
+    /// The nodes: `ID=HOST:PORT,...`.
+    #[arg(long)]
+    endpoints: String,
+    /// What each client does.
+    #[arg(long, value_enum)]
+    op: Op,
+    /// Concurrent clients (1 to 4096).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4_096))]
+    clients: u16,
+    /// How long, in seconds (1 to 86400).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    seconds: u64,
+    /// Bytes per value (1 to 1048576).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    value_size: u32,
+    /// Append every acknowledged put here (with --op put), or check what is here (--op check).
+    #[arg(long)]
+    record: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Op {
+    /// Set a new key.
+    Put,
+    /// Read a key written before the run (linearizably).
+    Get,
+    /// A transaction: create a key if absent, with a second key beside it.
+    Txn,
+    /// Read back every key of --record.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let endpoints = cli::members(&args.endpoints).unwrap_or_else(|e| cli::usage_error::<Args>(e));
+    if args.op == Op::Check && args.record.is_none() {
+        cli::usage_error::<Args>("--op check needs --record FILE");
+    }
+    cli::init_logging();
+    cli::run_async(async move {
+        let connect = || -> Result<Cluster<RemoteNode>, String> {
+            let nodes = endpoints
+                .iter()
+                .map(|(id, addr)| RemoteNode::connect(*id, addr, &plus_mux::Config::default()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            Ok(Cluster::new(nodes))
+        };
+        match args.op {
+            Op::Check => check(connect()?, args.record.as_deref().expect("checked above")).await,
+            _ => load(&args, connect).await,
+        }
+    })
+}
+
+fn text(len: usize) -> String {
+    rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+}
+
+/// What one client saw.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    errors: usize,
+}
+
+async fn load(
+    args: &Args,
+    connect: impl Fn() -> Result<Cluster<RemoteNode>, String>,
+) -> Result<bool, String> {
+    let value_size = args.value_size as usize;
+    let record = match &args.record {
+        Some(path) => Some(Arc::new(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+        ))),
+        None => None,
+    };
+    // Keys for the readers, written before the clock starts.
+    let run = text(8);
+    let seeded: Arc<Vec<String>> =
+        Arc::new((0..256).map(|i| format!("load/{run}/seed-{i}")).collect());
+    if args.op == Op::Get {
+        let cluster = connect()?;
+        for key in seeded.iter() {
+            cluster.set(key, text(value_size)).await.map_err(|e| e.to_string())?;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for client in 0..args.clients {
+        let cluster = connect()?;
+        let (record, seeded, run, op) = (record.clone(), Arc::clone(&seeded), run.clone(), args.op);
+        clients.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let key = format!("load/{run}/{client}/{n}");
+                let began = Instant::now();
+                let ok = match op {
+                    Op::Put => {
+                        let value = text(value_size);
+                        let ok = cluster.set(&key, value.clone()).await.is_ok();
+                        if let (true, Some(record)) = (ok, &record) {
+                            let line = format!("{key} {value}\n");
+                            let mut file = record.lock().expect("record lock");
+                            if file.write_all(line.as_bytes()).is_err() {
+                                tally.errors += 1;
+                            }
+                        }
+                        ok
+                    }
+                    Op::Get => {
+                        let key = &seeded[rand::rng().random_range(0..seeded.len())];
+                        matches!(cluster.get(key).await, Ok(Some(_)))
+                    }
+                    Op::Txn => {
+                        let txn = Txn {
+                            when: vec![Compare::new(key.clone(), Expect::Absent)],
+                            then: vec![
+                                TxnOp::Set {
+                                    key: key.clone(),
+                                    value: Bytes::from(text(value_size)),
+                                    lease: None,
+                                },
+                                TxnOp::Set {
+                                    key: format!("{key}/meta"),
+                                    value: Bytes::from_static(b"1"),
+                                    lease: None,
+                                },
+                            ],
+                            otherwise: vec![],
+                        };
+                        matches!(cluster.txn(txn).await, Ok(outcome) if outcome.succeeded)
+                    }
+                    Op::Check => unreachable!("check does not load"),
+                };
+                if ok {
+                    tally.latencies.push(began.elapsed());
+                } else {
+                    tally.errors += 1;
+                }
+            }
+            tally
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for client in clients {
+        let tally = client.await.map_err(|e| e.to_string())?;
+        latencies.extend(tally.latencies);
+        errors += tally.errors;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let op = format!("{:?}", args.op).to_lowercase();
+    println!(
+        "op={op} clients={} ops={} errors={errors} rps={:.0} p50_us={} p99_us={}",
+        args.clients,
+        latencies.len(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        cli::quantile_us(&latencies, 0.50),
+        cli::quantile_us(&latencies, 0.99),
+    );
+    Ok(true)
+}
+
+async fn check(cluster: Cluster<RemoteNode>, record: &std::path::Path) -> Result<bool, String> {
+    let file = std::fs::File::open(record)
+        .map_err(|e| format!("cannot open {}: {e}", record.display()))?;
+    let mut expected = Vec::new();
+    for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| format!("cannot read {}: {e}", record.display()))?;
+        let (key, value) = line
+            .split_once(' ')
+            .ok_or_else(|| format!("{}:{}: not `KEY VALUE`", record.display(), number + 1))?;
+        expected.push((key.to_owned(), value.to_owned()));
+    }
+    let (mut missing, mut wrong) = (0, 0);
+    for chunk in expected.chunks(256) {
+        let keys: Vec<String> = chunk.iter().map(|(k, _)| k.clone()).collect();
+        let found = cluster.multi_get(keys).await.map_err(|e| e.to_string())?;
+        for ((key, value), found) in chunk.iter().zip(found) {
+            match found {
+                None => {
+                    missing += 1;
+                    eprintln!("missing: {key}");
+                }
+                Some(v) if v.value != value.as_bytes() => {
+                    wrong += 1;
+                    eprintln!("wrong value: {key}");
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    println!("checked={} missing={missing} wrong={wrong}", expected.len());
+    Ok(missing == 0 && wrong == 0)
+}
