@@ -259,14 +259,107 @@ struct Channels {
     status: watch::Sender<Status>,
 }
 
-async fn drive<S: Storage>(
+/// What a finished write gives back: the storage, the batches made durable, and the error
+/// that stopped the rest.
+type Written<S> = (S, Vec<u64>, Result<(), crate::StorageError>);
+
+/// The node's storage as the driver writes it: inline when writes are quick, or on a blocking
+/// thread with one write in flight at a time, the node's next batch gathering everything that
+/// happens meanwhile (group commit).
+struct Disk<S> {
+    /// `None` while a write is in flight (or after a write task panicked).
+    storage: Option<S>,
+    in_flight: Option<tokio::task::JoinHandle<Written<S>>>,
+    blocking: bool,
+}
+
+impl<S: Storage + 'static> Disk<S> {
+    fn new(storage: S) -> Self {
+        let blocking = storage.writes_block();
+        Self { storage: Some(storage), in_flight: None, blocking }
+    }
+
+    fn is_writing(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Writes what the node has to make durable, unless a write is in flight (then it waits
+    /// in the node, growing, for the next one).
+    fn write(&mut self, node: &mut Node, now: Timestamp) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let Some(storage) = self.storage.take() else { return };
+        let mut batches = Vec::new();
+        while let Some(batch) = node.poll_persist() {
+            batches.push(batch);
+        }
+        if batches.is_empty() {
+            self.storage = Some(storage);
+            return;
+        }
+        if self.blocking {
+            self.in_flight =
+                Some(tokio::task::spawn_blocking(move || write_batches(storage, &batches)));
+        } else {
+            let written = write_batches(storage, &batches);
+            self.finish(node, Ok(written), now);
+        }
+    }
+
+    /// The write in flight's outcome (only while [`Disk::is_writing`]).
+    async fn written(&mut self) -> Result<Written<S>, tokio::task::JoinError> {
+        match self.in_flight.as_mut() {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn finish(
+        &mut self,
+        node: &mut Node,
+        written: Result<Written<S>, tokio::task::JoinError>,
+        now: Timestamp,
+    ) {
+        self.in_flight = None;
+        match written {
+            Ok((storage, durable, result)) => {
+                self.storage = Some(storage);
+                for seq in durable {
+                    node.persisted(seq, now);
+                }
+                if let Err(err) = result {
+                    node.persist_failed(err);
+                }
+            }
+            Err(panicked) => node.persist_failed(crate::StorageError::new(
+                crate::StorageErrorKind::Io,
+                format!("the storage write panicked: {panicked}"),
+            )),
+        }
+    }
+}
+
+fn write_batches<S: Storage>(mut storage: S, batches: &[crate::PersistBatch]) -> Written<S> {
+    let mut durable = Vec::with_capacity(batches.len());
+    for batch in batches {
+        if let Err(err) = batch.write_to(&mut storage) {
+            return (storage, durable, Err(err));
+        }
+        durable.push(batch.seq);
+    }
+    (storage, durable, Ok(()))
+}
+
+async fn drive<S: Storage + 'static>(
     mut node: Node,
-    mut storage: S,
+    storage: S,
     transport: Arc<dyn Transport>,
     channels: Channels,
     origin: Instant,
 ) {
     let Channels { mut commands, mut inbox, status } = channels;
+    let mut disk = Disk::new(storage);
     let now = || Timestamp::from_duration(origin.elapsed());
     let mut waiting: HashMap<RequestId, Reply> = HashMap::new();
     let mut next_id: RequestId = 1;
@@ -281,12 +374,7 @@ async fn drive<S: Storage>(
         while let Some((to, msg)) = node.poll_message() {
             transport.send(id, to, msg);
         }
-        while let Some(batch) = node.poll_persist() {
-            match batch.write_to(&mut storage) {
-                Ok(()) => node.persisted(batch.seq, now()),
-                Err(err) => node.persist_failed(err),
-            }
-        }
+        disk.write(&mut node, now());
         while let Some((to, msg)) = node.poll_message() {
             transport.send(id, to, msg);
         }
@@ -310,6 +398,7 @@ async fn drive<S: Storage>(
             });
         tokio::select! {
             biased;
+            written = disk.written(), if disk.is_writing() => disk.finish(&mut node, written, now()),
             command = commands.recv() => {
                 let Some(command) = command else { return };
                 match command {
@@ -337,6 +426,12 @@ async fn drive<S: Storage>(
                     }
                     Command::Inspect(reply) => { let _ = reply.send(node.inspect()); }
                     Command::Stop(reply) => {
+                        // A write in flight ends first: the storage (and its lock) is free
+                        // once the node has stopped.
+                        if disk.is_writing() {
+                            let written = disk.written().await;
+                            disk.finish(&mut node, written, now());
+                        }
                         // Pending callers learn their outcome is unknown (writes) or retryable.
                         for (_, r) in waiting.drain() {
                             let _ = r.send(Err(ClientError::Unknown));

@@ -389,6 +389,10 @@ impl Storage for FileStorage {
         })
     }
 
+    fn writes_block(&self) -> bool {
+        true
+    }
+
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.guarded(|s| {
             s.replace_file("snapshot", &Self::checked_bytes(snapshot))?;

@@ -150,6 +150,13 @@ pub trait Storage: Send {
     /// # Errors
     /// When it cannot be kept.
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError>;
+    /// Whether a write waits for a device (an fsync). The tokio driver then writes on a
+    /// blocking thread, goes on handling messages and requests meanwhile, and writes
+    /// everything they added in one batch once the write in flight is done: group commit.
+    /// Default false (the driver writes inline, as for memory).
+    fn writes_block(&self) -> bool {
+        false
+    }
 }
 
 /// Memory-only storage (the source talk's store is memory-only), the default.
