@@ -59,6 +59,12 @@ const PAIRS: &[(&str, &str, &str, &str)] = &[
         "fleet: assign + finish / decide, 10,000 workers",
     ),
     (
+        "quorum_file_storage_64_entries",
+        "group_commit",
+        "one_fsync_per_entry",
+        "FileStorage: 64 entries in one append / one append each",
+    ),
+    (
         "manifest_reference",
         "plus_manifest_parse_validate",
         "serde_yaml_untyped_value",
