@@ -1,0 +1,181 @@
+//! A reference agent: runs a release's steps on its host for the platform, over plus-mux.
+//!
+//! ```text
+//! agent --connect 127.0.0.1:7300 --id web-01 --root /srv/plus [--keep 3] [--hook /etc/plus/traffic]
+//! ```
+//!
+//! It keeps one connection to the platform (reconnecting with backoff), sends a heartbeat every
+//! `--heartbeat-ms` (the first registers it; plus-mux heartbeats run both ways beneath, so a
+//! dead or stuck peer is found within two intervals), and answers step requests: Precheck,
+//! Markdown, Download (copy from a path, SHA-256 verified), Install (into a versioned
+//! directory; the last `--keep` versions stay, and a rollback to one of them only moves the
+//! `current` link), Verify (the manifest's `autodeploy.run`, then its `check` with retries),
+//! Markup. Markdown and Markup run `--hook markdown|markup`, or set and clear a flag file.
+//! Every step is bounded by `--step-timeout-s` and cancelled with it; every process is started
+//! without a shell, logged with its arguments and environment, and its output's end is
+//! returned with the step's reply.
+//!
+//! There is no authentication yet (mutual TLS is planned): run it only where the network
+//! between platform and agents is trusted.
+
+#[path = "common/cli.rs"]
+mod cli;
+#[path = "agent/host.rs"]
+mod host;
+#[path = "agent/protocol.rs"]
+mod protocol;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use plus_mux::{
+    Bytes, Handler, HandlerError, ReconnectConfig, ReconnectingClient, TcpConnector, async_trait,
+};
+
+use host::Host;
+use protocol::{Beat, StepReply, StepRequest};
+
+/// A reference agent: runs a release's steps on its host for the platform.
+#[derive(Debug, Parser)]
+#[command(name = "agent")]
+struct Args {
+    /// The platform's address.
+    #[arg(long)]
+    connect: String,
+    /// This agent's (and host's) name.
+    #[arg(long)]
+    id: String,
+    /// The host's directory for downloads, versions and the `current` link.
+    #[arg(long)]
+    root: PathBuf,
+    /// Versions kept installed (1 to 100).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=100))]
+    keep: u8,
+    /// A program run as `HOOK markdown` and `HOOK markup` (default: a flag file in the root).
+    #[arg(long)]
+    hook: Option<PathBuf>,
+    /// Between two heartbeats, in milliseconds (10 to 600000).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    heartbeat_ms: u64,
+    /// The longest a step may run, in seconds (1 to 86400).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    step_timeout_s: u64,
+}
+
+/// Answers the platform's step requests.
+struct Steps {
+    host: Arc<Host>,
+    running: AtomicUsize,
+    timeout: Duration,
+}
+
+#[async_trait]
+impl Handler for Steps {
+    async fn handle(&self, request: Bytes) -> Result<Bytes, HandlerError> {
+        let step: StepRequest = serde_json::from_slice(&request)
+            .map_err(|e| HandlerError::new(format!("not a step request: {e}")))?;
+        tracing::info!(?step, "step requested");
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let host = &self.host;
+        let work = async {
+            match &step {
+                StepRequest::Precheck { version, commands } => {
+                    host.precheck(version, commands).await
+                }
+                StepRequest::Markdown => host.traffic(true).await,
+                StepRequest::Download { version, artifact } => {
+                    host.download(version, artifact).await
+                }
+                StepRequest::Install { version } => host.install(version).await,
+                StepRequest::Verify { version, commands } => host.verify(version, commands).await,
+                StepRequest::Markup => host.traffic(false).await,
+            }
+        };
+        // Dropping the step at its deadline kills its processes (they are killed on drop).
+        let reply = tokio::time::timeout(self.timeout, work).await.unwrap_or_else(|_| StepReply {
+            ok: false,
+            detail: format!("timed out after {:?}", self.timeout),
+            ..StepReply::default()
+        });
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        tracing::info!(ok = reply.ok, detail = %reply.detail, "step finished");
+        serde_json::to_vec(&reply).map(Bytes::from).map_err(|e| HandlerError::new(e.to_string()))
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    cli::init_logging();
+    cli::run_async(run(args))
+}
+
+async fn run(args: Args) -> Result<bool, String> {
+    let host = Arc::new(
+        Host::new(args.root.clone(), usize::from(args.keep), args.hook.clone())
+            .map_err(|e| format!("cannot prepare {}: {e}", args.root.display()))?,
+    );
+    let steps = Arc::new(Steps {
+        host: Arc::clone(&host),
+        running: AtomicUsize::new(0),
+        timeout: Duration::from_secs(args.step_timeout_s),
+    });
+    let every = Duration::from_millis(args.heartbeat_ms);
+    let config = plus_mux::Config { heartbeat: Some(every), ..plus_mux::Config::default() };
+    let client = ReconnectingClient::new(
+        TcpConnector::new(args.connect.clone()),
+        config,
+        ReconnectConfig::default(),
+        Arc::clone(&steps) as Arc<dyn Handler>,
+    )
+    .map_err(|e| e.to_string())?;
+    println!("agent {} for {} in {}", args.id, args.connect, args.root.display());
+    let beats = {
+        let (client, steps, id) = (client.clone(), Arc::clone(&steps), args.id.clone());
+        tokio::spawn(async move {
+            loop {
+                let beat = Beat {
+                    agent: id.clone(),
+                    load: steps.running.load(Ordering::SeqCst) as f64,
+                    versions: steps.host.versions(),
+                };
+                let body = serde_json::to_vec(&beat).expect("a beat is JSON");
+                if let Err(e) = client.request(body).await {
+                    tracing::debug!(error = %e, "heartbeat not delivered");
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    };
+    stopped().await;
+    beats.abort();
+    client.close();
+    host.stop().await;
+    println!("agent {} stopped", args.id);
+    Ok(true)
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,177 @@
+//! The reference agent as a real process on 127.0.0.1, driven by this test as its platform:
+//! steps on real files and processes, SHA-256 checked, versions kept and rolled back to by a
+//! link, heartbeats received, and the agent stopped with the test, also when it fails.
+#![cfg(unix)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use plus_mux::{Bytes, Connection, Handler, HandlerError, async_trait};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+fn agent_program() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().and_then(Path::parent).unwrap().join("examples").join("agent");
+    assert!(path.exists(), "{} is missing: cargo test builds it with the examples", path.display());
+    path
+}
+
+/// The agent process: asked to stop (SIGTERM, so it stops the program it started) when the
+/// test ends, also when it fails; killed if it has not stopped within 5 s.
+struct Stopped(Child);
+
+impl Stopped {
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        None
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.stop();
+        }
+    }
+}
+
+/// The platform's side: keeps the agent's heartbeats.
+#[derive(Default)]
+struct Beats(Mutex<Vec<Value>>);
+
+#[async_trait]
+impl Handler for Beats {
+    async fn handle(&self, request: Bytes) -> Result<Bytes, HandlerError> {
+        let beat: Value =
+            serde_json::from_slice(&request).map_err(|e| HandlerError::new(e.to_string()))?;
+        self.0.lock().unwrap().push(beat);
+        Ok(Bytes::from_static(b"{}"))
+    }
+}
+
+async fn step(agent: &Connection, request: Value) -> Value {
+    let reply = agent
+        .request_with_timeout(serde_json::to_vec(&request).unwrap(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    serde_json::from_slice(&reply).unwrap()
+}
+
+fn artifact(dir: &Path, version: &str) -> (String, String) {
+    let path = dir.join(format!("app-{version}"));
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in check) echo \"healthy $PLUS_VERSION\";; *) exec sleep 30;; esac\n# {version}\n"
+    );
+    std::fs::write(&path, &script).unwrap();
+    (path.to_string_lossy().into_owned(), format!("{:x}", Sha256::digest(script.as_bytes())))
+}
+
+fn commands() -> Value {
+    json!({"run": ["./artifact"], "check": ["./artifact", "check"], "check_retry": 2, "check_interval_ms": 50})
+}
+
+async fn deploy(agent: &Connection, version: &str, path: &str, sha: &str) -> Vec<Value> {
+    let mut replies = Vec::new();
+    for request in [
+        json!({"step": "markdown"}),
+        json!({"step": "download", "version": version, "artifact": {"path": path, "sha256": sha}}),
+        json!({"step": "install", "version": version}),
+        json!({"step": "verify", "version": version, "commands": commands()}),
+        json!({"step": "markup"}),
+    ] {
+        let reply = step(agent, request.clone()).await;
+        assert_eq!(reply["ok"], true, "{request} -> {reply}");
+        replies.push(reply);
+    }
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_runs_real_steps_keeps_versions_and_rolls_back_by_link() {
+    let work = std::env::temp_dir().join(format!("plus-agent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let root = work.join("host");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut process = Stopped(
+        Command::new(agent_program())
+            .args(["--connect", &addr, "--id", "web-01", "--keep", "2", "--heartbeat-ms", "100"])
+            .arg("--root")
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (stream, _) =
+        tokio::time::timeout(Duration::from_secs(20), listener.accept()).await.unwrap().unwrap();
+    let beats = Arc::new(Beats::default());
+    let config = plus_mux::Config {
+        heartbeat: Some(Duration::from_millis(100)),
+        ..plus_mux::Config::default()
+    };
+    let agent =
+        Connection::from_tcp(stream, config, Arc::clone(&beats) as Arc<dyn Handler>).unwrap();
+
+    let (v1, sha1) = artifact(&work, "1.0.0");
+    let first =
+        step(&agent, json!({"step": "precheck", "version": "1.0.0", "commands": commands()})).await;
+    assert_eq!((first["ok"].clone(), first["already"].clone()), (json!(true), json!(false)));
+    let replies = deploy(&agent, "1.0.0", &v1, &sha1).await;
+    assert!(replies[3]["stdout"].as_str().unwrap().contains("healthy 1.0.0"), "{}", replies[3]);
+    assert_eq!(std::fs::read_link(root.join("current")).unwrap(), Path::new("versions/1.0.0"));
+    assert!(!root.join("out-of-traffic").exists());
+    let again =
+        step(&agent, json!({"step": "precheck", "version": "1.0.0", "commands": commands()})).await;
+    assert_eq!(again["already"], true, "{again}");
+
+    // A wrong checksum and a version that is a path are refused.
+    let (v2, sha2) = artifact(&work, "2.0.0");
+    let bad = step(
+        &agent,
+        json!({"step": "download", "version": "2.0.0", "artifact": {"path": v2, "sha256": sha1}}),
+    )
+    .await;
+    assert_eq!(bad["ok"], false);
+    assert!(bad["detail"].as_str().unwrap().contains("SHA-256"), "{bad}");
+    let sneaky = step(&agent, json!({"step": "install", "version": "../../etc"})).await;
+    assert_eq!(sneaky["ok"], false, "{sneaky}");
+
+    deploy(&agent, "2.0.0", &v2, &sha2).await;
+    // Roll back: 1.0.0 is still kept, so nothing is fetched and current only moves.
+    std::fs::remove_file(&v1).unwrap();
+    let replies = deploy(&agent, "1.0.0", &v1, &sha1).await;
+    assert!(replies[1]["detail"].as_str().unwrap().contains("nothing to fetch"), "{}", replies[1]);
+    assert!(replies[2]["detail"].as_str().unwrap().contains("switched"), "{}", replies[2]);
+    assert_eq!(std::fs::read_link(root.join("current")).unwrap(), Path::new("versions/1.0.0"));
+    // A third version: only two stay, the current one among them.
+    let (v3, sha3) = artifact(&work, "3.0.0");
+    deploy(&agent, "3.0.0", &v3, &sha3).await;
+    let mut kept: Vec<String> = std::fs::read_dir(root.join("versions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept.contains(&"3.0.0".to_owned()), "{kept:?}");
+
+    let beats = beats.0.lock().unwrap().clone();
+    assert!(!beats.is_empty(), "the agent sends heartbeats");
+    assert!(beats.iter().all(|b| b["agent"] == "web-01"), "{beats:?}");
+    agent.close();
+    let status = process.stop().expect("the agent stops on SIGTERM");
+    assert!(status.success(), "{status}");
+    std::fs::remove_dir_all(&work).unwrap();
+}
