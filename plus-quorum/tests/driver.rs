@@ -567,6 +567,8 @@ async fn the_client_remembers_the_leader_that_answered() {
 struct SlowDisk {
     inner: MemStorage,
     appends: Arc<std::sync::atomic::AtomicUsize>,
+    /// Appends past this many fail as a full disk would.
+    fail_after: usize,
 }
 
 impl plus_quorum::Storage for SlowDisk {
@@ -580,8 +582,14 @@ impl plus_quorum::Storage for SlowDisk {
         self.inner.save_hard_state(state)
     }
     fn append(&mut self, entries: &[plus_quorum::Entry]) -> Result<(), plus_quorum::StorageError> {
-        self.appends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let done = self.appends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(5));
+        if done >= self.fail_after {
+            return Err(plus_quorum::StorageError::new(
+                plus_quorum::StorageErrorKind::Full,
+                "no space left on the simulated device",
+            ));
+        }
         self.inner.append(entries)
     }
     fn truncate_from(&mut self, index: u64) -> Result<(), plus_quorum::StorageError> {
@@ -608,8 +616,11 @@ async fn writes_that_arrive_during_a_slow_append_share_the_next_one() {
         (0..3).map(|_| Arc::default()).collect();
     let mut handles = Vec::new();
     for id in 1..=3u64 {
-        let disk =
-            SlowDisk { inner: MemStorage::new(), appends: Arc::clone(&appends[id as usize - 1]) };
+        let disk = SlowDisk {
+            inner: MemStorage::new(),
+            appends: Arc::clone(&appends[id as usize - 1]),
+            fail_after: usize::MAX,
+        };
         handles.push(net.spawn(config(id, Start::Bootstrap), disk).unwrap().handle);
     }
     let cluster = Cluster::new(handles.clone());
@@ -628,6 +639,61 @@ async fn writes_that_arrive_during_a_slow_append_share_the_next_one() {
     let per_node = (after - before) as f64 / 3.0;
     assert!(per_node < 100.0, "{per_node} appends per node for 200 writes");
     println!("200 writes took {per_node:.1} appends per node");
+    for h in handles {
+        h.stop().await;
+    }
+}
+
+/// A write that fails on the disk, on a blocking thread, halts the node and is never
+/// acknowledged: once every node's disk is full, no write succeeds, and the ones before stay.
+#[tokio::test]
+async fn a_failed_blocking_write_halts_the_node_and_acknowledges_nothing() {
+    let net = InProcessNetwork::new();
+    let mut handles = Vec::new();
+    let mut storages = Vec::new();
+    for id in 1..=3u64 {
+        let inner = MemStorage::new();
+        storages.push(inner.clone());
+        let disk = SlowDisk { inner, appends: Arc::default(), fail_after: 6 };
+        handles.push(net.spawn(config(id, Start::Bootstrap), disk).unwrap().handle);
+    }
+    let mut cluster = Cluster::new(handles.clone());
+    cluster.deadline = Duration::from_secs(3);
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        match cluster.set(&format!("k{i}"), "v").await {
+            Ok(_) => acknowledged.push(i),
+            Err(_) => break,
+        }
+    }
+    assert!(acknowledged.len() < 20, "writes went on after every disk was full");
+    assert!(!acknowledged.is_empty(), "the first writes had room");
+    for i in &acknowledged {
+        // Every acknowledged write is in a majority of the stores.
+        let holding = storages
+            .iter()
+            .filter(|s| {
+                plus_quorum::Storage::recover(&mut MemStorage::clone(s)).ok().flatten().is_some_and(
+                    |r| {
+                        r.entries
+                            .iter()
+                            .any(|e| format!("{:?}", e.payload).contains(&format!("\"k{i}\"")))
+                    },
+                )
+            })
+            .count();
+        assert!(holding >= 2, "k{i} was acknowledged but is in {holding} stores");
+    }
+    let halted = {
+        let mut halted = 0;
+        for h in &handles {
+            if h.write(set("after", "x"), Duration::from_millis(500)).await.is_err() {
+                halted += 1;
+            }
+        }
+        halted
+    };
+    assert_eq!(halted, 3, "no node takes writes with a full disk");
     for h in handles {
         h.stop().await;
     }
