@@ -97,6 +97,8 @@ pub struct FileStorage {
     log: File,
     /// Locked while open; released when dropped (or the process ends).
     _lock: File,
+    /// The stored snapshot's last index, once recovered or saved.
+    snapshot_index: Option<LogIndex>,
     /// `(index, byte offset)` of every record in the log file.
     offsets: Vec<(LogIndex, u64)>,
     /// Bytes of whole, good records in the log file.
@@ -146,6 +148,7 @@ impl FileStorage {
             dir,
             log,
             _lock: lock,
+            snapshot_index: None,
             offsets: Vec::new(),
             len: 0,
             unusable: None,
@@ -335,6 +338,7 @@ impl Storage for FileStorage {
         self.usable()?;
         let hard_state: Option<HardState> = self.read_checked("hardstate")?;
         let snapshot: Option<Snapshot> = self.read_checked("snapshot")?;
+        self.snapshot_index = snapshot.as_ref().map(|s| s.last_index);
         let entries = self.scan_log()?;
         if hard_state.is_none() && snapshot.is_none() && entries.is_empty() {
             return Ok(None);
@@ -394,8 +398,19 @@ impl Storage for FileStorage {
     }
 
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        if self.snapshot_index.is_some_and(|stored| snapshot.last_index < stored) {
+            // Replacing a snapshot with an older one would leave a gap between it and the
+            // log already compacted past it. A node never asks for it; keep the newer one.
+            tracing::warn!(
+                offered = snapshot.last_index,
+                stored = ?self.snapshot_index,
+                "ignoring a snapshot older than the stored one"
+            );
+            return Ok(());
+        }
         self.guarded(|s| {
             s.replace_file("snapshot", &Self::checked_bytes(snapshot))?;
+            s.snapshot_index = Some(snapshot.last_index);
             let entries = s.scan_log()?;
             let kept: Vec<Entry> =
                 entries.into_iter().filter(|e| e.index > snapshot.last_index).collect();
@@ -425,6 +440,25 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("plus-quorum-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() {
+        let dir = temp_dir("older-snapshot");
+        let mut s = FileStorage::open(&dir).unwrap();
+        s.append(&(1..=12).map(entry).collect::<Vec<_>>()).unwrap();
+        let snap = |last_index| Snapshot {
+            last_index,
+            last_term: 1,
+            state: crate::kv::KvState::default(),
+        };
+        s.save_snapshot(&snap(10)).unwrap();
+        s.save_snapshot(&snap(5)).unwrap();
+        drop(s);
+        let r = FileStorage::open(&dir).unwrap().recover().unwrap().unwrap();
+        assert_eq!(r.snapshot.map(|s| s.last_index), Some(10));
+        assert_eq!(r.entries.iter().map(|e| e.index).collect::<Vec<_>>(), [11, 12]);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
