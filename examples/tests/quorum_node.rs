@@ -70,6 +70,18 @@ fn client(addrs: &HashMap<NodeId, String>) -> Cluster<RemoteNode> {
     cluster
 }
 
+/// Sets `key` to `value`, sending it again when a kill left the outcome unknown (setting the
+/// same value twice is harmless); the cluster must take it within a few tries.
+async fn set_surely(store: &Cluster<RemoteNode>, key: &str, value: &str) {
+    for _ in 0..10 {
+        match store.set(key, value.to_owned()).await {
+            Ok(_) => return,
+            Err(err) => eprintln!("{key}: {err}; again"),
+        }
+    }
+    panic!("{key} was never acknowledged");
+}
+
 /// Runs `command` to its end (bounded), for the refusals.
 fn refused(mut command: Command) -> Output {
     let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
@@ -98,7 +110,7 @@ async fn three_processes_keep_acknowledged_writes_through_sigkill_and_stop_on_si
     }
     let store = client(&addrs);
     for i in 0..50 {
-        store.set(&format!("key-{i}"), format!("value-{i}")).await.unwrap();
+        set_surely(&store, &format!("key-{i}"), &format!("value-{i}")).await;
     }
 
     // A port in use, another node's directory, a directory in use: clear errors, non-zero.
@@ -121,7 +133,7 @@ async fn three_processes_keep_acknowledged_writes_through_sigkill_and_stop_on_si
     victim.kill().unwrap();
     victim.wait().unwrap();
     for i in 50..100 {
-        store.set(&format!("key-{i}"), format!("value-{i}")).await.unwrap();
+        set_surely(&store, &format!("key-{i}"), &format!("value-{i}")).await;
     }
     nodes.0.insert(2, command(2, &addrs, &data).spawn().unwrap());
     // Then the other two, one after the other: the cluster goes on with the restarted one.
@@ -130,7 +142,7 @@ async fn three_processes_keep_acknowledged_writes_through_sigkill_and_stop_on_si
         child.kill().unwrap();
         child.wait().unwrap();
         nodes.0.insert(id, command(id, &addrs, &data).spawn().unwrap());
-        store.set(&format!("after-restart-{id}"), "x").await.unwrap();
+        set_surely(&store, &format!("after-restart-{id}"), "x").await;
     }
     for i in 0..100 {
         let value = store.get(&format!("key-{i}")).await.unwrap().expect("acknowledged write");
