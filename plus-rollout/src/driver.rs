@@ -144,17 +144,10 @@ where
     C::Report: Send + 'static,
     F: FnMut(C::Job) -> JobFuture<C::Outcome> + Send + 'static,
 {
-    let (command_tx, command_rx) = mpsc::unbounded_channel();
-    let (event_tx, event_rx) = mpsc::unbounded_channel();
-    // The driver and its jobs log inside the caller's span (a release's application, say).
-    let task = tokio::spawn(
-        async move {
-            let Ok(report) = drive(core, run, command_rx, event_tx, NoSaving).await;
-            report
-        }
-        .in_current_span(),
-    );
-    (Handle { requests: command_tx }, Events { batches: event_rx, buffer: VecDeque::new() }, task)
+    launch::<C, _, _, _>(move |requests, events| async move {
+        let Ok(report) = drive(core, run, requests, events, NoSaving).await;
+        report
+    })
 }
 
 /// What [`spawn_saved`] returns: as [`Spawned`], with a task that ends in an error when the
@@ -189,11 +182,33 @@ where
     C::Report: Send + 'static,
     F: FnMut(C::Job) -> JobFuture<C::Outcome> + Send + 'static,
 {
-    let (command_tx, command_rx) = mpsc::unbounded_channel();
-    let (event_tx, event_rx) = mpsc::unbounded_channel();
     let saving = Saving { store, key, version };
-    let task = tokio::spawn(drive(core, run, command_rx, event_tx, saving).in_current_span());
-    (Handle { requests: command_tx }, Events { batches: event_rx, buffer: VecDeque::new() }, task)
+    launch::<C, _, _, _>(move |requests, events| drive(core, run, requests, events, saving))
+}
+
+/// A handle, an event stream and a driver task ending in `T`.
+type Launched<C, T> = (
+    Handle<<C as Core>::Command, <C as Core>::Rejection, <C as Core>::Report>,
+    Events<<C as Core>::Event>,
+    JoinHandle<T>,
+);
+
+/// The channels between a handle, an event stream and a driver task, and the task started
+/// inside the caller's span (the driver and its jobs log in it: a release's application, say).
+fn launch<C, T, D, Fut>(driver: D) -> Launched<C, T>
+where
+    C: Core,
+    T: Send + 'static,
+    D: FnOnce(
+        mpsc::UnboundedReceiver<Request<C::Command, C::Rejection, C::Report>>,
+        mpsc::UnboundedSender<Vec<C::Event>>,
+    ) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let (request_tx, request_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(driver(request_rx, event_tx).in_current_span());
+    (Handle { requests: request_tx }, Events { batches: event_rx, buffer: VecDeque::new() }, task)
 }
 
 /// How the driver keeps the core's state: not at all, or in a store.
