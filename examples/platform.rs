@@ -39,6 +39,8 @@ mod cli;
 mod controller;
 #[path = "platform/hosts.rs"]
 mod hosts;
+#[path = "common/quorum_client.rs"]
+mod quorum_client;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;

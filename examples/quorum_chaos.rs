@@ -15,6 +15,8 @@
 
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "common/quorum_client.rs"]
+mod quorum_client;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use plus_core::seeded_rng;
 use plus_quorum::testing::loopback_addrs;
-use plus_quorum::{ClientError, Cluster, NodeId, RemoteNode, StoreError};
+use plus_quorum::{ClientError, NodeId, StoreError};
 use rand::Rng;
 
 /// Faults on real `quorum_node` processes.
@@ -146,15 +148,10 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     let addrs = nodes.addrs.clone();
     let client = || {
-        let mut cluster = Cluster::new(
-            addrs
-                .iter()
-                .map(|(&id, addr)| RemoteNode::connect(id, addr, &plus_mux::Config::default()))
-                .collect::<Result<Vec<_>, _>>()
-                .expect("the default mux config is valid"),
-        );
-        cluster.deadline = Duration::from_secs(5);
-        cluster
+        quorum_client::connect(
+            addrs.iter().map(|(&id, addr)| (id, addr.as_str())),
+            Duration::from_secs(5),
+        )
     };
     let counts = Arc::new(Counts::default());
     let acked: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();

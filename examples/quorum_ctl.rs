@@ -13,6 +13,8 @@
 
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "common/quorum_client.rs"]
+mod quorum_client;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -68,15 +70,8 @@ fn main() -> ExitCode {
     cli::init_logging();
     cli::run_async(async move {
         // The connections live on the runtime.
-        let mut nodes = Vec::new();
-        for (id, addr) in endpoints {
-            nodes.push(
-                RemoteNode::connect(id, &addr, &plus_mux::Config::default())
-                    .map_err(|e| e.to_string())?,
-            );
-        }
-        let mut cluster = Cluster::new(nodes);
-        cluster.deadline = Duration::from_secs(args.timeout);
+        let members = endpoints.iter().map(|(id, addr)| (*id, addr.as_str()));
+        let cluster = quorum_client::connect(members, Duration::from_secs(args.timeout));
         run(cluster, args.command).await
     })
 }

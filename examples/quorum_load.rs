@@ -15,6 +15,8 @@
 
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "common/quorum_client.rs"]
+mod quorum_client;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -72,12 +74,8 @@ fn main() -> ExitCode {
     cli::init_logging();
     cli::run_async(async move {
         let connect = || -> Result<Cluster<RemoteNode>, String> {
-            let nodes = endpoints
-                .iter()
-                .map(|(id, addr)| RemoteNode::connect(*id, addr, &plus_mux::Config::default()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
-            Ok(Cluster::new(nodes))
+            let members = endpoints.iter().map(|(id, addr)| (*id, addr.as_str()));
+            Ok(quorum_client::connect(members, Duration::from_secs(5)))
         };
         match args.op {
             Op::Check => check(connect()?, args.record.as_deref().expect("checked above")).await,

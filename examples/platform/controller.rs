@@ -184,18 +184,10 @@ impl Controller {
     }
 }
 
-/// A client of the whole cluster.
+/// A client of the whole cluster (the store's default deadline per call).
 pub(crate) fn client(addrs: &HashMap<NodeId, String>) -> Cluster<RemoteNode> {
-    let mut ids: Vec<NodeId> = addrs.keys().copied().collect();
-    ids.sort_unstable();
-    Cluster::new(
-        ids.into_iter()
-            .map(|id| {
-                RemoteNode::connect(id, &addrs[&id], &plus_mux::Config::default())
-                    .expect("the default mux config is valid")
-            })
-            .collect(),
-    )
+    let members = addrs.iter().map(|(&id, addr)| (id, addr.as_str()));
+    crate::quorum_client::connect(members, Duration::from_secs(5))
 }
 
 /// Campaigns, and drives the deployment while elected, until it is finished.
