@@ -203,11 +203,20 @@ async fn run(args: Args) -> Result<bool, String> {
         let _ = writer.await;
     }
     // Every acknowledged write, read back linearizably once the faults are over.
-    let reader = client();
-    reader
-        .set("chaos/settled", "1")
-        .await
-        .map_err(|e| format!("the cluster did not settle: {e}"))?;
+    // Once the faults end, the cluster has a while to settle (under load an election and a
+    // restarted node catching up can take longer than one call's deadline).
+    let reader = quorum_client::connect(
+        addrs.iter().map(|(&id, addr)| (id, addr.as_str())),
+        Duration::from_secs(30),
+    );
+    let mut settled = reader.set("chaos/settled", "1").await;
+    for _ in 0..3 {
+        if settled.is_ok() {
+            break;
+        }
+        settled = reader.set("chaos/settled", "1").await;
+    }
+    settled.map_err(|e| format!("the cluster did not settle within 2 minutes: {e}"))?;
     let acked = acked.lock().expect("acked lock").clone();
     let mut lost = 0;
     for chunk in acked.chunks(256) {
