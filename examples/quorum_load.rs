@@ -1,13 +1,15 @@
-//! A load generator for a plus-quorum cluster of `quorum_node` processes, and a checker of
-//! what it wrote.
+//! A load generator for a plus-quorum cluster of `quorum_node` processes (or, with `--etcd`,
+//! an etcd cluster, through the same `KvClient` trait), and a checker of what it wrote.
 //!
 //! ```text
 //! quorum_load --endpoints 1=127.0.0.1:7101,... --op put|get|txn --clients 64 --seconds 10 \
 //!     --value-size 256 [--record FILE]
 //! quorum_load --endpoints ... --op check --record FILE
+//! quorum_load --etcd --endpoints 127.0.0.1:2379,... --op put ...   # built with --features etcd
 //! ```
 //!
-//! Each client is one task with its own connections; each put writes a key nobody else writes.
+//! Each client is one task with its own connections (to every node, or one gRPC connection to
+//! etcd); each put writes a key nobody else writes.
 //! The last line is `op=put clients=64 ops=N errors=E rps=R p50_us=X p99_us=Y`. With
 //! `--record FILE`, every acknowledged put's key and value are appended to FILE as soon as the
 //! put is acknowledged; `--op check` reads every recorded key back (linearizably) and prints
@@ -25,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use plus_quorum::{Bytes, Cluster, Compare, Expect, RemoteNode, Txn, TxnOp};
+use plus_quorum::{Bytes, Compare, Expect, KvClient, Txn, TxnOp, TxnOpResult};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
@@ -33,9 +35,12 @@ use rand::distr::Alphanumeric;
 #[derive(Debug, Parser)]
 #[command(name = "quorum_load")]
 struct Args {
-    /// The nodes: `ID=HOST:PORT,...`.
+    /// The nodes: `ID=HOST:PORT,...` (with --etcd: `HOST:PORT,...`).
     #[arg(long)]
     endpoints: String,
+    /// The endpoints are etcd members (needs the example built with `--features etcd`).
+    #[arg(long)]
+    etcd: bool,
     /// What each client does.
     #[arg(long, value_enum)]
     op: Op,
@@ -48,9 +53,21 @@ struct Args {
     /// Bytes per value (1 to 1048576).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     value_size: u32,
+    /// Whether every client opens its own connections or all share one client (one
+    /// connection per node; for etcd, one gRPC connection, as most etcd users run).
+    #[arg(long, value_enum, default_value_t = Connections::PerClient)]
+    connections: Connections,
     /// Append every acknowledged put here (with --op put), or check what is here (--op check).
     #[arg(long)]
     record: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Connections {
+    /// Each client its own.
+    PerClient,
+    /// One client shared by all.
+    Shared,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,21 +82,73 @@ enum Op {
     Check,
 }
 
+/// Where the load goes.
+#[derive(Debug, Clone)]
+enum Target {
+    Quorum(Vec<(u64, String)>),
+    #[cfg(feature = "etcd")]
+    Etcd(Vec<String>),
+}
+
+/// Each call's deadline.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+impl Target {
+    fn parse(args: &Args) -> Result<Self, String> {
+        if !args.etcd {
+            return cli::members(&args.endpoints).map(Self::Quorum);
+        }
+        Self::etcd(&args.endpoints)
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    fn etcd(_: &str) -> Result<Self, String> {
+        Err("--etcd needs the example built with `--features etcd` (and protoc)".into())
+    }
+
+    #[cfg(feature = "etcd")]
+    fn etcd(endpoints: &str) -> Result<Self, String> {
+        let endpoints: Vec<String> = endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if endpoints.is_empty() {
+            return Err("no endpoints".into());
+        }
+        Ok(Self::Etcd(endpoints))
+    }
+
+    async fn connect(&self) -> Result<Arc<dyn KvClient>, String> {
+        match self {
+            Self::Quorum(members) => {
+                let members = members.iter().map(|(id, addr)| (*id, addr.as_str()));
+                Ok(Arc::new(quorum_client::connect(members, DEADLINE)))
+            }
+            #[cfg(feature = "etcd")]
+            Self::Etcd(endpoints) => plus_quorum::EtcdClient::connect(endpoints, DEADLINE)
+                .await
+                .map(|client| Arc::new(client) as Arc<dyn KvClient>)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    let endpoints = cli::members(&args.endpoints).unwrap_or_else(|e| cli::usage_error::<Args>(e));
+    let target = Target::parse(&args).unwrap_or_else(|e| cli::usage_error::<Args>(e));
     if args.op == Op::Check && args.record.is_none() {
         cli::usage_error::<Args>("--op check needs --record FILE");
     }
     cli::init_logging();
     cli::run_async(async move {
-        let connect = || -> Result<Cluster<RemoteNode>, String> {
-            let members = endpoints.iter().map(|(id, addr)| (*id, addr.as_str()));
-            Ok(quorum_client::connect(members, Duration::from_secs(5)))
-        };
         match args.op {
-            Op::Check => check(connect()?, args.record.as_deref().expect("checked above")).await,
-            _ => load(&args, connect).await,
+            Op::Check => {
+                let record = args.record.as_deref().expect("checked above");
+                check(target.connect().await?.as_ref(), record).await
+            }
+            _ => load(&args, &target).await,
         }
     })
 }
@@ -95,10 +164,7 @@ struct Tally {
     errors: usize,
 }
 
-async fn load(
-    args: &Args,
-    connect: impl Fn() -> Result<Cluster<RemoteNode>, String>,
-) -> Result<bool, String> {
+async fn load(args: &Args, target: &Target) -> Result<bool, String> {
     let value_size = args.value_size as usize;
     let record = match &args.record {
         Some(path) => Some(Arc::new(Mutex::new(
@@ -115,16 +181,23 @@ async fn load(
     let seeded: Arc<Vec<String>> =
         Arc::new((0..256).map(|i| format!("load/{run}/seed-{i}")).collect());
     if args.op == Op::Get {
-        let cluster = connect()?;
+        let store = target.connect().await?;
         for key in seeded.iter() {
-            cluster.set(key, text(value_size)).await.map_err(|e| e.to_string())?;
+            store.set(key, Bytes::from(text(value_size))).await.map_err(|e| e.to_string())?;
         }
     }
+    let shared = match args.connections {
+        Connections::Shared => Some(target.connect().await?),
+        Connections::PerClient => None,
+    };
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
     let mut clients = Vec::new();
     for client in 0..args.clients {
-        let cluster = connect()?;
+        let store = match &shared {
+            Some(store) => Arc::clone(store),
+            None => target.connect().await?,
+        };
         let (record, seeded, run, op) = (record.clone(), Arc::clone(&seeded), run.clone(), args.op);
         clients.push(tokio::spawn(async move {
             let mut tally = Tally::default();
@@ -136,7 +209,7 @@ async fn load(
                 let ok = match op {
                     Op::Put => {
                         let value = text(value_size);
-                        let ok = cluster.set(&key, value.clone()).await.is_ok();
+                        let ok = store.set(&key, Bytes::from(value.clone())).await.is_ok();
                         if let (true, Some(record)) = (ok, &record) {
                             let line = format!("{key} {value}\n");
                             let mut file = record.lock().expect("record lock");
@@ -148,7 +221,7 @@ async fn load(
                     }
                     Op::Get => {
                         let key = &seeded[rand::rng().random_range(0..seeded.len())];
-                        matches!(cluster.get(key).await, Ok(Some(_)))
+                        matches!(store.get(key).await, Ok(Some(_)))
                     }
                     Op::Txn => {
                         let txn = Txn {
@@ -167,7 +240,7 @@ async fn load(
                             ],
                             otherwise: vec![],
                         };
-                        matches!(cluster.txn(txn).await, Ok(outcome) if outcome.succeeded)
+                        matches!(store.txn(txn).await, Ok(outcome) if outcome.succeeded)
                     }
                     Op::Check => unreachable!("check does not load"),
                 };
@@ -201,7 +274,10 @@ async fn load(
     Ok(true)
 }
 
-async fn check(cluster: Cluster<RemoteNode>, record: &std::path::Path) -> Result<bool, String> {
+/// Keys read back per transaction (etcd allows 128 operations in one by default).
+const CHECK_BATCH: usize = 100;
+
+async fn check(store: &dyn KvClient, record: &std::path::Path) -> Result<bool, String> {
     let file = std::fs::File::open(record)
         .map_err(|e| format!("cannot open {}: {e}", record.display()))?;
     let mut expected = Vec::new();
@@ -213,20 +289,33 @@ async fn check(cluster: Cluster<RemoteNode>, record: &std::path::Path) -> Result
         expected.push((key.to_owned(), value.to_owned()));
     }
     let (mut missing, mut wrong) = (0, 0);
-    for chunk in expected.chunks(256) {
-        let keys: Vec<String> = chunk.iter().map(|(k, _)| k.clone()).collect();
-        let found = cluster.multi_get(keys).await.map_err(|e| e.to_string())?;
-        for ((key, value), found) in chunk.iter().zip(found) {
+    for chunk in expected.chunks(CHECK_BATCH) {
+        // One linearizable read of the whole chunk, on either store: a transaction of gets.
+        let reads = Txn {
+            when: vec![],
+            then: chunk.iter().map(|(key, _)| TxnOp::Get(key.clone())).collect(),
+            otherwise: vec![],
+        };
+        let outcome = store.txn(reads).await.map_err(|e| e.to_string())?;
+        if outcome.results.len() != chunk.len() {
+            return Err(format!(
+                "{} reads answered with {} results",
+                chunk.len(),
+                outcome.results.len()
+            ));
+        }
+        for ((key, value), found) in chunk.iter().zip(outcome.results) {
             match found {
-                None => {
+                TxnOpResult::Get(None) => {
                     missing += 1;
                     eprintln!("missing: {key}");
                 }
-                Some(v) if v.value != value.as_bytes() => {
+                TxnOpResult::Get(Some(v)) if v.value != value.as_bytes() => {
                     wrong += 1;
                     eprintln!("wrong value: {key}");
                 }
-                Some(_) => {}
+                TxnOpResult::Get(Some(_)) => {}
+                other => return Err(format!("a read of {key} answered {other:?}")),
             }
         }
     }

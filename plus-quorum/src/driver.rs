@@ -57,6 +57,11 @@ pub enum StoreError {
     /// The lease does not exist: never granted, revoked, or expired.
     #[error("lease {0} does not exist (never granted, revoked or expired)")]
     NoSuchLease(LeaseId),
+    /// A store reached through another client library (etcd, feature `etcd`) failed, or
+    /// answered with something this crate cannot represent (a key that is not UTF-8); for a
+    /// write, it may or may not have applied.
+    #[error("the store failed: {0}")]
+    Backend(String),
     /// A node answered with a reply of the wrong kind (a node of another version, or a hostile
     /// peer on a network transport); nothing can be concluded about the request.
     #[error("unexpected reply: expected {expected}, got {got}")]

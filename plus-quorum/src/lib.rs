@@ -50,6 +50,9 @@
 //!   connections, bodies msgpack + lz4 as in the source talk.
 //! - `file-storage`: `FileStorage`, durable storage with checksummed records; a torn or
 //!   garbled tail left by a crash is cut off at recovery.
+//! - `etcd`: `EtcdClient`, the `KvClient` trait (feature `driver`, implemented by `Cluster`)
+//!   over an etcd cluster through the `etcd-client` crate, so one program runs on either store.
+//!   Building it needs `protoc` (Debian's `protobuf-compiler`).
 //! - `metrics`: each running node's figures (term, leadership, commit and apply lag, elections,
 //!   proposals, snapshots, pending requests, per-follower lag) through the `metrics` facade, for
 //!   any exporter. The same numbers are [`NodeStats`] (`NodeHandle::stats`), and every status
@@ -136,11 +139,15 @@
 
 #[cfg(feature = "driver")]
 mod driver;
+#[cfg(feature = "etcd")]
+mod etcd;
 #[cfg(feature = "file-storage")]
 mod file_storage;
 mod glob;
 mod inspect;
 mod kv;
+#[cfg(feature = "driver")]
+mod kv_client;
 mod lease;
 mod log;
 mod message;
@@ -167,10 +174,14 @@ pub use driver::{
     Cluster, InProcessNetwork, NodeApi, NodeHandle, RunningNode, Status, StoreError, Transport,
     Watcher, spawn_node,
 };
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdClient;
 #[cfg(feature = "file-storage")]
 pub use file_storage::FileStorage;
 pub use inspect::{InspectionReport, compare};
 pub use kv::KvState;
+#[cfg(feature = "driver")]
+pub use kv_client::{KvClient, KvWatch};
 pub use lease::{LeaseId, LeaseInfo};
 pub use log::{Entry, Payload, Snapshot};
 pub use message::Message;
