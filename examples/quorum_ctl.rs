@@ -32,6 +32,8 @@ struct Args {
     /// How long a call may take, in seconds (an election included).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     timeout: u64,
+    #[command(flatten)]
+    tls: quorum_client::TlsArgs,
     #[command(subcommand)]
     command: Op,
 }
@@ -71,7 +73,9 @@ fn main() -> ExitCode {
     cli::run_async(async move {
         // The connections live on the runtime.
         let members = endpoints.iter().map(|(id, addr)| (*id, addr.as_str()));
-        let cluster = quorum_client::connect(members, Duration::from_secs(args.timeout));
+        let security = args.tls.security()?;
+        let deadline = Duration::from_secs(args.timeout);
+        let cluster = quorum_client::connect_secured(members, deadline, &security);
         run(cluster, args.command).await
     })
 }

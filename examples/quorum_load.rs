@@ -57,6 +57,8 @@ struct Args {
     /// connection per node; for etcd, one gRPC connection, as most etcd users run).
     #[arg(long, value_enum, default_value_t = Connections::PerClient)]
     connections: Connections,
+    #[command(flatten)]
+    tls: quorum_client::TlsArgs,
     /// Append every acknowledged put here (with --op put), or check what is here (--op check).
     #[arg(long)]
     record: Option<PathBuf>,
@@ -85,7 +87,7 @@ enum Op {
 /// Where the load goes.
 #[derive(Debug, Clone)]
 enum Target {
-    Quorum(Vec<(u64, String)>),
+    Quorum(Vec<(u64, String)>, plus_quorum::Security),
     #[cfg(feature = "etcd")]
     Etcd(Vec<String>),
 }
@@ -96,7 +98,13 @@ const DEADLINE: Duration = Duration::from_secs(5);
 impl Target {
     fn parse(args: &Args) -> Result<Self, String> {
         if !args.etcd {
-            return cli::members(&args.endpoints).map(Self::Quorum);
+            let members = cli::members(&args.endpoints)?;
+            return Ok(Self::Quorum(members, args.tls.security()?));
+        }
+        if args.tls.enabled() {
+            return Err(
+                "--tls-* are for plus-quorum nodes; quorum_load speaks plain gRPC to etcd".into()
+            );
         }
         Self::etcd(&args.endpoints)
     }
@@ -122,9 +130,9 @@ impl Target {
 
     async fn connect(&self) -> Result<Arc<dyn KvClient>, String> {
         match self {
-            Self::Quorum(members) => {
+            Self::Quorum(members, security) => {
                 let members = members.iter().map(|(id, addr)| (*id, addr.as_str()));
-                Ok(Arc::new(quorum_client::connect(members, DEADLINE)))
+                Ok(Arc::new(quorum_client::connect_secured(members, DEADLINE, security)))
             }
             #[cfg(feature = "etcd")]
             Self::Etcd(endpoints) => plus_quorum::EtcdClient::connect(endpoints, DEADLINE)

@@ -14,11 +14,15 @@
 //! requests in flight fail for their clients to retry elsewhere, the driver stops. After a
 //! SIGKILL it restarts from its directory.
 //!
-//! There is no encryption or authentication yet (mutual TLS is planned), so the node listens
-//! only on loopback addresses unless `--insecure` says that the network is trusted.
+//! With `--tls-cert`, `--tls-key` and `--tls-ca`, peers and clients authenticate each other
+//! with mutual TLS: only holders of a certificate the CA signed get past the handshake, before
+//! any frame is read. Without TLS the node listens only on loopback addresses, unless
+//! `--insecure` says that the network is trusted.
 
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "common/quorum_client.rs"]
+mod quorum_client;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +31,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use plus_quorum::{Config, FileStorage, MemStorage, MuxNode, NodeId, Start};
+use quorum_client::TlsArgs;
 
 /// One plus-quorum node as its own process.
 #[derive(Debug, Parser)]
@@ -57,6 +62,8 @@ struct Args {
     /// Listen on a non-loopback address without TLS: only on a network you trust.
     #[arg(long)]
     insecure: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// `--peers`, parsed.
@@ -72,7 +79,7 @@ fn main() -> ExitCode {
     if !args.peers.0.contains_key(&args.id) {
         cli::usage_error::<Args>(format!("--id {} is not one of --peers", args.id));
     }
-    if !args.listen.ip().is_loopback() && !args.insecure {
+    if !args.listen.ip().is_loopback() && !args.insecure && !args.tls.enabled() {
         cli::usage_error::<Args>(format!(
             "refusing to listen on {} without TLS; pass --insecure if the network is trusted",
             args.listen
@@ -114,6 +121,7 @@ fn check_stamp(dir: &Path, cluster: &str, id: NodeId) -> Result<bool, String> {
 }
 
 async fn run(args: Args) -> Result<bool, String> {
+    let security = args.tls.security()?;
     let mut members: Vec<NodeId> = args.peers.0.keys().copied().collect();
     members.sort_unstable();
     let mut addrs = args.peers.0.clone();
@@ -125,16 +133,20 @@ async fn run(args: Args) -> Result<bool, String> {
             let storage = FileStorage::open(dir).map_err(|e| e.to_string())?;
             let start = if existed || args.join { Start::Rejoin } else { Start::Bootstrap };
             let config = Config { start, ..Config::new(args.id, members.clone()) };
-            MuxNode::start(config, storage, &addrs, plus_mux::Config::default()).await?
+            MuxNode::start_secured(config, storage, &addrs, plus_mux::Config::default(), &security)
+                .await?
         }
         None => {
             let start = if args.join { Start::Rejoin } else { Start::Bootstrap };
             let config = Config { start, ..Config::new(args.id, members.clone()) };
-            MuxNode::start(config, MemStorage::new(), &addrs, plus_mux::Config::default()).await?
+            let storage = MemStorage::new();
+            MuxNode::start_secured(config, storage, &addrs, plus_mux::Config::default(), &security)
+                .await?
         }
     };
     tracing::info!(node = args.id, listen = %args.listen, ?members, "quorum node serving");
-    println!("node {} serving on {} (members {members:?})", args.id, args.listen);
+    let tls = if args.tls.enabled() { " with mutual TLS" } else { "" };
+    println!("node {} serving on {}{tls} (members {members:?})", args.id, args.listen);
     stopped().await?;
     tracing::info!(node = args.id, "stopping");
     node.stop().await;

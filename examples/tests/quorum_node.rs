@@ -3,6 +3,9 @@
 //! SIGTERM, and refuses a port in use, another node's directory, and a directory in use.
 #![cfg(unix)]
 
+mod common;
+
+use common::example;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -10,15 +13,6 @@ use std::time::Duration;
 
 use plus_quorum::testing::loopback_addrs;
 use plus_quorum::{Cluster, NodeId, RemoteNode};
-
-/// An example program cargo built beside this test.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.parent().and_then(Path::parent).unwrap();
-    let path = target.join("examples").join(name);
-    assert!(path.exists(), "{} is missing: cargo test builds it with the examples", path.display());
-    path
-}
 
 fn program() -> PathBuf {
     example("quorum_node")

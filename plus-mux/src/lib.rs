@@ -48,6 +48,8 @@
 //!
 //! # Features and observability
 //!
+//! - `tls`: mutual TLS under the mux (`Tls`): a connector for clients and a listener for
+//!   servers that refuse, during the handshake, any peer without a certificate of the shared CA.
 //! - `metrics`: every connection's counters, summed over the process (requests, errors,
 //!   in-flight, bytes, open connections), through the `metrics` facade, for any exporter.
 //!
@@ -72,6 +74,8 @@ mod metrics;
 mod pending;
 mod reconnect;
 mod server;
+#[cfg(feature = "tls")]
+mod tls;
 
 /// Implement [`Handler`] with `#[plus_mux::async_trait]`, without a dependency of your own.
 pub use async_trait::async_trait;
@@ -86,3 +90,5 @@ pub use reconnect::{
     Connector, ReconnectConfig, ReconnectingClient, TcpConnector, WhileDisconnected,
 };
 pub use server::{Accept, Server, ServerConfig, ServerCounters, serve};
+#[cfg(feature = "tls")]
+pub use tls::{Tls, TlsConnector, TlsError, TlsListener};

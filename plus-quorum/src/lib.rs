@@ -48,6 +48,9 @@
 //!   re-routes after a leader change, with a deadline on every call.
 //! - `mux`: `MuxTransport`, `serve` and `RemoteNode`: nodes and clients over plus-mux
 //!   connections, bodies msgpack + lz4 as in the source talk.
+//! - `tls`: `Security::MutualTls`: nodes and clients over plus-mux authenticate each other with
+//!   certificates of the cluster's CA (plus-mux's `Tls`, rustls); others are refused in the
+//!   handshake.
 //! - `file-storage`: `FileStorage`, durable storage with checksummed records; a torn or
 //!   garbled tail left by a crash is cut off at recovery.
 //! - `etcd`: `EtcdClient`, the `KvClient` trait (feature `driver`, implemented by `Cluster`)
@@ -186,7 +189,7 @@ pub use lease::{LeaseId, LeaseInfo};
 pub use log::{Entry, Payload, Snapshot};
 pub use message::Message;
 #[cfg(feature = "mux")]
-pub use mux::{MuxNode, MuxTransport, RemoteNode, Server, serve};
+pub use mux::{MuxNode, MuxTransport, RemoteNode, Security, Server, serve, serve_secured};
 #[cfg(plus_planted_bugs)]
 pub use node::PlantedBugs;
 pub use node::{Config, ConfigError, Inspection, Node, NodeError, NodeStats, Role, Start};

@@ -25,6 +25,20 @@ use crate::watch::{WatchBatch, WatchRequest};
 /// Largest decompressed body accepted: a hostile size prefix must not allocate gigabytes.
 const MAX_DECOMPRESSED: usize = 256 << 20;
 
+/// How a node's connections, to peers and from clients alike, are secured.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum Security {
+    /// Plain TCP: for loopback, or a network that is trusted.
+    #[default]
+    Plain,
+    /// Mutual TLS (feature `tls`): every node and every client presents a certificate signed
+    /// by the cluster's CA and checks the other side's; anyone else is refused during the
+    /// handshake, before a frame is read.
+    #[cfg(feature = "tls")]
+    MutualTls(plus_mux::Tls),
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 enum Wire {
     Raft {
@@ -155,10 +169,28 @@ pub fn serve(
     node: NodeHandle,
     config: MuxConfig,
 ) -> Result<Server, ConfigError> {
+    serve_secured(listener, node, config, &Security::Plain)
+}
+
+/// [`serve`], with the connections secured as `security` says.
+///
+/// # Errors
+/// [`ConfigError`] when `config` fails [`MuxConfig::validate`].
+pub fn serve_secured(
+    listener: TcpListener,
+    node: NodeHandle,
+    config: MuxConfig,
+    security: &Security,
+) -> Result<Server, ConfigError> {
     let service: Arc<dyn Handler> = Arc::new(NodeService { node });
     let mut server_config = ServerConfig::default();
     server_config.connection = plus_peers(config);
-    plus_mux::serve(listener, server_config, service).map(Server)
+    match security {
+        Security::Plain => plus_mux::serve(listener, server_config, service),
+        #[cfg(feature = "tls")]
+        Security::MutualTls(tls) => plus_mux::serve(tls.listener(listener), server_config, service),
+    }
+    .map(Server)
 }
 
 /// Both ends of a store connection are plus-quorum: bodies are msgpack + lz4 and may hold any
@@ -172,6 +204,7 @@ fn reconnecting(
     config: &MuxConfig,
     wait: WhileDisconnected,
     seed: u64,
+    security: &Security,
 ) -> Result<ReconnectingClient, ConfigError> {
     let reconnect = ReconnectConfig {
         initial_backoff: Duration::from_millis(20),
@@ -180,12 +213,16 @@ fn reconnecting(
         seed,
         ..ReconnectConfig::default()
     };
-    ReconnectingClient::new(
-        TcpConnector::new(addr),
-        plus_peers(config.clone()),
-        reconnect,
-        Arc::new(NoHandler),
-    )
+    let config = plus_peers(config.clone());
+    match security {
+        Security::Plain => {
+            ReconnectingClient::new(TcpConnector::new(addr), config, reconnect, Arc::new(NoHandler))
+        }
+        #[cfg(feature = "tls")]
+        Security::MutualTls(tls) => {
+            ReconnectingClient::new(tls.connector(addr), config, reconnect, Arc::new(NoHandler))
+        }
+    }
 }
 
 /// Sends Raft messages to peers over plus-mux, one reconnecting connection and one queue per
@@ -206,10 +243,22 @@ impl MuxTransport {
         peers: &HashMap<NodeId, String>,
         config: &MuxConfig,
     ) -> Result<Arc<Self>, ConfigError> {
+        Self::secured(peers, config, &Security::Plain)
+    }
+
+    /// [`MuxTransport::new`], with the connections secured as `security` says.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when `config` fails [`MuxConfig::validate`].
+    pub fn secured(
+        peers: &HashMap<NodeId, String>,
+        config: &MuxConfig,
+        security: &Security,
+    ) -> Result<Arc<Self>, ConfigError> {
         let mut queues = HashMap::new();
         let mut clients = Vec::new();
         for (&id, addr) in peers {
-            let client = reconnecting(addr, config, WhileDisconnected::FailFast, id)?;
+            let client = reconnecting(addr, config, WhileDisconnected::FailFast, id, security)?;
             let (tx, mut rx) = mpsc::unbounded_channel::<(NodeId, Message)>();
             let sender = client.clone();
             tokio::spawn(async move {
@@ -269,16 +318,31 @@ impl MuxNode {
         addrs: &HashMap<NodeId, String>,
         mux: MuxConfig,
     ) -> Result<Self, String> {
+        Self::start_secured(config, storage, addrs, mux, &Security::Plain).await
+    }
+
+    /// [`MuxNode::start`], with every connection secured as `security` says.
+    ///
+    /// # Errors
+    /// A message when the address cannot be bound or the node cannot start.
+    pub async fn start_secured<S: crate::Storage + 'static>(
+        config: crate::Config,
+        storage: S,
+        addrs: &HashMap<NodeId, String>,
+        mux: MuxConfig,
+        security: &Security,
+    ) -> Result<Self, String> {
         let id = config.id;
         let addr = addrs.get(&id).ok_or_else(|| format!("no address for node {id}"))?;
         let listener =
             TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let peers: HashMap<NodeId, String> =
             addrs.iter().filter(|(p, _)| **p != id).map(|(p, a)| (*p, a.clone())).collect();
-        let transport = MuxTransport::new(&peers, &mux).map_err(|e| e.to_string())?;
+        let transport = MuxTransport::secured(&peers, &mux, security).map_err(|e| e.to_string())?;
         let node =
             crate::spawn_node(config, storage, transport.clone()).map_err(|e| e.to_string())?;
-        let server = serve(listener, node.handle.clone(), mux).map_err(|e| e.to_string())?;
+        let server = serve_secured(listener, node.handle.clone(), mux, security)
+            .map_err(|e| e.to_string())?;
         Ok(Self { handle: node.handle, server, transport })
     }
 
@@ -304,8 +368,21 @@ impl RemoteNode {
     /// # Errors
     /// [`ConfigError`] when `config` fails [`MuxConfig::validate`].
     pub fn connect(id: NodeId, addr: &str, config: &MuxConfig) -> Result<Self, ConfigError> {
+        Self::connect_secured(id, addr, config, &Security::Plain)
+    }
+
+    /// [`RemoteNode::connect`], with the connection secured as `security` says.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when `config` fails [`MuxConfig::validate`].
+    pub fn connect_secured(
+        id: NodeId,
+        addr: &str,
+        config: &MuxConfig,
+        security: &Security,
+    ) -> Result<Self, ConfigError> {
         let wait = WhileDisconnected::Wait(Duration::from_millis(200));
-        Ok(Self { id, client: reconnecting(addr, config, wait, id)? })
+        Ok(Self { id, client: reconnecting(addr, config, wait, id, security)? })
     }
 
     async fn call(&self, wire: &Wire, deadline: Duration) -> Result<WireReply, StoreError> {

@@ -1,0 +1,304 @@
+//! Mutual TLS under the mux protocol (feature `tls`, rustls through `tokio-rustls`): both peers
+//! present a certificate signed by one shared CA, and a peer that presents none, or one the CA
+//! did not sign, is refused during the handshake, before the mux reads a single frame.
+//!
+//! [`Tls`] holds one identity (a certificate chain and its key) and the CA it trusts; it makes
+//! the [`Connector`] of a client ([`Tls::connector`]) and the [`Accept`] of a server
+//! ([`Tls::listener`]). Handshakes on the server run concurrently, each bounded in time, so a
+//! peer that stalls its handshake holds up no one.
+//!
+//! Membership is the CA: any certificate it signed is a peer. A deployment that needs finer
+//! rules (this certificate may only be node 3) checks names at the application layer.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::reconnect::Connector;
+use crate::server::Accept;
+
+/// Why TLS material could not be loaded or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A PEM input holds no usable item of the kind needed.
+    #[error("{what}: {reason}")]
+    Pem {
+        /// Which input (a path, or `certificate`, `key`, `CA` for bytes).
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rustls refused the material (a key that does not match its certificate, say).
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// One TLS identity and the CA it trusts, for both ends of mux connections.
+///
+/// Cheap to clone (the rustls configurations are shared).
+#[derive(Clone)]
+pub struct Tls {
+    client: Arc<rustls::ClientConfig>,
+    server: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+    refused: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("refused", &self.refused())
+            .finish_non_exhaustive()
+    }
+}
+
+fn pem_error(what: &str, reason: impl std::fmt::Display) -> TlsError {
+    TlsError::Pem { what: what.to_owned(), reason: reason.to_string() }
+}
+
+fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(what, e))?;
+    if certs.is_empty() {
+        return Err(pem_error(what, "no PEM certificate in it"));
+    }
+    Ok(certs)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })
+}
+
+impl Tls {
+    /// How long a handshake may take before the peer is dropped, unless
+    /// [`Tls::with_handshake_timeout`] says otherwise.
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// The identity in the PEM files `cert` (its chain, leaf first) and `key`, trusting the CA
+    /// certificates in `ca`.
+    ///
+    /// # Errors
+    /// [`TlsError`] naming the file that cannot be read or holds nothing usable.
+    pub fn from_pem_files(cert: &Path, key: &Path, ca: &Path) -> Result<Self, TlsError> {
+        let name = |path: &Path| path.display().to_string();
+        Self::build(
+            certificates(&read(cert)?, &name(cert))?,
+            PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| pem_error(&name(key), e))?,
+            certificates(&read(ca)?, &name(ca))?,
+        )
+    }
+
+    /// The identity in PEM text: `cert` (its chain, leaf first) and `key`, trusting the CA
+    /// certificates in `ca`.
+    ///
+    /// # Errors
+    /// [`TlsError`] when an input holds nothing usable or rustls refuses it.
+    pub fn from_pem(cert: &[u8], key: &[u8], ca: &[u8]) -> Result<Self, TlsError> {
+        Self::build(
+            certificates(cert, "certificate")?,
+            PrivateKeyDer::from_pem_slice(key).map_err(|e| pem_error("key", e))?,
+            certificates(ca, "CA")?,
+        )
+    }
+
+    fn build(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        ca: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, TlsError> {
+        let config = |e: rustls::Error| TlsError::Config(e.to_string());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in ca {
+            roots.add(cert).map_err(config)?;
+        }
+        let roots = Arc::new(roots);
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::clone(&roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+        let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(config)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(config)?;
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(config)?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(config)?;
+        Ok(Self {
+            client: Arc::new(client),
+            server: Arc::new(server),
+            handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
+            refused: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The same identity with handshakes bounded by `timeout` instead.
+    #[must_use]
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How many peers the listeners made from this identity refused (a failed or timed-out
+    /// handshake).
+    #[must_use]
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// A [`Connector`] to `addr` (`host:port`) that checks the server's certificate against
+    /// the CA and the host part of `addr` (an IP address, or a DNS name in its SANs) and
+    /// presents this identity. A host part that is no valid server name fails every connect
+    /// with [`std::io::ErrorKind::InvalidInput`].
+    #[must_use]
+    pub fn connector(&self, addr: &str) -> TlsConnector {
+        let host = match addr.parse::<SocketAddr>() {
+            Ok(socket) => socket.ip().to_string(),
+            Err(_) => addr.rsplit_once(':').map_or(addr, |(host, _)| host).to_owned(),
+        };
+        let server_name = ServerName::try_from(host.clone()).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("`{host}` is not a server name: {e}"),
+            )
+        });
+        TlsConnector {
+            addr: addr.to_owned(),
+            server_name: server_name.map_err(Arc::new),
+            connector: tokio_rustls::TlsConnector::from(Arc::clone(&self.client)),
+            handshake_timeout: self.handshake_timeout,
+        }
+    }
+
+    /// An [`Accept`] over `listener` that completes a mutual-TLS handshake with each peer
+    /// before handing it to the mux.
+    #[must_use]
+    pub fn listener(&self, listener: TcpListener) -> TlsListener {
+        TlsListener {
+            listener,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::clone(&self.server)),
+            handshake_timeout: self.handshake_timeout,
+            handshakes: JoinSet::new(),
+            refused: Arc::clone(&self.refused),
+        }
+    }
+}
+
+/// Connects over TCP and TLS, presenting a [`Tls`] identity ([`Tls::connector`]).
+#[derive(Clone)]
+pub struct TlsConnector {
+    addr: String,
+    server_name: Result<ServerName<'static>, Arc<std::io::Error>>,
+    connector: tokio_rustls::TlsConnector,
+    handshake_timeout: Duration,
+}
+
+impl std::fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnector").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Connector for TlsConnector {
+    type Stream = tokio_rustls::client::TlsStream<TcpStream>;
+
+    async fn connect(&self) -> std::io::Result<Self::Stream> {
+        let server_name = self
+            .server_name
+            .clone()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let tcp = TcpStream::connect(&self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let handshake = self.connector.connect(server_name, tcp);
+        tokio::time::timeout(self.handshake_timeout, handshake).await.map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+        })?
+    }
+}
+
+/// Most handshakes a [`TlsListener`] runs at once; past it, it stops accepting until one ends.
+const MAX_HANDSHAKES: usize = 256;
+
+type Handshake = (SocketAddr, Result<std::io::Result<TlsStream>, tokio::time::error::Elapsed>);
+type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// Accepts TCP peers and completes a mutual-TLS handshake with each ([`Tls::listener`]); only
+/// authenticated peers come out of [`Accept::accept`].
+pub struct TlsListener {
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handshake_timeout: Duration,
+    handshakes: JoinSet<Handshake>,
+    refused: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("listener", &self.listener)
+            .field("handshakes", &self.handshakes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsListener {
+    fn refuse(&self, peer: SocketAddr, reason: &dyn std::fmt::Display) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%peer, %reason, "plus-mux refused a peer: TLS handshake failed");
+    }
+}
+
+impl Accept for TlsListener {
+    type Stream = TlsStream;
+
+    async fn accept(&mut self) -> std::io::Result<TlsStream> {
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept(), if self.handshakes.len() < MAX_HANDSHAKES => {
+                    let (tcp, peer) = accepted?;
+                    tcp.set_nodelay(true)?;
+                    let handshake = self.acceptor.accept(tcp);
+                    let timeout = self.handshake_timeout;
+                    self.handshakes
+                        .spawn(async move { (peer, tokio::time::timeout(timeout, handshake).await) });
+                }
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    match done {
+                        Ok((_, Ok(Ok(stream)))) => return Ok(stream),
+                        Ok((peer, Ok(Err(err)))) => self.refuse(peer, &err),
+                        Ok((peer, Err(_))) => self.refuse(peer, &"handshake timed out"),
+                        // A handshake task panicked or was cancelled: that peer is gone.
+                        Err(err) => tracing::warn!(error = %err, "plus-mux TLS handshake task failed"),
+                    }
+                }
+            }
+        }
+    }
+}
