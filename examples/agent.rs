@@ -15,8 +15,12 @@
 //! without a shell, logged with its arguments and environment, and its output's end is
 //! returned with the step's reply.
 //!
-//! There is no authentication yet (mutual TLS is planned): run it only where the network
-//! between platform and agents is trusted.
+//! With `--tls-cert`, `--tls-key` and `--tls-ca` the agent and the platform authenticate each
+//! other with mutual TLS: the agent takes work only from a platform whose certificate the CA
+//! signed (and the platform, from agents likewise), and nothing is read from a peer that
+//! fails. Without TLS the agent connects only to a loopback address, unless `--insecure` says
+//! the network between platform and agents is trusted. The commands it runs come from the
+//! release's manifest in the request and its own configuration, never through a shell.
 
 #[path = "common/cli.rs"]
 mod cli;
@@ -60,6 +64,11 @@ struct Args {
     /// Between two heartbeats, in milliseconds (10 to 600000).
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
     heartbeat_ms: u64,
+    /// Connect to a platform beyond loopback without TLS: only on a network you trust.
+    #[arg(long)]
+    insecure: bool,
+    #[command(flatten)]
+    tls: cli::TlsArgs,
     /// The longest a step may run, in seconds (1 to 86400).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     step_timeout_s: u64,
@@ -108,11 +117,26 @@ impl Handler for Steps {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if !args.tls.enabled() && !args.insecure && !is_loopback(&args.connect) {
+        cli::usage_error::<Args>(format!(
+            "refusing to take work from {} without TLS; pass --tls-* or, on a trusted network, --insecure",
+            args.connect
+        ));
+    }
     cli::init_logging();
     cli::run_async(run(args))
 }
 
+/// Whether `addr` (`host:port`) names this machine.
+fn is_loopback(addr: &str) -> bool {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(socket) => socket.ip().is_loopback(),
+        Err(_) => addr.rsplit_once(':').is_some_and(|(host, _)| host == "localhost"),
+    }
+}
+
 async fn run(args: Args) -> Result<bool, String> {
+    let tls = args.tls.load()?;
     let host = Arc::new(
         Host::new(args.root.clone(), usize::from(args.keep), args.hook.clone())
             .map_err(|e| format!("cannot prepare {}: {e}", args.root.display()))?,
@@ -124,14 +148,19 @@ async fn run(args: Args) -> Result<bool, String> {
     });
     let every = Duration::from_millis(args.heartbeat_ms);
     let config = plus_mux::Config { heartbeat: Some(every), ..plus_mux::Config::default() };
-    let client = ReconnectingClient::new(
-        TcpConnector::new(args.connect.clone()),
-        config,
-        ReconnectConfig::default(),
-        Arc::clone(&steps) as Arc<dyn Handler>,
-    )
+    let handler = Arc::clone(&steps) as Arc<dyn Handler>;
+    let reconnect = ReconnectConfig::default();
+    let client = match &tls {
+        Some(tls) => {
+            ReconnectingClient::new(tls.connector(&args.connect), config, reconnect, handler)
+        }
+        None => {
+            ReconnectingClient::new(TcpConnector::new(&args.connect), config, reconnect, handler)
+        }
+    }
     .map_err(|e| e.to_string())?;
-    println!("agent {} for {} in {}", args.id, args.connect, args.root.display());
+    let secured = if tls.is_some() { " with mutual TLS" } else { "" };
+    println!("agent {} for {}{secured} in {}", args.id, args.connect, args.root.display());
     let beats = {
         let (client, steps, id) = (client.clone(), Arc::clone(&steps), args.id.clone());
         tokio::spawn(async move {

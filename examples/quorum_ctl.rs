@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     timeout: u64,
     #[command(flatten)]
-    tls: quorum_client::TlsArgs,
+    tls: cli::TlsArgs,
     #[command(subcommand)]
     command: Op,
 }
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     cli::run_async(async move {
         // The connections live on the runtime.
         let members = endpoints.iter().map(|(id, addr)| (*id, addr.as_str()));
-        let security = args.tls.security()?;
+        let security = quorum_client::security(&args.tls)?;
         let deadline = Duration::from_secs(args.timeout);
         let cluster = quorum_client::connect_secured(members, deadline, &security);
         run(cluster, args.command).await

@@ -58,7 +58,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Connections::PerClient)]
     connections: Connections,
     #[command(flatten)]
-    tls: quorum_client::TlsArgs,
+    tls: cli::TlsArgs,
     /// Append every acknowledged put here (with --op put), or check what is here (--op check).
     #[arg(long)]
     record: Option<PathBuf>,
@@ -99,7 +99,7 @@ impl Target {
     fn parse(args: &Args) -> Result<Self, String> {
         if !args.etcd {
             let members = cli::members(&args.endpoints)?;
-            return Ok(Self::Quorum(members, args.tls.security()?));
+            return Ok(Self::Quorum(members, quorum_client::security(&args.tls)?));
         }
         if args.tls.enabled() {
             return Err(

@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use cli::TlsArgs;
 use plus_quorum::{Config, FileStorage, MemStorage, MuxNode, NodeId, Start};
-use quorum_client::TlsArgs;
 
 /// One plus-quorum node as its own process.
 #[derive(Debug, Parser)]
@@ -121,7 +121,7 @@ fn check_stamp(dir: &Path, cluster: &str, id: NodeId) -> Result<bool, String> {
 }
 
 async fn run(args: Args) -> Result<bool, String> {
-    let security = args.tls.security()?;
+    let security = quorum_client::security(&args.tls)?;
     let mut members: Vec<NodeId> = args.peers.0.keys().copied().collect();
     members.sort_unstable();
     let mut addrs = args.peers.0.clone();

@@ -80,3 +80,34 @@ pub(crate) fn quantile_us(sorted: &[std::time::Duration], q: f64) -> u128 {
     let at = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
     sorted.get(at).map_or(0, std::time::Duration::as_micros)
 }
+
+/// Mutual TLS for a mux endpoint or client: all three files, or none.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct TlsArgs {
+    /// This program's certificate (PEM, leaf first), signed by the CA its peers trust.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_ca"])]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
+    /// The CA certificate (PEM): only peers it signed are accepted.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    /// Whether TLS was asked for.
+    pub(crate) fn enabled(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// The identity the files hold, when TLS was asked for.
+    pub(crate) fn load(&self) -> Result<Option<plus_mux::Tls>, String> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                plus_mux::Tls::from_pem_files(cert, key, ca).map(Some).map_err(|e| e.to_string())
+            }
+            _ => Ok(None),
+        }
+    }
+}

@@ -1,9 +1,7 @@
-//! A client of `plus-quorum` nodes over plus-mux, as the store's example programs make it, and
-//! the TLS arguments they share.
+//! A client of `plus-quorum` nodes over plus-mux, as the store's example programs make it.
 
 #![allow(dead_code)] // each example uses the part it needs
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use plus_quorum::{Cluster, NodeId, RemoteNode, Security};
@@ -37,33 +35,7 @@ pub(crate) fn connect_secured<'a>(
     cluster
 }
 
-/// Mutual TLS for nodes and clients: all three files, or none.
-#[derive(Debug, Clone, clap::Args)]
-pub(crate) struct TlsArgs {
-    /// This program's certificate (PEM, leaf first), signed by the cluster's CA.
-    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
-    pub(crate) tls_cert: Option<PathBuf>,
-    /// The certificate's private key (PEM).
-    #[arg(long, requires_all = ["tls_cert", "tls_ca"])]
-    pub(crate) tls_key: Option<PathBuf>,
-    /// The cluster's CA certificate (PEM): only peers it signed are accepted.
-    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
-    pub(crate) tls_ca: Option<PathBuf>,
-}
-
-impl TlsArgs {
-    /// Whether TLS was asked for.
-    pub(crate) fn enabled(&self) -> bool {
-        self.tls_cert.is_some()
-    }
-
-    /// The security these arguments ask for.
-    pub(crate) fn security(&self) -> Result<Security, String> {
-        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
-            (Some(cert), Some(key), Some(ca)) => plus_mux::Tls::from_pem_files(cert, key, ca)
-                .map(Security::MutualTls)
-                .map_err(|e| e.to_string()),
-            _ => Ok(Security::Plain),
-        }
-    }
+/// The security `tls` asks for: mutual TLS with its files, or plain TCP.
+pub(crate) fn security(tls: &crate::cli::TlsArgs) -> Result<Security, String> {
+    Ok(tls.load()?.map_or(Security::Plain, Security::MutualTls))
 }

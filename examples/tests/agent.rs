@@ -3,6 +3,9 @@
 //! link, heartbeats received, and the agent stopped with the test, also when it fails.
 #![cfg(unix)]
 
+#[path = "../../plus-mux/tests/certs/mod.rs"]
+mod certs;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -174,4 +177,90 @@ async fn the_agent_runs_real_steps_keeps_versions_and_rolls_back_by_link() {
     let status = process.stop().expect("the agent stops on SIGTERM");
     assert!(status.success(), "{status}");
     std::fs::remove_dir_all(&work).unwrap();
+}
+
+/// Writes a leaf of `ca` as `name.pem` and `name.key` in `dir`; returns the agent's TLS
+/// arguments for it, trusting `trusted` (a PEM file).
+fn tls_args(dir: &Path, ca: &certs::Ca, name: &str, trusted: &Path) -> Vec<String> {
+    let leaf = ca.leaf(name);
+    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    std::fs::write(&cert, leaf.cert).unwrap();
+    std::fs::write(&key, leaf.key).unwrap();
+    [("--tls-cert", &cert), ("--tls-key", &key), ("--tls-ca", &trusted.to_path_buf())]
+        .iter()
+        .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+        .collect()
+}
+
+fn start_agent(addr: &str, root: &Path, tls: &[String]) -> Stopped {
+    Stopped(
+        Command::new(agent_program())
+            .args(["--connect", addr, "--id", "web-tls", "--heartbeat-ms", "100"])
+            .arg("--root")
+            .arg(root)
+            .args(tls)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_agent_works_only_for_a_platform_its_ca_signed() {
+    use plus_mux::{Accept, Tls};
+
+    let work = std::env::temp_dir().join(format!("plus-agent-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let ca = certs::Ca::new("platform CA");
+    let ca_file = work.join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let agent_tls = tls_args(&work, &ca, "agent", &ca_file);
+    let root = work.join("host");
+
+    // A platform whose certificate another CA signed (it trusts the real CA, so only the
+    // agent's check can stop it): the agent never completes a handshake with it, so it can
+    // send no step at all.
+    let rogue_ca = certs::Ca::new("rogue CA");
+    let rogue = rogue_ca.leaf("rogue platform");
+    let rogue = Tls::from_pem(rogue.cert.as_bytes(), rogue.key.as_bytes(), ca.pem.as_bytes())
+        .unwrap()
+        .with_handshake_timeout(Duration::from_secs(2));
+    let mut rogue_listener =
+        rogue.listener(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let rogue_addr = listener_addr(&rogue_listener);
+    let mut process = start_agent(&rogue_addr, &root, &agent_tls);
+    let reached = tokio::time::timeout(Duration::from_secs(3), rogue_listener.accept()).await;
+    assert!(reached.is_err(), "a platform of another CA got a connection to the agent");
+    assert!(rogue.refused() >= 1, "the agent tried, and the handshake failed");
+    process.stop();
+
+    // The real platform: heartbeats arrive and a step runs.
+    let platform = ca.leaf("platform");
+    let platform =
+        Tls::from_pem(platform.cert.as_bytes(), platform.key.as_bytes(), ca.pem.as_bytes())
+            .unwrap();
+    let mut listener =
+        platform.listener(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let addr = listener_addr(&listener);
+    let _process = start_agent(&addr, &root, &agent_tls);
+    let stream =
+        tokio::time::timeout(Duration::from_secs(20), listener.accept()).await.unwrap().unwrap();
+    let beats = Arc::new(Beats::default());
+    let agent = Connection::new(
+        stream,
+        plus_mux::Config::default(),
+        Arc::clone(&beats) as Arc<dyn Handler>,
+    )
+    .unwrap();
+    let reply =
+        step(&agent, json!({"step": "precheck", "version": "1.0.0", "commands": commands()})).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    agent.close();
+    std::fs::remove_dir_all(&work).unwrap();
+}
+
+fn listener_addr(listener: &plus_mux::TlsListener) -> String {
+    listener.local_addr().unwrap().to_string()
 }

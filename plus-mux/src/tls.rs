@@ -269,6 +269,14 @@ impl std::fmt::Debug for TlsListener {
 }
 
 impl TlsListener {
+    /// The address the listener is bound to.
+    ///
+    /// # Errors
+    /// As [`TcpListener::local_addr`].
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
     fn refuse(&self, peer: SocketAddr, reason: &dyn std::fmt::Display) {
         self.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%peer, %reason, "plus-mux refused a peer: TLS handshake failed");
