@@ -1,22 +1,34 @@
 //! Faults on real processes: `quorum_node` children with file storage, clients writing through
-//! them, and for S seconds SIGKILLs with restarts and SIGSTOP pauses longer than an election
-//! timeout; then every acknowledged write is read back.
+//! them, and for S seconds SIGKILLs with restarts, SIGSTOP pauses longer than an election
+//! timeout, and network partitions (a node isolated both ways, the leader isolated, a node
+//! whose every outgoing link is cut) through a fault-injecting TCP proxy on every peer link.
 //!
 //! ```text
-//! quorum_chaos [--nodes 3|5] [--seconds 20] [--seed 1]
+//! quorum_chaos [--nodes 3|5] [--seconds 20] [--seed 1] [--history FILE]
+//! quorum_chaos --check FILE     # check a history written by --history, start nothing
 //! ```
 //!
-//! It needs `quorum_node` built beside it (`cargo build --example quorum_node`). The last line
-//! is `nodes=3 seconds=20 ops=N ok=N failed=N indeterminate=N kills=K pauses=P partitions=0
-//! linearizable=unchecked lost=L`; it exits 1 when an acknowledged write is lost (`lost`: missing
-//! from a linearizable read of every key written after the faults end). Not there yet: network
-//! partitions (a fault-injecting proxy on the peer links) and the linearizability check of the
-//! whole history, which the in-process simulation does.
+//! Two kinds of clients run meanwhile. Writers put keys nobody else writes; every acknowledged
+//! one is read back after the faults (`lost` counts those missing). Contending clients get,
+//! put, compare-and-set and delete a few shared keys; every call and return is recorded and
+//! each key's history is checked for linearizability with the simulation's checker
+//! (`plus-quorum/tests/sim/linearizability.rs`), in the simulation's JSON-lines format with
+//! `--history FILE`. It needs `quorum_node` built beside it (`cargo build --example
+//! quorum_node`). The last line is `nodes=3 seconds=20 ops=N ok=N failed=N indeterminate=N
+//! kills=K pauses=P partitions=Q linearizable=true lost=0`; it exits 1 on a lost write or a
+//! history that is not linearizable (or not decided in time).
 
 #[path = "common/cli.rs"]
 mod cli;
+#[allow(dead_code, unreachable_pub)] // the simulation's checker, shared as it is
+#[path = "../plus-quorum/tests/sim/linearizability.rs"]
+mod linearizability;
+#[path = "quorum_chaos/proxy.rs"]
+mod proxy;
 #[path = "common/quorum_client.rs"]
 mod quorum_client;
+#[path = "quorum_chaos/registers.rs"]
+mod registers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,26 +56,30 @@ struct Args {
     /// Seed of the faults' order and timing.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Write the contending clients' history here (JSON lines, the simulation's format).
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// Start nothing: check the history in this file (written by --history) and print
+    /// `operations=N linearizable=true|false`.
+    #[arg(long, conflicts_with = "history")]
+    check: Option<PathBuf>,
 }
 
 /// The node processes; every one is killed when this is dropped, also on failure.
 struct Nodes {
     program: PathBuf,
     addrs: HashMap<NodeId, String>,
+    proxies: proxy::Proxies,
     dir: PathBuf,
     children: HashMap<NodeId, Child>,
 }
 
 impl Nodes {
-    fn peers(&self) -> String {
-        let mut ids: Vec<_> = self.addrs.keys().copied().collect();
-        ids.sort_unstable();
-        ids.iter().map(|id| format!("{id}={}", self.addrs[id])).collect::<Vec<_>>().join(",")
-    }
-
     fn start(&mut self, id: NodeId) -> Result<(), String> {
+        // Each node reaches its peers through the proxies of its own links.
+        let peers = self.proxies.peers_of(id, &self.addrs);
         let child = Command::new(&self.program)
-            .args(["--id", &id.to_string(), "--listen", &self.addrs[&id], "--peers", &self.peers()])
+            .args(["--id", &id.to_string(), "--listen", &self.addrs[&id], "--peers", &peers])
             .arg("--data")
             .arg(self.dir.join(format!("node{id}")))
             .stdout(Stdio::null())
@@ -123,7 +139,20 @@ fn nodes_count(text: &str) -> Result<u64, String> {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     cli::init_logging();
-    cli::run_async(run(args))
+    match &args.check {
+        Some(path) => cli::run_async(check_file(path.clone())),
+        None => cli::run_async(run(args)),
+    }
+}
+
+async fn check_file(path: PathBuf) -> Result<bool, String> {
+    let recorder = registers::Recorder::read(&path)?;
+    let verdict = recorder.check(Duration::from_secs(60));
+    if let Err(why) = &verdict {
+        eprintln!("{why}");
+    }
+    println!("operations={} linearizable={}", recorder.operations(), verdict.is_ok());
+    Ok(verdict.is_ok())
 }
 
 #[derive(Default)]
@@ -137,12 +166,10 @@ struct Counts {
 async fn run(args: Args) -> Result<bool, String> {
     let ids: Vec<NodeId> = (1..=args.nodes).collect();
     let dir = std::env::temp_dir().join(format!("plus-quorum-chaos-{}", std::process::id()));
-    let mut nodes = Nodes {
-        program: node_program()?,
-        addrs: loopback_addrs(&ids).await.map_err(|e| e.to_string())?,
-        dir,
-        children: HashMap::new(),
-    };
+    let addrs = loopback_addrs(&ids).await.map_err(|e| e.to_string())?;
+    let proxies = proxy::Proxies::start(&addrs).await.map_err(|e| format!("proxies: {e}"))?;
+    let mut nodes =
+        Nodes { program: node_program()?, addrs, proxies, dir, children: HashMap::new() };
     for &id in &ids {
         nodes.start(id)?;
     }
@@ -180,24 +207,56 @@ async fn run(args: Args) -> Result<bool, String> {
             }
         }));
     }
+    let recorder = registers::Recorder::new();
+    let contenders: Vec<_> = (0..4)
+        .map(|c| {
+            let seed = args.seed.wrapping_mul(31).wrapping_add(c as u64);
+            tokio::spawn(registers::client(client(), Arc::clone(&recorder), c, seed, deadline))
+        })
+        .collect();
     // The faults: one at a time, a quiet spell between two.
     let mut rng = seeded_rng(args.seed);
-    let (mut kills, mut pauses) = (0, 0);
+    let watcher = client();
+    let (mut kills, mut pauses, mut partitions) = (0, 0, 0);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1_500))).await;
         let victim = ids[rng.random_range(0..ids.len())];
-        if rng.random_bool(0.5) {
-            nodes.kill(victim);
-            kills += 1;
-            tokio::time::sleep(Duration::from_millis(rng.random_range(200..2_000))).await;
-            nodes.start(victim)?;
-        } else {
-            // Longer than an election timeout: the rest elect a leader without it.
-            nodes.signal(victim, "-STOP");
-            pauses += 1;
-            tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..2_500))).await;
-            nodes.signal(victim, "-CONT");
+        match rng.random_range(0..4) {
+            0 => {
+                nodes.kill(victim);
+                kills += 1;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(200..2_000))).await;
+                nodes.start(victim)?;
+            }
+            1 => {
+                // Longer than an election timeout: the rest elect a leader without it.
+                nodes.signal(victim, "-STOP");
+                pauses += 1;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..2_500))).await;
+                nodes.signal(victim, "-CONT");
+            }
+            kind => {
+                let victim = match kind {
+                    // The leader, when one is known: the partition that matters most.
+                    2 => watcher.leader().await.unwrap_or(victim),
+                    _ => victim,
+                };
+                if rng.random_bool(0.5) {
+                    nodes.proxies.isolate(victim);
+                } else {
+                    // One way: it hears its peers but nothing it sends reaches them.
+                    for &peer in ids.iter().filter(|&&p| p != victim) {
+                        nodes.proxies.cut(victim, peer);
+                    }
+                }
+                partitions += 1;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..2_500))).await;
+                nodes.proxies.heal();
+            }
         }
+    }
+    for contender in contenders {
+        let _ = contender.await;
     }
     for writer in writers {
         let _ = writer.await;
@@ -229,15 +288,26 @@ async fn run(args: Args) -> Result<bool, String> {
             }
         }
     }
+    registers::final_reads(&reader, &recorder, 99).await;
+    if let Some(path) = &args.history {
+        recorder.write(path)?;
+    }
+    let verdict = recorder.check(Duration::from_secs(60));
+    if let Err(why) = &verdict {
+        eprintln!("history of {} operations: {why}", recorder.operations());
+    }
+    // A failed compare is an answer (the key was not as expected): it counts as ok.
+    let (contended_ok, contended_failed, contended_unknown) = recorder.outcomes();
     println!(
-        "nodes={} seconds={} ops={} ok={} failed={} indeterminate={} kills={kills} pauses={pauses} partitions=0 linearizable=unchecked lost={lost}",
+        "nodes={} seconds={} ops={} ok={} failed={} indeterminate={} kills={kills} pauses={pauses} partitions={partitions} linearizable={} lost={lost}",
         args.nodes,
         args.seconds,
-        counts.ops.load(Ordering::Relaxed),
-        counts.ok.load(Ordering::Relaxed),
+        counts.ops.load(Ordering::Relaxed) + recorder.operations() as u64,
+        counts.ok.load(Ordering::Relaxed) + contended_ok + contended_failed,
         counts.failed.load(Ordering::Relaxed),
-        counts.indeterminate.load(Ordering::Relaxed),
+        counts.indeterminate.load(Ordering::Relaxed) + contended_unknown,
+        verdict.is_ok(),
     );
     drop(nodes);
-    Ok(lost == 0)
+    Ok(lost == 0 && verdict.is_ok())
 }

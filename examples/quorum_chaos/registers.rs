@@ -1,0 +1,397 @@
+//! Clients contending on a few shared keys (gets, puts, compare-and-sets, deletes) whose every
+//! call and return is recorded, per key, for the linearizability check, and written as JSON
+//! lines in the simulation's history format (`plus-quorum/tests/sim/mod.rs`).
+//!
+//! Linearizability is local: a history is linearizable when each key's is, so each key is
+//! checked on its own against a register. An operation that failed in any way other than a
+//! failed compare is "unknown": it may have taken effect at any time after it was sent, or
+//! never, and its thread is retired (the client goes on as a new thread).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use plus_quorum::{
+    Bytes, Cluster, Expect, ReadOp, ReadResult, RemoteNode, StoreError, WriteOp, WriteResult,
+};
+use rand::Rng;
+use serde::Serialize;
+
+use crate::linearizability::{History, Model, Verdict};
+
+/// The shared keys.
+pub(crate) const KEYS: usize = 8;
+
+/// One key's state, as a sequential object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Register(Option<String>);
+
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Put(String),
+    Get,
+    Cas { expect: String, new: String },
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Ret {
+    Done,
+    Value(Option<String>),
+    Swapped(bool),
+}
+
+impl Model for Register {
+    type Op = Op;
+    type Ret = Ret;
+
+    fn step(&mut self, op: &Op) -> Ret {
+        match op {
+            Op::Put(value) => {
+                self.0 = Some(value.clone());
+                Ret::Done
+            }
+            Op::Get => Ret::Value(self.0.clone()),
+            Op::Cas { expect, new } if self.0.as_deref() == Some(expect.as_str()) => {
+                self.0 = Some(new.clone());
+                Ret::Swapped(true)
+            }
+            Op::Cas { .. } => Ret::Swapped(false),
+            Op::Delete => {
+                self.0 = None;
+                Ret::Done
+            }
+        }
+    }
+}
+
+/// A line of the history file, as the simulation writes it.
+#[derive(Serialize)]
+struct Line {
+    t_ms: u64,
+    client: usize,
+    thread: u64,
+    event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    op: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<serde_json::Value>,
+}
+
+/// Every key's history, and the file's lines.
+pub(crate) struct Recorder {
+    started: Instant,
+    histories: Mutex<BTreeMap<String, History<Register>>>,
+    lines: Mutex<Vec<String>>,
+}
+
+fn text(bytes: &Bytes) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl Recorder {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            started: Instant::now(),
+            histories: Mutex::default(),
+            lines: Mutex::default(),
+        })
+    }
+
+    fn line(
+        &self,
+        client: usize,
+        thread: u64,
+        event: &'static str,
+        op: Option<serde_json::Value>,
+        result: Option<serde_json::Value>,
+    ) {
+        let t_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let line = Line { t_ms, client, thread, event, op, result };
+        let json = serde_json::to_string(&line).expect("a history line is JSON");
+        self.lines.lock().expect("lines lock").push(json);
+    }
+
+    /// Runs `op` on `key` through `store`, recording its call and its return; whether it
+    /// returned (anything else retires the thread).
+    pub(crate) async fn run(
+        &self,
+        store: &Cluster<RemoteNode>,
+        client: usize,
+        thread: u64,
+        key: &str,
+        op: Op,
+    ) -> bool {
+        let wire = match &op {
+            Op::Put(value) => {
+                Ok(WriteOp::Set { key: key.to_owned(), value: Bytes::from(value.clone()) })
+            }
+            Op::Get => Err(ReadOp::Get(key.to_owned())),
+            Op::Cas { expect, new } => Ok(WriteOp::CompareAndSet {
+                key: key.to_owned(),
+                expect: Expect::Value(Bytes::from(expect.clone())),
+                value: Bytes::from(new.clone()),
+            }),
+            Op::Delete => Ok(WriteOp::Delete { key: key.to_owned() }),
+        };
+        let op_json = match &wire {
+            Ok(write) => serde_json::to_value(write),
+            Err(read) => serde_json::to_value(read),
+        }
+        .expect("an operation is JSON");
+        {
+            let mut histories = self.histories.lock().expect("histories lock");
+            let history = histories.entry(key.to_owned()).or_default();
+            history.invoke(thread, op.clone()).expect("one operation in flight per thread");
+        }
+        self.line(client, thread, "invoke", Some(op_json), None);
+        let answer: Result<(Ret, serde_json::Value, bool), StoreError> = match wire {
+            Ok(write) => store.write(write).await.map(|result| {
+                let json = serde_json::to_value(&result).expect("a result is JSON");
+                match (&op, result) {
+                    (Op::Cas { .. }, WriteResult::CompareFailed { .. }) => {
+                        (Ret::Swapped(false), json, false)
+                    }
+                    (Op::Cas { .. }, _) => (Ret::Swapped(true), json, true),
+                    _ => (Ret::Done, json, true),
+                }
+            }),
+            Err(read) => store.read(read).await.map(|result| {
+                let json = serde_json::to_value(&result).expect("a result is JSON");
+                let value = match result {
+                    ReadResult::Value(found) => found.map(|v| text(&v.value)),
+                    _ => None,
+                };
+                (Ret::Value(value), json, true)
+            }),
+        };
+        let mut histories = self.histories.lock().expect("histories lock");
+        let history = histories.get_mut(key).expect("invoked above");
+        match answer {
+            Ok((ret, json, applied)) => {
+                history.ret(thread, ret).expect("in flight");
+                drop(histories);
+                self.line(client, thread, if applied { "ok" } else { "fail" }, None, Some(json));
+                true
+            }
+            Err(err) => {
+                history.abandon(thread);
+                drop(histories);
+                let why = serde_json::Value::String(err.to_string());
+                self.line(client, thread, "unknown", None, Some(why));
+                false
+            }
+        }
+    }
+
+    /// The histories in a file [`Recorder::write`] wrote (or the simulation did, for the
+    /// operations a register models: set, get, compare-and-set on a value, delete).
+    pub(crate) fn read(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let recorder = Self {
+            started: Instant::now(),
+            histories: Mutex::default(),
+            lines: Mutex::new(text.lines().map(str::to_owned).collect()),
+        };
+        let mut keys: BTreeMap<u64, String> = BTreeMap::new();
+        let mut ops: BTreeMap<u64, Op> = BTreeMap::new();
+        let mut histories = recorder.histories.lock().expect("histories lock");
+        for (number, line) in text.lines().enumerate() {
+            let at = || format!("{}:{}", path.display(), number + 1);
+            let json: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| format!("{}: {e}", at()))?;
+            let thread = json["thread"].as_u64().ok_or_else(|| format!("{}: no thread", at()))?;
+            match json["event"].as_str() {
+                Some("invoke") => {
+                    let (key, op) =
+                        register_op(&json["op"]).map_err(|e| format!("{}: {e}", at()))?;
+                    let history = histories.entry(key.clone()).or_default();
+                    history.invoke(thread, op.clone()).map_err(|e| format!("{}: {e}", at()))?;
+                    keys.insert(thread, key);
+                    ops.insert(thread, op);
+                }
+                Some(event @ ("ok" | "fail" | "unknown" | "refused")) => {
+                    let key = keys
+                        .remove(&thread)
+                        .ok_or_else(|| format!("{}: nothing in flight", at()))?;
+                    let op = ops.remove(&thread).expect("kept with its key");
+                    let history = histories.get_mut(&key).expect("invoked");
+                    match event {
+                        "unknown" => history.abandon(thread),
+                        "refused" => {
+                            history.cancel(thread).map_err(|e| format!("{}: {e}", at()))?;
+                        }
+                        _ => {
+                            let ret = register_ret(&op, event, &json["result"])
+                                .map_err(|e| format!("{}: {e}", at()))?;
+                            history.ret(thread, ret).map_err(|e| format!("{}: {e}", at()))?;
+                        }
+                    }
+                }
+                other => return Err(format!("{}: unknown event {other:?}", at())),
+            }
+        }
+        drop(histories);
+        Ok(recorder)
+    }
+
+    /// Writes the history file.
+    pub(crate) fn write(&self, path: &std::path::Path) -> Result<(), String> {
+        let mut text = self.lines.lock().expect("lines lock").join("\n");
+        text.push('\n');
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    /// How many recorded operations returned (`ok`, a failed compare among them as `failed`)
+    /// and how many are unknown: `(ok, failed, unknown)`.
+    pub(crate) fn outcomes(&self) -> (u64, u64, u64) {
+        let (mut ok, mut failed, mut unknown) = (0, 0, 0);
+        for line in self.lines.lock().expect("lines lock").iter() {
+            if line.contains("\"event\":\"ok\"") {
+                ok += 1;
+            } else if line.contains("\"event\":\"fail\"") {
+                failed += 1;
+            } else if line.contains("\"event\":\"unknown\"") {
+                unknown += 1;
+            }
+        }
+        (ok, failed, unknown)
+    }
+
+    /// How many operations were recorded.
+    pub(crate) fn operations(&self) -> usize {
+        self.histories.lock().expect("histories lock").values().map(History::len).sum()
+    }
+
+    /// Checks every key's history; the first key that is not linearizable (or could not be
+    /// decided within `budget`), if any.
+    pub(crate) fn check(&self, budget: Duration) -> Result<(), String> {
+        let histories = self.histories.lock().expect("histories lock");
+        let seen: HashSet<String> = self
+            .lines
+            .lock()
+            .expect("lines lock")
+            .iter()
+            .filter(|line| line.contains("\"event\":\"ok\""))
+            .flat_map(|line| {
+                // Values the store returned: every `value` byte array in a read's result.
+                let parsed: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+                values_in(&parsed["result"])
+            })
+            .collect();
+        for (key, history) in histories.iter() {
+            let unseen = |op: &Op| match op {
+                Op::Put(value) | Op::Cas { new: value, .. } => !seen.contains(value),
+                Op::Get | Op::Delete => false,
+            };
+            match history.check_lazily(&Register::default(), budget, unseen) {
+                Verdict::Linearizable => {}
+                Verdict::NotLinearizable => return Err(format!("key {key}: not linearizable")),
+                Verdict::Undecided { explored } => {
+                    return Err(format!("key {key}: undecided after {explored} configurations"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every value (as text) inside a result's JSON.
+fn values_in(json: &serde_json::Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![json];
+    while let Some(node) = stack.pop() {
+        match node {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(bytes)) = map.get("value") {
+                    let bytes: Vec<u8> = bytes
+                        .iter()
+                        .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                        .collect();
+                    found.push(String::from_utf8_lossy(&bytes).into_owned());
+                }
+                stack.extend(map.values());
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    found
+}
+
+/// One contending client: random operations on the shared keys until `deadline`.
+pub(crate) async fn client(
+    store: Cluster<RemoteNode>,
+    recorder: Arc<Recorder>,
+    client: usize,
+    seed: u64,
+    deadline: Instant,
+) {
+    let mut rng = plus_core::seeded_rng(seed);
+    let mut generation = 0u64;
+    let mut last_seen: Vec<Option<String>> = vec![None; KEYS];
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        n += 1;
+        let slot = rng.random_range(0..KEYS);
+        let key = format!("reg/{slot}");
+        let value = format!("c{client}-{n}");
+        let op = match rng.random_range(0..10) {
+            0..=3 => Op::Get,
+            4..=6 => Op::Put(value),
+            7..=8 => match &last_seen[slot] {
+                Some(expect) => Op::Cas { expect: expect.clone(), new: value },
+                None => Op::Put(value),
+            },
+            _ => Op::Delete,
+        };
+        if let Op::Put(v) | Op::Cas { new: v, .. } = &op {
+            last_seen[slot] = Some(v.clone());
+        }
+        let thread = (client as u64) << 32 | generation;
+        if !recorder.run(&store, client, thread, &key, op).await {
+            generation += 1;
+        }
+    }
+}
+
+/// Reads every shared key once more after the faults, so that a lost write shows up in the
+/// histories as a read no linearization explains.
+pub(crate) async fn final_reads(store: &Cluster<RemoteNode>, recorder: &Recorder, client: usize) {
+    for slot in 0..KEYS {
+        let thread = (client as u64) << 32 | slot as u64;
+        recorder.run(store, client, thread, &format!("reg/{slot}"), Op::Get).await;
+    }
+}
+
+/// A recorded operation as a register's: its key and operation.
+fn register_op(json: &serde_json::Value) -> Result<(String, Op), String> {
+    if let Ok(write) = serde_json::from_value::<WriteOp>(json.clone()) {
+        return match write {
+            WriteOp::Set { key, value } => Ok((key, Op::Put(text(&value)))),
+            WriteOp::CompareAndSet { key, expect: Expect::Value(expect), value } => {
+                Ok((key, Op::Cas { expect: text(&expect), new: text(&value) }))
+            }
+            WriteOp::Delete { key } => Ok((key, Op::Delete)),
+            other => Err(format!("not a register operation: {other:?}")),
+        };
+    }
+    match serde_json::from_value::<ReadOp>(json.clone()) {
+        Ok(ReadOp::Get(key)) => Ok((key, Op::Get)),
+        Ok(other) => Err(format!("not a register operation: {other:?}")),
+        Err(e) => Err(format!("not an operation: {e}")),
+    }
+}
+
+/// What a recorded return says, for the register.
+fn register_ret(op: &Op, event: &str, json: &serde_json::Value) -> Result<Ret, String> {
+    Ok(match op {
+        Op::Get => match serde_json::from_value::<ReadResult>(json.clone()) {
+            Ok(ReadResult::Value(found)) => Ret::Value(found.map(|v| text(&v.value))),
+            other => return Err(format!("a get answered {other:?}")),
+        },
+        Op::Cas { .. } => Ret::Swapped(event == "ok"),
+        Op::Put(_) | Op::Delete => Ret::Done,
+    })
+}

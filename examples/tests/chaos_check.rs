@@ -1,0 +1,69 @@
+//! `quorum_chaos --check`, the linearizability check of a recorded history, on small
+//! histories whose verdict is known: it must accept what is linearizable and refuse what is
+//! not, or its `linearizable=true` after a run would mean nothing.
+#![cfg(unix)]
+
+mod common;
+
+use std::process::Command;
+
+use common::example;
+
+fn invoke(thread: u64, op: &str) -> String {
+    format!(r#"{{"t_ms":0,"client":0,"thread":{thread},"event":"invoke","op":{op}}}"#)
+}
+
+fn done(thread: u64, event: &str, result: &str) -> String {
+    format!(r#"{{"t_ms":0,"client":0,"thread":{thread},"event":"{event}","result":{result}}}"#)
+}
+
+const PUT_A: &str = r#"{"Set":{"key":"reg/0","value":[97]}}"#;
+const PUT_B: &str = r#"{"Set":{"key":"reg/0","value":[98]}}"#;
+const GET: &str = r#"{"Get":"reg/0"}"#;
+const APPLIED: &str = r#"{"Applied":{"version":1}}"#;
+
+fn got(value: u8) -> String {
+    format!(r#"{{"Value":{{"value":[{value}],"version":1,"created":1,"lease":null}}}}"#)
+}
+
+/// Runs `quorum_chaos --check` on `lines`; its verdict.
+fn check(name: &str, lines: &[String]) -> bool {
+    let path = std::env::temp_dir().join(format!("plus-chaos-{name}-{}.jsonl", std::process::id()));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let output = Command::new(example("quorum_chaos")).arg("--check").arg(&path).output().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let verdict = stdout.contains("linearizable=true");
+    assert_eq!(output.status.success(), verdict, "{stdout}");
+    verdict
+}
+
+#[test]
+fn a_read_overlapping_a_write_may_see_it() {
+    let lines =
+        [invoke(1, PUT_A), invoke(2, GET), done(2, "ok", &got(b'a')), done(1, "ok", APPLIED)];
+    assert!(check("overlap", &lines));
+}
+
+#[test]
+fn a_stale_read_after_a_newer_write_returned_is_refused() {
+    let lines = [
+        invoke(1, PUT_A),
+        done(1, "ok", APPLIED),
+        invoke(1, PUT_B),
+        done(1, "ok", APPLIED),
+        invoke(2, GET),
+        done(2, "ok", &got(b'a')),
+    ];
+    assert!(!check("stale", &lines));
+}
+
+#[test]
+fn a_write_of_unknown_outcome_may_have_applied_but_nothing_invents_values() {
+    let unknown = r#""no answer within 5s""#;
+    let applied_later =
+        [invoke(1, PUT_A), done(1, "unknown", unknown), invoke(2, GET), done(2, "ok", &got(b'a'))];
+    assert!(check("unknown", &applied_later));
+    let invented = [invoke(2, GET), done(2, "ok", &got(b'z'))];
+    assert!(!check("invented", &invented));
+}
