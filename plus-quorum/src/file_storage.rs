@@ -4,9 +4,14 @@
 //! - `hardstate`: term and vote, replaced atomically (write a temporary file, fsync, rename,
 //!   fsync the directory).
 //! - `snapshot`: the latest snapshot, replaced the same way.
-//! - `log`: append-only records `[u32 length][u32 CRC-32 of the payload][u32 CRC-32 of the first
-//!   eight bytes][payload]` (little-endian; payload is the msgpack entry), fsynced on every
-//!   append.
+//! - `wal/`: the log, as segment files named by the index of their first entry
+//!   (`wal/00000000000000000001.seg`), each of append-only records `[u32 length][u32 CRC-32
+//!   of the payload][u32 CRC-32 of the first eight bytes][payload]` (little-endian; payload is
+//!   the msgpack entry), fsynced on every append. Appends go to the last segment; once it
+//!   holds [`FileStorage::segment_bytes`] (64 MiB by default) the next append starts a new one.
+//!   Compaction after a snapshot deletes whole segments that hold nothing past it, and never
+//!   rewrites the log; recovery reads one segment at a time. (A `log` file written by an
+//!   earlier version, one file for the whole log, becomes the first segment when opened.)
 //! - `lock`: held locked (an advisory lock of the operating system) for as long as the
 //!   storage is open, so a second process opening the directory is refused with
 //!   [`StorageErrorKind::Locked`] instead of interleaving its writes; the lock goes with the
@@ -15,18 +20,24 @@
 //! # What recovery cuts, and what it refuses
 //!
 //! A crash can only damage the end of the log: the append it interrupted was never
-//! acknowledged. So recovery cuts a damaged record only when it is the last one: a header cut
-//! short, a record whose (checksummed) length runs past the end of the file, or a record whose
-//! payload fails its checksum with nothing but zeros (blocks the file system allocated but never
-//! wrote) after it. Damage anywhere else is [`StorageErrorKind::Corrupt`], naming the file and
-//! byte offset, and nothing is truncated: cutting there would drop acknowledged writes. (One
-//! crash can still be refused: a multi-record append whose middle page never reached the disk
-//! while a later page did. The node then stops rather than guess; the data of that append was
-//! never acknowledged, and an operator may cut the log at the named offset.)
+//! acknowledged. So recovery cuts a damaged record only when it is the last one of the last
+//! segment: a header cut short, a record whose (checksummed) length runs past the end of the
+//! file, or a record whose payload fails its checksum with nothing but zeros (blocks the file
+//! system allocated but never wrote) after it. Damage anywhere else, a segment that does not
+//! start where its name says, or a gap between segments, is [`StorageErrorKind::Corrupt`],
+//! naming the file and byte offset, and nothing is truncated: cutting there would drop
+//! acknowledged writes. (One crash can still be refused: a multi-record append whose middle
+//! page never reached the disk while a later page did. The node then stops rather than guess;
+//! the data of that append was never acknowledged, and an operator may cut the log at the
+//! named offset.)
+//!
+//! Segments are deleted oldest first after a compaction and newest first before a truncation,
+//! each deletion fsynced, so a crash at any point leaves a contiguous log; segments that hold
+//! nothing past the snapshot are skipped (and deleted) at recovery.
 //!
 //! # Failed writes
 //!
-//! A failed append (a full disk, say) truncates the file back to its last good record, so a
+//! A failed append (a full disk, say) truncates the segment back to its last good record, so a
 //! retry appends after it and nothing torn stays in the middle of the log. When that is not
 //! possible, or an fsync failed (after which the kernel's page cache cannot be trusted), every
 //! later call fails with [`StorageErrorKind::Unusable`] until the storage is reopened.
@@ -43,7 +54,8 @@ use crate::storage::{HardState, Recovered, Storage, StorageError, StorageErrorKi
 use crate::types::LogIndex;
 
 const HEADER: usize = 12;
-const LOG: &str = "log";
+const WAL: &str = "wal";
+const LEGACY_LOG: &str = "log";
 const LOCK: &str = "lock";
 
 fn io(what: &str, path: &Path, err: std::io::Error) -> StorageError {
@@ -61,7 +73,6 @@ fn corrupt(path: &Path, offset: usize, reason: &str) -> StorageError {
     )
 }
 
-/// Fsyncs a directory, so that the entries created in it survive a power cut.
 /// Takes the directory's lock, or says who cannot have it.
 fn lock_dir(dir: &Path) -> Result<File, StorageError> {
     let path = dir.join(LOCK);
@@ -86,23 +97,56 @@ fn lock_dir(dir: &Path) -> Result<File, StorageError> {
     }
 }
 
+/// Fsyncs a directory, so that the entries created in it survive a power cut.
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("cannot sync", dir, e))
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, StorageError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| io("cannot read", path, e))?;
+    Ok(bytes)
+}
+
+fn segment_name(first: LogIndex) -> String {
+    format!("{first:020}.seg")
+}
+
+/// One segment file of the log.
+#[derive(Debug)]
+struct Segment {
+    /// The index of its first entry (its name).
+    first: LogIndex,
+    path: PathBuf,
+    /// Bytes of whole, good records.
+    len: u64,
+    /// `(index, byte offset)` of every record, once scanned or written.
+    offsets: Vec<(LogIndex, u64)>,
+}
+
+impl Segment {
+    /// The index of its last entry (`first - 1` when empty).
+    fn last(&self) -> LogIndex {
+        self.offsets.last().map_or(self.first - 1, |&(index, _)| index)
+    }
 }
 
 /// Storage in a directory; see the module docs for the layout.
 #[derive(Debug)]
 pub struct FileStorage {
     dir: PathBuf,
-    log: File,
+    wal: PathBuf,
+    /// The log's segments, oldest first.
+    segments: Vec<Segment>,
+    /// The last segment, open for appending.
+    active: Option<File>,
+    segment_bytes: u64,
     /// Locked while open; released when dropped (or the process ends).
     _lock: File,
     /// The stored snapshot's last index, once recovered or saved.
     snapshot_index: Option<LogIndex>,
-    /// `(index, byte offset)` of every record in the log file.
-    offsets: Vec<(LogIndex, u64)>,
-    /// Bytes of whole, good records in the log file.
-    len: u64,
     /// Set when a failure could not be undone: every later call fails until reopened.
     unusable: Option<String>,
     /// Directories fsynced by `open`, so a test can see that new entries were made durable.
@@ -114,11 +158,16 @@ pub struct FileStorage {
 }
 
 impl FileStorage {
-    /// Opens (creating if needed) storage in `dir`. Every directory it creates, and the log
-    /// file, are made durable (their parents fsynced) before it returns.
+    /// The size past which appends start a new segment, unless
+    /// [`FileStorage::with_segment_bytes`] says otherwise.
+    pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+    /// Opens (creating if needed) storage in `dir`. Every directory it creates is made durable
+    /// (its parent fsynced) before it returns.
     ///
     /// # Errors
-    /// When the directory or log file cannot be created, opened or synced.
+    /// When the directory cannot be created, locked, listed or synced, or holds a file of the
+    /// log that is not where it should be.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StorageError> {
         let dir = dir.into();
         let mut created = Vec::new();
@@ -129,14 +178,9 @@ impl FileStorage {
         }
         fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
         let lock = lock_dir(&dir)?;
-        let path = dir.join(LOG);
-        let log = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io("cannot open", &path, e))?;
-        // The log file's entry lives in `dir`; each created directory's entry in its parent.
+        let wal = dir.join(WAL);
+        fs::create_dir_all(&wal).map_err(|e| io("cannot create", &wal, e))?;
+        // `wal`'s entry lives in `dir`; each created directory's entry in its parent.
         let mut to_sync = vec![dir.clone()];
         to_sync.extend(created.iter().filter_map(|d| d.parent()).map(Path::to_path_buf));
         to_sync.retain(|d| !d.as_os_str().is_empty());
@@ -144,19 +188,83 @@ impl FileStorage {
         for d in &to_sync {
             sync_dir(d)?;
         }
-        Ok(Self {
+        let mut storage = Self {
             dir,
-            log,
+            wal,
+            segments: Vec::new(),
+            active: None,
+            segment_bytes: Self::DEFAULT_SEGMENT_BYTES,
             _lock: lock,
             snapshot_index: None,
-            offsets: Vec::new(),
-            len: 0,
             unusable: None,
             #[cfg(test)]
             synced_dirs: to_sync,
             #[cfg(test)]
             fail_next_write_after: None,
-        })
+        };
+        storage.adopt_legacy_log()?;
+        storage.list_segments()?;
+        Ok(storage)
+    }
+
+    /// The same storage, starting a new segment once the last one holds `bytes` (at least 1).
+    #[must_use]
+    pub fn with_segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes.max(1);
+        self
+    }
+
+    /// How many segment files the log has now.
+    #[must_use]
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Moves a one-file log of an earlier version into `wal/` as its first segment.
+    fn adopt_legacy_log(&mut self) -> Result<(), StorageError> {
+        let legacy = self.dir.join(LEGACY_LOG);
+        if !legacy.is_file() {
+            return Ok(());
+        }
+        let bytes = read_file(&legacy)?;
+        match read_record(&bytes) {
+            Record::Good(entry, _) => {
+                let target = self.wal.join(segment_name(entry.index));
+                fs::rename(&legacy, &target).map_err(|e| io("cannot move", &legacy, e))?;
+                sync_dir(&self.wal)?;
+            }
+            // Nothing whole in it: nothing was ever acknowledged from it.
+            Record::TornTail => {
+                fs::remove_file(&legacy).map_err(|e| io("cannot remove", &legacy, e))?;
+            }
+            Record::Damaged(reason) => return Err(corrupt(&legacy, 0, &reason)),
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Finds the segment files (their names and sizes; their records are read by `recover`).
+    fn list_segments(&mut self) -> Result<(), StorageError> {
+        let listing = fs::read_dir(&self.wal).map_err(|e| io("cannot list", &self.wal, e))?;
+        let mut segments = Vec::new();
+        for item in listing {
+            let item = item.map_err(|e| io("cannot list", &self.wal, e))?;
+            let path = item.path();
+            let name = item.file_name();
+            let Some(first) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|n| n.parse::<LogIndex>().ok())
+                .filter(|&first| first > 0)
+            else {
+                continue; // not a segment (an editor's backup, say): not ours to touch
+            };
+            let len = item.metadata().map_err(|e| io("cannot stat", &path, e))?.len();
+            segments.push(Segment { first, path, len, offsets: Vec::new() });
+        }
+        segments.sort_by_key(|s| s.first);
+        self.segments = segments;
+        self.active = None;
+        Ok(())
     }
 
     fn usable(&self) -> Result<(), StorageError> {
@@ -218,71 +326,135 @@ impl FileStorage {
         bytes
     }
 
-    /// Reads every log record, cutting a damaged last record (see the module docs) and refusing
-    /// damage anywhere else.
+    /// Deletes a segment file and makes the deletion durable before anything else happens.
+    fn delete_segment(&self, segment: &Segment) -> Result<(), StorageError> {
+        fs::remove_file(&segment.path).map_err(|e| io("cannot delete", &segment.path, e))?;
+        sync_dir(&self.wal)
+    }
+
+    /// Reads every segment that holds something past the snapshot, one at a time, cutting a
+    /// damaged last record of the last one (see the module docs) and refusing damage anywhere
+    /// else; deletes the segments a compaction left behind.
     fn scan_log(&mut self) -> Result<Vec<Entry>, StorageError> {
-        let path = self.dir.join(LOG);
-        let mut bytes = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|e| io("cannot read", &path, e))?;
+        self.list_segments()?;
+        let keep_from = self.snapshot_index.map_or(1, |s| s + 1);
+        // A segment is needed when the next one starts after `keep_from`.
+        let needed = (0..self.segments.len())
+            .find(|&i| self.segments.get(i + 1).is_none_or(|next| next.first > keep_from))
+            .unwrap_or(0);
+        for old in self.segments.drain(..needed).collect::<Vec<_>>() {
+            self.delete_segment(&old)?;
+        }
         let mut entries: Vec<Entry> = Vec::new();
-        let mut offsets = Vec::new();
-        let mut at = 0usize;
-        while at < bytes.len() {
-            match read_record(&bytes[at..]) {
-                Record::Good(entry, size) => {
-                    if let Some(prev) = entries.last()
-                        && entry.index != prev.index + 1
-                    {
-                        let reason = format!("entry {} follows entry {}", entry.index, prev.index);
-                        return Err(corrupt(&path, at, &reason));
+        let count = self.segments.len();
+        for i in 0..count {
+            let last_segment = i + 1 == count;
+            let path = self.segments[i].path.clone();
+            let bytes = read_file(&path)?;
+            let expected_first = self.segments[i].first;
+            if let Some(prev) = entries.last().map(|e| e.index)
+                && expected_first != prev + 1
+            {
+                let reason =
+                    format!("the segment starts at entry {expected_first}, after entry {prev}");
+                return Err(corrupt(&path, 0, &reason));
+            }
+            let mut offsets = Vec::new();
+            let mut at = 0usize;
+            while at < bytes.len() {
+                match read_record(&bytes[at..]) {
+                    Record::Good(entry, size) => {
+                        let wanted = offsets.last().map_or(expected_first, |&(index, _)| index + 1);
+                        if entry.index != wanted {
+                            let reason =
+                                format!("entry {} where entry {wanted} belongs", entry.index);
+                            return Err(corrupt(&path, at, &reason));
+                        }
+                        offsets.push((entry.index, at as u64));
+                        if entry.index >= keep_from {
+                            entries.push(entry);
+                        }
+                        at += size;
                     }
-                    offsets.push((entry.index, at as u64));
-                    entries.push(entry);
-                    at += size;
+                    Record::TornTail if last_segment => break,
+                    Record::TornTail => {
+                        return Err(corrupt(
+                            &path,
+                            at,
+                            "a record cut short in a segment that is not the last",
+                        ));
+                    }
+                    Record::Damaged(reason) => return Err(corrupt(&path, at, &reason)),
                 }
-                Record::TornTail => break,
-                Record::Damaged(reason) => return Err(corrupt(&path, at, &reason)),
+            }
+            if offsets.is_empty() && !last_segment {
+                return Err(corrupt(&path, 0, "an empty segment that is not the last"));
+            }
+            if at < bytes.len() {
+                // A torn tail: the write the crash interrupted, never acknowledged.
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| io("cannot open", &path, e))?;
+                f.set_len(at as u64)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| io("cannot truncate", &path, e))?;
+            }
+            let segment = &mut self.segments[i];
+            segment.offsets = offsets;
+            segment.len = at as u64;
+        }
+        // A snapshot past the log's end (installed from a leader, say): nothing in the log is
+        // needed, and the next entry follows the snapshot, not the log.
+        if entries.is_empty() && self.snapshot_index.is_some() {
+            while let Some(old) = self.segments.pop() {
+                self.delete_segment(&old)?;
             }
         }
-        if at < bytes.len() {
-            // A torn tail: the write the crash interrupted, never acknowledged.
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| io("cannot open", &path, e))?;
-            f.set_len(at as u64)
-                .and_then(|()| f.sync_all())
-                .map_err(|e| io("cannot truncate", &path, e))?;
-        }
-        self.offsets = offsets;
-        self.len = at as u64;
         Ok(entries)
     }
 
-    fn rewrite_log(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
-        let mut bytes = Vec::new();
-        for e in entries {
-            push_record(&mut bytes, e);
+    /// The last segment, open for appending; a new one starting at `first` when there is none
+    /// or the last is full.
+    fn active_for(&mut self, first: LogIndex) -> Result<(), StorageError> {
+        let full = self.segments.last().is_none_or(|s| s.len >= self.segment_bytes);
+        if full {
+            let path = self.wal.join(segment_name(first));
+            let file = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| io("cannot create", &path, e))?;
+            // The new file's entry must be durable before anything in it is acknowledged.
+            sync_dir(&self.wal)?;
+            self.segments.push(Segment { first, path, len: 0, offsets: Vec::new() });
+            self.active = Some(file);
+        } else if self.active.is_none() {
+            let path = &self.segments.last().expect("not full, so there is one").path;
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| io("cannot open", path, e))?;
+            self.active = Some(file);
         }
-        self.replace_file(LOG, &bytes)?;
-        let path = self.dir.join(LOG);
-        self.log = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io("cannot open", &path, e))?;
-        self.scan_log().map(|_| ())
+        Ok(())
     }
 
-    fn write_log(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    fn write_log(&mut self, first: LogIndex, bytes: &[u8]) -> Result<(), StorageError> {
         #[cfg(test)]
-        if let Some(n) = self.fail_next_write_after.take() {
-            self.log.write_all(&bytes[..n.min(bytes.len())])?;
-            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        let fail_after = self.fail_next_write_after.take();
+        self.active_for(first)?;
+        let path = self.segments.last().expect("made by active_for").path.clone();
+        let file = self.active.as_mut().expect("opened by active_for");
+        #[cfg(test)]
+        if let Some(n) = fail_after {
+            let _ = file.write_all(&bytes[..n.min(bytes.len())]);
+            let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+            return Err(io("cannot append to", &path, full));
         }
-        self.log.write_all(bytes)
+        file.write_all(bytes).map_err(|e| io("cannot append to", &path, e))
     }
 }
 
@@ -295,7 +467,7 @@ enum Record {
     Damaged(String),
 }
 
-/// Reads the record at the start of `rest` (the log from some offset to its end).
+/// Reads the record at the start of `rest` (a segment from some offset to its end).
 fn read_record(rest: &[u8]) -> Record {
     let blank = |b: &[u8]| b.iter().all(|&x| x == 0);
     let Some(header) = rest.get(..HEADER) else { return Record::TornTail };
@@ -352,43 +524,59 @@ impl Storage for FileStorage {
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         self.usable()?;
+        let Some(first) = entries.first().map(|e| e.index) else { return Ok(()) };
         let mut bytes = Vec::new();
-        let mut offsets = Vec::with_capacity(entries.len());
+        let mut records = Vec::with_capacity(entries.len());
         for e in entries {
-            offsets.push((e.index, self.len + bytes.len() as u64));
+            records.push((e.index, bytes.len() as u64));
             push_record(&mut bytes, e);
         }
-        let path = self.dir.join(LOG);
-        if let Err(e) = self.write_log(&bytes) {
-            let err = io("cannot append to", &path, e);
-            // Put the file back as it was, so a retry appends after the last good record.
-            let undone = self.log.set_len(self.len).and_then(|()| self.log.sync_all());
-            if let Err(undo) = undone {
-                self.unusable = Some(format!("{err}; truncating back failed too: {undo}"));
+        if let Err(err) = self.write_log(first, &bytes) {
+            // Put the segment back as it was, so a retry appends after its last good record.
+            if let (Some(file), Some(segment)) = (&self.active, self.segments.last()) {
+                let undone = file.set_len(segment.len).and_then(|()| file.sync_all());
+                if let Err(undo) = undone {
+                    self.unusable = Some(format!("{err}; truncating back failed too: {undo}"));
+                }
             }
             return Err(err);
         }
-        if let Err(e) = self.log.sync_data() {
-            let err = io("cannot fsync", &path, e);
+        let file = self.active.as_ref().expect("written through it");
+        let segment = self.segments.last_mut().expect("written to it");
+        if let Err(e) = file.sync_data() {
+            let err = io("cannot fsync", &segment.path, e);
             self.unusable = Some(err.to_string());
             return Err(err);
         }
-        self.offsets.extend(offsets);
-        self.len += bytes.len() as u64;
+        let base = segment.len;
+        segment.offsets.extend(records.into_iter().map(|(index, at)| (index, base + at)));
+        segment.len += bytes.len() as u64;
         Ok(())
     }
 
     fn truncate_from(&mut self, index: LogIndex) -> Result<(), StorageError> {
         self.guarded(|s| {
-            let Some(pos) = s.offsets.iter().position(|(i, _)| *i >= index) else { return Ok(()) };
-            let at = s.offsets[pos].1;
-            let path = s.dir.join(LOG);
-            s.log
-                .set_len(at)
-                .and_then(|()| s.log.sync_all())
-                .map_err(|e| io("cannot truncate", &path, e))?;
-            s.offsets.truncate(pos);
-            s.len = at;
+            // Newest first, each deletion durable: a crash leaves a contiguous log.
+            while s.segments.last().is_some_and(|last| last.first >= index) {
+                let last = s.segments.pop().expect("checked");
+                s.active = None;
+                s.delete_segment(&last)?;
+            }
+            let Some(segment) = s.segments.last_mut() else { return Ok(()) };
+            let Some(pos) = segment.offsets.iter().position(|(i, _)| *i >= index) else {
+                return Ok(());
+            };
+            let at = segment.offsets[pos].1;
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&segment.path)
+                .map_err(|e| io("cannot open", &segment.path, e))?;
+            file.set_len(at)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io("cannot truncate", &segment.path, e))?;
+            segment.offsets.truncate(pos);
+            segment.len = at;
+            s.active = None;
             Ok(())
         })
     }
@@ -411,10 +599,24 @@ impl Storage for FileStorage {
         self.guarded(|s| {
             s.replace_file("snapshot", &Self::checked_bytes(snapshot))?;
             s.snapshot_index = Some(snapshot.last_index);
-            let entries = s.scan_log()?;
-            let kept: Vec<Entry> =
-                entries.into_iter().filter(|e| e.index > snapshot.last_index).collect();
-            s.rewrite_log(&kept)
+            // Whole segments with nothing past the snapshot go, oldest first; the log is never
+            // rewritten. A snapshot past the log's end empties it: the next append starts a
+            // new segment after the snapshot.
+            let keep_from = snapshot.last_index + 1;
+            while s.segments.first().is_some_and(|first| {
+                let last = match s.segments.get(1) {
+                    Some(next) => next.first - 1,
+                    None => first.last(),
+                };
+                last < keep_from
+            }) {
+                let old = s.segments.remove(0);
+                if s.segments.is_empty() {
+                    s.active = None;
+                }
+                s.delete_segment(&old)?;
+            }
+            Ok(())
         })
     }
 }
@@ -434,6 +636,16 @@ mod tests {
                 value: bytes::Bytes::from(vec![index as u8; 40]),
             }),
         }
+    }
+
+    /// The first segment's file, where a short log lives whole.
+    fn first_segment(dir: &Path) -> PathBuf {
+        dir.join(WAL).join(segment_name(1))
+    }
+
+    /// The byte offset of entry `index` in its segment.
+    fn offset(s: &FileStorage, index: LogIndex) -> u64 {
+        s.segments.iter().flat_map(|seg| &seg.offsets).find(|(i, _)| *i == index).unwrap().1
     }
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -456,7 +668,7 @@ mod tests {
         s.save_snapshot(&snap(5)).unwrap();
         drop(s);
         let r = FileStorage::open(&dir).unwrap().recover().unwrap().unwrap();
-        assert_eq!(r.snapshot.map(|s| s.last_index), Some(10));
+        assert_eq!(r.snapshot.as_ref().map(|s| s.last_index), Some(10));
         assert_eq!(r.entries.iter().map(|e| e.index).collect::<Vec<_>>(), [11, 12]);
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -502,11 +714,11 @@ mod tests {
         let dir = temp_dir("torn");
         let mut s = FileStorage::open(&dir).unwrap();
         s.append(&(1..=3).map(entry).collect::<Vec<_>>()).unwrap();
-        let last_start = s.offsets[2].1;
+        let last_start = offset(&s, 3);
         drop(s);
-        let full = fs::read(dir.join("log")).unwrap();
+        let full = fs::read(first_segment(&dir)).unwrap();
         for cut in last_start..full.len() as u64 {
-            fs::write(dir.join("log"), &full[..cut as usize]).unwrap();
+            fs::write(first_segment(&dir), &full[..cut as usize]).unwrap();
             let r = FileStorage::open(&dir).unwrap().recover().unwrap().unwrap();
             assert_eq!(
                 r.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
@@ -514,7 +726,7 @@ mod tests {
                 "cut at {cut}"
             );
             assert_eq!(
-                fs::metadata(dir.join("log")).unwrap().len(),
+                fs::metadata(first_segment(&dir)).unwrap().len(),
                 last_start,
                 "tail cut off at {cut}"
             );
@@ -522,7 +734,7 @@ mod tests {
         // A garbled byte in the last record is caught by its checksum.
         let mut garbled = full.clone();
         *garbled.last_mut().unwrap() ^= 0xff;
-        fs::write(dir.join("log"), &garbled).unwrap();
+        fs::write(first_segment(&dir), &garbled).unwrap();
         let r = FileStorage::open(&dir).unwrap().recover().unwrap().unwrap();
         assert_eq!(r.entries.len(), 2);
         fs::remove_dir_all(&dir).unwrap();
@@ -539,19 +751,23 @@ mod tests {
         let dir = temp_dir("mid-corrupt");
         let mut s = FileStorage::open(&dir).unwrap();
         s.append(&(1..=30).map(entry).collect::<Vec<_>>()).unwrap();
-        let (start, end) = (s.offsets[10].1 as usize, s.offsets[11].1 as usize);
+        let (start, end) = (offset(&s, 11) as usize, offset(&s, 12) as usize);
         drop(s);
-        let full = fs::read(dir.join(LOG)).unwrap();
+        let full = fs::read(first_segment(&dir)).unwrap();
         for byte in [start, start + 5, start + 9, start + HEADER + 3, end - 1] {
             let mut damaged = full.clone();
             damaged[byte] ^= 0x10;
-            fs::write(dir.join(LOG), &damaged).unwrap();
+            fs::write(first_segment(&dir), &damaged).unwrap();
             let err = FileStorage::open(&dir).unwrap().recover().unwrap_err();
             assert_eq!(err.kind(), StorageErrorKind::Corrupt, "byte {byte}: {err}");
             let msg = err.to_string();
             assert!(msg.contains(&format!("offset {start}")), "byte {byte}: {msg}");
-            assert!(msg.contains(&dir.join(LOG).display().to_string()), "{msg}");
-            assert_eq!(fs::read(dir.join(LOG)).unwrap(), damaged, "byte {byte}: file changed");
+            assert!(msg.contains(&first_segment(&dir).display().to_string()), "{msg}");
+            assert_eq!(
+                fs::read(first_segment(&dir)).unwrap(),
+                damaged,
+                "byte {byte}: file changed"
+            );
         }
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -562,17 +778,17 @@ mod tests {
         let dir = temp_dir("zero-tail");
         let mut s = FileStorage::open(&dir).unwrap();
         s.append(&(1..=3).map(entry).collect::<Vec<_>>()).unwrap();
-        let last_start = s.offsets[2].1 as usize;
+        let last_start = offset(&s, 3) as usize;
         drop(s);
-        let mut bytes = fs::read(dir.join(LOG)).unwrap();
+        let mut bytes = fs::read(first_segment(&dir)).unwrap();
         bytes.extend_from_slice(&[0; 4096]);
-        fs::write(dir.join(LOG), &bytes).unwrap();
+        fs::write(first_segment(&dir), &bytes).unwrap();
         let r = FileStorage::open(&dir).unwrap().recover().unwrap().unwrap();
         assert_eq!(indices(&r), [1, 2, 3]);
         // The last record's payload zeroed out (its header written, its data block not).
         bytes.truncate(bytes.len() - 4096);
         bytes[last_start + HEADER..].fill(0);
-        fs::write(dir.join(LOG), &bytes).unwrap();
+        fs::write(first_segment(&dir), &bytes).unwrap();
         let r = FileStorage::open(&dir).unwrap().recover().unwrap().unwrap();
         assert_eq!(indices(&r), [1, 2]);
         fs::remove_dir_all(&dir).unwrap();
@@ -585,12 +801,12 @@ mod tests {
         let dir = temp_dir("failed-append");
         let mut s = FileStorage::open(&dir).unwrap();
         s.append(&(1..=10).map(entry).collect::<Vec<_>>()).unwrap();
-        let before = fs::read(dir.join(LOG)).unwrap();
+        let before = fs::read(first_segment(&dir)).unwrap();
         s.fail_next_write_after = Some(HEADER + 30);
         let err = s.append(&(11..=12).map(entry).collect::<Vec<_>>()).unwrap_err();
         assert_eq!(err.kind(), StorageErrorKind::Full, "{err}");
         assert!(std::error::Error::source(&err).is_some(), "the io::Error is kept");
-        assert_eq!(fs::read(dir.join(LOG)).unwrap(), before);
+        assert_eq!(fs::read(first_segment(&dir)).unwrap(), before);
         s.append(&[entry(11)]).unwrap();
         s.append(&(12..=16).map(entry).collect::<Vec<_>>()).unwrap();
         drop(s);
@@ -644,6 +860,138 @@ mod tests {
         drop(s);
         let err = FileStorage::open(&dir).unwrap().recover().unwrap_err();
         assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn small(dir: &Path) -> FileStorage {
+        FileStorage::open(dir).unwrap().with_segment_bytes(512)
+    }
+
+    fn files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> =
+            fs::read_dir(dir.join(WAL)).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn appends_roll_into_segments_that_recover_and_truncate_as_one_log() {
+        let dir = temp_dir("segments");
+        let mut s = small(&dir);
+        for i in 1..=60 {
+            s.append(&[entry(i)]).unwrap();
+        }
+        assert!(s.segment_count() >= 4, "{} segments", s.segment_count());
+        assert_eq!(files(&dir).len(), s.segment_count());
+        drop(s);
+        let mut s = small(&dir);
+        assert_eq!(indices(&s.recover().unwrap().unwrap()), (1..=60).collect::<Vec<_>>());
+        // Truncating into an early segment deletes every later one.
+        s.truncate_from(12).unwrap();
+        let left = s.segment_count();
+        assert_eq!(files(&dir).len(), left);
+        s.append(&(12..=20).map(entry).collect::<Vec<_>>()).unwrap();
+        drop(s);
+        let r = small(&dir).recover().unwrap().unwrap();
+        assert_eq!(indices(&r), (1..=20).collect::<Vec<_>>());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn compaction_deletes_whole_segments_and_rewrites_nothing() {
+        let dir = temp_dir("compaction");
+        let mut s = small(&dir);
+        for i in 1..=60 {
+            s.append(&[entry(i)]).unwrap();
+        }
+        let before: Vec<(PathBuf, Vec<u8>)> =
+            files(&dir).into_iter().map(|f| (f.clone(), fs::read(&f).unwrap())).collect();
+        let snap = Snapshot { last_index: 40, last_term: 1, state: crate::kv::KvState::default() };
+        s.save_snapshot(&snap).unwrap();
+        let after = files(&dir);
+        assert!(after.len() < before.len(), "whole segments were deleted");
+        for (path, bytes) in &before {
+            if after.contains(path) {
+                assert_eq!(&fs::read(path).unwrap(), bytes, "{} was rewritten", path.display());
+            }
+        }
+        // What is left starts at or before the first entry after the snapshot.
+        let first_left: LogIndex =
+            after[0].file_stem().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()).unwrap();
+        assert!(first_left <= 41, "{first_left}");
+        drop(s);
+        let r = small(&dir).recover().unwrap().unwrap();
+        assert_eq!(r.snapshot.as_ref().map(|s| s.last_index), Some(40));
+        assert_eq!(indices(&r), (41..=60).collect::<Vec<_>>());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A snapshot past the log's end empties it; a segment whose deletion a crash undid is
+    /// deleted at recovery, and the log goes on after the snapshot.
+    #[test]
+    fn a_snapshot_past_the_end_empties_the_log_even_across_a_crash() {
+        let dir = temp_dir("snapshot-past-end");
+        let mut s = FileStorage::open(&dir).unwrap();
+        s.append(&(1..=10).map(entry).collect::<Vec<_>>()).unwrap();
+        let segment = fs::read(first_segment(&dir)).unwrap();
+        let snap = Snapshot { last_index: 20, last_term: 1, state: crate::kv::KvState::default() };
+        s.save_snapshot(&snap).unwrap();
+        assert_eq!(s.segment_count(), 0);
+        drop(s);
+        fs::write(first_segment(&dir), segment).unwrap(); // the deletion never reached the disk
+        let mut s = FileStorage::open(&dir).unwrap();
+        let r = s.recover().unwrap().unwrap();
+        assert_eq!((r.snapshot.as_ref().map(|s| s.last_index), indices(&r)), (Some(20), vec![]));
+        assert!(files(&dir).is_empty(), "the stale segment was deleted");
+        s.append(&(21..=23).map(entry).collect::<Vec<_>>()).unwrap();
+        drop(s);
+        let r = FileStorage::open(&dir).unwrap().recover().unwrap().unwrap();
+        assert_eq!(indices(&r), [21, 22, 23]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Only the last segment may end in a torn record; damage at the end of an earlier one, or
+    /// a missing segment, is refused and names the file.
+    #[test]
+    fn an_earlier_segment_is_never_cut_and_a_gap_is_refused() {
+        let dir = temp_dir("segment-damage");
+        let mut s = small(&dir);
+        for i in 1..=40 {
+            s.append(&[entry(i)]).unwrap();
+        }
+        drop(s);
+        let all = files(&dir);
+        assert!(all.len() >= 3);
+        let first = fs::read(&all[0]).unwrap();
+        let mut zeroed = first.clone();
+        let len = zeroed.len();
+        zeroed[len - 20..].fill(0);
+        fs::write(&all[0], &zeroed).unwrap();
+        let err = small(&dir).recover().unwrap_err();
+        assert_eq!(err.kind(), StorageErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains(&all[0].display().to_string()), "{err}");
+        assert_eq!(fs::read(&all[0]).unwrap(), zeroed, "nothing was cut");
+        fs::write(&all[0], &first).unwrap();
+        fs::remove_file(&all[1]).unwrap();
+        let err = small(&dir).recover().unwrap_err();
+        assert_eq!(err.kind(), StorageErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains(&all[2].display().to_string()), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The one-file log of an earlier version becomes the first segment.
+    #[test]
+    fn a_log_of_the_earlier_layout_is_adopted() {
+        let dir = temp_dir("legacy");
+        let mut s = FileStorage::open(&dir).unwrap();
+        s.append(&(1..=5).map(entry).collect::<Vec<_>>()).unwrap();
+        drop(s);
+        fs::rename(first_segment(&dir), dir.join(LEGACY_LOG)).unwrap();
+        fs::remove_dir(dir.join(WAL)).unwrap();
+        let r = FileStorage::open(&dir).unwrap().recover().unwrap().unwrap();
+        assert_eq!(indices(&r), [1, 2, 3, 4, 5]);
+        assert!(!dir.join(LEGACY_LOG).exists());
+        assert!(first_segment(&dir).exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

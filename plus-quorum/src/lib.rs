@@ -51,8 +51,9 @@
 //! - `tls`: `Security::MutualTls`: nodes and clients over plus-mux authenticate each other with
 //!   certificates of the cluster's CA (plus-mux's `Tls`, rustls); others are refused in the
 //!   handshake.
-//! - `file-storage`: `FileStorage`, durable storage with checksummed records; a torn or
-//!   garbled tail left by a crash is cut off at recovery.
+//! - `file-storage`: `FileStorage`, durable storage with checksummed records in a segmented
+//!   log (compaction deletes whole segments); a torn or garbled tail left by a crash is cut
+//!   off at recovery, damage anywhere else is an error naming the file and offset.
 //! - `etcd`: `EtcdClient`, the `KvClient` trait (feature `driver`, implemented by `Cluster`)
 //!   over an etcd cluster through the `etcd-client` crate, so one program runs on either store.
 //!   Building it needs `protoc` (Debian's `protobuf-compiler`).

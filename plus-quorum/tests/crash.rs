@@ -1,7 +1,8 @@
 //! `FileStorage` under SIGKILL, with real processes: a child appends (and now and then saves
 //! its term and a snapshot) and prints what each call acknowledged; the test kills it at a
 //! random moment, opens the directory itself, and checks that every acknowledged append is
-//! there and the log takes new appends. Then again, on the same directory, many times.
+//! there and the log takes new appends. Then again, on the same directory, many times, with
+//! segments small enough that kills land while segments are started and deleted.
 #![cfg(all(unix, feature = "file-storage"))]
 
 use std::io::{BufRead, BufReader, Write};
@@ -16,6 +17,8 @@ use rand::{Rng, SeedableRng};
 /// The child's directory, in the environment: its presence makes `crash_child` the child.
 const CHILD_DIR: &str = "PLUS_CRASH_CHILD_DIR";
 const ROUNDS: usize = 60;
+/// Small segments, so that kills land in segment rolls and in compactions deleting segments.
+const SEGMENT: u64 = 4096;
 
 /// What entry `index` holds: the test knows every acknowledged entry's content.
 fn entry(index: u64) -> Entry {
@@ -55,7 +58,7 @@ fn recover(storage: &mut FileStorage) -> (u64, Option<u64>) {
 #[test]
 fn crash_child() {
     let Some(dir) = std::env::var_os(CHILD_DIR) else { return };
-    let mut storage = FileStorage::open(PathBuf::from(dir)).unwrap();
+    let mut storage = FileStorage::open(PathBuf::from(dir)).unwrap().with_segment_bytes(SEGMENT);
     let (mut last, snapshot) = recover(&mut storage);
     let mut snapshot = snapshot.unwrap_or(0);
     let mut rng = rand::rngs::StdRng::seed_from_u64(last);
@@ -139,7 +142,7 @@ fn every_acknowledged_append_survives_sigkill() {
         let (acked, snapshot) = run_child_until_killed(&dir, after);
         empty_rounds += usize::from(acked <= highest_acked);
         highest_acked = highest_acked.max(acked);
-        let mut storage = FileStorage::open(&dir).unwrap();
+        let mut storage = FileStorage::open(&dir).unwrap().with_segment_bytes(SEGMENT);
         let (last, recovered_snapshot) = recover(&mut storage);
         assert!(
             last >= highest_acked,
