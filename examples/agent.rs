@@ -18,8 +18,10 @@
 //! With `--tls-cert`, `--tls-key` and `--tls-ca` the agent and the platform authenticate each
 //! other with mutual TLS: the agent takes work only from a platform whose certificate the CA
 //! signed (and the platform, from agents likewise), and nothing is read from a peer that
-//! fails. Without TLS the agent connects only to a loopback address, unless `--insecure` says
-//! the network between platform and agents is trusted. The commands it runs come from the
+//! fails. Hosts without certificates use `--psk-file`: both sides prove a shared key before
+//! any request (authentication only: the traffic is not encrypted). Without either the agent
+//! connects only to a loopback address, unless `--insecure` says the network between
+//! platform and agents is trusted. The commands it runs come from the
 //! release's manifest in the request and its own configuration, never through a shell.
 
 #[path = "common/cli.rs"]
@@ -69,6 +71,11 @@ struct Args {
     insecure: bool,
     #[command(flatten)]
     tls: cli::TlsArgs,
+    /// Instead of certificates: a file holding a key the platform shares (at least 16 bytes;
+    /// a trailing newline is not part of it). Both sides prove it before any request; it
+    /// authenticates, it does not encrypt.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"])]
+    psk_file: Option<PathBuf>,
     /// The longest a step may run, in seconds (1 to 86400).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     step_timeout_s: u64,
@@ -117,9 +124,11 @@ impl Handler for Steps {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    if !args.tls.enabled() && !args.insecure && !is_loopback(&args.connect) {
+    let authenticated = args.tls.enabled() || args.psk_file.is_some();
+    if !authenticated && !args.insecure && !is_loopback(&args.connect) {
         cli::usage_error::<Args>(format!(
-            "refusing to take work from {} without TLS; pass --tls-* or, on a trusted network, --insecure",
+            "refusing to take work from {} unauthenticated; pass --tls-* or --psk-file, or, on a \
+             trusted network, --insecure",
             args.connect
         ));
     }
@@ -135,8 +144,19 @@ fn is_loopback(addr: &str) -> bool {
     }
 }
 
+/// The key in `path`, without a trailing newline.
+fn read_psk(path: &std::path::Path) -> Result<plus_mux::Psk, String> {
+    let mut key =
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    while key.last().is_some_and(u8::is_ascii_whitespace) {
+        key.pop();
+    }
+    plus_mux::Psk::new(key).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 async fn run(args: Args) -> Result<bool, String> {
     let tls = args.tls.load()?;
+    let psk = args.psk_file.as_deref().map(read_psk).transpose()?;
     let host = Arc::new(
         Host::new(args.root.clone(), usize::from(args.keep), args.hook.clone())
             .map_err(|e| format!("cannot prepare {}: {e}", args.root.display()))?,
@@ -150,16 +170,23 @@ async fn run(args: Args) -> Result<bool, String> {
     let config = plus_mux::Config { heartbeat: Some(every), ..plus_mux::Config::default() };
     let handler = Arc::clone(&steps) as Arc<dyn Handler>;
     let reconnect = ReconnectConfig::default();
-    let client = match &tls {
-        Some(tls) => {
+    let client = match (&tls, &psk) {
+        (Some(tls), _) => {
             ReconnectingClient::new(tls.connector(&args.connect), config, reconnect, handler)
         }
-        None => {
+        (None, Some(psk)) => {
+            ReconnectingClient::new(psk.connector(&args.connect), config, reconnect, handler)
+        }
+        (None, None) => {
             ReconnectingClient::new(TcpConnector::new(&args.connect), config, reconnect, handler)
         }
     }
     .map_err(|e| e.to_string())?;
-    let secured = if tls.is_some() { " with mutual TLS" } else { "" };
+    let secured = match (&tls, &psk) {
+        (Some(_), _) => " with mutual TLS",
+        (None, Some(_)) => " with a pre-shared key",
+        (None, None) => "",
+    };
     println!("agent {} for {}{secured} in {}", args.id, args.connect, args.root.display());
     let beats = {
         let (client, steps, id) = (client.clone(), Arc::clone(&steps), args.id.clone());

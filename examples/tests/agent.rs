@@ -245,22 +245,56 @@ async fn over_tls_the_agent_works_only_for_a_platform_its_ca_signed() {
         platform.listener(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     let addr = listener_addr(&listener);
     let _process = start_agent(&addr, &root, &agent_tls);
+    precheck_runs(&mut listener).await;
+    std::fs::remove_dir_all(&work).unwrap();
+}
+
+/// Takes the agent's connection from `listener` as its platform: a precheck step must run.
+async fn precheck_runs<A: plus_mux::Accept>(listener: &mut A) {
     let stream =
         tokio::time::timeout(Duration::from_secs(20), listener.accept()).await.unwrap().unwrap();
-    let beats = Arc::new(Beats::default());
-    let agent = Connection::new(
-        stream,
-        plus_mux::Config::default(),
-        Arc::clone(&beats) as Arc<dyn Handler>,
-    )
-    .unwrap();
+    let beats = Arc::new(Beats::default()) as Arc<dyn Handler>;
+    let agent = Connection::new(stream, plus_mux::Config::default(), beats).unwrap();
     let reply =
         step(&agent, json!({"step": "precheck", "version": "1.0.0", "commands": commands()})).await;
     assert_eq!(reply["ok"], true, "{reply}");
     agent.close();
-    std::fs::remove_dir_all(&work).unwrap();
 }
 
 fn listener_addr(listener: &plus_mux::TlsListener) -> String {
     listener.local_addr().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_pre_shared_key_the_agent_works_only_for_a_platform_that_holds_it() {
+    use plus_mux::{Accept, Psk};
+
+    let work = std::env::temp_dir().join(format!("plus-agent-psk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let key_file = work.join("agent.key");
+    std::fs::write(&key_file, "a key both sides were given, 32b\n").unwrap();
+    let psk_args = vec!["--psk-file".to_owned(), key_file.display().to_string()];
+    let root = work.join("host");
+
+    // A platform with another key: the agent never finishes a handshake with it.
+    let rogue = Psk::new(b"a key the rogue made up itself!!".to_vec())
+        .unwrap()
+        .with_handshake_timeout(Duration::from_secs(2));
+    let mut rogue_listener =
+        rogue.listener(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let rogue_addr = rogue_listener.local_addr().unwrap().to_string();
+    let mut process = start_agent(&rogue_addr, &root, &psk_args);
+    let reached = tokio::time::timeout(Duration::from_secs(3), rogue_listener.accept()).await;
+    assert!(reached.is_err(), "a platform without the key got a connection to the agent");
+    assert!(rogue.refused() >= 1, "the agent tried, and the handshake failed");
+    process.stop();
+
+    // The platform with the key (as the agent reads it: no trailing newline).
+    let psk = Psk::new(b"a key both sides were given, 32b".to_vec()).unwrap();
+    let mut listener = psk.listener(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let addr = listener.local_addr().unwrap().to_string();
+    let _process = start_agent(&addr, &root, &psk_args);
+    precheck_runs(&mut listener).await;
+    std::fs::remove_dir_all(&work).unwrap();
 }

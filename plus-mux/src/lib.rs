@@ -50,6 +50,9 @@
 //!
 //! - `tls`: mutual TLS under the mux (`Tls`): a connector for clients and a listener for
 //!   servers that refuse, during the handshake, any peer without a certificate of the shared CA.
+//! - `psk`: a pre-shared-key challenge under the mux (`Psk`), the fallback for hosts without
+//!   certificates: both peers prove the key before any frame; it authenticates, it does not
+//!   encrypt.
 //! - `metrics`: every connection's counters, summed over the process (requests, errors,
 //!   in-flight, bytes, open connections), through the `metrics` facade, for any exporter.
 //!
@@ -69,9 +72,13 @@ mod config;
 mod connection;
 mod error;
 mod frame;
+#[cfg(any(feature = "tls", feature = "psk"))]
+mod handshake;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod pending;
+#[cfg(feature = "psk")]
+mod psk;
 mod reconnect;
 mod server;
 #[cfg(feature = "tls")]
@@ -86,6 +93,8 @@ pub use config::{Config, ConfigError, HandlerErrorWire};
 pub use connection::{Connection, Counters, ERROR_PREFIX, Handler, NoHandler};
 pub use error::{CloseReason, HandlerError, RequestError, StartError};
 pub use frame::{DEFAULT_MAX_BODY, Frame, FrameCodec, FrameError, HEADER_LEN, Kind, TRAILER};
+#[cfg(feature = "psk")]
+pub use psk::{Psk, PskConnector, PskError, PskListener};
 pub use reconnect::{
     Connector, ReconnectConfig, ReconnectingClient, TcpConnector, WhileDisconnected,
 };

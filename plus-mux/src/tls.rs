@@ -4,8 +4,8 @@
 //!
 //! [`Tls`] holds one identity (a certificate chain and its key) and the CA it trusts; it makes
 //! the [`Connector`] of a client ([`Tls::connector`]) and the [`Accept`] of a server
-//! ([`Tls::listener`]). Handshakes on the server run concurrently, each bounded in time, so a
-//! peer that stalls its handshake holds up no one.
+//! ([`Tls::listener`]). Handshakes on the server run concurrently (at most 256 at once), each
+//! bounded in time, so a peer that stalls its handshake holds up no one.
 //!
 //! Membership is the CA: any certificate it signed is a peer. A deployment that needs finer
 //! rules (this certificate may only be node 3) checks names at the application layer.
@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 
+use crate::handshake::Handshaking;
 use crate::reconnect::Connector;
 use crate::server::Accept;
 
@@ -201,11 +201,13 @@ impl Tls {
     #[must_use]
     pub fn listener(&self, listener: TcpListener) -> TlsListener {
         TlsListener {
-            listener,
+            peers: Handshaking::new(
+                listener,
+                self.handshake_timeout,
+                Arc::clone(&self.refused),
+                "TLS",
+            ),
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::clone(&self.server)),
-            handshake_timeout: self.handshake_timeout,
-            handshakes: JoinSet::new(),
-            refused: Arc::clone(&self.refused),
         }
     }
 }
@@ -243,28 +245,18 @@ impl Connector for TlsConnector {
     }
 }
 
-/// Most handshakes a [`TlsListener`] runs at once; past it, it stops accepting until one ends.
-const MAX_HANDSHAKES: usize = 256;
-
-type Handshake = (SocketAddr, Result<std::io::Result<TlsStream>, tokio::time::error::Elapsed>);
 type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// Accepts TCP peers and completes a mutual-TLS handshake with each ([`Tls::listener`]); only
 /// authenticated peers come out of [`Accept::accept`].
 pub struct TlsListener {
-    listener: TcpListener,
+    peers: Handshaking<TlsStream>,
     acceptor: tokio_rustls::TlsAcceptor,
-    handshake_timeout: Duration,
-    handshakes: JoinSet<Handshake>,
-    refused: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for TlsListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsListener")
-            .field("listener", &self.listener)
-            .field("handshakes", &self.handshakes.len())
-            .finish_non_exhaustive()
+        f.debug_struct("TlsListener").field("peers", &self.peers).finish_non_exhaustive()
     }
 }
 
@@ -274,12 +266,7 @@ impl TlsListener {
     /// # Errors
     /// As [`TcpListener::local_addr`].
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    fn refuse(&self, peer: SocketAddr, reason: &dyn std::fmt::Display) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%peer, %reason, "plus-mux refused a peer: TLS handshake failed");
+        self.peers.local_addr()
     }
 }
 
@@ -287,26 +274,7 @@ impl Accept for TlsListener {
     type Stream = TlsStream;
 
     async fn accept(&mut self) -> std::io::Result<TlsStream> {
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept(), if self.handshakes.len() < MAX_HANDSHAKES => {
-                    let (tcp, peer) = accepted?;
-                    tcp.set_nodelay(true)?;
-                    let handshake = self.acceptor.accept(tcp);
-                    let timeout = self.handshake_timeout;
-                    self.handshakes
-                        .spawn(async move { (peer, tokio::time::timeout(timeout, handshake).await) });
-                }
-                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
-                    match done {
-                        Ok((_, Ok(Ok(stream)))) => return Ok(stream),
-                        Ok((peer, Ok(Err(err)))) => self.refuse(peer, &err),
-                        Ok((peer, Err(_))) => self.refuse(peer, &"handshake timed out"),
-                        // A handshake task panicked or was cancelled: that peer is gone.
-                        Err(err) => tracing::warn!(error = %err, "plus-mux TLS handshake task failed"),
-                    }
-                }
-            }
-        }
+        let acceptor = self.acceptor.clone();
+        self.peers.next(move |tcp| acceptor.accept(tcp)).await
     }
 }

@@ -4,33 +4,23 @@
 //! handshake holds up no one; a client refuses a server its CA did not sign.
 #![cfg(feature = "tls")]
 
+mod counting;
+
 mod certs;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use certs::Ca;
+use counting::Counting;
 use plus_mux::{
-    Bytes, Config, Connection, Connector, Frame, FrameCodec, Handler, HandlerError, NoHandler,
-    ReconnectConfig, ReconnectingClient, Server, ServerConfig, Tls, TlsError, serve,
+    Config, Connection, Connector, Frame, FrameCodec, NoHandler, ReconnectConfig,
+    ReconnectingClient, Server, ServerConfig, Tls, TlsError, serve,
 };
 use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Encoder;
-
-/// Echoes, and counts every request it is asked to handle.
-#[derive(Default)]
-struct Counting(AtomicUsize);
-
-#[plus_mux::async_trait]
-impl Handler for Counting {
-    async fn handle(&self, request: Bytes) -> Result<Bytes, HandlerError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(request)
-    }
-}
 
 struct Setup {
     ca: Ca,
@@ -91,7 +81,7 @@ async fn authenticated_peers_talk_through_a_reconnecting_client() {
         let body = format!("request {i}");
         assert_eq!(client.request(body.clone()).await.unwrap(), body);
     }
-    assert_eq!(setup.handler.0.load(Ordering::SeqCst), 20);
+    assert_eq!(setup.handler.handled(), 20);
     assert_eq!(setup.server.counters().accepted, 1);
     assert_eq!(setup.server_tls.refused(), 0);
     client.close();
@@ -107,7 +97,7 @@ async fn a_certificate_from_another_ca_is_refused_before_any_frame() {
     let rogue = identity(&rogue_ca, &setup.ca);
     assert!(!try_request(&rogue, &setup.addr).await);
     wait_refused(&setup, 1).await;
-    assert_eq!(setup.handler.0.load(Ordering::SeqCst), 0, "the handler never ran");
+    assert_eq!(setup.handler.handled(), 0, "the handler never ran");
     assert_eq!(setup.server.counters().accepted, 0, "no mux connection was made");
     setup.server.stop();
 }
@@ -137,7 +127,7 @@ async fn a_client_without_a_certificate_is_refused() {
         assert!(!matches!(read, Ok(Ok(n)) if n > 0), "the server answered a peer with no cert");
     }
     wait_refused(&setup, 1).await;
-    assert_eq!(setup.handler.0.load(Ordering::SeqCst), 0);
+    assert_eq!(setup.handler.handled(), 0);
     assert_eq!(setup.server.counters().accepted, 0);
     setup.server.stop();
 }
@@ -154,7 +144,7 @@ async fn a_plain_tcp_peer_speaking_mux_is_refused() {
     assert!(read.is_ok(), "the server closed the connection");
     assert!(!answer.starts_with(b"RSP"), "no mux answer");
     wait_refused(&setup, 1).await;
-    assert_eq!(setup.handler.0.load(Ordering::SeqCst), 0);
+    assert_eq!(setup.handler.handled(), 0);
     assert_eq!(setup.server.counters().accepted, 0);
     setup.server.stop();
 }
@@ -179,7 +169,7 @@ async fn a_client_refuses_a_server_its_ca_did_not_sign() {
     // A good client certificate, but it trusts only another CA.
     let client = identity(&setup.ca, &other_ca);
     assert!(!try_request(&client, &setup.addr).await);
-    assert_eq!(setup.handler.0.load(Ordering::SeqCst), 0);
+    assert_eq!(setup.handler.handled(), 0);
     setup.server.stop();
 }
 
