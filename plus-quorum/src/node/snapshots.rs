@@ -8,9 +8,11 @@ use crate::types::{LogIndex, NodeId, Term};
 
 impl Node {
     pub(super) fn maybe_snapshot(&mut self) {
-        if self.applied - self.log.base_index() < self.config.snapshot_threshold {
+        if self.applied - self.log.base_index() < self.snapshot_due {
             return;
         }
+        self.snapshot_due =
+            super::snapshot_interval(self.config.snapshot_threshold, &mut self.snapshot_rng);
         let Some(term) = self.log.term_at(self.applied) else { return };
         let snapshot =
             Snapshot { last_index: self.applied, last_term: term, state: self.state.clone() };
