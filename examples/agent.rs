@@ -42,7 +42,7 @@ use plus_mux::{
 };
 
 use host::Host;
-use protocol::{Beat, StepReply, StepRequest};
+use protocol::{Beat, Step, StepReply, StepRequest};
 
 /// A reference agent: runs a release's steps on its host for the platform.
 #[derive(Debug, Parser)]
@@ -91,7 +91,7 @@ struct Steps {
 #[async_trait]
 impl Handler for Steps {
     async fn handle(&self, request: Bytes) -> Result<Bytes, HandlerError> {
-        let step: StepRequest = serde_json::from_slice(&request)
+        let Step { request: step, deadline_ms } = serde_json::from_slice(&request)
             .map_err(|e| HandlerError::new(format!("not a step request: {e}")))?;
         tracing::info!(?step, "step requested");
         self.running.fetch_add(1, Ordering::SeqCst);
@@ -111,9 +111,11 @@ impl Handler for Steps {
             }
         };
         // Dropping the step at its deadline kills its processes (they are killed on drop).
-        let reply = tokio::time::timeout(self.timeout, work).await.unwrap_or_else(|_| StepReply {
+        let timeout =
+            deadline_ms.map_or(self.timeout, |ms| Duration::from_millis(ms).min(self.timeout));
+        let reply = tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| StepReply {
             ok: false,
-            detail: format!("timed out after {:?}", self.timeout),
+            detail: format!("timed out after {timeout:?}"),
             ..StepReply::default()
         });
         self.running.fetch_sub(1, Ordering::SeqCst);

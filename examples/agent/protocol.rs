@@ -58,6 +58,19 @@ pub(crate) enum StepRequest {
     Markup,
 }
 
+/// A step as the platform sends it: what to do, and by when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Step {
+    /// What to do.
+    #[serde(flatten)]
+    pub request: StepRequest,
+    /// The step's deadline, in milliseconds from its arrival: past it the step is cancelled
+    /// (its processes killed) and fails. Never longer than the agent's own `--step-timeout-s`;
+    /// absent, that is the deadline.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+}
+
 /// How a step went, with what its processes printed (bounded).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub(crate) struct StepReply {

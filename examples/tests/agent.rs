@@ -170,6 +170,18 @@ async fn the_agent_runs_real_steps_keeps_versions_and_rolls_back_by_link() {
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert!(kept.contains(&"3.0.0".to_owned()), "{kept:?}");
 
+    // A step's own deadline: a check that would take 30 s is cut at 300 ms, its process killed.
+    let slow = json!({"run": ["./artifact"], "check": ["sleep", "30"], "check_retry": 0, "check_interval_ms": 10});
+    let started = std::time::Instant::now();
+    let cut = step(
+        &agent,
+        json!({"step": "verify", "version": "3.0.0", "commands": slow, "deadline_ms": 300}),
+    )
+    .await;
+    assert_eq!(cut["ok"], false, "{cut}");
+    assert!(cut["detail"].as_str().unwrap().contains("timed out after 300ms"), "{cut}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+
     let beats = beats.0.lock().unwrap().clone();
     assert!(!beats.is_empty(), "the agent sends heartbeats");
     assert!(beats.iter().all(|b| b["agent"] == "web-01"), "{beats:?}");
