@@ -10,7 +10,7 @@
 //!
 //! Two kinds of clients run meanwhile. Writers put keys nobody else writes; every acknowledged
 //! one is read back after the faults (`lost` counts those missing). Contending clients get,
-//! put, compare-and-set and delete a few shared keys; every call and return is recorded and
+//! range-read, put, compare-and-set, delete and run one-key transactions on a few shared keys; every call and return is recorded and
 //! each key's history is checked for linearizability with the simulation's checker
 //! (`plus-quorum/tests/sim/linearizability.rs`), in the simulation's JSON-lines format with
 //! `--history FILE`. It needs `quorum_node` built beside it (`cargo build --example

@@ -1,5 +1,5 @@
-//! Clients contending on a few shared keys (gets, puts, compare-and-sets, deletes) whose every
-//! call and return is recorded, per key, for the linearizability check, and written as JSON
+//! Clients contending on a few shared keys (gets, one-key range reads, puts, compare-and-sets,
+//! one-key transactions, deletes) whose every call and return is recorded, per key, for the linearizability check, and written as JSON
 //! lines in the simulation's history format (`plus-quorum/tests/sim/mod.rs`).
 //!
 //! Linearizability is local: a history is linearizable when each key's is, so each key is
@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use plus_quorum::{
-    Bytes, Cluster, Expect, ReadOp, ReadResult, RemoteNode, StoreError, WriteOp, WriteResult,
+    Bytes, Cluster, Compare, Expect, KeyRange, Range, ReadOp, ReadResult, RemoteNode, StoreError,
+    Txn, TxnOp, TxnOpResult, WriteOp, WriteResult,
 };
 use rand::Rng;
 use serde::Serialize;
@@ -30,7 +31,18 @@ pub(crate) struct Register(Option<String>);
 pub(crate) enum Op {
     Put(String),
     Get,
-    Cas { expect: String, new: String },
+    /// A range read of the key's own prefix: the shared keys are `reg/0` to `reg/7`, so it
+    /// holds that key alone.
+    Range,
+    Cas {
+        expect: String,
+        new: String,
+    },
+    /// A transaction: if the value is `expect`, set `new`, else read the value.
+    TxnCas {
+        expect: String,
+        new: String,
+    },
     Delete,
 }
 
@@ -39,6 +51,8 @@ pub(crate) enum Ret {
     Done,
     Value(Option<String>),
     Swapped(bool),
+    /// Whether the transaction's `then` ran, and otherwise the value its `else` read.
+    Txn(bool, Option<String>),
 }
 
 impl Model for Register {
@@ -51,7 +65,12 @@ impl Model for Register {
                 self.0 = Some(value.clone());
                 Ret::Done
             }
-            Op::Get => Ret::Value(self.0.clone()),
+            Op::Get | Op::Range => Ret::Value(self.0.clone()),
+            Op::TxnCas { expect, new } if self.0.as_deref() == Some(expect.as_str()) => {
+                self.0 = Some(new.clone());
+                Ret::Txn(true, None)
+            }
+            Op::TxnCas { .. } => Ret::Txn(false, self.0.clone()),
             Op::Cas { expect, new } if self.0.as_deref() == Some(expect.as_str()) => {
                 self.0 = Some(new.clone());
                 Ret::Swapped(true)
@@ -127,6 +146,16 @@ impl Recorder {
                 Ok(WriteOp::Set { key: key.to_owned(), value: Bytes::from(value.clone()) })
             }
             Op::Get => Err(ReadOp::Get(key.to_owned())),
+            Op::Range => Err(ReadOp::Range(Range::prefix(key))),
+            Op::TxnCas { expect, new } => Ok(WriteOp::Txn(Txn {
+                when: vec![Compare::new(key, Expect::Value(Bytes::from(expect.clone())))],
+                then: vec![TxnOp::Set {
+                    key: key.to_owned(),
+                    value: Bytes::from(new.clone()),
+                    lease: None,
+                }],
+                otherwise: vec![TxnOp::Get(key.to_owned())],
+            })),
             Op::Cas { expect, new } => Ok(WriteOp::CompareAndSet {
                 key: key.to_owned(),
                 expect: Expect::Value(Bytes::from(expect.clone())),
@@ -148,21 +177,13 @@ impl Recorder {
         let answer: Result<(Ret, serde_json::Value, bool), StoreError> = match wire {
             Ok(write) => store.write(write).await.map(|result| {
                 let json = serde_json::to_value(&result).expect("a result is JSON");
-                match (&op, result) {
-                    (Op::Cas { .. }, WriteResult::CompareFailed { .. }) => {
-                        (Ret::Swapped(false), json, false)
-                    }
-                    (Op::Cas { .. }, _) => (Ret::Swapped(true), json, true),
-                    _ => (Ret::Done, json, true),
-                }
+                let ret = write_ret(&op, &result);
+                let applied = !matches!(result, WriteResult::CompareFailed { .. });
+                (ret, json, applied)
             }),
             Err(read) => store.read(read).await.map(|result| {
                 let json = serde_json::to_value(&result).expect("a result is JSON");
-                let value = match result {
-                    ReadResult::Value(found) => found.map(|v| text(&v.value)),
-                    _ => None,
-                };
-                (Ret::Value(value), json, true)
+                (Ret::Value(read_value(key, &result)), json, true)
             }),
         };
         let mut histories = self.histories.lock().expect("histories lock");
@@ -223,7 +244,7 @@ impl Recorder {
                             history.cancel(thread).map_err(|e| format!("{}: {e}", at()))?;
                         }
                         _ => {
-                            let ret = register_ret(&op, event, &json["result"])
+                            let ret = register_ret(&key, &op, event, &json["result"])
                                 .map_err(|e| format!("{}: {e}", at()))?;
                             history.ret(thread, ret).map_err(|e| format!("{}: {e}", at()))?;
                         }
@@ -282,8 +303,10 @@ impl Recorder {
             .collect();
         for (key, history) in histories.iter() {
             let unseen = |op: &Op| match op {
-                Op::Put(value) | Op::Cas { new: value, .. } => !seen.contains(value),
-                Op::Get | Op::Delete => false,
+                Op::Put(value) | Op::Cas { new: value, .. } | Op::TxnCas { new: value, .. } => {
+                    !seen.contains(value)
+                }
+                Op::Get | Op::Range | Op::Delete => false,
             };
             match history.check_lazily(&Register::default(), budget, unseen) {
                 Verdict::Linearizable => {}
@@ -337,16 +360,15 @@ pub(crate) async fn client(
         let slot = rng.random_range(0..KEYS);
         let key = format!("reg/{slot}");
         let value = format!("c{client}-{n}");
-        let op = match rng.random_range(0..10) {
-            0..=3 => Op::Get,
-            4..=6 => Op::Put(value),
-            7..=8 => match &last_seen[slot] {
-                Some(expect) => Op::Cas { expect: expect.clone(), new: value },
-                None => Op::Put(value),
-            },
-            _ => Op::Delete,
+        let op = match (rng.random_range(0..10), &last_seen[slot]) {
+            (0..=2, _) => Op::Get,
+            (3, _) => Op::Range,
+            (6..=7, Some(expect)) => Op::Cas { expect: expect.clone(), new: value },
+            (8, Some(expect)) => Op::TxnCas { expect: expect.clone(), new: value },
+            (9, _) => Op::Delete,
+            _ => Op::Put(value),
         };
-        if let Op::Put(v) | Op::Cas { new: v, .. } = &op {
+        if let Op::Put(v) | Op::Cas { new: v, .. } | Op::TxnCas { new: v, .. } = &op {
             last_seen[slot] = Some(v.clone());
         }
         let thread = (client as u64) << 32 | generation;
@@ -374,24 +396,72 @@ fn register_op(json: &serde_json::Value) -> Result<(String, Op), String> {
                 Ok((key, Op::Cas { expect: text(&expect), new: text(&value) }))
             }
             WriteOp::Delete { key } => Ok((key, Op::Delete)),
+            WriteOp::Txn(txn) => {
+                match (txn.when.as_slice(), txn.then.as_slice(), txn.otherwise.as_slice()) {
+                    (
+                        [Compare { key, expect: Expect::Value(expect) }],
+                        [TxnOp::Set { key: set, value, lease: None }],
+                        [TxnOp::Get(read)],
+                    ) if set == key && read == key => {
+                        Ok((key.clone(), Op::TxnCas { expect: text(expect), new: text(value) }))
+                    }
+                    _ => Err(format!("not a one-key compare-and-set transaction: {txn:?}")),
+                }
+            }
             other => Err(format!("not a register operation: {other:?}")),
         };
     }
     match serde_json::from_value::<ReadOp>(json.clone()) {
         Ok(ReadOp::Get(key)) => Ok((key, Op::Get)),
+        Ok(ReadOp::Range(Range {
+            keys: KeyRange::Prefix(key),
+            limit: None,
+            count_only: false,
+            revision: None,
+        })) => Ok((key, Op::Range)),
         Ok(other) => Err(format!("not a register operation: {other:?}")),
         Err(e) => Err(format!("not an operation: {e}")),
     }
 }
 
 /// What a recorded return says, for the register.
-fn register_ret(op: &Op, event: &str, json: &serde_json::Value) -> Result<Ret, String> {
+fn register_ret(key: &str, op: &Op, event: &str, json: &serde_json::Value) -> Result<Ret, String> {
     Ok(match op {
-        Op::Get => match serde_json::from_value::<ReadResult>(json.clone()) {
-            Ok(ReadResult::Value(found)) => Ret::Value(found.map(|v| text(&v.value))),
-            other => return Err(format!("a get answered {other:?}")),
+        Op::Get | Op::Range => match serde_json::from_value::<ReadResult>(json.clone()) {
+            Ok(result) => Ret::Value(read_value(key, &result)),
+            Err(e) => return Err(format!("a read answered {json}: {e}")),
         },
         Op::Cas { .. } => Ret::Swapped(event == "ok"),
+        Op::TxnCas { .. } => match serde_json::from_value::<WriteResult>(json.clone()) {
+            Ok(result) => write_ret(op, &result),
+            Err(e) => return Err(format!("a transaction answered {json}: {e}")),
+        },
         Op::Put(_) | Op::Delete => Ret::Done,
     })
+}
+
+/// What a write's result says, for the register.
+fn write_ret(op: &Op, result: &WriteResult) -> Ret {
+    match (op, result) {
+        (Op::Cas { .. }, WriteResult::CompareFailed { .. }) => Ret::Swapped(false),
+        (Op::Cas { .. }, _) => Ret::Swapped(true),
+        (Op::TxnCas { .. }, WriteResult::Txn { succeeded: true, .. }) => Ret::Txn(true, None),
+        (Op::TxnCas { .. }, WriteResult::Txn { results, .. }) => match results.as_slice() {
+            [TxnOpResult::Get(found)] => Ret::Txn(false, found.as_ref().map(|v| text(&v.value))),
+            // Not what this transaction answers: a return no linearization explains.
+            _ => Ret::Txn(false, Some(format!("unexpected {results:?}"))),
+        },
+        _ => Ret::Done,
+    }
+}
+
+/// The value of `key` in a read's result (a get's, or a one-key range's).
+fn read_value(key: &str, result: &ReadResult) -> Option<String> {
+    match result {
+        ReadResult::Value(found) => found.as_ref().map(|v| text(&v.value)),
+        ReadResult::Range(range) => {
+            range.kvs.iter().find(|(k, _)| k == key).map(|(_, v)| text(&v.value))
+        }
+        _ => None,
+    }
 }

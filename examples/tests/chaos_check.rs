@@ -67,3 +67,26 @@ fn a_write_of_unknown_outcome_may_have_applied_but_nothing_invents_values() {
     let invented = [invoke(2, GET), done(2, "ok", &got(b'z'))];
     assert!(!check("invented", &invented));
 }
+
+#[test]
+fn transactions_and_range_reads_are_checked_too() {
+    let txn = r#"{"Txn":{"when":[{"key":"reg/0","expect":{"Value":[97]}}],"then":[{"Set":{"key":"reg/0","value":[98],"lease":null}}],"otherwise":[{"Get":"reg/0"}]}}"#;
+    let swapped = r#"{"Txn":{"succeeded":true,"version":2,"results":[{"Set":{"version":2}}]}}"#;
+    let range =
+        r#"{"Range":{"keys":{"Prefix":"reg/0"},"limit":null,"count_only":false,"revision":null}}"#;
+    let found_b = r#"{"Range":{"kvs":[["reg/0",{"value":[98],"version":2,"created":1,"lease":null}]],"count":1,"more":false}}"#;
+    let found_a = r#"{"Range":{"kvs":[["reg/0",{"value":[97],"version":1,"created":1,"lease":null}]],"count":1,"more":false}}"#;
+    let history = |seen: &str| {
+        [
+            invoke(1, PUT_A),
+            done(1, "ok", APPLIED),
+            invoke(1, txn),
+            done(1, "ok", swapped),
+            invoke(2, range),
+            done(2, "ok", seen),
+        ]
+    };
+    assert!(check("txn-range", &history(found_b)));
+    // The transaction swapped `a` for `b` before the read began: reading `a` is stale.
+    assert!(!check("txn-range-stale", &history(found_a)));
+}
