@@ -7,11 +7,13 @@
 //! It keeps one connection to the platform (reconnecting with backoff), sends a heartbeat every
 //! `--heartbeat-ms` (the first registers it; plus-mux heartbeats run both ways beneath, so a
 //! dead or stuck peer is found within two intervals), and answers step requests: Precheck,
-//! Markdown, Download (copy from a path, SHA-256 verified), Install (into a versioned
+//! Markdown, Download (copied from a path, or sent by the platform over the agent's own
+//! connection in 1 MiB chunks; SHA-256 verified either way), Install (into a versioned
 //! directory; the last `--keep` versions stay, and a rollback to one of them only moves the
 //! `current` link), Verify (the manifest's `autodeploy.run`, then its `check` with retries),
 //! Markup. Markdown and Markup run `--hook markdown|markup`, or set and clear a flag file.
-//! Every step is bounded by `--step-timeout-s` and cancelled with it; every process is started
+//! Every step is bounded by its own deadline (never past `--step-timeout-s`) and cancelled
+//! with it; every process is started
 //! without a shell, logged with its arguments and environment, and its output's end is
 //! returned with the step's reply.
 //!
@@ -86,6 +88,9 @@ struct Steps {
     host: Arc<Host>,
     running: AtomicUsize,
     timeout: Duration,
+    /// The connection to the platform, for artifacts it sends (set once it exists: this is
+    /// its handler).
+    platform: std::sync::OnceLock<ReconnectingClient>,
 }
 
 #[async_trait]
@@ -103,7 +108,7 @@ impl Handler for Steps {
                 }
                 StepRequest::Markdown => host.traffic(true).await,
                 StepRequest::Download { version, artifact } => {
-                    host.download(version, artifact).await
+                    host.download(version, artifact, self.platform.get()).await
                 }
                 StepRequest::Install { version } => host.install(version).await,
                 StepRequest::Verify { version, commands } => host.verify(version, commands).await,
@@ -167,6 +172,7 @@ async fn run(args: Args) -> Result<bool, String> {
         host: Arc::clone(&host),
         running: AtomicUsize::new(0),
         timeout: Duration::from_secs(args.step_timeout_s),
+        platform: std::sync::OnceLock::new(),
     });
     let every = Duration::from_millis(args.heartbeat_ms);
     let config = plus_mux::Config { heartbeat: Some(every), ..plus_mux::Config::default() };
@@ -184,6 +190,7 @@ async fn run(args: Args) -> Result<bool, String> {
         }
     }
     .map_err(|e| e.to_string())?;
+    let _ = steps.platform.set(client.clone());
     let secured = match (&tls, &psk) {
         (Some(_), _) => " with mutual TLS",
         (None, Some(_)) => " with a pre-shared key",

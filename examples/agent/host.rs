@@ -17,7 +17,12 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
-use crate::protocol::{Artifact, Commands, StepReply};
+use crate::protocol::{Artifact, Commands, Fetch, StepReply};
+
+/// Bytes asked of the platform at a time (well under plus-mux's body limit).
+const FETCH_CHUNK: u32 = 1 << 20;
+/// The largest artifact fetched from the platform.
+const MAX_FETCHED: u64 = 1 << 30;
 
 /// Bytes of a process's stdout and stderr kept for the reply.
 const KEPT_OUTPUT: usize = 16 * 1024;
@@ -104,7 +109,12 @@ impl Host {
         StepReply { ok: true, already: check.ok, detail: "on the target version".into(), ..check }
     }
 
-    pub(crate) async fn download(&self, version: &str, artifact: &Artifact) -> StepReply {
+    pub(crate) async fn download(
+        &self,
+        version: &str,
+        artifact: &Artifact,
+        platform: Option<&plus_mux::ReconnectingClient>,
+    ) -> StepReply {
         let version = match checked(version) {
             Ok(v) => v,
             Err(reply) => return reply,
@@ -117,7 +127,13 @@ impl Host {
         let copied = async {
             tokio::fs::create_dir_all(&dir).await?;
             let partial = dir.join("artifact.partial");
-            tokio::fs::copy(&artifact.path, &partial).await?;
+            if artifact.from_platform {
+                let platform =
+                    platform.ok_or_else(|| std::io::Error::other("no platform connection"))?;
+                fetch(platform, &artifact.path, &partial).await?;
+            } else {
+                tokio::fs::copy(&artifact.path, &partial).await?;
+            }
             let bytes = tokio::fs::read(&partial).await?;
             Ok::<_, std::io::Error>((partial, format!("{:x}", Sha256::digest(&bytes))))
         };
@@ -307,4 +323,32 @@ impl Host {
             let _ = child.kill().await;
         }
     }
+}
+
+/// Fetches the platform's file `path` into `to`, a chunk at a time over the agent's own
+/// connection; cancelled with the step (a dropped request is answered to no one).
+async fn fetch(
+    platform: &plus_mux::ReconnectingClient,
+    path: &str,
+    to: &Path,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::File::create(to).await?;
+    let mut offset = 0u64;
+    loop {
+        let ask = Fetch { fetch: path.to_owned(), offset, len: FETCH_CHUNK };
+        let body = serde_json::to_vec(&ask).map_err(std::io::Error::other)?;
+        let chunk = platform.request(body).await.map_err(std::io::Error::other)?;
+        file.write_all(&chunk).await?;
+        offset += chunk.len() as u64;
+        if offset > MAX_FETCHED {
+            return Err(std::io::Error::other(format!(
+                "{path} is larger than {MAX_FETCHED} bytes"
+            )));
+        }
+        if chunk.len() < FETCH_CHUNK as usize {
+            break;
+        }
+    }
+    file.sync_all().await
 }

@@ -17,13 +17,29 @@ pub(crate) struct Beat {
     pub versions: Vec<String>,
 }
 
-/// An artifact to fetch: a local path (a shared directory) and its SHA-256.
+/// An artifact to fetch: a path, on this host (a shared directory) or, with `from_platform`,
+/// on the platform, which sends it over the agent's own connection; and its SHA-256.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Artifact {
     /// Where to copy it from.
     pub path: String,
     /// Its SHA-256, lowercase hex.
     pub sha256: String,
+    /// Ask the platform for it ([`Fetch`]) instead of reading `path` here.
+    #[serde(default)]
+    pub from_platform: bool,
+}
+
+/// The agent asks the platform for `len` bytes of the artifact at `fetch` from `offset`; the
+/// answer is those bytes, raw (fewer at the end of the file, none past it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Fetch {
+    /// The artifact's path on the platform.
+    pub fetch: String,
+    /// Where the chunk starts.
+    pub offset: u64,
+    /// Most bytes wanted.
+    pub len: u32,
 }
 
 /// The manifest's `autodeploy` commands for Verify: argument vectors, run without a shell.

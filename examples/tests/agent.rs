@@ -56,9 +56,16 @@ struct Beats(Mutex<Vec<Value>>);
 #[async_trait]
 impl Handler for Beats {
     async fn handle(&self, request: Bytes) -> Result<Bytes, HandlerError> {
-        let beat: Value =
+        let message: Value =
             serde_json::from_slice(&request).map_err(|e| HandlerError::new(e.to_string()))?;
-        self.0.lock().unwrap().push(beat);
+        // The agent asks for an artifact's bytes: a chunk of the file, raw.
+        if let Some(path) = message["fetch"].as_str() {
+            let bytes = std::fs::read(path).map_err(|e| HandlerError::new(e.to_string()))?;
+            let offset = (message["offset"].as_u64().unwrap() as usize).min(bytes.len());
+            let end = (offset + message["len"].as_u64().unwrap() as usize).min(bytes.len());
+            return Ok(Bytes::copy_from_slice(&bytes[offset..end]));
+        }
+        self.0.lock().unwrap().push(message);
         Ok(Bytes::from_static(b"{}"))
     }
 }
@@ -169,6 +176,26 @@ async fn the_agent_runs_real_steps_keeps_versions_and_rolls_back_by_link() {
     kept.sort();
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert!(kept.contains(&"3.0.0".to_owned()), "{kept:?}");
+
+    // An artifact the platform sends over the agent's own connection, in several chunks.
+    let (v4, _) = artifact(&work, "4.0.0");
+    let mut big = std::fs::read(&v4).unwrap();
+    big.extend(std::iter::repeat_n(b"# padding\n".iter().copied(), 250_000).flatten());
+    std::fs::write(&v4, &big).unwrap();
+    let sha4 = format!("{:x}", Sha256::digest(&big));
+    let fetched = step(
+        &agent,
+        json!({"step": "download", "version": "4.0.0",
+               "artifact": {"path": v4, "sha256": sha4, "from_platform": true}}),
+    )
+    .await;
+    assert_eq!(fetched["ok"], true, "{fetched}");
+    assert_eq!(
+        std::fs::read(root.join("downloads/4.0.0/artifact")).unwrap(),
+        big,
+        "the {} bytes arrived whole",
+        big.len()
+    );
 
     // A step's own deadline: a check that would take 30 s is cut at 300 ms, its process killed.
     let slow = json!({"run": ["./artifact"], "check": ["sleep", "30"], "check_retry": 0, "check_interval_ms": 10});
