@@ -81,7 +81,7 @@ pub struct Config {
     /// past the last snapshot. Default 100,000, etcd's `--snapshot-count`. A snapshot copies the whole state
     /// and, with a blocking storage, the log's appends wait behind its write: a small figure
     /// puts that stall in write latency's tail often (at 10,000, a 256-writer load's p99 was
-    /// about 12x its 100,000 figure; BENCHMARKS.md), a large one keeps a longer log in memory.
+    /// about 11x its 100,000 figure; BENCHMARKS.md), a large one keeps a longer log in memory.
     pub snapshot_threshold: u64,
     /// How this node starts. Default [`Start::Bootstrap`].
     pub start: Start,
