@@ -20,6 +20,9 @@
 
 #[path = "common/cli.rs"]
 mod cli;
+#[allow(unreachable_pub)] // the simulation's history format, shared as it is
+#[path = "../plus-quorum/tests/sim/history_line.rs"]
+mod history_line;
 #[allow(dead_code, unreachable_pub)] // the simulation's checker, shared as it is
 #[path = "../plus-quorum/tests/sim/linearizability.rs"]
 mod linearizability;

@@ -16,8 +16,8 @@ use plus_quorum::{
     Txn, TxnOp, TxnOpResult, WriteOp, WriteResult,
 };
 use rand::Rng;
-use serde::Serialize;
 
+use crate::history_line::HistoryLine;
 use crate::linearizability::{History, Model, Verdict};
 
 /// The shared keys.
@@ -84,19 +84,6 @@ impl Model for Register {
     }
 }
 
-/// A line of the history file, as the simulation writes it.
-#[derive(Serialize)]
-struct Line {
-    t_ms: u64,
-    client: usize,
-    thread: u64,
-    event: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    op: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<serde_json::Value>,
-}
-
 /// Every key's history, and the file's lines.
 pub(crate) struct Recorder {
     started: Instant,
@@ -126,7 +113,7 @@ impl Recorder {
         result: Option<serde_json::Value>,
     ) {
         let t_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let line = Line { t_ms, client, thread, event, op, result };
+        let line = HistoryLine { t_ms, client, thread, event, op, result };
         let json = serde_json::to_string(&line).expect("a history line is JSON");
         self.lines.lock().expect("lines lock").push(json);
     }

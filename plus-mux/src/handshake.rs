@@ -11,6 +11,27 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+/// How long a handshake may take unless its owner says otherwise.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects over TCP to `addr`, then runs `handshake` on the stream within `timeout`: the
+/// client side of every handshake, `what` naming it in a timeout's error.
+pub(crate) async fn dial<S, Fut>(
+    addr: &str,
+    timeout: Duration,
+    what: &str,
+    handshake: impl FnOnce(TcpStream) -> Fut,
+) -> std::io::Result<S>
+where
+    Fut: Future<Output = std::io::Result<S>>,
+{
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    tokio::time::timeout(timeout, handshake(tcp)).await.map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} handshake timed out"))
+    })?
+}
+
 /// Most handshakes run at once; past it, no new peer is accepted until one ends.
 const MAX_HANDSHAKES: usize = 256;
 

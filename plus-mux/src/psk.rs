@@ -25,7 +25,7 @@ use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::handshake::Handshaking;
+use crate::handshake::{DEFAULT_TIMEOUT, Handshaking, dial};
 use crate::reconnect::Connector;
 use crate::server::Accept;
 
@@ -86,7 +86,7 @@ impl Psk {
         }
         Ok(Self {
             key: key.into(),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: DEFAULT_TIMEOUT,
             refused: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -173,12 +173,9 @@ impl Connector for PskConnector {
     type Stream = TcpStream;
 
     async fn connect(&self) -> std::io::Result<TcpStream> {
-        let tcp = TcpStream::connect(&self.addr).await?;
-        tcp.set_nodelay(true)?;
-        let handshake = self.psk.handshake(tcp, true);
-        tokio::time::timeout(self.psk.handshake_timeout, handshake).await.map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "pre-shared-key handshake timed out")
-        })?
+        let psk = &self.psk;
+        dial(&self.addr, psk.handshake_timeout, "pre-shared-key", |tcp| psk.handshake(tcp, true))
+            .await
     }
 }
 

@@ -21,7 +21,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::handshake::Handshaking;
+use crate::handshake::{DEFAULT_TIMEOUT, Handshaking, dial};
 use crate::reconnect::Connector;
 use crate::server::Accept;
 
@@ -91,7 +91,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 impl Tls {
     /// How long a handshake may take before the peer is dropped, unless
     /// [`Tls::with_handshake_timeout`] says otherwise.
-    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = DEFAULT_TIMEOUT;
 
     /// The identity in the PEM files `cert` (its chain, leaf first) and `key`, trusting the CA
     /// certificates in `ca`.
@@ -236,12 +236,9 @@ impl Connector for TlsConnector {
             .server_name
             .clone()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        let tcp = TcpStream::connect(&self.addr).await?;
-        tcp.set_nodelay(true)?;
-        let handshake = self.connector.connect(server_name, tcp);
-        tokio::time::timeout(self.handshake_timeout, handshake).await.map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-        })?
+        let connector = &self.connector;
+        dial(&self.addr, self.handshake_timeout, "TLS", |tcp| connector.connect(server_name, tcp))
+            .await
     }
 }
 

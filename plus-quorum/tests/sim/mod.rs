@@ -32,8 +32,8 @@ use plus_quorum::{
     TxnOpResult, WatchRequest, WriteOp, WriteResult, compare,
 };
 use rand::Rng;
-use serde::Serialize;
 
+pub mod history_line;
 pub mod linearizability;
 pub mod locks;
 pub mod watchers;
@@ -559,17 +559,7 @@ impl MapSpec {
 
 // ---- history -------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize)]
-struct HistoryLine {
-    t_ms: u64,
-    client: usize,
-    thread: u64,
-    event: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    op: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<serde_json::Value>,
-}
+use history_line::HistoryLine;
 
 /// The group of every lease operation and of the keys put on leases (`l...`, the lock's).
 pub const LEASES: &str = "leases";
