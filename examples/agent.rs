@@ -78,6 +78,10 @@ struct Args {
     /// authenticates, it does not encrypt.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"])]
     psk_file: Option<PathBuf>,
+    /// Stop when standard input closes: for a supervisor that starts the agent as its child
+    /// and holds the other end of a pipe, so the agent never outlives it.
+    #[arg(long)]
+    exit_on_stdin_eof: bool,
     /// The longest a step may run, in seconds (1 to 86400).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     step_timeout_s: u64,
@@ -214,7 +218,7 @@ async fn run(args: Args) -> Result<bool, String> {
             }
         })
     };
-    stopped().await;
+    stopped(args.exit_on_stdin_eof).await;
     beats.abort();
     client.close();
     host.stop().await;
@@ -222,8 +226,33 @@ async fn run(args: Args) -> Result<bool, String> {
     Ok(true)
 }
 
+/// Waits for SIGTERM or Ctrl-C, or, with `stdin_eof`, the end of standard input.
+async fn stopped(stdin_eof: bool) {
+    if stdin_eof {
+        tokio::select! {
+            () = signalled() => {}
+            () = end_of_stdin() => tracing::info!("standard input closed: stopping"),
+        }
+    } else {
+        signalled().await;
+    }
+}
+
+/// Waits for standard input's end (or first error). A thread of its own, not the runtime's
+/// blocking pool: a read still pending there would hold up the runtime's shutdown on SIGTERM.
+async fn end_of_stdin() {
+    let (ended, end) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buffer = [0u8; 256];
+        while matches!(std::io::stdin().read(&mut buffer), Ok(n) if n > 0) {}
+        let _ = ended.send(());
+    });
+    let _ = end.await;
+}
+
 /// Waits for SIGTERM or Ctrl-C.
-async fn stopped() {
+async fn signalled() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

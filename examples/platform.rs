@@ -3,6 +3,7 @@
 //! ```text
 //! platform [--fail-rate R] [--seed S] [--latency-ms MS] [--hosts-per-app N] [--no-progress] [--data DIR]
 //!          [--controllers N] [--kill-leader-after-ms T]
+//!          [--agents N [--kill-agent-after-ms T] [--agents-root DIR]]
 //! ```
 //!
 //! `RUST_LOG=info` logs the run's story from every crate (leaders, phases, batches, hosts).
@@ -24,6 +25,14 @@
 //! lease has ended, another replica is elected, restores the deployment and every unfinished
 //! release from the store, and finishes them.
 //!
+//! `--agents N` adds a real application, `hello` (`examples/data/agents/hello.yaml`): N agent
+//! processes (`examples/agent.rs`) start on this machine, each owning a host directory, and
+//! the release sends them the `hello_http` program built from this repository over their
+//! plus-mux connections, starts it with the manifest's `run` and checks it over HTTP with its
+//! `check`. `--kill-agent-after-ms T` kills one agent with everything it started T ms into
+//! that release: its host's steps fail by liveness, and the brake and the report show it.
+//! Agents and their programs are stopped when the platform exits, also on failure.
+//!
 //! It ends with one line, and exits non-zero unless every application was deployed, the
 //! store's live replicas are identical and no group had more hosts out of traffic than its
 //! plan allows:
@@ -31,14 +40,18 @@
 //! with ` controllers=3 failovers=1 rerun_steps=R max_out_of_traffic=M cap=C` appended when
 //! there is more than one controller: the steps that ran again on a host, and the most hosts
 //! of one group out of traffic at once as an observer beside the hosts saw it, against the
-//! most any plan allows.
+//! most any plan allows; and ` agents=N lost_agents=L` with agents, L those declared dead.
 
+#[path = "platform/agents.rs"]
+mod agents;
 #[path = "common/cli.rs"]
 mod cli;
 #[path = "platform/controller.rs"]
 mod controller;
 #[path = "platform/hosts.rs"]
 mod hosts;
+#[path = "agent/protocol.rs"]
+mod protocol;
 #[path = "common/quorum_client.rs"]
 mod quorum_client;
 
@@ -53,7 +66,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use controller::{Controller, World};
 use indicatif::{MultiProgress, ProgressDrawTarget};
-use plus_core::{AppCode, Timestamp, Version, WorkerId, seeded_rng};
+use plus_core::{AppCode, HostId, Timestamp, Version, WorkerId, seeded_rng};
 use plus_manifest::{Manifest, ManifestError, parse_file};
 use plus_quorum::testing::loopback_addrs;
 use plus_quorum::{Bytes, WriteOp, compare};
@@ -95,12 +108,30 @@ struct Args {
     /// two controllers).
     #[arg(long)]
     kill_leader_after_ms: Option<u64>,
+    /// Real hosts: start this many agent processes and release the `hello` application to
+    /// them for real (0 to 32).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=32))]
+    agents: u8,
+    /// Kill one agent (and the programs it started) this many milliseconds into the release
+    /// to the agents (needs --agents).
+    #[arg(long)]
+    kill_agent_after_ms: Option<u64>,
+    /// Where the agents' host directories and logs go; kept after the run (default: a
+    /// temporary directory, removed at the end).
+    #[arg(long)]
+    agents_root: Option<PathBuf>,
+    /// The manifest of the application released to the agents.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/agents/hello.yaml"))]
+    agent_app: PathBuf,
 }
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
     if args.kill_leader_after_ms.is_some() && args.controllers < 2 {
         cli::usage_error::<Args>("--kill-leader-after-ms needs --controllers 2 or more");
+    }
+    if args.agents == 0 && (args.kill_agent_after_ms.is_some() || args.agents_root.is_some()) {
+        cli::usage_error::<Args>("--kill-agent-after-ms and --agents-root need --agents 1 or more");
     }
     if cli::init_logging() {
         args.no_progress = true;
@@ -201,10 +232,12 @@ struct AppResult {
 
 async fn run(args: Args) -> Result<bool, String> {
     let started = Instant::now();
-    let apps = load_manifests(&args.data)?;
+    let mut apps = load_manifests(&args.data)?;
     if apps.is_empty() {
         return Err(format!("no valid manifest in {}", args.data.display()));
     }
+    // Dropped last: the agents and their programs are stopped however the run ends.
+    let agents = if args.agents > 0 { Some(start_agents(&args, &mut apps).await?) } else { None };
 
     // Step 4 first: the platform's own state store over plus-mux on loopback, a node in each
     // controller replica (and three at least).
@@ -263,13 +296,27 @@ async fn run(args: Args) -> Result<bool, String> {
         progress.set_draw_target(ProgressDrawTarget::hidden());
     }
     let version = Version::new(format!("2026.11.{}", args.seed)).map_err(|e| e.to_string())?;
-    let (world, mut reports) = World::new(args.clone(), Arc::clone(&graph), version, progress);
+    let (world, mut reports) = World::new(
+        args.clone(),
+        Arc::clone(&graph),
+        version,
+        progress,
+        agents.as_ref().map(|a| Arc::clone(&a.hosts)),
+    );
     for replica in replicas.iter().take(usize::try_from(args.controllers).unwrap_or(1)) {
         replica.start_controlling(&addrs, &world);
     }
     let killer = args.kill_leader_after_ms.map(|after| {
         let (world, replicas) = (Arc::clone(&world), Arc::clone(&replicas));
         tokio::spawn(kill_the_active_controller(world, replicas, Duration::from_millis(after)))
+    });
+    let agent_killer = agents.as_ref().and_then(|agents| {
+        let after = Duration::from_millis(args.kill_agent_after_ms?);
+        Some(tokio::spawn(kill_an_agent(
+            Arc::clone(&agents.hosts),
+            Arc::clone(&agents.processes),
+            after,
+        )))
     });
     let report = tokio::time::timeout(RUN_TIMEOUT, reports.recv())
         .await
@@ -278,6 +325,14 @@ async fn run(args: Args) -> Result<bool, String> {
     if let Some(killer) = killer {
         killer.abort();
     }
+    let agent_killed = match agent_killer {
+        Some(killer) if killer.is_finished() => killer.await.ok().flatten(),
+        Some(killer) => {
+            killer.abort();
+            None
+        }
+        None => None,
+    };
 
     // The summary.
     let results = world.results.lock().expect("results lock").clone();
@@ -351,6 +406,25 @@ async fn run(args: Args) -> Result<bool, String> {
             cap,
         );
     }
+    if let Some(agents) = &agents {
+        if let Some((killed, _)) = &agent_killed {
+            agents.hosts.declared_dead(killed).await;
+        }
+        let lost = agents.hosts.lost();
+        for (host, why, at) in &lost {
+            let after_kill = match agent_killed {
+                Some((ref killed, when)) if killed == host => {
+                    format!(
+                        ", {} ms after it was killed",
+                        at.saturating_duration_since(when).as_millis()
+                    )
+                }
+                _ => String::new(),
+            };
+            println!("agent     {host} lost: {why}{after_kill}");
+        }
+        line += &format!(" agents={} lost_agents={}", args.agents, lost.len());
+    }
     println!();
     println!("{line}");
     for replica in replicas.iter() {
@@ -363,6 +437,79 @@ async fn run(args: Args) -> Result<bool, String> {
         );
     }
     Ok(deployed == report.apps.len() && identical && observed.max_out_of_traffic <= cap)
+}
+
+/// The agents of `--agents`: their processes, the platform's side of their connections, and
+/// the listener's tasks.
+struct Agents {
+    hosts: Arc<agents::AgentHosts>,
+    processes: Arc<std::sync::Mutex<agents::AgentProcesses>>,
+    _serving: agents::ServeTasks,
+}
+
+/// Starts `--agents` agent processes on a loopback listener, waits until all have registered,
+/// and adds their application to `apps`.
+async fn start_agents(args: &Args, apps: &mut Vec<(AppCode, Manifest)>) -> Result<Agents, String> {
+    let manifest = match parse_file(&args.agent_app) {
+        Ok(manifest) => manifest,
+        Err(ManifestError::Invalid(report)) => {
+            return Err(format!(
+                "the agents' manifest is invalid:\n{}",
+                report.render(std::io::stderr().is_terminal())
+            ));
+        }
+        Err(err) => return Err(err.to_string()),
+    };
+    let agent = agents::example_program("agent")?;
+    let artifact = agents::example_program("hello_http")?;
+    let real = agents::RealApp::new(&manifest, artifact)?;
+    if apps.iter().any(|(code, _)| *code == real.app) {
+        return Err(format!("the agents' application {} is already among the manifests", real.app));
+    }
+    let hosts: Vec<HostId> = (0..args.agents)
+        .map(|i| HostId::new(format!("{}-{i:02}", real.app)).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let app = real.app.clone();
+    let agent_hosts = agents::AgentHosts::new(real, hosts.clone())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    let serving = agent_hosts.serve(listener);
+    let (root, remove_root) = match &args.agents_root {
+        Some(root) => (root.clone(), false),
+        None => (std::env::temp_dir().join(format!("plus-platform-{}", std::process::id())), true),
+    };
+    let processes = agents::AgentProcesses::start(&agent, &address, &hosts, root, remove_root)?;
+    println!(
+        "agents    {} agent processes for {app} on {address}, hosts and logs in {}",
+        hosts.len(),
+        processes.root().display()
+    );
+    let processes = Arc::new(std::sync::Mutex::new(processes));
+    agent_hosts.registered().await?;
+    apps.push((app, manifest));
+    Ok(Agents { hosts: agent_hosts, processes, _serving: serving })
+}
+
+/// Kills one agent `after` the release to the agents has started: the first whose host has
+/// not finished. Which, and when.
+async fn kill_an_agent(
+    hosts: Arc<agents::AgentHosts>,
+    processes: Arc<std::sync::Mutex<agents::AgentProcesses>>,
+    after: Duration,
+) -> Option<(HostId, Instant)> {
+    hosts.first_step().await;
+    tokio::time::sleep(after).await;
+    let Some(host) = hosts.unfinished() else {
+        println!("kill      no agent left to kill: every host is released");
+        return None;
+    };
+    let killed = processes.lock().expect("processes lock").kill(&host);
+    let when = Instant::now();
+    println!(
+        "kill      agent {host} and everything it started (SIGKILL to its process group){}",
+        if killed { "" } else { ": it had already stopped" }
+    );
+    Some((host, when))
 }
 
 /// Kills the active controller `after` its election, abruptly (see [`Controller::kill`]).

@@ -19,7 +19,8 @@ use plus_rollout::{
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::hosts::SimulatedHosts;
+use crate::agents::AgentHosts;
+use crate::hosts::Hosts;
 
 /// How long a controller that stopped answering keeps leading and keeps its applications
 /// locked: the longest a failover waits for its lease to end.
@@ -32,7 +33,7 @@ const DEPLOYMENT_KEY: &str = "deployment";
 /// What outlives any controller: the hosts, the plan of the run, the display and the results.
 pub(crate) struct World {
     pub args: crate::Args,
-    pub hosts: Arc<SimulatedHosts>,
+    pub hosts: Arc<Hosts>,
     pub graph: Arc<AppGraph>,
     pub version: Version,
     pub progress: MultiProgress,
@@ -55,9 +56,10 @@ impl World {
         graph: Arc<AppGraph>,
         version: Version,
         progress: MultiProgress,
+        agents: Option<Arc<AgentHosts>>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<DeploymentReport>) {
         let (done, reports) = mpsc::unbounded_channel();
-        let hosts = Arc::new(SimulatedHosts::new(args.seed, args.fail_rate, args.latency_ms));
+        let hosts = Arc::new(Hosts::new(args.seed, args.fail_rate, args.latency_ms, agents));
         let world = Self {
             args,
             hosts,
@@ -358,11 +360,18 @@ impl Platform {
     async fn release(&self, app: &AppCode) -> Result<crate::AppResult, (crate::AppResult, String)> {
         let failed = |reason: String| (crate::AppResult::default(), reason);
         let started = Instant::now();
-        let group: Vec<GroupHost> = (0..usize::from(self.world.args.hosts_per_app))
-            .map(|i| {
-                GroupHost::in_service(HostId::new(format!("{app}-{i:02}")).expect("valid host id"))
-            })
-            .collect();
+        let group: Vec<GroupHost> = match self.world.hosts.agents() {
+            Some(agents) if agents.app() == app => {
+                agents.hosts().iter().cloned().map(GroupHost::in_service).collect()
+            }
+            _ => (0..usize::from(self.world.args.hosts_per_app))
+                .map(|i| {
+                    GroupHost::in_service(
+                        HostId::new(format!("{app}-{i:02}")).expect("valid host id"),
+                    )
+                })
+                .collect(),
+        };
         let plan = plan(&group, &PlanConfig::default()).map_err(|e| failed(e.to_string()))?;
         self.world.cap.fetch_max(plan.cap, Ordering::SeqCst);
         let total = plan.host_count();

@@ -1,22 +1,25 @@
-//! The platform's hosts, simulated, and an observer beside them that sees what the hosts go
-//! through whatever the controllers believe: how many of a group are out of traffic at once,
-//! and which steps ran on a host more than once.
+//! The platform's hosts, simulated or an agent's for real, and an observer beside them that
+//! sees what the hosts go through whatever the controllers believe: how many of a group are
+//! out of traffic at once, and which steps ran on a host more than once.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plus_core::{HostId, Version};
 use plus_rollout::{Step, StepExecutor, StepOutcome, async_trait};
 
-/// A host's deploy steps, simulated: each takes about `latency_ms` and fails with
-/// `fail_rate`, decided by a hash of (seed, host, step) so runs replay whatever the timing.
-#[derive(Debug)]
-pub(crate) struct SimulatedHosts {
+use crate::agents::AgentHosts;
+
+/// The hosts' deploy steps: an agent's host's go to its agent; the others are simulated,
+/// each taking about `latency_ms` and failing with `fail_rate`, decided by a hash of
+/// (seed, host, step) so runs replay whatever the timing.
+pub(crate) struct Hosts {
     seed: u64,
     fail_rate: f64,
     latency_ms: u64,
+    agents: Option<Arc<AgentHosts>>,
     seen: Mutex<Seen>,
 }
 
@@ -45,9 +48,19 @@ fn group_of(host: &HostId) -> String {
     host.as_str().rsplit_once('-').map_or(host.as_str(), |(group, _)| group).to_owned()
 }
 
-impl SimulatedHosts {
-    pub(crate) fn new(seed: u64, fail_rate: f64, latency_ms: u64) -> Self {
-        Self { seed, fail_rate, latency_ms, seen: Mutex::default() }
+impl Hosts {
+    pub(crate) fn new(
+        seed: u64,
+        fail_rate: f64,
+        latency_ms: u64,
+        agents: Option<Arc<AgentHosts>>,
+    ) -> Self {
+        Self { seed, fail_rate, latency_ms, agents, seen: Mutex::default() }
+    }
+
+    /// The agents' hosts, when there are agents.
+    pub(crate) fn agents(&self) -> Option<&Arc<AgentHosts>> {
+        self.agents.as_ref()
     }
 
     pub(crate) fn observed(&self) -> Observed {
@@ -79,23 +92,32 @@ impl SimulatedHosts {
 }
 
 #[async_trait]
-impl StepExecutor for SimulatedHosts {
-    async fn run(&self, host: &HostId, step: Step, _target: &Version) -> StepOutcome {
+impl StepExecutor for Hosts {
+    async fn run(&self, host: &HostId, step: Step, target: &Version) -> StepOutcome {
         self.starting(host, step);
+        let outcome = match &self.agents {
+            Some(agents) if agents.owns(host) => agents.run(host, step, target).await,
+            _ => self.simulate(host, step).await,
+        };
+        self.finished(host, step, &outcome);
+        outcome
+    }
+}
+
+impl Hosts {
+    async fn simulate(&self, host: &HostId, step: Step) -> StepOutcome {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (self.seed, host.as_str(), step as u8).hash(&mut h);
         let roll = h.finish();
         let jitter = roll % (self.latency_ms.max(1) * 2);
         tokio::time::sleep(Duration::from_millis(jitter)).await;
-        let outcome = if step != Step::Precheck
+        if step != Step::Precheck
             && (roll >> 16) as f64 / (1u64 << 48) as f64 <= self.fail_rate
             && self.fail_rate > 0.0
         {
             StepOutcome::Failed(format!("{step} failed on {host} (simulated)"))
         } else {
             StepOutcome::Done
-        };
-        self.finished(host, step, &outcome);
-        outcome
+        }
     }
 }
