@@ -8,12 +8,22 @@
 //! quorum_chaos --check FILE     # check a history written by --history, start nothing
 //! ```
 //!
-//! Two kinds of clients run meanwhile. Writers put keys nobody else writes; every acknowledged
-//! one is read back after the faults (`lost` counts those missing). Contending clients get,
-//! range-read, put, compare-and-set, delete and run one-key transactions on a few shared keys; every call and return is recorded and
-//! each key's history is checked for linearizability with the simulation's checker
-//! (`plus-quorum/tests/sim/linearizability.rs`), in the simulation's JSON-lines format with
-//! `--history FILE`. It needs `quorum_node` built beside it (`cargo build --example
+//! Four kinds of clients run meanwhile, so every operation kind the store has meets the faults:
+//! - writers put keys nobody else writes; every acknowledged one is read back after the faults
+//!   (`lost` counts those missing);
+//! - contending clients get, range-read, put, compare-and-set, delete and run one-key
+//!   transactions on a few shared keys, and multi-key sets, compare-and-sets, transactions,
+//!   deletes, multi-gets and range reads on a pair of keys written only together; every call
+//!   and return is recorded and each object's history is checked for linearizability with the
+//!   simulation's checker (`plus-quorum/tests/sim/linearizability.rs`), in the simulation's
+//!   JSON-lines format with `--history FILE` (`quorum_chaos/registers.rs`);
+//! - a watcher follows the writers' keys from the first revision and must receive every
+//!   acknowledged put once, at its revision, in order (`quorum_chaos/watches.rs`);
+//! - lease clients grant, put on, keep alive, read back, revoke, or abandon leases; a kept-alive
+//!   lease's key must be there, a revoked one's gone, and an abandoned one must end after the
+//!   faults (`quorum_chaos/leases.rs`).
+//!
+//! The watch and lease checks print a line each before the last. It needs `quorum_node` built beside it (`cargo build --example
 //! quorum_node`). The last line is `nodes=3 seconds=20 ops=N ok=N failed=N indeterminate=N
 //! kills=K pauses=P partitions=Q linearizable=true lost=0`; it exits 1 on a lost write or a
 //! history that is not linearizable (or not decided in time).
@@ -23,6 +33,8 @@ mod cli;
 #[allow(unreachable_pub)] // the simulation's history format, shared as it is
 #[path = "../plus-quorum/tests/sim/history_line.rs"]
 mod history_line;
+#[path = "quorum_chaos/leases.rs"]
+mod leases;
 #[allow(dead_code, unreachable_pub)] // the simulation's checker, shared as it is
 #[path = "../plus-quorum/tests/sim/linearizability.rs"]
 mod linearizability;
@@ -32,6 +44,8 @@ mod proxy;
 mod quorum_client;
 #[path = "quorum_chaos/registers.rs"]
 mod registers;
+#[path = "quorum_chaos/watches.rs"]
+mod watches;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -184,7 +198,9 @@ async fn run(args: Args) -> Result<bool, String> {
         )
     };
     let counts = Arc::new(Counts::default());
-    let acked: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
+    let acked: Arc<std::sync::Mutex<Vec<(String, String, u64)>>> = Arc::default();
+    let (stop_watching, stop) = tokio::sync::watch::channel(None);
+    let watching = tokio::spawn(watches::watch(client(), "chaos/", stop));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut writers = Vec::new();
     for w in 0..8 {
@@ -196,9 +212,9 @@ async fn run(args: Args) -> Result<bool, String> {
                 let (key, value) = (format!("chaos/{w}/{n}"), format!("v{n}"));
                 counts.ops.fetch_add(1, Ordering::Relaxed);
                 match cluster.set(&key, value.clone()).await {
-                    Ok(_) => {
+                    Ok(revision) => {
                         counts.ok.fetch_add(1, Ordering::Relaxed);
-                        acked.lock().expect("acked lock").push((key, value));
+                        acked.lock().expect("acked lock").push((key, value, revision));
                     }
                     Err(StoreError::Client(ClientError::Unknown) | StoreError::Timeout(_)) => {
                         counts.indeterminate.fetch_add(1, Ordering::Relaxed);
@@ -215,6 +231,12 @@ async fn run(args: Args) -> Result<bool, String> {
         .map(|c| {
             let seed = args.seed.wrapping_mul(31).wrapping_add(c as u64);
             tokio::spawn(registers::client(client(), Arc::clone(&recorder), c, seed, deadline))
+        })
+        .collect();
+    let lease_clients: Vec<_> = (0..2)
+        .map(|c| {
+            let seed = args.seed.wrapping_mul(37).wrapping_add(c as u64);
+            tokio::spawn(leases::client(client(), c, seed, deadline))
         })
         .collect();
     // The faults: one at a time, a quiet spell between two.
@@ -264,6 +286,10 @@ async fn run(args: Args) -> Result<bool, String> {
     for writer in writers {
         let _ = writer.await;
     }
+    let mut leased = leases::Tally::default();
+    for lease_client in lease_clients {
+        leased.merge(lease_client.await.map_err(|e| e.to_string())?);
+    }
     // Every acknowledged write, read back linearizably once the faults are over.
     // Once the faults end, the cluster has a while to settle (under load an election and a
     // restarted node catching up can take longer than one call's deadline).
@@ -271,20 +297,20 @@ async fn run(args: Args) -> Result<bool, String> {
         addrs.iter().map(|(&id, addr)| (id, addr.as_str())),
         Duration::from_secs(30),
     );
-    let mut settled = reader.set("chaos/settled", "1").await;
+    let mut settled = reader.set("settled", "1").await;
     for _ in 0..3 {
         if settled.is_ok() {
             break;
         }
-        settled = reader.set("chaos/settled", "1").await;
+        settled = reader.set("settled", "1").await;
     }
     settled.map_err(|e| format!("the cluster did not settle within 2 minutes: {e}"))?;
     let acked = acked.lock().expect("acked lock").clone();
     let mut lost = 0;
     for chunk in acked.chunks(256) {
-        let keys: Vec<String> = chunk.iter().map(|(k, _)| k.clone()).collect();
+        let keys: Vec<String> = chunk.iter().map(|(k, ..)| k.clone()).collect();
         let found = reader.multi_get(keys).await.map_err(|e| e.to_string())?;
-        for ((key, value), found) in chunk.iter().zip(found) {
+        for ((key, value, _), found) in chunk.iter().zip(found) {
             if found.is_none_or(|v| v.value != value.as_bytes()) {
                 lost += 1;
                 eprintln!("lost: {key}");
@@ -292,6 +318,34 @@ async fn run(args: Args) -> Result<bool, String> {
         }
     }
     registers::final_reads(&reader, &recorder, 99).await;
+    leases::expired(&reader, &mut leased, Duration::from_secs(10)).await;
+    for violation in &leased.violations {
+        eprintln!("lease: {violation}");
+    }
+    println!(
+        "leases    granted={} kept_alive={} revoked={} left_to_expire_and_ended={} violations={}",
+        leased.granted,
+        leased.kept_alive,
+        leased.revoked,
+        leased.abandoned_ended,
+        leased.violations.len()
+    );
+    // The watch must have delivered every acknowledged put, once, in order.
+    let last_acked = acked.iter().map(|&(.., revision)| revision).max().unwrap_or(0);
+    watches::settle(&stop_watching, last_acked, Duration::from_secs(30)).await;
+    drop(stop_watching);
+    let received = watching.await.map_err(|e| e.to_string())?;
+    let watched = watches::check(&received, &acked);
+    println!(
+        "watch     events={} progress={} poll_errors={} {}",
+        received.events.len(),
+        received.progress,
+        received.errors.len(),
+        match &watched {
+            Ok(()) => "every acknowledged put arrived once, in order".to_owned(),
+            Err(why) => format!("FAILED: {why}"),
+        }
+    );
     if let Some(path) = &args.history {
         recorder.write(path)?;
     }
@@ -305,12 +359,12 @@ async fn run(args: Args) -> Result<bool, String> {
         "nodes={} seconds={} ops={} ok={} failed={} indeterminate={} kills={kills} pauses={pauses} partitions={partitions} linearizable={} lost={lost}",
         args.nodes,
         args.seconds,
-        counts.ops.load(Ordering::Relaxed) + recorder.operations() as u64,
-        counts.ok.load(Ordering::Relaxed) + contended_ok + contended_failed,
+        counts.ops.load(Ordering::Relaxed) + recorder.operations() as u64 + leased.ops,
+        counts.ok.load(Ordering::Relaxed) + contended_ok + contended_failed + leased.ok,
         counts.failed.load(Ordering::Relaxed),
-        counts.indeterminate.load(Ordering::Relaxed) + contended_unknown,
+        counts.indeterminate.load(Ordering::Relaxed) + contended_unknown + leased.unknown,
         verdict.is_ok(),
     );
     drop(nodes);
-    Ok(lost == 0 && verdict.is_ok())
+    Ok(lost == 0 && verdict.is_ok() && watched.is_ok() && leased.violations.is_empty())
 }

@@ -1,9 +1,13 @@
 //! Clients contending on a few shared keys (gets, one-key range reads, puts, compare-and-sets,
-//! one-key transactions, deletes) whose every call and return is recorded, per key, for the linearizability check, and written as JSON
-//! lines in the simulation's history format (`plus-quorum/tests/sim/mod.rs`).
+//! one-key transactions, deletes) and on a pair of keys written only together (multi-key
+//! sets, compare-and-sets, transactions and deletes; multi-gets and range reads of both),
+//! whose every call and return is recorded, per object, for the linearizability check, and
+//! written as JSON lines in the simulation's history format (`plus-quorum/tests/sim/mod.rs`).
 //!
-//! Linearizability is local: a history is linearizable when each key's is, so each key is
-//! checked on its own against a register. An operation that failed in any way other than a
+//! Linearizability is local: a history is linearizable when each object's is, so each is
+//! checked on its own against a register. The pair is one register too: both its keys always
+//! get the same value, so a read of both that finds them different (a torn transaction, or
+//! one key's write lost) is a value no write made, which no linearization explains. An operation that failed in any way other than a
 //! failed compare is "unknown": it may have taken effect at any time after it was sent, or
 //! never, and its thread is retired (the client goes on as a new thread).
 
@@ -22,6 +26,22 @@ use crate::linearizability::{History, Model, Verdict};
 
 /// The shared keys.
 pub(crate) const KEYS: usize = 8;
+/// The pair object: its name (also the prefix of its keys) and its two keys.
+pub(crate) const PAIR: &str = "pair/";
+const PAIR_KEYS: [&str; 2] = ["pair/a", "pair/b"];
+
+/// The register value of the pair from its two keys' values: the common value, or, when they
+/// differ, a value no write ever makes.
+fn joined(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (a, b) if a == b => a,
+        (a, b) => Some(format!("torn: {a:?} / {b:?}")),
+    }
+}
+
+fn pair_bytes(value: &str) -> Vec<(String, Bytes)> {
+    PAIR_KEYS.iter().map(|k| ((*k).to_owned(), Bytes::from(value.to_owned()))).collect()
+}
 
 /// One key's state, as a sequential object.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -44,6 +64,10 @@ pub(crate) enum Op {
         new: String,
     },
     Delete,
+    /// Compare-and-delete: if the value is `expect`, delete it.
+    Cad {
+        expect: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +100,11 @@ impl Model for Register {
                 Ret::Swapped(true)
             }
             Op::Cas { .. } => Ret::Swapped(false),
+            Op::Cad { expect } if self.0.as_deref() == Some(expect.as_str()) => {
+                self.0 = None;
+                Ret::Swapped(true)
+            }
+            Op::Cad { .. } => Ret::Swapped(false),
             Op::Delete => {
                 self.0 = None;
                 Ret::Done
@@ -128,28 +157,7 @@ impl Recorder {
         key: &str,
         op: Op,
     ) -> bool {
-        let wire = match &op {
-            Op::Put(value) => {
-                Ok(WriteOp::Set { key: key.to_owned(), value: Bytes::from(value.clone()) })
-            }
-            Op::Get => Err(ReadOp::Get(key.to_owned())),
-            Op::Range => Err(ReadOp::Range(Range::prefix(key))),
-            Op::TxnCas { expect, new } => Ok(WriteOp::Txn(Txn {
-                when: vec![Compare::new(key, Expect::Value(Bytes::from(expect.clone())))],
-                then: vec![TxnOp::Set {
-                    key: key.to_owned(),
-                    value: Bytes::from(new.clone()),
-                    lease: None,
-                }],
-                otherwise: vec![TxnOp::Get(key.to_owned())],
-            })),
-            Op::Cas { expect, new } => Ok(WriteOp::CompareAndSet {
-                key: key.to_owned(),
-                expect: Expect::Value(Bytes::from(expect.clone())),
-                value: Bytes::from(new.clone()),
-            }),
-            Op::Delete => Ok(WriteOp::Delete { key: key.to_owned() }),
-        };
+        let wire = if key == PAIR { pair_wire(&op) } else { register_wire(key, &op) };
         let op_json = match &wire {
             Ok(write) => serde_json::to_value(write),
             Err(read) => serde_json::to_value(read),
@@ -293,7 +301,7 @@ impl Recorder {
                 Op::Put(value) | Op::Cas { new: value, .. } | Op::TxnCas { new: value, .. } => {
                     !seen.contains(value)
                 }
-                Op::Get | Op::Range | Op::Delete => false,
+                Op::Get | Op::Range | Op::Delete | Op::Cad { .. } => false,
             };
             match history.check_lazily(&Register::default(), budget, unseen) {
                 Verdict::Linearizable => {}
@@ -304,6 +312,61 @@ impl Recorder {
             }
         }
         Ok(())
+    }
+}
+
+/// A register's operation on `key` as the store's: a write, or (`Err`) a read.
+fn register_wire(key: &str, op: &Op) -> Result<WriteOp, ReadOp> {
+    match op {
+        Op::Put(value) => {
+            Ok(WriteOp::Set { key: key.to_owned(), value: Bytes::from(value.clone()) })
+        }
+        Op::Get => Err(ReadOp::Get(key.to_owned())),
+        Op::Range => Err(ReadOp::Range(Range::prefix(key))),
+        Op::TxnCas { expect, new } => Ok(WriteOp::Txn(Txn {
+            when: vec![Compare::new(key, Expect::Value(Bytes::from(expect.clone())))],
+            then: vec![TxnOp::Set {
+                key: key.to_owned(),
+                value: Bytes::from(new.clone()),
+                lease: None,
+            }],
+            otherwise: vec![TxnOp::Get(key.to_owned())],
+        })),
+        Op::Cad { expect } => Ok(WriteOp::CompareAndDelete {
+            key: key.to_owned(),
+            expect: Expect::Value(Bytes::from(expect.clone())),
+        }),
+        Op::Cas { expect, new } => Ok(WriteOp::CompareAndSet {
+            key: key.to_owned(),
+            expect: Expect::Value(Bytes::from(expect.clone())),
+            value: Bytes::from(new.clone()),
+        }),
+        Op::Delete => Ok(WriteOp::Delete { key: key.to_owned() }),
+    }
+}
+
+/// The pair's operation as the store's: every write names both keys at once.
+fn pair_wire(op: &Op) -> Result<WriteOp, ReadOp> {
+    let expect = |value: &str| Expect::Value(Bytes::from(value.to_owned()));
+    match op {
+        Op::Put(value) => Ok(WriteOp::MultiSet(pair_bytes(value))),
+        Op::Get => Err(ReadOp::MultiGet(PAIR_KEYS.map(str::to_owned).to_vec())),
+        Op::Range => Err(ReadOp::Range(Range::prefix(PAIR))),
+        Op::Cas { expect: old, new } => Ok(WriteOp::MultiCompareAndSet(
+            pair_bytes(new).into_iter().map(|(key, value)| (key, expect(old), value)).collect(),
+        )),
+        Op::TxnCas { expect: old, new } => Ok(WriteOp::Txn(Txn {
+            when: PAIR_KEYS.iter().map(|k| Compare::new(*k, expect(old))).collect(),
+            then: pair_bytes(new)
+                .into_iter()
+                .map(|(key, value)| TxnOp::Set { key, value, lease: None })
+                .collect(),
+            otherwise: PAIR_KEYS.iter().map(|k| TxnOp::Get((*k).to_owned())).collect(),
+        })),
+        Op::Delete => Ok(WriteOp::MultiDelete(PAIR_KEYS.map(str::to_owned).to_vec())),
+        Op::Cad { expect: old } => Ok(WriteOp::MultiCompareAndDelete(
+            PAIR_KEYS.iter().map(|k| ((*k).to_owned(), expect(old))).collect(),
+        )),
     }
 }
 
@@ -340,18 +403,20 @@ pub(crate) async fn client(
 ) {
     let mut rng = plus_core::seeded_rng(seed);
     let mut generation = 0u64;
-    let mut last_seen: Vec<Option<String>> = vec![None; KEYS];
+    // The shared keys, then the pair.
+    let mut last_seen: Vec<Option<String>> = vec![None; KEYS + 1];
     let mut n = 0u64;
     while Instant::now() < deadline {
         n += 1;
-        let slot = rng.random_range(0..KEYS);
-        let key = format!("reg/{slot}");
+        let slot = rng.random_range(0..=KEYS);
+        let key = if slot == KEYS { PAIR.to_owned() } else { format!("reg/{slot}") };
         let value = format!("c{client}-{n}");
         let op = match (rng.random_range(0..10), &last_seen[slot]) {
             (0..=2, _) => Op::Get,
             (3, _) => Op::Range,
             (6..=7, Some(expect)) => Op::Cas { expect: expect.clone(), new: value },
             (8, Some(expect)) => Op::TxnCas { expect: expect.clone(), new: value },
+            (9, Some(expect)) if rng.random_bool(0.5) => Op::Cad { expect: expect.clone() },
             (9, _) => Op::Delete,
             _ => Op::Put(value),
         };
@@ -368,9 +433,10 @@ pub(crate) async fn client(
 /// Reads every shared key once more after the faults, so that a lost write shows up in the
 /// histories as a read no linearization explains.
 pub(crate) async fn final_reads(store: &Cluster<RemoteNode>, recorder: &Recorder, client: usize) {
-    for slot in 0..KEYS {
+    for slot in 0..=KEYS {
         let thread = (client as u64) << 32 | slot as u64;
-        recorder.run(store, client, thread, &format!("reg/{slot}"), Op::Get).await;
+        let key = if slot == KEYS { PAIR.to_owned() } else { format!("reg/{slot}") };
+        recorder.run(store, client, thread, &key, Op::Get).await;
     }
 }
 
@@ -383,8 +449,43 @@ fn register_op(json: &serde_json::Value) -> Result<(String, Op), String> {
                 Ok((key, Op::Cas { expect: text(&expect), new: text(&value) }))
             }
             WriteOp::Delete { key } => Ok((key, Op::Delete)),
+            WriteOp::CompareAndDelete { key, expect: Expect::Value(expect) } => {
+                Ok((key, Op::Cad { expect: text(&expect) }))
+            }
+            WriteOp::MultiCompareAndDelete(items) => {
+                let expect = same_expected(items.iter().map(|(k, e)| (k, e)))?;
+                Ok((PAIR.to_owned(), Op::Cad { expect }))
+            }
+            WriteOp::MultiSet(items) => {
+                let value = same_value(items.iter().map(|(k, v)| (k, v)))?;
+                Ok((PAIR.to_owned(), Op::Put(value)))
+            }
+            WriteOp::MultiCompareAndSet(items) => {
+                let new = same_value(items.iter().map(|(k, _, v)| (k, v)))?;
+                let expect = same_expected(items.iter().map(|(k, e, _)| (k, e)))?;
+                Ok((PAIR.to_owned(), Op::Cas { expect, new }))
+            }
+            WriteOp::MultiDelete(keys) if keys == PAIR_KEYS => Ok((PAIR.to_owned(), Op::Delete)),
             WriteOp::Txn(txn) => {
                 match (txn.when.as_slice(), txn.then.as_slice(), txn.otherwise.as_slice()) {
+                    (
+                        [
+                            Compare { key: ka, expect: Expect::Value(ea) },
+                            Compare { key: kb, expect: Expect::Value(eb) },
+                        ],
+                        [
+                            TxnOp::Set { key: sa, value: va, lease: None },
+                            TxnOp::Set { key: sb, value: vb, lease: None },
+                        ],
+                        [TxnOp::Get(ra), TxnOp::Get(rb)],
+                    ) if [ka, kb] == PAIR_KEYS
+                        && [sa, sb] == PAIR_KEYS
+                        && [ra, rb] == PAIR_KEYS
+                        && ea == eb
+                        && va == vb =>
+                    {
+                        Ok((PAIR.to_owned(), Op::TxnCas { expect: text(ea), new: text(va) }))
+                    }
                     (
                         [Compare { key, expect: Expect::Value(expect) }],
                         [TxnOp::Set { key: set, value, lease: None }],
@@ -400,6 +501,7 @@ fn register_op(json: &serde_json::Value) -> Result<(String, Op), String> {
     }
     match serde_json::from_value::<ReadOp>(json.clone()) {
         Ok(ReadOp::Get(key)) => Ok((key, Op::Get)),
+        Ok(ReadOp::MultiGet(keys)) if keys == PAIR_KEYS => Ok((PAIR.to_owned(), Op::Get)),
         Ok(ReadOp::Range(Range {
             keys: KeyRange::Prefix(key),
             limit: None,
@@ -411,6 +513,28 @@ fn register_op(json: &serde_json::Value) -> Result<(String, Op), String> {
     }
 }
 
+/// The one value a pair write gives both keys, or why it is not a pair write.
+fn same_value<'a>(items: impl Iterator<Item = (&'a String, &'a Bytes)>) -> Result<String, String> {
+    let (keys, values): (Vec<&String>, Vec<&Bytes>) = items.unzip();
+    if keys != PAIR_KEYS || values[0] != values[1] {
+        return Err(format!("not a write of one value to {PAIR_KEYS:?}: {keys:?}"));
+    }
+    Ok(text(values[0]))
+}
+
+/// The one value a pair compare expects of both keys, or why it is not a pair compare.
+fn same_expected<'a>(
+    items: impl Iterator<Item = (&'a String, &'a Expect)>,
+) -> Result<String, String> {
+    let values = items
+        .map(|(k, e)| match e {
+            Expect::Value(v) => Ok((k, v)),
+            other => Err(format!("not a value compare: {other:?}")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    same_value(values.into_iter())
+}
+
 /// What a recorded return says, for the register.
 fn register_ret(key: &str, op: &Op, event: &str, json: &serde_json::Value) -> Result<Ret, String> {
     Ok(match op {
@@ -418,7 +542,7 @@ fn register_ret(key: &str, op: &Op, event: &str, json: &serde_json::Value) -> Re
             Ok(result) => Ret::Value(read_value(key, &result)),
             Err(e) => return Err(format!("a read answered {json}: {e}")),
         },
-        Op::Cas { .. } => Ret::Swapped(event == "ok"),
+        Op::Cas { .. } | Op::Cad { .. } => Ret::Swapped(event == "ok"),
         Op::TxnCas { .. } => match serde_json::from_value::<WriteResult>(json.clone()) {
             Ok(result) => write_ret(op, &result),
             Err(e) => return Err(format!("a transaction answered {json}: {e}")),
@@ -430,11 +554,15 @@ fn register_ret(key: &str, op: &Op, event: &str, json: &serde_json::Value) -> Re
 /// What a write's result says, for the register.
 fn write_ret(op: &Op, result: &WriteResult) -> Ret {
     match (op, result) {
-        (Op::Cas { .. }, WriteResult::CompareFailed { .. }) => Ret::Swapped(false),
-        (Op::Cas { .. }, _) => Ret::Swapped(true),
+        (Op::Cas { .. } | Op::Cad { .. }, WriteResult::CompareFailed { .. }) => Ret::Swapped(false),
+        (Op::Cas { .. } | Op::Cad { .. }, _) => Ret::Swapped(true),
         (Op::TxnCas { .. }, WriteResult::Txn { succeeded: true, .. }) => Ret::Txn(true, None),
         (Op::TxnCas { .. }, WriteResult::Txn { results, .. }) => match results.as_slice() {
             [TxnOpResult::Get(found)] => Ret::Txn(false, found.as_ref().map(|v| text(&v.value))),
+            [TxnOpResult::Get(a), TxnOpResult::Get(b)] => Ret::Txn(
+                false,
+                joined(a.as_ref().map(|v| text(&v.value)), b.as_ref().map(|v| text(&v.value))),
+            ),
             // Not what this transaction answers: a return no linearization explains.
             _ => Ret::Txn(false, Some(format!("unexpected {results:?}"))),
         },
@@ -442,13 +570,19 @@ fn write_ret(op: &Op, result: &WriteResult) -> Ret {
     }
 }
 
-/// The value of `key` in a read's result (a get's, or a one-key range's).
+/// The value of the object `key` in a read's result (a get's, a multi-get's, or a range's).
 fn read_value(key: &str, result: &ReadResult) -> Option<String> {
-    match result {
-        ReadResult::Value(found) => found.as_ref().map(|v| text(&v.value)),
+    let value_of = |wanted: &str| match result {
         ReadResult::Range(range) => {
-            range.kvs.iter().find(|(k, _)| k == key).map(|(_, v)| text(&v.value))
+            range.kvs.iter().find(|(k, _)| k == wanted).map(|(_, v)| text(&v.value))
         }
+        ReadResult::Values(found) => PAIR_KEYS
+            .iter()
+            .position(|k| *k == wanted)
+            .and_then(|i| found.get(i).cloned().flatten())
+            .map(|v| text(&v.value)),
+        ReadResult::Value(found) => found.as_ref().map(|v| text(&v.value)),
         _ => None,
-    }
+    };
+    if key == PAIR { joined(value_of(PAIR_KEYS[0]), value_of(PAIR_KEYS[1])) } else { value_of(key) }
 }

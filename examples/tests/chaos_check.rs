@@ -90,3 +90,30 @@ fn transactions_and_range_reads_are_checked_too() {
     // The transaction swapped `a` for `b` before the read began: reading `a` is stale.
     assert!(!check("txn-range-stale", &history(found_a)));
 }
+
+#[test]
+fn the_pair_is_written_together_and_a_torn_read_is_refused() {
+    let both_a = r#"{"MultiSet":[["pair/a",[97]],["pair/b",[97]]]}"#;
+    let txn_to_b = r#"{"Txn":{"when":[{"key":"pair/a","expect":{"Value":[97]}},{"key":"pair/b","expect":{"Value":[97]}}],"then":[{"Set":{"key":"pair/a","value":[98],"lease":null}},{"Set":{"key":"pair/b","value":[98],"lease":null}}],"otherwise":[{"Get":"pair/a"},{"Get":"pair/b"}]}}"#;
+    let swapped = r#"{"Txn":{"succeeded":true,"version":2,"results":[{"Set":{"version":2}},{"Set":{"version":2}}]}}"#;
+    let get_both = r#"{"MultiGet":["pair/a","pair/b"]}"#;
+    let found = |a: u8, b: u8| {
+        format!(
+            r#"{{"Values":[{{"value":[{a}],"version":2,"created":1,"lease":null}},{{"value":[{b}],"version":2,"created":1,"lease":null}}]}}"#
+        )
+    };
+    let history = |seen: &str| {
+        [
+            invoke(1, both_a),
+            done(1, "ok", APPLIED),
+            invoke(1, txn_to_b),
+            done(1, "ok", swapped),
+            invoke(2, get_both),
+            done(2, "ok", seen),
+        ]
+    };
+    assert!(check("pair", &history(&found(b'b', b'b'))));
+    // Half of the transaction: no write ever left the pair so.
+    assert!(!check("pair-torn", &history(&found(b'a', b'b'))));
+    assert!(!check("pair-stale", &history(&found(b'a', b'a'))));
+}
