@@ -46,6 +46,10 @@ fn decision(c: &mut Criterion) {
                 scheduler.decide(&job, black_box(&candidates), &mut rng).unwrap().chosen_index()
             });
         });
+        // The same choice without the decision's explanation, for loops that only place.
+        group.bench_function(BenchmarkId::from_parameter("plus_scheduler_pick"), |b| {
+            b.iter(|| scheduler.pick(&job, black_box(&candidates), &mut rng).unwrap());
+        });
         group.finish();
     }
 }

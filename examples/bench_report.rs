@@ -77,6 +77,12 @@ const PAIRS: &[(&str, &str, &str, &str)] = &[
         "scheduler decision / single pass floor, 10 workers",
     ),
     (
+        "scheduler_decide_10",
+        "plus_scheduler_pick",
+        "plain_pass_floor",
+        "scheduler pick (no explanation) / single pass floor, 10 workers",
+    ),
+    (
         "scheduler_decide_1000",
         "plus_scheduler",
         "plain_pass_floor",

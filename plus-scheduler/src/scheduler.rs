@@ -270,26 +270,11 @@ impl Scheduler {
             }
             (false, _) => self.score_generic(job, candidates, &admitted)?,
         };
-        let Scoring { columns, raw, scores } = scoring;
-        let n = admitted.len;
-        // Not `fold(f64::max)`: a sequential max is one long dependency chain.
-        let best = range(&scores).1;
-        let tolerance = TIE_EPSILON * best.abs().max(1.0);
-        let is_tied = |s: f64| best - s <= tolerance;
-        let tied = scores.iter().filter(|&&s| is_tied(s)).count();
-        let chosen = match self.tie_break {
-            TieBreak::InputOrder => scores.iter().position(|&s| is_tied(s)),
-            TieBreak::LowestId => (0..n).filter(|&i| is_tied(scores[i])).min_by(|&a, &b| {
-                candidates[admitted.index(a)].id.cmp(&candidates[admitted.index(b)].id)
-            }),
-            TieBreak::Random => {
-                let pick = if tied > 1 { rng.random_range(0..tied) } else { 0 };
-                (0..n).filter(|&i| is_tied(scores[i])).nth(pick)
-            }
-        }
-        .expect("the best score is among the scores");
+        let Scoring { columns, raw, scores, mut project } = scoring;
+        project.push_str(job.project);
+        let (chosen, tied) = self.choose(&scores, |pos| &candidates[admitted.index(pos)].id, rng);
         let decision = Decision {
-            job_project: job.project.to_owned(),
+            job_project: project,
             candidates,
             admitted,
             rejected,
@@ -305,6 +290,93 @@ impl Scheduler {
             tracing::debug!(explanation = %decision.log_line(3), "scheduling decision");
         }
         Ok(decision)
+    }
+
+    /// The index of the best candidate for `job`: the same choice as [`Scheduler::decide`]'s
+    /// [`Decision::chosen_index`], with the same use of `rng`, for loops that only place and
+    /// never explain. With the built-in dimensions only, up to [`Scheduler::PICK_INLINE`]
+    /// candidates, every one admitted, it builds no decision: one pass gathers the ranges, one
+    /// scores into a buffer on the stack. Otherwise it is `decide`, whose fixed costs matter
+    /// little beside the passes over more candidates.
+    ///
+    /// # Errors
+    /// As [`Scheduler::decide`].
+    pub fn pick<R: Rng + ?Sized>(
+        &self,
+        job: &Job<'_>,
+        candidates: &[Candidate],
+        rng: &mut R,
+    ) -> Result<usize, Error> {
+        let slow = |rng: &mut R| self.decide(job, candidates, rng).map(|d| d.chosen_index());
+        if !self.builtins_only || candidates.is_empty() || candidates.len() > Self::PICK_INLINE {
+            return slow(rng);
+        }
+        let mut bounds = Bounds::default();
+        let (admitted, _) = self.filter(job, candidates, Some(&mut bounds));
+        if admitted.indices.is_some() || bounds.suspect() {
+            // Some rejected (the decision says why none fit, if none do), or a bad value to
+            // find and name.
+            return slow(rng);
+        }
+        let (slopes, offset) = self.builtin_affine(&bounds, |_| {});
+        let mut buffer = [0.0; Self::PICK_INLINE];
+        let scores = &mut buffer[..candidates.len()];
+        for (score, c) in scores.iter_mut().zip(candidates) {
+            *score = builtin_score(c, &slopes, offset);
+        }
+        Ok(self.choose(scores, |i| &candidates[i].id, rng).0)
+    }
+
+    /// Most candidates [`Scheduler::pick`] scores without building a decision.
+    pub const PICK_INLINE: usize = 16;
+
+    /// The chosen position among `scores` under the tie-break, and how many tied for best.
+    fn choose<'w, R: Rng + ?Sized>(
+        &self,
+        scores: &[f64],
+        id_of: impl Fn(usize) -> &'w plus_core::WorkerId,
+        rng: &mut R,
+    ) -> (usize, usize) {
+        // Not `fold(f64::max)`: a sequential max is one long dependency chain.
+        let best = range(scores).1;
+        let tolerance = TIE_EPSILON * best.abs().max(1.0);
+        let is_tied = |s: f64| best - s <= tolerance;
+        let tied = scores.iter().filter(|&&s| is_tied(s)).count();
+        let chosen = match self.tie_break {
+            TieBreak::InputOrder => scores.iter().position(|&s| is_tied(s)),
+            TieBreak::LowestId => (0..scores.len())
+                .filter(|&i| is_tied(scores[i]))
+                .min_by(|&a, &b| id_of(a).cmp(id_of(b))),
+            TieBreak::Random => {
+                let pick = if tied > 1 { rng.random_range(0..tied) } else { 0 };
+                (0..scores.len()).filter(|&i| is_tied(scores[i])).nth(pick)
+            }
+        }
+        .expect("the best score is among the scores");
+        (chosen, tied)
+    }
+
+    /// The built-in dimensions' scoring as one affine function of the candidates' fields:
+    /// slopes by [`Builtin`] and one offset, each column passed to `column` as it is made.
+    fn builtin_affine(
+        &self,
+        bounds: &Bounds,
+        mut column: impl FnMut(Column),
+    ) -> ([f64; Builtin::ALL.len()], f64) {
+        let mut slopes = [0.0; Builtin::ALL.len()];
+        let mut offset = 0.0;
+        for dim in &self.dimensions {
+            let DimensionKind::Builtin(builtin) = dim.kind else {
+                unreachable!("the fast path scores built-in dimensions only")
+            };
+            let (min, max) = bounds.range(builtin);
+            let made = Column::new(min, max, dim, Some(builtin));
+            let (slope, off) = made.affine();
+            slopes[builtin as usize] = slope;
+            offset += off;
+            column(made);
+        }
+        (slopes, offset)
     }
 
     /// Splits the candidates into admitted and rejected, and, when `bounds` is given, gathers the
@@ -380,30 +452,10 @@ impl Scheduler {
                 }
             }
         }
-        let mut slopes = [0.0; Builtin::ALL.len()];
-        let mut offset = 0.0;
-        let mut columns = Vec::with_capacity(Builtin::ALL.len());
-        for dim in &self.dimensions {
-            let DimensionKind::Builtin(builtin) = dim.kind else {
-                unreachable!("the fast path scores built-in dimensions only")
-            };
-            let (min, max) = bounds.range(builtin);
-            let column = Column::new(min, max, dim, Some(builtin));
-            let (slope, off) = column.affine();
-            slopes[builtin as usize] = slope;
-            offset += off;
-            columns.push(column);
-        }
-        let scores = admitted
-            .map(|c| {
-                let mut score = 0.0;
-                for (b, slope) in Builtin::ALL.into_iter().zip(slopes) {
-                    score += slope * b.value(c);
-                }
-                score + offset
-            })
-            .collect();
-        Ok(Scoring { columns, raw: Vec::new(), scores })
+        let Buffers { mut columns, mut scores, project } = Buffers::take();
+        let (slopes, offset) = self.builtin_affine(bounds, |column| columns.push(column));
+        scores.extend(admitted.map(|c| builtin_score(c, &slopes, offset)));
+        Ok(Scoring { columns, raw: Vec::new(), scores, project })
     }
 
     /// Scoring for any configuration: each dimension's raw values gathered into a contiguous
@@ -416,8 +468,8 @@ impl Scheduler {
     ) -> Result<Scoring, Error> {
         let n = admitted.len;
         let mut raw = Vec::with_capacity(n * self.dimensions.len());
-        let mut columns = Vec::with_capacity(self.dimensions.len());
-        let mut scores = vec![0.0; n];
+        let Buffers { mut columns, mut scores, project } = Buffers::take();
+        scores.resize(n, 0.0);
         for dim in &self.dimensions {
             let start = raw.len();
             raw.extend((0..n).map(|pos| dim.kind.value(job, &candidates[admitted.index(pos)])));
@@ -433,8 +485,18 @@ impl Scheduler {
             }
             columns.push(column);
         }
-        Ok(Scoring { columns, raw, scores })
+        Ok(Scoring { columns, raw, scores, project })
     }
+}
+
+/// A candidate's score under the built-in dimensions' affine function.
+#[inline(always)]
+fn builtin_score(c: &Candidate, slopes: &[f64; Builtin::ALL.len()], offset: f64) -> f64 {
+    let mut score = 0.0;
+    for (b, slope) in Builtin::ALL.into_iter().zip(slopes) {
+        score += slope * b.value(c);
+    }
+    score + offset
 }
 
 /// How many leading candidates pass the built-in filters, and their built-in ranges.
@@ -554,6 +616,40 @@ struct Scoring {
     /// whose raw values are read back from the candidates.
     raw: Vec<f64>,
     scores: Vec<f64>,
+    /// An empty string for the decision's copy of the job's project.
+    project: String,
+}
+
+/// A decision's buffers, kept for the next decision on the same thread when it is dropped:
+/// in the steady state of a scheduling loop a decision allocates nothing (at 10 candidates
+/// its three allocations cost far more than its scoring).
+#[derive(Default)]
+struct Buffers {
+    columns: Vec<Column>,
+    scores: Vec<f64>,
+    project: String,
+}
+
+thread_local! {
+    static SPARE: std::cell::Cell<Option<Buffers>> = const { std::cell::Cell::new(None) };
+}
+
+impl Buffers {
+    /// Empty buffers: the thread's spare ones, or new ones.
+    fn take() -> Self {
+        SPARE.with(std::cell::Cell::take).unwrap_or_default()
+    }
+
+    /// Keeps `self` (emptied) as the thread's spare buffers, unless it already has some.
+    fn give_back(mut self) {
+        self.columns.clear();
+        self.scores.clear();
+        self.project.clear();
+        SPARE.with(|spare| {
+            let current = spare.take();
+            spare.set(Some(current.unwrap_or(self)));
+        });
+    }
 }
 
 /// `(min, max)` of `values`; NaN never becomes a bound (it fails every comparison), and callers
@@ -694,6 +790,17 @@ pub struct Decision<'c> {
     scores: Vec<f64>,
     chosen: usize,
     tied: usize,
+}
+
+impl Drop for Decision<'_> {
+    fn drop(&mut self) {
+        Buffers {
+            columns: std::mem::take(&mut self.columns),
+            scores: std::mem::take(&mut self.scores),
+            project: std::mem::take(&mut self.job_project),
+        }
+        .give_back();
+    }
 }
 
 impl<'c> Decision<'c> {

@@ -328,8 +328,8 @@ pub fn simulate(config: &SimConfig) -> Result<SimReport, SimError> {
                 c.has_project_cache = w.caches.contains(project);
                 c.total_caches = w.caches.len() as u64;
             }
-            match scheduler.decide(&job, &candidates, &mut rng) {
-                Ok(decision) => break decision.chosen_index(),
+            match scheduler.pick(&job, &candidates, &mut rng) {
+                Ok(chosen) => break chosen,
                 Err(Error::NoneAdmitted { .. }) => {
                     // Every worker is full: the job waits for the next one to finish.
                     let Some(&Reverse((end, _, _))) = running.peek() else {

@@ -276,6 +276,36 @@ mod proptests {
         }
 
         #[test]
+        fn pick_chooses_as_decide_does(
+            mut fleet in prop::collection::vec((0.0f64..2.0, any::<bool>(), 0u64..5000, any::<bool>(), 0u8..3), 1..80),
+            w in weights(),
+            seed in any::<u64>(),
+            rule in 0u8..3,
+            quantized in any::<bool>(),
+        ) {
+            let tie_break = [TieBreak::InputOrder, TieBreak::LowestId, TieBreak::Random][usize::from(rule)];
+            let scheduler = Scheduler::builder().weights(w).tie_break(tie_break).build().unwrap();
+            // Coarse loads make ties common, so every tie-break rule is exercised.
+            let candidates: Vec<Candidate> = fleet
+                .drain(..)
+                .enumerate()
+                .map(|(i, (load, cache, caches, full, kind))| {
+                    let load = if quantized { (load * 2.0).round() / 2.0 } else { load };
+                    let mut c = worker(&format!("w{i:03}"), load, cache, if quantized { caches % 3 } else { caches });
+                    c.capacity = Some(4);
+                    c.running_jobs = if full && kind == 0 { 4 } else { 1 };
+                    c
+                })
+                .collect();
+            let (mut rng_a, mut rng_b) = (seeded_rng(seed), seeded_rng(seed));
+            let decided = scheduler.decide(&JOB, &candidates, &mut rng_a).map(|d| d.chosen_index());
+            let picked = scheduler.pick(&JOB, &candidates, &mut rng_b);
+            prop_assert_eq!(&decided, &picked);
+            // And the RNG was used alike: the next draws agree.
+            prop_assert_eq!(rng_a.random::<u64>(), rng_b.random::<u64>());
+        }
+
+        #[test]
         fn chosen_has_the_best_score_and_normalized_values_are_in_range(fleet in fleet(), w in weights(), seed in any::<u64>()) {
             let scheduler = Scheduler::with_weights(w).unwrap();
             let decision = scheduler.decide(&JOB, &fleet, &mut seeded_rng(seed)).unwrap();
