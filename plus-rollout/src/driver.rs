@@ -1,5 +1,10 @@
 //! The tokio driver (feature `tokio`): runs any rollout [`Core`] against a job runner. It owns
-//! tasks, timers and channels and makes no rollout decisions.
+//! its jobs, timers and channels and makes no rollout decisions.
+//!
+//! Jobs run concurrently on the driver's own task, none spawned: a deploy step waits on a
+//! host far more than it computes, and a spawn per step cost more than most steps' own work
+//! (BENCHMARKS.md). A job must therefore not block its thread; give blocking work to
+//! `tokio::task::spawn_blocking` inside the job.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -8,10 +13,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::Stream;
+use futures::future::{AbortHandle, Abortable, Aborted};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, Stream, StreamExt};
 use plus_core::Timestamp;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -20,6 +27,10 @@ use crate::store::{StateStore, StoreError};
 
 /// A job's future, as the driver runs it.
 pub type JobFuture<O> = Pin<Box<dyn Future<Output = O> + Send>>;
+
+/// A job in flight in the driver: its id, and its outcome, its panic, or its cancellation.
+type RunningJob<O> =
+    Pin<Box<dyn Future<Output = (JobId, Result<std::thread::Result<O>, Aborted>)> + Send>>;
 
 /// What a handle asks of its driver.
 enum Request<C, R, S> {
@@ -130,9 +141,9 @@ pub type Spawned<C> = (
 /// Runs `core` on the current tokio runtime, starting each job with `run`.
 ///
 /// The driver continues the core's own clock ([`Core::now`]): a core built or restored at any
-/// time keeps its deadlines relative to that time. A job whose future finishes on its first poll
-/// is reported at once instead of being spawned; a job that panics is reported as
-/// [`Core::failed_outcome`]; a cancelled job's task is aborted.
+/// time keeps its deadlines relative to that time. Jobs run concurrently on the driver's task
+/// (see the module docs): a job whose future finishes on its first poll is reported at once; a
+/// job that panics is reported as [`Core::failed_outcome`]; a cancelled job's future is dropped.
 pub fn spawn<C, F>(core: C, run: F) -> Spawned<C>
 where
     C: Core + Send + 'static,
@@ -214,6 +225,9 @@ where
 /// How the driver keeps the core's state: not at all, or in a store.
 trait Save<S>: Send {
     type Error;
+    /// Whether it keeps anything: without a store the state is never built (a whole copy of
+    /// the rollout per change made a 100,000-host release quadratic).
+    const KEEPS: bool = true;
     fn save(&mut self, state: S) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
@@ -221,6 +235,7 @@ struct NoSaving;
 
 impl<S: Send> Save<S> for NoSaving {
     type Error = Infallible;
+    const KEEPS: bool = false;
     async fn save(&mut self, _: S) -> Result<(), Infallible> {
         Ok(())
     }
@@ -271,7 +286,7 @@ where
     S: Save<C::Saved>,
 {
     let clock = Clock { origin: Instant::now(), start: core.now() };
-    let mut tasks: JoinSet<(JobId, C::Outcome)> = JoinSet::new();
+    let mut jobs: FuturesUnordered<RunningJob<C::Outcome>> = FuturesUnordered::new();
     let mut running: HashMap<u32, (u64, AbortHandle)> = HashMap::new();
     let mut ready: Vec<(JobId, C::Outcome)> = Vec::new();
     let mut requests_open = true;
@@ -279,12 +294,21 @@ where
     let mut changed = true;
     loop {
         loop {
-            if changed {
+            if changed && S::KEEPS {
                 // Before any step it asked for starts, and before an outcome leads anywhere.
-                if let Err(err) = saving.save(core.save()).await {
-                    tasks.abort_all();
-                    return Err(err);
-                }
+                // The jobs go on meanwhile; what they finish waits for the save.
+                let save = saving.save(core.save());
+                tokio::pin!(save);
+                let saved = loop {
+                    tokio::select! {
+                        saved = &mut save => break saved,
+                        Some(ended) = jobs.next(), if !jobs.is_empty() => {
+                            ready.extend(settle::<C>(ended, &mut running));
+                        }
+                    }
+                };
+                // On failure, returning drops the jobs, which cancels them.
+                saved?;
                 changed = false;
             }
             while let Some(action) = core.poll_action() {
@@ -295,9 +319,13 @@ where
                         match fut.as_mut().poll(&mut Context::from_waker(waker)) {
                             Poll::Ready(outcome) => ready.push((id, outcome)),
                             Poll::Pending => {
-                                let handle =
-                                    tasks.spawn(async move { (id, fut.await) }.in_current_span());
-                                running.insert(id.slot, (id.token, handle));
+                                let (abort, registration) = AbortHandle::new_pair();
+                                let guarded = std::panic::AssertUnwindSafe(fut).catch_unwind();
+                                let job = Abortable::new(guarded, registration)
+                                    .map(move |ended| (id, ended))
+                                    .in_current_span();
+                                jobs.push(Box::pin(job));
+                                running.insert(id.slot, (id.token, abort));
                             }
                         }
                     }
@@ -327,36 +355,16 @@ where
             // Nobody listens: progress is optional, so stop recording it.
             core.set_event_recording(false);
         }
-        if core.is_finished() && tasks.is_empty() {
+        if core.is_finished() && jobs.is_empty() {
             return Ok(core.report());
         }
         let deadline = core.poll_timeout().and_then(|at| clock.instant(at));
         tokio::select! {
-            joined = tasks.join_next(), if !tasks.is_empty() => match joined {
-                Some(Ok((id, outcome))) => {
-                    if running.get(&id.slot).is_some_and(|(token, _)| *token == id.token) {
-                        running.remove(&id.slot);
-                    }
+            Some(ended) = jobs.next(), if !jobs.is_empty() => {
+                if let Some((id, outcome)) = settle::<C>(ended, &mut running) {
                     core.handle_outcome(id, outcome, clock.now());
                     changed = true;
                 }
-                Some(Err(err)) if err.is_panic() => {
-                    // The task's job id went down with it; find it by task id.
-                    let task = err.id();
-                    let found = running
-                        .iter()
-                        .find(|(_, (_, handle))| handle.id() == task)
-                        .map(|(&slot, &(token, _))| JobId { slot, token });
-                    if let Some(id) = found {
-                        tracing::warn!(slot = id.slot, "executor panicked; its job counts as failed");
-                        running.remove(&id.slot);
-                        let outcome = C::failed_outcome("executor panicked".to_owned());
-                        core.handle_outcome(id, outcome, clock.now());
-                        changed = true;
-                    }
-                }
-                // Aborted on the core's request: the core already decided the job's state.
-                Some(Err(_)) | None => {}
             },
             request = requests.recv(), if requests_open => match request {
                 Some(Request::Command(command, reply)) => {
@@ -374,6 +382,23 @@ where
             }
         }
     }
+}
+
+/// What a job that ended means for the core: its outcome (a panic counts as a failure), or
+/// nothing for a job cancelled on the core's request (the core already decided its state).
+fn settle<C: Core>(
+    (id, ended): (JobId, Result<std::thread::Result<C::Outcome>, Aborted>),
+    running: &mut HashMap<u32, (u64, AbortHandle)>,
+) -> Option<(JobId, C::Outcome)> {
+    let result = ended.ok()?;
+    if running.get(&id.slot).is_some_and(|(token, _)| *token == id.token) {
+        running.remove(&id.slot);
+    }
+    let outcome = result.unwrap_or_else(|_| {
+        tracing::warn!(slot = id.slot, "executor panicked; its job counts as failed");
+        C::failed_outcome("executor panicked".to_owned())
+    });
+    Some((id, outcome))
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

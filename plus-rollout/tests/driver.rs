@@ -363,3 +363,82 @@ async fn the_handle_reports_live_status() {
     assert_eq!(report.phase, Phase::Finished(Outcome::Succeeded));
     assert!(handle.status().await.is_none(), "the driver has stopped");
 }
+
+/// A release that counts how often its state is taken for saving.
+struct Counted(Release, Arc<AtomicUsize>);
+
+impl plus_rollout::Core for Counted {
+    type Job = <Release as plus_rollout::Core>::Job;
+    type Outcome = <Release as plus_rollout::Core>::Outcome;
+    type Event = <Release as plus_rollout::Core>::Event;
+    type Command = <Release as plus_rollout::Core>::Command;
+    type Rejection = <Release as plus_rollout::Core>::Rejection;
+    type Report = <Release as plus_rollout::Core>::Report;
+    type Saved = <Release as plus_rollout::Core>::Saved;
+    fn poll_action(&mut self) -> Option<plus_rollout::Action<Self::Job>> {
+        self.0.poll_action()
+    }
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        self.0.poll_event()
+    }
+    fn poll_timeout(&mut self) -> Option<Timestamp> {
+        self.0.poll_timeout()
+    }
+    fn handle_outcome(&mut self, id: plus_rollout::JobId, outcome: Self::Outcome, now: Timestamp) {
+        self.0.handle_outcome(id, outcome, now);
+    }
+    fn handle_command(&mut self, c: Self::Command, now: Timestamp) -> Result<(), Self::Rejection> {
+        self.0.handle_command(c, now)
+    }
+    fn handle_timeout(&mut self, now: Timestamp) {
+        self.0.handle_timeout(now);
+    }
+    fn now(&self) -> Timestamp {
+        self.0.now()
+    }
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+    fn report(&self) -> Self::Report {
+        self.0.report()
+    }
+    fn set_event_recording(&mut self, on: bool) {
+        self.0.set_event_recording(on);
+    }
+    fn failed_outcome(reason: String) -> Self::Outcome {
+        <Release as plus_rollout::Core>::failed_outcome(reason)
+    }
+    fn save(&self) -> Self::Saved {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        self.0.save()
+    }
+}
+
+fn automatic() -> ReleaseConfig {
+    ReleaseConfig {
+        mode: Mode::Automatic { wait: Duration::ZERO, later_wait: None },
+        ..ReleaseConfig::new(Version::new("2").unwrap())
+    }
+}
+
+fn done(_: <Release as plus_rollout::Core>::Job) -> plus_rollout::JobFuture<StepOutcome> {
+    Box::pin(async { StepOutcome::Done })
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_store_the_state_is_never_copied() {
+    // A copy of the whole release per change made a 100,000-host release quadratic.
+    let copies = Arc::new(AtomicUsize::new(0));
+    let counted = Counted(release(20, 0, automatic()), Arc::clone(&copies));
+    let report = plus_rollout::spawn(counted, done).2.await.unwrap();
+    assert_eq!(report.count(HostState::is_success), 20);
+    assert_eq!(copies.load(Ordering::SeqCst), 0);
+
+    // With a store, every change is saved.
+    let copies = Arc::new(AtomicUsize::new(0));
+    let store: Arc<dyn StateStore<SavedRelease>> = Arc::new(MemoryStore::default());
+    let counted = Counted(release(20, 0, automatic()), Arc::clone(&copies));
+    let report = spawn_saved(counted, done, store, "r".into(), None).2.await.unwrap().unwrap();
+    assert_eq!(report.count(HostState::is_success), 20);
+    assert!(copies.load(Ordering::SeqCst) > 20);
+}
