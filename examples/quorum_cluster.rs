@@ -1,7 +1,7 @@
 //! A plus-quorum cluster over TCP on 127.0.0.1 through plus-mux, with a leader failure.
 //!
 //! ```text
-//! quorum_cluster [--nodes N] [--clients C] [--seconds S]
+//! quorum_cluster [--nodes N] [--clients C] [--seconds S] [--replace]
 //! ```
 //!
 //! Starts N nodes (default 3) in this process, runs C concurrent clients (default 16) doing
@@ -15,6 +15,11 @@
 //! `watch_events=N watch_gaps=0 leases_expired=20 lock_violations=0`, then ends with one line:
 //! `nodes=3 clients=16 writes=120000 acked=119950 lost=0 leader_changes=1 caught_up=true replicas=identical elapsed_ms=10021`
 //! and exits non-zero if anything was lost or the replicas differ.
+//!
+//! With `--replace`, the stopped leader is gone for good (its memory with it): a new node joins
+//! as a learner, is promoted once caught up, and the dead one is removed, all while the clients
+//! write; the client learns the new member from the cluster. It prints the time each step took
+//! from the loss, and appends ` replaced=1 members=...` (the final voters) to the last line.
 
 #[path = "common/cli.rs"]
 mod cli;
@@ -32,7 +37,7 @@ use plus_mux::Config as MuxConfig;
 use plus_quorum::testing::loopback_addrs;
 use plus_quorum::{
     Bytes, Cluster, Config, Expect, MemStorage, MuxNode, NodeApi, ReadOp, ReadResult, RemoteNode,
-    Role, Start, WriteOp, WriteResult, compare,
+    Role, Security, Start, WriteOp, WriteResult, compare,
 };
 use tokio::sync::Mutex;
 
@@ -49,6 +54,10 @@ struct Args {
     /// How long the clients run, in seconds (1 to 86400).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     seconds: u64,
+    /// Replace the stopped leader by a new node (learner, promoted, the dead one removed)
+    /// instead of restarting it.
+    #[arg(long)]
+    replace: bool,
 }
 
 async fn start_member(
@@ -91,7 +100,8 @@ async fn run(args: Args) -> Result<bool, String> {
         .map(|&id| RemoteNode::connect(id, &addrs[&id], &mux))
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
-    let cluster = Cluster::new(remotes.clone());
+    let cluster = Cluster::new(remotes.clone())
+        .with_connector(RemoteNode::connector(mux.clone(), Security::Plain));
 
     // Leader changes, as seen by a monitor.
     let leader_log: Arc<Mutex<Vec<u64>>> = Arc::default();
@@ -163,7 +173,15 @@ async fn run(args: Args) -> Result<bool, String> {
     // Half-way: stop the leader, wait for a new one, bring it back wiped.
     tokio::time::sleep(Duration::from_secs(args.seconds) / 2).await;
     let mut caught_up = true;
-    if args.nodes > 1 {
+    let mut replaced = None;
+    if args.replace {
+        let old = wait_for_leader(&cluster, None, Duration::from_secs(10))
+            .await
+            .ok_or("no leader before the failure")?;
+        let (new_id, node) = replace(&cluster, &mut running, old, &addrs).await?;
+        running.insert(new_id, node);
+        replaced = Some(new_id);
+    } else if args.nodes > 1 {
         let old = wait_for_leader(&cluster, None, Duration::from_secs(10))
             .await
             .ok_or("no leader before the failure")?;
@@ -249,8 +267,16 @@ async fn run(args: Args) -> Result<bool, String> {
             "leases deleted before their TTL: {leases_early}; lock holds: {lock_holds} ({lock_retries} retries)"
         );
     }
+    let replacement = match replaced {
+        Some(_) => {
+            let membership = cluster.membership().await.map_err(|e| format!("membership: {e}"))?;
+            let voters: Vec<String> = membership.voters().iter().map(u64::to_string).collect();
+            format!(" replaced=1 members={}", voters.join(","))
+        }
+        None => String::new(),
+    };
     println!(
-        "nodes={} clients={} writes={} acked={} lost={lost} leader_changes={leader_changes} caught_up={caught_up} replicas={} elapsed_ms={}",
+        "nodes={} clients={} writes={} acked={} lost={lost} leader_changes={leader_changes} caught_up={caught_up} replicas={} elapsed_ms={}{replacement}",
         args.nodes,
         args.clients,
         tally.writes.load(Ordering::Relaxed),
@@ -272,6 +298,45 @@ async fn run(args: Args) -> Result<bool, String> {
         && leases_early == 0
         && lock_holds > 0
         && lock_violations == 0)
+}
+
+/// Replaces node `old` (stopped here for good, its memory gone) by a new node: learner,
+/// promoted once caught up, then `old` removed. Prints how long each step took from the loss.
+async fn replace(
+    cluster: &Cluster<RemoteNode>,
+    running: &mut HashMap<u64, MuxNode>,
+    old: u64,
+    addrs: &HashMap<u64, String>,
+) -> Result<(u64, MuxNode), String> {
+    running.remove(&old).ok_or("the node to replace is not running")?.stop().await;
+    let lost_at = Instant::now();
+    let new_id = addrs.keys().max().copied().unwrap_or(0) + 1;
+    let mine = loopback_addrs(&[new_id]).await.map_err(|e| e.to_string())?;
+    let address = mine[&new_id].clone();
+    // It knows where the others are, and nothing of the configuration: it learns that from the
+    // leader (its own members list is empty).
+    let mut known = addrs.clone();
+    known.remove(&old);
+    known.insert(new_id, address.clone());
+    let config = Config { start: Start::Join, seed: new_id * 7919, ..Config::new(new_id, vec![]) };
+    let node = MuxNode::start(config, MemStorage::new(), &known, MuxConfig::default()).await?;
+    let replace_started = Instant::now();
+    let mut report = Vec::new();
+    cluster
+        .replace_member(old, new_id, Some(address), Duration::from_secs(30), |step, at| {
+            report.push((step, at));
+        })
+        .await
+        .map_err(|e| format!("replacing node {old} by node {new_id}: {e}"))?;
+    let ms = |i: usize| report.get(i).map_or(0, |(_, at)| at.as_millis());
+    let since_loss = replace_started.saturating_duration_since(lost_at).as_millis();
+    println!(
+        "replacement: node {old} gone; node {new_id} a learner after {} ms, voting after {} ms; node {old} removed after {} ms",
+        since_loss + ms(0),
+        since_loss + ms(1),
+        since_loss + ms(2)
+    );
+    Ok((new_id, node))
 }
 
 async fn wait_for_leader(

@@ -6,7 +6,15 @@
 //! quorum_ctl --endpoints ... delete greeting
 //! quorum_ctl --endpoints ... keys 'greet*'
 //! quorum_ctl --endpoints ... status
+//! quorum_ctl --endpoints ... member list
+//! quorum_ctl --endpoints ... member add 4 127.0.0.1:7104      # as a learner
+//! quorum_ctl --endpoints ... member promote 4
+//! quorum_ctl --endpoints ... member remove 1
+//! quorum_ctl --endpoints ... member replace 1 4 127.0.0.1:7104  # add, promote, remove
+//! quorum_ctl --endpoints ... transfer-leadership 2
 //! ```
+//!
+//! A node to add is started first with `quorum_node --new-member`.
 //!
 //! Reads and writes go to the leader wherever it is, and are linearizable. `get` of a missing
 //! key prints nothing and exits 1.
@@ -20,7 +28,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use plus_quorum::{Cluster, NodeApi, RemoteNode};
+use plus_quorum::{Cluster, ClusterChange, ClusterChanged, NodeApi, RemoteNode};
 
 /// A command-line client of a plus-quorum cluster.
 #[derive(Debug, Parser)]
@@ -64,6 +72,49 @@ enum Op {
     },
     /// Prints every node's role, term and indexes.
     Status,
+    /// Membership: list, add a learner, promote, remove, replace.
+    Member {
+        #[command(subcommand)]
+        op: MemberOp,
+    },
+    /// Hands leadership to a voter (before restarting the leader, say).
+    TransferLeadership {
+        /// The voter to lead next.
+        to: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MemberOp {
+    /// Prints the voters and learners.
+    List,
+    /// Adds a node (started with `quorum_node --new-member`) as a learner.
+    Add {
+        /// Its id, never used in this cluster before.
+        id: u64,
+        /// Where the members reach it: HOST:PORT.
+        address: String,
+    },
+    /// Makes a caught-up learner a voter.
+    Promote {
+        /// The learner.
+        id: u64,
+    },
+    /// Removes a member.
+    Remove {
+        /// The member.
+        id: u64,
+    },
+    /// Replaces a member: the new node added as a learner, promoted once caught up, the old one
+    /// removed; prints each step as it completes.
+    Replace {
+        /// The member to replace.
+        old: u64,
+        /// The new node's id.
+        new: u64,
+        /// Where the members reach the new node: HOST:PORT.
+        address: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -96,6 +147,12 @@ async fn run(cluster: Cluster<RemoteNode>, op: Op) -> Result<bool, String> {
                 println!("{key}");
             }
         }
+        Op::Member { op } => return member(&cluster, op).await,
+        Op::TransferLeadership { to } => {
+            let change = ClusterChange::TransferLeadership { to };
+            cluster.change_cluster(change).await.map_err(|e| e.to_string())?;
+            println!("node {to} leads");
+        }
         Op::Status => {
             for node in cluster.handles() {
                 match node.status().await {
@@ -113,6 +170,37 @@ async fn run(cluster: Cluster<RemoteNode>, op: Op) -> Result<bool, String> {
                 }
             }
         }
+    }
+    Ok(true)
+}
+
+async fn member(cluster: &Cluster<RemoteNode>, op: MemberOp) -> Result<bool, String> {
+    let change = match op {
+        MemberOp::List => {
+            let membership = cluster.membership().await.map_err(|e| e.to_string())?;
+            println!("{membership}");
+            return Ok(true);
+        }
+        MemberOp::Replace { old, new, address } => {
+            let within = cluster.deadline.max(Duration::from_secs(60));
+            let membership = cluster
+                .replace_member(old, new, Some(address), within, |step, at| {
+                    println!("{step:?} after {} ms", at.as_millis());
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{membership}");
+            return Ok(true);
+        }
+        MemberOp::Add { id, address } => ClusterChange::AddLearner { id, address: Some(address) },
+        MemberOp::Promote { id } => ClusterChange::Promote { id },
+        MemberOp::Remove { id } => ClusterChange::Remove { id },
+    };
+    match cluster.change_cluster(change).await.map_err(|e| e.to_string())? {
+        ClusterChanged::Membership { membership, index } => {
+            println!("{membership} (committed at {index})");
+        }
+        other => println!("{other:?}"),
     }
     Ok(true)
 }

@@ -57,8 +57,18 @@ struct Args {
     cluster: String,
     /// This node comes back to a running cluster with nothing stored (its disk was replaced,
     /// or --memory): it catches up before it votes. Implied by a data directory that exists.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["new_member", "force_new_cluster"])]
     join: bool,
+    /// This node is new to a running cluster (add it with `quorum_ctl member add`): it starts
+    /// with no configuration and learns it from the leader; --peers gives the members'
+    /// addresses and its own.
+    #[arg(long, conflicts_with = "force_new_cluster")]
+    new_member: bool,
+    /// Recovery when a majority is gone for good: this node becomes the only voter of a new
+    /// cluster, from what its data directory holds. MAY LOSE ACKNOWLEDGED WRITES (any this
+    /// replica lacks). Add the others back as new members, wiped.
+    #[arg(long)]
+    force_new_cluster: bool,
     /// Listen on a non-loopback address without TLS: only on a network you trust.
     #[arg(long)]
     insecure: bool,
@@ -136,7 +146,12 @@ async fn run(args: Args) -> Result<bool, String> {
         Some(dir) => {
             let existed = check_stamp(dir, &args.cluster, args.id)?;
             let storage = FileStorage::open(dir).map_err(|e| e.to_string())?;
-            let start = if existed || args.join { Start::Rejoin } else { Start::Bootstrap };
+            let start = match (args.new_member, args.force_new_cluster) {
+                (true, _) if !existed => Start::Join,
+                (_, true) => Start::ForceNewCluster,
+                _ if existed || args.join || args.new_member => Start::Rejoin,
+                _ => Start::Bootstrap,
+            };
             let config = Config {
                 start,
                 snapshot_threshold: args.snapshot_entries,
@@ -146,7 +161,12 @@ async fn run(args: Args) -> Result<bool, String> {
                 .await?
         }
         None => {
-            let start = if args.join { Start::Rejoin } else { Start::Bootstrap };
+            let start = match (args.new_member, args.force_new_cluster, args.join) {
+                (true, _, _) => Start::Join,
+                (_, true, _) => Start::ForceNewCluster,
+                (_, _, true) => Start::Rejoin,
+                _ => Start::Bootstrap,
+            };
             let config = Config {
                 start,
                 snapshot_threshold: args.snapshot_entries,

@@ -30,7 +30,9 @@ pub(crate) fn connect_secured<'a>(
                 .expect("the default mux config is valid")
         })
         .collect();
-    let mut cluster = Cluster::new(nodes);
+    // Members added later are reached at the address they were added with.
+    let connector = RemoteNode::connector(plus_mux::Config::default(), security.clone());
+    let mut cluster = Cluster::new(nodes).with_connector(connector);
     cluster.deadline = deadline;
     cluster
 }

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use plus_quorum::testing::loopback_addrs;
-use plus_quorum::{Cluster, NodeId, RemoteNode};
+use plus_quorum::{Cluster, NodeApi, NodeId, RemoteNode, Security};
 
 fn program() -> PathBuf {
     example("quorum_node")
@@ -213,6 +213,80 @@ async fn no_acknowledged_put_is_lost_while_nodes_are_killed() {
         .unwrap();
     assert!(count > 100, "only {count} puts were acknowledged: {summary}");
     println!("{summary}{verdict}");
+    drop(nodes);
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+/// Runs `quorum_ctl` against `addrs` to its end (bounded by its own --timeout).
+fn ctl(addrs: &HashMap<NodeId, String>, args: &[&str]) -> Output {
+    Command::new(example("quorum_ctl"))
+        .args(["--endpoints", &peers(addrs), "--timeout", "30"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A node whose disk is gone for good is replaced by an operator with the two programs: a new
+/// `quorum_node --new-member`, then `quorum_ctl member replace`; every write survives, the new
+/// node votes, and a client that knew only the old nodes reaches the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_replaces_a_lost_node_with_a_new_member() {
+    let data = std::env::temp_dir().join(format!("plus-quorum-replace-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let addrs = loopback_addrs(&[1, 2, 3, 4]).await.unwrap();
+    let first: HashMap<NodeId, String> =
+        addrs.iter().filter(|(id, _)| **id != 4).map(|(id, a)| (*id, a.clone())).collect();
+    let mut nodes = Nodes::default();
+    for id in [1, 2, 3] {
+        nodes.0.insert(id, command(id, &first, &data).spawn().unwrap());
+    }
+    let connector = RemoteNode::connector(plus_mux::Config::default(), Security::Plain);
+    let store = client(&first).with_connector(connector);
+    for i in 0..20 {
+        set_surely(&store, &format!("key-{i}"), &format!("value-{i}")).await;
+    }
+    // Node 1 is lost with its disk.
+    let mut lost = nodes.0.remove(&1).unwrap();
+    lost.kill().unwrap();
+    lost.wait().unwrap();
+    std::fs::remove_dir_all(data.join("node1")).unwrap();
+    let mut new = command(4, &addrs, &data);
+    new.arg("--new-member");
+    nodes.0.insert(4, new.spawn().unwrap());
+    let survivors: HashMap<NodeId, String> =
+        first.iter().filter(|(id, _)| **id != 1).map(|(id, a)| (*id, a.clone())).collect();
+    let first_two = {
+        let survivors = survivors.clone();
+        move || survivors.clone()
+    };
+    let replaced = tokio::task::spawn_blocking(move || {
+        ctl(&survivors, &["member", "replace", "1", "4", &addrs[&4]])
+    })
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&replaced.stdout).into_owned();
+    assert!(replaced.status.success(), "{said} {}", stderr(&replaced));
+    for step in ["LearnerAdded { id: 4 }", "Promoted { id: 4 }", "Removed { id: 1 }"] {
+        assert!(said.contains(step), "no {step} in: {said}");
+    }
+    assert!(said.contains("voters {2, 3, 4}"), "{said}");
+    // The old client (it knew 1, 2, 3) goes on, and reads every write; node 4 holds them too.
+    set_surely(&store, "after", "replace").await;
+    for i in 0..20 {
+        let value = store.get(&format!("key-{i}")).await.unwrap().expect("acknowledged write");
+        assert_eq!(value.value, format!("value-{i}").as_bytes());
+    }
+    // Leadership moves to node 4: the client follows the leader's name to a node it was never
+    // given, learning its address from the cluster.
+    let to_new =
+        tokio::task::spawn_blocking(move || ctl(&first_two(), &["transfer-leadership", "4"]));
+    let moved = to_new.await.unwrap();
+    assert!(moved.status.success(), "{}", stderr(&moved));
+    set_surely(&store, "on-the-new-leader", "x").await;
+    assert!(store.handles().iter().any(|h| h.id() == 4), "the client never reached node 4");
+    let members = store.membership().await.unwrap();
+    assert_eq!(members.voters().iter().copied().collect::<Vec<_>>(), vec![2, 3, 4]);
     drop(nodes);
     std::fs::remove_dir_all(&data).unwrap();
 }

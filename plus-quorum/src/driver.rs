@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::lease::{LeaseId, LeaseInfo};
+use crate::membership::{ClusterChange, ClusterChanged, Membership, MembershipError};
 use crate::message::Message;
 use crate::node::{Config, Inspection, Node, NodeError, NodeStats, Role};
 use crate::storage::Storage;
@@ -30,6 +31,13 @@ use crate::watch::{WatchBatch, WatchRequest};
 pub trait Transport: Send + Sync + 'static {
     /// Sends `msg` from `from` to `to`, best effort.
     fn send(&self, from: NodeId, to: NodeId, msg: Message);
+
+    /// The configuration in force on the sending node changed (a member added or removed):
+    /// a transport that connects by address reaches new members here. The default does
+    /// nothing (a transport that reaches every node by id already).
+    fn members_changed(&self, membership: &Membership) {
+        let _ = membership;
+    }
 }
 
 /// Why a call through the driver failed.
@@ -127,6 +135,8 @@ type WatchReply = oneshot::Sender<Result<WatchBatch, ClientError>>;
 
 enum Command {
     Write(WriteOp, Reply),
+    ChangeCluster(ClusterChange, Reply),
+    Membership(oneshot::Sender<Membership>),
     Read(ReadOp, Reply),
     LocalGet(String, oneshot::Sender<Option<Versioned>>),
     Status(oneshot::Sender<Status>),
@@ -372,6 +382,8 @@ async fn drive<S: Storage + 'static>(
     let mut watches = ParkedWatches::default();
     #[cfg(feature = "metrics")]
     let mut metrics = crate::metrics::NodeMetrics::new(id);
+    let mut membership = node.membership().clone();
+    transport.members_changed(&membership);
     loop {
         // The leader's replication leaves before its own write is durable; then everything
         // the last turn wrote is made durable in one batch (one fsync per turn, however many
@@ -397,6 +409,11 @@ async fn drive<S: Storage + 'static>(
         #[cfg(feature = "metrics")]
         metrics.maybe_record(&node);
         watches.answer(&node, Instant::now());
+        if *node.membership() != membership {
+            membership = node.membership().clone();
+            tracing::info!(node = id, %membership, "membership in force changed");
+            transport.members_changed(&membership);
+        }
         let deadline =
             watches.earliest().map_or(origin + node.poll_timeout().since_origin(), |w| {
                 w.min(origin + node.poll_timeout().since_origin())
@@ -423,6 +440,15 @@ async fn drive<S: Storage + 'static>(
                             Err(e) => { let _ = reply.send(Err(e)); }
                         }
                     }
+                    Command::ChangeCluster(change, reply) => {
+                        let rid = next_id;
+                        next_id += 1;
+                        match node.change_cluster(rid, &change) {
+                            Ok(()) => { waiting.insert(rid, reply); }
+                            Err(e) => { let _ = reply.send(Err(e)); }
+                        }
+                    }
+                    Command::Membership(reply) => { let _ = reply.send(node.membership().clone()); }
                     Command::LocalGet(key, reply) => { let _ = reply.send(node.local_get(&key).cloned()); }
                     Command::Status(reply) => { let _ = reply.send(Status::of(&node)); }
                     Command::Stats(reply) => { let _ = reply.send(node.stats()); }
@@ -444,7 +470,10 @@ async fn drive<S: Storage + 'static>(
                         // Calls queued behind the stop never ran: safe to send elsewhere.
                         commands.close();
                         while let Ok(queued) = commands.try_recv() {
-                            if let Command::Write(_, r) | Command::Read(_, r) = queued {
+                            if let Command::Write(_, r)
+                            | Command::Read(_, r)
+                            | Command::ChangeCluster(_, r) = queued
+                            {
                                 let _ = r.send(Err(ClientError::NotLeader { leader: None }));
                             }
                         }
@@ -508,8 +537,34 @@ impl NodeHandle {
         let unknown = StoreError::Client(ClientError::Unknown);
         match self.call_or(|r| Command::Write(op, r), deadline, unknown).await?? {
             Response::Write(w) => Ok(w),
-            other @ Response::Read(_) => Err(StoreError::unexpected("a write result", &other)),
+            other => Err(StoreError::unexpected("a write result", &other)),
         }
+    }
+
+    /// A membership change or leadership transfer on this node (the leader), with a deadline:
+    /// answered once the change is committed, or once the target leads.
+    ///
+    /// # Errors
+    /// [`StoreError`]; [`ClientError::NotLeader`] on a follower; [`ClientError::Membership`]
+    /// when the change breaks a rule.
+    pub async fn change_cluster(
+        &self,
+        change: ClusterChange,
+        deadline: Duration,
+    ) -> Result<ClusterChanged, StoreError> {
+        let unknown = StoreError::Client(ClientError::Unknown);
+        match self.call_or(|r| Command::ChangeCluster(change, r), deadline, unknown).await?? {
+            Response::Cluster(c) => Ok(c),
+            other => Err(StoreError::unexpected("a membership change", &other)),
+        }
+    }
+
+    /// The configuration in force on this node (the latest in its log, committed or not).
+    ///
+    /// # Errors
+    /// [`StoreError::Stopped`] or a timeout.
+    pub async fn membership(&self) -> Result<Membership, StoreError> {
+        self.call(Command::Membership, Duration::from_secs(5)).await
     }
 
     /// A linearizable read on this node, with a deadline.
@@ -519,7 +574,7 @@ impl NodeHandle {
     pub async fn read(&self, op: ReadOp, deadline: Duration) -> Result<ReadResult, StoreError> {
         match self.call(|r| Command::Read(op, r), deadline).await?? {
             Response::Read(r) => Ok(r),
-            other @ Response::Write(_) => Err(StoreError::unexpected("a read result", &other)),
+            other => Err(StoreError::unexpected("a read result", &other)),
         }
     }
 
@@ -600,6 +655,14 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
     async fn status(&self) -> Result<Status, StoreError>;
     /// A watch poll on this node: the changes from a revision on, waiting up to `wait` for one.
     async fn watch(&self, request: WatchRequest, wait: Duration) -> Result<WatchBatch, StoreError>;
+    /// A membership change or leadership transfer with a deadline (the leader answers).
+    async fn change_cluster(
+        &self,
+        change: ClusterChange,
+        deadline: Duration,
+    ) -> Result<ClusterChanged, StoreError>;
+    /// The configuration in force on this node.
+    async fn membership(&self) -> Result<Membership, StoreError>;
 }
 
 #[async_trait::async_trait]
@@ -619,6 +682,16 @@ impl NodeApi for NodeHandle {
     async fn watch(&self, request: WatchRequest, wait: Duration) -> Result<WatchBatch, StoreError> {
         NodeHandle::watch(self, request, wait).await
     }
+    async fn change_cluster(
+        &self,
+        change: ClusterChange,
+        deadline: Duration,
+    ) -> Result<ClusterChanged, StoreError> {
+        NodeHandle::change_cluster(self, change, deadline).await
+    }
+    async fn membership(&self) -> Result<Membership, StoreError> {
+        NodeHandle::membership(self).await
+    }
 }
 
 /// The client view of a cluster: routes every call to the leader, following hints and
@@ -628,8 +701,43 @@ impl NodeApi for NodeHandle {
 pub struct Cluster<N: NodeApi = NodeHandle> {
     nodes: Arc<std::sync::RwLock<Vec<N>>>,
     leader: Arc<std::sync::Mutex<Option<NodeId>>>,
+    connector: Option<Connector<N>>,
     /// Deadline of every call. Default 5 s.
     pub deadline: Duration,
+}
+
+/// One completed step of [`Cluster::replace_member`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplaceStep {
+    /// The new node is a learner: it receives the log.
+    LearnerAdded {
+        /// The new node.
+        id: NodeId,
+    },
+    /// The new node caught up and votes.
+    Promoted {
+        /// The new node.
+        id: NodeId,
+    },
+    /// The old member is out of the configuration.
+    Removed {
+        /// The old member.
+        id: NodeId,
+    },
+}
+
+/// How a [`Cluster`] reaches a member it learns of later: from its id and the address it was
+/// added with.
+type Connect<N> = dyn Fn(NodeId, &str) -> Option<N> + Send + Sync;
+
+#[derive(Clone)]
+struct Connector<N>(Arc<Connect<N>>);
+
+impl<N> fmt::Debug for Connector<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Connector")
+    }
 }
 
 impl<N: NodeApi> Cluster<N> {
@@ -639,8 +747,170 @@ impl<N: NodeApi> Cluster<N> {
         Self {
             nodes: Arc::new(std::sync::RwLock::new(nodes)),
             leader: Arc::new(std::sync::Mutex::new(None)),
+            connector: None,
             deadline: Duration::from_secs(5),
         }
+    }
+
+    /// Lets the client reach members added after it was created: when a node names a leader
+    /// it does not know, or a membership change commits, it reads the membership and connects
+    /// to each new member at the address it was added with; removed members are dropped.
+    #[must_use]
+    pub fn with_connector(
+        mut self,
+        connect: impl Fn(NodeId, &str) -> Option<N> + Send + Sync + 'static,
+    ) -> Self {
+        self.connector = Some(Connector(Arc::new(connect)));
+        self
+    }
+
+    /// Adopts a configuration the cluster holds: handles for new members (through the
+    /// connector, when it has an address), none for removed ones.
+    pub fn learn(&self, membership: &Membership) {
+        if membership.voters().is_empty() {
+            return;
+        }
+        let mut nodes = self.nodes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        nodes.retain(|n| membership.contains(n.id()));
+        let Some(Connector(connect)) = &self.connector else { return };
+        for id in membership.members() {
+            if nodes.iter().any(|n| n.id() == id) {
+                continue;
+            }
+            if let Some(handle) = membership.address(id).and_then(|addr| connect(id, addr)) {
+                tracing::info!(node = id, "client reaches a new member");
+                nodes.push(handle);
+            }
+        }
+    }
+
+    /// Reads the membership from `node` and adopts it (see [`Cluster::learn`]).
+    async fn learn_from(&self, node: &N) {
+        if let Ok(membership) = node.membership().await {
+            self.learn(&membership);
+        }
+    }
+
+    /// A membership change or leadership transfer, on the leader wherever it is; the client
+    /// adopts the new configuration (see [`Cluster::with_connector`]).
+    ///
+    /// # Errors
+    /// [`StoreError`]; [`ClientError::Membership`] when the change breaks a rule (a change in
+    /// flight, a lagging learner, ...). An outcome-unknown change reports
+    /// [`ClientError::Unknown`] or a timeout: read [`Cluster::membership`] to see.
+    pub async fn change_cluster(
+        &self,
+        change: ClusterChange,
+    ) -> Result<ClusterChanged, StoreError> {
+        let changed = self
+            .route(|node, left| {
+                let change = change.clone();
+                async move { node.change_cluster(change, left).await }
+            })
+            .await?;
+        if let ClusterChanged::Membership { membership, .. } = &changed {
+            self.learn(membership);
+        }
+        Ok(changed)
+    }
+
+    /// Replaces member `old` by the node `new` (started empty with
+    /// [`Start::Join`](crate::Start::Join), reachable at `address` for transports that need it)
+    /// in three single changes: `new` added as a learner, promoted once caught up, `old`
+    /// removed. Each step is reported to `on_step` with the time since the call, as it
+    /// completes. Steps the cluster is not ready for yet (no leader, the learner still catching
+    /// up, the previous change committing) are retried until `within` has passed; a step whose
+    /// answer was lost and that did take effect counts as done.
+    ///
+    /// # Errors
+    /// The first error that retrying cannot mend (a rule broken: `new` already a member, `old`
+    /// not one), or the last one when `within` runs out. The steps done stay done: call again
+    /// to finish (each completed step then counts as done).
+    pub async fn replace_member(
+        &self,
+        old: NodeId,
+        new: NodeId,
+        address: Option<String>,
+        within: Duration,
+        mut on_step: impl FnMut(ReplaceStep, Duration),
+    ) -> Result<Membership, StoreError> {
+        let started = Instant::now();
+        let until = started + within;
+        let steps = [
+            (ClusterChange::AddLearner { id: new, address }, ReplaceStep::LearnerAdded { id: new }),
+            (ClusterChange::Promote { id: new }, ReplaceStep::Promoted { id: new }),
+            (ClusterChange::Remove { id: old }, ReplaceStep::Removed { id: old }),
+        ];
+        for (change, step) in steps {
+            self.change_until(&change, until).await?;
+            tracing::info!(
+                ?step,
+                elapsed_ms = started.elapsed().as_millis(),
+                "replacement step done"
+            );
+            on_step(step, started.elapsed());
+        }
+        self.membership().await
+    }
+
+    /// `change`, retried while the cluster is not ready for it, until `until`.
+    async fn change_until(&self, change: &ClusterChange, until: Instant) -> Result<(), StoreError> {
+        loop {
+            let Err(error) = self.change_cluster(change.clone()).await else { return Ok(()) };
+            let refused = match &error {
+                StoreError::Client(ClientError::Membership(refused)) => Some(refused),
+                _ => None,
+            };
+            // A retried change whose first try did take effect (its answer was lost) is done.
+            let done = match (change, refused) {
+                (ClusterChange::AddLearner { .. }, Some(MembershipError::AlreadyMember { .. }))
+                | (ClusterChange::Remove { .. }, Some(MembershipError::NotAMember { .. })) => true,
+                (ClusterChange::Promote { id }, Some(MembershipError::NotALearner { .. })) => {
+                    self.membership().await.is_ok_and(|m| m.is_voter(*id))
+                }
+                _ => false,
+            };
+            if done {
+                return Ok(());
+            }
+            let not_ready = matches!(
+                error,
+                StoreError::NoLeader(_)
+                    | StoreError::Timeout(_)
+                    | StoreError::Stopped(_)
+                    | StoreError::Client(
+                        ClientError::Unknown
+                            | ClientError::Membership(
+                                MembershipError::LearnerBehind { .. }
+                                    | MembershipError::LeaderNotReady
+                                    | MembershipError::ChangeInFlight { .. }
+                                    | MembershipError::Transferring { .. }
+                                    | MembershipError::WouldLoseQuorum { .. }
+                            )
+                    )
+            );
+            if !not_ready || Instant::now() >= until {
+                return Err(error);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The configuration in force on the leader (or, without one, on the first node that
+    /// answers).
+    ///
+    /// # Errors
+    /// [`StoreError::EmptyCluster`], or the last node's error when none answers.
+    pub async fn membership(&self) -> Result<Membership, StoreError> {
+        let mut last = StoreError::EmptyCluster;
+        for attempt in 0..self.handles().len() {
+            let Some(node) = self.candidate(attempt) else { break };
+            match node.membership().await {
+                Ok(m) => return Ok(m),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Replaces the handle of a node (after a restart).
@@ -690,8 +960,14 @@ impl<N: NodeApi> Cluster<N> {
             };
             attempt += 1;
             let id = node.id();
-            match call(node, left).await {
+            match call(node.clone(), left).await {
                 Err(StoreError::Client(ClientError::NotLeader { leader })) => {
+                    let unknown =
+                        leader.is_some_and(|l| !self.handles().iter().any(|h| h.id() == l));
+                    if unknown && self.connector.is_some() {
+                        // A leader this client has never heard of: a member added since.
+                        self.learn_from(&node).await;
+                    }
                     self.note_leader(leader);
                     if leader.is_none() {
                         // An election is on: give it a moment.

@@ -663,6 +663,7 @@ mod tests {
             last_index,
             last_term: 1,
             state: crate::kv::KvState::default(),
+            membership: None,
         };
         s.save_snapshot(&snap(10)).unwrap();
         s.save_snapshot(&snap(5)).unwrap();
@@ -699,7 +700,12 @@ mod tests {
         let r = again.recover().unwrap().unwrap();
         assert_eq!(r.hard_state, HardState { term: 3, voted_for: Some(2), recovering: false });
         assert_eq!(r.entries.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 2, 3, 4]);
-        let snap = Snapshot { last_index: 2, last_term: 1, state: crate::kv::KvState::default() };
+        let snap = Snapshot {
+            last_index: 2,
+            last_term: 1,
+            state: crate::kv::KvState::default(),
+            membership: None,
+        };
         again.save_snapshot(&snap).unwrap();
         drop(again);
         let r = FileStorage::open(&dir).unwrap().recover().unwrap().unwrap();
@@ -906,7 +912,12 @@ mod tests {
         }
         let before: Vec<(PathBuf, Vec<u8>)> =
             files(&dir).into_iter().map(|f| (f.clone(), fs::read(&f).unwrap())).collect();
-        let snap = Snapshot { last_index: 40, last_term: 1, state: crate::kv::KvState::default() };
+        let snap = Snapshot {
+            last_index: 40,
+            last_term: 1,
+            state: crate::kv::KvState::default(),
+            membership: None,
+        };
         s.save_snapshot(&snap).unwrap();
         let after = files(&dir);
         assert!(after.len() < before.len(), "whole segments were deleted");
@@ -934,7 +945,12 @@ mod tests {
         let mut s = FileStorage::open(&dir).unwrap();
         s.append(&(1..=10).map(entry).collect::<Vec<_>>()).unwrap();
         let segment = fs::read(first_segment(&dir)).unwrap();
-        let snap = Snapshot { last_index: 20, last_term: 1, state: crate::kv::KvState::default() };
+        let snap = Snapshot {
+            last_index: 20,
+            last_term: 1,
+            state: crate::kv::KvState::default(),
+            membership: None,
+        };
         s.save_snapshot(&snap).unwrap();
         assert_eq!(s.segment_count(), 0);
         drop(s);

@@ -39,7 +39,26 @@
 //!   [`ClientError::Compacted`] naming the oldest one still readable.
 //! - If a majority of the nodes lose their memory at once, the store stops rather than risk
 //!   serving without acknowledged writes: the wiped nodes wait for a leader that can no longer be
-//!   elected. Bringing it back is an operator's decision (durable storage avoids the case).
+//!   elected. Bringing it back is an operator's decision (durable storage avoids the case):
+//!   [`Start::ForceNewCluster`] rebuilds a one-node cluster from a surviving replica, and says
+//!   in its name and docs that it may lose acknowledged writes.
+//!
+//! # Membership
+//!
+//! The configuration (voters and learners, [`Membership`]) lives in the log and in snapshots;
+//! a restarted node takes it from there, and [`Config::members`] only seeds a new cluster.
+//! [`Node::change_cluster`] (or `Cluster::change_cluster` with the driver) adds a learner
+//! ([`ClusterChange::AddLearner`], the node started with [`Start::Join`]), promotes a caught-up
+//! learner, removes a member (the leader included: it hands over and steps down once the change
+//! commits), or transfers leadership to a named voter. Changes go **one server at a time**
+//! (Ongaro's thesis, section 4.1, with the 2015 fix: a leader proposes a change only after it has
+//! committed an entry of its term, and only once the previous change is committed), each taking
+//! effect on a node as soon as it is in that node's log. We chose it over joint consensus
+//! because replacing a node, the operation a platform needs, is three single steps, and every
+//! quorum count then stays one count against one configuration; the module docs of
+//! `membership.rs` say why each rule is needed. A change that would leave the voters the leader
+//! hears from short of the new quorum is refused ([`MembershipError::WouldLoseQuorum`], etcd's
+//! strict reconfiguration check). The driver's docs show a node replaced, as a snippet.
 //!
 //! # Features
 //!
@@ -154,6 +173,7 @@ mod kv;
 mod kv_client;
 mod lease;
 mod log;
+mod membership;
 mod message;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -175,8 +195,8 @@ pub use async_trait::async_trait;
 pub use bytes::{self, Bytes};
 #[cfg(feature = "driver")]
 pub use driver::{
-    Cluster, InProcessNetwork, NodeApi, NodeHandle, RunningNode, Status, StoreError, Transport,
-    Watcher, spawn_node,
+    Cluster, InProcessNetwork, NodeApi, NodeHandle, ReplaceStep, RunningNode, Status, StoreError,
+    Transport, Watcher, spawn_node,
 };
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdClient;
@@ -188,6 +208,7 @@ pub use kv::KvState;
 pub use kv_client::{KvClient, KvWatch};
 pub use lease::{LeaseId, LeaseInfo};
 pub use log::{Entry, Payload, Snapshot};
+pub use membership::{ClusterChange, ClusterChanged, Membership, MembershipError};
 pub use message::Message;
 #[cfg(feature = "mux")]
 pub use mux::{MuxNode, MuxTransport, RemoteNode, Security, Server, serve, serve_secured};

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::kv::KvState;
+use crate::membership::Membership;
 use crate::types::{LogIndex, Term, WriteOp};
 
 /// What an entry carries.
@@ -14,6 +15,8 @@ pub enum Payload {
     Write(WriteOp),
     /// The leader ends these leases (their time ran out), deleting their keys.
     ExpireLeases(Vec<crate::lease::LeaseId>),
+    /// A new configuration: in force on each node as soon as it is in that node's log.
+    Membership(Membership),
 }
 
 /// One log entry.
@@ -37,6 +40,10 @@ pub struct Snapshot {
     pub last_term: Term,
     /// The map.
     pub state: KvState,
+    /// The configuration in force at `last_index`; `None` in a snapshot written before
+    /// membership changes existed, whose cluster still has the members it started with.
+    #[serde(default)]
+    pub membership: Option<Membership>,
 }
 
 /// The log after the last snapshot.

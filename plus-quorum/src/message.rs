@@ -82,6 +82,12 @@ pub enum Message {
         /// Read round, echoed back.
         read_seq: u64,
     },
+    /// The leader hands over (a transfer, or its own removal): the receiver, caught up,
+    /// campaigns at once without a pre-vote.
+    TimeoutNow {
+        /// The leader's term.
+        term: Term,
+    },
 }
 
 impl Message {
@@ -95,7 +101,8 @@ impl Message {
             | Self::VoteReply { term, .. }
             | Self::Append { term, .. }
             | Self::AppendReply { term, .. }
-            | Self::Snapshot { term, .. } => *term,
+            | Self::Snapshot { term, .. }
+            | Self::TimeoutNow { term } => *term,
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::driver::{NodeApi, NodeHandle, Status, StoreError, Transport};
+use crate::membership::{ClusterChange, ClusterChanged, Membership};
 use crate::message::Message;
 use crate::types::{ClientError, NodeId, ReadOp, ReadResult, WriteOp, WriteResult};
 use crate::watch::{WatchBatch, WatchRequest};
@@ -63,6 +64,11 @@ enum Wire {
         request: WatchRequest,
         wait_ms: u64,
     },
+    ChangeCluster {
+        change: ClusterChange,
+        deadline_ms: u64,
+    },
+    Membership,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -72,6 +78,8 @@ enum WireReply {
     Read(Result<ReadResult, StoreError>),
     Status(Result<Status, StoreError>),
     Watch(Result<WatchBatch, StoreError>),
+    ChangeCluster(Result<ClusterChanged, StoreError>),
+    Membership(Result<Membership, StoreError>),
 }
 
 /// Why a body could not be decoded.
@@ -132,6 +140,10 @@ impl Handler for NodeService {
                 WireReply::Read(self.node.read(op, Duration::from_millis(deadline_ms)).await)
             }
             Wire::Status => WireReply::Status(self.node.status().await),
+            Wire::ChangeCluster { change, deadline_ms } => WireReply::ChangeCluster(
+                self.node.change_cluster(change, Duration::from_millis(deadline_ms)).await,
+            ),
+            Wire::Membership => WireReply::Membership(self.node.membership().await),
             Wire::Watch { request, wait_ms } => WireReply::Watch(
                 // A peer's number: bounded, like everything that comes from outside.
                 self.node.watch(request, Duration::from_millis(wait_ms.min(60_000))).await,
@@ -230,8 +242,17 @@ fn reconnecting(
 /// protocol resends).
 #[derive(Debug)]
 pub struct MuxTransport {
+    peers: std::sync::RwLock<Peers>,
+    config: MuxConfig,
+    security: Security,
+}
+
+/// One queue and one connection per peer, by id (peers added as members join).
+#[derive(Debug, Default)]
+struct Peers {
     queues: HashMap<NodeId, mpsc::UnboundedSender<(NodeId, Message)>>,
     clients: Vec<ReconnectingClient>,
+    closed: bool,
 }
 
 impl MuxTransport {
@@ -255,34 +276,51 @@ impl MuxTransport {
         config: &MuxConfig,
         security: &Security,
     ) -> Result<Arc<Self>, ConfigError> {
-        let mut queues = HashMap::new();
-        let mut clients = Vec::new();
+        config.validate()?;
+        let transport = Self {
+            peers: std::sync::RwLock::new(Peers::default()),
+            config: config.clone(),
+            security: security.clone(),
+        };
         for (&id, addr) in peers {
-            let client = reconnecting(addr, config, WhileDisconnected::FailFast, id, security)?;
-            let (tx, mut rx) = mpsc::unbounded_channel::<(NodeId, Message)>();
-            let sender = client.clone();
-            tokio::spawn(async move {
-                // Everything queued while the previous frame was going out leaves in one frame.
-                while let Some((from, first)) = rx.recv().await {
-                    let mut msgs = vec![first];
-                    while msgs.len() < 1024 {
-                        match rx.try_recv() {
-                            Ok((_, msg)) => msgs.push(msg),
-                            Err(_) => break,
-                        }
-                    }
-                    let _ = sender.send_async(encode(&Wire::RaftBatch { from, msgs })).await;
-                }
-            });
-            queues.insert(id, tx);
-            clients.push(client);
+            transport.add_peer(id, addr)?;
         }
-        Ok(Arc::new(Self { queues, clients }))
+        Ok(Arc::new(transport))
+    }
+
+    /// Connects to a peer (a no-op for one already known, or once closed).
+    fn add_peer(&self, id: NodeId, addr: &str) -> Result<(), ConfigError> {
+        let mut peers = self.peers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if peers.closed || peers.queues.contains_key(&id) {
+            return Ok(());
+        }
+        let client =
+            reconnecting(addr, &self.config, WhileDisconnected::FailFast, id, &self.security)?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<(NodeId, Message)>();
+        let sender = client.clone();
+        tokio::spawn(async move {
+            // Everything queued while the previous frame was going out leaves in one frame.
+            while let Some((from, first)) = rx.recv().await {
+                let mut msgs = vec![first];
+                while msgs.len() < 1024 {
+                    match rx.try_recv() {
+                        Ok((_, msg)) => msgs.push(msg),
+                        Err(_) => break,
+                    }
+                }
+                let _ = sender.send_async(encode(&Wire::RaftBatch { from, msgs })).await;
+            }
+        });
+        peers.queues.insert(id, tx);
+        peers.clients.push(client);
+        Ok(())
     }
 
     /// Closes every connection.
     pub fn close(&self) {
-        for c in &self.clients {
+        let mut peers = self.peers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        peers.closed = true;
+        for c in &peers.clients {
             c.close();
         }
     }
@@ -290,8 +328,20 @@ impl MuxTransport {
 
 impl Transport for MuxTransport {
     fn send(&self, from: NodeId, to: NodeId, msg: Message) {
-        if let Some(queue) = self.queues.get(&to) {
+        let peers = self.peers.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(queue) = peers.queues.get(&to) {
             let _ = queue.send((from, msg));
+        }
+    }
+
+    /// Connects to every member added with an address this transport does not reach yet.
+    fn members_changed(&self, membership: &Membership) {
+        for id in membership.members() {
+            if let Some(addr) = membership.address(id)
+                && let Err(e) = self.add_peer(id, addr)
+            {
+                tracing::warn!(peer = id, addr, error = %e, "cannot reach a new member");
+            }
         }
     }
 }
@@ -406,6 +456,21 @@ impl RemoteNode {
     pub fn close(&self) {
         self.client.close();
     }
+
+    /// For [`Cluster::with_connector`](crate::Cluster::with_connector): reaches members added
+    /// later at the address they were added with, over connections configured as this one.
+    pub fn connector(
+        config: MuxConfig,
+        security: Security,
+    ) -> impl Fn(NodeId, &str) -> Option<Self> + Send + Sync + 'static {
+        move |id, addr| match Self::connect_secured(id, addr, &config, &security) {
+            Ok(node) => Some(node),
+            Err(e) => {
+                tracing::warn!(node = id, addr, error = %e, "cannot reach a new member");
+                None
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -442,6 +507,25 @@ impl NodeApi for RemoteNode {
         match self.call(&Wire::Watch { request, wait_ms }, wait + Duration::from_secs(5)).await? {
             WireReply::Watch(r) => r,
             other => Err(StoreError::unexpected("a watch reply", &other)),
+        }
+    }
+
+    async fn change_cluster(
+        &self,
+        change: ClusterChange,
+        deadline: Duration,
+    ) -> Result<ClusterChanged, StoreError> {
+        let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        match self.call(&Wire::ChangeCluster { change, deadline_ms }, deadline).await? {
+            WireReply::ChangeCluster(r) => r,
+            other => Err(StoreError::unexpected("a membership change reply", &other)),
+        }
+    }
+
+    async fn membership(&self) -> Result<Membership, StoreError> {
+        match self.call(&Wire::Membership, Duration::from_secs(2)).await? {
+            WireReply::Membership(r) => r,
+            other => Err(StoreError::unexpected("a membership reply", &other)),
         }
     }
 }

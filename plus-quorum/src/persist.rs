@@ -234,7 +234,8 @@ mod tests {
         p.truncate_from(8);
         assert_eq!(p.durable_last(), 7, "a truncation lowers what is known durable");
         p.append((8..=12).map(entry));
-        let snapshot = Snapshot { last_index: 10, last_term: 1, state: Default::default() };
+        let snapshot =
+            Snapshot { last_index: 10, last_term: 1, state: Default::default(), membership: None };
         p.snapshot(snapshot);
         let batch = p.poll(12).unwrap();
         assert_eq!(batch.entries.iter().map(|e| e.index).collect::<Vec<_>>(), [11, 12]);

@@ -294,6 +294,9 @@ pub enum ClientError {
         /// to read a range at.
         oldest: LogIndex,
     },
+    /// A membership change or leadership transfer was refused; nothing was changed.
+    #[error(transparent)]
+    Membership(#[from] crate::membership::MembershipError),
 }
 
 /// A request's result, delivered by [`Node::poll_output`](crate::Node::poll_output).
@@ -312,6 +315,8 @@ pub enum Response {
     Write(WriteResult),
     /// A read's result.
     Read(ReadResult),
+    /// A membership change or leadership transfer, done.
+    Cluster(crate::membership::ClusterChanged),
 }
 
 impl fmt::Display for Expect {

@@ -82,6 +82,7 @@ fn crash_child() {
                 last_index: upto,
                 last_term: entry(upto).term,
                 state: KvState::default(),
+                membership: None,
             };
             storage.save_snapshot(&snapshot).unwrap();
             writeln!(out, "snapshot {upto}").unwrap();

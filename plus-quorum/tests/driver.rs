@@ -531,6 +531,17 @@ impl plus_quorum::NodeApi for Counted {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.node.watch(request, wait).await
     }
+    async fn change_cluster(
+        &self,
+        change: plus_quorum::ClusterChange,
+        deadline: Duration,
+    ) -> Result<plus_quorum::ClusterChanged, StoreError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.node.change_cluster(change, deadline).await
+    }
+    async fn membership(&self) -> Result<plus_quorum::Membership, StoreError> {
+        self.node.membership().await
+    }
 }
 
 /// A client that found the leader past a stopped node starts at the leader from then on,

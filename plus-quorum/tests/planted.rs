@@ -104,3 +104,27 @@ fn a_replica_expiring_leases_on_its_own_clock_is_caught() {
         PlantedBugs { replica_expires_leases: true, ..PlantedBugs::default() },
     );
 }
+
+#[test]
+fn two_membership_changes_in_flight_are_caught() {
+    check(
+        "two membership changes in flight",
+        PlantedBugs { two_changes_in_flight: true, ..PlantedBugs::default() },
+    );
+}
+
+#[test]
+fn a_learner_counted_toward_commit_is_caught() {
+    check(
+        "a learner's acknowledgement counted toward commit",
+        PlantedBugs { learner_ack_counts: true, ..PlantedBugs::default() },
+    );
+}
+
+#[test]
+fn a_configuration_used_before_it_is_in_the_log_is_caught() {
+    check(
+        "a joining node uses its start members as its configuration",
+        PlantedBugs { joiner_uses_start_members: true, ..PlantedBugs::default() },
+    );
+}

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sim::{NOT_SIMULATED, SIMULATED_KINDS, SimConfig, run_seed, seeds};
 
 /// Every fault a sweep must have injected at least once.
-const FAULT_KINDS: [&str; 21] = [
+const FAULT_KINDS: [&str; 28] = [
     "restart_wiped",
     "restart_kept",
     "freeze_leader",
@@ -31,6 +31,13 @@ const FAULT_KINDS: [&str; 21] = [
     "lock_acquired",
     "lock_busy",
     "past_read_checked",
+    "membership_add_learner",
+    "membership_promote",
+    "membership_remove",
+    "membership_remove_leader",
+    "membership_transfer_leadership",
+    "replacement_started",
+    "membership_change_without_waiting",
 ];
 
 fn run_all(nodes: usize, default_seeds: u64) {

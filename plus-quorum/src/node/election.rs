@@ -23,6 +23,7 @@ impl Node {
         self.set_leader(leader);
         if was_leader {
             tracing::info!(node = self.config.id, term = self.term, "stepped down as leader");
+            self.handed_over = self.lead.transfer.take();
             self.fail_pending();
         }
         self.reset_election_timer(now);
@@ -46,7 +47,10 @@ impl Node {
 
     /// Starts a (pre-)vote round with our own vote; true when that alone is a majority.
     pub(super) fn start_round(&mut self, now: Timestamp) -> bool {
-        self.votes = HashSet::from([self.config.id]);
+        self.votes = HashSet::new();
+        if self.is_voter() {
+            self.votes.insert(self.config.id);
+        }
         self.reset_election_timer(now);
         self.votes.len() >= self.quorum()
     }
@@ -70,8 +74,12 @@ impl Node {
         self.heartbeat_deadline = now + self.config.heartbeat_interval;
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         let pre = self.role == Role::PreCandidate;
-        let missing: Vec<NodeId> =
-            self.peers.iter().copied().filter(|p| !self.votes.contains(p)).collect();
+        let missing: Vec<NodeId> = self
+            .peers
+            .iter()
+            .copied()
+            .filter(|&p| !self.votes.contains(&p) && self.votes_here(p))
+            .collect();
         for p in missing {
             let msg = if pre {
                 Message::PreVote { term: self.term + 1, last_index, last_term }
@@ -101,7 +109,7 @@ impl Node {
 
     /// A pre-vote answer: with a majority for us, campaign for real.
     pub(super) fn on_pre_vote_reply(&mut self, from: NodeId, term: Term, now: Timestamp) {
-        if self.role == Role::PreCandidate && term == self.term + 1 {
+        if self.role == Role::PreCandidate && term == self.term + 1 && self.votes_here(from) {
             self.votes.insert(from);
             if self.votes.len() >= self.quorum() {
                 self.campaign(now);
@@ -111,7 +119,7 @@ impl Node {
 
     /// A vote: with a majority, lead.
     pub(super) fn on_vote_reply(&mut self, from: NodeId, term: Term, now: Timestamp) {
-        if self.role == Role::Candidate && term == self.term {
+        if self.role == Role::Candidate && term == self.term && self.votes_here(from) {
             self.votes.insert(from);
             if self.votes.len() >= self.quorum() {
                 self.become_leader(now);

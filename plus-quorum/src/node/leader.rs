@@ -26,24 +26,40 @@ pub(super) struct Peer {
     pub(super) last_contact: Option<Timestamp>,
     /// New entries or a read round to send.
     pub(super) dirty: bool,
+    /// It votes in the configuration in force (a learner does not).
+    pub(super) voter: bool,
 }
 
 impl Peer {
-    fn new() -> Self {
+    /// A member new to the leader: probed from `next`, not heard from yet.
+    pub(super) fn probing(next: LogIndex) -> Self {
         Self {
-            next: 1,
+            next,
             matched: 0,
             acked_seq: 0,
             recovering: false,
             last_contact: None,
-            dirty: false,
+            dirty: true,
+            voter: false,
         }
     }
 
-    /// Whether it counts toward commit and read quorums.
+    /// Whether it counts toward commit and read quorums: a voter that has not lost its memory.
     pub(super) fn counted(&self) -> bool {
-        !self.recovering
+        self.voter && !self.recovering
     }
+}
+
+/// A leadership transfer under way.
+pub(super) struct Transfer {
+    /// The voter to lead next.
+    pub(super) to: NodeId,
+    /// The request that asked for it.
+    pub(super) request: RequestId,
+    /// When it is given up.
+    pub(super) deadline: Timestamp,
+    /// Whether the target has been told to campaign.
+    pub(super) told: bool,
 }
 
 /// The leader's bookkeeping: reset when this node becomes leader; the requests it holds are
@@ -61,18 +77,21 @@ pub(super) struct Leadership {
     pub(super) lease_deadlines: BTreeMap<LeaseId, Timestamp>,
     /// Leases whose expiry is proposed and not yet applied.
     pub(super) expiring: BTreeSet<LeaseId>,
+    /// A leadership transfer under way: writes wait for the next leader.
+    pub(super) transfer: Option<Transfer>,
 }
 
 impl Leadership {
-    pub(super) fn new(peers: impl IntoIterator<Item = NodeId>) -> Self {
+    pub(super) fn new() -> Self {
         Self {
-            progress: peers.into_iter().map(|id| (id, Peer::new())).collect(),
+            progress: BTreeMap::new(),
             read_seq: 0,
             reads_waiting_for_term_commit: VecDeque::new(),
             pending_reads: VecDeque::new(),
             pending_writes: BTreeMap::new(),
             lease_deadlines: BTreeMap::new(),
             expiring: BTreeSet::new(),
+            transfer: None,
         }
     }
 
@@ -86,8 +105,10 @@ impl Leadership {
                 recovering: peer.recovering,
                 last_contact: Some(now),
                 dirty: true,
+                voter: peer.voter,
             };
         }
+        self.transfer = None;
     }
 
     /// Every follower has something to be sent (new entries, a commit, a read round).

@@ -11,6 +11,7 @@ use rand::Rng;
 mod election;
 mod leader;
 mod leases;
+mod membership;
 
 use leader::Leadership;
 mod reads;
@@ -22,7 +23,8 @@ use stats::Counters;
 pub use stats::NodeStats;
 
 use crate::kv::KvState;
-use crate::log::RaftLog;
+use crate::log::{Entry, Payload, RaftLog};
+use crate::membership::{Configurations, Membership};
 use crate::message::Message;
 use crate::persist::{PersistBatch, Persistence};
 use crate::storage::{HardState, Storage, StorageError};
@@ -40,6 +42,18 @@ pub enum Start {
     /// not vote, campaign or count toward any quorum until a leader has committed an entry since
     /// its return and it holds the log up to that entry.
     Rejoin,
+    /// A node added to a running cluster (after [`ClusterChange::AddLearner`](crate::ClusterChange::AddLearner)): it starts with
+    /// no configuration and learns it, with the log or a snapshot, from the leader; `members`
+    /// need not include it. Only for an id the cluster has never used: a member that lost its
+    /// disk comes back with [`Start::Rejoin`].
+    Join,
+    /// Recovery when a majority is gone for good (etcd's `--force-new-cluster`): this node
+    /// makes itself the only voter of a new configuration, appended to whatever log it holds,
+    /// and leads alone; the cluster then grows again by adding learners. **It may lose
+    /// acknowledged writes**: any write this replica had not received is gone, and entries it
+    /// holds uncommitted become committed. Start every other old member only after wiping it
+    /// and adding it back as a new node.
+    ForceNewCluster,
 }
 
 /// Test-only faults that break the protocol on purpose, to show the simulation catches them.
@@ -61,6 +75,13 @@ pub struct PlantedBugs {
     /// A transaction whose comparisons fail applies the first `set` of its `then` branch
     /// before its `otherwise` branch.
     pub txn_else_applies_part_of_then: bool,
+    /// The leader proposes a membership change while the previous one is uncommitted.
+    pub two_changes_in_flight: bool,
+    /// A learner's acknowledgement counts toward commit (and read) quorums.
+    pub learner_ack_counts: bool,
+    /// A joining node uses the members it was started with as its configuration before any
+    /// configuration is in its log.
+    pub joiner_uses_start_members: bool,
 }
 
 /// Node settings.
@@ -68,7 +89,8 @@ pub struct PlantedBugs {
 pub struct Config {
     /// This node.
     pub id: NodeId,
-    /// Every member, this node included (static membership).
+    /// The voters a new cluster starts with, this node included. Once the log or a snapshot
+    /// holds a configuration (any change made since), that one is in force instead.
     pub members: Vec<NodeId>,
     /// Base election timeout; each wait is random in `[t, 2t)`. Default 300 ms.
     pub election_timeout: Duration,
@@ -93,6 +115,9 @@ pub struct Config {
     /// How many recent changes the node keeps for watchers; a watcher further behind gets
     /// [`ClientError::Compacted`]. Default 10,000.
     pub watch_history: usize,
+    /// The most entries a learner may be behind the leader and still be promoted. Default
+    /// 1,000.
+    pub max_promote_lag: u64,
     /// Planted faults (test builds only).
     #[cfg(plus_planted_bugs)]
     pub bugs: PlantedBugs,
@@ -113,6 +138,7 @@ impl Config {
             seed: id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed,
             max_lease_ttl: Duration::from_secs(24 * 60 * 60),
             watch_history: 10_000,
+            max_promote_lag: 1_000,
             #[cfg(plus_planted_bugs)]
             bugs: PlantedBugs::default(),
         }
@@ -123,7 +149,10 @@ impl Config {
     /// # Errors
     /// A [`ConfigError`] naming the problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.members.contains(&self.id) {
+        // Only a new cluster's members must list the node: any other start finds the
+        // configuration in storage (a node added later restarts with the members the cluster
+        // began with, or none).
+        if self.start == Start::Bootstrap && !self.members.contains(&self.id) {
             return Err(ConfigError::NotAMember { id: self.id, members: self.members.clone() });
         }
         let unique: HashSet<_> = self.members.iter().collect();
@@ -249,8 +278,12 @@ pub struct Node {
     applied: LogIndex,
     state: KvState,
     votes: HashSet<NodeId>,
-    /// The other members.
+    /// The other members, voters and learners, of the configuration in force.
     peers: Vec<NodeId>,
+    /// The configurations in the snapshot and the log; the last is in force.
+    configs: Configurations,
+    /// A transfer this node started as leader and stepped down for, until it learns the outcome.
+    handed_over: Option<leader::Transfer>,
     /// Meaningful only while leading.
     lead: Leadership,
     election_deadline: Timestamp,
@@ -301,12 +334,18 @@ impl Node {
         let recovering = (config.start == Start::Rejoin && recovered.is_none())
             || recovered.as_ref().is_some_and(|r| r.hard_state.recovering);
         let recovered = recovered.unwrap_or_default();
-        let (base_index, base_term, state) = match recovered.snapshot {
-            Some(s) => (s.last_index, s.last_term, s.state),
-            None => (0, 0, KvState::default()),
+        let (base_index, base_term, state, base_membership) = match recovered.snapshot {
+            Some(s) => (s.last_index, s.last_term, s.state, s.membership),
+            None => (0, 0, KvState::default(), None),
         };
-        let peers: Vec<NodeId> =
-            config.members.iter().copied().filter(|&m| m != config.id).collect();
+        let mut configs = Configurations::new(
+            base_membership.unwrap_or_else(|| Self::bootstrap_membership(&config)),
+        );
+        for entry in recovered.entries.iter().filter(|e| e.index > base_index) {
+            if let Payload::Membership(m) = &entry.payload {
+                configs.push(entry.index, m.clone());
+            }
+        }
         let log = RaftLog::new(base_index, base_term, recovered.entries);
         let mut snapshot_rng = seeded_rng(config.seed ^ SNAPSHOT_STREAM);
         let snapshot_due = snapshot_interval(config.snapshot_threshold, &mut snapshot_rng);
@@ -324,8 +363,10 @@ impl Node {
             applied: base_index,
             state,
             votes: HashSet::new(),
-            lead: Leadership::new(peers.iter().copied()),
-            peers,
+            lead: Leadership::new(),
+            peers: Vec::new(),
+            configs,
+            handed_over: None,
             election_deadline: now,
             heartbeat_deadline: now,
             leader_contact: None,
@@ -339,7 +380,11 @@ impl Node {
             history: History::new(config.watch_history, base_index + 1),
             config,
         };
+        node.refresh_members();
         node.reset_election_timer(now);
+        if node.config.start == Start::ForceNewCluster {
+            node.force_new_cluster();
+        }
         if node.recovering {
             // Durable before anything else this node writes (the host polls this batch first),
             // so a crash during recovery cannot bring it back as a voter with a partial log.
@@ -515,18 +560,52 @@ impl Node {
     /// When to call [`Node::tick`] next.
     #[must_use]
     pub fn poll_timeout(&self) -> Timestamp {
-        if self.role == Role::Leader {
-            let timers = self.heartbeat_deadline.min(self.election_deadline);
-            self.next_lease_deadline().map_or(timers, |lease| timers.min(lease))
-        } else {
-            self.election_deadline
+        match self.role {
+            Role::Leader => {
+                let timers = self.heartbeat_deadline.min(self.election_deadline);
+                self.next_lease_deadline().map_or(timers, |lease| timers.min(lease))
+            }
+            // A (pre-)candidate asks again, each heartbeat interval, those who have not
+            // answered: under message loss a round that asked each voter once rarely wins when
+            // it needs every reachable voter.
+            Role::PreCandidate | Role::Candidate => {
+                self.heartbeat_deadline.max(self.clock).min(self.election_deadline)
+            }
+            Role::Follower => self.election_deadline,
         }
     }
 
     // ---- helpers ---------------------------------------------------------------------------
 
     fn quorum(&self) -> usize {
-        self.config.members.len() / 2 + 1
+        self.configs.current().quorum()
+    }
+
+    /// [`Start::ForceNewCluster`]: this node alone, as an entry at the end of its log.
+    fn force_new_cluster(&mut self) {
+        let me = self.config.id;
+        let old = self.configs.current().clone();
+        let mut alone = Membership::with_voters([me]);
+        if let Some(address) = old.address(me) {
+            alone = alone.with_address(me, address);
+        }
+        tracing::warn!(
+            node = me,
+            old = %old,
+            last_index = self.log.last_index(),
+            "forcing a new one-node cluster from this replica: writes it lacks are lost"
+        );
+        self.recovering = false;
+        self.term = self.term.max(self.log.last_term());
+        self.persist_hard_state();
+        let entry = Entry {
+            term: self.term,
+            index: self.log.last_index() + 1,
+            payload: Payload::Membership(alone),
+        };
+        self.persist.append([entry.clone()]);
+        self.log.push(entry.clone());
+        self.track_appended(&entry);
     }
 
     fn reset_election_timer(&mut self, now: Timestamp) {
@@ -601,21 +680,23 @@ impl Node {
                     let horizon = now
                         .saturating_duration_since(Timestamp::ZERO)
                         .saturating_sub(self.config.election_timeout);
-                    let heard = 1 + self
-                        .lead
-                        .progress
-                        .values()
-                        .filter(|p| {
-                            p.counted()
-                                && p.last_contact.is_some_and(|t| t.since_origin() >= horizon)
-                        })
-                        .count();
+                    let heard = usize::from(self.is_voter())
+                        + self
+                            .lead
+                            .progress
+                            .values()
+                            .filter(|p| {
+                                p.counted()
+                                    && p.last_contact.is_some_and(|t| t.since_origin() >= horizon)
+                            })
+                            .count();
                     if heard < self.quorum() {
                         self.become_follower(self.term, None, now);
                         return;
                     }
                     self.election_deadline = now + self.config.election_timeout;
                 }
+                self.expire_transfer(now);
                 if now >= self.heartbeat_deadline {
                     self.lead.mark_all_dirty();
                     self.heartbeat_deadline = now + self.config.heartbeat_interval;
@@ -635,9 +716,11 @@ impl Node {
                     // whole election round.
                     self.resend_vote_requests(now);
                 }
+                self.settle_transfer(None, now);
                 if now >= self.election_deadline {
-                    if self.recovering {
+                    if self.recovering || !self.may_campaign() {
                         // A wiped node must not disturb the cluster: it waits to be caught up.
+                        // A learner or a removed node never campaigns.
                         self.reset_election_timer(now);
                     } else {
                         self.pre_vote(now);
@@ -650,7 +733,13 @@ impl Node {
     /// Handles a message from `from`.
     pub fn step(&mut self, from: NodeId, msg: Message, now: Timestamp) {
         self.clock = self.clock.max(now);
-        if self.halted.is_some() || from == self.config.id || !self.peers.contains(&from) {
+        // Messages are heard whatever this node's configuration says (Ongaro's thesis, 4.2.1):
+        // a joining node knows no members yet, and a node whose log lags a change must still
+        // vote for a candidate that the change made a voter. Votes are counted only from the
+        // voters of our own configuration; a removed node that keeps running cannot disturb
+        // the cluster because pre-votes are refused while a leader is heard (and its log, which
+        // lacks its removal, loses to any majority's).
+        if self.halted.is_some() || from == self.config.id {
             return;
         }
         // Pre-votes change nobody's term or state, whatever the role.
@@ -715,6 +804,7 @@ impl Node {
             Message::Snapshot { term, snapshot, commit, read_seq } => {
                 self.on_snapshot(from, term, snapshot, commit, read_seq, now);
             }
+            Message::TimeoutNow { term } => self.on_timeout_now(from, term, now),
             // Replies to a role it no longer holds.
             _ => {}
         }

@@ -27,7 +27,9 @@ impl Node {
         }
         let mut acked: Vec<u64> =
             self.lead.progress.values().filter(|p| p.counted()).map(|p| p.acked_seq).collect();
-        acked.push(self.lead.read_seq);
+        if self.is_voter() {
+            acked.push(self.lead.read_seq);
+        }
         #[allow(unused_mut)]
         let mut confirmed = quorum_value(acked, self.quorum());
         #[cfg(plus_planted_bugs)]

@@ -5,6 +5,7 @@ use plus_core::Timestamp;
 
 use super::{Node, Role, quorum_value};
 use crate::log::{Entry, Payload, Snapshot};
+use crate::membership::ClusterChanged;
 use crate::message::Message;
 use crate::types::{
     ClientError, ClientOutput, LogIndex, NodeId, ReadOp, RequestId, Response, Term, WriteOp,
@@ -18,7 +19,8 @@ impl Node {
         let entry = Entry { term: self.term, index: self.log.last_index() + 1, payload };
         self.persist.append([entry.clone()]);
         let index = entry.index;
-        self.log.push(entry);
+        self.log.push(entry.clone());
+        self.track_appended(&entry);
         self.lead.mark_all_dirty();
         Some(index)
     }
@@ -33,10 +35,12 @@ impl Node {
         peer.dirty = false;
         let next = peer.next;
         if next <= self.log.base_index() {
+            let last_index = self.applied.max(self.log.base_index());
             let snapshot = Snapshot {
-                last_index: self.applied.max(self.log.base_index()),
-                last_term: self.log.term_at(self.applied.max(self.log.base_index())).unwrap_or(0),
+                last_index,
+                last_term: self.log.term_at(last_index).unwrap_or(0),
                 state: self.state.clone(),
+                membership: Some(self.configs.at(last_index).clone()),
             };
             // The state covers up to `applied`, which is at least the log base.
             peer.next = snapshot.last_index + 1;
@@ -87,8 +91,11 @@ impl Node {
         }
         let mut matches: Vec<LogIndex> =
             self.lead.progress.values().filter(|p| p.counted()).map(|p| p.matched).collect();
-        // The leader counts itself only as far as its own log is durable.
-        matches.push(self.persist.durable_last().min(self.log.last_index()));
+        // The leader counts itself only as far as its own log is durable, and only while it
+        // votes (a leader removing itself leads until the change commits, uncounted).
+        if self.is_voter() {
+            matches.push(self.persist.durable_last().min(self.log.last_index()));
+        }
         #[allow(unused_mut)]
         let mut candidate = quorum_value(matches, self.quorum());
         #[cfg(plus_planted_bugs)]
@@ -119,15 +126,26 @@ impl Node {
             }
             let result = match &entry.payload {
                 Payload::Noop => None,
-                Payload::Write(op) => Some(self.state.apply(op, index)),
+                Payload::Write(op) => Some(Response::Write(self.state.apply(op, index))),
                 Payload::ExpireLeases(leases) => {
                     for &lease in leases {
                         self.state.end_lease(lease);
                     }
                     None
                 }
+                Payload::Membership(membership) => {
+                    tracing::info!(node = self.config.id, index, %membership, "membership committed");
+                    Some(Response::Cluster(ClusterChanged::Membership {
+                        membership: membership.clone(),
+                        index,
+                    }))
+                }
             };
-            self.track_leases(&entry.payload, result.as_ref());
+            let write_result = match &result {
+                Some(Response::Write(r)) => Some(r),
+                _ => None,
+            };
+            self.track_leases(&entry.payload, write_result);
             #[allow(unused_mut)]
             let mut changes = self.state.take_changes();
             #[cfg(plus_planted_bugs)]
@@ -141,12 +159,13 @@ impl Node {
             self.applied = index;
             if let Some((id, term)) = self.lead.pending_writes.remove(&index) {
                 let output = match result {
-                    Some(r) if term == entry.term => Ok(Response::Write(r)),
+                    Some(r) if term == entry.term => Ok(r),
                     _ => Err(ClientError::Unknown),
                 };
                 self.outputs.push_back(ClientOutput { id, result: output });
             }
         }
+        self.step_down_if_removed(self.clock);
         self.serve_reads();
         self.maybe_snapshot();
     }
@@ -160,6 +179,10 @@ impl Node {
             return Err(ClientError::NotLeader {
                 leader: self.leader.filter(|&l| l != self.config.id),
             });
+        }
+        if self.lead.transfer.is_some() {
+            // Writes wait for the next leader, which the transfer is about to elect.
+            return Err(ClientError::NotLeader { leader: None });
         }
         op.validate()?;
         if let WriteOp::GrantLease { ttl_ms } = op
@@ -209,6 +232,7 @@ impl Node {
         }
         self.role = Role::Follower;
         self.set_leader(Some(from));
+        self.settle_transfer(Some(from), now);
         self.leader_contact = Some(now);
         self.reset_election_timer(now);
         true
@@ -248,6 +272,7 @@ impl Node {
                     // A conflicting suffix: never a committed one (log matching), drop it.
                     self.persist.truncate_from(entry.index);
                     self.log.truncate_from(entry.index);
+                    self.track_truncated(entry.index);
                     new_entries.push(entry);
                 }
                 None => new_entries.push(entry),
@@ -256,6 +281,7 @@ impl Node {
         if !new_entries.is_empty() {
             self.persist.append(new_entries.iter().cloned());
             for e in new_entries {
+                self.track_appended(&e);
                 self.log.push(e);
             }
         }
@@ -331,6 +357,7 @@ impl Node {
         if recovering && idle {
             self.append_local(Payload::Noop);
         }
+        self.maybe_hand_over();
         self.maybe_commit();
         self.serve_reads();
     }

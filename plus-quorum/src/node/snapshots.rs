@@ -14,10 +14,15 @@ impl Node {
         self.snapshot_due =
             super::snapshot_interval(self.config.snapshot_threshold, &mut self.snapshot_rng);
         let Some(term) = self.log.term_at(self.applied) else { return };
-        let snapshot =
-            Snapshot { last_index: self.applied, last_term: term, state: self.state.clone() };
+        let snapshot = Snapshot {
+            last_index: self.applied,
+            last_term: term,
+            state: self.state.clone(),
+            membership: Some(self.configs.at(self.applied).clone()),
+        };
         self.persist.snapshot(snapshot);
         self.log.compact_to(self.applied, term);
+        self.configs.compact_to(self.applied);
         self.counters.snapshots_taken += 1;
         tracing::debug!(
             node = self.config.id,
@@ -38,10 +43,23 @@ impl Node {
         if !self.follow(from, term, read_seq, now) {
             return;
         }
-        if snapshot.last_index > self.commit {
+        let holds_it = self.log.term_at(snapshot.last_index) == Some(snapshot.last_term);
+        if snapshot.last_index > self.commit && holds_it {
+            // A snapshot (late, or duplicated) of entries this log already holds: they are
+            // committed, so apply them from the log. Resetting to it would drop the entries
+            // after it, which this node may have acknowledged (the leader counted them).
+            self.commit = snapshot.last_index;
+            self.apply_committed();
+        } else if snapshot.last_index > self.commit {
             self.persist.snapshot(snapshot.clone());
             self.persist.truncate_from(snapshot.last_index + 1);
             self.log.reset(snapshot.last_index, snapshot.last_term);
+            let membership = snapshot
+                .membership
+                .clone()
+                .unwrap_or_else(|| Self::bootstrap_membership(&self.config));
+            self.configs.reset(membership);
+            self.refresh_members();
             self.commit = snapshot.last_index;
             self.applied = snapshot.last_index;
             self.state = snapshot.state;

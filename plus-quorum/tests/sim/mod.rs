@@ -36,6 +36,7 @@ use rand::Rng;
 pub mod history_line;
 pub mod linearizability;
 pub mod locks;
+mod operator;
 pub mod watchers;
 pub use linearizability::{History, Model, Verdict};
 use locks::{Hold, LOCK_KEY, Phase, Purpose};
@@ -62,6 +63,12 @@ pub struct SimConfig {
     pub partition_every_ms: u64,
     /// Longest time a node's write takes to become durable; a crash loses what is not yet.
     pub max_fsync_ms: u64,
+    /// An operator changes the membership now and then (adds and removes learners, promotes,
+    /// removes and replaces voters, transfers leadership, removes the leader), with nodes
+    /// started in spare slots.
+    pub membership: bool,
+    /// Slots for nodes beyond the initial members.
+    pub spares: usize,
     #[cfg(plus_planted_bugs)]
     pub bugs: plus_quorum::PlantedBugs,
 }
@@ -82,6 +89,8 @@ impl SimConfig {
             crash_every_ms: 700,
             partition_every_ms: 900,
             max_fsync_ms: rng.random_range(0..=10),
+            membership: true,
+            spares: 2,
             #[cfg(plus_planted_bugs)]
             bugs: plus_quorum::PlantedBugs::default(),
         }
@@ -306,6 +315,9 @@ impl ModelRet {
     /// What the model compares of a real response.
     pub fn observed(response: &Response) -> Self {
         match response {
+            Response::Cluster(other) => {
+                unreachable!("clients do not change the cluster: {other:?}")
+            }
             Response::Write(WriteResult::Applied { .. }) => ModelRet::Done,
             Response::Write(WriteResult::CompareFailed { key, current }) => {
                 ModelRet::CompareFailed {
@@ -772,6 +784,17 @@ pub struct Sim {
     /// Nodes frozen (a long GC pause, a stopped VM) until the given time: they keep their state
     /// but run nothing, and messages to them are lost.
     paused_until: Vec<Option<Timestamp>>,
+    /// The node id in each slot (running or crashed); `None` for a vacant slot.
+    ids: Vec<Option<NodeId>>,
+    /// The other way round.
+    slot_of: HashMap<NodeId, usize>,
+    /// The voters the cluster started with: a restarted node is given these, as an operator's
+    /// static command line would (its log says what is in force).
+    initial: Vec<NodeId>,
+    operator: operator::Operator,
+    debug_last: HashMap<NodeId, String>,
+    /// Leases granted for the lock: other clients leave them alone.
+    lock_leases: HashSet<LeaseId>,
 }
 
 /// Traffic between clients and nodes, which the simulated network delays and loses too.
@@ -846,9 +869,10 @@ pub const LINEARIZABILITY_BUDGET: Duration = Duration::from_secs(20);
 impl Sim {
     pub fn new(cfg: SimConfig) -> Self {
         let members: Vec<NodeId> = (0..cfg.nodes as u64).map(|i| i + MEMBERS_BASE).collect();
-        let storages: Vec<MemStorage> = (0..cfg.nodes).map(|_| MemStorage::new()).collect();
+        let slots = cfg.nodes + if cfg.membership { cfg.spares } else { 0 };
+        let storages: Vec<MemStorage> = (0..slots).map(|_| MemStorage::new()).collect();
         let mut rng = seeded_rng(cfg.seed);
-        let nodes = members
+        let mut nodes: Vec<Option<Node>> = members
             .iter()
             .zip(&storages)
             .map(|(&id, s)| {
@@ -865,6 +889,7 @@ impl Sim {
                 )
             })
             .collect();
+        nodes.resize_with(slots, || None);
         let clients = (0..cfg.clients)
             .map(|id| Client {
                 id,
@@ -881,7 +906,7 @@ impl Sim {
             now: Timestamp::ZERO,
             nodes,
             storages,
-            disk: vec![VecDeque::new(); cfg.nodes],
+            disk: vec![VecDeque::new(); slots],
             net: BinaryHeap::new(),
             client_net: BinaryHeap::new(),
             faults: BTreeMap::new(),
@@ -901,10 +926,10 @@ impl Sim {
             history: Vec::new(),
             hasher: std::collections::hash_map::DefaultHasher::new(),
             leaders_by_term: HashMap::new(),
-            versions_seen: vec![HashMap::new(); cfg.nodes],
+            versions_seen: vec![HashMap::new(); slots],
             acked: Vec::new(),
             leases: BTreeMap::new(),
-            leases_held: vec![HashSet::new(); cfg.nodes],
+            leases_held: vec![HashSet::new(); slots],
             completed: BTreeSet::new(),
             seen_versions: BTreeMap::new(),
             seen_values: HashMap::new(),
@@ -912,7 +937,13 @@ impl Sim {
             next_fault: Timestamp::from_millis(cfg.crash_every_ms),
             next_partition: Timestamp::from_millis(cfg.partition_every_ms),
             write_counter: 0,
-            paused_until: vec![None; cfg.nodes],
+            paused_until: vec![None; slots],
+            ids: (0..slots).map(|i| members.get(i).copied()).collect(),
+            slot_of: members.iter().enumerate().map(|(i, &id)| (id, i)).collect(),
+            operator: operator::Operator::new(members.len() as u64 + MEMBERS_BASE),
+            initial: members,
+            debug_last: HashMap::new(),
+            lock_leases: HashSet::new(),
             cfg,
         }
     }
@@ -925,6 +956,7 @@ impl Sim {
             // 43 to 64 with the jitter: snapshots (and their compaction of watch history) as often as
             // the fixed 64 of before.
             snapshot_threshold: 43,
+            max_promote_lag: 20,
             start,
             ..Config::new(id, members.to_vec())
         };
@@ -936,12 +968,18 @@ impl Sim {
         c
     }
 
+    /// Every node in a slot (running or crashed): members, joiners, and removed nodes not yet
+    /// stopped.
     fn members(&self) -> Vec<NodeId> {
-        (0..self.cfg.nodes as u64).map(|i| i + MEMBERS_BASE).collect()
+        self.ids.iter().flatten().copied().collect()
     }
 
-    fn idx(id: NodeId) -> usize {
-        (id - MEMBERS_BASE) as usize
+    fn slots(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn slot(&self, id: NodeId) -> Option<usize> {
+        self.slot_of.get(&id).copied()
     }
 
     fn trace(&mut self, what: impl Hash) {
@@ -961,6 +999,9 @@ impl Sim {
             self.step_once(true, true);
         }
         let under_faults = self.operations;
+        if std::env::var_os("PLUS_SIM_DEBUG").is_some() {
+            eprintln!("after faults at {} ms: {:#?}", self.now.as_millis(), self.node_summaries());
+        }
         if self.operations < self.cfg.min_operations {
             self.count("overtime_without_new_faults");
             self.calm();
@@ -968,6 +1009,13 @@ impl Sim {
             while self.operations < self.cfg.min_operations && self.now < overtime {
                 self.step_once(false, true);
             }
+        }
+        if std::env::var_os("PLUS_SIM_DEBUG").is_some() {
+            eprintln!(
+                "after overtime at {} ms: {:#?}",
+                self.now.as_millis(),
+                self.node_summaries()
+            );
         }
         if self.operations < self.cfg.min_operations {
             self.violations.push(format!(
@@ -998,6 +1046,8 @@ impl Sim {
                 self.node_summaries()
             ));
         }
+        // Nodes outside the final configuration (removed, or never added) are not replicas.
+        self.stop_outsiders(true);
         self.watches_done.append(&mut self.watches);
         self.check_final_state();
         self.check_leases();
@@ -1038,15 +1088,29 @@ impl Sim {
         self.nodes
             .iter()
             .map(|n| match n {
-                Some(n) => format!("{:?} last {} halted {:?}", n, n.last_index(), n.halted()),
+                Some(n) => format!(
+                    "{:?} last {} halted {:?} membership {} (committed {})",
+                    n,
+                    n.last_index(),
+                    n.halted(),
+                    n.membership(),
+                    n.committed_membership()
+                ),
                 None => "down".to_owned(),
             })
             .collect()
     }
 
     fn converged(&self) -> bool {
-        let live: Vec<&Node> = self.nodes.iter().flatten().collect();
-        if live.len() != self.cfg.nodes || !live.iter().any(|n| n.is_leader()) {
+        let Some(leader) = self.nodes.iter().flatten().find(|n| n.is_leader()) else {
+            return false;
+        };
+        // The members in the leader's configuration must all run and agree; a node removed
+        // (or never added) is left out.
+        let membership = leader.membership();
+        let live: Vec<&Node> =
+            self.nodes.iter().flatten().filter(|n| membership.contains(n.id())).collect();
+        if live.len() != membership.members().count() {
             return false;
         }
         let report = compare(&live.iter().map(|n| n.inspect()).collect::<Vec<_>>());
@@ -1068,9 +1132,9 @@ impl Sim {
     /// loss and duplication go on.
     fn calm(&mut self) {
         self.blocked.clear();
-        self.paused_until = vec![None; self.cfg.nodes];
-        for i in 0..self.cfg.nodes {
-            if self.nodes[i].is_none() {
+        self.paused_until = vec![None; self.slots()];
+        for i in 0..self.slots() {
+            if self.nodes[i].is_none() && self.ids[i].is_some() {
                 self.restart(i, false);
             }
         }
@@ -1085,8 +1149,11 @@ impl Sim {
         self.versions_seen[i].clear();
         self.leases_held[i].clear();
         self.disk[i].clear();
-        let members = self.members();
-        let id = members[i];
+        let id = self.ids[i].expect("a restarted slot holds a node");
+        let mut members = self.initial.clone();
+        if !members.contains(&id) {
+            members.push(id);
+        }
         let node = Node::new(
             Config {
                 seed: self.rng.random(),
@@ -1097,6 +1164,9 @@ impl Sim {
         )
         .unwrap();
         self.trace(("restart", i, wipe, self.now.as_millis()));
+        if std::env::var_os("PLUS_SIM_DEBUG").is_some() {
+            eprintln!("{} restart slot {i} node {id} wiped {wipe}", self.now.as_millis());
+        }
         self.count(if wipe { "restart_wiped" } else { "restart_kept" });
         self.nodes[i] = Some(node);
     }
@@ -1106,7 +1176,8 @@ impl Sim {
     }
 
     fn unavailable(&self) -> usize {
-        (0..self.cfg.nodes)
+        (0..self.slots())
+            .filter(|&i| self.ids[i].is_some())
             .filter(|&i| {
                 self.nodes[i].as_ref().is_none_or(plus_quorum::Node::is_recovering)
                     || self.is_paused(i)
@@ -1115,15 +1186,17 @@ impl Sim {
     }
 
     fn inject_faults(&mut self) {
+        self.operate();
         if self.now >= self.next_fault {
             self.next_fault = self.now
                 + Duration::from_millis(
                     self.rng
                         .random_range(self.cfg.crash_every_ms / 2..self.cfg.crash_every_ms * 3 / 2),
                 );
-            let down: Vec<usize> =
-                (0..self.cfg.nodes).filter(|&i| self.nodes[i].is_none()).collect();
-            let max_out = (self.cfg.nodes - 1) / 2;
+            let down: Vec<usize> = (0..self.slots())
+                .filter(|&i| self.nodes[i].is_none() && self.ids[i].is_some())
+                .collect();
+            let max_out = (self.voter_count() - 1) / 2;
             if !down.is_empty() && self.rng.random_bool(0.6) {
                 let i = down[self.rng.random_range(0..down.len())];
                 let wipe = self.rng.random_bool(0.5);
@@ -1148,7 +1221,7 @@ impl Sim {
                     .position(|n| n.as_ref().is_some_and(plus_quorum::Node::is_leader));
                 let i = match leader {
                     Some(l) if self.rng.random_bool(0.5) => l,
-                    _ => self.rng.random_range(0..self.cfg.nodes),
+                    _ => self.rng.random_range(0..self.slots()),
                 };
                 if self.nodes[i].is_some() {
                     let was_leader =
@@ -1156,6 +1229,9 @@ impl Sim {
                     self.nodes[i] = None;
                     self.disk[i].clear();
                     self.trace(("crash", i, self.now.as_millis()));
+                    if std::env::var_os("PLUS_SIM_DEBUG").is_some() {
+                        eprintln!("{} crash slot {i}", self.now.as_millis());
+                    }
                     self.count(if was_leader { "crash_leader" } else { "crash_follower" });
                 }
             }
@@ -1194,7 +1270,10 @@ impl Sim {
                         let j = self.rng.random_range(0..=i);
                         shuffled.swap(i, j);
                     }
-                    let minority = &shuffled[..(members.len() - 1) / 2];
+                    // Up to half of the nodes: with learners among them, a side can hold half
+                    // the nodes and still a minority of the voters.
+                    let size = self.rng.random_range(1..=(members.len() / 2).max(1));
+                    let minority = &shuffled[..size];
                     for &a in minority {
                         for &b in &members {
                             if !minority.contains(&b) {
@@ -1261,14 +1340,15 @@ impl Sim {
                 break;
             }
             let Reverse((_, _, from, to, MessageBox(msg))) = self.net.pop().unwrap();
-            if self.is_paused(Self::idx(to)) {
+            let Some(to_slot) = self.slot(to) else { continue };
+            if self.is_paused(to_slot) {
                 continue;
             }
-            if let Some(node) = self.nodes[Self::idx(to)].as_mut() {
+            if let Some(node) = self.nodes[to_slot].as_mut() {
                 node.step(from, msg, self.now);
             }
         }
-        for i in 0..self.cfg.nodes {
+        for i in 0..self.slots() {
             if self.is_paused(i) {
                 continue;
             }
@@ -1284,7 +1364,7 @@ impl Sim {
 
     /// Makes durable the writes whose time has come, and tells their nodes.
     fn complete_writes(&mut self) {
-        for i in 0..self.cfg.nodes {
+        for i in 0..self.slots() {
             if self.is_paused(i) {
                 continue;
             }
@@ -1298,7 +1378,7 @@ impl Sim {
     }
 
     fn collect_messages(&mut self) {
-        for i in 0..self.cfg.nodes {
+        for i in 0..self.slots() {
             if self.is_paused(i) {
                 continue;
             }
@@ -1346,10 +1426,28 @@ impl Sim {
         }
     }
 
-    /// Safety checks on every step: one leader per term, versions never go down.
+    /// Safety checks on every step: one leader per term, versions never go down, one
+    /// membership change at a time.
     fn observe(&mut self) {
-        for i in 0..self.cfg.nodes {
+        self.check_one_change_at_a_time();
+        for i in 0..self.slots() {
             let Some(node) = self.nodes[i].as_ref() else { continue };
+            if std::env::var_os("PLUS_SIM_DEBUG").is_some() {
+                let now = format!(
+                    "{:?} t{} c{} l{} {} / {}",
+                    node.role(),
+                    node.term(),
+                    node.commit_index(),
+                    node.last_index(),
+                    node.membership(),
+                    node.committed_membership()
+                );
+                let last = self.debug_last.entry(node.id()).or_default();
+                if *last != now {
+                    eprintln!("{} node {}: {now}", self.now.as_millis(), node.id());
+                    *last = now;
+                }
+            }
             if node.is_leader() {
                 let (term, id) = (node.term(), node.id());
                 match self.leaders_by_term.get(&term) {
@@ -1381,6 +1479,9 @@ impl Sim {
                 node.local_state().leases().map(|(id, _)| id).collect();
             let mut ended = Vec::new();
             for lease in self.leases_held[i].difference(&now_held) {
+                if std::env::var_os("PLUS_SIM_DEBUG").is_some() {
+                    eprintln!("{} lease {lease} ended on node {}", self.now.as_millis(), node.id());
+                }
                 if let Some(track) = self.leases.get_mut(lease)
                     && track.ended.is_none()
                 {
@@ -1391,6 +1492,27 @@ impl Sim {
             self.leases_held[i] = now_held;
             for lease in ended {
                 self.lease_ended(lease);
+            }
+        }
+    }
+
+    /// The newest leader counts with the latest configuration in its log; the configuration
+    /// committed in the cluster (at the highest commit index any node knows) must share a voter
+    /// with it in any two majorities. (A deposed leader may lag further: it can commit nothing.)
+    fn check_one_change_at_a_time(&mut self) {
+        let live = || self.nodes.iter().flatten();
+        let Some(leader) = live().filter(|n| n.is_leader()).max_by_key(|n| n.term()) else {
+            return;
+        };
+        let Some(committed) = live().max_by_key(|n| n.commit_index()) else { return };
+        let (committed, latest) = (committed.committed_membership(), leader.membership());
+        if operator::majorities_can_miss(committed, latest) {
+            let violation = format!(
+                "leader {} counts with {latest} while {committed} is committed: majorities of the two can be disjoint",
+                leader.id()
+            );
+            if !self.violations.contains(&violation) {
+                self.violations.push(violation);
             }
         }
     }
@@ -1506,7 +1628,10 @@ impl Sim {
         some_multi.truncate(self.rng.random_range(1..=multi.len()));
         // A lease the clients saw granted (often one that has ended since), or a made-up one.
         let lease: LeaseId = {
-            let known: Vec<LeaseId> = self.leases.keys().copied().collect();
+            // Not a lock holder's lease: another client revoking it would end a hold that the
+            // lock check (rightly) expects to last its TTL.
+            let known: Vec<LeaseId> =
+                self.leases.keys().copied().filter(|l| !self.lock_leases.contains(l)).collect();
             if known.is_empty() || self.rng.random_range(0..20) == 0 {
                 self.rng.random_range(1_000_000..1_010_000)
             } else {
@@ -1715,6 +1840,15 @@ impl Sim {
     /// Moves the client's lock protocol on with an answer.
     fn lock_answered(&mut self, c: usize, f: &InFlight, response: &Response) {
         let acked = (f.sent, self.now);
+        if std::env::var_os("PLUS_SIM_DEBUG").is_some() {
+            eprintln!(
+                "{} client {c} lock {:?} sent {} to node {}: {response:?}",
+                self.now.as_millis(),
+                f.purpose,
+                f.sent.as_millis(),
+                f.node
+            );
+        }
         let phase = std::mem::take(&mut self.clients[c].lock);
         self.clients[c].lock = match (f.purpose, phase, response) {
             (
@@ -1722,6 +1856,7 @@ impl Sim {
                 Phase::Idle,
                 Response::Write(WriteResult::LeaseGranted { lease, ttl_ms }),
             ) => {
+                self.lock_leases.insert(*lease);
                 let hold = Hold {
                     client: c,
                     ttl: Duration::from_millis(*ttl_ms),
@@ -1791,7 +1926,7 @@ impl Sim {
             1 => StartAt::Now,
             _ => StartAt::Revision(newest.saturating_sub(self.rng.random_range(0..20)).max(1)),
         };
-        let node = self.rng.random_range(0..self.cfg.nodes);
+        let node = self.rng.random_range(0..self.slots());
         let ends = self.now + Duration::from_millis(self.rng.random_range(300..3_000));
         self.count("watch_opened");
         Session::new(range, start, node, self.now, ends)
@@ -1820,7 +1955,7 @@ impl Sim {
             let node = self.watches[w].node;
             let reachable = self.nodes[node].is_some() && !self.is_paused(node);
             if !reachable || self.rng.random_bool(0.05) {
-                self.watches[w].node = self.rng.random_range(0..self.cfg.nodes);
+                self.watches[w].node = self.rng.random_range(0..self.slots());
                 self.count("watch_reconnected");
                 continue;
             }
@@ -1857,7 +1992,7 @@ impl Sim {
                 // its memory): try another.
                 Err(ClientError::Invalid(_)) => {
                     self.count("watch_node_behind");
-                    self.watches[w].node = self.rng.random_range(0..self.cfg.nodes);
+                    self.watches[w].node = self.rng.random_range(0..self.slots());
                 }
                 Err(e) => self.violations.push(format!("watch {request:?} failed: {e}")),
             }
@@ -1882,7 +2017,7 @@ impl Sim {
 
     /// Node answers leave through the client network.
     fn collect_outputs(&mut self) {
-        for i in 0..self.cfg.nodes {
+        for i in 0..self.slots() {
             if self.is_paused(i) {
                 continue;
             }
@@ -1892,6 +2027,9 @@ impl Sim {
                 outputs.push(o);
             }
             for output in outputs {
+                if self.operator_output(&output) {
+                    continue;
+                }
                 let Some(c) = self
                     .clients
                     .iter()
@@ -1907,7 +2045,10 @@ impl Sim {
     /// A request reaches its node: a crashed node never sees it, a frozen one when it wakes; one
     /// that refuses it at once (not the leader) answers so.
     fn deliver_request(&mut self, client: usize, request_id: u64, node: NodeId, op: Request) {
-        let i = Self::idx(node);
+        let Some(i) = self.slot(node) else {
+            self.count("client_request_to_stopped_node");
+            return;
+        };
         if let Some(until) = self.paused_until[i].filter(|&t| self.now < t) {
             // A frozen process's socket keeps the request: it runs it when it wakes, before its
             // own timers tell it the world moved on (where a stale leader is caught).
@@ -2053,6 +2194,7 @@ impl Sim {
         let json = match response {
             Response::Write(w) => serde_json::to_value(w).unwrap(),
             Response::Read(r) => serde_json::to_value(r).unwrap(),
+            other => unreachable!("clients only read and write: {other:?}"),
         };
         let ret = ModelRet::observed(response);
         let event = if matches!(ret, ModelRet::CompareFailed { .. }) { "fail" } else { "ok" };
