@@ -11,8 +11,15 @@
 //! the node's id when it is created, and a node refuses a directory stamped otherwise, or one
 //! another process has open. `--memory` keeps nothing (a restarted node comes back empty and
 //! catches up before it votes). SIGTERM or Ctrl-C stops it cleanly: the endpoint closes,
-//! requests in flight fail for their clients to retry elsewhere, the driver stops. After a
-//! SIGKILL it restarts from its directory.
+//! requests in flight fail for their clients to retry elsewhere, the driver stops; a leader
+//! first hands leadership to another voter, so a graceful restart costs no election timeout.
+//! After a SIGKILL it restarts from its directory.
+//!
+//! Replacing a node whose disk is gone: start the new one with a new id and `--new-member`
+//! (`--peers` lists the running members and itself), then `quorum_ctl member replace OLD NEW
+//! ADDR`. If a majority is gone for good, `--force-new-cluster` (once) makes a survivor the only
+//! voter of a new cluster from what its directory holds, losing any write it lacked; the others
+//! join it again as new members.
 //!
 //! With `--tls-cert`, `--tls-key` and `--tls-ca`, peers and clients authenticate each other
 //! with mutual TLS: only holders of a certificate the CA signed get past the handshake, before
@@ -28,6 +35,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use cli::TlsArgs;
@@ -182,9 +190,28 @@ async fn run(args: Args) -> Result<bool, String> {
     println!("node {} serving on {}{tls} (members {members:?})", args.id, args.listen);
     stopped().await?;
     tracing::info!(node = args.id, "stopping");
+    hand_over(&node.handle).await;
     node.stop().await;
     println!("node {} stopped", args.id);
     Ok(true)
+}
+
+/// A leader asked to stop hands leadership to another voter first, so that the cluster does
+/// not wait an election timeout to find a new one (a graceful restart or upgrade). Best effort:
+/// each voter is tried for at most a second, and the node stops anyway.
+async fn hand_over(node: &plus_quorum::NodeHandle) {
+    let Ok(status) = node.status().await else { return };
+    if status.role != plus_quorum::Role::Leader {
+        return;
+    }
+    let Ok(membership) = node.membership().await else { return };
+    for to in membership.voters().iter().copied().filter(|&v| v != status.id) {
+        let change = plus_quorum::ClusterChange::TransferLeadership { to };
+        if node.change_cluster(change, Duration::from_secs(1)).await.is_ok() {
+            println!("node {} handed leadership to node {to}", status.id);
+            return;
+        }
+    }
 }
 
 /// Waits for SIGTERM or Ctrl-C.

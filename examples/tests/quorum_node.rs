@@ -252,7 +252,7 @@ async fn an_operator_replaces_a_lost_node_with_a_new_member() {
     lost.wait().unwrap();
     std::fs::remove_dir_all(data.join("node1")).unwrap();
     let mut new = command(4, &addrs, &data);
-    new.arg("--new-member");
+    new.arg("--new-member").stdout(Stdio::piped());
     nodes.0.insert(4, new.spawn().unwrap());
     let survivors: HashMap<NodeId, String> =
         first.iter().filter(|(id, _)| **id != 1).map(|(id, a)| (*id, a.clone())).collect();
@@ -287,6 +287,15 @@ async fn an_operator_replaces_a_lost_node_with_a_new_member() {
     assert!(store.handles().iter().any(|h| h.id() == 4), "the client never reached node 4");
     let members = store.membership().await.unwrap();
     assert_eq!(members.voters().iter().copied().collect::<Vec<_>>(), vec![2, 3, 4]);
+    // A graceful stop of the leader (node 4 now) hands leadership over before it exits.
+    let leader = nodes.0.remove(&4).unwrap();
+    Command::new("kill").args(["-TERM", &leader.id().to_string()]).status().unwrap();
+    let output = tokio::task::spawn_blocking(move || leader.wait_with_output()).await.unwrap();
+    let output = output.unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{said} {}", stderr(&output));
+    assert!(said.contains("node 4 handed leadership to node"), "{said}");
+    set_surely(&store, "after-handover", "x").await;
     drop(nodes);
     std::fs::remove_dir_all(&data).unwrap();
 }
