@@ -125,9 +125,7 @@ impl Node {
     }
 
     fn lease_info(&mut self, lease: LeaseId, renew: bool) -> Option<LeaseInfo> {
-        if self.lead.expiring.contains(&lease) {
-            return None;
-        }
+        // Never for a lease whose expiry is proposed: those reads wait for it (`serve_reads`).
         let (ttl_ms, keys) = self.state.lease(lease)?;
         let ttl = std::time::Duration::from_millis(ttl_ms);
         let deadline = self.lead.lease_deadlines.entry(lease).or_insert(self.clock + ttl);

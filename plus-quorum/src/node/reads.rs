@@ -37,13 +37,25 @@ impl Node {
             confirmed = self.lead.read_seq;
         }
         while let Some(read) = self.lead.pending_reads.front() {
-            if read.seq > confirmed || read.read_index > self.applied {
+            if read.seq > confirmed
+                || read.read_index > self.applied
+                || self.awaits_expiry(&read.op)
+            {
                 break;
             }
             let read = self.lead.pending_reads.pop_front().expect("front exists");
             let result = self.answer_read(&read.op).map(Response::Read);
             self.outputs.push_back(ClientOutput { id: read.id, result });
         }
+    }
+
+    /// A lease read of a lease whose expiry this leader has proposed waits for that entry:
+    /// answered now, "no such lease" would be a state no committed entry made (a deposed leader's
+    /// expiry may never commit, and the lease lives on under the next leader), and a renewal
+    /// would promise a TTL the committed expiry is about to take away.
+    fn awaits_expiry(&self, op: &ReadOp) -> bool {
+        matches!(op, ReadOp::LeaseKeepAlive(lease) | ReadOp::LeaseTimeToLive(lease)
+            if self.lead.expiring.contains(lease))
     }
 
     /// A past revision this node can still read, checked at once so that one it no longer

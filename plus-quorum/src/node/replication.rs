@@ -62,7 +62,15 @@ impl Node {
         }
         let prev_index = next - 1;
         let prev_term = self.log.term_at(prev_index).unwrap_or(0);
-        let entries = self.log.slice(next, self.config.max_entries_per_message);
+        let mut entries = self.log.slice(next, self.config.max_entries_per_message);
+        if !peer.voter {
+            // A learner gets committed entries only. Its log is then never more up to date
+            // than a candidate holding everything committed: it does not vote in its own
+            // configuration but may be asked to (by a node whose log promotes it), and a
+            // learner holding a deposed leader's uncommitted entry would refuse every candidate
+            // that could win, leaving a cluster with one voter down unable to elect anyone.
+            entries.retain(|e| e.index <= self.commit);
+        }
         if let Some(last) = entries.last() {
             peer.next = last.index + 1;
         }
@@ -349,7 +357,9 @@ impl Node {
             peer.next = (match_index + 1).min(peer.next).max(1);
             peer.dirty = true;
         }
-        if peer.next <= last {
+        // More to send: entries past what it holds (committed ones only, to a learner).
+        let sendable = if peer.voter { last } else { last.min(self.commit) };
+        if peer.next <= sendable {
             peer.dirty = true;
         }
         // A recovering peer waits for a commit after its return; with nothing to commit, make

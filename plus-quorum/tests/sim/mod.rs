@@ -27,9 +27,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use plus_core::{SeededRng, Timestamp, seeded_rng};
 use plus_quorum::{
-    Change, ClientError, Config, Expect, KeyRange, LeaseId, LogIndex, MemStorage, Message, Node,
-    NodeId, PersistBatch, Range, RangeResult, ReadOp, ReadResult, Response, Start, Txn, TxnOp,
-    TxnOpResult, WatchRequest, WriteOp, WriteResult, compare,
+    Change, ClientError, Config, Expect, KeyRange, LeaseId, LogIndex, MemStorage, Membership,
+    Message, Node, NodeId, PersistBatch, Range, RangeResult, ReadOp, ReadResult, Response, Start,
+    Txn, TxnOp, TxnOpResult, WatchRequest, WriteOp, WriteResult, compare,
 };
 use rand::Rng;
 
@@ -795,6 +795,8 @@ pub struct Sim {
     debug_last: HashMap<NodeId, String>,
     /// Leases granted for the lock: other clients leave them alone.
     lock_leases: HashSet<LeaseId>,
+    /// The highest commit index seen on any node, and the configuration in force there.
+    committed_config: (LogIndex, Membership),
 }
 
 /// Traffic between clients and nodes, which the simulated network delays and loses too.
@@ -870,6 +872,7 @@ impl Sim {
     pub fn new(cfg: SimConfig) -> Self {
         let members: Vec<NodeId> = (0..cfg.nodes as u64).map(|i| i + MEMBERS_BASE).collect();
         let slots = cfg.nodes + if cfg.membership { cfg.spares } else { 0 };
+        let cfg_voters = members.clone();
         let storages: Vec<MemStorage> = (0..slots).map(|_| MemStorage::new()).collect();
         let mut rng = seeded_rng(cfg.seed);
         let mut nodes: Vec<Option<Node>> = members
@@ -944,6 +947,7 @@ impl Sim {
             initial: members,
             debug_last: HashMap::new(),
             lock_leases: HashSet::new(),
+            committed_config: (0, Membership::with_voters(cfg_voters.iter().copied())),
             cfg,
         }
     }
@@ -1497,15 +1501,24 @@ impl Sim {
     }
 
     /// The newest leader counts with the latest configuration in its log; the configuration
-    /// committed in the cluster (at the highest commit index any node knows) must share a voter
-    /// with it in any two majorities. (A deposed leader may lag further: it can commit nothing.)
+    /// committed in the cluster (at the highest commit index ever seen) must share a voter with
+    /// it in any two majorities: one change at a time.
     fn check_one_change_at_a_time(&mut self) {
+        // Commit indices are volatile (a restarted node starts again from its snapshot): the
+        // committed configuration is the one at the highest commit index ever seen.
+        for node in self.nodes.iter().flatten() {
+            if node.commit_index() > self.committed_config.0 {
+                self.committed_config = (node.commit_index(), node.committed_membership().clone());
+            }
+        }
+        // Only a leader of the highest term any node has reached: a deposed leader that has
+        // not heard of it yet (frozen, cut off) may lag further and can commit nothing.
         let live = || self.nodes.iter().flatten();
-        let Some(leader) = live().filter(|n| n.is_leader()).max_by_key(|n| n.term()) else {
+        let newest = live().map(Node::term).max().unwrap_or(0);
+        let Some(leader) = live().find(|n| n.is_leader() && n.term() == newest) else {
             return;
         };
-        let Some(committed) = live().max_by_key(|n| n.commit_index()) else { return };
-        let (committed, latest) = (committed.committed_membership(), leader.membership());
+        let (committed, latest) = (&self.committed_config.1, leader.membership());
         if operator::majorities_can_miss(committed, latest) {
             let violation = format!(
                 "leader {} counts with {latest} while {committed} is committed: majorities of the two can be disjoint",

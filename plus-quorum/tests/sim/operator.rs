@@ -100,7 +100,7 @@ impl Sim {
             return;
         }
         self.operator.next_action =
-            self.now + Duration::from_millis(self.rng.random_range(200..1_200));
+            self.now + Duration::from_millis(self.rng.random_range(100..600));
         let Some(l) = self.leader_slot() else { return };
         let leader = self.nodes[l].as_ref().expect("a leader runs");
         let (membership, leader_id) = (leader.membership().clone(), leader.id());
