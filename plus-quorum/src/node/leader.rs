@@ -28,6 +28,11 @@ pub(super) struct Peer {
     pub(super) dirty: bool,
     /// It votes in the configuration in force (a learner does not).
     pub(super) voter: bool,
+    /// Where its log matches ours is not known yet (a new term, or a refusal since the last
+    /// success): one append at a time, `next` moved only by its answers. Sending ahead
+    /// (pipelining) resumes with the first success; while probing, a late refusal of a
+    /// pipelined append must not undo the backtracking.
+    pub(super) probing: bool,
 }
 
 impl Peer {
@@ -41,6 +46,7 @@ impl Peer {
             last_contact: None,
             dirty: true,
             voter: false,
+            probing: true,
         }
     }
 
@@ -106,6 +112,7 @@ impl Leadership {
                 last_contact: Some(now),
                 dirty: true,
                 voter: peer.voter,
+                probing: true,
             };
         }
         self.transfer = None;

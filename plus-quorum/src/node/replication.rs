@@ -71,7 +71,9 @@ impl Node {
             // that could win, leaving a cluster with one voter down unable to elect anyone.
             entries.retain(|e| e.index <= self.commit);
         }
-        if let Some(last) = entries.last() {
+        if let Some(last) = entries.last()
+            && !peer.probing
+        {
             peer.next = last.index + 1;
         }
         let msg = Message::Append {
@@ -262,8 +264,10 @@ impl Node {
             return;
         }
         if prev_index < self.log.base_index() {
-            // Already covered by our snapshot: tell the leader where we are.
-            self.reply(from, false, self.commit, read_seq);
+            // Already covered by our snapshot, which holds committed entries only (the leader's
+            // too): our log matches the leader's up to our commit index. A refusal here would
+            // leave a probing leader at its `next` for ever.
+            self.reply(from, true, self.commit, read_seq);
             return;
         }
         if self.log.term_at(prev_index) != Some(prev_term) {
@@ -347,6 +351,7 @@ impl Node {
             peer.acked_seq = read_seq;
         }
         if success {
+            peer.probing = false;
             if match_index > peer.matched {
                 peer.matched = match_index.min(last);
             }
@@ -355,6 +360,7 @@ impl Node {
             }
         } else {
             peer.next = (match_index + 1).min(peer.next).max(1);
+            peer.probing = true;
             peer.dirty = true;
         }
         // More to send: entries past what it holds (committed ones only, to a learner).

@@ -797,6 +797,8 @@ pub struct Sim {
     lock_leases: HashSet<LeaseId>,
     /// The highest commit index seen on any node, and the configuration in force there.
     committed_config: (LogIndex, Membership),
+    /// Each node's commit index at the last observation.
+    commits_seen: HashMap<NodeId, LogIndex>,
 }
 
 /// Traffic between clients and nodes, which the simulated network delays and loses too.
@@ -948,6 +950,7 @@ impl Sim {
             debug_last: HashMap::new(),
             lock_leases: HashSet::new(),
             committed_config: (0, Membership::with_voters(cfg_voters.iter().copied())),
+            commits_seen: HashMap::new(),
             cfg,
         }
     }
@@ -1114,7 +1117,10 @@ impl Sim {
         let membership = leader.membership();
         let live: Vec<&Node> =
             self.nodes.iter().flatten().filter(|n| membership.contains(n.id())).collect();
-        if live.len() != membership.members().count() {
+        // Every member in a slot runs (one whose node the operator stopped while a stale view
+        // left it out holds no replica to compare).
+        let placed = membership.members().filter(|&id| self.slot(id).is_some()).count();
+        if live.len() != placed {
             return false;
         }
         let report = compare(&live.iter().map(|n| n.inspect()).collect::<Vec<_>>());
@@ -1434,6 +1440,7 @@ impl Sim {
     /// membership change at a time.
     fn observe(&mut self) {
         self.check_one_change_at_a_time();
+        self.check_commit_quorums();
         for i in 0..self.slots() {
             let Some(node) = self.nodes[i].as_ref() else { continue };
             if std::env::var_os("PLUS_SIM_DEBUG").is_some() {
@@ -1498,6 +1505,43 @@ impl Sim {
                 self.lease_ended(lease);
             }
         }
+    }
+
+    /// Each time a leader's commit index moves to `c`, a majority of the voters of the
+    /// configuration in force on it (the latest in its log, which it counts with) hold entry
+    /// `c` (their logs reach it: a follower acknowledges only what it has made durable). Checked
+    /// when every one of those voters runs, unfrozen and not recovering: a node wiped after its
+    /// acknowledgement left holds nothing.
+    fn check_commit_quorums(&mut self) {
+        let mut wrong = Vec::new();
+        for node in self.nodes.iter().flatten() {
+            let seen = self.commits_seen.insert(node.id(), node.commit_index());
+            if !node.is_leader() || seen.is_none_or(|before| before >= node.commit_index()) {
+                continue;
+            }
+            let commit = node.commit_index();
+            let config = node.membership();
+            let holding: Option<Vec<bool>> = config
+                .voters()
+                .iter()
+                .map(|&v| {
+                    let slot = self.slot(v)?;
+                    let voter = self.nodes[slot].as_ref()?;
+                    (!self.is_paused(slot) && !voter.is_recovering())
+                        .then(|| voter.last_index() >= commit)
+                })
+                .collect();
+            let Some(holding) = holding else { continue };
+            let held = holding.iter().filter(|&&h| h).count();
+            if held < config.quorum() {
+                wrong.push(format!(
+                    "leader {} committed index {commit} held by {held} of the voters of {config}, short of {}",
+                    node.id(),
+                    config.quorum()
+                ));
+            }
+        }
+        self.violations.extend(wrong);
     }
 
     /// The newest leader counts with the latest configuration in its log; the configuration

@@ -61,12 +61,14 @@ impl Operator {
 }
 
 impl Sim {
-    /// The leader with the highest term among running, unfrozen nodes.
+    /// The leader, unfrozen, of the highest term any running node has reached (a deposed
+    /// leader that has not heard of it yet is not asked, and its view of the members is not
+    /// acted on).
     fn leader_slot(&self) -> Option<usize> {
+        let newest = self.nodes.iter().flatten().map(Node::term).max()?;
         (0..self.slots())
             .filter(|&i| !self.is_paused(i))
-            .filter(|&i| self.nodes[i].as_ref().is_some_and(Node::is_leader))
-            .max_by_key(|&i| self.nodes[i].as_ref().map_or(0, Node::term))
+            .find(|&i| self.nodes[i].as_ref().is_some_and(|n| n.is_leader() && n.term() == newest))
     }
 
     /// The fewest voters in any configuration a running node holds: the fault budget must
