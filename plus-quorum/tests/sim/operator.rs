@@ -256,7 +256,16 @@ impl Sim {
     /// Stops the nodes that are outside the leader's committed configuration (and its latest
     /// one), once they have been for a while, or at once when `now` is set.
     pub(super) fn stop_outsiders(&mut self, at_once: bool) {
-        let Some(l) = self.leader_slot() else { return };
+        // At the end, the leader the replicas converged on: a node outside the configuration
+        // (removed before it heard so) may hold a higher term without leading anything.
+        let leader = if at_once {
+            (0..self.slots())
+                .filter(|&i| self.nodes[i].as_ref().is_some_and(Node::is_leader))
+                .max_by_key(|&i| self.nodes[i].as_ref().map_or(0, Node::term))
+        } else {
+            self.leader_slot()
+        };
+        let Some(l) = leader else { return };
         let leader = self.nodes[l].as_ref().expect("a leader runs");
         let (committed, latest) =
             (leader.committed_membership().clone(), leader.membership().clone());
