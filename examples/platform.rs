@@ -460,8 +460,8 @@ async fn start_agents(args: &Args, apps: &mut Vec<(AppCode, Manifest)>) -> Resul
         }
         Err(err) => return Err(err.to_string()),
     };
-    let agent = agents::example_program("agent")?;
-    let artifact = agents::example_program("hello_http")?;
+    let agent = cli::sibling_example("agent", true)?;
+    let artifact = cli::sibling_example("hello_http", true)?;
     let real = agents::RealApp::new(&manifest, artifact)?;
     if apps.iter().any(|(code, _)| *code == real.app) {
         return Err(format!("the agents' application {} is already among the manifests", real.app));

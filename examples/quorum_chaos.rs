@@ -131,20 +131,7 @@ impl Drop for Nodes {
     }
 }
 
-/// `quorum_node` beside this program.
-fn node_program() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let path = exe.parent().map(|d| d.join("quorum_node")).ok_or("no directory")?;
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} is missing: build it with `cargo build --example quorum_node` (same profile)",
-            path.display()
-        ))
-    }
-}
-
+/// `--nodes`: 3 or 5.
 fn nodes_count(text: &str) -> Result<u64, String> {
     match text.trim() {
         "3" => Ok(3),
@@ -185,8 +172,13 @@ async fn run(args: Args) -> Result<bool, String> {
     let dir = std::env::temp_dir().join(format!("plus-quorum-chaos-{}", std::process::id()));
     let addrs = loopback_addrs(&ids).await.map_err(|e| e.to_string())?;
     let proxies = proxy::Proxies::start(&addrs).await.map_err(|e| format!("proxies: {e}"))?;
-    let mut nodes =
-        Nodes { program: node_program()?, addrs, proxies, dir, children: HashMap::new() };
+    let mut nodes = Nodes {
+        program: cli::sibling_example("quorum_node", false)?,
+        addrs,
+        proxies,
+        dir,
+        children: HashMap::new(),
+    };
     for &id in &ids {
         nodes.start(id)?;
     }

@@ -175,47 +175,6 @@ impl Drop for AgentProcesses {
     }
 }
 
-/// The example program `name` beside this one. Under `cargo run`, it is built first (a no-op
-/// when it is fresh), with this program's profile, so a changed agent is never stale.
-pub(crate) fn example_program(name: &str) -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let path = exe
-        .parent()
-        .ok_or("this program has no directory")?
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if let Some(cargo) = std::env::var_os("CARGO") {
-        let mut build = Command::new(cargo);
-        build.args(["build", "-q", "-p", "examples", "--example", name]);
-        // What `cargo run` set for this program only: left in, build scripts that watch
-        // such variables (ring's) would run again, and rebuild half the tree every time.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("CARGO_PKG_")
-                || key.starts_with("CARGO_MANIFEST_")
-                || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"]
-                    .contains(&key.as_ref())
-            {
-                build.env_remove(key.as_ref());
-            }
-        }
-        if !cfg!(debug_assertions) {
-            build.arg("--release");
-        }
-        let status = build.status().map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !status.success() {
-            return Err(format!("cargo could not build the {name} example ({status})"));
-        }
-    }
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} is missing: build it with `cargo build --release --example {name}`",
-            path.display()
-        ))
-    }
-}
-
 /// What the platform knows of its agents.
 #[derive(Default)]
 struct Registry {
