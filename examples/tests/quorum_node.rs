@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::example;
+use common::{example, quorum_ctl};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -217,16 +217,6 @@ async fn no_acknowledged_put_is_lost_while_nodes_are_killed() {
     std::fs::remove_dir_all(&data).unwrap();
 }
 
-/// Runs `quorum_ctl` against `addrs` to its end (bounded by its own --timeout).
-fn ctl(addrs: &HashMap<NodeId, String>, args: &[&str]) -> Output {
-    Command::new(example("quorum_ctl"))
-        .args(["--endpoints", &peers(addrs), "--timeout", "30"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 /// A node whose disk is gone for good is replaced by an operator with the two programs: a new
 /// `quorum_node --new-member`, then `quorum_ctl member replace`; every write survives, the new
 /// node votes, and a client that knew only the old nodes reaches the new one.
@@ -256,12 +246,11 @@ async fn an_operator_replaces_a_lost_node_with_a_new_member() {
     nodes.0.insert(4, new.spawn().unwrap());
     let survivors: HashMap<NodeId, String> =
         first.iter().filter(|(id, _)| **id != 1).map(|(id, a)| (*id, a.clone())).collect();
-    let first_two = {
-        let survivors = survivors.clone();
-        move || survivors.clone()
-    };
+    let endpoints = peers(&survivors);
+    let replace_with = endpoints.clone();
     let replaced = tokio::task::spawn_blocking(move || {
-        ctl(&survivors, &["member", "replace", "1", "4", &addrs[&4]])
+        let op = ["member", "replace", "1", "4", addrs[&4].as_str()];
+        quorum_ctl(&replace_with, 30, &[] as &[&str], &op)
     })
     .await
     .unwrap();
@@ -279,8 +268,9 @@ async fn an_operator_replaces_a_lost_node_with_a_new_member() {
     }
     // Leadership moves to node 4: the client follows the leader's name to a node it was never
     // given, learning its address from the cluster.
-    let to_new =
-        tokio::task::spawn_blocking(move || ctl(&first_two(), &["transfer-leadership", "4"]));
+    let to_new = tokio::task::spawn_blocking(move || {
+        quorum_ctl(&endpoints, 30, &[] as &[&str], &["transfer-leadership", "4"])
+    });
     let moved = to_new.await.unwrap();
     assert!(moved.status.success(), "{}", stderr(&moved));
     set_surely(&store, "on-the-new-leader", "x").await;

@@ -9,10 +9,10 @@ mod common;
 #[path = "../../plus-mux/tests/certs/mod.rs"]
 mod certs;
 
-use common::example;
+use common::{example, quorum_ctl};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use certs::Ca;
@@ -51,17 +51,6 @@ fn identity(dir: &Path, ca: &Ca, ca_file: &Path, name: &str) -> Vec<String> {
     ]
 }
 
-/// Runs `quorum_ctl` against `peers` to its end.
-fn ctl(peers: &str, tls: &[String], timeout_s: u64, op: &[&str]) -> Output {
-    Command::new(example("quorum_ctl"))
-        .args(["--endpoints", peers, "--timeout", &timeout_s.to_string()])
-        .args(tls)
-        .args(op)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_cluster_serves_its_own_clients_and_refuses_everyone_else() {
     let dir = std::env::temp_dir().join(format!("plus-quorum-tls-{}", std::process::id()));
@@ -89,9 +78,9 @@ async fn a_tls_cluster_serves_its_own_clients_and_refuses_everyone_else() {
     // A client of the cluster's CA: writes and reads, once the nodes have elected a leader
     // among themselves (over TLS too).
     let client = identity(&dir, &ca, &ca_file, "client");
-    let put = ctl(&peers, &client, 30, &["put", "greeting", "hello"]);
+    let put = quorum_ctl(&peers, 30, &client, &["put", "greeting", "hello"]);
     assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
-    let get = ctl(&peers, &client, 10, &["get", "greeting"]);
+    let get = quorum_ctl(&peers, 10, &client, &["get", "greeting"]);
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "hello");
 
     // The library's client, with the same files.
@@ -111,7 +100,7 @@ async fn a_tls_cluster_serves_its_own_clients_and_refuses_everyone_else() {
     assert_eq!(library.get("greeting").await.unwrap().unwrap().value, "hello");
 
     // No TLS at all, or a certificate of another CA: no answer, and nothing written.
-    let plain = ctl(&peers, &[], 3, &["put", "greeting", "plain"]);
+    let plain = quorum_ctl(&peers, 3, &[] as &[String], &["put", "greeting", "plain"]);
     assert!(!plain.status.success(), "a plain client was answered");
     let rogue_ca = Ca::new("rogue CA");
     let rogue_ca_file = dir.join("rogue-ca.pem");
@@ -119,9 +108,9 @@ async fn a_tls_cluster_serves_its_own_clients_and_refuses_everyone_else() {
     let mut rogue = identity(&dir, &rogue_ca, &rogue_ca_file, "rogue");
     // It trusts the real CA, so only the nodes' check of its certificate can stop it.
     rogue[5] = ca_file.display().to_string();
-    let forged = ctl(&peers, &rogue, 3, &["put", "greeting", "rogue"]);
+    let forged = quorum_ctl(&peers, 3, &rogue, &["put", "greeting", "rogue"]);
     assert!(!forged.status.success(), "a client of another CA was answered");
-    let get = ctl(&peers, &client, 10, &["get", "greeting"]);
+    let get = quorum_ctl(&peers, 10, &client, &["get", "greeting"]);
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "hello", "nothing was overwritten");
     for node in library.handles() {
         node.close();

@@ -1,6 +1,8 @@
 //! Deterministic simulation of 3- and 5-node clusters under faults, with every history checked
 //! for linearizability. `PLUS_SIM_SEEDS=N` runs more seeds, `PLUS_SIM_SEED=S` replays one,
-//! `PLUS_SIM_HISTORY_DIR=DIR` writes every history (format in `tests/sim/mod.rs`).
+//! `PLUS_SIM_HISTORY_DIR=DIR` writes every history (format in `tests/sim/mod.rs`), and
+//! `PLUS_SIM_DEBUG=1` prints each node's role, indexes and configuration as they change, with
+//! every crash, restart, membership change and lock step, for replaying a failing seed.
 
 mod sim;
 
