@@ -5,7 +5,7 @@
 //! ```
 //!
 //! Reads `target/criterion/<group>/<function>/new/estimates.json` (the mean time per
-//! iteration) for each pair of contender and baseline measured in the same group, and prints
+//! iteration; CPU time of the process for the `mux_cpu` groups) for each pair of contender and baseline measured in the same group, and prints
 //! the contender's time, the baseline's time and their ratio (below 1 means faster than the
 //! baseline). Groups that were not run are listed as missing.
 
@@ -147,6 +147,18 @@ const PAIRS: &[(&str, &str, &str, &str)] = &[
         "mux / plain TCP pipelined, 1 KiB, concurrency 64",
     ),
     ("mux_1048576B_c1", "plus_mux", "plain_tcp_pipelined", "mux / plain TCP, 1 MiB body"),
+    (
+        "mux_cpu_64B_c64",
+        "plus_mux",
+        "plain_tcp_pipelined",
+        "mux / plain TCP pipelined, CPU time, 64 B, concurrency 64",
+    ),
+    (
+        "mux_cpu_1024B_c64",
+        "plus_mux",
+        "plain_tcp_pipelined",
+        "mux / plain TCP pipelined, CPU time, 1 KiB, concurrency 64",
+    ),
     (
         "quorum_driver_writes_c1",
         "plus_quorum",

@@ -101,6 +101,48 @@ async fn timeouts_clean_the_pending_table_and_late_responses_are_counted() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn each_request_times_out_at_its_own_deadline() {
+    // One expiry task serves the connection: a short deadline behind a long one must still
+    // fire on time, and the long one must not fire with it.
+    let (client, _server, _, _) = pair(Config::default());
+    let started = tokio::time::Instant::now();
+    let long = {
+        let c = client.clone();
+        tokio::spawn(
+            async move { c.request_with_timeout("sleep:60000", Duration::from_secs(30)).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let short = client.request_with_timeout("sleep:60000", Duration::from_millis(100)).await;
+    assert_eq!(short, Err(RequestError::Timeout));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(100) && waited <= Duration::from_millis(110),
+        "the short request gave up after {waited:?}"
+    );
+    assert!(!long.is_finished(), "the long request is still waiting");
+    assert_eq!(client.counters().pending, 1);
+    assert_eq!(long.await.unwrap(), Err(RequestError::Timeout));
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(30) && waited <= Duration::from_millis(30_010));
+    assert_eq!(client.counters().timeouts, 2);
+    assert_eq!(client.counters().pending, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_async_request_holds_its_identity_until_its_expiry() {
+    let config = Config { async_response_timeout: Duration::from_millis(500), ..Config::default() };
+    let (client, _server, _, _) = pair(config);
+    client.send_async("sleep:60000").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(490)).await;
+    assert_eq!(client.counters().pending, 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let counters = client.counters();
+    assert_eq!(counters.pending, 0, "the identity is free after the async expiry");
+    assert_eq!(counters.timeouts, 0, "an async request's expiry is not a timeout");
+}
+
+#[tokio::test(start_paused = true)]
 async fn peer_close_fails_pending_requests_at_once() {
     let (client, server, _, _) = pair(Config::default());
     let c = client.clone();
