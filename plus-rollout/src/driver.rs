@@ -316,9 +316,15 @@ where
                     Action::Start { id, job } => {
                         let mut fut = run(job);
                         let waker = std::task::Waker::noop();
-                        match fut.as_mut().poll(&mut Context::from_waker(waker)) {
-                            Poll::Ready(outcome) => ready.push((id, outcome)),
-                            Poll::Pending => {
+                        // The first poll is guarded as the later ones are: an executor that
+                        // panics before its first await fails its step, not the driver.
+                        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            fut.as_mut().poll(&mut Context::from_waker(waker))
+                        }));
+                        match first {
+                            Ok(Poll::Ready(outcome)) => ready.push((id, outcome)),
+                            Err(_) => ready.push((id, panicked::<C>(id))),
+                            Ok(Poll::Pending) => {
                                 let (abort, registration) = AbortHandle::new_pair();
                                 let guarded = std::panic::AssertUnwindSafe(fut).catch_unwind();
                                 let job = Abortable::new(guarded, registration)
@@ -394,11 +400,13 @@ fn settle<C: Core>(
     if running.get(&id.slot).is_some_and(|(token, _)| *token == id.token) {
         running.remove(&id.slot);
     }
-    let outcome = result.unwrap_or_else(|_| {
-        tracing::warn!(slot = id.slot, "executor panicked; its job counts as failed");
-        C::failed_outcome("executor panicked".to_owned())
-    });
-    Some((id, outcome))
+    Some((id, result.unwrap_or_else(|_| panicked::<C>(id))))
+}
+
+/// The outcome of a job whose future panicked: a failure, logged.
+fn panicked<C: Core>(id: JobId) -> C::Outcome {
+    tracing::warn!(slot = id.slot, "executor panicked; its job counts as failed");
+    C::failed_outcome("executor panicked".to_owned())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -122,13 +122,18 @@ async fn abort_cancels_running_steps_at_once() {
     handle.abort().await; // idempotent, even after the end
 }
 
+/// Panics on host-00's download, after yielding once or before its first await.
 #[derive(Debug)]
-struct Panicky;
+struct Panicky {
+    yield_first: bool,
+}
 
 #[async_trait]
 impl StepExecutor for Panicky {
     async fn run(&self, host: &HostId, step: Step, _: &Version) -> StepOutcome {
-        tokio::task::yield_now().await;
+        if self.yield_first {
+            tokio::task::yield_now().await;
+        }
         assert!(!(host.as_str() == "host-00" && step == Step::Download), "executor bug");
         StepOutcome::Done
     }
@@ -136,14 +141,18 @@ impl StepExecutor for Panicky {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_executor_fails_the_step_not_the_release() {
-    let (_handle, _events, task) =
-        spawn_release(release_at_ratio(2, 0, plus_core::Ratio::ONE, config()), Arc::new(Panicky));
-    let report = task.await.unwrap();
-    assert_eq!(
-        report.hosts[0].1,
-        HostState::Failed { step: Step::Download, reason: "executor panicked".into() }
-    );
-    assert_eq!(report.hosts[1].1, HostState::Succeeded);
+    // Both ways: the driver polls a step once inline before it joins the running ones.
+    for yield_first in [true, false] {
+        let release = release_at_ratio(2, 0, plus_core::Ratio::ONE, config());
+        let (_handle, _events, task) = spawn_release(release, Arc::new(Panicky { yield_first }));
+        let report = task.await.expect("the driver survives the executor's panic");
+        assert_eq!(
+            report.hosts[0].1,
+            HostState::Failed { step: Step::Download, reason: "executor panicked".into() },
+            "yield_first: {yield_first}"
+        );
+        assert_eq!(report.hosts[1].1, HostState::Succeeded, "yield_first: {yield_first}");
+    }
 }
 
 /// Never finishes a step.
