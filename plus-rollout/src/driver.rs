@@ -91,7 +91,8 @@ impl<C, R, S> Handle<C, R, S> {
 
 /// A core's progress, as a stream of events. Ends when the core does.
 ///
-/// Events travel in batches (one per turn of the driver loop) and are handed out one by one.
+/// Events travel in batches (one per round of outcomes the driver hands to the core) and are
+/// handed out one by one.
 /// Dropping the stream tells the driver to stop recording events.
 #[derive(Debug)]
 pub struct Events<E> {
@@ -292,6 +293,13 @@ where
     let mut requests_open = true;
     // Whether the core changed since its state was last saved (its start counts).
     let mut changed = true;
+    // One timer for the driver's life, moved only to an earlier deadline: registering a timer
+    // costs a wake of the runtime's I/O driver (a syscall), and the core's next deadline moves
+    // after nearly every outcome. A timer left at a deadline that went away fires once to no
+    // effect: the cores act on deadlines that are due only.
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         loop {
             if changed && S::KEEPS {
@@ -327,9 +335,10 @@ where
                             Ok(Poll::Pending) => {
                                 let (abort, registration) = AbortHandle::new_pair();
                                 let guarded = std::panic::AssertUnwindSafe(fut).catch_unwind();
+                                // No span of its own: jobs are polled inside the driver's
+                                // poll, which runs in the caller's span (see `launch`).
                                 let job = Abortable::new(guarded, registration)
-                                    .map(move |ended| (id, ended))
-                                    .in_current_span();
+                                    .map(move |ended| (id, ended));
                                 jobs.push(Box::pin(job));
                                 running.insert(id.slot, (id.token, abort));
                             }
@@ -352,24 +361,27 @@ where
                 core.handle_outcome(id, outcome, at);
             }
             changed = true;
+            // Steps that end on their first poll can keep this loop going for a whole
+            // release: their events go out as they come, not all at the end.
+            deliver_events(&mut core, &events);
         }
-        let mut batch = Vec::new();
-        while let Some(event) = core.poll_event() {
-            batch.push(event);
-        }
-        if !batch.is_empty() && events.send(batch).is_err() {
-            // Nobody listens: progress is optional, so stop recording it.
-            core.set_event_recording(false);
-        }
+        deliver_events(&mut core, &events);
         if core.is_finished() && jobs.is_empty() {
             return Ok(core.report());
         }
-        let deadline = core.poll_timeout().and_then(|at| clock.instant(at));
+        if let Some(deadline) = core.poll_timeout().and_then(|at| clock.instant(at))
+            && armed.is_none_or(|at| deadline < at)
+        {
+            timer.as_mut().reset(deadline);
+            armed = Some(deadline);
+        }
         tokio::select! {
             Some(ended) = jobs.next(), if !jobs.is_empty() => {
-                if let Some((id, outcome)) = settle::<C>(ended, &mut running) {
-                    core.handle_outcome(id, outcome, clock.now());
-                    changed = true;
+                // The others that ended meanwhile go with it: one clock read and one event
+                // batch for all of them (the loop's top hands `ready` to the core).
+                ready.extend(settle::<C>(ended, &mut running));
+                while let Some(Some(ended)) = jobs.next().now_or_never() {
+                    ready.extend(settle::<C>(ended, &mut running));
                 }
             },
             request = requests.recv(), if requests_open => match request {
@@ -382,11 +394,28 @@ where
                 }
                 None => requests_open = false,
             },
-            () = sleep_until(deadline) => {
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
                 core.handle_timeout(clock.now());
                 changed = true;
             }
         }
+    }
+}
+
+/// Hands the core's events so far to the stream in one batch; stops their recording once
+/// nobody listens (progress is optional).
+fn deliver_events<C: Core>(core: &mut C, events: &mpsc::UnboundedSender<Vec<C::Event>>) {
+    if events.is_closed() {
+        core.set_event_recording(false);
+        return;
+    }
+    let mut batch = Vec::new();
+    while let Some(event) = core.poll_event() {
+        batch.push(event);
+    }
+    if !batch.is_empty() && events.send(batch).is_err() {
+        core.set_event_recording(false);
     }
 }
 
@@ -407,11 +436,4 @@ fn settle<C: Core>(
 fn panicked<C: Core>(id: JobId) -> C::Outcome {
     tracing::warn!(slot = id.slot, "executor panicked; its job counts as failed");
     C::failed_outcome("executor panicked".to_owned())
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

@@ -806,15 +806,8 @@ impl Release {
     /// the wait between batches.
     #[must_use]
     pub fn poll_timeout(&mut self) -> Option<Timestamp> {
-        // Drop deadlines of steps that already ended, so the answer is a real one.
-        while let Some((_, _, JobId { slot: host, token })) = self.deadlines.peek() {
-            if self.hosts[host as usize].token == Some(token)
-                && matches!(self.hosts[host as usize].state, HostState::Running(_))
-            {
-                break;
-            }
-            self.deadlines.pop();
-        }
+        // So the answer is a real one.
+        self.drop_ended_deadlines();
         let step = self.deadlines.peek().map(|(at, ..)| at);
         let wait = match self.stage {
             Stage::Waiting { until, .. } if !self.paused => Some(until),
@@ -901,7 +894,22 @@ impl Release {
         self.pump(now);
     }
 
+    /// Drops the deadlines of steps that already ended from the front of the queue.
+    fn drop_ended_deadlines(&mut self) {
+        while let Some((_, _, JobId { slot: host, token })) = self.deadlines.peek() {
+            if self.hosts[host as usize].token == Some(token)
+                && matches!(self.hosts[host as usize].state, HostState::Running(_))
+            {
+                break;
+            }
+            self.deadlines.pop();
+        }
+    }
+
     fn start_step(&mut self, host: u32, step: Step, now: Timestamp) {
+        // Steps that end before the driver next asks for a deadline (all of them, when they
+        // end on their first poll) would otherwise leave one entry each behind.
+        self.drop_ended_deadlines();
         let token = self.next_token;
         self.next_token += 1;
         let timeout = if step == Step::Verify {

@@ -286,16 +286,16 @@ async fn the_driver_runs_the_core_and_reports_in_completion_order() {
         spawn_deployment(deployment(graph, DeployConfig::default()), Arc::new(Scripted));
     let report = task.await.unwrap();
     let lines = report.lines();
-    // All three deploys end at t = 10 s and are joined in spawn order (cache, db, static); a
-    // health check that answers on its first poll is reported inline, so cache is healthy
-    // before db's failure is even seen.
+    // All three deploys end at t = 10 s and the driver hands them to the core in one turn, in
+    // spawn order (cache, db, static): db's failure is seen before the health checks their
+    // success started, which answer on their first poll, in the next turn.
     assert_eq!(
         lines,
         [
-            "deployed cache",
             "failed db",
             "skipped api (requires db)",
             "skipped web (requires db)",
+            "deployed cache",
             "deployed static"
         ]
     );
