@@ -362,8 +362,10 @@ where
             }
             changed = true;
             // Steps that end on their first poll can keep this loop going for a whole
-            // release: their events go out as they come, not all at the end.
+            // release: their events go out as they come, not all at the end, and the driver
+            // gives its thread up when its task's budget is spent, as any tokio task should.
             deliver_events(&mut core, &events);
+            tokio::task::coop::consume_budget().await;
         }
         deliver_events(&mut core, &events);
         if core.is_finished() && jobs.is_empty() {

@@ -451,3 +451,26 @@ async fn without_a_store_the_state_is_never_copied() {
     assert_eq!(report.count(HostState::is_success), 20);
     assert!(copies.load(Ordering::SeqCst) > 20);
 }
+
+/// Steps that all end on their first poll keep the driver in one loop for the whole release;
+/// it still hands its events out as they come and gives its thread up between rounds, so a
+/// reader on the same thread sees progress before the end.
+#[tokio::test(start_paused = true)]
+async fn steps_that_end_at_once_still_stream_events_and_share_the_thread() {
+    let config = ReleaseConfig {
+        parallelism: 2,
+        mode: Mode::Automatic { wait: Duration::ZERO, later_wait: None },
+        ..config()
+    };
+    let release = release_at_ratio(2_000, 0, plus_core::Ratio::ONE, config);
+    let (_handle, mut events, task) = spawn_release(release, Arc::new(NoopExecutor));
+    assert!(events.next().await.is_some());
+    assert!(!task.is_finished(), "the first event came only after the release ended");
+    let mut seen = 1;
+    while events.next().await.is_some() {
+        seen += 1;
+    }
+    let report = task.await.unwrap();
+    assert_eq!(report.outcome, Some(Outcome::Succeeded));
+    assert!(seen > 2_000, "every host's progress was delivered: {seen} events");
+}
