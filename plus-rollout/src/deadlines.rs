@@ -49,6 +49,20 @@ impl<const CLASSES: usize> Deadlines<CLASSES> {
         }
     }
 
+    /// Removes timers from the front while `ended` says their job has ended: a timer's job
+    /// that ended leaves its entry behind, which this drops once it is the earliest.
+    pub(crate) fn drop_ended(&mut self, mut ended: impl FnMut(JobId) -> bool) {
+        while let Some(class) = self.earliest_queue() {
+            let queue = &mut self.queues[class];
+            match queue.front() {
+                Some(&(_, job)) if ended(job) => {
+                    queue.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+
     pub(crate) fn clear(&mut self) {
         self.queues.iter_mut().for_each(VecDeque::clear);
     }
@@ -72,5 +86,20 @@ mod tests {
             d.pop();
         }
         assert_eq!(order, [(2, 1), (1, 0), (4, 2), (3, 0)]);
+    }
+
+    #[test]
+    fn drop_ended_stops_at_the_first_live_timer_in_deadline_order() {
+        let job = |slot| JobId { slot, token: u64::from(slot) };
+        let mut d = Deadlines::<2>::default();
+        d.push(0, Timestamp::from_millis(100), job(1));
+        d.push(1, Timestamp::from_millis(150), job(2));
+        d.push(0, Timestamp::from_millis(200), job(3));
+        d.push(1, Timestamp::from_millis(250), job(4));
+        // 1 and 3 ended, 2 lives: 1 goes, 2 stops it, 3 stays behind it.
+        d.drop_ended(|j| j.slot % 2 == 1);
+        assert_eq!(d.peek(), Some((Timestamp::from_millis(150), 1, job(2))));
+        d.drop_ended(|_| true);
+        assert_eq!(d.peek(), None);
     }
 }

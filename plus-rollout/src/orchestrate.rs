@@ -357,12 +357,8 @@ impl Deployment {
     /// When to call [`Deployment::handle_timeout`] next.
     #[must_use]
     pub fn poll_timeout(&mut self) -> Option<Timestamp> {
-        while let Some((_, _, job)) = self.timers.peek() {
-            if self.tokens[job.slot as usize] == Some(job.token) {
-                break;
-            }
-            self.timers.pop();
-        }
+        let tokens = &self.tokens;
+        self.timers.drop_ended(|job| tokens[job.slot as usize] != Some(job.token));
         self.timers.peek().map(|(at, ..)| at)
     }
 

@@ -896,14 +896,11 @@ impl Release {
 
     /// Drops the deadlines of steps that already ended from the front of the queue.
     fn drop_ended_deadlines(&mut self) {
-        while let Some((_, _, JobId { slot: host, token })) = self.deadlines.peek() {
-            if self.hosts[host as usize].token == Some(token)
-                && matches!(self.hosts[host as usize].state, HostState::Running(_))
-            {
-                break;
-            }
-            self.deadlines.pop();
-        }
+        let hosts = &self.hosts;
+        self.deadlines.drop_ended(|JobId { slot: host, token }| {
+            let slot = &hosts[host as usize];
+            slot.token != Some(token) || !matches!(slot.state, HostState::Running(_))
+        });
     }
 
     fn start_step(&mut self, host: u32, step: Step, now: Timestamp) {
