@@ -1,6 +1,7 @@
 //! The store over plus-mux (feature `mux`): each node serves a plus-mux endpoint that carries
-//! both Raft messages between nodes and client calls; bodies are msgpack (`rmp-serde`)
-//! compressed with lz4 (`lz4_flex`), as in the source talk's protocol layer.
+//! both Raft messages between nodes and client calls; bodies are msgpack (`rmp-serde`),
+//! compressed with lz4 (`lz4_flex`) from [`COMPRESS_FROM`] bytes, as in the source talk's
+//! protocol layer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +26,16 @@ use crate::watch::{WatchBatch, WatchRequest};
 
 /// Largest decompressed body accepted: a hostile size prefix must not allocate gigabytes.
 const MAX_DECOMPRESSED: usize = 256 << 20;
+
+/// Bodies from this size are compressed. Below it lz4 saves a few bytes at best (most of the
+/// store's messages are votes, acknowledgements and small appends of tens of bytes) for two
+/// allocations and a pass over the bytes at each end.
+const COMPRESS_FROM: usize = 1024;
+
+/// Set in the size prefix of a body sent uncompressed; the rest of the prefix is its length.
+/// No compressed body sets it (those claim at most [`MAX_DECOMPRESSED`]), so bodies of earlier
+/// versions, all compressed, still decode; an earlier version refuses a raw body as too big.
+const RAW: u32 = 1 << 31;
 
 /// How a node's connections, to peers and from clients alike, are secured.
 #[derive(Debug, Clone, Default)]
@@ -87,13 +98,22 @@ enum WireReply {
 #[error("bad quorum message: {0}")]
 pub(crate) struct WireError(String);
 
-/// msgpack, then lz4 with a size prefix.
+/// msgpack behind a size prefix: as it is below [`COMPRESS_FROM`] bytes (the prefix marked
+/// [`RAW`]), lz4-compressed from there.
 ///
 /// # Panics
 /// Never for the store's own types, which always serialize.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Bytes {
-    let raw = rmp_serde::to_vec(value).expect("quorum wire types serialize");
-    Bytes::from(lz4_flex::compress_prepend_size(&raw))
+    let mut body = Vec::with_capacity(128);
+    body.extend_from_slice(&[0; 4]);
+    rmp_serde::encode::write(&mut body, value).expect("quorum wire types serialize");
+    let len = body.len() - 4;
+    if len < COMPRESS_FROM {
+        let prefix = RAW | u32::try_from(len).expect("below COMPRESS_FROM");
+        body[..4].copy_from_slice(&prefix.to_le_bytes());
+        return Bytes::from(body);
+    }
+    Bytes::from(lz4_flex::compress_prepend_size(&body[4..]))
 }
 
 /// The inverse of [`encode`], refusing bodies that claim more than 256 MiB.
@@ -101,10 +121,21 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Bytes {
 /// # Errors
 /// [`WireError`] for a bad size, bad compression or bad msgpack.
 pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
-    let size = body
+    let prefix = body
         .get(..4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .ok_or_else(|| WireError("body shorter than its size prefix".into()))?;
+    if prefix & RAW != 0 {
+        let (claimed, raw) = ((prefix & !RAW) as usize, &body[4..]);
+        if raw.len() != claimed {
+            return Err(WireError(format!(
+                "uncompressed body of {} bytes, its prefix says {claimed}",
+                raw.len()
+            )));
+        }
+        return rmp_serde::from_slice(raw).map_err(|e| WireError(e.to_string()));
+    }
+    let size = prefix as usize;
     if size > MAX_DECOMPRESSED {
         return Err(WireError(format!(
             "claims {size} bytes decompressed, above {MAX_DECOMPRESSED}"
@@ -546,6 +577,35 @@ mod tests {
         hostile.extend_from_slice(b"junk");
         assert!(decode::<Wire>(&hostile).unwrap_err().to_string().contains("above"));
         assert!(decode::<Wire>(b"ab").is_err());
+    }
+
+    #[test]
+    fn small_bodies_travel_raw_large_ones_compressed_and_both_kinds_decode() {
+        let small = Wire::Raft { from: 3, msg: Message::VoteReply { term: 7, granted: true } };
+        let body = encode(&small);
+        assert_ne!(body[3] & 0x80, 0, "a vote reply is not worth compressing");
+        assert!(matches!(decode::<Wire>(&body).unwrap(), Wire::Raft { from: 3, .. }));
+        // A body of an earlier version: compressed whatever its size.
+        let earlier = lz4_flex::compress_prepend_size(&rmp_serde::to_vec(&small).unwrap());
+        assert!(matches!(decode::<Wire>(&earlier).unwrap(), Wire::Raft { from: 3, .. }));
+
+        let value = Bytes::from(vec![b'x'; 64 * 1024]);
+        let op = WriteOp::Set { key: "k".into(), value: value.clone() };
+        let large = Wire::Write { op, deadline_ms: 1_000 };
+        let body = encode(&large);
+        assert_eq!(body[3] & 0x80, 0, "a 64 KiB write is compressed");
+        assert!(body.len() < 4 * 1024, "{} bytes", body.len());
+        let Wire::Write { op: WriteOp::Set { value: back, .. }, .. } = decode(&body).unwrap()
+        else {
+            panic!("not the write")
+        };
+        assert_eq!(back, value);
+
+        // A raw body whose prefix lies about its length is refused, not misread.
+        let mut lying = encode(&small).to_vec();
+        lying.push(0);
+        let error = decode::<Wire>(&lying).unwrap_err().to_string();
+        assert!(error.contains("its prefix says"), "{error}");
     }
 
     use plus_mux::Connection;
