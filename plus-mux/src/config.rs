@@ -41,11 +41,15 @@ pub struct Config {
     pub write_batch: usize,
     /// How long an async request's identity stays reserved for its response. Default 5 s.
     pub async_response_timeout: Duration,
-    /// Close the connection after this long with no whole frame in either direction, so a peer
-    /// that went quiet without closing is reaped. Default 5 minutes.
+    /// Close the connection after this long with no whole frame received and nothing written,
+    /// so a peer that went quiet without closing is reaped. The connection looks every quarter
+    /// of this (no clock read per frame), so it closes between 1 and 1.25 times this after the
+    /// last traffic.
+    /// Default 5 minutes.
     pub idle_timeout: Option<Duration>,
     /// Close the connection when a frame that has started to arrive is not complete within
-    /// this long (a peer that sends a header and stalls). Default 30 s.
+    /// this long (a peer that sends a header and stalls). Looked at every quarter of this, so
+    /// a stall is caught within 1.25 times this. Default 30 s.
     pub frame_timeout: Option<Duration>,
     /// Bytes that frames in progress and requests being handled may hold, shared with every
     /// connection using the same budget. Default [`MemoryBudget::global`] (256 MiB for the
