@@ -366,6 +366,14 @@ where
             // gives its thread up when its task's budget is spent, as any tokio task should.
             deliver_events(&mut core, &events);
             tokio::task::coop::consume_budget().await;
+            // And a pause or an abort sent meanwhile takes effect before the next round.
+            while requests_open {
+                match requests.try_recv() {
+                    Ok(request) => changed |= answer(&mut core, request, &clock),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => requests_open = false,
+                }
+            }
         }
         deliver_events(&mut core, &events);
         if core.is_finished() && jobs.is_empty() {
@@ -387,13 +395,7 @@ where
                 }
             },
             request = requests.recv(), if requests_open => match request {
-                Some(Request::Command(command, reply)) => {
-                    let _ = reply.send(core.handle_command(command, clock.now()));
-                    changed = true;
-                }
-                Some(Request::Status(reply)) => {
-                    let _ = reply.send(core.report());
-                }
+                Some(request) => changed |= answer(&mut core, request, &clock),
                 None => requests_open = false,
             },
             () = &mut timer, if armed.is_some() => {
@@ -401,6 +403,24 @@ where
                 core.handle_timeout(clock.now());
                 changed = true;
             }
+        }
+    }
+}
+
+/// Answers a handle's request; whether the core may have changed.
+fn answer<C: Core>(
+    core: &mut C,
+    request: Request<C::Command, C::Rejection, C::Report>,
+    clock: &Clock,
+) -> bool {
+    match request {
+        Request::Command(command, reply) => {
+            let _ = reply.send(core.handle_command(command, clock.now()));
+            true
+        }
+        Request::Status(reply) => {
+            let _ = reply.send(core.report());
+            false
         }
     }
 }

@@ -922,9 +922,13 @@ impl Release {
         let id = Arc::clone(&slot.id);
         let class = if step == Step::Verify { VERIFY_TIMER } else { STEP_TIMER };
         self.deadlines.push(class, deadline, JobId { slot: host, token });
-        let job = StepJob { host: Arc::clone(&id), step, deadline };
+        // The event is the one of a step's records nobody may want: with neither a reader nor
+        // a debug subscriber it is not built (a host id's reference count, twice per step).
+        if self.record_events || tracing::enabled!(tracing::Level::DEBUG) {
+            self.emit(now, EventKind::StepStarted { host: Arc::clone(&id), step });
+        }
+        let job = StepJob { host: id, step, deadline };
         self.actions.push_back(Action::Start { id: JobId { slot: host, token }, job });
-        self.emit(now, EventKind::StepStarted { host: id, step });
     }
 
     /// Starts queued hosts while there is room, then closes the run when it is empty.

@@ -474,3 +474,25 @@ async fn steps_that_end_at_once_still_stream_events_and_share_the_thread() {
     assert_eq!(report.outcome, Some(Outcome::Succeeded));
     assert!(seen > 2_000, "every host's progress was delivered: {seen} events");
 }
+
+/// In the same streak of steps that end at once, an abort sent from another task takes effect
+/// before the release ends: the driver reads commands between rounds, not only when it waits.
+#[tokio::test(start_paused = true)]
+async fn an_abort_stops_a_streak_of_steps_that_end_at_once() {
+    let config = ReleaseConfig {
+        parallelism: 2,
+        mode: Mode::Automatic { wait: Duration::ZERO, later_wait: None },
+        ..config()
+    };
+    let release = release_at_ratio(2_000, 0, plus_core::Ratio::ONE, config);
+    let (handle, mut events, task) = spawn_release(release, Arc::new(NoopExecutor));
+    assert!(events.next().await.is_some());
+    handle.abort().await;
+    let report = task.await.unwrap();
+    assert_eq!(report.outcome, Some(Outcome::Aborted));
+    assert!(
+        report.count(|s| *s == HostState::NotStarted) > 1_000,
+        "most hosts were never started: {} succeeded",
+        report.count(HostState::is_success)
+    );
+}
