@@ -5,9 +5,10 @@
 //! ```
 //!
 //! Reads `target/criterion/<group>/<function>/new/estimates.json` (the mean time per
-//! iteration; CPU time of the process for the `mux_cpu` groups) for each pair of contender and baseline measured in the same group, and prints
-//! the contender's time, the baseline's time and their ratio (below 1 means faster than the
-//! baseline). Groups that were not run are listed as missing.
+//! iteration; CPU time of the process for the `mux_cpu` groups) for each pair of contender and
+//! baseline measured in the same group, and prints the contender's time, the baseline's time
+//! and their ratio (below 1 means faster than the baseline). Groups that were not run are
+//! listed as missing.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
