@@ -22,6 +22,18 @@ const PUT_B: &str = r#"{"Set":{"key":"reg/0","value":[98]}}"#;
 const GET: &str = r#"{"Get":"reg/0"}"#;
 const APPLIED: &str = r#"{"Applied":{"version":1}}"#;
 
+/// One client writes, then swaps by transaction; another reads afterwards and sees `seen`.
+fn write_swap_read(write: &str, txn: &str, swapped: &str, read: &str, seen: &str) -> [String; 6] {
+    [
+        invoke(1, write),
+        done(1, "ok", APPLIED),
+        invoke(1, txn),
+        done(1, "ok", swapped),
+        invoke(2, read),
+        done(2, "ok", seen),
+    ]
+}
+
 fn got(value: u8) -> String {
     format!(r#"{{"Value":{{"value":[{value}],"version":1,"created":1,"lease":null}}}}"#)
 }
@@ -76,16 +88,7 @@ fn transactions_and_range_reads_are_checked_too() {
         r#"{"Range":{"keys":{"Prefix":"reg/0"},"limit":null,"count_only":false,"revision":null}}"#;
     let found_b = r#"{"Range":{"kvs":[["reg/0",{"value":[98],"version":2,"created":1,"lease":null}]],"count":1,"more":false}}"#;
     let found_a = r#"{"Range":{"kvs":[["reg/0",{"value":[97],"version":1,"created":1,"lease":null}]],"count":1,"more":false}}"#;
-    let history = |seen: &str| {
-        [
-            invoke(1, PUT_A),
-            done(1, "ok", APPLIED),
-            invoke(1, txn),
-            done(1, "ok", swapped),
-            invoke(2, range),
-            done(2, "ok", seen),
-        ]
-    };
+    let history = |seen| write_swap_read(PUT_A, txn, swapped, range, seen);
     assert!(check("txn-range", &history(found_b)));
     // The transaction swapped `a` for `b` before the read began: reading `a` is stale.
     assert!(!check("txn-range-stale", &history(found_a)));
@@ -102,16 +105,7 @@ fn the_pair_is_written_together_and_a_torn_read_is_refused() {
             r#"{{"Values":[{{"value":[{a}],"version":2,"created":1,"lease":null}},{{"value":[{b}],"version":2,"created":1,"lease":null}}]}}"#
         )
     };
-    let history = |seen: &str| {
-        [
-            invoke(1, both_a),
-            done(1, "ok", APPLIED),
-            invoke(1, txn_to_b),
-            done(1, "ok", swapped),
-            invoke(2, get_both),
-            done(2, "ok", seen),
-        ]
-    };
+    let history = |seen: &str| write_swap_read(both_a, txn_to_b, swapped, get_both, seen);
     assert!(check("pair", &history(&found(b'b', b'b'))));
     // Half of the transaction: no write ever left the pair so.
     assert!(!check("pair-torn", &history(&found(b'a', b'b'))));
