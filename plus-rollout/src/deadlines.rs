@@ -72,14 +72,22 @@ impl<const CLASSES: usize> Deadlines<CLASSES> {
 mod tests {
     use super::*;
 
+    fn job(slot: u32) -> JobId {
+        JobId { slot, token: u64::from(slot) }
+    }
+
+    /// Timers `(class, deadline in ms, job slot)`, pushed in that order.
+    fn timers<const CLASSES: usize>(timers: &[(usize, u64, u32)]) -> Deadlines<CLASSES> {
+        let mut d = Deadlines::default();
+        for &(class, at, slot) in timers {
+            d.push(class, Timestamp::from_millis(at), job(slot));
+        }
+        d
+    }
+
     #[test]
     fn earliest_first_across_classes() {
-        let job = |slot| JobId { slot, token: u64::from(slot) };
-        let mut d = Deadlines::<3>::default();
-        d.push(0, Timestamp::from_millis(300), job(1));
-        d.push(1, Timestamp::from_millis(100), job(2));
-        d.push(0, Timestamp::from_millis(400), job(3));
-        d.push(2, Timestamp::from_millis(350), job(4));
+        let mut d = timers::<3>(&[(0, 300, 1), (1, 100, 2), (0, 400, 3), (2, 350, 4)]);
         let mut order = Vec::new();
         while let Some((_, class, job)) = d.peek() {
             order.push((job.slot, class));
@@ -90,12 +98,7 @@ mod tests {
 
     #[test]
     fn drop_ended_stops_at_the_first_live_timer_in_deadline_order() {
-        let job = |slot| JobId { slot, token: u64::from(slot) };
-        let mut d = Deadlines::<2>::default();
-        d.push(0, Timestamp::from_millis(100), job(1));
-        d.push(1, Timestamp::from_millis(150), job(2));
-        d.push(0, Timestamp::from_millis(200), job(3));
-        d.push(1, Timestamp::from_millis(250), job(4));
+        let mut d = timers::<2>(&[(0, 100, 1), (1, 150, 2), (0, 200, 3), (1, 250, 4)]);
         // 1 and 3 ended, 2 lives: 1 goes, 2 stops it, 3 stays behind it.
         d.drop_ended(|j| j.slot % 2 == 1);
         assert_eq!(d.peek(), Some((Timestamp::from_millis(150), 1, job(2))));

@@ -452,18 +452,24 @@ async fn without_a_store_the_state_is_never_copied() {
     assert!(copies.load(Ordering::SeqCst) > 20);
 }
 
-/// Steps that all end on their first poll keep the driver in one loop for the whole release;
-/// it still hands its events out as they come and gives its thread up between rounds, so a
-/// reader on the same thread sees progress before the end.
-#[tokio::test(start_paused = true)]
-async fn steps_that_end_at_once_still_stream_events_and_share_the_thread() {
+/// 2,000 hosts, two at a time, no waits, every step ending on its first poll: a release the
+/// driver could run in one streak of rounds.
+fn instant_streak() -> plus_rollout::Spawned<Release> {
     let config = ReleaseConfig {
         parallelism: 2,
         mode: Mode::Automatic { wait: Duration::ZERO, later_wait: None },
         ..config()
     };
     let release = release_at_ratio(2_000, 0, plus_core::Ratio::ONE, config);
-    let (_handle, mut events, task) = spawn_release(release, Arc::new(NoopExecutor));
+    spawn_release(release, Arc::new(NoopExecutor))
+}
+
+/// Steps that all end on their first poll keep the driver in one loop for the whole release;
+/// it still hands its events out as they come and gives its thread up between rounds, so a
+/// reader on the same thread sees progress before the end.
+#[tokio::test(start_paused = true)]
+async fn steps_that_end_at_once_still_stream_events_and_share_the_thread() {
+    let (_handle, mut events, task) = instant_streak();
     assert!(events.next().await.is_some());
     assert!(!task.is_finished(), "the first event came only after the release ended");
     let mut seen = 1;
@@ -479,13 +485,7 @@ async fn steps_that_end_at_once_still_stream_events_and_share_the_thread() {
 /// before the release ends: the driver reads commands between rounds, not only when it waits.
 #[tokio::test(start_paused = true)]
 async fn an_abort_stops_a_streak_of_steps_that_end_at_once() {
-    let config = ReleaseConfig {
-        parallelism: 2,
-        mode: Mode::Automatic { wait: Duration::ZERO, later_wait: None },
-        ..config()
-    };
-    let release = release_at_ratio(2_000, 0, plus_core::Ratio::ONE, config);
-    let (handle, mut events, task) = spawn_release(release, Arc::new(NoopExecutor));
+    let (handle, mut events, task) = instant_streak();
     assert!(events.next().await.is_some());
     handle.abort().await;
     let report = task.await.unwrap();
