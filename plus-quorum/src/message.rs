@@ -75,8 +75,9 @@ pub enum Message {
     Snapshot {
         /// The leader's term.
         term: Term,
-        /// The state.
-        snapshot: Snapshot,
+        /// The state. Boxed: every message moves through channels and queues, and an inline
+        /// snapshot made all of them as large as itself (192 bytes, a `memcpy` per move).
+        snapshot: Box<Snapshot>,
         /// The leader's commit index.
         commit: LogIndex,
         /// Read round, echoed back.

@@ -802,7 +802,7 @@ impl Node {
                 self.on_append(from, term, prev_index, prev_term, entries, commit, read_seq, now);
             }
             Message::Snapshot { term, snapshot, commit, read_seq } => {
-                self.on_snapshot(from, term, snapshot, commit, read_seq, now);
+                self.on_snapshot(from, term, *snapshot, commit, read_seq, now);
             }
             Message::TimeoutNow { term } => self.on_timeout_now(from, term, now),
             // Replies to a role it no longer holds.

@@ -53,7 +53,7 @@ impl Node {
             );
             let msg = Message::Snapshot {
                 term: self.term,
-                snapshot,
+                snapshot: Box::new(snapshot),
                 commit: self.commit,
                 read_seq: self.lead.read_seq,
             };
