@@ -383,6 +383,7 @@ async fn drive<S: Storage + 'static>(
     #[cfg(feature = "metrics")]
     let mut metrics = crate::metrics::NodeMetrics::new(id);
     let mut membership = node.membership().clone();
+    let mut membership_changes = node.membership_changes();
     transport.members_changed(&membership);
     loop {
         // The leader's replication leaves before its own write is durable; then everything
@@ -409,10 +410,13 @@ async fn drive<S: Storage + 'static>(
         #[cfg(feature = "metrics")]
         metrics.maybe_record(&node);
         watches.answer(&node, Instant::now());
-        if *node.membership() != membership {
-            membership = node.membership().clone();
-            tracing::info!(node = id, %membership, "membership in force changed");
-            transport.members_changed(&membership);
+        if node.membership_changes() != membership_changes {
+            membership_changes = node.membership_changes();
+            if *node.membership() != membership {
+                membership = node.membership().clone();
+                tracing::info!(node = id, %membership, "membership in force changed");
+                transport.members_changed(&membership);
+            }
         }
         let deadline =
             watches.earliest().map_or(origin + node.poll_timeout().since_origin(), |w| {

@@ -290,11 +290,20 @@ pub enum MembershipError {
 pub(crate) struct Configurations {
     base: Membership,
     in_log: Vec<(LogIndex, Membership)>,
+    /// Bumped by every change that may change the configuration in force, so a driver can
+    /// tell "maybe changed" without comparing the sets every turn.
+    changes: u64,
 }
 
 impl Configurations {
     pub(crate) fn new(base: Membership) -> Self {
-        Self { base, in_log: Vec::new() }
+        Self { base, in_log: Vec::new(), changes: 0 }
+    }
+
+    /// A counter that moves whenever [`Configurations::current`] may have changed (it may
+    /// also move when it did not).
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// The configuration in force.
@@ -313,22 +322,26 @@ impl Configurations {
     }
 
     pub(crate) fn push(&mut self, index: LogIndex, membership: Membership) {
+        self.changes += 1;
         self.in_log.push((index, membership));
     }
 
     /// Entries from `index` on are gone from the log: so are their configurations.
     pub(crate) fn truncate_from(&mut self, index: LogIndex) {
+        self.changes += 1;
         self.in_log.retain(|(i, _)| *i < index);
     }
 
     /// The log up to `index` is now a snapshot.
     pub(crate) fn compact_to(&mut self, index: LogIndex) {
+        self.changes += 1;
         self.base = self.at(index).clone();
         self.in_log.retain(|(i, _)| *i > index);
     }
 
     /// Everything replaced by a snapshot holding `base`.
     pub(crate) fn reset(&mut self, base: Membership) {
+        self.changes += 1;
         self.base = base;
         self.in_log.clear();
     }

@@ -18,6 +18,12 @@ impl Node {
         self.configs.current()
     }
 
+    /// Moves whenever [`Node::membership`] may have changed, so a driver looks at the sets
+    /// only then.
+    pub(crate) fn membership_changes(&self) -> u64 {
+        self.configs.changes()
+    }
+
     /// The configuration of the latest committed entry this node knows of (what the cluster
     /// has agreed on; [`Node::membership`] may be one change ahead).
     #[must_use]
