@@ -2,6 +2,7 @@
 //! attached to.
 
 use std::collections::BTreeMap;
+use std::iter::{empty, once};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -9,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::glob::glob_match;
 use crate::lease::{LeaseId, LeaseState, Leases};
-use crate::txn::{Compare, KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult};
+use crate::txn::{KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult};
 use crate::types::{Expect, ReadOp, ReadResult, Versioned, WriteOp, WriteResult};
 use crate::watch::Change;
 
@@ -53,43 +54,6 @@ pub(crate) fn range_of(map: &BTreeMap<String, Versioned>, range: &Range) -> Rang
     result
 }
 
-/// The transaction a key write is a convenience for: its compares, then its writes, nothing
-/// otherwise. `None` for the lease operations and for transactions themselves.
-fn as_txn(op: &WriteOp) -> Option<Txn> {
-    let set = |key: &String, value: &Bytes| TxnOp::Set {
-        key: key.clone(),
-        value: value.clone(),
-        lease: None,
-    };
-    let delete = |key: &String| TxnOp::Delete { key: key.clone() };
-    let compare = |key: &String, expect: &Expect| Compare::new(key.clone(), expect.clone());
-    let (when, then) = match op {
-        WriteOp::Set { key, value } => (vec![], vec![set(key, value)]),
-        WriteOp::Delete { key } => (vec![], vec![delete(key)]),
-        WriteOp::CompareAndSet { key, expect, value } => {
-            (vec![compare(key, expect)], vec![set(key, value)])
-        }
-        WriteOp::CompareAndDelete { key, expect } => {
-            (vec![compare(key, expect)], vec![delete(key)])
-        }
-        WriteOp::MultiSet(pairs) => (vec![], pairs.iter().map(|(k, v)| set(k, v)).collect()),
-        WriteOp::MultiDelete(keys) => (vec![], keys.iter().map(delete).collect()),
-        WriteOp::MultiCompareAndSet(items) => (
-            items.iter().map(|(k, e, _)| compare(k, e)).collect(),
-            items.iter().map(|(k, _, v)| set(k, v)).collect(),
-        ),
-        WriteOp::MultiCompareAndDelete(items) => (
-            items.iter().map(|(k, e)| compare(k, e)).collect(),
-            items.iter().map(|(k, _)| delete(k)).collect(),
-        ),
-        WriteOp::SetWithLease { .. }
-        | WriteOp::GrantLease { .. }
-        | WriteOp::RevokeLease { .. }
-        | WriteOp::Txn(_) => return None,
-    };
-    Some(Txn { when, then, otherwise: Vec::new() })
-}
-
 /// The key-value map every replica applies the log to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvState {
@@ -121,16 +85,37 @@ impl KvState {
     /// Applies a committed write at log index `index` (the version of what it writes).
     pub(crate) fn apply(&mut self, op: &WriteOp, index: u64) -> WriteResult {
         // The key writes, multi-key ones included, are transactions with a simpler answer:
-        // one engine applies them all.
-        if let Some(txn) = as_txn(op) {
-            // The answer to a failed compare names the first key that failed, and its state.
-            if let Some(failed) = self.first_failed(txn.when.iter().map(|c| (&c.key, &c.expect))) {
-                return failed;
+        // their compares, then their writes, nothing otherwise. They are applied from the op
+        // itself, borrowed: building the transaction cloned every key and value, and with its
+        // results cost three allocations per write on every replica.
+        match op {
+            WriteOp::Set { key, value } => {
+                return self.write_keys(empty(), once((key, Some(value))), index);
             }
-            return match self.txn(&txn, index) {
-                WriteResult::Txn { .. } => WriteResult::Applied { version: index },
-                other => other,
-            };
+            WriteOp::Delete { key } => return self.write_keys(empty(), once((key, None)), index),
+            WriteOp::CompareAndSet { key, expect, value } => {
+                return self.write_keys(once((key, expect)), once((key, Some(value))), index);
+            }
+            WriteOp::CompareAndDelete { key, expect } => {
+                return self.write_keys(once((key, expect)), once((key, None)), index);
+            }
+            WriteOp::MultiSet(pairs) => {
+                let writes = pairs.iter().map(|(k, v)| (k, Some(v)));
+                return self.write_keys(empty(), writes, index);
+            }
+            WriteOp::MultiDelete(keys) => {
+                return self.write_keys(empty(), keys.iter().map(|k| (k, None)), index);
+            }
+            WriteOp::MultiCompareAndSet(items) => {
+                let compares = items.iter().map(|(k, e, _)| (k, e));
+                let writes = items.iter().map(|(k, _, v)| (k, Some(v)));
+                return self.write_keys(compares, writes, index);
+            }
+            WriteOp::MultiCompareAndDelete(items) => {
+                let compares = items.iter().map(|(k, e)| (k, e));
+                return self.write_keys(compares, items.iter().map(|(k, _)| (k, None)), index);
+            }
+            _ => {}
         }
         let applied = WriteResult::Applied { version: index };
         match op {
@@ -141,7 +126,7 @@ impl KvState {
             | WriteOp::MultiSet(_)
             | WriteOp::MultiDelete(_)
             | WriteOp::MultiCompareAndSet(_)
-            | WriteOp::MultiCompareAndDelete(_) => unreachable!("applied as transactions above"),
+            | WriteOp::MultiCompareAndDelete(_) => unreachable!("applied as key writes above"),
             WriteOp::SetWithLease { key, value, lease } => {
                 if !self.leases.map.contains_key(lease) {
                     return WriteResult::NoSuchLease { lease: *lease };
@@ -161,6 +146,28 @@ impl KvState {
             WriteOp::Txn(txn) => return self.txn(txn, index),
         }
         applied
+    }
+
+    /// A key write: when every compare holds, sets (`Some`) and deletes (`None`) each key in
+    /// order; otherwise the first compare that failed, and nothing written.
+    fn write_keys<'a>(
+        &mut self,
+        compares: impl IntoIterator<Item = (&'a String, &'a Expect)>,
+        writes: impl IntoIterator<Item = (&'a String, Option<&'a Bytes>)>,
+        index: u64,
+    ) -> WriteResult {
+        if let Some(failed) = self.first_failed(compares) {
+            return failed;
+        }
+        for (key, value) in writes {
+            match value {
+                Some(value) => self.set(key, value, None, index),
+                None => {
+                    self.remove(key);
+                }
+            }
+        }
+        WriteResult::Applied { version: index }
     }
 
     /// The result for the first comparison that fails, if any.
