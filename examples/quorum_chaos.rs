@@ -1,7 +1,8 @@
 //! Faults on real processes: `quorum_node` children with file storage, clients writing through
 //! them, and for S seconds SIGKILLs with restarts, SIGSTOP pauses longer than an election
-//! timeout, and network partitions (a node isolated both ways, the leader isolated, a node
-//! whose every outgoing link is cut) through a fault-injecting TCP proxy on every peer link.
+//! timeout, network partitions (a node isolated both ways, the leader isolated, a node whose
+//! every outgoing link is cut) through a fault-injecting TCP proxy on every peer link, and
+//! leadership transfers to a random voter.
 //!
 //! ```text
 //! quorum_chaos [--nodes 3|5] [--seconds 20] [--seed 1] [--history FILE]
@@ -23,10 +24,11 @@
 //!   lease's key must be there, a revoked one's gone, and an abandoned one must end after the
 //!   faults (`quorum_chaos/leases.rs`).
 //!
-//! The watch and lease checks print a line each before the last. It needs `quorum_node` built beside it (`cargo build --example
-//! quorum_node`). The last line is `nodes=3 seconds=20 ops=N ok=N failed=N indeterminate=N
-//! kills=K pauses=P partitions=Q linearizable=true lost=0`; it exits 1 on a lost write or a
-//! history that is not linearizable (or not decided in time).
+//! The watch and lease checks print a line each before the last. It needs `quorum_node` built
+//! beside it (`cargo build --example quorum_node`). The last line is `nodes=3 seconds=20 ops=N
+//! ok=N failed=N indeterminate=N kills=K pauses=P partitions=Q transfers=T linearizable=true
+//! lost=0`; it exits 1 on a lost write or a history that is not linearizable (or not decided
+//! in time).
 
 #[path = "common/cli.rs"]
 mod cli;
@@ -57,7 +59,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use plus_core::seeded_rng;
 use plus_quorum::testing::loopback_addrs;
-use plus_quorum::{ClientError, NodeId, StoreError};
+use plus_quorum::{ClientError, ClusterChange, NodeId, StoreError};
 use rand::Rng;
 
 /// Faults on real `quorum_node` processes.
@@ -234,11 +236,11 @@ async fn run(args: Args) -> Result<bool, String> {
     // The faults: one at a time, a quiet spell between two.
     let mut rng = seeded_rng(args.seed);
     let watcher = client();
-    let (mut kills, mut pauses, mut partitions) = (0, 0, 0);
+    let (mut kills, mut pauses, mut partitions, mut transfers) = (0, 0, 0, 0);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1_500))).await;
         let victim = ids[rng.random_range(0..ids.len())];
-        match rng.random_range(0..4) {
+        match rng.random_range(0..5) {
             0 => {
                 nodes.kill(victim);
                 kills += 1;
@@ -251,6 +253,18 @@ async fn run(args: Args) -> Result<bool, String> {
                 pauses += 1;
                 tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..2_500))).await;
                 nodes.signal(victim, "-CONT");
+            }
+            4 => {
+                // Leadership handed over under load: the old leader stops taking writes, the
+                // new one campaigns at once; writes in flight must neither be lost nor doubled.
+                let Some(leader) = watcher.leader().await else { continue };
+                let others: Vec<NodeId> = ids.iter().copied().filter(|&id| id != leader).collect();
+                let to = others[rng.random_range(0..others.len())];
+                // A transfer may be refused (a change in flight, a target behind) or time out:
+                // that is an answer, not a fault of the store; only its effects are checked.
+                if watcher.change_cluster(ClusterChange::TransferLeadership { to }).await.is_ok() {
+                    transfers += 1;
+                }
             }
             kind => {
                 let victim = match kind {
@@ -348,7 +362,7 @@ async fn run(args: Args) -> Result<bool, String> {
     // A failed compare is an answer (the key was not as expected): it counts as ok.
     let (contended_ok, contended_failed, contended_unknown) = recorder.outcomes();
     println!(
-        "nodes={} seconds={} ops={} ok={} failed={} indeterminate={} kills={kills} pauses={pauses} partitions={partitions} linearizable={} lost={lost}",
+        "nodes={} seconds={} ops={} ok={} failed={} indeterminate={} kills={kills} pauses={pauses} partitions={partitions} transfers={transfers} linearizable={} lost={lost}",
         args.nodes,
         args.seconds,
         counts.ops.load(Ordering::Relaxed) + recorder.operations() as u64 + leased.ops,
