@@ -498,4 +498,93 @@ mod tests {
         assert!(Range::prefix("x").limit(0).validate().is_err(), "limit 0 is refused");
         assert!(Range::between("b", "a").validate().is_err(), "an empty interval is refused");
     }
+
+    /// The transaction a key write is a convenience for, built the long way (clones): the
+    /// reference the borrowed path in [`KvState::apply`] must agree with.
+    fn as_txn(op: &WriteOp) -> Txn {
+        let set =
+            |k: &String, v: &Bytes| TxnOp::Set { key: k.clone(), value: v.clone(), lease: None };
+        let delete = |k: &String| TxnOp::Delete { key: k.clone() };
+        let compare = |k: &String, e: &Expect| crate::txn::Compare::new(k.clone(), e.clone());
+        let (when, then) = match op {
+            WriteOp::Set { key, value } => (vec![], vec![set(key, value)]),
+            WriteOp::Delete { key } => (vec![], vec![delete(key)]),
+            WriteOp::CompareAndSet { key, expect, value } => {
+                (vec![compare(key, expect)], vec![set(key, value)])
+            }
+            WriteOp::CompareAndDelete { key, expect } => {
+                (vec![compare(key, expect)], vec![delete(key)])
+            }
+            WriteOp::MultiSet(pairs) => (vec![], pairs.iter().map(|(k, v)| set(k, v)).collect()),
+            WriteOp::MultiDelete(keys) => (vec![], keys.iter().map(delete).collect()),
+            WriteOp::MultiCompareAndSet(items) => (
+                items.iter().map(|(k, e, _)| compare(k, e)).collect(),
+                items.iter().map(|(k, _, v)| set(k, v)).collect(),
+            ),
+            WriteOp::MultiCompareAndDelete(items) => (
+                items.iter().map(|(k, e)| compare(k, e)).collect(),
+                items.iter().map(|(k, _)| delete(k)).collect(),
+            ),
+            other => unreachable!("not a key write: {other:?}"),
+        };
+        Txn { when, then, otherwise: Vec::new() }
+    }
+
+    fn key_write() -> impl proptest::strategy::Strategy<Value = WriteOp> {
+        use proptest::prelude::*;
+        let key = prop::sample::select(vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]);
+        let value = (0u8..3).prop_map(|v| Bytes::from(vec![v]));
+        let expect = prop_oneof![
+            (1u64..6).prop_map(Expect::Version),
+            (0u8..3).prop_map(|v| Expect::Value(Bytes::from(vec![v]))),
+            Just(Expect::Absent),
+            Just(Expect::Exists),
+            Just(Expect::Lease(None)),
+        ];
+        prop_oneof![
+            (key.clone(), value.clone()).prop_map(|(key, value)| WriteOp::Set { key, value }),
+            key.clone().prop_map(|key| WriteOp::Delete { key }),
+            (key.clone(), expect.clone(), value.clone())
+                .prop_map(|(key, expect, value)| WriteOp::CompareAndSet { key, expect, value }),
+            (key.clone(), expect.clone())
+                .prop_map(|(key, expect)| WriteOp::CompareAndDelete { key, expect }),
+            prop::collection::vec((key.clone(), value.clone()), 0..3).prop_map(WriteOp::MultiSet),
+            prop::collection::vec(key.clone(), 0..3).prop_map(WriteOp::MultiDelete),
+            prop::collection::vec((key.clone(), expect.clone(), value), 0..3)
+                .prop_map(WriteOp::MultiCompareAndSet),
+            prop::collection::vec((key, expect), 0..3).prop_map(WriteOp::MultiCompareAndDelete),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Every key write leaves the state (watch changes included) its transaction leaves,
+        /// and answers `Applied` where the transaction succeeds and names the first failed
+        /// compare, with its key's state, where it does not.
+        #[test]
+        fn key_writes_apply_as_their_transactions(ops in proptest::collection::vec(key_write(), 1..40)) {
+            let (mut direct, mut via_txn) = (KvState::default(), KvState::default());
+            for (index, op) in (1u64..).zip(&ops) {
+                let txn = as_txn(op);
+                let first_failed = txn
+                    .when
+                    .iter()
+                    .find(|c| !matches(via_txn.get(&c.key), &c.expect))
+                    .map(|c| WriteResult::CompareFailed {
+                        key: c.key.clone(),
+                        current: via_txn.get(&c.key).cloned(),
+                    });
+                let answer = direct.apply(op, index);
+                match via_txn.apply(&WriteOp::Txn(txn), index) {
+                    WriteResult::Txn { succeeded: true, version, .. } => {
+                        proptest::prop_assert_eq!(answer, WriteResult::Applied { version });
+                    }
+                    WriteResult::Txn { succeeded: false, .. } => {
+                        proptest::prop_assert_eq!(Some(answer), first_failed);
+                    }
+                    other => proptest::prop_assert!(false, "a key write's txn answered {other:?}"),
+                }
+                proptest::prop_assert_eq!(&direct, &via_txn, "after {:?}", op);
+            }
+        }
+    }
 }

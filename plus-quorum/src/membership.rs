@@ -352,6 +352,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_change_counter_moves_whenever_the_configuration_in_force_may_change() {
+        let mut configs = Configurations::new(Membership::with_voters([1, 2, 3]));
+        let mut seen = configs.changes();
+        let mut moved = |configs: &Configurations| {
+            let now = configs.changes();
+            std::mem::replace(&mut seen, now) != now
+        };
+        configs.push(5, Membership::with_voters([1, 2, 3, 4]));
+        assert!(moved(&configs) && configs.current().is_voter(4), "a pushed configuration");
+        configs.truncate_from(5);
+        assert!(moved(&configs) && !configs.current().is_voter(4), "a truncated one");
+        configs.push(6, Membership::with_voters([1, 2]));
+        configs.compact_to(6);
+        assert!(moved(&configs), "a compaction");
+        configs.reset(Membership::with_voters([7]));
+        assert!(moved(&configs) && configs.current().is_voter(7), "a snapshot's");
+        let _ = configs.at(6);
+        assert!(!moved(&configs), "reading moves nothing");
+    }
+
+    #[test]
     fn a_change_is_checked_against_the_roles() {
         let m = Membership::with_voters([1, 2, 3]);
         let add = ClusterChange::AddLearner { id: 4, address: Some("127.0.0.1:1".into()) };
