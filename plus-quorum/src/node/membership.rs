@@ -18,9 +18,11 @@ impl Node {
         self.configs.current()
     }
 
-    /// Moves whenever [`Node::membership`] may have changed, so a driver looks at the sets
-    /// only then.
-    pub(crate) fn membership_changes(&self) -> u64 {
+    /// A counter that moves whenever [`Node::membership`] may have changed (and sometimes
+    /// when it did not): a driver compares the configuration only when this moved, instead of
+    /// comparing its sets every turn.
+    #[must_use]
+    pub fn membership_changes(&self) -> u64 {
         self.configs.changes()
     }
 
