@@ -107,7 +107,8 @@ async fn tcp_server() -> SocketAddr {
 }
 
 /// `concurrency` requests written in one write, then their answers parsed out of one buffer
-/// (a read call per batch of answers, not two per answer): the pipelined floor.
+/// (a read call per batch of answers, not two per answer): the pipelined floor. At concurrency
+/// 1 it is a ping-pong, one request per round trip, and the report says so.
 async fn tcp_round(stream: &mut TcpStream, body: &[u8], requests: usize, concurrency: usize) {
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());

@@ -134,7 +134,12 @@ const PAIRS: &[(&str, &str, &str, &str)] = &[
         "mux / yamux, 64 B, concurrency 1024",
     ),
     ("mux_1024B_c64", "plus_mux", "yamux_stream_per_request", "mux / yamux, 1 KiB, concurrency 64"),
-    ("mux_64B_c1", "plus_mux", "plain_tcp_pipelined", "mux / plain TCP, 64 B, concurrency 1"),
+    (
+        "mux_64B_c1",
+        "plus_mux",
+        "plain_tcp_pipelined",
+        "mux / plain TCP ping-pong, 64 B, concurrency 1",
+    ),
     (
         "mux_64B_c64",
         "plus_mux",
@@ -147,7 +152,7 @@ const PAIRS: &[(&str, &str, &str, &str)] = &[
         "plain_tcp_pipelined",
         "mux / plain TCP pipelined, 1 KiB, concurrency 64",
     ),
-    ("mux_1048576B_c1", "plus_mux", "plain_tcp_pipelined", "mux / plain TCP, 1 MiB body"),
+    ("mux_1048576B_c1", "plus_mux", "plain_tcp_pipelined", "mux / plain TCP ping-pong, 1 MiB body"),
     (
         "mux_cpu_64B_c64",
         "plus_mux",
