@@ -90,62 +90,49 @@ impl KvState {
         // results cost three allocations per write on every replica.
         match op {
             WriteOp::Set { key, value } => {
-                return self.write_keys(empty(), once((key, Some(value))), index);
+                self.write_keys(empty(), once((key, Some(value))), index)
             }
-            WriteOp::Delete { key } => return self.write_keys(empty(), once((key, None)), index),
+            WriteOp::Delete { key } => self.write_keys(empty(), once((key, None)), index),
             WriteOp::CompareAndSet { key, expect, value } => {
-                return self.write_keys(once((key, expect)), once((key, Some(value))), index);
+                self.write_keys(once((key, expect)), once((key, Some(value))), index)
             }
             WriteOp::CompareAndDelete { key, expect } => {
-                return self.write_keys(once((key, expect)), once((key, None)), index);
+                self.write_keys(once((key, expect)), once((key, None)), index)
             }
             WriteOp::MultiSet(pairs) => {
-                let writes = pairs.iter().map(|(k, v)| (k, Some(v)));
-                return self.write_keys(empty(), writes, index);
+                self.write_keys(empty(), pairs.iter().map(|(k, v)| (k, Some(v))), index)
             }
             WriteOp::MultiDelete(keys) => {
-                return self.write_keys(empty(), keys.iter().map(|k| (k, None)), index);
+                self.write_keys(empty(), keys.iter().map(|k| (k, None)), index)
             }
             WriteOp::MultiCompareAndSet(items) => {
                 let compares = items.iter().map(|(k, e, _)| (k, e));
-                let writes = items.iter().map(|(k, _, v)| (k, Some(v)));
-                return self.write_keys(compares, writes, index);
+                self.write_keys(compares, items.iter().map(|(k, _, v)| (k, Some(v))), index)
             }
             WriteOp::MultiCompareAndDelete(items) => {
                 let compares = items.iter().map(|(k, e)| (k, e));
-                return self.write_keys(compares, items.iter().map(|(k, _)| (k, None)), index);
+                self.write_keys(compares, items.iter().map(|(k, _)| (k, None)), index)
             }
-            _ => {}
-        }
-        let applied = WriteResult::Applied { version: index };
-        match op {
-            WriteOp::Set { .. }
-            | WriteOp::Delete { .. }
-            | WriteOp::CompareAndSet { .. }
-            | WriteOp::CompareAndDelete { .. }
-            | WriteOp::MultiSet(_)
-            | WriteOp::MultiDelete(_)
-            | WriteOp::MultiCompareAndSet(_)
-            | WriteOp::MultiCompareAndDelete(_) => unreachable!("applied as key writes above"),
             WriteOp::SetWithLease { key, value, lease } => {
                 if !self.leases.map.contains_key(lease) {
                     return WriteResult::NoSuchLease { lease: *lease };
                 }
                 self.set(key, value, Some(*lease), index);
+                WriteResult::Applied { version: index }
             }
             WriteOp::GrantLease { ttl_ms } => {
                 let state = LeaseState { ttl_ms: *ttl_ms, keys: Default::default() };
                 self.leases.map.insert(index, state);
-                return WriteResult::LeaseGranted { lease: index, ttl_ms: *ttl_ms };
+                WriteResult::LeaseGranted { lease: index, ttl_ms: *ttl_ms }
             }
             WriteOp::RevokeLease { lease } => {
                 if !self.end_lease(*lease) {
                     return WriteResult::NoSuchLease { lease: *lease };
                 }
+                WriteResult::Applied { version: index }
             }
-            WriteOp::Txn(txn) => return self.txn(txn, index),
+            WriteOp::Txn(txn) => self.txn(txn, index),
         }
-        applied
     }
 
     /// A key write: when every compare holds, sets (`Some`) and deletes (`None`) each key in
