@@ -74,6 +74,7 @@ mod error;
 mod frame;
 #[cfg(any(feature = "tls", feature = "psk"))]
 mod handshake;
+mod identity;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod pending;
@@ -93,11 +94,14 @@ pub use config::{Config, ConfigError, HandlerErrorWire};
 pub use connection::{Connection, Counters, ERROR_PREFIX, Handler, NoHandler};
 pub use error::{CloseReason, HandlerError, RequestError, StartError};
 pub use frame::{DEFAULT_MAX_BODY, Frame, FrameCodec, FrameError, HEADER_LEN, Kind, TRAILER};
+#[cfg(any(feature = "tls", feature = "psk"))]
+pub use handshake::HandshakeLimits;
+pub use identity::{Peer, PeerIdentity};
 #[cfg(feature = "psk")]
 pub use psk::{Psk, PskConnector, PskError, PskListener};
 pub use reconnect::{
     Connector, ReconnectConfig, ReconnectingClient, TcpConnector, WhileDisconnected,
 };
-pub use server::{Accept, Server, ServerConfig, ServerCounters, serve};
+pub use server::{Accept, HandlerFor, Server, ServerConfig, ServerCounters, serve, serve_by_peer};
 #[cfg(feature = "tls")]
 pub use tls::{Tls, TlsConnector, TlsError, TlsListener};

@@ -105,11 +105,17 @@ impl ReconnectConfig {
 /// A client that keeps a connection to one peer, reconnecting with exponential backoff and
 /// jitter when it drops. Requests are never retried by the client (they may not be idempotent):
 /// a request in flight when the connection drops fails with [`RequestError::Lost`].
+///
+/// A connection that closes before the peer answered anything (a TLS server that refuses the
+/// client's certificate after the handshake looked complete, a key the server does not hold)
+/// counts as a failed attempt: the client backs off as after a refused connect, instead of
+/// hammering the peer, and [`ReconnectingClient::last_failure`] says why.
 #[derive(Clone)]
 pub struct ReconnectingClient {
     current: watch::Receiver<Option<Connection>>,
     stop: Arc<watch::Sender<bool>>,
     while_disconnected: WhileDisconnected,
+    last_failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl fmt::Debug for ReconnectingClient {
@@ -135,8 +141,26 @@ impl ReconnectingClient {
         let (publish, current) = watch::channel(None);
         let (stop, stopped) = watch::channel(false);
         let while_disconnected = reconnect.while_disconnected;
-        tokio::spawn(supervise(connector, config, reconnect, handler, publish, stopped));
-        Ok(Self { current, stop: Arc::new(stop), while_disconnected })
+        let last_failure = Arc::default();
+        let supervisor = Supervisor {
+            connector,
+            config,
+            reconnect,
+            handler,
+            publish,
+            stopped,
+            last_failure: Arc::clone(&last_failure),
+        };
+        tokio::spawn(supervisor.run());
+        Ok(Self { current, stop: Arc::new(stop), while_disconnected, last_failure })
+    }
+
+    /// Why the last attempt to connect failed (a refused connect, a failed handshake, a
+    /// connection closed before any answer), while no connection has been up since; `None`
+    /// once one is.
+    #[must_use]
+    pub fn last_failure(&self) -> Option<String> {
+        self.last_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The live connection, waiting for one as configured.
@@ -202,46 +226,68 @@ impl ReconnectingClient {
     }
 }
 
-async fn supervise<C: Connector>(
+/// How long a silent connection must stay up to count as a working one (a refusal after the
+/// handshake closes it within a round trip or two).
+const PROVEN_AFTER: Duration = Duration::from_secs(1);
+
+struct Supervisor<C> {
     connector: C,
     config: Config,
     reconnect: ReconnectConfig,
     handler: Arc<dyn Handler>,
     publish: watch::Sender<Option<Connection>>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let mut rng = seeded_rng(reconnect.seed);
-    let mut failures = 0u32;
-    loop {
-        if *stopped.borrow() {
-            return;
-        }
-        match connector.connect().await {
-            Ok(stream) => {
-                failures = 0;
-                let connection = Connection::new(stream, config.clone(), Arc::clone(&handler))
-                    .expect("the config was validated when the client was made");
-                publish.send_replace(Some(connection.clone()));
-                tokio::select! {
-                    _ = connection.closed() => {}
-                    _ = stopped.wait_for(|s| *s) => {
-                        connection.close();
-                        return;
+    stopped: watch::Receiver<bool>,
+    last_failure: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl<C: Connector> Supervisor<C> {
+    async fn run(mut self) {
+        let mut rng = seeded_rng(self.reconnect.seed);
+        let mut failures = 0u32;
+        loop {
+            if *self.stopped.borrow() {
+                return;
+            }
+            let failure = match self.connector.connect().await {
+                Ok(stream) => {
+                    let connection =
+                        Connection::new(stream, self.config.clone(), Arc::clone(&self.handler))
+                            .expect("the config was validated when the client was made");
+                    self.publish.send_replace(Some(connection.clone()));
+                    let opened = Instant::now();
+                    let reason = tokio::select! {
+                        reason = connection.closed() => reason,
+                        _ = self.stopped.wait_for(|s| *s) => {
+                            connection.close();
+                            return;
+                        }
+                    };
+                    self.publish.send_replace(None);
+                    // A connection the peer answered on, or that lived, proves the way works;
+                    // one closed at once with nothing said is a refusal in disguise.
+                    if connection.counters().bytes_in > 0 || opened.elapsed() >= PROVEN_AFTER {
+                        failures = 0;
+                        self.record(None);
+                        continue;
                     }
+                    format!("the peer closed the connection before answering: {reason}")
                 }
-                publish.send_replace(None);
-            }
-            Err(_) => {
-                failures = failures.saturating_add(1);
-                let base = reconnect.backoff(failures).as_secs_f64();
-                let jitter = reconnect.jitter.clamp(0.0, 1.0);
-                let scale =
-                    if jitter > 0.0 { rng.random_range(1.0 - jitter..=1.0 + jitter) } else { 1.0 };
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs_f64(base * scale)) => {}
-                    _ = stopped.wait_for(|s| *s) => return,
-                }
+                Err(err) => err.to_string(),
+            };
+            self.record(Some(failure));
+            failures = failures.saturating_add(1);
+            let base = self.reconnect.backoff(failures).as_secs_f64();
+            let jitter = self.reconnect.jitter.clamp(0.0, 1.0);
+            let scale =
+                if jitter > 0.0 { rng.random_range(1.0 - jitter..=1.0 + jitter) } else { 1.0 };
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs_f64(base * scale)) => {}
+                _ = self.stopped.wait_for(|s| *s) => return,
             }
         }
+    }
+
+    fn record(&self, failure: Option<String>) {
+        *self.last_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = failure;
     }
 }

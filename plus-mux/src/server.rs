@@ -14,25 +14,31 @@ use tokio::time::Instant;
 
 use crate::config::{Config, ConfigError};
 use crate::connection::{Connection, Handler};
+use crate::identity::{Peer, PeerIdentity};
 
 /// Where a [`serve`] loop gets its streams: a TCP listener, or anything a host or a test
 /// supplies.
 pub trait Accept: Send + 'static {
     /// The byte stream of one accepted peer.
     type Stream: AsyncRead + AsyncWrite + Send + 'static;
-    /// The next peer. An error is retried after a backoff (the listener stays open).
-    fn accept(&mut self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+    /// The next peer, with what it proved. An error is retried after a backoff (the listener
+    /// stays open).
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<(Self::Stream, Peer)>> + Send;
 }
 
 impl Accept for tokio::net::TcpListener {
     type Stream = tokio::net::TcpStream;
 
-    async fn accept(&mut self) -> std::io::Result<tokio::net::TcpStream> {
-        let (stream, _) = tokio::net::TcpListener::accept(self).await?;
+    async fn accept(&mut self) -> std::io::Result<(tokio::net::TcpStream, Peer)> {
+        let (stream, addr) = tokio::net::TcpListener::accept(self).await?;
         stream.set_nodelay(true)?;
-        Ok(stream)
+        Ok((stream, Peer::new(Some(addr), PeerIdentity::Unauthenticated)))
     }
 }
+
+/// Chooses the handler of each accepted peer from what it proved ([`serve_by_peer`]); `None`
+/// refuses the peer (its connection is closed before a frame is read).
+pub type HandlerFor = dyn Fn(&Peer) -> Option<Arc<dyn Handler>> + Send + Sync;
 
 /// How a [`serve`] loop runs. Every default is written on its field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +94,9 @@ pub struct ServerCounters {
     pub accept_errors: u64,
     /// Connections open now.
     pub open: u64,
+    /// Peers that passed their handshake but were refused by the handler choice
+    /// ([`serve_by_peer`]).
+    pub refused: u64,
 }
 
 #[derive(Default)]
@@ -95,6 +104,7 @@ struct Shared {
     connections: Mutex<Vec<Connection>>,
     accepted: AtomicU64,
     accept_errors: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// A running accept loop; [`Server::stop`] ends it and closes every connection. Dropping it
@@ -133,6 +143,7 @@ impl Server {
         ServerCounters {
             accepted: self.shared.accepted.load(Ordering::Relaxed),
             accept_errors: self.shared.accept_errors.load(Ordering::Relaxed),
+            refused: self.shared.refused.load(Ordering::Relaxed),
             open: self.connections().len() as u64,
         }
     }
@@ -152,29 +163,52 @@ pub fn serve<A: Accept>(
     config: ServerConfig,
     handler: Arc<dyn Handler>,
 ) -> Result<Server, ConfigError> {
+    serve_by_peer(acceptor, config, Arc::new(move |_: &Peer| Some(Arc::clone(&handler))))
+}
+
+/// [`serve`], with each peer's handler chosen by `handler_for` from what the peer proved in its
+/// handshake (a certificate's names, a key's name): how an application binds what a
+/// connection may do to its credential. A peer for which it returns `None` is closed at once,
+/// counted in [`ServerCounters::refused`] and logged (at most once a second).
+///
+/// # Errors
+/// [`ConfigError`] when `config` fails [`ServerConfig::validate`].
+pub fn serve_by_peer<A: Accept>(
+    acceptor: A,
+    config: ServerConfig,
+    handler_for: Arc<HandlerFor>,
+) -> Result<Server, ConfigError> {
     config.validate()?;
     let shared = Arc::new(Shared::default());
-    let task = tokio::spawn(accept_loop(acceptor, config, handler, Arc::clone(&shared)));
+    let task = tokio::spawn(accept_loop(acceptor, config, handler_for, Arc::clone(&shared)));
     Ok(Server { task, shared })
 }
 
 async fn accept_loop<A: Accept>(
     mut acceptor: A,
     config: ServerConfig,
-    handler: Arc<dyn Handler>,
+    handler_for: Arc<HandlerFor>,
     shared: Arc<Shared>,
 ) {
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let mut backoff = config.accept_backoff;
     let mut log = RateLimitedLog::default();
+    let mut refusals = RateLimitedLog::default();
     loop {
         // At the cap, wait for a connection to close before taking the next peer.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
-        let stream = match acceptor.accept().await {
-            Ok(stream) => stream,
+        let (stream, peer) = match acceptor.accept().await {
+            Ok(accepted) => accepted,
             Err(err) => {
                 shared.accept_errors.fetch_add(1, Ordering::Relaxed);
-                log.warn(&err, backoff);
+                log.warn(|suppressed| {
+                    tracing::warn!(
+                        error = %err,
+                        backoff_ms = backoff.as_millis() as u64,
+                        suppressed,
+                        "plus-mux accept failed; backing off"
+                    );
+                });
                 drop(slot);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(config.max_accept_backoff.max(config.accept_backoff));
@@ -182,7 +216,19 @@ async fn accept_loop<A: Accept>(
             }
         };
         backoff = config.accept_backoff;
-        let connection = Connection::new(stream, config.connection.clone(), Arc::clone(&handler))
+        let Some(handler) = handler_for(&peer) else {
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+            refusals.warn(|suppressed| {
+                tracing::warn!(
+                    peer = ?peer.addr,
+                    identity = ?peer.identity,
+                    suppressed,
+                    "plus-mux refused a peer: its credential has no role here"
+                );
+            });
+            continue;
+        };
+        let connection = Connection::new(stream, config.connection.clone(), handler)
             .expect("the config was validated when the server started");
         shared.accepted.fetch_add(1, Ordering::Relaxed);
         {
@@ -203,25 +249,22 @@ async fn accept_loop<A: Accept>(
 }
 
 /// One warning a second at most, saying how many were held back meanwhile.
-#[derive(Default)]
-struct RateLimitedLog {
+#[derive(Debug, Default)]
+pub(crate) struct RateLimitedLog {
     last: Option<Instant>,
     suppressed: u64,
 }
 
 impl RateLimitedLog {
-    fn warn(&mut self, err: &std::io::Error, backoff: Duration) {
+    /// Calls `log` with the number held back since the last one, unless one was logged less
+    /// than a second ago.
+    pub(crate) fn warn(&mut self, log: impl FnOnce(u64)) {
         let now = Instant::now();
         if self.last.is_some_and(|at| now.duration_since(at) < Duration::from_secs(1)) {
             self.suppressed += 1;
             return;
         }
-        tracing::warn!(
-            error = %err,
-            backoff_ms = backoff.as_millis() as u64,
-            suppressed = self.suppressed,
-            "plus-mux accept failed; backing off"
-        );
+        log(self.suppressed);
         self.last = Some(now);
         self.suppressed = 0;
     }

@@ -4,11 +4,13 @@
 //!
 //! [`Tls`] holds one identity (a certificate chain and its key) and the CA it trusts; it makes
 //! the [`Connector`] of a client ([`Tls::connector`]) and the [`Accept`] of a server
-//! ([`Tls::listener`]). Handshakes on the server run concurrently (at most 256 at once), each
-//! bounded in time, so a peer that stalls its handshake holds up no one.
+//! ([`Tls::listener`]). Handshakes on the server run concurrently, each bounded in time and
+//! all of them by [`HandshakeLimits`], so a peer that stalls its handshake holds up no one.
 //!
-//! Membership is the CA: any certificate it signed is a peer. A deployment that needs finer
-//! rules (this certificate may only be node 3) checks names at the application layer.
+//! The CA decides who may connect; what a connection may do is the application's to decide.
+//! The listener hands out each peer's URI subject alternative names
+//! ([`PeerIdentity::Certificate`]), and [`serve_by_peer`](crate::serve_by_peer) chooses a
+//! handler from them (plus-quorum binds `plus-quorum://node/3` to node 3 this way).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +23,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::handshake::{DEFAULT_TIMEOUT, Handshaking, dial};
+use crate::handshake::{HandshakeLimits, Handshaking, dial};
+use crate::identity::{Peer, PeerIdentity, certificate_uris};
 use crate::reconnect::Connector;
 use crate::server::Accept;
 
@@ -57,14 +60,14 @@ pub enum TlsError {
 pub struct Tls {
     client: Arc<rustls::ClientConfig>,
     server: Arc<rustls::ServerConfig>,
-    handshake_timeout: Duration,
+    limits: HandshakeLimits,
     refused: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
-            .field("handshake_timeout", &self.handshake_timeout)
+            .field("limits", &self.limits)
             .field("refused", &self.refused())
             .finish_non_exhaustive()
     }
@@ -91,7 +94,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 impl Tls {
     /// How long a handshake may take before the peer is dropped, unless
     /// [`Tls::with_handshake_timeout`] says otherwise.
-    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = DEFAULT_TIMEOUT;
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// The identity in the PEM files `cert` (its chain, leaf first) and `key`, trusting the CA
     /// certificates in `ca`.
@@ -153,7 +156,7 @@ impl Tls {
         Ok(Self {
             client: Arc::new(client),
             server: Arc::new(server),
-            handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
+            limits: HandshakeLimits::default(),
             refused: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -161,7 +164,15 @@ impl Tls {
     /// The same identity with handshakes bounded by `timeout` instead.
     #[must_use]
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+        self.limits.timeout = timeout;
+        self
+    }
+
+    /// The same identity with its listeners' handshakes bounded by `limits` (the whole
+    /// handshake's timeout also bounds a connector's).
+    #[must_use]
+    pub fn with_handshake_limits(mut self, limits: HandshakeLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -192,7 +203,7 @@ impl Tls {
             addr: addr.to_owned(),
             server_name: server_name.map_err(Arc::new),
             connector: tokio_rustls::TlsConnector::from(Arc::clone(&self.client)),
-            handshake_timeout: self.handshake_timeout,
+            handshake_timeout: self.limits.timeout,
         }
     }
 
@@ -201,12 +212,7 @@ impl Tls {
     #[must_use]
     pub fn listener(&self, listener: TcpListener) -> TlsListener {
         TlsListener {
-            peers: Handshaking::new(
-                listener,
-                self.handshake_timeout,
-                Arc::clone(&self.refused),
-                "TLS",
-            ),
+            peers: Handshaking::new(listener, self.limits, Arc::clone(&self.refused), "TLS"),
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::clone(&self.server)),
         }
     }
@@ -270,8 +276,23 @@ impl TlsListener {
 impl Accept for TlsListener {
     type Stream = TlsStream;
 
-    async fn accept(&mut self) -> std::io::Result<TlsStream> {
+    async fn accept(&mut self) -> std::io::Result<(TlsStream, Peer)> {
         let acceptor = self.acceptor.clone();
-        self.peers.next(move |tcp| acceptor.accept(tcp)).await
+        self.peers
+            .next(move |tcp| {
+                let accepting = acceptor.accept(tcp);
+                async move {
+                    let stream = accepting.await?;
+                    let uris = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|leaf| certificate_uris(leaf))
+                        .unwrap_or_default();
+                    Ok((stream, PeerIdentity::Certificate { uris }))
+                }
+            })
+            .await
     }
 }

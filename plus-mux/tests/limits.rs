@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use plus_mux::{
     Accept, CloseReason, Config, Connection, ERROR_PREFIX, Frame, FrameCodec, Handler,
-    HandlerError, Kind, MemoryBudget, NoHandler, ServerConfig, serve,
+    HandlerError, Kind, MemoryBudget, NoHandler, Peer, ServerConfig, serve,
 };
 use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio_util::codec::Framed;
@@ -152,7 +152,7 @@ struct Scripted {
 impl Accept for Scripted {
     type Stream = DuplexStream;
 
-    async fn accept(&mut self) -> std::io::Result<DuplexStream> {
+    async fn accept(&mut self) -> std::io::Result<(DuplexStream, Peer)> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.failures.load(Ordering::SeqCst) > 0 {
             self.failures.fetch_sub(1, Ordering::SeqCst);
@@ -161,7 +161,7 @@ impl Accept for Scripted {
         }
         loop {
             if let Some(stream) = self.streams.lock().unwrap().pop_front() {
-                return Ok(stream);
+                return Ok((stream, Peer::default()));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

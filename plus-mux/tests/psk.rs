@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use counting::Counting;
 use plus_mux::{
-    Config, Connection, Connector, Frame, FrameCodec, NoHandler, Psk, PskError, ReconnectConfig,
-    ReconnectingClient, Server, ServerConfig, serve,
+    Config, Connection, Connector, Frame, FrameCodec, Handler, NoHandler, Peer, PeerIdentity, Psk,
+    PskError, ReconnectConfig, ReconnectingClient, Server, ServerConfig, serve, serve_by_peer,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -115,4 +115,49 @@ fn a_short_key_is_refused_and_the_key_is_never_printed() {
     assert_eq!(Psk::new(b"short".to_vec()).unwrap_err(), PskError::TooShort { len: 5, min: 16 });
     let shown = format!("{:?}", Psk::new(KEY).unwrap());
     assert!(!shown.contains("0123456789"), "{shown}");
+}
+
+/// Answers every request with the name of the key its connection proved.
+struct KeyName(String);
+
+#[plus_mux::async_trait]
+impl Handler for KeyName {
+    async fn handle(&self, _: bytes::Bytes) -> Result<bytes::Bytes, plus_mux::HandlerError> {
+        Ok(self.0.clone().into())
+    }
+}
+
+/// One listener, two keys (nodes and clients): each peer is known by the key it proved, a
+/// client of the old protocol order still works, and a third key is refused.
+#[tokio::test]
+async fn one_listener_tells_its_keys_apart_by_name() {
+    let nodes = Psk::named("node", b"node-key-node-key-node-key-00000".to_vec()).unwrap();
+    let clients = Psk::named("client", b"client-key-client-key-client-000".to_vec()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = serve_by_peer(
+        Psk::listener_for(&[nodes.clone(), clients.clone()], listener),
+        ServerConfig::default(),
+        std::sync::Arc::new(|peer: &Peer| match &peer.identity {
+            PeerIdentity::Key(name) => Some(Arc::new(KeyName(name.clone())) as Arc<dyn Handler>),
+            _ => None,
+        }),
+    )
+    .unwrap();
+    let ask = |psk: Psk| {
+        let addr = addr.clone();
+        async move {
+            let stream = psk.connector(&addr).connect().await.ok()?;
+            let connection =
+                Connection::new(stream, Config::default(), Arc::new(NoHandler)).ok()?;
+            let answer = connection.request_with_timeout("who", Duration::from_secs(3)).await;
+            answer.ok().map(|b| String::from_utf8_lossy(&b).into_owned())
+        }
+    };
+    assert_eq!(ask(nodes.clone()).await.as_deref(), Some("node"));
+    assert_eq!(ask(clients.clone()).await.as_deref(), Some("client"));
+    let stranger = Psk::named("node", b"someone-else-entirely-0000000000".to_vec()).unwrap();
+    assert_eq!(ask(stranger).await, None);
+    wait_refused(&nodes, 1).await;
+    server.stop();
 }

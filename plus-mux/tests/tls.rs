@@ -14,8 +14,9 @@ use std::time::Duration;
 use certs::Ca;
 use counting::Counting;
 use plus_mux::{
-    Config, Connection, Connector, Frame, FrameCodec, NoHandler, ReconnectConfig,
-    ReconnectingClient, Server, ServerConfig, Tls, TlsError, serve,
+    Config, Connection, Connector, Frame, FrameCodec, Handler, HandshakeLimits, NoHandler, Peer,
+    PeerIdentity, ReconnectConfig, ReconnectingClient, Server, ServerConfig, Tls, TlsError,
+    WhileDisconnected, serve, serve_by_peer,
 };
 use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -185,4 +186,143 @@ fn bad_material_is_a_typed_error_naming_the_input() {
     let missing = std::path::Path::new("/nonexistent/plus-cert.pem");
     let err = Tls::from_pem_files(missing, missing, missing).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/plus-cert.pem"), "{err}");
+}
+
+/// Answers every request with the identity its connection proved.
+struct WhoAmI(String);
+
+#[plus_mux::async_trait]
+impl Handler for WhoAmI {
+    async fn handle(&self, _: bytes::Bytes) -> Result<bytes::Bytes, plus_mux::HandlerError> {
+        Ok(self.0.clone().into())
+    }
+}
+
+fn tls_of(ca: &Ca, uris: &[&str]) -> Tls {
+    let leaf = ca.leaf_with_uris("peer", uris);
+    Tls::from_pem(leaf.cert.as_bytes(), leaf.key.as_bytes(), ca.pem.as_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn the_handler_is_chosen_from_the_uri_names_of_the_client_certificate() {
+    let ca = Ca::new("cluster CA");
+    let server_tls = tls_of(&ca, &["plus-quorum://node/1"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = serve_by_peer(
+        server_tls.listener(listener),
+        ServerConfig::default(),
+        Arc::new(|peer: &Peer| {
+            assert!(peer.addr.is_some_and(|a| a.ip().is_loopback()));
+            match &peer.identity {
+                PeerIdentity::Certificate { uris } if !uris.is_empty() => {
+                    Some(Arc::new(WhoAmI(uris.join(" "))) as Arc<dyn Handler>)
+                }
+                _ => None,
+            }
+        }),
+    )
+    .unwrap();
+    let ask = |tls: Tls| {
+        let addr = addr.clone();
+        async move {
+            let stream = tls.connector(&addr).connect().await.ok()?;
+            let connection =
+                Connection::new(stream, Config::default(), Arc::new(NoHandler)).ok()?;
+            let answer = connection.request_with_timeout("who", Duration::from_secs(3)).await;
+            answer.ok().map(|b| String::from_utf8_lossy(&b).into_owned())
+        }
+    };
+    let two = tls_of(&ca, &["spiffe://example/x", "plus-quorum://node/2"]);
+    assert_eq!(ask(two).await.as_deref(), Some("spiffe://example/x plus-quorum://node/2"));
+    // Signed by the CA, but named by nothing: refused by the handler choice, counted.
+    assert_eq!(ask(tls_of(&ca, &[])).await, None);
+    for _ in 0..100 {
+        if server.counters().refused == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.counters().refused, 1);
+    server.stop();
+}
+
+/// 600 idle connections from the same address as a valid client (an attacker on the same
+/// machine), more than every handshake slot: the valid client is still served, because a
+/// new peer evicts the oldest unfinished handshake instead of waiting behind it. Before
+/// eviction, the listener stopped accepting at 256 handshakes and the client waited for the
+/// idle ones' 10 s timeout.
+#[tokio::test]
+async fn a_flood_of_idle_connections_locks_no_valid_client_out() {
+    let ca = Ca::new("cluster CA");
+    let mut limits = HandshakeLimits::default();
+    // Long enough that only eviction can make room within the test's wait.
+    limits.timeout = Duration::from_secs(60);
+    limits.first_bytes_timeout = Duration::from_secs(60);
+    let server_tls = tls_of(&ca, &[]).with_handshake_limits(limits);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let handler = Arc::new(Counting::default());
+    let server =
+        serve(server_tls.listener(listener), ServerConfig::default(), handler.clone()).unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        idle.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let client = tls_of(&ca, &[]);
+    let served = tokio::time::timeout(Duration::from_secs(8), try_request(&client, &addr)).await;
+    assert_eq!(served, Ok(true), "a valid client got through the flood");
+    assert!(server_tls.refused() > 0, "idle handshakes were evicted");
+    drop(idle);
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_peer_that_sends_nothing_is_dropped_at_the_first_bytes_deadline() {
+    let ca = Ca::new("cluster CA");
+    let mut limits = HandshakeLimits::default();
+    limits.first_bytes_timeout = Duration::from_millis(200);
+    let server_tls = tls_of(&ca, &[]).with_handshake_limits(limits);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server =
+        serve(server_tls.listener(listener), ServerConfig::default(), Arc::new(NoHandler)).unwrap();
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    // Closed by the server well before the 10 s handshake timeout.
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    assert_eq!(server_tls.refused(), 1);
+    server.stop();
+}
+
+/// A client whose certificate the server refuses (TLS 1.3: its connect succeeds, the refusal
+/// arrives as an alert) backs off between attempts instead of reconnecting at once, and says
+/// why it cannot connect.
+#[tokio::test]
+async fn a_refused_client_backs_off_and_names_the_cause() {
+    let setup = setup().await;
+    let rogue = identity(&Ca::new("rogue CA"), &setup.ca);
+    let reconnect = ReconnectConfig {
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(1),
+        while_disconnected: WhileDisconnected::Wait(Duration::from_millis(1500)),
+        ..ReconnectConfig::default()
+    };
+    let client = ReconnectingClient::new(
+        rogue.connector(&setup.addr),
+        Config::default(),
+        reconnect,
+        Arc::new(NoHandler),
+    )
+    .unwrap();
+    assert!(client.request("hello").await.is_err());
+    // 1.5 s of backoff doubling from 50 ms is about six attempts; without backoff it was
+    // hundreds.
+    let attempts = setup.server_tls.refused();
+    assert!((1..=12).contains(&attempts), "{attempts} attempts in 1.5 s");
+    let failure = client.last_failure().expect("a failure is recorded");
+    assert!(failure.contains("closed") || failure.contains("certificate"), "{failure}");
+    client.close();
+    setup.server.stop();
 }

@@ -41,8 +41,17 @@ impl Ca {
 
     /// A leaf for 127.0.0.1 and localhost, signed by this CA, for servers and clients alike.
     pub(crate) fn leaf(&self, name: &str) -> Leaf {
+        self.leaf_with_uris(name, &[])
+    }
+
+    /// [`Ca::leaf`], also named by `uris` (URI subject alternative names, the form roles
+    /// are bound to: `plus-quorum://node/3`).
+    pub(crate) fn leaf_with_uris(&self, name: &str, uris: &[&str]) -> Leaf {
         let mut params =
             CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        for uri in uris {
+            params.subject_alt_names.push(rcgen::SanType::URI((*uri).try_into().unwrap()));
+        }
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages =
             vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
