@@ -136,7 +136,7 @@ impl Handler for Steps {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let authenticated = args.tls.enabled() || args.psk_file.is_some();
-    if !authenticated && !args.insecure && !is_loopback(&args.connect) {
+    if !authenticated && !args.insecure && !cli::is_loopback(&args.connect) {
         cli::usage_error::<Args>(format!(
             "refusing to take work from {} unauthenticated; pass --tls-* or --psk-file, or, on a \
              trusted network, --insecure",
@@ -147,27 +147,9 @@ fn main() -> std::process::ExitCode {
     cli::run_async(run(args))
 }
 
-/// Whether `addr` (`host:port`) names this machine.
-fn is_loopback(addr: &str) -> bool {
-    match addr.parse::<std::net::SocketAddr>() {
-        Ok(socket) => socket.ip().is_loopback(),
-        Err(_) => addr.rsplit_once(':').is_some_and(|(host, _)| host == "localhost"),
-    }
-}
-
-/// The key in `path`, without a trailing newline.
-fn read_psk(path: &std::path::Path) -> Result<plus_mux::Psk, String> {
-    let mut key =
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    while key.last().is_some_and(u8::is_ascii_whitespace) {
-        key.pop();
-    }
-    plus_mux::Psk::new(key).map_err(|e| format!("{}: {e}", path.display()))
-}
-
 async fn run(args: Args) -> Result<bool, String> {
     let tls = args.tls.load()?;
-    let psk = args.psk_file.as_deref().map(read_psk).transpose()?;
+    let psk = args.psk_file.as_deref().map(|path| cli::read_psk(path, "agent")).transpose()?;
     let host = Arc::new(
         Host::new(args.root.clone(), usize::from(args.keep), args.hook.clone())
             .map_err(|e| format!("cannot prepare {}: {e}", args.root.display()))?,

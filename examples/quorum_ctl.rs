@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     timeout: u64,
     #[command(flatten)]
-    tls: cli::TlsArgs,
+    auth: cli::ClientAuthArgs,
     #[command(subcommand)]
     command: Op,
 }
@@ -120,11 +120,14 @@ enum MemberOp {
 fn main() -> ExitCode {
     let args = Args::parse();
     let endpoints = cli::members(&args.endpoints).unwrap_or_else(|e| cli::usage_error::<Args>(e));
+    if let Err(e) = args.auth.check_plain_text(endpoints.iter().map(|(_, addr)| addr.as_str())) {
+        cli::usage_error::<Args>(e);
+    }
     cli::init_logging();
     cli::run_async(async move {
         // The connections live on the runtime.
         let members = endpoints.iter().map(|(id, addr)| (*id, addr.as_str()));
-        let security = quorum_client::security(&args.tls)?;
+        let security = quorum_client::security(&args.auth)?;
         let deadline = Duration::from_secs(args.timeout);
         let cluster = quorum_client::connect_secured(members, deadline, &security);
         run(cluster, args.command).await

@@ -58,7 +58,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Connections::PerClient)]
     connections: Connections,
     #[command(flatten)]
-    tls: cli::TlsArgs,
+    auth: cli::ClientAuthArgs,
     /// Append every acknowledged put here (with --op put), or check what is here (--op check).
     #[arg(long)]
     record: Option<PathBuf>,
@@ -99,14 +99,25 @@ impl Target {
     fn parse(args: &Args) -> Result<Self, String> {
         if !args.etcd {
             let members = cli::members(&args.endpoints)?;
-            return Ok(Self::Quorum(members, quorum_client::security(&args.tls)?));
+            args.auth.check_plain_text(members.iter().map(|(_, addr)| addr.as_str()))?;
+            return Ok(Self::Quorum(members, quorum_client::security(&args.auth)?));
         }
-        if args.tls.enabled() {
-            return Err(
-                "--tls-* are for plus-quorum nodes; quorum_load speaks plain gRPC to etcd".into()
-            );
+        if args.auth.authenticated() {
+            return Err("--tls-* and --psk-file are for plus-quorum nodes; quorum_load speaks \
+                        plain gRPC to etcd"
+                .into());
         }
-        Self::etcd(&args.endpoints)
+        let target = Self::etcd(&args.endpoints)?;
+        if !args.auth.insecure {
+            cli::plain_text_only_to_loopback(
+                args.endpoints
+                    .split(',')
+                    .map(|e| e.trim().trim_start_matches("http://"))
+                    .filter(|e| !e.is_empty()),
+                "nothing (etcd is reached in plain gRPC)",
+            )?;
+        }
+        Ok(target)
     }
 
     #[cfg(not(feature = "etcd"))]

@@ -23,8 +23,15 @@
 //!
 //! With `--tls-cert`, `--tls-key` and `--tls-ca`, peers and clients authenticate each other
 //! with mutual TLS: only holders of a certificate the CA signed get past the handshake, before
-//! any frame is read. Without TLS the node listens only on loopback addresses, unless
-//! `--insecure` says that the network is trusted.
+//! any frame is read, and each connection may do only what its certificate's role allows
+//! (`plus-quorum://node/N` speaks as node N and no other, `.../admin/NAME` also changes
+//! membership, `.../client/NAME` reads and writes, `.../reader/NAME` only reads; see
+//! `plus_quorum::Principal`). `--psk-dir DIR` uses pre-shared keys instead: the node proves
+//! `DIR/node.key` to its peers and accepts peers proving any of `node.key`, `admin.key`,
+//! `client.key` and `reader.key` that are there, with those roles (authentication, not
+//! encryption). With neither, the node listens on and connects to loopback addresses only,
+//! unless `--insecure` says that the network is trusted; and loopback keeps other machines
+//! out, not other users of this one.
 
 #[path = "common/cli.rs"]
 mod cli;
@@ -39,7 +46,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use cli::TlsArgs;
-use plus_quorum::{Config, FileStorage, MemStorage, MuxNode, NodeId, Start};
+use plus_quorum::{Config, FileStorage, MemStorage, MuxNode, NodeId, Security, Start};
 
 /// One plus-quorum node as its own process.
 #[derive(Debug, Parser)]
@@ -77,11 +84,18 @@ struct Args {
     /// replica lacks). Add the others back as new members, wiped.
     #[arg(long)]
     force_new_cluster: bool,
-    /// Listen on a non-loopback address without TLS: only on a network you trust.
+    /// Listen on, or talk to peers at, non-loopback addresses without TLS or keys: only on a
+    /// network you trust.
     #[arg(long)]
     insecure: bool,
     #[command(flatten)]
     tls: TlsArgs,
+    /// Instead of certificates: a directory of pre-shared keys named by role, each readable by
+    /// its owner only: node.key (required: the node proves it, and peers proving it are
+    /// nodes), and any of admin.key, client.key, reader.key (clients proving them get that
+    /// role).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"])]
+    psk_dir: Option<PathBuf>,
     /// Applied entries between two snapshots (etcd's --snapshot-count; 1 to 10000000). A
     /// snapshot copies and writes the whole state, and appends wait behind its write: a longer
     /// interval keeps write latency's tail short, at the cost of a longer log in memory.
@@ -102,11 +116,19 @@ fn main() -> ExitCode {
     if !args.peers.0.contains_key(&args.id) {
         cli::usage_error::<Args>(format!("--id {} is not one of --peers", args.id));
     }
-    if !args.listen.ip().is_loopback() && !args.insecure && !args.tls.enabled() {
+    let secured = args.tls.enabled() || args.psk_dir.is_some();
+    if !args.listen.ip().is_loopback() && !args.insecure && !secured {
         cli::usage_error::<Args>(format!(
-            "refusing to listen on {} without TLS; pass --insecure if the network is trusted",
+            "refusing to listen on {} without TLS or keys; pass --insecure if the network is \
+             trusted",
             args.listen
         ));
+    }
+    if !secured && !args.insecure {
+        let peers = args.peers.0.values().map(String::as_str);
+        if let Err(e) = cli::plain_text_only_to_loopback(peers, "--tls-* or --psk-dir") {
+            cli::usage_error::<Args>(e);
+        }
     }
     cli::init_logging();
     cli::run_async(run(args))
@@ -144,7 +166,7 @@ fn check_stamp(dir: &Path, cluster: &str, id: NodeId) -> Result<bool, String> {
 }
 
 async fn run(args: Args) -> Result<bool, String> {
-    let security = quorum_client::security(&args.tls)?;
+    let security = node_security(&args)?;
     let mut members: Vec<NodeId> = args.peers.0.keys().copied().collect();
     members.sort_unstable();
     let mut addrs = args.peers.0.clone();
@@ -186,7 +208,11 @@ async fn run(args: Args) -> Result<bool, String> {
         }
     };
     tracing::info!(node = args.id, listen = %args.listen, ?members, "quorum node serving");
-    let tls = if args.tls.enabled() { " with mutual TLS" } else { "" };
+    let tls = match (&args.tls.tls_cert, &args.psk_dir) {
+        (Some(_), _) => " with mutual TLS",
+        (None, Some(_)) => " with pre-shared keys",
+        _ => "",
+    };
     println!("node {} serving on {}{tls} (members {members:?})", args.id, args.listen);
     stopped().await?;
     tracing::info!(node = args.id, "stopping");
@@ -194,6 +220,23 @@ async fn run(args: Args) -> Result<bool, String> {
     node.stop().await;
     println!("node {} stopped", args.id);
     Ok(true)
+}
+
+/// TLS from its files, pre-shared keys from `--psk-dir`, or plain TCP.
+fn node_security(args: &Args) -> Result<Security, String> {
+    if let Some(tls) = args.tls.load()? {
+        return Ok(Security::MutualTls(tls));
+    }
+    let Some(dir) = &args.psk_dir else { return Ok(Security::Plain) };
+    let own = cli::read_psk(&dir.join("node.key"), "node")?;
+    let mut accept = vec![own.clone()];
+    for role in ["admin", "client", "reader"] {
+        let path = dir.join(format!("{role}.key"));
+        if path.exists() {
+            accept.push(cli::read_psk(&path, role)?);
+        }
+    }
+    Ok(Security::Psk { own, accept })
 }
 
 /// A leader asked to stop hands leadership to another voter first, so that the cluster does

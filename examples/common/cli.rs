@@ -160,3 +160,96 @@ pub(crate) fn sibling_example(
         ))
     }
 }
+
+/// How a client of the store proves itself: mutual TLS, a pre-shared key, or nothing (then
+/// only to loopback endpoints, unless `--insecure`).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ClientAuthArgs {
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
+    /// Instead of certificates: a file holding the key the nodes accept for this client's
+    /// role (their `--psk-dir` names it: client.key, admin.key or reader.key). Readable by its
+    /// owner only; at least 16 bytes; a trailing newline is not part of it.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"])]
+    pub(crate) psk_file: Option<std::path::PathBuf>,
+    /// Talk in plain text to endpoints beyond loopback: only on a network you trust.
+    #[arg(long)]
+    pub(crate) insecure: bool,
+}
+
+impl ClientAuthArgs {
+    /// Whether the client proves itself (TLS or a key).
+    pub(crate) fn authenticated(&self) -> bool {
+        self.tls.enabled() || self.psk_file.is_some()
+    }
+
+    /// Refuses plain text to any of `addrs` beyond loopback, unless `--insecure`.
+    pub(crate) fn check_plain_text<'a>(
+        &self,
+        addrs: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), String> {
+        if self.authenticated() || self.insecure {
+            return Ok(());
+        }
+        plain_text_only_to_loopback(addrs, "--tls-* or --psk-file")
+    }
+}
+
+/// Errs on the first of `addrs` (`host:port`) that is not a loopback address (a host name
+/// counts when every address it resolves to is): plain text must not leave the machine.
+pub(crate) fn plain_text_only_to_loopback<'a>(
+    addrs: impl IntoIterator<Item = &'a str>,
+    credentials: &str,
+) -> Result<(), String> {
+    for addr in addrs {
+        if !is_loopback(addr) {
+            return Err(format!(
+                "refusing to send plain text to {addr}, beyond this machine; pass {credentials}, \
+                 or, on a network you trust, --insecure"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `addr` (`host:port`) names only this machine.
+pub(crate) fn is_loopback(addr: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(socket) => socket.ip().is_loopback(),
+        Err(_) => addr.to_socket_addrs().is_ok_and(|mut resolved| {
+            let mut any = false;
+            let all = resolved.all(|a| {
+                any = true;
+                a.ip().is_loopback()
+            });
+            any && all
+        }),
+    }
+}
+
+/// The pre-shared key in `path`, named `name`, without a trailing newline. A key file that
+/// other users can read is refused: it would let them act as whoever holds the key.
+pub(crate) fn read_psk(path: &std::path::Path, name: &str) -> Result<plus_mux::Psk, String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} is readable by other users (mode {:o}): `chmod 600` it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    let mut key =
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    while key.last().is_some_and(u8::is_ascii_whitespace) {
+        key.pop();
+    }
+    plus_mux::Psk::named(name, key).map_err(|e| format!("{}: {e}", path.display()))
+}

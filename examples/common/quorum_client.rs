@@ -37,7 +37,16 @@ pub(crate) fn connect_secured<'a>(
     cluster
 }
 
-/// The security `tls` asks for: mutual TLS with its files, or plain TCP.
-pub(crate) fn security(tls: &crate::cli::TlsArgs) -> Result<Security, String> {
-    Ok(tls.load()?.map_or(Security::Plain, Security::MutualTls))
+/// The security a client's arguments ask for: mutual TLS with its files, its pre-shared key,
+/// or plain TCP.
+pub(crate) fn security(auth: &crate::cli::ClientAuthArgs) -> Result<Security, String> {
+    if let Some(tls) = auth.tls.load()? {
+        return Ok(Security::MutualTls(tls));
+    }
+    match &auth.psk_file {
+        Some(path) => {
+            Ok(Security::Psk { own: crate::cli::read_psk(path, "client")?, accept: Vec::new() })
+        }
+        None => Ok(Security::Plain),
+    }
 }

@@ -254,7 +254,7 @@ async fn over_tls_the_agent_works_only_for_a_platform_its_ca_signed() {
     std::fs::create_dir_all(&work).unwrap();
     let ca = certs::Ca::new("platform CA");
     let ca_file = work.join("ca.pem");
-    std::fs::write(&ca_file, &ca.pem).unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
     let agent_tls = tls_args(&work, &ca, "agent", &ca_file);
     let root = work.join("host");
 
@@ -263,7 +263,7 @@ async fn over_tls_the_agent_works_only_for_a_platform_its_ca_signed() {
     // send no step at all.
     let rogue_ca = certs::Ca::new("rogue CA");
     let rogue = rogue_ca.leaf("rogue platform");
-    let rogue = Tls::from_pem(rogue.cert.as_bytes(), rogue.key.as_bytes(), ca.pem.as_bytes())
+    let rogue = Tls::from_pem(rogue.cert.as_bytes(), rogue.key.as_bytes(), ca.pem().as_bytes())
         .unwrap()
         .with_handshake_timeout(Duration::from_secs(2));
     let mut rogue_listener =
@@ -278,7 +278,7 @@ async fn over_tls_the_agent_works_only_for_a_platform_its_ca_signed() {
     // The real platform: heartbeats arrive and a step runs.
     let platform = ca.leaf("platform");
     let platform =
-        Tls::from_pem(platform.cert.as_bytes(), platform.key.as_bytes(), ca.pem.as_bytes())
+        Tls::from_pem(platform.cert.as_bytes(), platform.key.as_bytes(), ca.pem().as_bytes())
             .unwrap();
     let mut listener =
         platform.listener(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
@@ -290,7 +290,7 @@ async fn over_tls_the_agent_works_only_for_a_platform_its_ca_signed() {
 
 /// Takes the agent's connection from `listener` as its platform: a precheck step must run.
 async fn precheck_runs<A: plus_mux::Accept>(listener: &mut A) {
-    let stream =
+    let (stream, _) =
         tokio::time::timeout(Duration::from_secs(20), listener.accept()).await.unwrap().unwrap();
     let beats = Arc::new(Beats::default()) as Arc<dyn Handler>;
     let agent = Connection::new(stream, plus_mux::Config::default(), beats).unwrap();
@@ -313,6 +313,18 @@ async fn with_a_pre_shared_key_the_agent_works_only_for_a_platform_that_holds_it
     std::fs::create_dir_all(&work).unwrap();
     let key_file = work.join("agent.key");
     std::fs::write(&key_file, "a key both sides were given, 32b\n").unwrap();
+    // A key other users can read is refused: first that, then the key as it should be.
+    let refused = std::process::Command::new(agent_program())
+        .args(["--connect", "127.0.0.1:1", "--id", "a", "--root"])
+        .arg(work.join("unused"))
+        .arg("--psk-file")
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("chmod 600"), "{stderr}");
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap();
     let psk_args = vec!["--psk-file".to_owned(), key_file.display().to_string()];
     let root = work.join("host");
 

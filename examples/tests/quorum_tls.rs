@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use certs::Ca;
 use plus_quorum::testing::loopback_addrs;
-use plus_quorum::{Cluster, NodeId, RemoteNode, Security};
+use plus_quorum::{Cluster, NodeId, RemoteNode, Security, node_uri};
 
 /// Children killed when the test ends, also when it fails; the directory goes with them.
 struct Cluster3 {
@@ -35,9 +35,10 @@ impl Drop for Cluster3 {
     }
 }
 
-/// Writes `name.pem` and `name.key` for a leaf of `ca`; returns the TLS arguments for them.
-fn identity(dir: &Path, ca: &Ca, ca_file: &Path, name: &str) -> Vec<String> {
-    let leaf = ca.leaf(name);
+/// Writes `name.pem` and `name.key` for a leaf of `ca` named by the role URI `role`; returns
+/// the TLS arguments for them.
+fn identity(dir: &Path, ca: &Ca, ca_file: &Path, name: &str, role: &str) -> Vec<String> {
+    let leaf = ca.leaf_with_uris(name, &[role]);
     let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
     std::fs::write(&cert, leaf.cert).unwrap();
     std::fs::write(&key, leaf.key).unwrap();
@@ -60,11 +61,11 @@ async fn a_tls_cluster_serves_its_own_clients_and_refuses_everyone_else() {
 
     let ca = Ca::new("plus cluster CA");
     let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, &ca.pem).unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
     let addrs: HashMap<NodeId, String> = loopback_addrs(&[1, 2, 3]).await.unwrap();
     let peers = [1, 2, 3].map(|id| format!("{id}={}", addrs[&id])).join(",");
     for id in [1u64, 2, 3] {
-        let tls = identity(&dir, &ca, &ca_file, &format!("node{id}"));
+        let tls = identity(&dir, &ca, &ca_file, &format!("node{id}"), &node_uri(id));
         let child = Command::new(example("quorum_node"))
             .args(["--id", &id.to_string(), "--listen", &addrs[&id], "--peers", &peers, "--memory"])
             .args(&tls)
@@ -77,7 +78,7 @@ async fn a_tls_cluster_serves_its_own_clients_and_refuses_everyone_else() {
 
     // A client of the cluster's CA: writes and reads, once the nodes have elected a leader
     // among themselves (over TLS too).
-    let client = identity(&dir, &ca, &ca_file, "client");
+    let client = identity(&dir, &ca, &ca_file, "client", "plus-quorum://client/test");
     let put = quorum_ctl(&peers, 30, &client, &["put", "greeting", "hello"]);
     assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
     let get = quorum_ctl(&peers, 10, &client, &["get", "greeting"]);
@@ -104,8 +105,8 @@ async fn a_tls_cluster_serves_its_own_clients_and_refuses_everyone_else() {
     assert!(!plain.status.success(), "a plain client was answered");
     let rogue_ca = Ca::new("rogue CA");
     let rogue_ca_file = dir.join("rogue-ca.pem");
-    std::fs::write(&rogue_ca_file, &rogue_ca.pem).unwrap();
-    let mut rogue = identity(&dir, &rogue_ca, &rogue_ca_file, "rogue");
+    std::fs::write(&rogue_ca_file, rogue_ca.pem()).unwrap();
+    let mut rogue = identity(&dir, &rogue_ca, &rogue_ca_file, "rogue", "plus-quorum://admin/x");
     // It trusts the real CA, so only the nodes' check of its certificate can stop it.
     rogue[5] = ca_file.display().to_string();
     let forged = quorum_ctl(&peers, 3, &rogue, &["put", "greeting", "rogue"]);

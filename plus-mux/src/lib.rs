@@ -68,6 +68,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod budget;
+#[cfg(feature = "certs")]
+pub mod certs;
 mod config;
 mod connection;
 mod error;

@@ -204,6 +204,7 @@ impl Tls {
             server_name: server_name.map_err(Arc::new),
             connector: tokio_rustls::TlsConnector::from(Arc::clone(&self.client)),
             handshake_timeout: self.limits.timeout,
+            expect_uri: None,
         }
     }
 
@@ -225,6 +226,18 @@ pub struct TlsConnector {
     server_name: Result<ServerName<'static>, Arc<std::io::Error>>,
     connector: tokio_rustls::TlsConnector,
     handshake_timeout: Duration,
+    expect_uri: Option<Arc<str>>,
+}
+
+impl TlsConnector {
+    /// The same connector, refusing a server whose certificate does not carry `uri` among its
+    /// URI subject alternative names (the CA signed it, but it is someone else: another node,
+    /// or a client's certificate on a node's address).
+    #[must_use]
+    pub fn expect_peer_uri(mut self, uri: impl Into<String>) -> Self {
+        self.expect_uri = Some(uri.into().into());
+        self
+    }
 }
 
 impl std::fmt::Debug for TlsConnector {
@@ -243,8 +256,29 @@ impl Connector for TlsConnector {
             .clone()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let connector = &self.connector;
-        dial(&self.addr, self.handshake_timeout, "TLS", |tcp| connector.connect(server_name, tcp))
-            .await
+        let stream = dial(&self.addr, self.handshake_timeout, "TLS", |tcp| {
+            connector.connect(server_name, tcp)
+        })
+        .await?;
+        if let Some(expected) = &self.expect_uri {
+            let uris = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| certificate_uris(leaf))
+                .unwrap_or_default();
+            if !uris.iter().any(|uri| uri.as_str() == &**expected) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "the server at {} is not {expected} (its certificate names {uris:?})",
+                        self.addr
+                    ),
+                ));
+            }
+        }
+        Ok(stream)
     }
 }
 

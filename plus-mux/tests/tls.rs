@@ -34,7 +34,7 @@ struct Setup {
 async fn setup() -> Setup {
     let ca = Ca::new("cluster CA");
     let leaf = ca.leaf("server");
-    let server_tls = Tls::from_pem(leaf.cert.as_bytes(), leaf.key.as_bytes(), ca.pem.as_bytes())
+    let server_tls = Tls::from_pem(leaf.cert.as_bytes(), leaf.key.as_bytes(), ca.pem().as_bytes())
         .unwrap()
         .with_handshake_timeout(Duration::from_secs(2));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -47,7 +47,7 @@ async fn setup() -> Setup {
 
 fn identity(ca_for_leaf: &Ca, trusted: &Ca) -> Tls {
     let leaf = ca_for_leaf.leaf("client");
-    Tls::from_pem(leaf.cert.as_bytes(), leaf.key.as_bytes(), trusted.pem.as_bytes()).unwrap()
+    Tls::from_pem(leaf.cert.as_bytes(), leaf.key.as_bytes(), trusted.pem().as_bytes()).unwrap()
 }
 
 /// Whether one request through `tls` to `addr` gets an answer.
@@ -107,7 +107,7 @@ async fn a_certificate_from_another_ca_is_refused_before_any_frame() {
 async fn a_client_without_a_certificate_is_refused() {
     let setup = setup().await;
     let mut roots = rustls::RootCertStore::empty();
-    let ca = rustls::pki_types::CertificateDer::from_pem_slice(setup.ca.pem.as_bytes()).unwrap();
+    let ca = rustls::pki_types::CertificateDer::from_pem_slice(setup.ca.pem().as_bytes()).unwrap();
     roots.add(ca).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -178,10 +178,10 @@ async fn a_client_refuses_a_server_its_ca_did_not_sign() {
 fn bad_material_is_a_typed_error_naming_the_input() {
     let ca = Ca::new("ca");
     let leaf = ca.leaf("x");
-    let err = Tls::from_pem(b"not pem", leaf.key.as_bytes(), ca.pem.as_bytes()).unwrap_err();
+    let err = Tls::from_pem(b"not pem", leaf.key.as_bytes(), ca.pem().as_bytes()).unwrap_err();
     assert!(matches!(&err, TlsError::Pem { what, .. } if what == "certificate"), "{err}");
     let other = ca.leaf("y");
-    let err = Tls::from_pem(leaf.cert.as_bytes(), other.key.as_bytes(), ca.pem.as_bytes());
+    let err = Tls::from_pem(leaf.cert.as_bytes(), other.key.as_bytes(), ca.pem().as_bytes());
     assert!(matches!(err, Err(TlsError::Config(_))), "a key that is not the certificate's");
     let missing = std::path::Path::new("/nonexistent/plus-cert.pem");
     let err = Tls::from_pem_files(missing, missing, missing).unwrap_err();
@@ -200,7 +200,7 @@ impl Handler for WhoAmI {
 
 fn tls_of(ca: &Ca, uris: &[&str]) -> Tls {
     let leaf = ca.leaf_with_uris("peer", uris);
-    Tls::from_pem(leaf.cert.as_bytes(), leaf.key.as_bytes(), ca.pem.as_bytes()).unwrap()
+    Tls::from_pem(leaf.cert.as_bytes(), leaf.key.as_bytes(), ca.pem().as_bytes()).unwrap()
 }
 
 #[tokio::test]

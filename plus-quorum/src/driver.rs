@@ -40,6 +40,9 @@ pub trait Transport: Send + Sync + 'static {
     }
 }
 
+/// The longest a client waits between two nodes it could not reach.
+const MAX_ROUTE_PAUSE: Duration = Duration::from_millis(200);
+
 /// Why a call through the driver failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -70,6 +73,25 @@ pub enum StoreError {
     /// write, it may or may not have applied.
     #[error("the store failed: {0}")]
     Backend(String),
+    /// The node refused the request: the role bound to this connection's credential may not
+    /// make it (a reader writing, a client changing membership, anyone but node N speaking as
+    /// N). Nothing was done.
+    #[error("{role} may not make {request}")]
+    Forbidden {
+        /// The role the node saw.
+        role: String,
+        /// What was refused.
+        request: String,
+    },
+    /// The node could not be reached, and the last attempt says why (a refused certificate
+    /// or key, a refused connection, no route); the request was never sent.
+    #[error("node {node} is unreachable: {cause}")]
+    Unreachable {
+        /// The node.
+        node: NodeId,
+        /// Why the last attempt to connect failed.
+        cause: String,
+    },
     /// A node answered with a reply of the wrong kind (a node of another version, or a hostile
     /// peer on a network transport); nothing can be concluded about the request.
     #[error("unexpected reply: expected {expected}, got {got}")]
@@ -882,6 +904,7 @@ impl<N: NodeApi> Cluster<N> {
                 StoreError::NoLeader(_)
                     | StoreError::Timeout(_)
                     | StoreError::Stopped(_)
+                    | StoreError::Unreachable { .. }
                     | StoreError::Client(
                         ClientError::Unknown
                             | ClientError::Membership(
@@ -954,13 +977,14 @@ impl<N: NodeApi> Cluster<N> {
         }
         let started = Instant::now();
         let mut attempt = 0;
+        // Pauses between nodes that cannot be reached grow, so a client whose nodes are all
+        // down (or refuse its credential) waits instead of spinning, and says why at the end.
+        let mut pause = Duration::from_millis(5);
+        let mut unreachable = None;
         loop {
             let left = self.deadline.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                return Err(StoreError::NoLeader(self.deadline));
-            }
-            let Some(node) = self.candidate(attempt) else {
-                return Err(StoreError::NoLeader(self.deadline));
+            let Some(node) = self.candidate(attempt).filter(|_| !left.is_zero()) else {
+                return Err(unreachable.unwrap_or(StoreError::NoLeader(self.deadline)));
             };
             attempt += 1;
             let id = node.id();
@@ -973,14 +997,31 @@ impl<N: NodeApi> Cluster<N> {
                         self.learn_from(&node).await;
                     }
                     self.note_leader(leader);
-                    if leader.is_none() {
+                    let reachable =
+                        leader.is_some_and(|l| self.handles().iter().any(|h| h.id() == l));
+                    if let Some(l) = leader.filter(|_| !reachable) {
+                        // A leader this client cannot reach: asking the same nodes again at
+                        // once would spin until the deadline.
+                        unreachable = Some(StoreError::Unreachable {
+                            node: l,
+                            cause: "the leader is not among this client's nodes (give its \
+                                    address, or make the client with a connector)"
+                                .to_owned(),
+                        });
+                        tokio::time::sleep(pause.min(left)).await;
+                        pause = (pause * 2).min(MAX_ROUTE_PAUSE);
+                    } else if leader.is_none() {
                         // An election is on: give it a moment.
                         tokio::time::sleep(Duration::from_millis(20).min(left)).await;
                     }
                 }
-                Err(StoreError::Stopped(_)) => {
+                Err(error @ (StoreError::Stopped(_) | StoreError::Unreachable { .. })) => {
                     self.note_leader(None);
-                    tokio::time::sleep(Duration::from_millis(5).min(left)).await;
+                    if let StoreError::Unreachable { .. } = error {
+                        unreachable = Some(error);
+                    }
+                    tokio::time::sleep(pause.min(left)).await;
+                    pause = (pause * 2).min(MAX_ROUTE_PAUSE);
                 }
                 Ok(answer) => {
                     // Only the leader answers: start there next time instead of going round

@@ -183,6 +183,8 @@ mod node;
 mod persist;
 #[cfg(feature = "driver")]
 mod recipes;
+#[cfg(feature = "mux")]
+mod roles;
 mod storage;
 mod txn;
 mod types;
@@ -211,13 +213,17 @@ pub use log::{Entry, Payload, Snapshot};
 pub use membership::{ClusterChange, ClusterChanged, Membership, MembershipError};
 pub use message::Message;
 #[cfg(feature = "mux")]
-pub use mux::{MuxNode, MuxTransport, RemoteNode, Security, Server, serve, serve_secured};
+pub use mux::{
+    MuxNode, MuxTransport, RemoteNode, Security, Server, node_uri, serve, serve_secured,
+};
 #[cfg(plus_planted_bugs)]
 pub use node::PlantedBugs;
 pub use node::{Config, ConfigError, Inspection, Node, NodeError, NodeStats, Role, Start};
 pub use persist::PersistBatch;
 #[cfg(feature = "driver")]
 pub use recipes::{ElectionLeader, Leadership, LockGuard};
+#[cfg(feature = "mux")]
+pub use roles::{Principal, ROLE_URI_SCHEME, Request};
 pub use storage::{HardState, MemStorage, Recovered, Storage, StorageError, StorageErrorKind};
 pub use txn::{Compare, KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult, TxnOutcome};
 pub use types::{
@@ -234,6 +240,24 @@ pub mod testing {
     #[must_use]
     pub fn glob_match(pattern: &str, text: &str) -> bool {
         crate::glob::glob_match(pattern, text)
+    }
+
+    /// The body of a plus-mux request that delivers `msgs` to a node's endpoint as if from
+    /// node `from`: what a peer speaking the wire by hand sends, for tests that it is refused
+    /// unless the connection is node `from`'s.
+    #[cfg(feature = "mux")]
+    #[must_use]
+    pub fn raft_request(from: crate::NodeId, msgs: Vec<crate::Message>) -> bytes::Bytes {
+        crate::mux::raft_body(from, msgs)
+    }
+
+    /// The error an endpoint's reply carries (`None` for a success).
+    ///
+    /// # Errors
+    /// When `body` is not a reply of the store's wire.
+    #[cfg(feature = "mux")]
+    pub fn reply_error(body: &[u8]) -> Result<Option<crate::StoreError>, String> {
+        crate::mux::reply_error(body)
     }
 
     /// Free loopback addresses for node ids (bound once, then released: racy, for tests and

@@ -92,6 +92,21 @@ pub enum Message {
 }
 
 impl Message {
+    /// The message's kind, for logs and counters.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::PreVote { .. } => "pre_vote",
+            Self::PreVoteReply { .. } => "pre_vote_reply",
+            Self::Vote { .. } => "vote",
+            Self::VoteReply { .. } => "vote_reply",
+            Self::Append { .. } => "append",
+            Self::AppendReply { .. } => "append_reply",
+            Self::Snapshot { .. } => "snapshot",
+            Self::TimeoutNow { .. } => "timeout_now",
+        }
+    }
+
     /// The sender's term.
     #[must_use]
     pub fn term(&self) -> Term {

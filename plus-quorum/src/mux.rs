@@ -10,8 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use plus_mux::{
-    Config as MuxConfig, ConfigError, Handler, HandlerError, NoHandler, ReconnectConfig,
-    ReconnectingClient, RequestError, ServerConfig, TcpConnector, WhileDisconnected,
+    Config as MuxConfig, ConfigError, Handler, HandlerError, NoHandler, Peer, PeerIdentity,
+    ReconnectConfig, ReconnectingClient, RequestError, ServerConfig, TcpConnector,
+    WhileDisconnected,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::driver::{NodeApi, NodeHandle, Status, StoreError, Transport};
 use crate::membership::{ClusterChange, ClusterChanged, Membership};
 use crate::message::Message;
+use crate::roles::{Principal, Request};
 use crate::types::{ClientError, NodeId, ReadOp, ReadResult, WriteOp, WriteResult};
 use crate::watch::{WatchBatch, WatchRequest};
 
@@ -37,18 +39,52 @@ const COMPRESS_FROM: usize = 1024;
 /// versions, all compressed, still decode; an earlier version refuses a raw body as too big.
 const RAW: u32 = 1 << 31;
 
-/// How a node's connections, to peers and from clients alike, are secured.
+/// How a node's connections, to peers and from clients alike, are secured, and so what each
+/// connection may do ([`Principal`]).
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub enum Security {
-    /// Plain TCP: for loopback, or a network that is trusted.
+    /// Plain TCP: nothing is proved and every connection may do everything. Only for
+    /// loopback, which keeps other machines out but not other users of this one, or a network
+    /// that is trusted.
     #[default]
     Plain,
     /// Mutual TLS (feature `tls`): every node and every client presents a certificate signed
     /// by the cluster's CA and checks the other side's; anyone else is refused during the
-    /// handshake, before a frame is read.
+    /// handshake, before a frame is read. The role of a connection is read from its
+    /// certificate's URI names (`plus-quorum://node/N`, `.../admin/NAME`, `.../client/NAME`,
+    /// `.../reader/NAME`); a certificate naming none is refused. A client checks that the
+    /// node it reaches presents `plus-quorum://node/ID` for the id it asked for.
     #[cfg(feature = "tls")]
     MutualTls(plus_mux::Tls),
+    /// Pre-shared keys (feature `psk`): `own` is the key this process proves when it
+    /// connects; a node's endpoint accepts peers proving any key of `accept`, each with the
+    /// role its name gives (`node`, `admin`, `client`, `reader`). Authenticates, does not
+    /// encrypt.
+    #[cfg(feature = "psk")]
+    Psk {
+        /// The key this process proves to the nodes it connects to.
+        own: plus_mux::Psk,
+        /// The keys a node's endpoint accepts (ignored by a client).
+        accept: Vec<plus_mux::Psk>,
+    },
+}
+
+impl Security {
+    /// The role a peer that proved `identity` gets under this security, `None` to refuse it.
+    fn principal(&self, identity: &PeerIdentity) -> Option<Principal> {
+        // Without the `tls` and `psk` features, `Plain` is the only variant.
+        #[allow(irrefutable_let_patterns)]
+        if let Self::Plain = self {
+            return Some(Principal::Unauthenticated);
+        }
+        // Only a secured listener gets here, and it hands out only peers that proved one.
+        match identity {
+            PeerIdentity::Certificate { uris } => Principal::from_uris(uris),
+            PeerIdentity::Key(name) => Principal::from_key_name(name),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -145,14 +181,94 @@ pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
     rmp_serde::from_slice(&raw).map_err(|e| WireError(e.to_string()))
 }
 
+impl Wire {
+    fn request(&self) -> Request {
+        match self {
+            Self::Raft { from, .. } | Self::RaftBatch { from, .. } => Request::Raft { from: *from },
+            Self::Write { .. } => Request::Write,
+            Self::Read { .. } => Request::Read,
+            Self::Status => Request::Status,
+            Self::Watch { .. } => Request::Watch,
+            Self::ChangeCluster { .. } => Request::ChangeCluster,
+            Self::Membership => Request::Membership,
+        }
+    }
+
+    /// The reply that refuses this request.
+    fn refusal(&self, error: StoreError) -> WireReply {
+        match self {
+            Self::Raft { .. } | Self::RaftBatch { .. } | Self::Write { .. } => {
+                WireReply::Write(Err(error))
+            }
+            Self::Read { .. } => WireReply::Read(Err(error)),
+            Self::Status => WireReply::Status(Err(error)),
+            Self::Watch { .. } => WireReply::Watch(Err(error)),
+            Self::ChangeCluster { .. } => WireReply::ChangeCluster(Err(error)),
+            Self::Membership => WireReply::Membership(Err(error)),
+        }
+    }
+}
+
+/// One connection's service: the node, and the role the connection's credential gives it.
+/// The body of a request delivering `msgs` as if from node `from`: what a peer speaking the
+/// wire by hand sends (`testing`).
+#[cfg(feature = "testing")]
+pub(crate) fn raft_body(from: NodeId, msgs: Vec<Message>) -> Bytes {
+    encode(&Wire::RaftBatch { from, msgs })
+}
+
+/// The error a reply carries, `None` for a success (`testing`).
+///
+/// # Errors
+/// When the body is not a reply.
+#[cfg(feature = "testing")]
+pub(crate) fn reply_error(body: &[u8]) -> Result<Option<StoreError>, String> {
+    let error = match decode::<WireReply>(body).map_err(|e| e.to_string())? {
+        WireReply::Delivered => None,
+        WireReply::Write(r) => r.err(),
+        WireReply::Read(r) => r.err(),
+        WireReply::Status(r) => r.err(),
+        WireReply::Watch(r) => r.err(),
+        WireReply::ChangeCluster(r) => r.err(),
+        WireReply::Membership(r) => r.err(),
+    };
+    Ok(error)
+}
+
 struct NodeService {
     node: NodeHandle,
+    principal: Principal,
+    peer: Option<std::net::SocketAddr>,
+    /// Requests refused on this connection; the first is logged, the rest only counted.
+    refused: std::sync::atomic::AtomicU64,
+    /// Requests refused on every connection of the endpoint.
+    refused_total: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl NodeService {
+    fn refuse(&self, request: Request) -> StoreError {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.refused_total.fetch_add(1, Relaxed);
+        if self.refused.fetch_add(1, Relaxed) == 0 {
+            tracing::warn!(
+                peer = ?self.peer,
+                role = %self.principal,
+                %request,
+                "refused a request its credential does not allow (further ones on this connection are only counted)"
+            );
+        }
+        StoreError::Forbidden { role: self.principal.to_string(), request: request.to_string() }
+    }
 }
 
 #[async_trait]
 impl Handler for NodeService {
     async fn handle(&self, request: Bytes) -> Result<Bytes, HandlerError> {
         let wire: Wire = decode(&request).map_err(|e| HandlerError::new(e.to_string()))?;
+        let asked = wire.request();
+        if !self.principal.may(asked) {
+            return Ok(encode(&wire.refusal(self.refuse(asked))));
+        }
         let reply = match wire {
             Wire::RaftBatch { from, msgs } => {
                 for msg in msgs {
@@ -187,12 +303,29 @@ impl Handler for NodeService {
 /// A node's plus-mux endpoint; [`Server::stop`] closes the listener and every connection.
 /// Dropping it stops it too.
 #[derive(Debug)]
-pub struct Server(plus_mux::Server);
+pub struct Server {
+    inner: plus_mux::Server,
+    refused_requests: Arc<std::sync::atomic::AtomicU64>,
+}
 
 impl Server {
     /// Stops accepting and closes every connection, so peers notice at once.
     pub fn stop(&self) {
-        self.0.stop();
+        self.inner.stop();
+    }
+
+    /// Requests refused because the connection's role may not make them (a client sending
+    /// consensus traffic, node 2 speaking as node 1, a reader writing).
+    #[must_use]
+    pub fn refused_requests(&self) -> u64 {
+        self.refused_requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The endpoint's connection counters (peers refused for a credential without a role
+    /// among them).
+    #[must_use]
+    pub fn counters(&self) -> plus_mux::ServerCounters {
+        self.inner.counters()
     }
 }
 
@@ -225,15 +358,38 @@ pub fn serve_secured(
     config: MuxConfig,
     security: &Security,
 ) -> Result<Server, ConfigError> {
-    let service: Arc<dyn Handler> = Arc::new(NodeService { node });
     let mut server_config = ServerConfig::default();
     server_config.connection = plus_peers(config);
-    match security {
-        Security::Plain => plus_mux::serve(listener, server_config, service),
+    let refused_requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let refused_total = Arc::clone(&refused_requests);
+    let roles = security.clone();
+    let handler_for = Arc::new(move |peer: &Peer| -> Option<Arc<dyn Handler>> {
+        let principal = roles.principal(&peer.identity)?;
+        Some(Arc::new(NodeService {
+            node: node.clone(),
+            principal,
+            peer: peer.addr,
+            refused: std::sync::atomic::AtomicU64::new(0),
+            refused_total: Arc::clone(&refused_total),
+        }))
+    });
+    let inner = match security {
+        Security::Plain => plus_mux::serve_by_peer(listener, server_config, handler_for),
         #[cfg(feature = "tls")]
-        Security::MutualTls(tls) => plus_mux::serve(tls.listener(listener), server_config, service),
-    }
-    .map(Server)
+        Security::MutualTls(tls) => {
+            plus_mux::serve_by_peer(tls.listener(listener), server_config, handler_for)
+        }
+        #[cfg(feature = "psk")]
+        Security::Psk { own, accept } => {
+            let keys = if accept.is_empty() { std::slice::from_ref(own) } else { accept };
+            plus_mux::serve_by_peer(
+                plus_mux::Psk::listener_for(keys, listener),
+                server_config,
+                handler_for,
+            )
+        }
+    }?;
+    Ok(Server { inner, refused_requests })
 }
 
 /// Both ends of a store connection are plus-quorum: bodies are msgpack + lz4 and may hold any
@@ -242,13 +398,15 @@ fn plus_peers(config: MuxConfig) -> MuxConfig {
     MuxConfig { go_compatible: false, ..config }
 }
 
+/// A reconnecting client of node `id` at `addr`.
 fn reconnecting(
+    id: NodeId,
     addr: &str,
     config: &MuxConfig,
     wait: WhileDisconnected,
-    seed: u64,
     security: &Security,
 ) -> Result<ReconnectingClient, ConfigError> {
+    let seed = id;
     let reconnect = ReconnectConfig {
         initial_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_secs(1),
@@ -263,9 +421,20 @@ fn reconnecting(
         }
         #[cfg(feature = "tls")]
         Security::MutualTls(tls) => {
-            ReconnectingClient::new(tls.connector(addr), config, reconnect, Arc::new(NoHandler))
+            let connector = tls.connector(addr).expect_peer_uri(node_uri(id));
+            ReconnectingClient::new(connector, config, reconnect, Arc::new(NoHandler))
+        }
+        #[cfg(feature = "psk")]
+        Security::Psk { own, .. } => {
+            ReconnectingClient::new(own.connector(addr), config, reconnect, Arc::new(NoHandler))
         }
     }
+}
+
+/// The URI name node `id`'s certificate carries.
+#[must_use]
+pub fn node_uri(id: NodeId) -> String {
+    format!("{}node/{id}", crate::roles::ROLE_URI_SCHEME)
 }
 
 /// Sends Raft messages to peers over plus-mux, one reconnecting connection and one queue per
@@ -326,7 +495,7 @@ impl MuxTransport {
             return Ok(());
         }
         let client =
-            reconnecting(addr, &self.config, WhileDisconnected::FailFast, id, &self.security)?;
+            reconnecting(id, addr, &self.config, WhileDisconnected::FailFast, &self.security)?;
         let (tx, mut rx) = mpsc::unbounded_channel::<(NodeId, Message)>();
         let sender = client.clone();
         tokio::spawn(async move {
@@ -427,6 +596,12 @@ impl MuxNode {
         Ok(Self { handle: node.handle, server, transport })
     }
 
+    /// Its endpoint (its counters, the requests it refused).
+    #[must_use]
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
     /// Stops the node: closes its endpoint and connections, then its driver.
     pub async fn stop(&self) {
         self.server.stop();
@@ -463,18 +638,30 @@ impl RemoteNode {
         security: &Security,
     ) -> Result<Self, ConfigError> {
         let wait = WhileDisconnected::Wait(Duration::from_millis(200));
-        Ok(Self { id, client: reconnecting(addr, config, wait, id, security)? })
+        Ok(Self { id, client: reconnecting(id, addr, config, wait, security)? })
     }
 
     async fn call(&self, wire: &Wire, deadline: Duration) -> Result<WireReply, StoreError> {
+        // Its last attempt to connect failed: say so now rather than wait on the next one (the
+        // client backs off and comes back; the cause is what the caller needs).
+        if !self.client.is_connected()
+            && let Some(cause) = self.client.last_failure()
+        {
+            return Err(StoreError::Unreachable { node: self.id, cause });
+        }
         let request = self.client.request(encode(wire));
         match tokio::time::timeout(deadline + Duration::from_millis(50), request).await {
             Ok(Ok(body)) => decode(&body)
                 .map_err(|_| StoreError::Client(ClientError::Invalid("bad reply".into()))),
-            // Never reached the node: safe to try elsewhere.
-            Ok(Err(
-                RequestError::Closed(_) | RequestError::SlotTimeout | RequestError::ShuttingDown,
-            )) => Err(StoreError::Stopped(self.id)),
+            // Never reached the node: safe to try elsewhere. Say why when the connection
+            // cannot be made (a refused certificate or key is not a missing leader).
+            Ok(Err(RequestError::Closed(_))) => Err(match self.client.last_failure() {
+                Some(cause) => StoreError::Unreachable { node: self.id, cause },
+                None => StoreError::Stopped(self.id),
+            }),
+            Ok(Err(RequestError::SlotTimeout | RequestError::ShuttingDown)) => {
+                Err(StoreError::Stopped(self.id))
+            }
             // It may have reached the node and applied: a write's outcome is unknown, so the
             // client must not send it again (a read it is safe to resend: `Cluster::read`).
             Ok(Err(RequestError::Lost(_))) => Err(StoreError::Client(ClientError::Unknown)),

@@ -82,7 +82,7 @@ impl Node {
             .collect();
         for p in missing {
             let msg = if pre {
-                Message::PreVote { term: self.term + 1, last_index, last_term }
+                Message::PreVote { term: self.term.saturating_add(1), last_index, last_term }
             } else {
                 Message::Vote { term: self.term, last_index, last_term }
             };
@@ -109,7 +109,10 @@ impl Node {
 
     /// A pre-vote answer: with a majority for us, campaign for real.
     pub(super) fn on_pre_vote_reply(&mut self, from: NodeId, term: Term, now: Timestamp) {
-        if self.role == Role::PreCandidate && term == self.term + 1 && self.votes_here(from) {
+        if self.role == Role::PreCandidate
+            && Some(term) == self.term.checked_add(1)
+            && self.votes_here(from)
+        {
             self.votes.insert(from);
             if self.votes.len() >= self.quorum() {
                 self.campaign(now);
@@ -128,8 +131,14 @@ impl Node {
     }
 
     pub(super) fn campaign(&mut self, now: Timestamp) {
+        // Unreachable through messages (admission refuses `Term::MAX`), but a term is never
+        // wrapped: a node at the last term stays where it is rather than vote twice in one.
+        let Some(next) = self.term.checked_add(1) else {
+            tracing::error!(node = self.config.id, "term at its maximum: cannot campaign");
+            return;
+        };
         self.role = Role::Candidate;
-        self.term += 1;
+        self.term = next;
         self.voted_for = Some(self.config.id);
         self.set_leader(None);
         if !self.persist_hard_state() {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use plus_core::{SeededRng, Timestamp, seeded_rng};
 use rand::Rng;
 
+mod admission;
 mod election;
 mod leader;
 mod leases;
@@ -118,6 +119,12 @@ pub struct Config {
     /// The most entries a learner may be behind the leader and still be promoted. Default
     /// 1,000.
     pub max_promote_lag: u64,
+    /// How far ahead of this node's term a message's term may be and still be heard. A term
+    /// beyond it can only come from a forged or corrupted message (a million elections that
+    /// this node slept through): it is dropped and counted in
+    /// [`NodeStats::dropped_messages`], so one message cannot push every term to `u64::MAX`
+    /// and leave the cluster unable to elect. Default 1,000,000.
+    pub max_term_lead: u64,
     /// Planted faults (test builds only).
     #[cfg(plus_planted_bugs)]
     pub bugs: PlantedBugs,
@@ -139,6 +146,7 @@ impl Config {
             max_lease_ttl: Duration::from_secs(24 * 60 * 60),
             watch_history: 10_000,
             max_promote_lag: 1_000,
+            max_term_lead: 1_000_000,
             #[cfg(plus_planted_bugs)]
             bugs: PlantedBugs::default(),
         }
@@ -176,6 +184,9 @@ impl Config {
         }
         if self.watch_history == 0 {
             return Err(ConfigError::Zero("watch_history"));
+        }
+        if self.max_term_lead == 0 {
+            return Err(ConfigError::Zero("max_term_lead"));
         }
         Ok(())
     }
@@ -740,6 +751,10 @@ impl Node {
         // the cluster because pre-votes are refused while a leader is heard (and its log, which
         // lacks its removal, loses to any majority's).
         if self.halted.is_some() || from == self.config.id {
+            return;
+        }
+        if let Err(reason) = self.admissible(&msg) {
+            self.drop_message(from, &msg, reason);
             return;
         }
         // Pre-votes change nobody's term or state, whatever the role.

@@ -359,7 +359,7 @@ impl Node {
                 peer.next = peer.matched + 1;
             }
         } else {
-            peer.next = (match_index + 1).min(peer.next).max(1);
+            peer.next = match_index.saturating_add(1).min(peer.next).max(1);
             peer.probing = true;
             peer.dirty = true;
         }

@@ -35,6 +35,11 @@ pub struct NodeStats {
     pub follower_lag: BTreeMap<NodeId, u64>,
     /// Entries committed but not yet applied here.
     pub apply_lag: u64,
+    /// Messages not heard: a term at its maximum or further ahead than
+    /// [`Config::max_term_lead`](crate::Config::max_term_lead), or an append or snapshot
+    /// that contradicts itself. Only a forged, corrupted or buggy peer sends one.
+    #[serde(default)]
+    pub dropped_messages: u64,
 }
 
 /// The counters a node keeps; the rest of [`NodeStats`] is read off its state.
@@ -47,6 +52,7 @@ pub(super) struct Counters {
     pub(super) snapshots_taken: u64,
     pub(super) snapshots_sent: u64,
     pub(super) snapshots_installed: u64,
+    pub(super) dropped_messages: u64,
     /// The last leadership counted as a change, so that re-learning it is not one.
     last_leadership: Option<(Term, NodeId)>,
 }
@@ -95,6 +101,7 @@ impl Node {
                 BTreeMap::new()
             },
             apply_lag: self.commit.saturating_sub(self.applied),
+            dropped_messages: c.dropped_messages,
         }
     }
 }
