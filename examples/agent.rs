@@ -13,18 +13,22 @@
 //! `current` link), Verify (the manifest's `autodeploy.run`, then its `check` with retries),
 //! Markup. Markdown and Markup run `--hook markdown|markup`, or set and clear a flag file.
 //! Every step is bounded by its own deadline (never past `--step-timeout-s`) and cancelled
-//! with it; every process is started
-//! without a shell, logged with its arguments and environment, and its output's end is
-//! returned with the step's reply.
+//! with it; every process is started from the argument vector the request carries, as it
+//! is, logged with its arguments and environment, and its output's end is returned with the
+//! step's reply. The agent never adds a shell. The platform sends a manifest command split on
+//! white space, except a command that contains any of `| & ; < > ( ) $ \` \\ " ' * ? [ ] # ~
+//! { }` or starts with `NAME=VALUE`, which it sends as `sh -c COMMAND` (a shell is what such
+//! a command means).
 //!
 //! With `--tls-cert`, `--tls-key` and `--tls-ca` the agent and the platform authenticate each
 //! other with mutual TLS: the agent takes work only from a platform whose certificate the CA
 //! signed (and the platform, from agents likewise), and nothing is read from a peer that
 //! fails. Hosts without certificates use `--psk-file`: both sides prove a shared key before
 //! any request (authentication only: the traffic is not encrypted). Without either the agent
-//! connects only to a loopback address, unless `--insecure` says the network between
-//! platform and agents is trusted. The commands it runs come from the
-//! release's manifest in the request and its own configuration, never through a shell.
+//! refuses to start, unless `--insecure` says that every user of the machine and of the
+//! network between platform and agents is trusted: loopback is no proof of who listens (any
+//! local user can bind the platform's port while it restarts). The commands it runs come
+//! from the release's manifest in the request and its own configuration.
 
 #[path = "common/cli.rs"]
 mod cli;
@@ -68,7 +72,8 @@ struct Args {
     /// Between two heartbeats, in milliseconds (10 to 600000).
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
     heartbeat_ms: u64,
-    /// Connect to a platform beyond loopback without TLS: only on a network you trust.
+    /// Take work from the platform without TLS or a key: only where every user of the machine
+    /// and the network is trusted (loopback is no proof of who listens).
     #[arg(long)]
     insecure: bool,
     #[command(flatten)]
@@ -136,10 +141,12 @@ impl Handler for Steps {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let authenticated = args.tls.enabled() || args.psk_file.is_some();
-    if !authenticated && !args.insecure && !cli::is_loopback(&args.connect) {
+    // Loopback included: any user of this machine can listen on the platform's port while it
+    // restarts, and would then run commands as this agent's user.
+    if !authenticated && !args.insecure {
         cli::usage_error::<Args>(format!(
-            "refusing to take work from {} unauthenticated; pass --tls-* or --psk-file, or, on a \
-             trusted network, --insecure",
+            "refusing to take work from {} without proof of who it is; pass --tls-* or \
+             --psk-file, or, where every user of the path is trusted, --insecure",
             args.connect
         ));
     }

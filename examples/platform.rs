@@ -123,6 +123,10 @@ struct Args {
     /// The manifest of the application released to the agents.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/agents/hello.yaml"))]
     agent_app: PathBuf,
+    /// The pre-shared key the platform and its agents prove to each other (a file readable by
+    /// its owner only). Default: a new random key for the run, in the agents' root.
+    #[arg(long)]
+    agents_psk_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -471,14 +475,18 @@ async fn start_agents(args: &Args, apps: &mut Vec<(AppCode, Manifest)>) -> Resul
         .collect::<Result<_, _>>()?;
     let app = real.app.clone();
     let agent_hosts = agents::AgentHosts::new(real, hosts.clone())?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?.to_string();
-    let serving = agent_hosts.serve(listener);
     let (root, remove_root) = match &args.agents_root {
         Some(root) => (root.clone(), false),
         None => (std::env::temp_dir().join(format!("plus-platform-{}", std::process::id())), true),
     };
-    let processes = agents::AgentProcesses::start(&agent, &address, &hosts, root, remove_root)?;
+    // Loopback is no authentication against other users of this machine: the platform and
+    // its agents prove a key to each other before any step or heartbeat.
+    let (key_file, key) = agents::agents_key(args.agents_psk_file.as_deref(), &root)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    let serving = agent_hosts.serve(key.listener(listener));
+    let processes =
+        agents::AgentProcesses::start(&agent, &address, &hosts, (root, remove_root), &key_file)?;
     println!(
         "agents    {} agent processes for {app} on {address}, hosts and logs in {}",
         hosts.len(),

@@ -32,6 +32,33 @@ pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(1);
 const STEP_DEADLINE: Duration = Duration::from_secs(5);
 /// The longest the agents may take to start and register.
 const REGISTRATION: Duration = Duration::from_secs(30);
+/// The key the platform and the agents it starts prove to each other: `given`, or 32 random
+/// bytes written to `root/agents.key`, readable by its owner only from its creation on. The
+/// key file and the key.
+pub(crate) fn agents_key(
+    given: Option<&Path>,
+    root: &Path,
+) -> Result<(PathBuf, plus_mux::Psk), String> {
+    if let Some(path) = given {
+        return Ok((path.to_owned(), crate::cli::read_psk(path, "agent")?));
+    }
+    use std::io::Write;
+    std::fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    let path = root.join("agents.key");
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(&path)
+        .and_then(|mut file| file.write_all(hex.as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok((path.clone(), crate::cli::read_psk(&path, "agent")?))
+}
+
 /// The largest chunk of the artifact sent in one answer.
 const MAX_CHUNK: u32 = 1 << 20;
 
@@ -90,13 +117,14 @@ pub(crate) struct AgentProcesses {
 
 impl AgentProcesses {
     /// Starts an agent per host in `hosts`, each with the directory `root/HOST` and its log in
-    /// `root/HOST.log`, connecting to the platform at `platform`.
+    /// `root/HOST.log`, connecting to the platform at `platform` and proving the key in
+    /// `key_file`.
     pub(crate) fn start(
         program: &Path,
         platform: &str,
         hosts: &[HostId],
-        root: PathBuf,
-        remove_root: bool,
+        (root, remove_root): (PathBuf, bool),
+        key_file: &Path,
     ) -> Result<Self, String> {
         std::fs::create_dir_all(&root)
             .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
@@ -113,6 +141,8 @@ impl AgentProcesses {
                 .arg(HEARTBEAT.as_millis().to_string())
                 .arg("--root")
                 .arg(started.root.join(host.as_str()))
+                .arg("--psk-file")
+                .arg(key_file)
                 .stdin(Stdio::piped())
                 .stdout(log)
                 .stderr(err_log);
@@ -273,12 +303,24 @@ impl AgentHosts {
         Timestamp::ZERO + self.clock.elapsed()
     }
 
-    /// Accepts agents on `listener` until the task is dropped, and watches their liveness.
-    pub(crate) fn serve(self: &Arc<Self>, listener: tokio::net::TcpListener) -> ServeTasks {
+    /// Accepts agents that prove the platform's key on `listener` until the task is dropped,
+    /// and watches their liveness.
+    pub(crate) fn serve(self: &Arc<Self>, mut listener: plus_mux::PskListener) -> ServeTasks {
+        use plus_mux::Accept;
         let accepting = {
             let hosts = Arc::clone(self);
             tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
+                // An accept error is the listener's (handshakes that fail are not returned):
+                // wait a moment rather than spin.
+                loop {
+                    let (stream, _) = match listener.accept().await {
+                        Ok(accepted) => accepted,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot accept agents; retrying");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
                     let link = Arc::new(AgentLink {
                         hosts: Arc::clone(&hosts),
                         connection: OnceLock::new(),
@@ -356,30 +398,51 @@ impl AgentHosts {
     }
 
     /// A beat over `connection`; the first on a connection (`registered` unset) makes it the
-    /// agent's.
-    fn beat(&self, beat: &Beat, connection: &Connection, registered: &OnceLock<HostId>) {
-        let Ok(host) = HostId::new(&beat.agent) else { return };
+    /// agent's, unless the agent already has a live connection: a host's registered
+    /// connection is never replaced while it is up, and a connection speaks for the one host
+    /// it registered as.
+    fn beat(
+        &self,
+        beat: &Beat,
+        connection: &Connection,
+        registered: &OnceLock<HostId>,
+    ) -> Result<(), String> {
+        let host = HostId::new(&beat.agent).map_err(|e| e.to_string())?;
         if !self.owns(&host) {
             tracing::warn!(agent = %beat.agent, "a heartbeat from an agent the platform did not start");
-            return;
+            return Err(format!("{host} is not an agent this platform started"));
+        }
+        match registered.get() {
+            Some(mine) if *mine != host => {
+                tracing::warn!(agent = %mine, claimed = %host, "an agent's connection spoke for another host: refused");
+                return Err(format!("this connection is agent {mine}'s, not {host}'s"));
+            }
+            Some(_) => {}
+            None => {
+                let mut registry = self.registry.lock().expect("registry lock");
+                if registry.links.get(&host).is_some_and(|c| c.close_reason().is_none()) {
+                    tracing::warn!(
+                        agent = %host,
+                        "a second connection claims a registered agent: refused, the registered one stays"
+                    );
+                    return Err(format!("agent {host} is registered on another connection"));
+                }
+                registry.links.insert(host.clone(), connection.clone());
+                let _ = registered.set(host.clone());
+                drop(registry);
+                tracing::info!(agent = %host, versions = ?beat.versions, "agent registered");
+                self.changed.notify_waiters();
+            }
         }
         let id = WorkerId::new(host.as_str()).expect("a host id is a worker id");
         let now = self.now();
-        {
-            let mut fleet = self.fleet.lock().expect("fleet lock");
-            let heartbeat = Heartbeat { load: beat.load.max(0.0), caches: None };
-            if fleet.liveness(&id).is_none_or(|l| l == Liveness::Dead) {
-                let _ = fleet.register(id.clone(), WorkerKind::Deploy, Some(1), now);
-            }
-            let _ = fleet.heartbeat(&id, heartbeat, now);
+        let mut fleet = self.fleet.lock().expect("fleet lock");
+        let heartbeat = Heartbeat { load: beat.load.max(0.0), caches: None };
+        if fleet.liveness(&id).is_none_or(|l| l == Liveness::Dead) {
+            let _ = fleet.register(id.clone(), WorkerKind::Deploy, Some(1), now);
         }
-        if registered.set(host.clone()).is_ok() {
-            let mut registry = self.registry.lock().expect("registry lock");
-            registry.links.insert(host.clone(), connection.clone());
-            drop(registry);
-            tracing::info!(agent = %host, versions = ?beat.versions, "agent registered");
-            self.changed.notify_waiters();
-        }
+        let _ = fleet.heartbeat(&id, heartbeat, now);
+        Ok(())
     }
 
     /// The agent's live connection, or why there is none to wait for.
@@ -469,7 +532,7 @@ impl Handler for AgentLink {
         let beat: Beat = serde_json::from_slice(&request)
             .map_err(|e| HandlerError::new(format!("neither a heartbeat nor a fetch: {e}")))?;
         if let Some(connection) = self.connection.get() {
-            self.hosts.beat(&beat, connection, &self.registered);
+            self.hosts.beat(&beat, connection, &self.registered).map_err(HandlerError::new)?;
         }
         Ok(Bytes::from_static(b"{}"))
     }

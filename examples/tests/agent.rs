@@ -118,6 +118,8 @@ async fn the_agent_runs_real_steps_keeps_versions_and_rolls_back_by_link() {
     let mut process = Stopped(
         Command::new(agent_program())
             .args(["--connect", &addr, "--id", "web-01", "--keep", "2", "--heartbeat-ms", "100"])
+            // This test is the platform, on plain TCP: what it checks is the steps.
+            .arg("--insecure")
             .arg("--root")
             .arg(&root)
             .stdout(Stdio::null())

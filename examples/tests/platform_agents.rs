@@ -114,3 +114,64 @@ fn an_agent_killed_mid_release_fails_its_host_and_brakes_the_release() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Another local process tries to be one of the platform's agents while the release runs:
+/// without the run's key it gets no connection at all; with it (the same user can read it),
+/// a heartbeat naming a registered agent is refused, and the real agent still does the work.
+#[test]
+fn a_local_process_cannot_take_over_a_registered_agent() {
+    use std::io::BufRead;
+    let root = work_dir("impostor");
+    let mut child = Command::new(common::example("platform"))
+        .args(["--no-progress", "--agents", "2", "--agents-root"])
+        .arg(&root)
+        .env_remove("CARGO")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let platform = Platform(Some(child));
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let address = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            let rest = l.strip_prefix("agents ")?;
+            rest.split(" on ").nth(1)?.split(", ").next().map(str::to_owned)
+        })
+        .expect("the platform says where its agents connect");
+    let key = std::fs::read_to_string(root.join("agents.key")).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let refusals = runtime.block_on(async {
+        use plus_mux::{Connection, Connector, NoHandler, Psk};
+        use std::sync::Arc;
+        // A key of its own: the handshake fails, nothing is read from it.
+        let guess = Psk::new(b"a key this process made up itself".to_vec()).unwrap();
+        assert!(guess.connector(&address).connect().await.is_err(), "a stranger connected");
+        // The run's key, and a heartbeat naming a registered agent (once both registered).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let psk = Psk::new(key.trim().as_bytes().to_vec()).unwrap();
+        let stream = psk.connector(&address).connect().await.unwrap();
+        let config = plus_mux::Config { heartbeat: None, ..plus_mux::Config::default() };
+        let impostor = Connection::new(stream, config, Arc::new(NoHandler)).unwrap();
+        let beat = br#"{"agent":"hello-00","load":0.0,"versions":[]}"#;
+        let answer = impostor.request_with_timeout(&beat[..], Duration::from_secs(5)).await;
+        impostor.close();
+        answer.map(|_| ()).unwrap_err().to_string()
+    });
+    assert!(refusals.contains("registered on another connection"), "{refusals}");
+    // Read to the end: the platform's output must have somewhere to go.
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let mut platform = platform;
+    let status = platform.0.take().unwrap().wait().unwrap();
+    let last = rest.last().cloned().unwrap_or_default();
+    assert!(status.success(), "the run failed: {}", rest.join("\n"));
+    assert!(last.ends_with(" agents=2 lost_agents=0"), "{last}");
+    for i in 0..2 {
+        let host = root.join(format!("hello-0{i}"));
+        assert!(host.join("port").exists(), "{} was not deployed by its agent", host.display());
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
