@@ -142,6 +142,9 @@ fn a_local_process_cannot_take_over_a_registered_agent() {
             rest.split(" on ").nth(1)?.split(", ").next().map(str::to_owned)
         })
         .expect("the platform says where its agents connect");
+    // The platform prints its next line once every agent has registered.
+    let after_registration = lines.next();
+    assert!(after_registration.is_some(), "the platform stopped before its agents registered");
     let key = std::fs::read_to_string(root.join("agents.key")).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let refusals = runtime.block_on(async {
@@ -150,8 +153,7 @@ fn a_local_process_cannot_take_over_a_registered_agent() {
         // A key of its own: the handshake fails, nothing is read from it.
         let guess = Psk::new(b"a key this process made up itself".to_vec()).unwrap();
         assert!(guess.connector(&address).connect().await.is_err(), "a stranger connected");
-        // The run's key, and a heartbeat naming a registered agent (once both registered).
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The run's key, and a heartbeat naming a registered agent.
         let psk = Psk::new(key.trim().as_bytes().to_vec()).unwrap();
         let stream = psk.connector(&address).connect().await.unwrap();
         let config = plus_mux::Config { heartbeat: None, ..plus_mux::Config::default() };
