@@ -96,6 +96,14 @@ struct Args {
     /// role).
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"])]
     psk_dir: Option<PathBuf>,
+    /// The largest write accepted, in bytes of keys and values (etcd's --max-request-bytes;
+    /// 1 to 12582912, 12 MiB, so that an entry always fits a 16 MiB frame). Default 1.5 MiB.
+    #[arg(long, default_value_t = 1536 * 1024, value_parser = clap::value_parser!(u64).range(1..=12 << 20))]
+    max_request_bytes: u64,
+    /// The most operations in one transaction or multi-key write (etcd's --max-txn-ops; 1 to
+    /// 100000). Default 128.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_txn_ops: u64,
     /// Applied entries between two snapshots (etcd's --snapshot-count; 1 to 10000000). A
     /// snapshot copies and writes the whole state, and appends wait behind its write: a longer
     /// interval keeps write latency's tail short, at the cost of a longer log in memory.
@@ -182,11 +190,7 @@ async fn run(args: Args) -> Result<bool, String> {
                 _ if existed || args.join || args.new_member => Start::Rejoin,
                 _ => Start::Bootstrap,
             };
-            let config = Config {
-                start,
-                snapshot_threshold: args.snapshot_entries,
-                ..Config::new(args.id, members.clone())
-            };
+            let config = node_config(&args, start, members.clone());
             MuxNode::start_secured(config, storage, &addrs, plus_mux::Config::default(), &security)
                 .await?
         }
@@ -197,11 +201,7 @@ async fn run(args: Args) -> Result<bool, String> {
                 (_, _, true) => Start::Rejoin,
                 _ => Start::Bootstrap,
             };
-            let config = Config {
-                start,
-                snapshot_threshold: args.snapshot_entries,
-                ..Config::new(args.id, members.clone())
-            };
+            let config = node_config(&args, start, members.clone());
             let storage = MemStorage::new();
             MuxNode::start_secured(config, storage, &addrs, plus_mux::Config::default(), &security)
                 .await?
@@ -220,6 +220,18 @@ async fn run(args: Args) -> Result<bool, String> {
     node.stop().await;
     println!("node {} stopped", args.id);
     Ok(true)
+}
+
+/// The node's settings from the arguments.
+fn node_config(args: &Args, start: Start, members: Vec<NodeId>) -> Config {
+    let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    Config {
+        start,
+        snapshot_threshold: args.snapshot_entries,
+        max_request_bytes: as_usize(args.max_request_bytes),
+        max_txn_ops: as_usize(args.max_txn_ops),
+        ..Config::new(args.id, members)
+    }
 }
 
 /// TLS from its files, pre-shared keys from `--psk-dir`, or plain TCP.

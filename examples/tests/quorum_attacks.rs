@@ -8,73 +8,15 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{example, quorum_ctl};
+use common::{Processes, example, leader, peers, quorum_ctl};
 use plus_mux::{Connection, Connector, NoHandler};
 use plus_quorum::testing::{loopback_addrs, raft_request, reply_error};
 use plus_quorum::{KvState, Message, NodeId, Snapshot, StoreError};
-
-/// The node processes and their directory, killed and removed when the test ends.
-struct Processes {
-    children: HashMap<NodeId, Child>,
-    dir: PathBuf,
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in self.children.values_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Processes {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("plus-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self { children: HashMap::new(), dir }
-    }
-
-    /// Starts node `id` of `addrs` in memory, with `extra` arguments, its log in `dir/ID.log`.
-    fn start(&mut self, id: NodeId, addrs: &HashMap<NodeId, String>, extra: &[String]) {
-        let log = std::fs::File::create(self.dir.join(format!("{id}.log"))).unwrap();
-        let child = Command::new(example("quorum_node"))
-            .args(["--id", &id.to_string(), "--listen", &addrs[&id], "--peers", &peers(addrs)])
-            .arg("--memory")
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children.insert(id, child);
-    }
-
-    fn kill(&mut self, id: NodeId) {
-        if let Some(mut child) = self.children.remove(&id) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn log(&self, id: NodeId) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{id}.log"))).unwrap_or_default()
-    }
-}
-
-fn peers(addrs: &HashMap<NodeId, String>) -> String {
-    let mut ids: Vec<_> = addrs.keys().copied().collect();
-    ids.sort_unstable();
-    ids.iter().map(|id| format!("{id}={}", addrs[id])).collect::<Vec<_>>().join(",")
-}
 
 /// The reply's error to `msgs` sent as node `from` over a connection `connector` makes.
 async fn forge<C: Connector>(
@@ -108,20 +50,6 @@ fn empty_snapshot(term: u64) -> Message {
 
 fn stdout(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-/// The leader's id and term, from `quorum_ctl status` (`node ID Leader term=T ...`).
-fn leader(endpoints: &str, auth: &[String]) -> Option<(NodeId, u64)> {
-    let status = stdout(&quorum_ctl(endpoints, 10, auth, &["status"]));
-    status.lines().find_map(|line| {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["node", id, "Leader", term, ..] => {
-                Some((id.parse().ok()?, term.strip_prefix("term=")?.parse().ok()?))
-            }
-            _ => None,
-        }
-    })
 }
 
 /// The TLS arguments for `name`'s files in `dir`, as `quorum_certs` wrote them.

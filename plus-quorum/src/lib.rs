@@ -172,6 +172,7 @@ mod kv;
 #[cfg(feature = "driver")]
 mod kv_client;
 mod lease;
+mod limits;
 mod log;
 mod membership;
 mod message;

@@ -19,6 +19,20 @@ pub enum Payload {
     Membership(Membership),
 }
 
+impl Payload {
+    /// Its size as the byte bounds on appends count it (keys and values, and a small fixed
+    /// cost for the rest).
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Noop => 16,
+            Self::Write(op) => op.request_bytes(),
+            Self::ExpireLeases(leases) => 16 + 8 * leases.len(),
+            Self::Membership(membership) => 64 + 64 * membership.members().count(),
+        }
+    }
+}
+
 /// One log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {

@@ -92,6 +92,20 @@ pub enum Message {
 }
 
 impl Message {
+    /// Its size as byte bounds count it: an append's entries (see
+    /// [`Payload::bytes`](crate::Payload::bytes)) and a small fixed cost; a snapshot is
+    /// counted as `usize::MAX` (it always travels alone).
+    #[must_use]
+    pub fn approx_bytes(&self) -> usize {
+        match self {
+            Self::Append { entries, .. } => {
+                64 + entries.iter().map(|e| 16 + e.payload.bytes()).sum::<usize>()
+            }
+            Self::Snapshot { .. } => usize::MAX,
+            _ => 64,
+        }
+    }
+
     /// The message's kind, for logs and counters.
     #[must_use]
     pub fn kind(&self) -> &'static str {

@@ -445,6 +445,75 @@ pub struct MuxTransport {
     peers: std::sync::RwLock<Peers>,
     config: MuxConfig,
     security: Security,
+    failed_sends: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The most bytes of messages (as [`Message::approx_bytes`] counts them) in one frame to a
+/// peer: half plus-mux's default frame limit, so that the encoding's overhead never crosses it.
+const MAX_BATCH_BYTES: usize = 8 << 20;
+/// The most messages in one frame to a peer.
+const MAX_BATCH_MESSAGES: usize = 1024;
+
+/// Cuts the messages queued for a peer into frames: at most [`MAX_BATCH_MESSAGES`] and
+/// [`MAX_BATCH_BYTES`] each, a snapshot always alone.
+#[derive(Debug, Default)]
+struct Batcher {
+    done: Vec<Vec<Message>>,
+    current: Vec<Message>,
+    bytes: usize,
+}
+
+impl Batcher {
+    fn push(&mut self, msg: Message) {
+        let size = msg.approx_bytes();
+        let full = self.current.len() >= MAX_BATCH_MESSAGES
+            || self.bytes.saturating_add(size) > MAX_BATCH_BYTES;
+        if full && !self.current.is_empty() {
+            self.done.push(std::mem::take(&mut self.current));
+            self.bytes = 0;
+        }
+        self.bytes = self.bytes.saturating_add(size);
+        self.current.push(msg);
+    }
+
+    /// Whether more may join before the frames leave (bounded, so a steady stream still
+    /// leaves).
+    fn filling(&self) -> bool {
+        self.done.len() < 4
+    }
+
+    fn take(&mut self) -> Vec<Vec<Message>> {
+        if !self.current.is_empty() {
+            self.done.push(std::mem::take(&mut self.current));
+        }
+        self.bytes = 0;
+        std::mem::take(&mut self.done)
+    }
+}
+
+/// A failed send to a peer, logged at most once a second per peer with how many were not.
+#[derive(Debug, Default)]
+struct SendFailures {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl SendFailures {
+    fn warn(&mut self, peer: NodeId, error: &RequestError) {
+        if let RequestError::Closed(_) = error {
+            // The peer is down or reconnecting: its connection says so when it closes.
+            tracing::debug!(peer, %error, "cannot send to a peer while disconnected");
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|at| now.duration_since(at) < Duration::from_secs(1)) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(peer, %error, suppressed = self.suppressed, "cannot send to a peer; the protocol will resend");
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
 }
 
 /// One queue and one connection per peer, by id (peers added as members join).
@@ -481,6 +550,7 @@ impl MuxTransport {
             peers: std::sync::RwLock::new(Peers::default()),
             config: config.clone(),
             security: security.clone(),
+            failed_sends: Arc::default(),
         };
         for (&id, addr) in peers {
             transport.add_peer(id, addr)?;
@@ -498,22 +568,40 @@ impl MuxTransport {
             reconnecting(id, addr, &self.config, WhileDisconnected::FailFast, &self.security)?;
         let (tx, mut rx) = mpsc::unbounded_channel::<(NodeId, Message)>();
         let sender = client.clone();
+        let failed = Arc::clone(&self.failed_sends);
         tokio::spawn(async move {
-            // Everything queued while the previous frame was going out leaves in one frame.
+            let mut batches = Batcher::default();
+            let mut log = SendFailures::default();
+            // Everything queued while the previous frame was going out leaves in as few
+            // frames as fit the byte bound.
             while let Some((from, first)) = rx.recv().await {
-                let mut msgs = vec![first];
-                while msgs.len() < 1024 {
+                batches.push(first);
+                while batches.filling() {
                     match rx.try_recv() {
-                        Ok((_, msg)) => msgs.push(msg),
+                        Ok((_, msg)) => batches.push(msg),
                         Err(_) => break,
                     }
                 }
-                let _ = sender.send_async(encode(&Wire::RaftBatch { from, msgs })).await;
+                for msgs in batches.take() {
+                    if let Err(e) = sender.send_async(encode(&Wire::RaftBatch { from, msgs })).await
+                    {
+                        // The protocol resends; what must not happen is silence.
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        log.warn(id, &e);
+                    }
+                }
             }
         });
         peers.queues.insert(id, tx);
         peers.clients.push(client);
         Ok(())
+    }
+
+    /// Sends to a peer that failed (the connection down, a frame refused); each is logged, at
+    /// most once a second per peer.
+    #[must_use]
+    pub fn failed_sends(&self) -> u64 {
+        self.failed_sends.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Closes every connection.
@@ -751,6 +839,49 @@ impl NodeApi for RemoteNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_are_bounded_in_bytes_and_messages_and_a_snapshot_travels_alone() {
+        let append = |mib: usize| Message::Append {
+            term: 1,
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![crate::Entry {
+                term: 1,
+                index: 1,
+                payload: crate::Payload::Write(WriteOp::Set {
+                    key: "k".into(),
+                    value: Bytes::from(vec![0; mib << 20]),
+                }),
+            }],
+            commit: 0,
+            read_seq: 0,
+        };
+        let snapshot = Message::Snapshot {
+            term: 1,
+            snapshot: Box::new(crate::Snapshot {
+                last_index: 1,
+                last_term: 1,
+                state: crate::KvState::default(),
+                membership: None,
+            }),
+            commit: 1,
+            read_seq: 0,
+        };
+        let check = |msgs: Vec<Message>, expected: &[usize]| {
+            let mut batcher = Batcher::default();
+            for msg in msgs {
+                batcher.push(msg);
+            }
+            let sizes: Vec<usize> = batcher.take().iter().map(Vec::len).collect();
+            assert_eq!(sizes, expected);
+        };
+        check(vec![append(3), append(3), append(3)], &[2, 1]);
+        check(vec![append(9)], &[1]);
+        check(vec![append(1), snapshot.clone(), append(1)], &[1, 1, 1]);
+        let vote = Message::VoteReply { term: 1, granted: true };
+        check(vec![vote; 2_000], &[MAX_BATCH_MESSAGES, 2_000 - MAX_BATCH_MESSAGES]);
+    }
 
     #[test]
     fn wire_round_trip_and_hostile_sizes() {

@@ -297,6 +297,18 @@ pub enum ClientError {
     /// A membership change or leadership transfer was refused; nothing was changed.
     #[error(transparent)]
     Membership(#[from] crate::membership::MembershipError),
+    /// The request is past one of the cluster's limits
+    /// ([`Config::max_request_bytes`](crate::Config::max_request_bytes),
+    /// [`Config::max_txn_ops`](crate::Config::max_txn_ops)); nothing was done. Split it.
+    #[error("{what} of {size} is above the cluster's limit of {limit}")]
+    TooLarge {
+        /// What was measured: `request bytes`, `operations`.
+        what: String,
+        /// The request's figure.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 /// A request's result, delivered by [`Node::poll_output`](crate::Node::poll_output).

@@ -223,3 +223,30 @@ fn votes_and_commits_wait_for_durability() {
     assert_eq!(alone.commit_index(), 2, "the no-op and the write, once durable");
     assert!(alone.poll_output().is_some_and(|o| o.id == 7 && o.result.is_ok()));
 }
+
+/// A write past the cluster's limits is refused before it reaches the log, with the figures.
+#[test]
+fn writes_past_the_limits_are_refused_before_the_log() {
+    use plus_quorum::{Compare, Expect, Txn, TxnOp};
+    let mut n = node_alone();
+    n.tick(Timestamp::from_millis(1_000));
+    assert!(n.is_leader());
+    let last = n.last_index();
+    let big = WriteOp::Set { key: "k".into(), value: Bytes::from(vec![0; 2 << 20]) };
+    let err = n.write(1, big).unwrap_err();
+    assert!(
+        matches!(&err, ClientError::TooLarge { what, limit, .. } if what == "request bytes" && *limit == 1536 * 1024),
+        "{err}"
+    );
+    let many = WriteOp::Txn(Txn {
+        when: vec![Compare::new("c", Expect::Absent)],
+        then: (0..128).map(|i| TxnOp::Delete { key: format!("k{i}") }).collect(),
+        otherwise: vec![],
+    });
+    let err = n.write(2, many).unwrap_err();
+    assert_eq!(err.to_string(), "operations of 129 is above the cluster's limit of 128");
+    assert_eq!(n.last_index(), last, "nothing reached the log");
+    let fits = WriteOp::Set { key: "k".into(), value: Bytes::from(vec![0; 1 << 20]) };
+    n.write(3, fits).unwrap();
+    assert_eq!(n.last_index(), last + 1);
+}

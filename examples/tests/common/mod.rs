@@ -1,8 +1,11 @@
 //! What the process tests share.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+
+use plus_quorum::NodeId;
 
 /// An example program cargo built beside this test.
 pub(crate) fn example(name: &str) -> PathBuf {
@@ -29,4 +32,106 @@ pub(crate) fn quorum_ctl(
         .stdin(Stdio::null())
         .output()
         .unwrap()
+}
+
+/// The node processes and their directory, killed and removed when the test ends.
+#[allow(dead_code)] // the store's process tests use it, the others do not
+pub(crate) struct Processes {
+    children: HashMap<NodeId, Child>,
+    /// Where their logs (and whatever a test keeps beside them) go.
+    pub(crate) dir: PathBuf,
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[allow(dead_code)]
+impl Processes {
+    pub(crate) fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("plus-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { children: HashMap::new(), dir }
+    }
+
+    /// Starts node `id` of `addrs` in memory, with `extra` arguments, its log in `dir/ID.log`.
+    pub(crate) fn start(&mut self, id: NodeId, addrs: &HashMap<NodeId, String>, extra: &[String]) {
+        self.spawn(id, addrs, &["--memory".to_owned()], extra);
+    }
+
+    /// [`Processes::start`] with its data in `dir/nodeID`: a restart keeps what it had.
+    pub(crate) fn start_durable(
+        &mut self,
+        id: NodeId,
+        addrs: &HashMap<NodeId, String>,
+        extra: &[String],
+    ) {
+        let data = self.dir.join(format!("node{id}")).display().to_string();
+        self.spawn(id, addrs, &["--data".to_owned(), data], extra);
+    }
+
+    fn spawn(
+        &mut self,
+        id: NodeId,
+        addrs: &HashMap<NodeId, String>,
+        storage: &[String],
+        extra: &[String],
+    ) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{id}.log")))
+            .unwrap();
+        let child = Command::new(example("quorum_node"))
+            .args(["--id", &id.to_string(), "--listen", &addrs[&id], "--peers", &peers(addrs)])
+            .args(storage)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.insert(id, child);
+    }
+
+    pub(crate) fn kill(&mut self, id: NodeId) {
+        if let Some(mut child) = self.children.remove(&id) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub(crate) fn log(&self, id: NodeId) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{id}.log"))).unwrap_or_default()
+    }
+}
+
+#[allow(dead_code)]
+pub(crate) fn peers(addrs: &HashMap<NodeId, String>) -> String {
+    let mut ids: Vec<_> = addrs.keys().copied().collect();
+    ids.sort_unstable();
+    ids.iter().map(|id| format!("{id}={}", addrs[id])).collect::<Vec<_>>().join(",")
+}
+
+/// The leader's id and term, from `quorum_ctl status` (`node ID Leader term=T ...`).
+#[allow(dead_code)]
+pub(crate) fn leader(endpoints: &str, auth: &[String]) -> Option<(NodeId, u64)> {
+    let output = quorum_ctl(endpoints, 10, auth, &["status"]);
+    let status = String::from_utf8_lossy(&output.stdout);
+    status.lines().find_map(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["node", id, "Leader", term, ..] => {
+                Some((id.parse().ok()?, term.strip_prefix("term=")?.parse().ok()?))
+            }
+            _ => None,
+        }
+    })
 }

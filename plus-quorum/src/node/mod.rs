@@ -119,6 +119,19 @@ pub struct Config {
     /// The most entries a learner may be behind the leader and still be promoted. Default
     /// 1,000.
     pub max_promote_lag: u64,
+    /// The largest write accepted, in bytes of keys and values
+    /// ([`WriteOp::request_bytes`](crate::WriteOp::request_bytes)): a larger one is refused
+    /// with [`ClientError::TooLarge`] before it reaches the log. Default 1.5 MiB, etcd's
+    /// `--max-request-bytes`: an entry must fit in one message to every follower.
+    pub max_request_bytes: usize,
+    /// The most operations in one transaction (compares and both branches) or multi-key
+    /// write. Default 128, etcd's `--max-txn-ops`: a transaction applies on the node's loop,
+    /// and one of 300,000 sets stalled heartbeats past an election timeout.
+    pub max_txn_ops: usize,
+    /// The most bytes of entries in one append to a follower (at least one entry is always
+    /// sent). Default 4 MiB: with [`max_request_bytes`](Self::max_request_bytes) this keeps
+    /// every append well below a transport's frame limit (plus-mux: 16 MiB).
+    pub max_bytes_per_message: usize,
     /// How far ahead of this node's term a message's term may be and still be heard. A term
     /// beyond it can only come from a forged or corrupted message (a million elections that
     /// this node slept through): it is dropped and counted in
@@ -147,6 +160,9 @@ impl Config {
             watch_history: 10_000,
             max_promote_lag: 1_000,
             max_term_lead: 1_000_000,
+            max_request_bytes: 1536 * 1024,
+            max_txn_ops: 128,
+            max_bytes_per_message: 4 << 20,
             #[cfg(plus_planted_bugs)]
             bugs: PlantedBugs::default(),
         }
@@ -187,6 +203,15 @@ impl Config {
         }
         if self.max_term_lead == 0 {
             return Err(ConfigError::Zero("max_term_lead"));
+        }
+        if self.max_request_bytes == 0 {
+            return Err(ConfigError::Zero("max_request_bytes"));
+        }
+        if self.max_txn_ops == 0 {
+            return Err(ConfigError::Zero("max_txn_ops"));
+        }
+        if self.max_bytes_per_message == 0 {
+            return Err(ConfigError::Zero("max_bytes_per_message"));
         }
         Ok(())
     }

@@ -63,6 +63,17 @@ impl Node {
         let prev_index = next - 1;
         let prev_term = self.log.term_at(prev_index).unwrap_or(0);
         let mut entries = self.log.slice(next, self.config.max_entries_per_message);
+        // Bounded in bytes too, so every append fits a transport's frame: at least one entry
+        // (each is at most `max_request_bytes`), then as many as fit.
+        let mut bytes = 0;
+        let fit = entries
+            .iter()
+            .position(|e| {
+                bytes += e.payload.bytes();
+                bytes > self.config.max_bytes_per_message
+            })
+            .map_or(entries.len(), |at| at.max(1));
+        entries.truncate(fit);
         if !peer.voter {
             // A learner gets committed entries only. Its log is then never more up to date
             // than a candidate holding everything committed: it does not vote in its own
@@ -195,6 +206,7 @@ impl Node {
             return Err(ClientError::NotLeader { leader: None });
         }
         op.validate()?;
+        self.check_limits(&op)?;
         if let WriteOp::GrantLease { ttl_ms } = op
             && u128::from(ttl_ms) > self.config.max_lease_ttl.as_millis()
         {
@@ -207,6 +219,24 @@ impl Node {
             self.counters.proposals += 1;
             self.lead.pending_writes.insert(index, (id, self.term));
             self.maybe_commit();
+        }
+        Ok(())
+    }
+
+    /// Refuses a write past the cluster's limits, before it reaches the log.
+    fn check_limits(&self, op: &WriteOp) -> Result<(), ClientError> {
+        let too_large = |what: &str, size: usize, limit: usize| ClientError::TooLarge {
+            what: what.to_owned(),
+            size: size as u64,
+            limit: limit as u64,
+        };
+        let ops = op.op_count();
+        if ops > self.config.max_txn_ops {
+            return Err(too_large("operations", ops, self.config.max_txn_ops));
+        }
+        let bytes = op.request_bytes();
+        if bytes > self.config.max_request_bytes {
+            return Err(too_large("request bytes", bytes, self.config.max_request_bytes));
         }
         Ok(())
     }

@@ -1,0 +1,95 @@
+//! Sizes a real platform produces, on real `quorum_node` processes on 127.0.0.1: a write past
+//! the request limit is refused with the figures before it reaches the log, and a follower
+//! that comes back behind two 9 MiB writes (a raised limit) catches up. Before byte-bounded
+//! appends and batches, the leader sent it both entries in one 18 MiB append, which the mux
+//! refused, silently, at every retry: the follower never caught up, and the cluster could not
+//! survive one more failure.
+#![cfg(unix)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Processes, peers, quorum_ctl};
+use plus_quorum::testing::loopback_addrs;
+use plus_quorum::{ClientError, Cluster, NodeApi, RemoteNode, StoreError};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_writes_are_refused_or_replicated_never_stuck() {
+    let mut nodes = Processes::new("quorum-sizes");
+    let addrs = loopback_addrs(&[1, 2, 3]).await.unwrap();
+    let limit = ["--max-request-bytes".to_owned(), (10 << 20).to_string()];
+    for id in [1, 2, 3] {
+        nodes.start_durable(id, &addrs, &limit);
+    }
+    let mut cluster = Cluster::new(
+        addrs
+            .iter()
+            .map(|(&id, addr)| RemoteNode::connect(id, addr, &plus_mux::Config::default()).unwrap())
+            .collect(),
+    );
+    cluster.deadline = Duration::from_secs(30);
+    cluster.set("warm-up", "x").await.unwrap();
+
+    let refused = cluster.set("too-large", incompressible(11 << 20, 0)).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Client(ClientError::TooLarge { what, .. })) if what == "request bytes"),
+        "{refused:?}"
+    );
+
+    // A follower goes down, and comes back behind the writes.
+    let leader = cluster.leader().await.expect("a leader");
+    let behind = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
+    nodes.kill(behind);
+    // Incompressible: the store compresses bodies, and a repeated byte would fit any frame.
+    let writes = (0..2).map(|i| {
+        let cluster = &cluster;
+        async move { cluster.set(&format!("large-{i}"), incompressible(9 << 20, i + 1)).await }
+    });
+    for result in futures::future::join_all(writes).await {
+        result.unwrap();
+    }
+    nodes.start_durable(behind, &addrs, &limit);
+    // Every node applies them all: the followers were not cut off.
+    let leader_applied = {
+        let handles = cluster.handles();
+        let mut applied = 0;
+        for node in &handles {
+            if let Ok(status) = node.status().await {
+                applied = applied.max(status.applied);
+            }
+        }
+        applied
+    };
+    let mut caught_up = false;
+    for _ in 0..200 {
+        let mut all = true;
+        for node in cluster.handles() {
+            all &= node.status().await.is_ok_and(|s| s.applied >= leader_applied);
+        }
+        if all {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = quorum_ctl(&peers(&addrs), 10, &[] as &[String], &["status"]);
+    assert!(caught_up, "a follower was cut off:\n{}", String::from_utf8_lossy(&status.stdout));
+    for node in cluster.handles() {
+        node.close();
+    }
+    drop(nodes);
+}
+
+/// `len` bytes no compressor shrinks (xorshift from `seed`).
+fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
