@@ -287,6 +287,10 @@ impl KvState {
     }
 
     /// Every live lease with its TTL, in milliseconds.
+    pub(crate) fn lease_count(&self) -> usize {
+        self.leases.map.len()
+    }
+
     pub(crate) fn lease_ttls(&self) -> impl Iterator<Item = (LeaseId, u64)> + '_ {
         self.leases.map.iter().map(|(&id, s)| (id, s.ttl_ms))
     }

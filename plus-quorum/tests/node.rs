@@ -250,3 +250,31 @@ fn writes_past_the_limits_are_refused_before_the_log() {
     n.write(3, fits).unwrap();
     assert_eq!(n.last_index(), last + 1);
 }
+
+/// Past the lease limit a grant is refused with the figures; a revoke makes room again.
+#[test]
+fn grants_past_the_lease_limit_are_refused() {
+    let mut disk = MemStorage::new();
+    let config = Config { max_leases: 2, ..Config::new(1, vec![1]) };
+    let node = Node::new(config, &mut disk, Timestamp::ZERO).unwrap();
+    let mut n = Host { node, disk };
+    n.tick(Timestamp::from_millis(1_000));
+    for id in 1..=2 {
+        n.write(id, WriteOp::GrantLease { ttl_ms: 60_000 }).unwrap();
+        drain(&mut n);
+    }
+    let err = n.write(3, WriteOp::GrantLease { ttl_ms: 60_000 }).unwrap_err();
+    assert_eq!(err.to_string(), "leases of 3 is above the cluster's limit of 2");
+    let granted: Vec<u64> = std::iter::from_fn(|| n.poll_output())
+        .filter_map(|o| match o.result {
+            Ok(plus_quorum::Response::Write(plus_quorum::WriteResult::LeaseGranted {
+                lease,
+                ..
+            })) => Some(lease),
+            _ => None,
+        })
+        .collect();
+    n.write(4, WriteOp::RevokeLease { lease: granted[0] }).unwrap();
+    drain(&mut n);
+    n.write(5, WriteOp::GrantLease { ttl_ms: 60_000 }).unwrap();
+}

@@ -1,11 +1,11 @@
 //! What only a leader uses: each follower's progress, and the client requests it owes an answer.
 //! It lives in its own type so that the rest of the node cannot grow leader-only side fields.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use plus_core::Timestamp;
 
-use crate::lease::LeaseId;
+use super::lease_clock::LeaseClock;
 use crate::types::{LogIndex, NodeId, ReadOp, RequestId, Term};
 
 /// A read waiting for its quorum round and for its index to be applied.
@@ -79,10 +79,8 @@ pub(super) struct Leadership {
     pub(super) pending_reads: VecDeque<PendingRead>,
     /// Writes by log index, with the term they were proposed in.
     pub(super) pending_writes: BTreeMap<LogIndex, (RequestId, Term)>,
-    /// When each live lease ends unless kept alive.
-    pub(super) lease_deadlines: BTreeMap<LeaseId, Timestamp>,
-    /// Leases whose expiry is proposed and not yet applied.
-    pub(super) expiring: BTreeSet<LeaseId>,
+    /// When each live lease ends unless kept alive, and which are being expired.
+    pub(super) leases: LeaseClock,
     /// A leadership transfer under way: writes wait for the next leader.
     pub(super) transfer: Option<Transfer>,
 }
@@ -95,8 +93,7 @@ impl Leadership {
             reads_waiting_for_term_commit: VecDeque::new(),
             pending_reads: VecDeque::new(),
             pending_writes: BTreeMap::new(),
-            lease_deadlines: BTreeMap::new(),
-            expiring: BTreeSet::new(),
+            leases: LeaseClock::default(),
             transfer: None,
         }
     }

@@ -2,25 +2,23 @@
 //! entry the leader proposes; keep-alives are answered after a quorum round (see
 //! [`crate::lease`] for the guarantee this gives).
 
-use std::collections::BTreeSet;
-
 use plus_core::Timestamp;
 
+use super::lease_clock::LeaseClock;
 use super::{Node, Role};
 use crate::lease::{LeaseId, LeaseInfo};
 use crate::log::Payload;
-use crate::types::{ClientError, ReadOp, ReadResult, WriteResult};
+use crate::types::{ClientError, ReadOp, ReadResult, WriteOp, WriteResult};
 
 impl Node {
     /// A new leader gives every lease a full TTL from now (etcd's rule): a failover can delay an
     /// expiry, never bring it forward.
     pub(super) fn restart_lease_clocks(&mut self, now: Timestamp) {
-        self.lead.lease_deadlines = self
-            .state
-            .lease_ttls()
-            .map(|(id, ttl_ms)| (id, now + std::time::Duration::from_millis(ttl_ms)))
-            .collect();
-        self.lead.expiring = BTreeSet::new();
+        self.lead.leases = LeaseClock::from_deadlines(
+            self.state
+                .lease_ttls()
+                .map(|(id, ttl_ms)| (id, now + std::time::Duration::from_millis(ttl_ms))),
+        );
     }
 
     /// What a committed entry did to leases, for the leader's deadlines.
@@ -29,7 +27,7 @@ impl Node {
         if self.config.bugs.replica_expires_leases && self.role != Role::Leader {
             if let Some(WriteResult::LeaseGranted { lease, ttl_ms }) = result {
                 let deadline = self.clock + std::time::Duration::from_millis(*ttl_ms);
-                self.lead.lease_deadlines.insert(*lease, deadline);
+                self.lead.leases.set(*lease, deadline);
             }
         }
         if self.role != Role::Leader {
@@ -38,19 +36,16 @@ impl Node {
         match (payload, result) {
             (_, Some(WriteResult::LeaseGranted { lease, ttl_ms })) => {
                 let deadline = self.clock + std::time::Duration::from_millis(*ttl_ms);
-                self.lead.lease_deadlines.insert(*lease, deadline);
+                self.lead.leases.set(*lease, deadline);
             }
             (Payload::ExpireLeases(leases), _) => {
-                for lease in leases {
-                    self.lead.lease_deadlines.remove(lease);
-                    self.lead.expiring.remove(lease);
+                for &lease in leases {
+                    self.lead.leases.remove(lease);
                 }
             }
-            _ => {
-                // A revoke (or anything else) may have ended leases: keep only live ones.
-                let state = &self.state;
-                self.lead.lease_deadlines.retain(|&id, _| state.lease(id).is_some());
-            }
+            // Only a revoke (or an expiry, above) ends a lease.
+            (Payload::Write(WriteOp::RevokeLease { lease }), _) => self.lead.leases.remove(*lease),
+            _ => {}
         }
     }
 
@@ -60,13 +55,13 @@ impl Node {
     pub(super) fn planted_local_expiry(&mut self, now: Timestamp) {
         let due: Vec<LeaseId> = self
             .lead
-            .lease_deadlines
+            .leases
             .iter()
-            .filter(|&(_, &deadline)| deadline <= now)
-            .map(|(&id, _)| id)
+            .filter(|&(_, deadline)| deadline <= now)
+            .map(|(id, _)| id)
             .collect();
         for lease in due {
-            self.lead.lease_deadlines.remove(&lease);
+            self.lead.leases.remove(lease);
             self.state.end_lease(lease);
         }
     }
@@ -76,18 +71,16 @@ impl Node {
         if self.role != Role::Leader || !self.committed_in_term() {
             return;
         }
-        let due: Vec<LeaseId> = self
-            .lead
-            .lease_deadlines
-            .iter()
-            .filter(|&(id, &deadline)| deadline <= now && !self.lead.expiring.contains(id))
-            .map(|(&id, _)| id)
-            .collect();
+        let due = self.lead.leases.take_due(now);
         if due.is_empty() {
             return;
         }
-        tracing::info!(node = self.config.id, leases = ?due, "leases expired: deleting their keys");
-        self.lead.expiring.extend(due.iter().copied());
+        tracing::info!(
+            node = self.config.id,
+            leases = due.len(),
+            first = due[0],
+            "leases expired: deleting their keys"
+        );
         if self.append_local(Payload::ExpireLeases(due)).is_some() {
             self.maybe_commit();
         }
@@ -100,12 +93,7 @@ impl Node {
         if !self.committed_in_term() {
             return None;
         }
-        self.lead
-            .lease_deadlines
-            .iter()
-            .filter(|(id, _)| !self.lead.expiring.contains(id))
-            .map(|(_, &deadline)| deadline)
-            .min()
+        self.lead.leases.next()
     }
 
     /// Answers a confirmed read: lease reads from the leader's deadlines, past ranges from the
@@ -128,10 +116,11 @@ impl Node {
         // Never for a lease whose expiry is proposed: those reads wait for it (`serve_reads`).
         let (ttl_ms, keys) = self.state.lease(lease)?;
         let ttl = std::time::Duration::from_millis(ttl_ms);
-        let deadline = self.lead.lease_deadlines.entry(lease).or_insert(self.clock + ttl);
+        let mut deadline = self.lead.leases.deadline(lease).unwrap_or(self.clock + ttl);
         if renew {
-            *deadline = (*deadline).max(self.clock + ttl);
+            deadline = deadline.max(self.clock + ttl);
         }
+        self.lead.leases.set(lease, deadline);
         let remaining = deadline.saturating_duration_since(self.clock);
         Some(LeaseInfo {
             id: lease,

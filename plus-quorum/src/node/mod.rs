@@ -11,6 +11,7 @@ use rand::Rng;
 mod admission;
 mod election;
 mod leader;
+mod lease_clock;
 mod leases;
 mod membership;
 
@@ -128,6 +129,10 @@ pub struct Config {
     /// write. Default 128, etcd's `--max-txn-ops`: a transaction applies on the node's loop,
     /// and one of 300,000 sets stalled heartbeats past an election timeout.
     pub max_txn_ops: usize,
+    /// The most leases that may live at once; a grant past it is refused with
+    /// [`ClientError::TooLarge`] (a client that leaks leases finds out, instead of filling the
+    /// store). Default 1,000,000.
+    pub max_leases: usize,
     /// The most bytes of entries in one append to a follower (at least one entry is always
     /// sent). Default 4 MiB: with [`max_request_bytes`](Self::max_request_bytes) this keeps
     /// every append well below a transport's frame limit (plus-mux: 16 MiB).
@@ -162,6 +167,7 @@ impl Config {
             max_term_lead: 1_000_000,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
+            max_leases: 1_000_000,
             max_bytes_per_message: 4 << 20,
             #[cfg(plus_planted_bugs)]
             bugs: PlantedBugs::default(),
@@ -206,6 +212,9 @@ impl Config {
         }
         if self.max_request_bytes == 0 {
             return Err(ConfigError::Zero("max_request_bytes"));
+        }
+        if self.max_leases == 0 {
+            return Err(ConfigError::Zero("max_leases"));
         }
         if self.max_txn_ops == 0 {
             return Err(ConfigError::Zero("max_txn_ops"));

@@ -55,7 +55,7 @@ impl Node {
     /// would promise a TTL the committed expiry is about to take away.
     fn awaits_expiry(&self, op: &ReadOp) -> bool {
         matches!(op, ReadOp::LeaseKeepAlive(lease) | ReadOp::LeaseTimeToLive(lease)
-            if self.lead.expiring.contains(lease))
+            if self.lead.leases.is_expiring(*lease))
     }
 
     /// A past revision this node can still read, checked at once so that one it no longer

@@ -238,6 +238,10 @@ impl Node {
         if bytes > self.config.max_request_bytes {
             return Err(too_large("request bytes", bytes, self.config.max_request_bytes));
         }
+        let leases = self.state.lease_count();
+        if matches!(op, WriteOp::GrantLease { .. }) && leases >= self.config.max_leases {
+            return Err(too_large("leases", leases + 1, self.config.max_leases));
+        }
         Ok(())
     }
 
