@@ -23,6 +23,9 @@ use crate::protocol::{Artifact, Commands, Fetch, StepReply};
 const FETCH_CHUNK: u32 = 1 << 20;
 /// The largest artifact fetched from the platform.
 const MAX_FETCHED: u64 = 1 << 30;
+/// Downloads at once: each holds a connection's bandwidth and a file's worth of disk, and
+/// the rest wait their turn.
+const MAX_DOWNLOADS: usize = 2;
 
 /// Bytes of a process's stdout and stderr kept for the reply.
 const KEPT_OUTPUT: usize = 16 * 1024;
@@ -50,6 +53,10 @@ pub(crate) struct Host {
     hook: Option<PathBuf>,
     /// The program `run` started, stopped before the next one starts and when the agent ends.
     running: Mutex<Option<Child>>,
+    /// Permits for [`MAX_DOWNLOADS`] downloads at once.
+    downloads: tokio::sync::Semaphore,
+    /// Numbers each download's partial file, so two of one version never share one.
+    partials: std::sync::atomic::AtomicU64,
 }
 
 fn failed(detail: impl Into<String>) -> StepReply {
@@ -73,7 +80,14 @@ impl Host {
     pub(crate) fn new(root: PathBuf, keep: usize, hook: Option<PathBuf>) -> std::io::Result<Self> {
         std::fs::create_dir_all(root.join("downloads"))?;
         std::fs::create_dir_all(root.join("versions"))?;
-        Ok(Self { root, keep: keep.max(1), hook, running: Mutex::new(None) })
+        Ok(Self {
+            root,
+            keep: keep.max(1),
+            hook,
+            running: Mutex::new(None),
+            downloads: tokio::sync::Semaphore::new(MAX_DOWNLOADS),
+            partials: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     /// Installed versions, oldest first.
@@ -122,28 +136,36 @@ impl Host {
         if self.root.join("versions").join(version).join("artifact").exists() {
             return done(format!("{version} is still installed: nothing to fetch"));
         }
+        let Ok(_permit) = self.downloads.acquire().await else {
+            return failed("the agent is stopping");
+        };
         let dir = self.root.join("downloads").join(version);
         let target = dir.join("artifact");
+        if let Err(e) = tokio::fs::create_dir_all(&dir).await {
+            return failed(format!("cannot create {}: {e}", dir.display()));
+        }
+        let number = self.partials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Removed however the download ends: an error, a wrong sum, or the step dropped at
+        // its deadline. Only a verified file is renamed out of its way.
+        let partial = Partial(dir.join(format!("artifact.partial.{number}")));
         let copied = async {
-            tokio::fs::create_dir_all(&dir).await?;
-            let partial = dir.join("artifact.partial");
-            if artifact.from_platform {
+            let mut file = tokio::fs::File::create(&partial.0).await?;
+            let sum = if artifact.from_platform {
                 let platform =
                     platform.ok_or_else(|| std::io::Error::other("no platform connection"))?;
-                fetch(platform, &artifact.path, &partial).await?;
+                fetch(platform, &artifact.path, &mut file).await?
             } else {
-                tokio::fs::copy(&artifact.path, &partial).await?;
-            }
-            let bytes = tokio::fs::read(&partial).await?;
-            Ok::<_, std::io::Error>((partial, format!("{:x}", Sha256::digest(&bytes))))
+                copy(&artifact.path, &mut file).await?
+            };
+            file.sync_all().await?;
+            Ok::<_, std::io::Error>(sum)
         };
         match copied.await {
             Err(e) => failed(format!("cannot fetch {}: {e}", artifact.path)),
-            Ok((partial, sum)) if sum != artifact.sha256.to_ascii_lowercase() => {
-                let _ = tokio::fs::remove_file(&partial).await;
+            Ok(sum) if sum != artifact.sha256.to_ascii_lowercase() => {
                 failed(format!("{} has SHA-256 {sum}, expected {}", artifact.path, artifact.sha256))
             }
-            Ok((partial, _)) => match tokio::fs::rename(&partial, &target).await {
+            Ok(_) => match tokio::fs::rename(&partial.0, &target).await {
                 Ok(()) => done(format!("fetched {} (SHA-256 verified)", artifact.path)),
                 Err(e) => failed(format!("cannot keep {}: {e}", target.display())),
             },
@@ -327,28 +349,65 @@ impl Host {
 
 /// Fetches the platform's file `path` into `to`, a chunk at a time over the agent's own
 /// connection; cancelled with the step (a dropped request is answered to no one).
+/// A download's file until it is verified: removed when dropped (after a rename it is gone
+/// already, and the removal fails quietly).
+struct Partial(PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Fetches `path` from the platform into `to` in chunks, hashing as it writes; the SHA-256.
 async fn fetch(
     platform: &plus_mux::ReconnectingClient,
     path: &str,
-    to: &Path,
-) -> std::io::Result<()> {
+    to: &mut tokio::fs::File,
+) -> std::io::Result<String> {
     use tokio::io::AsyncWriteExt;
-    let mut file = tokio::fs::File::create(to).await?;
+    let mut hash = Sha256::new();
     let mut offset = 0u64;
     loop {
         let ask = Fetch { fetch: path.to_owned(), offset, len: FETCH_CHUNK };
         let body = serde_json::to_vec(&ask).map_err(std::io::Error::other)?;
         let chunk = platform.request(body).await.map_err(std::io::Error::other)?;
-        file.write_all(&chunk).await?;
         offset += chunk.len() as u64;
         if offset > MAX_FETCHED {
             return Err(std::io::Error::other(format!(
                 "{path} is larger than {MAX_FETCHED} bytes"
             )));
         }
+        hash.update(&chunk);
+        to.write_all(&chunk).await?;
         if chunk.len() < FETCH_CHUNK as usize {
             break;
         }
     }
-    file.sync_all().await
+    Ok(format!("{:x}", hash.finalize()))
+}
+
+/// Copies the file at `from` into `to`, hashing as it writes; the SHA-256. Memory stays at one
+/// buffer whatever the file's size.
+async fn copy(from: &str, to: &mut tokio::fs::File) -> std::io::Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut source = tokio::fs::File::open(from).await?;
+    let mut hash = Sha256::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut copied = 0u64;
+    loop {
+        let n = source.read(&mut buffer).await?;
+        if n == 0 {
+            break;
+        }
+        copied += n as u64;
+        if copied > MAX_FETCHED {
+            return Err(std::io::Error::other(format!(
+                "{from} is larger than {MAX_FETCHED} bytes"
+            )));
+        }
+        hash.update(&buffer[..n]);
+        to.write_all(&buffer[..n]).await?;
+    }
+    Ok(format!("{:x}", hash.finalize()))
 }

@@ -158,6 +158,15 @@ async fn the_agent_runs_real_steps_keeps_versions_and_rolls_back_by_link() {
     .await;
     assert_eq!(bad["ok"], false);
     assert!(bad["detail"].as_str().unwrap().contains("SHA-256"), "{bad}");
+    let missing = step(
+        &agent,
+        json!({"step": "download", "version": "2.0.0", "artifact": {"path": work.join("none"), "sha256": sha2}}),
+    )
+    .await;
+    assert_eq!(missing["ok"], false, "{missing}");
+    // Neither failure left anything behind.
+    let left: Vec<_> = std::fs::read_dir(root.join("downloads/2.0.0")).unwrap().collect();
+    assert!(left.is_empty(), "partial files left: {left:?}");
     let sneaky = step(&agent, json!({"step": "install", "version": "../../etc"})).await;
     assert_eq!(sneaky["ok"], false, "{sneaky}");
 
@@ -349,5 +358,63 @@ async fn with_a_pre_shared_key_the_agent_works_only_for_a_platform_that_holds_it
     let addr = listener.local_addr().unwrap().to_string();
     let _process = start_agent(&addr, &root, &psk_args);
     precheck_runs(&mut listener).await;
+    std::fs::remove_dir_all(&work).unwrap();
+}
+
+/// The agent's peak memory (VmHWM) in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Two downloads of a 64 MiB artifact at once: the agent hashes as it writes, so its memory
+/// does not grow with the files (it read each whole to hash it: 128 MiB for these two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_are_hashed_as_they_are_written_and_bounded_in_memory() {
+    let work = std::env::temp_dir().join(format!("plus-agent-big-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let big = work.join("big");
+    let mut bytes = vec![0u8; 64 << 20];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for b in &mut bytes {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *b = state.to_le_bytes()[0];
+    }
+    std::fs::write(&big, &bytes).unwrap();
+    let sha = format!("{:x}", Sha256::digest(&bytes));
+    drop(bytes);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let process = Stopped(
+        Command::new(agent_program())
+            .args(["--connect", &addr, "--id", "web-big", "--insecure", "--root"])
+            .arg(work.join("host"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (stream, _) =
+        tokio::time::timeout(Duration::from_secs(20), listener.accept()).await.unwrap().unwrap();
+    let agent =
+        Connection::from_tcp(stream, plus_mux::Config::default(), Arc::new(Beats::default()))
+            .unwrap();
+    let path = big.to_string_lossy().into_owned();
+    let download = |version: &str| {
+        step(
+            &agent,
+            json!({"step": "download", "version": version, "artifact": {"path": path, "sha256": sha}}),
+        )
+    };
+    let (a, b) = tokio::join!(download("1.0.0"), download("2.0.0"));
+    assert_eq!((a["ok"].clone(), b["ok"].clone()), (json!(true), json!(true)), "{a} {b}");
+    let peak = peak_rss_kib(process.0.id());
+    assert!(peak < 48 * 1024, "the agent peaked at {peak} KiB for two 64 MiB downloads");
+    agent.close();
+    drop(process);
     std::fs::remove_dir_all(&work).unwrap();
 }
