@@ -147,7 +147,10 @@ fn stamp(cluster: &str, id: NodeId) -> String {
     format!("cluster={cluster}\nnode={id}\n")
 }
 
-/// Checks (or, for a new directory, writes) the directory's stamp; whether it existed.
+/// Checks the directory's stamp: whether it is there (the node has started from this
+/// directory before). A directory stamped for another node or cluster is refused, and so is
+/// one that holds a log but no stamp (another node's data, or a stamp lost by hand: starting
+/// there as a new node would reuse that log, term and vote under this node's name).
 fn check_stamp(dir: &Path, cluster: &str, id: NodeId) -> Result<bool, String> {
     let path = dir.join("identity");
     let expected = stamp(cluster, id);
@@ -160,20 +163,42 @@ fn check_stamp(dir: &Path, cluster: &str, id: NodeId) -> Result<bool, String> {
             expected.trim().replace('\n', " ")
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            // Written whole then renamed, so a crash never leaves half a stamp.
-            let tmp = dir.join("identity.tmp");
-            std::fs::write(&tmp, &expected)
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            let has_log = std::fs::read_dir(dir.join("wal"))
+                .map(|mut entries| entries.next().is_some())
+                .unwrap_or(false);
+            if has_log || ["log", "snapshot", "hardstate"].iter().any(|f| dir.join(f).exists()) {
+                return Err(format!(
+                    "{} holds a log but no identity file: it is not known to be node {id}'s; \
+                     restore its identity file, or give this node an empty directory",
+                    dir.display()
+                ));
+            }
             Ok(false)
         }
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 
+/// Stamps `dir` as node `id`'s of `cluster`, once the node has started from it: a first start
+/// that failed (a port in use) leaves no stamp, so the next start is a first start again and
+/// not a rejoin.
+fn write_stamp(dir: &Path, cluster: &str, id: NodeId) -> Result<(), String> {
+    let path = dir.join("identity");
+    // Written whole then renamed, so a crash never leaves half a stamp.
+    let tmp = dir.join("identity.tmp");
+    std::fs::write(&tmp, stamp(cluster, id))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 async fn run(args: Args) -> Result<bool, String> {
+    // Past a file-size limit (ulimit -f) a write raises SIGXFSZ, whose default is to kill the
+    // process without a word. Caught, the write fails with EFBIG instead, and the storage
+    // halts the node with a message saying so.
+    #[cfg(unix)]
+    let _file_size_limit =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25))
+            .map_err(|e| format!("cannot catch SIGXFSZ: {e}"))?;
     let security = node_security(&args)?;
     let mut members: Vec<NodeId> = args.peers.0.keys().copied().collect();
     members.sort_unstable();
@@ -183,6 +208,8 @@ async fn run(args: Args) -> Result<bool, String> {
     let node = match &args.data {
         Some(dir) => {
             let existed = check_stamp(dir, &args.cluster, args.id)?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             let storage = FileStorage::open(dir).map_err(|e| e.to_string())?;
             let start = match (args.new_member, args.force_new_cluster) {
                 (true, _) if !existed => Start::Join,
@@ -191,8 +218,18 @@ async fn run(args: Args) -> Result<bool, String> {
                 _ => Start::Bootstrap,
             };
             let config = node_config(&args, start, members.clone());
-            MuxNode::start_secured(config, storage, &addrs, plus_mux::Config::default(), &security)
-                .await?
+            let node = MuxNode::start_secured(
+                config,
+                storage,
+                &addrs,
+                plus_mux::Config::default(),
+                &security,
+            )
+            .await?;
+            if !existed {
+                write_stamp(dir, &args.cluster, args.id)?;
+            }
+            node
         }
         None => {
             let start = match (args.new_member, args.force_new_cluster, args.join) {

@@ -111,6 +111,21 @@ async fn three_processes_keep_acknowledged_writes_through_sigkill_and_stop_on_si
     let busy = refused(command_in(2, &addrs, &data.join("elsewhere")));
     assert!(!busy.status.success());
     assert!(stderr(&busy).contains("cannot listen"), "{}", stderr(&busy));
+    // That failed first start stamped nothing: its next start is a first start again, not a
+    // rejoin (a fresh cluster whose nodes all met a busy port never elected).
+    assert!(
+        !data.join("elsewhere/identity").exists(),
+        "a failed first start stamped the directory"
+    );
+    // A directory that holds a log but no identity is not taken as this node's.
+    let orphan = data.join("orphan");
+    std::fs::create_dir_all(orphan.join("wal")).unwrap();
+    std::fs::copy(data.join("node1/hardstate"), orphan.join("hardstate")).unwrap();
+    let mut spare = addrs.clone();
+    spare.insert(5, loopback_addrs(&[5]).await.unwrap()[&5].clone());
+    let unknown = refused(command_in(5, &spare, &orphan));
+    assert!(!unknown.status.success());
+    assert!(stderr(&unknown).contains("holds a log but no identity"), "{}", stderr(&unknown));
     let mut elsewhere = addrs.clone();
     elsewhere.insert(4, loopback_addrs(&[4]).await.unwrap()[&4].clone());
     let wrong = refused(command_in(4, &elsewhere, &data.join("node1")));
@@ -152,6 +167,43 @@ async fn three_processes_keep_acknowledged_writes_through_sigkill_and_stop_on_si
         assert!(output.status.success(), "node {id}: {:?} {}", output.status, stderr(&output));
     }
     std::fs::remove_dir_all(&data).unwrap();
+}
+
+/// Past a file-size limit (`ulimit -f`) a node does not die of SIGXFSZ without a word: its
+/// storage fails with EFBIG, and the node halts saying so, still running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_size_limit_halts_the_node_with_a_message() {
+    let data = std::env::temp_dir().join(format!("plus-quorum-xfsz-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let addrs = loopback_addrs(&[1]).await.unwrap();
+    let node = format!(
+        "ulimit -f 200; exec {} --id 1 --listen {} --peers 1={} --data {}",
+        program().display(),
+        addrs[&1],
+        addrs[&1],
+        data.join("node1").display()
+    );
+    let mut nodes = Nodes::default();
+    let child = Command::new("sh").args(["-c", &node]).stderr(Stdio::piped()).spawn().unwrap();
+    nodes.0.insert(1, child);
+    let mut store = client(&addrs);
+    store.deadline = Duration::from_secs(3);
+    let value = "x".repeat(20_000);
+    let mut failed = false;
+    for i in 0..40 {
+        if store.set(&format!("k{i}"), value.clone()).await.is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "100 KiB of file-size limit took 800 KB of writes");
+    let mut child = nodes.0.remove(&1).unwrap();
+    assert!(child.try_wait().unwrap().is_none(), "the node died (SIGXFSZ)");
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let log = stderr(&output);
+    assert!(log.contains("storage failed") && log.contains("File too large"), "{log}");
+    let _ = std::fs::remove_dir_all(&data);
 }
 
 /// `quorum_load` records every acknowledged put while a node is SIGKILLed and restarted
