@@ -391,7 +391,14 @@ impl FileStorage {
                 return Err(corrupt(&path, 0, "an empty segment that is not the last"));
             }
             if at < bytes.len() {
-                // A torn tail: the write the crash interrupted, never acknowledged.
+                // A torn tail: the write the crash interrupted, never acknowledged. Said
+                // aloud all the same: an operator who finds a shorter log knows why.
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = at,
+                    cut = bytes.len() - at,
+                    "cutting a damaged last record left by an interrupted write"
+                );
                 let f = OpenOptions::new()
                     .write(true)
                     .open(&path)
