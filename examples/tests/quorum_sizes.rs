@@ -93,3 +93,66 @@ fn incompressible(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A watcher that pipelines polls from the first revision and never reads the answers: the
+/// node cuts its connection once 64 MiB of answers wait for it, and stays small. Before, the
+/// leader held every answer (3.1 GiB in 14 s) and never let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_never_reads_is_cut_off_and_the_node_stays_small() {
+    use plus_quorum::{KeyRange, WatchRequest};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut nodes = Processes::new("quorum-slow-watcher");
+    let addrs = loopback_addrs(&[1]).await.unwrap();
+    nodes.start(1, &addrs, &[]);
+    let mut cluster = Cluster::new(vec![
+        RemoteNode::connect(1, &addrs[&1], &plus_mux::Config::default()).unwrap(),
+    ]);
+    cluster.deadline = Duration::from_secs(30);
+    // 200 values of 1 MiB (incompressible) in the watch history: each poll from revision 1
+    // answers with about 4 MiB.
+    for i in 0..200u64 {
+        cluster.set(&format!("big-{i}"), incompressible(1 << 20, i + 1)).await.unwrap();
+    }
+    let mut watcher = tokio::net::TcpStream::connect(&addrs[&1]).await.unwrap();
+    let request =
+        WatchRequest { range: KeyRange::Prefix(String::new()), from: 1, max_events: 10_000 };
+    let body = plus_quorum::testing::watch_request(request, 0);
+    let mut sent = 0u32;
+    for identity in 1..=500u32 {
+        let mut frame = b"REQ".to_vec();
+        frame.extend_from_slice(&identity.to_be_bytes());
+        frame.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+        frame.extend_from_slice(&body);
+        frame.extend_from_slice(b"\r\r\n");
+        let write = tokio::time::timeout(Duration::from_secs(2), watcher.write_all(&frame)).await;
+        if !matches!(write, Ok(Ok(()))) {
+            break;
+        }
+        sent = identity;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let peak = nodes.peak_rss_kib(1);
+    // The node ends the connection: reading now drains what was sent, then the end.
+    let mut drained = 0usize;
+    let mut buffer = vec![0u8; 1 << 20];
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match watcher.read(&mut buffer).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        ended,
+        Ok(true),
+        "the connection stayed open ({drained} bytes read, {sent} polls sent)"
+    );
+    assert!(drained > 4 << 20, "the polls were answered ({drained} bytes)");
+    assert!(drained < 512 << 20, "{drained} bytes of answers were kept for it");
+    assert!(peak < 700 * 1024, "the node peaked at {peak} KiB for {sent} unread polls");
+    // And it still serves everyone else.
+    cluster.set("after", "yes").await.unwrap();
+    drop(nodes);
+}

@@ -37,6 +37,12 @@ pub struct Config {
     pub max_concurrent_handlers: usize,
     /// Frames queued for writing; senders wait when it is full. Default 1,024.
     pub write_queue: usize,
+    /// Most bytes of our answers to the peer's requests that may wait for the peer to read
+    /// them (in the write queue, or made by a handler and waiting for room there); past it the
+    /// connection is closed with [`CloseReason::SlowReader`](crate::CloseReason::SlowReader),
+    /// so a peer that pipelines requests and never reads the answers cannot make this process
+    /// hold them without bound. Default 64 MiB.
+    pub max_unread_bytes: usize,
     /// Bytes gathered into one write when frames queue up. Default 64 KiB.
     pub write_batch: usize,
     /// How long an async request's identity stays reserved for its response. Default 5 s.
@@ -89,6 +95,7 @@ impl Default for Config {
             max_in_flight: 1024,
             max_concurrent_handlers: 1024,
             write_queue: 1024,
+            max_unread_bytes: 64 << 20,
             write_batch: 64 * 1024,
             async_response_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(300)),
@@ -112,6 +119,7 @@ impl Config {
             ("max_in_flight", self.max_in_flight == 0),
             ("max_concurrent_handlers", self.max_concurrent_handlers == 0),
             ("write_queue", self.write_queue == 0),
+            ("max_unread_bytes", self.max_unread_bytes == 0),
             ("request_timeout", self.request_timeout.is_zero()),
             ("idle_timeout", self.idle_timeout.is_some_and(|d| d.is_zero())),
             ("frame_timeout", self.frame_timeout.is_some_and(|d| d.is_zero())),

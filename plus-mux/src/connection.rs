@@ -1,7 +1,7 @@
 //! The symmetric peer: either side sends requests and handles the other's, over any byte stream.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -125,6 +125,8 @@ pub(crate) struct Inner {
     handlers_idle: Notify,
     /// Tells the expiry task that a request came due sooner than it planned to wake.
     expiry: Notify,
+    /// Bytes of our answers made and not yet taken by the writer.
+    unread: AtomicUsize,
 }
 
 impl Inner {
@@ -147,6 +149,17 @@ impl Inner {
     }
 
     /// Closes once: fails every pending request with `reason` at once and stops the tasks.
+    /// Counts an answer of `bytes` as waiting for the peer to read it; false (and the
+    /// connection closed) when that puts more than `max_unread_bytes` waiting.
+    fn hold_unread(&self, bytes: usize) -> bool {
+        let waiting = self.unread.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        if waiting > self.config.max_unread_bytes {
+            self.close(&CloseReason::SlowReader(waiting));
+            return false;
+        }
+        true
+    }
+
     fn close(&self, reason: &CloseReason) {
         let mut first = false;
         self.closed.send_if_modified(|state| {
@@ -195,7 +208,10 @@ impl Inner {
             | CloseReason::FrameTimeout => {
                 closed!(info);
             }
-            CloseReason::Protocol(_) | CloseReason::Io(_) | CloseReason::OverBudget(_) => {
+            CloseReason::Protocol(_)
+            | CloseReason::Io(_)
+            | CloseReason::OverBudget(_)
+            | CloseReason::SlowReader(_) => {
                 closed!(warn);
             }
         }
@@ -285,6 +301,7 @@ impl Connection {
             is_closed: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             handlers_idle: Notify::new(),
+            unread: AtomicUsize::new(0),
             expiry: Notify::new(),
         });
         spawn_io(&inner, stream, queue);
@@ -684,7 +701,11 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(inner: Arc<Inner>, rea
                 // the others get a task each. Either way the reader never waits for the writer.
                 match answer.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
                     Poll::Ready(result) => {
-                        let response = Frame::response(frame.identity, answer_body(&inner, result));
+                        let body = answer_body(&inner, result);
+                        if !inner.hold_unread(body.len()) {
+                            return;
+                        }
+                        let response = Frame::response(frame.identity, body);
                         if let Err(mpsc::error::TrySendError::Full(response)) =
                             inner.writer.try_send(response)
                         {
@@ -703,8 +724,10 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(inner: Arc<Inner>, rea
                         let task_inner = Arc::clone(&inner);
                         tokio::spawn(async move {
                             let body = answer_body(&task_inner, answer.await);
-                            let _ =
-                                task_inner.writer.send(Frame::response(frame.identity, body)).await;
+                            if task_inner.hold_unread(body.len()) {
+                                let response = Frame::response(frame.identity, body);
+                                let _ = task_inner.writer.send(response).await;
+                            }
                             drop((permit, charge));
                             task_inner.note_idle();
                         });
@@ -812,6 +835,9 @@ async fn write_loop<W: AsyncWrite + Unpin + Send + 'static>(
             if let Err(err) = encode_into(&frame, &mut buffer) {
                 // Bodies are checked against max_body (< 4 GiB) before they are queued.
                 unreachable!("queued frame does not encode: {err}");
+            }
+            if frame.kind == Kind::Response {
+                inner.unread.fetch_sub(frame.body.len(), Ordering::AcqRel);
             }
             next =
                 if buffer.len() < inner.config.write_batch { queue.try_recv().ok() } else { None };

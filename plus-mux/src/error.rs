@@ -30,6 +30,10 @@ pub enum CloseReason {
     /// The shared memory budget could not hold a frame the peer started to send.
     #[error("memory budget exhausted: {0}")]
     OverBudget(Arc<str>),
+    /// The peer did not read our answers: more than
+    /// [`Config::max_unread_bytes`](crate::Config::max_unread_bytes) of them waited for it.
+    #[error("the peer does not read its answers: {0} bytes were waiting")]
+    SlowReader(usize),
 }
 
 impl CloseReason {

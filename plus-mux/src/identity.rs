@@ -18,7 +18,7 @@ pub enum PeerIdentity {
         /// The URI names of the leaf certificate.
         uris: Vec<String>,
     },
-    /// The pre-shared key of this name (feature `psk`; [`Psk::named`](crate::Psk::named)).
+    /// The pre-shared key of this name (feature `psk`; `Psk::named`).
     Key(String),
 }
 

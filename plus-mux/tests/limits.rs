@@ -217,3 +217,36 @@ async fn the_connection_cap_holds_new_peers_until_one_leaves() {
     assert_eq!(server.counters().open, 2);
     server.stop();
 }
+
+/// A peer that pipelines requests and never reads the answers: once more than
+/// `max_unread_bytes` of answers wait for it, the connection closes as a slow reader, instead
+/// of this side holding every answer (a store's watcher that stopped reading took its leader
+/// to 3 GiB).
+#[tokio::test]
+async fn a_peer_that_never_reads_its_answers_is_cut_off() {
+    let config = Config { max_unread_bytes: 4 << 20, ..Config::default() };
+    // A small pipe: the answers cannot all sit in it.
+    let (a, b) = tokio::io::duplex(64 << 10);
+    let conn = Connection::new(a, config, Arc::new(Echo)).unwrap();
+    let (_unread, mut write) = tokio::io::split(b);
+    let body = vec![b'x'; 256 << 10];
+    let writing = tokio::spawn(async move {
+        let mut codec = FrameCodec::new(1 << 20);
+        for identity in 1..=64u32 {
+            let mut frame = bytes::BytesMut::new();
+            tokio_util::codec::Encoder::encode(
+                &mut codec,
+                Frame::request(identity, body.clone()),
+                &mut frame,
+            )
+            .unwrap();
+            if write.write_all(&frame).await.is_err() {
+                return identity;
+            }
+        }
+        65
+    });
+    let reason = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await.unwrap();
+    assert!(matches!(reason, CloseReason::SlowReader(n) if n > 4 << 20), "{reason:?}");
+    writing.abort();
+}

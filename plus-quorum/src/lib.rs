@@ -231,7 +231,9 @@ pub use types::{
     ClientError, ClientOutput, Expect, LogIndex, MAX_KEY_LEN, NodeId, ReadOp, ReadResult,
     RequestId, Response, Term, Versioned, WriteOp, WriteResult,
 };
-pub use watch::{Change, WatchBatch, WatchEvent, WatchRequest};
+pub use watch::{
+    Change, MAX_WATCH_BATCH_BYTES, MAX_WATCH_EVENTS, WatchBatch, WatchEvent, WatchRequest,
+};
 
 /// Helpers for tests, simulations and examples (feature `testing`): not part of the store's API.
 #[cfg(feature = "testing")]
@@ -250,6 +252,14 @@ pub mod testing {
     #[must_use]
     pub fn raft_request(from: crate::NodeId, msgs: Vec<crate::Message>) -> bytes::Bytes {
         crate::mux::raft_body(from, msgs)
+    }
+
+    /// The body of a plus-mux request that polls a watch: for tests of a watcher that sends
+    /// polls and never reads the answers.
+    #[cfg(feature = "mux")]
+    #[must_use]
+    pub fn watch_request(request: crate::WatchRequest, wait_ms: u64) -> bytes::Bytes {
+        crate::mux::watch_body(request, wait_ms)
     }
 
     /// The error an endpoint's reply carries (`None` for a success).

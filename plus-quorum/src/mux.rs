@@ -217,6 +217,12 @@ pub(crate) fn raft_body(from: NodeId, msgs: Vec<Message>) -> Bytes {
     encode(&Wire::RaftBatch { from, msgs })
 }
 
+/// The body of a watch poll (`testing`).
+#[cfg(feature = "testing")]
+pub(crate) fn watch_body(request: WatchRequest, wait_ms: u64) -> Bytes {
+    encode(&Wire::Watch { request, wait_ms })
+}
+
 /// The error a reply carries, `None` for a success (`testing`).
 ///
 /// # Errors

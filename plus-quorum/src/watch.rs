@@ -36,6 +36,13 @@ pub struct WatchEvent {
     pub change: Change,
 }
 
+/// The most events one watch poll answers with, whatever it asks for.
+pub const MAX_WATCH_EVENTS: usize = 10_000;
+
+/// About the most bytes of keys and values one watch poll answers with (a revision is never
+/// split, so one larger revision comes whole).
+pub const MAX_WATCH_BATCH_BYTES: usize = 4 << 20;
+
 /// A watch poll: the changes to `range` from revision `from` on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct WatchRequest {
@@ -44,7 +51,8 @@ pub struct WatchRequest {
     /// The first revision wanted (the last one seen plus one).
     pub from: LogIndex,
     /// At most about this many events in one answer (whole revisions are never split, so a
-    /// revision with more changes comes whole). At least 1.
+    /// revision with more changes comes whole). At least 1; the node answers with at most
+    /// [`MAX_WATCH_EVENTS`] and about [`MAX_WATCH_BATCH_BYTES`] whatever this says.
     pub max_events: usize,
 }
 
@@ -126,7 +134,9 @@ impl History {
         self.oldest = oldest;
     }
 
-    /// The changes to `request.range` from `request.from`, up to `applied`.
+    /// The changes to `request.range` from `request.from`, up to `applied`: at most
+    /// [`MAX_WATCH_EVENTS`] events and about [`MAX_WATCH_BATCH_BYTES`] whatever the request
+    /// asks (a revision is never split), so one poll's answer stays well inside a frame.
     pub(crate) fn poll(
         &self,
         request: &WatchRequest,
@@ -139,16 +149,22 @@ impl History {
             return Err(ClientError::Compacted { requested: request.from, oldest: self.oldest });
         }
         let mut batch = WatchBatch { events: Vec::new(), progress: applied };
+        let max_events = request.max_events.min(MAX_WATCH_EVENTS);
+        let mut bytes = 0usize;
         let start = self.events.partition_point(|(e, _)| e.revision < request.from);
         for (event, _) in self.events.iter().skip(start) {
-            if batch.events.len() >= request.max_events
-                && batch.events.last().is_some_and(|last| last.revision != event.revision)
-            {
+            let full = batch.events.len() >= max_events || bytes >= MAX_WATCH_BATCH_BYTES;
+            if full && batch.events.last().is_some_and(|last| last.revision != event.revision) {
                 // Everything before this revision has been looked at.
                 batch.progress = event.revision - 1;
                 break;
             }
             if request.range.contains(&event.key) {
+                bytes += event.key.len()
+                    + match &event.change {
+                        Change::Put(v) => v.value.len(),
+                        Change::Delete => 0,
+                    };
                 batch.events.push(event.clone());
             }
         }
@@ -197,6 +213,30 @@ mod tests {
         let quiet = history.poll(&request("app/", 5, 10), 4).unwrap();
         assert_eq!((quiet.events.len(), quiet.progress), (0, 4));
         assert!(history.poll(&request("app/", 1, 0), 4).is_err(), "max_events 0 is refused");
+    }
+
+    #[test]
+    fn a_poll_is_bounded_by_the_server_whatever_it_asks() {
+        let big = |revision: u64| Versioned {
+            value: Bytes::from(vec![0; 1 << 20]),
+            version: revision,
+            created: revision,
+            lease: None,
+        };
+        let mut history = History::new(20_000, 1);
+        for revision in 1..=10 {
+            history.record(revision, vec![changed("app/big", Change::Put(big(revision)))]);
+        }
+        for revision in 11..=15_010 {
+            history.record(revision, vec![changed("app/small", put(revision))]);
+        }
+        // 1 MiB values: about 4 MiB per answer, whole revisions.
+        let first = history.poll(&request("app/", 1, usize::MAX), 15_010).unwrap();
+        assert_eq!((first.events.len(), first.progress), (4, 4));
+        // Small values: at most MAX_WATCH_EVENTS.
+        let many = history.poll(&request("app/", 11, usize::MAX), 15_010).unwrap();
+        assert_eq!(many.events.len(), MAX_WATCH_EVENTS);
+        assert_eq!(many.progress, 10 + MAX_WATCH_EVENTS as u64);
     }
 
     #[test]

@@ -101,6 +101,14 @@ impl Processes {
         self.children.insert(id, child);
     }
 
+    /// The peak memory (VmHWM) of node `id`'s process, in KiB.
+    pub(crate) fn peak_rss_kib(&self, id: NodeId) -> u64 {
+        let pid = self.children[&id].id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     pub(crate) fn kill(&mut self, id: NodeId) {
         if let Some(mut child) = self.children.remove(&id) {
             let _ = child.kill();
