@@ -100,6 +100,10 @@ struct Args {
     /// 1 to 12582912, 12 MiB, so that an entry always fits a 16 MiB frame). Default 1.5 MiB.
     #[arg(long, default_value_t = 1536 * 1024, value_parser = clap::value_parser!(u64).range(1..=12 << 20))]
     max_request_bytes: u64,
+    /// The most bytes of keys and values the store may hold (etcd's --quota-backend-bytes):
+    /// past it, writes that add data are refused until deletes bring it under. Default 2 GiB.
+    #[arg(long, default_value_t = 2 << 30, value_parser = clap::value_parser!(u64).range(1..))]
+    quota_bytes: u64,
     /// The most operations in one transaction or multi-key write (etcd's --max-txn-ops; 1 to
     /// 100000). Default 128.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -267,6 +271,7 @@ fn node_config(args: &Args, start: Start, members: Vec<NodeId>) -> Config {
         snapshot_threshold: args.snapshot_entries,
         max_request_bytes: as_usize(args.max_request_bytes),
         max_txn_ops: as_usize(args.max_txn_ops),
+        quota_bytes: as_usize(args.quota_bytes),
         ..Config::new(args.id, members)
     }
 }

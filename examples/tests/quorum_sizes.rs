@@ -156,3 +156,32 @@ async fn a_watcher_that_never_reads_is_cut_off_and_the_node_stays_small() {
     cluster.set("after", "yes").await.unwrap();
     drop(nodes);
 }
+
+/// A node's quota: past it, puts are refused with the figures and deletes bring it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_quota_the_store_refuses_puts_and_takes_deletes() {
+    let mut nodes = Processes::new("quorum-quota");
+    let addrs = loopback_addrs(&[1]).await.unwrap();
+    nodes.start(1, &addrs, &["--quota-bytes".to_owned(), (1 << 20).to_string()]);
+    let mut cluster = Cluster::new(vec![
+        RemoteNode::connect(1, &addrs[&1], &plus_mux::Config::default()).unwrap(),
+    ]);
+    cluster.deadline = Duration::from_secs(30);
+    let mut written = 0;
+    let refused = loop {
+        match cluster.set(&format!("k{written}"), vec![1u8; 100_000]).await {
+            Ok(_) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(written < 100, "a 1 MiB quota took 10 MB");
+    };
+    assert!(
+        matches!(refused, StoreError::Client(ClientError::NoSpace { quota, .. }) if quota == 1 << 20),
+        "{refused}"
+    );
+    assert_eq!(written, 11, "the write that crossed the quota was taken, the next refused");
+    cluster.delete("k0").await.unwrap();
+    cluster.delete("k1").await.unwrap();
+    cluster.set("again", vec![1u8; 100_000]).await.unwrap();
+    drop(nodes);
+}

@@ -287,6 +287,11 @@ impl KvState {
     }
 
     /// Every live lease with its TTL, in milliseconds.
+    /// Bytes of keys and values held: what the storage quota counts.
+    pub(crate) fn bytes(&self) -> usize {
+        self.map.iter().map(|(k, v)| k.len() + v.value.len()).sum()
+    }
+
     pub(crate) fn lease_count(&self) -> usize {
         self.leases.map.len()
     }

@@ -62,6 +62,23 @@ impl WriteOp {
         }
     }
 
+    /// Whether the request may add keys or bytes (everything but deletes, revokes and a
+    /// transaction of deletes and reads only): what a store over its quota refuses.
+    #[must_use]
+    pub fn adds_data(&self) -> bool {
+        match self {
+            Self::Delete { .. }
+            | Self::CompareAndDelete { .. }
+            | Self::MultiDelete(_)
+            | Self::MultiCompareAndDelete(_)
+            | Self::RevokeLease { .. } => false,
+            Self::Txn(txn) => {
+                txn.then.iter().chain(&txn.otherwise).any(|op| matches!(op, TxnOp::Set { .. }))
+            }
+            _ => true,
+        }
+    }
+
     /// How many operations the request holds: keys of a multi-key write, or a transaction's
     /// compares and operations of both branches.
     #[must_use]

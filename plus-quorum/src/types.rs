@@ -297,6 +297,16 @@ pub enum ClientError {
     /// A membership change or leadership transfer was refused; nothing was changed.
     #[error(transparent)]
     Membership(#[from] crate::membership::MembershipError),
+    /// The store holds more than its quota of keys and values
+    /// ([`Config::quota_bytes`](crate::Config::quota_bytes)): writes that add data are refused
+    /// until deletes bring it under (etcd's NOSPACE alarm). Nothing was done.
+    #[error("the store is over its quota ({used} bytes of {quota}): delete keys to write again")]
+    NoSpace {
+        /// Bytes of keys and values held.
+        used: u64,
+        /// The quota.
+        quota: u64,
+    },
     /// The request is past one of the cluster's limits
     /// ([`Config::max_request_bytes`](crate::Config::max_request_bytes),
     /// [`Config::max_txn_ops`](crate::Config::max_txn_ops)); nothing was done. Split it.

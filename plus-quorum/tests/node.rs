@@ -278,3 +278,26 @@ fn grants_past_the_lease_limit_are_refused() {
     drain(&mut n);
     n.write(5, WriteOp::GrantLease { ttl_ms: 60_000 }).unwrap();
 }
+
+/// Over its quota the store refuses writes that add data, and takes deletes, which bring it
+/// back under.
+#[test]
+fn a_store_over_its_quota_refuses_growth_until_deletes_free_space() {
+    let mut disk = MemStorage::new();
+    let config = Config { quota_bytes: 1_000, ..Config::new(1, vec![1]) };
+    let node = Node::new(config, &mut disk, Timestamp::ZERO).unwrap();
+    let mut n = Host { node, disk };
+    n.tick(Timestamp::from_millis(1_000));
+    let set = |key: &str| WriteOp::Set { key: key.into(), value: Bytes::from(vec![0; 600]) };
+    n.write(1, set("a")).unwrap();
+    drain(&mut n);
+    n.write(2, set("b")).unwrap();
+    drain(&mut n);
+    assert_eq!(n.stats().state_bytes, 1_202);
+    let err = n.write(3, set("c")).unwrap_err();
+    assert_eq!(err, ClientError::NoSpace { used: 1_202, quota: 1_000 });
+    n.write(4, WriteOp::Delete { key: "a".into() }).unwrap();
+    drain(&mut n);
+    assert_eq!(n.stats().state_bytes, 601);
+    n.write(5, set("c")).unwrap();
+}

@@ -129,6 +129,11 @@ pub struct Config {
     /// write. Default 128, etcd's `--max-txn-ops`: a transaction applies on the node's loop,
     /// and one of 300,000 sets stalled heartbeats past an election timeout.
     pub max_txn_ops: usize,
+    /// The most bytes of keys and values the store may hold (etcd's `--quota-backend-bytes`):
+    /// past it, writes that add data are refused with [`ClientError::NoSpace`] until deletes
+    /// bring it back under; deletes, revokes and reads go on. A runaway client cannot fill the
+    /// disk or the memory of every replica. Default 2 GiB.
+    pub quota_bytes: usize,
     /// The most leases that may live at once; a grant past it is refused with
     /// [`ClientError::TooLarge`] (a client that leaks leases finds out, instead of filling the
     /// store). Default 1,000,000.
@@ -168,6 +173,7 @@ impl Config {
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
             max_leases: 1_000_000,
+            quota_bytes: 2 << 30,
             max_bytes_per_message: 4 << 20,
             #[cfg(plus_planted_bugs)]
             bugs: PlantedBugs::default(),
@@ -212,6 +218,9 @@ impl Config {
         }
         if self.max_request_bytes == 0 {
             return Err(ConfigError::Zero("max_request_bytes"));
+        }
+        if self.quota_bytes == 0 {
+            return Err(ConfigError::Zero("quota_bytes"));
         }
         if self.max_leases == 0 {
             return Err(ConfigError::Zero("max_leases"));
@@ -322,6 +331,8 @@ pub struct Node {
     commit: LogIndex,
     applied: LogIndex,
     state: KvState,
+    /// Bytes of keys and values in `state`, kept as entries apply: what the quota counts.
+    state_bytes: usize,
     votes: HashSet<NodeId>,
     /// The other members, voters and learners, of the configuration in force.
     peers: Vec<NodeId>,
@@ -406,6 +417,7 @@ impl Node {
             log,
             commit: base_index,
             applied: base_index,
+            state_bytes: state.bytes(),
             state,
             votes: HashSet::new(),
             lead: Leadership::new(),

@@ -176,6 +176,7 @@ impl Node {
             {
                 changes.clear();
             }
+            self.count_bytes(&changes);
             self.history.record(index, changes);
             self.applied = index;
             if let Some((id, term)) = self.lead.pending_writes.remove(&index) {
@@ -223,6 +224,19 @@ impl Node {
         Ok(())
     }
 
+    /// Keeps [`Node::state_bytes`] as `changes` apply.
+    fn count_bytes(&mut self, changes: &[crate::kv::Changed]) {
+        for changed in changes {
+            if let Some(before) = &changed.before {
+                self.state_bytes =
+                    self.state_bytes.saturating_sub(changed.key.len() + before.value.len());
+            }
+            if let crate::watch::Change::Put(now) = &changed.change {
+                self.state_bytes += changed.key.len() + now.value.len();
+            }
+        }
+    }
+
     /// Refuses a write past the cluster's limits, before it reaches the log.
     fn check_limits(&self, op: &WriteOp) -> Result<(), ClientError> {
         let too_large = |what: &str, size: usize, limit: usize| ClientError::TooLarge {
@@ -237,6 +251,12 @@ impl Node {
         let bytes = op.request_bytes();
         if bytes > self.config.max_request_bytes {
             return Err(too_large("request bytes", bytes, self.config.max_request_bytes));
+        }
+        if self.state_bytes > self.config.quota_bytes && op.adds_data() {
+            return Err(ClientError::NoSpace {
+                used: self.state_bytes as u64,
+                quota: self.config.quota_bytes as u64,
+            });
         }
         let leases = self.state.lease_count();
         if matches!(op, WriteOp::GrantLease { .. }) && leases >= self.config.max_leases {

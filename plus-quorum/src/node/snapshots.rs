@@ -63,6 +63,7 @@ impl Node {
             self.commit = snapshot.last_index;
             self.applied = snapshot.last_index;
             self.state = snapshot.state;
+            self.state_bytes = self.state.bytes();
             self.history.reset(self.applied + 1);
             self.counters.snapshots_installed += 1;
             tracing::info!(

@@ -40,6 +40,10 @@ pub struct NodeStats {
     /// that contradicts itself. Only a forged, corrupted or buggy peer sends one.
     #[serde(default)]
     pub dropped_messages: u64,
+    /// Bytes of keys and values this replica holds: what
+    /// [`Config::quota_bytes`](crate::Config::quota_bytes) is compared with.
+    #[serde(default)]
+    pub state_bytes: u64,
 }
 
 /// The counters a node keeps; the rest of [`NodeStats`] is read off its state.
@@ -102,6 +106,7 @@ impl Node {
             },
             apply_lag: self.commit.saturating_sub(self.applied),
             dropped_messages: c.dropped_messages,
+            state_bytes: self.state_bytes as u64,
         }
     }
 }
