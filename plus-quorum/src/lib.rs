@@ -281,9 +281,13 @@ pub mod testing {
         ids: &[crate::NodeId],
     ) -> std::io::Result<std::collections::HashMap<crate::NodeId, String>> {
         let mut addrs = std::collections::HashMap::new();
+        // Every probe stays bound until all are chosen: released one by one, the system could
+        // hand the same port out twice.
+        let mut probes = Vec::with_capacity(ids.len());
         for &id in ids {
             let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             addrs.insert(id, probe.local_addr()?.to_string());
+            probes.push(probe);
         }
         Ok(addrs)
     }
