@@ -116,6 +116,41 @@ async fn a_client_certificate_cannot_vote_install_a_snapshot_or_speak_as_a_node(
     let refused = forge(&node2.connector(&addrs[&1]), 3, vec![vote_at_the_last_term()]).await;
     assert!(matches!(refused, Some(StoreError::Forbidden { .. })), "{refused:?}");
 
+    // 900 idle connections to every node, from the address every client uses: more than all
+    // the handshake slots. An operator is still served while they stay open.
+    let mut idle = Vec::new();
+    for addr in addrs.values() {
+        for _ in 0..300 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+    }
+    let during = quorum_ctl(&endpoints, 10, &admin, &["get", "acknowledged"]);
+    assert_eq!(stdout(&during), "kept", "{}", String::from_utf8_lossy(&during.stderr));
+    drop(idle);
+
+    // A certificate of another CA: refused, said so, and retried with backoff, not in a loop.
+    let rogue = nodes.dir.join("rogue");
+    let made = Command::new(example("quorum_certs"))
+        .arg("--out")
+        .arg(&rogue)
+        .args(["--nodes", "9", "--client", "ci"])
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let mut rogue_args = tls_args(&rogue, "client-ci");
+    rogue_args[5] = certs.join("ca.pem").display().to_string(); // it trusts the real CA
+    let refused = quorum_ctl(&endpoints, 3, &rogue_args, &["get", "acknowledged"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a stranger's certificate was answered");
+    assert!(
+        stderr.contains("unreachable") && stderr.contains("refused the TLS handshake"),
+        "the error names the cause: {stderr}"
+    );
+    for id in [1, 2, 3] {
+        let lines = nodes.log(id).matches("handshake failed").count();
+        assert!(lines <= 5, "node {id} logged {lines} refused handshakes in 3 s");
+    }
+
     // The same term, and every acknowledged write: also after the leader is killed.
     assert_eq!(leader(&endpoints, &admin), Some((leader_id, term)));
     let get = quorum_ctl(&endpoints, 10, &admin, &["get", "acknowledged"]);

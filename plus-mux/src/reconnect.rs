@@ -270,7 +270,17 @@ impl<C: Connector> Supervisor<C> {
                         self.record(None);
                         continue;
                     }
-                    format!("the peer closed the connection before answering: {reason}")
+                    let reason = reason.to_string();
+                    if reason.contains("fatal alert") {
+                        // TLS 1.3 finishes the client's side before the server checks the
+                        // client's certificate: its refusal arrives as an alert on first read.
+                        format!(
+                            "the peer refused the TLS handshake ({reason}): is this side's \
+                             certificate signed by the CA the peer trusts?"
+                        )
+                    } else {
+                        format!("the peer closed the connection before answering: {reason}")
+                    }
                 }
                 Err(err) => err.to_string(),
             };
