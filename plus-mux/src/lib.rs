@@ -50,9 +50,18 @@
 //!
 //! - `tls`: mutual TLS under the mux (`Tls`): a connector for clients and a listener for
 //!   servers that refuse, during the handshake, any peer without a certificate of the shared CA.
+//!   The listener hands each peer's certificate names to [`serve_by_peer`] as a
+//!   [`PeerIdentity`], so an application decides per connection what the peer may do.
 //! - `psk`: a pre-shared-key challenge under the mux (`Psk`), the fallback for hosts without
 //!   certificates: both peers prove the key before any frame; it authenticates, it does not
-//!   encrypt.
+//!   encrypt. One listener may accept several named keys, and tells which one a peer proved.
+//! - `certs`: a CA and certificates made at run time (rcgen), for tests, demos and small
+//!   clusters.
+//!
+//! Handshakes are bounded (`HandshakeLimits`): a first-bytes deadline, a cap per address, and a
+//! new peer evicting the oldest unfinished handshake, so idle connections cannot lock valid
+//! peers out. Answers waiting for a peer that does not read are bounded per connection
+//! ([`Config::max_unread_bytes`]).
 //! - `metrics`: every connection's counters, summed over the process (requests, errors,
 //!   in-flight, bytes, open connections), through the `metrics` facade, for any exporter.
 //!

@@ -60,6 +60,27 @@
 //! hears from short of the new quorum is refused ([`MembershipError::WouldLoseQuorum`], etcd's
 //! strict reconfiguration check). The driver's docs show a node replaced, as a snippet.
 //!
+//! # Who may speak, and how much
+//!
+//! Raft trusts its members: a forged append or snapshot from someone who is not one could erase
+//! acknowledged writes, and no core can tell it from a real one. So over plus-mux (feature
+//! `mux`) every connection has the role its credential names (`Principal`: node N, admin,
+//! client, reader; see the `roles` docs for the certificate names `plus-quorum://node/N` and
+//! the key names), and a node refuses what the role may not do before it reaches the core:
+//! only node N's connection delivers messages from N, clients never send consensus traffic,
+//! only admins and nodes change membership, readers only read and watch. The core adds a
+//! last line that holds whoever sends: a message whose term is at `Term::MAX` or further ahead
+//! than [`Config::max_term_lead`], or that contradicts itself, is dropped and counted
+//! ([`NodeStats::dropped_messages`]), so no single message can push every term to its end.
+//!
+//! Requests are bounded like etcd's, before they reach the log: bytes per write
+//! ([`Config::max_request_bytes`], 1.5 MiB), operations per transaction
+//! ([`Config::max_txn_ops`], 128), live leases ([`Config::max_leases`]), and the bytes the
+//! store holds ([`Config::quota_bytes`], past which writes that add data are refused with
+//! [`ClientError::NoSpace`]); appends to followers are bounded in bytes
+//! ([`Config::max_bytes_per_message`]) and a watch poll's answer in events and bytes
+//! ([`MAX_WATCH_EVENTS`], [`MAX_WATCH_BATCH_BYTES`]).
+//!
 //! # Features
 //!
 //! - `driver`: a tokio task per node (`spawn_node`), an in-process transport
