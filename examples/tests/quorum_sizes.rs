@@ -185,3 +185,59 @@ async fn past_its_quota_the_store_refuses_puts_and_takes_deletes() {
     cluster.set("again", vec![1u8; 100_000]).await.unwrap();
     drop(nodes);
 }
+
+/// A wiped node whose catch-up needs a snapshot larger than a frame (30 MiB of state) gets
+/// it in pieces and installs it. Before, the snapshot was one message over the 16 MiB frame
+/// limit, refused at every try: past 16 MiB no node could be replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_installs_a_snapshot_larger_than_a_frame() {
+    let mut nodes = Processes::new("quorum-big-snapshot");
+    let addrs = loopback_addrs(&[1, 2, 3]).await.unwrap();
+    // Snapshots every few entries, so that the log cannot catch the wiped node up.
+    let often = ["--snapshot-entries".to_owned(), "5".to_owned()];
+    for id in [1, 2, 3] {
+        nodes.start_durable(id, &addrs, &often);
+    }
+    let mut cluster = Cluster::new(
+        addrs
+            .iter()
+            .map(|(&id, addr)| RemoteNode::connect(id, addr, &plus_mux::Config::default()).unwrap())
+            .collect(),
+    );
+    cluster.deadline = Duration::from_secs(30);
+    cluster.set("warm-up", "x").await.unwrap();
+    let leader = cluster.leader().await.expect("a leader");
+    let wiped = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
+    nodes.kill(wiped);
+    std::fs::remove_dir_all(nodes.dir.join(format!("node{wiped}"))).unwrap();
+    for i in 0..30u64 {
+        cluster.set(&format!("state-{i}"), incompressible(1 << 20, 100 + i)).await.unwrap();
+    }
+    let mut join = often.to_vec();
+    join.push("--join".to_owned());
+    nodes.start_durable(wiped, &addrs, &join);
+    let target = {
+        let handles = cluster.handles();
+        let node = handles.iter().find(|n| n.id() == leader).unwrap();
+        node.status().await.unwrap().applied
+    };
+    let mut caught_up = None;
+    for _ in 0..300 {
+        let handles = cluster.handles();
+        let node = handles.iter().find(|n| n.id() == wiped).unwrap();
+        if let Ok(status) = node.status().await
+            && status.applied >= target
+            && !status.recovering
+        {
+            caught_up = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = nodes.log(wiped);
+    assert!(caught_up.is_some(), "the wiped node never caught up:\n{log}");
+    for node in cluster.handles() {
+        node.close();
+    }
+    drop(nodes);
+}

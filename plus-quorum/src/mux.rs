@@ -98,6 +98,16 @@ enum Wire {
         from: NodeId,
         msgs: Vec<Message>,
     },
+    /// A piece of an encoded `RaftBatch` too large for one frame (a snapshot of a large
+    /// state): the pieces of one transfer arrive in order on one connection, and the batch is
+    /// delivered once all `total` bytes are there.
+    Chunk {
+        from: NodeId,
+        transfer: u64,
+        offset: u64,
+        total: u64,
+        bytes: Bytes,
+    },
     Write {
         op: WriteOp,
         deadline_ms: u64,
@@ -157,6 +167,11 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Bytes {
 /// # Errors
 /// [`WireError`] for a bad size, bad compression or bad msgpack.
 pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+    decode_at_most(body, MAX_DECOMPRESSED)
+}
+
+/// [`decode`], refusing bodies that claim more than `max` bytes decompressed.
+fn decode_at_most<T: DeserializeOwned>(body: &[u8], max: usize) -> Result<T, WireError> {
     let prefix = body
         .get(..4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -172,10 +187,8 @@ pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
         return rmp_serde::from_slice(raw).map_err(|e| WireError(e.to_string()));
     }
     let size = prefix as usize;
-    if size > MAX_DECOMPRESSED {
-        return Err(WireError(format!(
-            "claims {size} bytes decompressed, above {MAX_DECOMPRESSED}"
-        )));
+    if size > max {
+        return Err(WireError(format!("claims {size} bytes decompressed, above {max}")));
     }
     let raw = lz4_flex::decompress_size_prepended(body).map_err(|e| WireError(e.to_string()))?;
     rmp_serde::from_slice(&raw).map_err(|e| WireError(e.to_string()))
@@ -184,7 +197,9 @@ pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
 impl Wire {
     fn request(&self) -> Request {
         match self {
-            Self::Raft { from, .. } | Self::RaftBatch { from, .. } => Request::Raft { from: *from },
+            Self::Raft { from, .. } | Self::RaftBatch { from, .. } | Self::Chunk { from, .. } => {
+                Request::Raft { from: *from }
+            }
             Self::Write { .. } => Request::Write,
             Self::Read { .. } => Request::Read,
             Self::Status => Request::Status,
@@ -197,9 +212,10 @@ impl Wire {
     /// The reply that refuses this request.
     fn refusal(&self, error: StoreError) -> WireReply {
         match self {
-            Self::Raft { .. } | Self::RaftBatch { .. } | Self::Write { .. } => {
-                WireReply::Write(Err(error))
-            }
+            Self::Raft { .. }
+            | Self::RaftBatch { .. }
+            | Self::Chunk { .. }
+            | Self::Write { .. } => WireReply::Write(Err(error)),
             Self::Read { .. } => WireReply::Read(Err(error)),
             Self::Status => WireReply::Status(Err(error)),
             Self::Watch { .. } => WireReply::Watch(Err(error)),
@@ -249,9 +265,38 @@ struct NodeService {
     refused: std::sync::atomic::AtomicU64,
     /// Requests refused on every connection of the endpoint.
     refused_total: Arc<std::sync::atomic::AtomicU64>,
+    /// The transfer in pieces arriving on this connection.
+    assembly: std::sync::Mutex<Assembly>,
 }
 
 impl NodeService {
+    /// A piece of a transfer: the batch it completes, delivered.
+    fn chunk(
+        &self,
+        from: NodeId,
+        transfer: u64,
+        offset: u64,
+        total: u64,
+        bytes: &[u8],
+    ) -> Result<(), WireError> {
+        let whole = self
+            .assembly
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .add(from, transfer, offset, total, bytes)?;
+        let Some(body) = whole else { return Ok(()) };
+        match decode_at_most::<Wire>(&body, MAX_TRANSFER_BYTES as usize)? {
+            // The pieces were checked as `from`'s; so must be what they carry.
+            Wire::RaftBatch { from: inner, msgs } if inner == from => {
+                for msg in msgs {
+                    self.node.deliver(from, msg);
+                }
+                Ok(())
+            }
+            _ => Err(WireError("a transfer that is not its sender's batch".into())),
+        }
+    }
+
     fn refuse(&self, request: Request) -> StoreError {
         use std::sync::atomic::Ordering::Relaxed;
         self.refused_total.fetch_add(1, Relaxed);
@@ -284,6 +329,11 @@ impl Handler for NodeService {
             }
             Wire::Raft { from, msg } => {
                 self.node.deliver(from, msg);
+                WireReply::Delivered
+            }
+            Wire::Chunk { from, transfer, offset, total, bytes } => {
+                self.chunk(from, transfer, offset, total, &bytes)
+                    .map_err(|e| HandlerError::new(e.to_string()))?;
                 WireReply::Delivered
             }
             Wire::Write { op, deadline_ms } => {
@@ -377,6 +427,7 @@ pub fn serve_secured(
             peer: peer.addr,
             refused: std::sync::atomic::AtomicU64::new(0),
             refused_total: Arc::clone(&refused_total),
+            assembly: std::sync::Mutex::default(),
         }))
     });
     let inner = match security {
@@ -459,6 +510,77 @@ pub struct MuxTransport {
 const MAX_BATCH_BYTES: usize = 8 << 20;
 /// The most messages in one frame to a peer.
 const MAX_BATCH_MESSAGES: usize = 1024;
+
+/// An encoded batch larger than this (a snapshot of a large state) travels in pieces of this
+/// size, each its own frame.
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// The largest batch a transfer in pieces may carry, encoded: a node holds the pieces until
+/// the last one arrives (and lz4's size prefix, 32 bits, bounds it anyway).
+const MAX_TRANSFER_BYTES: u64 = u32::MAX as u64;
+
+/// The frames that carry `body`, an encoded batch from `from`: itself, or, past
+/// [`CHUNK_BYTES`], its pieces as transfer `transfer`.
+fn frames_of(from: NodeId, transfer: u64, body: Bytes) -> Vec<Bytes> {
+    if body.len() <= CHUNK_BYTES {
+        return vec![body];
+    }
+    let total = body.len() as u64;
+    (0..body.len())
+        .step_by(CHUNK_BYTES)
+        .map(|start| {
+            let bytes = body.slice(start..(start + CHUNK_BYTES).min(body.len()));
+            encode(&Wire::Chunk { from, transfer, offset: start as u64, total, bytes })
+        })
+        .collect()
+}
+
+/// A transfer in pieces being put back together on one connection.
+#[derive(Debug, Default)]
+struct Assembly {
+    from: NodeId,
+    transfer: u64,
+    total: u64,
+    bytes: Vec<u8>,
+}
+
+impl Assembly {
+    /// Adds a piece; the whole body once the last piece is in. A piece out of order, or of
+    /// another transfer, starts over (the protocol resends what was lost).
+    fn add(
+        &mut self,
+        from: NodeId,
+        transfer: u64,
+        offset: u64,
+        total: u64,
+        bytes: &[u8],
+    ) -> Result<Option<Vec<u8>>, WireError> {
+        if total > MAX_TRANSFER_BYTES {
+            return Err(WireError(format!(
+                "a transfer of {total} bytes, above {MAX_TRANSFER_BYTES}"
+            )));
+        }
+        if offset == 0 {
+            *self = Self { from, transfer, total, bytes: Vec::new() };
+        } else if (self.from, self.transfer, self.total) != (from, transfer, total)
+            || offset != self.bytes.len() as u64
+        {
+            *self = Self::default();
+            return Err(WireError(format!(
+                "piece at {offset} of transfer {transfer} from node {from} out of order"
+            )));
+        }
+        if offset + bytes.len() as u64 > total {
+            *self = Self::default();
+            return Err(WireError("a piece past its transfer's end".into()));
+        }
+        self.bytes.extend_from_slice(bytes);
+        if self.bytes.len() as u64 == total {
+            return Ok(Some(std::mem::take(self).bytes));
+        }
+        Ok(None)
+    }
+}
 
 /// Cuts the messages queued for a peer into frames: at most [`MAX_BATCH_MESSAGES`] and
 /// [`MAX_BATCH_BYTES`] each, a snapshot always alone.
@@ -578,6 +700,7 @@ impl MuxTransport {
         tokio::spawn(async move {
             let mut batches = Batcher::default();
             let mut log = SendFailures::default();
+            let mut transfers = 0u64;
             // Everything queued while the previous frame was going out leaves in as few
             // frames as fit the byte bound.
             while let Some((from, first)) = rx.recv().await {
@@ -589,11 +712,16 @@ impl MuxTransport {
                     }
                 }
                 for msgs in batches.take() {
-                    if let Err(e) = sender.send_async(encode(&Wire::RaftBatch { from, msgs })).await
-                    {
-                        // The protocol resends; what must not happen is silence.
-                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        log.warn(id, &e);
+                    let body = encode(&Wire::RaftBatch { from, msgs });
+                    transfers += 1;
+                    for frame in frames_of(from, transfers, body) {
+                        if let Err(e) = sender.send_async(frame).await {
+                            // The protocol resends; what must not happen is silence. The rest
+                            // of a transfer in pieces would be refused anyway: drop it.
+                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            log.warn(id, &e);
+                            break;
+                        }
                     }
                 }
             }
@@ -887,6 +1015,66 @@ mod tests {
         check(vec![append(1), snapshot.clone(), append(1)], &[1, 1, 1]);
         let vote = Message::VoteReply { term: 1, granted: true };
         check(vec![vote; 2_000], &[MAX_BATCH_MESSAGES, 2_000 - MAX_BATCH_MESSAGES]);
+    }
+
+    #[test]
+    fn a_batch_too_large_for_a_frame_travels_in_pieces_and_comes_back_whole() {
+        // 20 MiB of bytes no compressor shrinks, as a snapshot would carry them.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let value: Vec<u8> = (0..20 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect();
+        let msg = Message::Append {
+            term: 1,
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![crate::Entry {
+                term: 1,
+                index: 1,
+                payload: crate::Payload::Write(WriteOp::Set {
+                    key: "k".into(),
+                    value: Bytes::from(value),
+                }),
+            }],
+            commit: 0,
+            read_seq: 0,
+        };
+        let body = encode(&Wire::RaftBatch { from: 2, msgs: vec![msg.clone()] });
+        let frames = frames_of(2, 7, body.clone());
+        assert_eq!(frames.len(), body.len().div_ceil(CHUNK_BYTES), "in 4 MiB pieces");
+        assert!(frames.len() > 5, "20 MiB and its encoding");
+        assert!(frames.iter().all(|f| f.len() < 5 << 20));
+        let mut assembly = Assembly::default();
+        let mut whole = None;
+        for frame in &frames {
+            let Wire::Chunk { from, transfer, offset, total, bytes } = decode(frame).unwrap()
+            else {
+                panic!("not a piece")
+            };
+            whole = assembly.add(from, transfer, offset, total, &bytes).unwrap();
+        }
+        let whole = whole.expect("the last piece completes it");
+        assert_eq!(whole, body.to_vec());
+        let Wire::RaftBatch { from: 2, msgs } = decode_at_most(&whole, usize::MAX).unwrap() else {
+            panic!("not the batch")
+        };
+        assert_eq!(msgs, vec![msg]);
+
+        // A piece out of order, or of another transfer, starts over; a lying total is refused.
+        let piece = |offset: u64, transfer: u64| (2, transfer, offset, 8 << 20, vec![0u8; 4 << 20]);
+        let mut assembly = Assembly::default();
+        let (f, t, o, n, b) = piece(0, 1);
+        assert_eq!(assembly.add(f, t, o, n, &b).unwrap(), None);
+        let (f, t, o, n, b) = piece(4 << 20, 2);
+        assert!(assembly.add(f, t, o, n, &b).is_err());
+        let (f, t, o, n, b) = piece(4 << 20, 1);
+        assert!(assembly.add(f, t, o, n, &b).is_err(), "the transfer was dropped");
+        assert!(assembly.add(2, 3, 0, u64::MAX, &[1]).is_err());
     }
 
     #[test]
