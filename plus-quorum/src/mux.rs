@@ -267,6 +267,9 @@ struct NodeService {
     refused_total: Arc<std::sync::atomic::AtomicU64>,
     /// The transfer in pieces arriving on this connection.
     assembly: std::sync::Mutex<Assembly>,
+    /// Where this endpoint reaches its peers: told to clients that ask for the membership,
+    /// for members whose configuration carries no address (a cluster's first members).
+    peer_addresses: Arc<HashMap<NodeId, String>>,
 }
 
 impl NodeService {
@@ -346,7 +349,18 @@ impl Handler for NodeService {
             Wire::ChangeCluster { change, deadline_ms } => WireReply::ChangeCluster(
                 self.node.change_cluster(change, Duration::from_millis(deadline_ms)).await,
             ),
-            Wire::Membership => WireReply::Membership(self.node.membership().await),
+            Wire::Membership => WireReply::Membership(self.node.membership().await.map(|m| {
+                // A client that knows one node learns where the others are.
+                let mut membership = m;
+                let missing: Vec<NodeId> =
+                    membership.members().filter(|&id| membership.address(id).is_none()).collect();
+                for id in missing {
+                    if let Some(addr) = self.peer_addresses.get(&id) {
+                        membership = membership.with_address(id, addr.clone());
+                    }
+                }
+                membership
+            })),
             Wire::Watch { request, wait_ms } => WireReply::Watch(
                 // A peer's number: bounded, like everything that comes from outside.
                 self.node.watch(request, Duration::from_millis(wait_ms.min(60_000))).await,
@@ -414,6 +428,19 @@ pub fn serve_secured(
     config: MuxConfig,
     security: &Security,
 ) -> Result<Server, ConfigError> {
+    serve_with_peers(listener, node, config, security, HashMap::new())
+}
+
+/// [`serve_secured`], telling clients that ask for the membership where `peers` (`id ->
+/// host:port`) are, for members the configuration holds no address of.
+fn serve_with_peers(
+    listener: TcpListener,
+    node: NodeHandle,
+    config: MuxConfig,
+    security: &Security,
+    peers: HashMap<NodeId, String>,
+) -> Result<Server, ConfigError> {
+    let peer_addresses = Arc::new(peers);
     let mut server_config = ServerConfig::default();
     server_config.connection = plus_peers(config);
     let refused_requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -428,6 +455,7 @@ pub fn serve_secured(
             refused: std::sync::atomic::AtomicU64::new(0),
             refused_total: Arc::clone(&refused_total),
             assembly: std::sync::Mutex::default(),
+            peer_addresses: Arc::clone(&peer_addresses),
         }))
     });
     let inner = match security {
@@ -813,7 +841,7 @@ impl MuxNode {
         let transport = MuxTransport::secured(&peers, &mux, security).map_err(|e| e.to_string())?;
         let node =
             crate::spawn_node(config, storage, transport.clone()).map_err(|e| e.to_string())?;
-        let server = serve_secured(listener, node.handle.clone(), mux, security)
+        let server = serve_with_peers(listener, node.handle.clone(), mux, security, peers)
             .map_err(|e| e.to_string())?;
         Ok(Self { handle: node.handle, server, transport })
     }
