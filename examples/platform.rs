@@ -125,8 +125,18 @@ struct Args {
     agent_app: PathBuf,
     /// The pre-shared key the platform and its agents prove to each other (a file readable by
     /// its owner only). Default: a new random key for the run, in the agents' root.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "agents_tls_cert")]
     agents_psk_file: Option<PathBuf>,
+    /// Mutual TLS between the platform and its agents instead of a key: the certificate (PEM)
+    /// the platform listens with and gives the agents it starts.
+    #[arg(long, requires_all = ["agents_tls_key", "agents_tls_ca"])]
+    agents_tls_cert: Option<PathBuf>,
+    /// The key of --agents-tls-cert (PEM).
+    #[arg(long, requires_all = ["agents_tls_cert", "agents_tls_ca"])]
+    agents_tls_key: Option<PathBuf>,
+    /// The CA (PEM) the platform and its agents trust.
+    #[arg(long, requires_all = ["agents_tls_cert", "agents_tls_key"])]
+    agents_tls_ca: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -480,13 +490,29 @@ async fn start_agents(args: &Args, apps: &mut Vec<(AppCode, Manifest)>) -> Resul
         None => (std::env::temp_dir().join(format!("plus-platform-{}", std::process::id())), true),
     };
     // Loopback is no authentication against other users of this machine: the platform and
-    // its agents prove a key to each other before any step or heartbeat.
-    let (key_file, key) = agents::agents_key(args.agents_psk_file.as_deref(), &root)?;
+    // its agents prove who they are to each other (TLS, or a key) before any step or
+    // heartbeat.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let address = listener.local_addr().map_err(|e| e.to_string())?.to_string();
-    let serving = agent_hosts.serve(key.listener(listener));
+    let (serving, credentials) =
+        match (&args.agents_tls_cert, &args.agents_tls_key, &args.agents_tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                let tls =
+                    plus_mux::Tls::from_pem_files(cert, key, ca).map_err(|e| e.to_string())?;
+                let credentials = [("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca)]
+                    .into_iter()
+                    .flat_map(|(flag, path)| [flag.into(), path.clone().into_os_string()])
+                    .collect::<Vec<std::ffi::OsString>>();
+                (agent_hosts.serve(tls.listener(listener)), credentials)
+            }
+            _ => {
+                let (key_file, key) = agents::agents_key(args.agents_psk_file.as_deref(), &root)?;
+                let credentials = vec!["--psk-file".into(), key_file.into_os_string()];
+                (agent_hosts.serve(key.listener(listener)), credentials)
+            }
+        };
     let processes =
-        agents::AgentProcesses::start(&agent, &address, &hosts, (root, remove_root), &key_file)?;
+        agents::AgentProcesses::start(&agent, &address, &hosts, (root, remove_root), &credentials)?;
     println!(
         "agents    {} agent processes for {app} on {address}, hosts and logs in {}",
         hosts.len(),

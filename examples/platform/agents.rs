@@ -117,14 +117,14 @@ pub(crate) struct AgentProcesses {
 
 impl AgentProcesses {
     /// Starts an agent per host in `hosts`, each with the directory `root/HOST` and its log in
-    /// `root/HOST.log`, connecting to the platform at `platform` and proving the key in
-    /// `key_file`.
+    /// `root/HOST.log`, connecting to the platform at `platform` with `credentials` (the
+    /// arguments that give the agent its TLS files or its key).
     pub(crate) fn start(
         program: &Path,
         platform: &str,
         hosts: &[HostId],
         (root, remove_root): (PathBuf, bool),
-        key_file: &Path,
+        credentials: &[std::ffi::OsString],
     ) -> Result<Self, String> {
         std::fs::create_dir_all(&root)
             .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
@@ -141,8 +141,7 @@ impl AgentProcesses {
                 .arg(HEARTBEAT.as_millis().to_string())
                 .arg("--root")
                 .arg(started.root.join(host.as_str()))
-                .arg("--psk-file")
-                .arg(key_file)
+                .args(credentials)
                 .stdin(Stdio::piped())
                 .stdout(log)
                 .stderr(err_log);
@@ -305,8 +304,7 @@ impl AgentHosts {
 
     /// Accepts agents that prove the platform's key on `listener` until the task is dropped,
     /// and watches their liveness.
-    pub(crate) fn serve(self: &Arc<Self>, mut listener: plus_mux::PskListener) -> ServeTasks {
-        use plus_mux::Accept;
+    pub(crate) fn serve<A: plus_mux::Accept>(self: &Arc<Self>, mut listener: A) -> ServeTasks {
         let accepting = {
             let hosts = Arc::clone(self);
             tokio::spawn(async move {
@@ -331,7 +329,7 @@ impl AgentHosts {
                         ..plus_mux::Config::default()
                     };
                     let handler = Arc::clone(&link) as Arc<dyn Handler>;
-                    if let Ok(connection) = Connection::from_tcp(stream, config, handler) {
+                    if let Ok(connection) = Connection::new(stream, config, handler) {
                         let _ = link.connection.set(connection);
                     }
                 }

@@ -177,3 +177,38 @@ fn a_local_process_cannot_take_over_a_registered_agent() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The platform and its agents over mutual TLS instead of the run's key, with certificates
+/// made by `quorum_certs`.
+#[test]
+fn the_platform_and_its_agents_can_use_mutual_tls() {
+    let root = work_dir("tls");
+    let certs = root.with_extension("certs");
+    let _ = std::fs::remove_dir_all(&certs);
+    let made = Command::new(common::example("quorum_certs"))
+        .arg("--out")
+        .arg(&certs)
+        .args(["--nodes", "1"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let file = |name: &str| certs.join(name).display().to_string();
+    let (cert, key, ca) = (file("node-1.pem"), file("node-1.key"), file("ca.pem"));
+    let args = [
+        "--agents",
+        "2",
+        "--agents-tls-cert",
+        &cert,
+        "--agents-tls-key",
+        &key,
+        "--agents-tls-ca",
+        &ca,
+    ];
+    let output = Platform::run(&args, &root);
+    let line = last_line(&output);
+    assert!(output.status.success(), "{line}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(line.ends_with(" agents=2 lost_agents=0"), "{line}");
+    assert!(!root.join("agents.key").exists(), "no key was made: TLS was used");
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(&certs);
+}
