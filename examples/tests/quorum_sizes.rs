@@ -265,3 +265,43 @@ async fn a_client_with_one_followers_address_finds_the_leader() {
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "yes");
     drop(nodes);
 }
+
+/// A transaction of 300,000 sets (7 MB) is refused at once, with the figures, and the leader
+/// keeps its term. Before, it ran on the node's loop past the election timeout: the leader was
+/// deposed and the transaction lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_transaction_is_refused_without_deposing_the_leader() {
+    use plus_quorum::{Txn, TxnOp};
+    let mut nodes = Processes::new("quorum-huge-txn");
+    let addrs = loopback_addrs(&[1, 2, 3]).await.unwrap();
+    for id in [1, 2, 3] {
+        nodes.start(id, &addrs, &[]);
+    }
+    let mut cluster = Cluster::new(
+        addrs
+            .iter()
+            .map(|(&id, addr)| RemoteNode::connect(id, addr, &plus_mux::Config::default()).unwrap())
+            .collect(),
+    );
+    cluster.deadline = Duration::from_secs(30);
+    cluster.set("before", "x").await.unwrap();
+    let none: [String; 0] = [];
+    let (leader, term) = common::leader(&peers(&addrs), &none).expect("a leader");
+    let sets = (0..300_000)
+        .map(|i| TxnOp::Set { key: format!("bulk/{i:07}"), value: "v".into(), lease: None })
+        .collect();
+    let huge = Txn { when: vec![], then: sets, otherwise: vec![] };
+    let refused = cluster.txn(huge).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Client(ClientError::TooLarge { what, size: 300_000, limit: 128 })) if what == "operations"),
+        "{refused:?}"
+    );
+    cluster.set("after", "x").await.unwrap();
+    let logs: String = [1, 2, 3].iter().map(|&id| nodes.log(id)).collect();
+    assert_eq!(
+        common::leader(&peers(&addrs), &none),
+        Some((leader, term)),
+        "the leader kept its term:\n{logs}"
+    );
+    drop(nodes);
+}

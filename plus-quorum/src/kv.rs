@@ -252,7 +252,8 @@ impl KvState {
         WriteResult::Txn { succeeded, version: index, results }
     }
 
-    fn range(&self, range: &Range) -> RangeResult {
+    /// Answers `range` from the present state.
+    pub(crate) fn range(&self, range: &Range) -> RangeResult {
         range_of(&self.map, range)
     }
 
@@ -269,9 +270,7 @@ impl KvState {
             ReadOp::MultiGet(keys) => {
                 ReadResult::Values(keys.iter().map(|k| self.map.get(k).cloned()).collect())
             }
-            ReadOp::Keys(pattern) => ReadResult::Keys(
-                self.map.keys().filter(|k| glob_match(pattern, k)).cloned().collect(),
-            ),
+            ReadOp::Keys(pattern) => ReadResult::Keys(self.keys_matching(pattern, usize::MAX)),
             ReadOp::Len => ReadResult::Len(self.map.len()),
             ReadOp::Range(range) => ReadResult::Range(self.range(range)),
             ReadOp::Leases => ReadResult::Leases(self.leases.map.keys().copied().collect()),
@@ -281,21 +280,27 @@ impl KvState {
         }
     }
 
+    /// The keys matching `pattern`, sorted, at most `at_most` of them.
+    pub(crate) fn keys_matching(&self, pattern: &str, at_most: usize) -> Vec<String> {
+        self.map.keys().filter(|k| glob_match(pattern, k)).take(at_most).cloned().collect()
+    }
+
     /// A live lease's TTL and keys.
     pub(crate) fn lease(&self, lease: LeaseId) -> Option<(u64, Vec<String>)> {
         self.leases.map.get(&lease).map(|s| (s.ttl_ms, s.keys.iter().cloned().collect()))
     }
 
-    /// Every live lease with its TTL, in milliseconds.
     /// Bytes of keys and values held: what the storage quota counts.
     pub(crate) fn bytes(&self) -> usize {
         self.map.iter().map(|(k, v)| k.len() + v.value.len()).sum()
     }
 
+    /// How many leases live.
     pub(crate) fn lease_count(&self) -> usize {
         self.leases.map.len()
     }
 
+    /// Every live lease with its TTL, in milliseconds.
     pub(crate) fn lease_ttls(&self) -> impl Iterator<Item = (LeaseId, u64)> + '_ {
         self.leases.map.iter().map(|(&id, s)| (id, s.ttl_ms))
     }

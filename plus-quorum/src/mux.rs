@@ -34,6 +34,9 @@ const MAX_DECOMPRESSED: usize = 256 << 20;
 /// allocations and a pass over the bytes at each end.
 const COMPRESS_FROM: usize = 1024;
 
+/// Bodies from this size are decoded on a blocking thread rather than on the connection's task.
+const DECODE_INLINE_BELOW: usize = 64 * 1024;
+
 /// Set in the size prefix of a body sent uncompressed; the rest of the prefix is its length.
 /// No compressed body sets it (those claim at most [`MAX_DECOMPRESSED`]), so bodies of earlier
 /// versions, all compressed, still decode; an earlier version refuses a raw body as too big.
@@ -273,14 +276,15 @@ struct NodeService {
 }
 
 impl NodeService {
-    /// A piece of a transfer: the batch it completes, delivered.
-    fn chunk(
+    /// A piece of a transfer: the batch it completes, delivered (decoded on a blocking thread:
+    /// it may be a large state).
+    async fn chunk(
         &self,
         from: NodeId,
         transfer: u64,
         offset: u64,
         total: u64,
-        bytes: &[u8],
+        bytes: Bytes,
     ) -> Result<(), WireError> {
         let whole = self
             .assembly
@@ -288,7 +292,12 @@ impl NodeService {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .add(from, transfer, offset, total, bytes)?;
         let Some(body) = whole else { return Ok(()) };
-        match decode_at_most::<Wire>(&body, MAX_TRANSFER_BYTES as usize)? {
+        let decoded = tokio::task::spawn_blocking(move || {
+            decode_at_most::<Wire>(&body, MAX_TRANSFER_BYTES as usize)
+        })
+        .await
+        .map_err(|e| WireError(e.to_string()))??;
+        match decoded {
             // The pieces were checked as `from`'s; so must be what they carry.
             Wire::RaftBatch { from: inner, msgs } if inner == from => {
                 for msg in msgs {
@@ -318,7 +327,18 @@ impl NodeService {
 #[async_trait]
 impl Handler for NodeService {
     async fn handle(&self, request: Bytes) -> Result<Bytes, HandlerError> {
-        let wire: Wire = decode(&request).map_err(|e| HandlerError::new(e.to_string()))?;
+        let wire: Wire = if request.len() < DECODE_INLINE_BELOW {
+            decode(&request)
+        } else {
+            // A large body (a transaction of many operations, a piece of a snapshot) takes a
+            // while to decode: on a blocking thread, so that the runtime's workers, and the
+            // node's loop among their tasks, keep running (a worker busy for a second held
+            // the node's task in its slot, and the followers elected another leader).
+            tokio::task::spawn_blocking(move || decode(&request))
+                .await
+                .map_err(|e| HandlerError::new(e.to_string()))?
+        }
+        .map_err(|e| HandlerError::new(e.to_string()))?;
         let asked = wire.request();
         if !self.principal.may(asked) {
             return Ok(encode(&wire.refusal(self.refuse(asked))));
@@ -335,7 +355,8 @@ impl Handler for NodeService {
                 WireReply::Delivered
             }
             Wire::Chunk { from, transfer, offset, total, bytes } => {
-                self.chunk(from, transfer, offset, total, &bytes)
+                self.chunk(from, transfer, offset, total, bytes)
+                    .await
                     .map_err(|e| HandlerError::new(e.to_string()))?;
                 WireReply::Delivered
             }
@@ -563,50 +584,72 @@ fn frames_of(from: NodeId, transfer: u64, body: Bytes) -> Vec<Bytes> {
         .collect()
 }
 
-/// A transfer in pieces being put back together on one connection.
+/// A transfer in pieces being put back together on one connection. Pieces may be handled out
+/// of order (large bodies are decoded on blocking threads), so they are kept by offset until
+/// every byte is there.
 #[derive(Debug, Default)]
 struct Assembly {
     from: NodeId,
     transfer: u64,
     total: u64,
-    bytes: Vec<u8>,
+    received: u64,
+    pieces: std::collections::BTreeMap<u64, Bytes>,
 }
 
 impl Assembly {
-    /// Adds a piece; the whole body once the last piece is in. A piece out of order, or of
-    /// another transfer, starts over (the protocol resends what was lost).
+    /// Adds a piece; the whole body once every piece is in. A piece of a newer transfer from
+    /// the same sender starts over (the protocol resends what was lost), one of an older
+    /// transfer is dropped.
     fn add(
         &mut self,
         from: NodeId,
         transfer: u64,
         offset: u64,
         total: u64,
-        bytes: &[u8],
+        bytes: Bytes,
     ) -> Result<Option<Vec<u8>>, WireError> {
         if total > MAX_TRANSFER_BYTES {
             return Err(WireError(format!(
                 "a transfer of {total} bytes, above {MAX_TRANSFER_BYTES}"
             )));
         }
-        if offset == 0 {
-            *self = Self { from, transfer, total, bytes: Vec::new() };
-        } else if (self.from, self.transfer, self.total) != (from, transfer, total)
-            || offset != self.bytes.len() as u64
-        {
-            *self = Self::default();
-            return Err(WireError(format!(
-                "piece at {offset} of transfer {transfer} from node {from} out of order"
-            )));
-        }
-        if offset + bytes.len() as u64 > total {
-            *self = Self::default();
+        let end = offset.checked_add(bytes.len() as u64).filter(|&end| end <= total);
+        let Some(_) = end else {
             return Err(WireError("a piece past its transfer's end".into()));
+        };
+        if (from, transfer) != (self.from, self.transfer)
+            || self.pieces.is_empty() && self.received == 0
+        {
+            if from == self.from && transfer < self.transfer {
+                return Err(WireError(format!(
+                    "a piece of transfer {transfer}, replaced by {}",
+                    self.transfer
+                )));
+            }
+            *self = Self { from, transfer, total, received: 0, pieces: Default::default() };
         }
-        self.bytes.extend_from_slice(bytes);
-        if self.bytes.len() as u64 == total {
-            return Ok(Some(std::mem::take(self).bytes));
+        if total != self.total {
+            *self = Self::default();
+            return Err(WireError("pieces of one transfer disagree on its size".into()));
         }
-        Ok(None)
+        if self.pieces.contains_key(&offset) {
+            return Err(WireError(format!("piece at {offset} of transfer {transfer} twice")));
+        }
+        self.received += bytes.len() as u64;
+        self.pieces.insert(offset, bytes);
+        if self.received < self.total {
+            return Ok(None);
+        }
+        let pieces = std::mem::take(&mut self.pieces);
+        *self = Self { from, transfer, ..Self::default() };
+        let mut whole = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        for (offset, piece) in pieces {
+            if offset != whole.len() as u64 {
+                return Err(WireError(format!("transfer {transfer} has overlapping pieces")));
+            }
+            whole.extend_from_slice(&piece);
+        }
+        Ok(Some(whole))
     }
 }
 
@@ -1084,7 +1127,7 @@ mod tests {
             else {
                 panic!("not a piece")
             };
-            whole = assembly.add(from, transfer, offset, total, &bytes).unwrap();
+            whole = assembly.add(from, transfer, offset, total, bytes).unwrap();
         }
         let whole = whole.expect("the last piece completes it");
         assert_eq!(whole, body.to_vec());
@@ -1093,16 +1136,29 @@ mod tests {
         };
         assert_eq!(msgs, vec![msg]);
 
-        // A piece out of order, or of another transfer, starts over; a lying total is refused.
-        let piece = |offset: u64, transfer: u64| (2, transfer, offset, 8 << 20, vec![0u8; 4 << 20]);
+        // Pieces in any order come back whole; a newer transfer replaces an older one; a
+        // piece past the end, or twice, is refused.
         let mut assembly = Assembly::default();
-        let (f, t, o, n, b) = piece(0, 1);
-        assert_eq!(assembly.add(f, t, o, n, &b).unwrap(), None);
-        let (f, t, o, n, b) = piece(4 << 20, 2);
-        assert!(assembly.add(f, t, o, n, &b).is_err());
-        let (f, t, o, n, b) = piece(4 << 20, 1);
-        assert!(assembly.add(f, t, o, n, &b).is_err(), "the transfer was dropped");
-        assert!(assembly.add(2, 3, 0, u64::MAX, &[1]).is_err());
+        let mut shuffled: Vec<&Bytes> = frames.iter().collect();
+        shuffled.reverse();
+        let mut whole = None;
+        for frame in shuffled {
+            let Wire::Chunk { from, transfer, offset, total, bytes } = decode(frame).unwrap()
+            else {
+                panic!("not a piece")
+            };
+            whole = assembly.add(from, transfer, offset, total, bytes).unwrap();
+        }
+        assert_eq!(whole.expect("complete"), body.to_vec());
+        let piece = |len: usize| Bytes::from(vec![0u8; len]);
+        let mut assembly = Assembly::default();
+        assert_eq!(assembly.add(2, 1, 0, 8, piece(4)).unwrap(), None);
+        assert!(assembly.add(2, 1, 0, 8, piece(4)).is_err(), "twice");
+        assert_eq!(assembly.add(2, 2, 4, 8, piece(4)).unwrap(), None, "transfer 2 replaces 1");
+        assert!(assembly.add(2, 1, 0, 8, piece(4)).is_err(), "transfer 1 is gone");
+        assert_eq!(assembly.add(2, 2, 0, 8, piece(4)).unwrap(), Some(vec![0; 8]));
+        assert!(assembly.add(2, 3, 6, 8, piece(4)).is_err(), "past the end");
+        assert!(assembly.add(2, 3, 0, u64::MAX, piece(1)).is_err());
     }
 
     #[test]

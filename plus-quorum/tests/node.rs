@@ -301,3 +301,64 @@ fn a_store_over_its_quota_refuses_growth_until_deletes_free_space() {
     assert_eq!(n.stats().state_bytes, 601);
     n.write(5, set("c")).unwrap();
 }
+
+/// A read that would answer with more keys than the cluster allows is refused, and pages
+/// through with a range's limit instead; counting is always allowed.
+#[test]
+fn reads_past_the_key_limit_are_refused_and_paged_instead() {
+    use plus_quorum::{Range, ReadOp, ReadResult, Response};
+    let mut disk = MemStorage::new();
+    let config = Config { max_read_keys: 5, ..Config::new(1, vec![1]) };
+    let node = Node::new(config, &mut disk, Timestamp::ZERO).unwrap();
+    let mut n = Host { node, disk };
+    n.tick(Timestamp::from_millis(1_000));
+    for i in 0..10 {
+        n.write(i, WriteOp::Set { key: format!("k{i}"), value: Bytes::from("v") }).unwrap();
+        drain(&mut n);
+    }
+    while n.poll_output().is_some() {}
+    let range = |limit: Option<usize>, count_only: bool| {
+        let mut range = Range::prefix("k");
+        range.limit = limit;
+        range.count_only = count_only;
+        ReadOp::Range(range)
+    };
+    let cases: Vec<(ReadOp, Result<usize, &str>)> = vec![
+        (ReadOp::Keys("*".into()), Err("keys in one read")),
+        (range(None, false), Err("keys in one read")),
+        (range(Some(3), false), Ok(3)),
+        (range(Some(5), false), Ok(5)),
+        (range(None, true), Ok(10)),
+        (ReadOp::Keys("k1*".into()), Ok(1)),
+    ];
+    for (id, (op, expected)) in (100..).zip(cases) {
+        n.read(id, op.clone()).unwrap();
+        let result = loop {
+            drain(&mut n);
+            n.tick(Timestamp::from_millis(2_000 + id));
+            if let Some(o) = std::iter::from_fn(|| n.poll_output()).find(|o| o.id == id) {
+                break o.result;
+            }
+        };
+        let got = match result {
+            Ok(Response::Read(ReadResult::Keys(keys))) => Ok(keys.len()),
+            Ok(Response::Read(ReadResult::Range(r))) => {
+                Ok(if r.kvs.is_empty() { r.count } else { r.kvs.len() })
+            }
+            Ok(other) => panic!("{op:?}: {other:?}"),
+            Err(ClientError::TooLarge { what, size, limit }) => {
+                assert_eq!(limit, 5, "{op:?}");
+                assert!(size > 5, "{op:?}: {size}");
+                Err(what)
+            }
+            Err(other) => panic!("{op:?}: {other}"),
+        };
+        match (got, expected) {
+            (Ok(n), Ok(m)) => assert_eq!(n, m, "{op:?}"),
+            (Err(what), Err(prefix)) => assert!(what.starts_with(prefix), "{op:?}: {what}"),
+            (got, expected) => panic!("{op:?}: {got:?}, expected {expected:?}"),
+        }
+    }
+    let many = ReadOp::MultiGet((0..6).map(|i| format!("k{i}")).collect());
+    assert!(matches!(n.read(999, many), Err(ClientError::TooLarge { size: 6, .. })));
+}

@@ -105,11 +105,41 @@ impl Node {
                 ReadResult::Lease(info)
             }
             ReadOp::LeaseTimeToLive(lease) => ReadResult::Lease(self.lease_info(*lease, false)),
-            ReadOp::Range(range) if range.revision.is_some() => {
-                ReadResult::Range(self.range_in_past(range)?)
+            ReadOp::Range(range) => {
+                // At most one key past the limit is copied: enough to know it is too many.
+                let max = self.config.max_read_keys;
+                let mut bounded = range.clone();
+                if !range.count_only && range.limit.is_none_or(|l| l > max) {
+                    bounded.limit = Some(max + 1);
+                }
+                let result = if range.revision.is_some() {
+                    self.range_in_past(&bounded)?
+                } else {
+                    self.state.range(&bounded)
+                };
+                if result.kvs.len() > max {
+                    return Err(self.too_many_keys(result.count));
+                }
+                ReadResult::Range(result)
+            }
+            ReadOp::Keys(pattern) => {
+                let max = self.config.max_read_keys;
+                let keys = self.state.keys_matching(pattern, max + 1);
+                if keys.len() > max {
+                    return Err(self.too_many_keys(keys.len()));
+                }
+                ReadResult::Keys(keys)
             }
             other => self.state.read(other),
         })
+    }
+
+    fn too_many_keys(&self, found: usize) -> ClientError {
+        ClientError::TooLarge {
+            what: "keys in one read (page through with a range's limit)".to_owned(),
+            size: found as u64,
+            limit: self.config.max_read_keys as u64,
+        }
     }
 
     fn lease_info(&mut self, lease: LeaseId, renew: bool) -> Option<LeaseInfo> {

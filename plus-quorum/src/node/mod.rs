@@ -134,6 +134,11 @@ pub struct Config {
     /// bring it back under; deletes, revokes and reads go on. A runaway client cannot fill the
     /// disk or the memory of every replica. Default 2 GiB.
     pub quota_bytes: usize,
+    /// The most keys one read may answer with (`Keys`, a `Range` without a smaller `limit`,
+    /// `MultiGet`): past it the read is refused with [`ClientError::TooLarge`], and a client
+    /// pages through with [`Range`](crate::Range)'s `limit`. Reads are answered on the node's
+    /// loop, and one that copies a million keys holds up its heartbeats. Default 100,000.
+    pub max_read_keys: usize,
     /// The most leases that may live at once; a grant past it is refused with
     /// [`ClientError::TooLarge`] (a client that leaks leases finds out, instead of filling the
     /// store). Default 1,000,000.
@@ -173,6 +178,7 @@ impl Config {
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
             max_leases: 1_000_000,
+            max_read_keys: 100_000,
             quota_bytes: 2 << 30,
             max_bytes_per_message: 4 << 20,
             #[cfg(plus_planted_bugs)]
@@ -221,6 +227,9 @@ impl Config {
         }
         if self.quota_bytes == 0 {
             return Err(ConfigError::Zero("quota_bytes"));
+        }
+        if self.max_read_keys == 0 {
+            return Err(ConfigError::Zero("max_read_keys"));
         }
         if self.max_leases == 0 {
             return Err(ConfigError::Zero("max_leases"));

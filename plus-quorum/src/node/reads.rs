@@ -96,6 +96,15 @@ impl Node {
             });
         }
         op.validate()?;
+        if let ReadOp::MultiGet(keys) = &op
+            && keys.len() > self.config.max_read_keys
+        {
+            return Err(ClientError::TooLarge {
+                what: "keys in one read".to_owned(),
+                size: keys.len() as u64,
+                limit: self.config.max_read_keys as u64,
+            });
+        }
         if let ReadOp::Range(Range { revision: Some(at), .. }) = &op {
             self.check_past_revision(*at)?;
         }
