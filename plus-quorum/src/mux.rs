@@ -783,9 +783,22 @@ impl MuxTransport {
                     }
                 }
                 for msgs in batches.take() {
-                    let body = encode(&Wire::RaftBatch { from, msgs });
                     transfers += 1;
-                    for frame in frames_of(from, transfers, body) {
+                    let transfer = transfers;
+                    let frames = if msgs.iter().any(|m| matches!(m, Message::Snapshot { .. })) {
+                        // A snapshot's state may take a second to encode: on a blocking thread,
+                        // so that the runtime's workers (the node's loop among their tasks)
+                        // keep running.
+                        let encoded = tokio::task::spawn_blocking(move || {
+                            frames_of(from, transfer, encode(&Wire::RaftBatch { from, msgs }))
+                        })
+                        .await;
+                        let Ok(frames) = encoded else { continue };
+                        frames
+                    } else {
+                        frames_of(from, transfer, encode(&Wire::RaftBatch { from, msgs }))
+                    };
+                    for frame in frames {
                         if let Err(e) = sender.send_async(frame).await {
                             // The protocol resends; what must not happen is silence. The rest
                             // of a transfer in pieces would be refused anyway: drop it.
