@@ -1,7 +1,7 @@
 //! A plus-quorum cluster over TCP on 127.0.0.1 through plus-mux, with a leader failure.
 //!
 //! ```text
-//! quorum_cluster [--nodes N] [--clients C] [--seconds S] [--replace]
+//! quorum_cluster [--nodes N] [--clients C] [--seconds S] [--replace [--state-mb M]]
 //! ```
 //!
 //! Starts N nodes (default 3) in this process, runs C concurrent clients (default 16) doing
@@ -20,6 +20,9 @@
 //! as a learner, is promoted once caught up, and the dead one is removed, all while the clients
 //! write; the client learns the new member from the cluster. It prints the time each step took
 //! from the loss, and appends ` replaced=1 members=...` (the final voters) to the last line.
+//! `--state-mb M` first fills the store with M MiB (1 MiB values no compressor shrinks) and
+//! snapshots every 1,000 entries, so the new node is brought up by a snapshot of at least that
+//! size, sent in pieces, under the clients' writes.
 
 #[path = "common/cli.rs"]
 mod cli;
@@ -58,6 +61,10 @@ struct Args {
     /// instead of restarting it.
     #[arg(long)]
     replace: bool,
+    /// With --replace: fill the store with this many MiB before the clients start (0 to 4000),
+    /// so the replacement installs a snapshot at least that large.
+    #[arg(long, default_value_t = 0, requires = "replace", value_parser = clap::value_parser!(u64).range(0..=4_000))]
+    state_mb: u64,
 }
 
 async fn start_member(
@@ -65,9 +72,11 @@ async fn start_member(
     members: &[u64],
     addrs: &HashMap<u64, String>,
     start: Start,
-    storage: MemStorage,
+    snapshot_threshold: u64,
 ) -> Result<MuxNode, String> {
-    let config = Config { start, seed: id * 7919, ..Config::new(id, members.to_vec()) };
+    let storage = MemStorage::new();
+    let config =
+        Config { start, seed: id * 7919, snapshot_threshold, ..Config::new(id, members.to_vec()) };
     MuxNode::start(config, storage, addrs, MuxConfig::default()).await
 }
 
@@ -75,6 +84,33 @@ async fn start_member(
 struct Tally {
     writes: AtomicU64,
     acked: AtomicU64,
+}
+
+/// With a state to fill, snapshots come often, so that a new node needs one.
+fn snapshot_threshold(args: &Args) -> u64 {
+    if args.state_mb > 0 { 1_000 } else { Config::new(1, vec![1]).snapshot_threshold }
+}
+
+/// Writes `mb` values of 1 MiB that no compressor shrinks.
+async fn fill(cluster: &Cluster<RemoteNode>, mb: u64) -> Result<(), String> {
+    if mb == 0 {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..mb {
+        let value: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect();
+        cluster.set(&format!("bulk/{i:05}"), value).await.map_err(|e| format!("filling: {e}"))?;
+    }
+    println!("state: {mb} MiB written in {} ms", started.elapsed().as_millis());
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -91,7 +127,7 @@ async fn run(args: Args) -> Result<bool, String> {
     for &id in &members {
         running.insert(
             id,
-            start_member(id, &members, &addrs, Start::Bootstrap, MemStorage::new()).await?,
+            start_member(id, &members, &addrs, Start::Bootstrap, snapshot_threshold(&args)).await?,
         );
     }
     let mux = MuxConfig::default();
@@ -102,6 +138,8 @@ async fn run(args: Args) -> Result<bool, String> {
         .map_err(|e| e.to_string())?;
     let cluster = Cluster::new(remotes.clone())
         .with_connector(RemoteNode::connector(mux.clone(), Security::Plain));
+
+    fill(&cluster, args.state_mb).await?;
 
     // Leader changes, as seen by a monitor.
     let leader_log: Arc<Mutex<Vec<u64>>> = Arc::default();
@@ -189,7 +227,8 @@ async fn run(args: Args) -> Result<bool, String> {
         wait_for_leader(&cluster, Some(old), Duration::from_secs(10))
             .await
             .ok_or("no new leader after the failure")?;
-        let member = start_member(old, &members, &addrs, Start::Rejoin, MemStorage::new()).await?;
+        let member =
+            start_member(old, &members, &addrs, Start::Rejoin, snapshot_threshold(&args)).await?;
         running.insert(old, member);
         caught_up = false;
         let deadline = Instant::now() + Duration::from_secs(20);
