@@ -22,7 +22,12 @@
 //!   acknowledged put once, at its revision, in order (`quorum_chaos/watches.rs`);
 //! - lease clients grant, put on, keep alive, read back, revoke, or abandon leases; a kept-alive
 //!   lease's key must be there, a revoked one's gone, and an abandoned one must end after the
-//!   faults (`quorum_chaos/leases.rs`).
+//!   faults (`quorum_chaos/leases.rs`);
+//! - loads beside them (`quorum_chaos/loads.rs`): one writer's every tenth put is 64 KiB
+//!   (`vN:` and hex digits no compressor shrinks), a
+//!   client leaks a lease every 20 ms, and a watcher pipelines polls from the first revision
+//!   without reading the answers (a node must cut it off). Their line (`loads ...`) comes
+//!   before the last.
 //!
 //! The watch and lease checks print a line each before the last. It needs `quorum_node` built
 //! beside it (`cargo build --example quorum_node`). The last line is `nodes=3 seconds=20 ops=N
@@ -40,6 +45,8 @@ mod leases;
 #[allow(dead_code, unreachable_pub)] // the simulation's checker, shared as it is
 #[path = "../plus-quorum/tests/sim/linearizability.rs"]
 mod linearizability;
+#[path = "quorum_chaos/loads.rs"]
+mod loads;
 #[path = "quorum_chaos/proxy.rs"]
 mod proxy;
 #[path = "common/quorum_client.rs"]
@@ -203,7 +210,12 @@ async fn run(args: Args) -> Result<bool, String> {
             let mut n = 0;
             while Instant::now() < deadline {
                 n += 1;
-                let (key, value) = (format!("chaos/{w}/{n}"), format!("v{n}"));
+                let mut value = format!("v{n}");
+                if w == 0 && n % 10 == 0 {
+                    // Large values beside small ones, which no compressor shrinks.
+                    value = loads::large_value(&value, n);
+                }
+                let key = format!("chaos/{w}/{n}");
                 counts.ops.fetch_add(1, Ordering::Relaxed);
                 match cluster.set(&key, value.clone()).await {
                     Ok(revision) => {
@@ -227,6 +239,15 @@ async fn run(args: Args) -> Result<bool, String> {
             tokio::spawn(registers::client(client(), Arc::clone(&recorder), c, seed, deadline))
         })
         .collect();
+    let loaded = Arc::new(loads::Loads::default());
+    let leaking = tokio::spawn(loads::leak_leases(client(), Arc::clone(&loaded), deadline));
+    let slow_watching = tokio::spawn(loads::slow_watcher(
+        client(),
+        addrs.clone(),
+        2_000,
+        Arc::clone(&loaded),
+        deadline,
+    ));
     let lease_clients: Vec<_> = (0..2)
         .map(|c| {
             let seed = args.seed.wrapping_mul(37).wrapping_add(c as u64);
@@ -355,6 +376,15 @@ async fn run(args: Args) -> Result<bool, String> {
     if let Some(path) = &args.history {
         recorder.write(path)?;
     }
+    let _ = leaking.await;
+    let _ = slow_watching.await;
+    println!(
+        "loads     large_values={} leaked_leases={} slow_watchers={} slow_watchers_ended={}",
+        acked.iter().filter(|(_, v, _)| v.len() >= loads::LARGE_VALUE / 2).count(),
+        loaded.leaked.load(Ordering::Relaxed),
+        loaded.slow_watchers.load(Ordering::Relaxed),
+        loaded.slow_watchers_ended.load(Ordering::Relaxed),
+    );
     let verdict = recorder.check(Duration::from_secs(60));
     if let Err(why) = &verdict {
         eprintln!("history of {} operations: {why}", recorder.operations());

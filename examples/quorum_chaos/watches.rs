@@ -99,11 +99,15 @@ pub(crate) fn check(received: &Received, acked: &[(String, String, u64)]) -> Res
         if !seen.insert((*revision, key)) {
             return Err(format!("{key} at revision {revision} arrived twice"));
         }
-        // A writer's key `chaos/W/N` only ever holds `vN`: anything else nobody wrote.
+        // A writer's key `chaos/W/N` only ever holds `vN`, or its large form: anything else
+        // nobody wrote.
         let n = key.rsplit('/').next().unwrap_or_default();
-        if value.as_deref().is_some_and(|v| v != format!("v{n}")) {
+        let sent = format!("v{n}");
+        if let Some(v) = value.as_deref().filter(|v| !crate::loads::sent_for(&sent, v)) {
+            let start: String = v.chars().take(40).collect();
             return Err(format!(
-                "{key} at revision {revision} holds {value:?}, which no writer sent"
+                "{key} at revision {revision} holds {start:?}... ({} bytes), which no writer sent",
+                v.len()
             ));
         }
         at.insert((*revision, key), value.as_deref());

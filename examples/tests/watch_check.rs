@@ -3,6 +3,9 @@
 //! "every acknowledged put arrived" mean nothing. Included here, not run as the example's
 //! tests, so that `cargo test` still builds the `quorum_chaos` program the other tests run.
 
+#[allow(dead_code)] // the watch check's idea of what a writer sent; the loads are not run here
+#[path = "../quorum_chaos/loads.rs"]
+mod loads;
 #[allow(dead_code)] // the run-time half is the example's
 #[path = "../quorum_chaos/watches.rs"]
 mod watches;
