@@ -2,7 +2,7 @@
 //! an etcd cluster, through the same `KvClient` trait), and a checker of what it wrote.
 //!
 //! ```text
-//! quorum_load --endpoints 1=127.0.0.1:7101,... --op put|get|txn --clients 64 --seconds 10 \
+//! quorum_load --endpoints 1=127.0.0.1:7101,... --op put|get|txn|lease --clients 64 --seconds 10 \
 //!     --value-size 256 [--record FILE]
 //! quorum_load --endpoints ... --op check --record FILE
 //! quorum_load --etcd --endpoints 127.0.0.1:2379,... --op put ...   # built with --features etcd
@@ -80,6 +80,8 @@ enum Op {
     Get,
     /// A transaction: create a key if absent, with a second key beside it.
     Txn,
+    /// Grant an hour-long lease and leave it (a client that leaks leases: they pile up).
+    Lease,
     /// Read back every key of --record.
     Check,
 }
@@ -261,6 +263,7 @@ async fn load(args: &Args, target: &Target) -> Result<bool, String> {
                         };
                         matches!(store.txn(txn).await, Ok(outcome) if outcome.succeeded)
                     }
+                    Op::Lease => store.grant_lease(Duration::from_secs(3_600)).await.is_ok(),
                     Op::Check => unreachable!("check does not load"),
                 };
                 if ok {
