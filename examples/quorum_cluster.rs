@@ -97,16 +97,8 @@ async fn fill(cluster: &Cluster<RemoteNode>, mb: u64) -> Result<(), String> {
         return Ok(());
     }
     let started = Instant::now();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
     for i in 0..mb {
-        let value: Vec<u8> = (0..1 << 20)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state.to_le_bytes()[0]
-            })
-            .collect();
+        let value = plus_quorum::testing::incompressible(1 << 20, i + 1);
         cluster.set(&format!("bulk/{i:05}"), value).await.map_err(|e| format!("filling: {e}"))?;
     }
     println!("state: {mb} MiB written in {} ms", started.elapsed().as_millis());

@@ -376,14 +376,7 @@ async fn downloads_are_hashed_as_they_are_written_and_bounded_in_memory() {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     let big = work.join("big");
-    let mut bytes = vec![0u8; 64 << 20];
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for b in &mut bytes {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        *b = state.to_le_bytes()[0];
-    }
+    let bytes = plus_quorum::testing::incompressible(64 << 20, 1);
     std::fs::write(&big, &bytes).unwrap();
     let sha = format!("{:x}", Sha256::digest(&bytes));
     drop(bytes);

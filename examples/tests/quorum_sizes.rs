@@ -11,8 +11,17 @@ mod common;
 use std::time::Duration;
 
 use common::{Processes, peers, quorum_ctl};
-use plus_quorum::testing::loopback_addrs;
+use plus_quorum::testing::{incompressible, loopback_addrs};
 use plus_quorum::{ClientError, Cluster, NodeApi, RemoteNode, StoreError};
+
+/// A client of the nodes at `addrs`, each call given 30 s (an election included).
+fn client(addrs: &std::collections::HashMap<u64, String>) -> Cluster<RemoteNode> {
+    let mux = plus_mux::Config::default();
+    let nodes = addrs.iter().map(|(&id, addr)| RemoteNode::connect(id, addr, &mux).unwrap());
+    let mut cluster = Cluster::new(nodes.collect());
+    cluster.deadline = Duration::from_secs(30);
+    cluster
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_writes_are_refused_or_replicated_never_stuck() {
@@ -22,13 +31,7 @@ async fn large_writes_are_refused_or_replicated_never_stuck() {
     for id in [1, 2, 3] {
         nodes.start_durable(id, &addrs, &limit);
     }
-    let mut cluster = Cluster::new(
-        addrs
-            .iter()
-            .map(|(&id, addr)| RemoteNode::connect(id, addr, &plus_mux::Config::default()).unwrap())
-            .collect(),
-    );
-    cluster.deadline = Duration::from_secs(30);
+    let cluster = client(&addrs);
     cluster.set("warm-up", "x").await.unwrap();
 
     let refused = cluster.set("too-large", incompressible(11 << 20, 0)).await;
@@ -81,19 +84,6 @@ async fn large_writes_are_refused_or_replicated_never_stuck() {
     drop(nodes);
 }
 
-/// `len` bytes no compressor shrinks (xorshift from `seed`).
-fn incompressible(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[0]
-        })
-        .collect()
-}
-
 /// A watcher that pipelines polls from the first revision and never reads the answers: the
 /// node cuts its connection once 64 MiB of answers wait for it, and stays small. Before, the
 /// leader held every answer (3.1 GiB in 14 s) and never let go.
@@ -104,10 +94,7 @@ async fn a_watcher_that_never_reads_is_cut_off_and_the_node_stays_small() {
     let mut nodes = Processes::new("quorum-slow-watcher");
     let addrs = loopback_addrs(&[1]).await.unwrap();
     nodes.start(1, &addrs, &[]);
-    let mut cluster = Cluster::new(vec![
-        RemoteNode::connect(1, &addrs[&1], &plus_mux::Config::default()).unwrap(),
-    ]);
-    cluster.deadline = Duration::from_secs(30);
+    let cluster = client(&addrs);
     // 200 values of 1 MiB (incompressible) in the watch history: each poll from revision 1
     // answers with about 4 MiB.
     for i in 0..200u64 {
@@ -163,10 +150,7 @@ async fn past_its_quota_the_store_refuses_puts_and_takes_deletes() {
     let mut nodes = Processes::new("quorum-quota");
     let addrs = loopback_addrs(&[1]).await.unwrap();
     nodes.start(1, &addrs, &["--quota-bytes".to_owned(), (1 << 20).to_string()]);
-    let mut cluster = Cluster::new(vec![
-        RemoteNode::connect(1, &addrs[&1], &plus_mux::Config::default()).unwrap(),
-    ]);
-    cluster.deadline = Duration::from_secs(30);
+    let cluster = client(&addrs);
     let mut written = 0;
     let refused = loop {
         match cluster.set(&format!("k{written}"), vec![1u8; 100_000]).await {
@@ -198,13 +182,7 @@ async fn a_wiped_node_installs_a_snapshot_larger_than_a_frame() {
     for id in [1, 2, 3] {
         nodes.start_durable(id, &addrs, &often);
     }
-    let mut cluster = Cluster::new(
-        addrs
-            .iter()
-            .map(|(&id, addr)| RemoteNode::connect(id, addr, &plus_mux::Config::default()).unwrap())
-            .collect(),
-    );
-    cluster.deadline = Duration::from_secs(30);
+    let cluster = client(&addrs);
     cluster.set("warm-up", "x").await.unwrap();
     let leader = cluster.leader().await.expect("a leader");
     let wiped = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
@@ -277,13 +255,7 @@ async fn a_huge_transaction_is_refused_without_deposing_the_leader() {
     for id in [1, 2, 3] {
         nodes.start(id, &addrs, &[]);
     }
-    let mut cluster = Cluster::new(
-        addrs
-            .iter()
-            .map(|(&id, addr)| RemoteNode::connect(id, addr, &plus_mux::Config::default()).unwrap())
-            .collect(),
-    );
-    cluster.deadline = Duration::from_secs(30);
+    let cluster = client(&addrs);
     cluster.set("before", "x").await.unwrap();
     let none: [String; 0] = [];
     let (leader, term) = common::leader(&peers(&addrs), &none).expect("a leader");

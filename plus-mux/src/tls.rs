@@ -219,6 +219,15 @@ impl Tls {
     }
 }
 
+/// The URI names of the certificate the peer of `connection` presented (none without one).
+fn peer_uris(connection: &rustls::CommonState) -> Vec<String> {
+    connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| certificate_uris(leaf))
+        .unwrap_or_default()
+}
+
 /// Connects over TCP and TLS, presenting a [`Tls`] identity ([`Tls::connector`]).
 #[derive(Clone)]
 pub struct TlsConnector {
@@ -261,13 +270,7 @@ impl Connector for TlsConnector {
         })
         .await?;
         if let Some(expected) = &self.expect_uri {
-            let uris = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|leaf| certificate_uris(leaf))
-                .unwrap_or_default();
+            let uris = peer_uris(stream.get_ref().1);
             if !uris.iter().any(|uri| uri.as_str() == &**expected) {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
@@ -317,13 +320,7 @@ impl Accept for TlsListener {
                 let accepting = acceptor.accept(tcp);
                 async move {
                     let stream = accepting.await?;
-                    let uris = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .map(|leaf| certificate_uris(leaf))
-                        .unwrap_or_default();
+                    let uris = peer_uris(stream.get_ref().1);
                     Ok((stream, PeerIdentity::Certificate { uris }))
                 }
             })

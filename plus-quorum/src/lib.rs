@@ -292,6 +292,21 @@ pub mod testing {
         crate::mux::reply_error(body)
     }
 
+    /// `len` bytes no compressor shrinks (xorshift from `seed`): values for tests of sizes,
+    /// since the store compresses bodies and a repeated byte would fit any frame.
+    #[must_use]
+    pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect()
+    }
+
     /// Free loopback addresses for node ids (bound once, then released: racy, for tests and
     /// demos only).
     ///

@@ -1058,9 +1058,9 @@ impl NodeApi for RemoteNode {
 mod tests {
     use super::*;
 
-    #[test]
-    fn batches_are_bounded_in_bytes_and_messages_and_a_snapshot_travels_alone() {
-        let append = |mib: usize| Message::Append {
+    /// An append of one entry setting `k` to `value`.
+    fn append_of(value: Vec<u8>) -> Message {
+        Message::Append {
             term: 1,
             prev_index: 0,
             prev_term: 0,
@@ -1069,12 +1069,17 @@ mod tests {
                 index: 1,
                 payload: crate::Payload::Write(WriteOp::Set {
                     key: "k".into(),
-                    value: Bytes::from(vec![0; mib << 20]),
+                    value: Bytes::from(value),
                 }),
             }],
             commit: 0,
             read_seq: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn batches_are_bounded_in_bytes_and_messages_and_a_snapshot_travels_alone() {
+        let append = |mib: usize| append_of(vec![0; mib << 20]);
         let snapshot = Message::Snapshot {
             term: 1,
             snapshot: Box::new(crate::Snapshot {
@@ -1104,30 +1109,7 @@ mod tests {
     #[test]
     fn a_batch_too_large_for_a_frame_travels_in_pieces_and_comes_back_whole() {
         // 20 MiB of bytes no compressor shrinks, as a snapshot would carry them.
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let value: Vec<u8> = (0..20 << 20)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state.to_le_bytes()[0]
-            })
-            .collect();
-        let msg = Message::Append {
-            term: 1,
-            prev_index: 0,
-            prev_term: 0,
-            entries: vec![crate::Entry {
-                term: 1,
-                index: 1,
-                payload: crate::Payload::Write(WriteOp::Set {
-                    key: "k".into(),
-                    value: Bytes::from(value),
-                }),
-            }],
-            commit: 0,
-            read_seq: 0,
-        };
+        let msg = append_of(crate::testing::incompressible(20 << 20, 7));
         let body = encode(&Wire::RaftBatch { from: 2, msgs: vec![msg.clone()] });
         let frames = frames_of(2, 7, body.clone());
         assert_eq!(frames.len(), body.len().div_ceil(CHUNK_BYTES), "in 4 MiB pieces");
