@@ -72,26 +72,42 @@ pub struct WatchBatch {
 pub(crate) struct History {
     events: VecDeque<(WatchEvent, Option<Versioned>)>,
     capacity: usize,
+    /// Bytes of keys and values (new and replaced) held, and the most it may hold.
+    bytes: usize,
+    max_bytes: usize,
     /// The first revision whose changes are all still here.
     oldest: LogIndex,
 }
 
 impl History {
-    /// An empty history whose first complete revision is `oldest`.
-    pub(crate) fn new(capacity: usize, oldest: LogIndex) -> Self {
-        Self { events: VecDeque::new(), capacity, oldest }
+    /// An empty history of at most `capacity` changes and about `max_bytes` of keys and
+    /// values, whose first complete revision is `oldest`.
+    pub(crate) fn new(capacity: usize, max_bytes: usize, oldest: LogIndex) -> Self {
+        Self { events: VecDeque::new(), capacity, bytes: 0, max_bytes, oldest }
+    }
+
+    fn size_of(event: &WatchEvent, before: Option<&Versioned>) -> usize {
+        let now = match &event.change {
+            Change::Put(v) => v.value.len(),
+            Change::Delete => 0,
+        };
+        event.key.len() + now + before.map_or(0, |b| b.value.len())
     }
 
     /// Records the changes of the entry at `revision`.
     pub(crate) fn record(&mut self, revision: LogIndex, changes: Vec<Changed>) {
         for Changed { key, change, before } in changes {
-            self.events.push_back((WatchEvent { revision, key, change }, before));
+            let event = WatchEvent { revision, key, change };
+            self.bytes += Self::size_of(&event, before.as_ref());
+            self.events.push_back((event, before));
         }
-        while self.events.len() > self.capacity {
+        while self.events.len() > self.capacity || self.bytes > self.max_bytes {
             // Drop whole revisions, so what stays is complete from `oldest` on.
-            let dropped = self.events.pop_front().map_or(self.oldest, |(e, _)| e.revision);
+            let Some(dropped) = self.events.front().map(|(e, _)| e.revision) else { break };
             while self.events.front().is_some_and(|(e, _)| e.revision == dropped) {
-                self.events.pop_front();
+                if let Some((event, before)) = self.events.pop_front() {
+                    self.bytes -= Self::size_of(&event, before.as_ref());
+                }
             }
             self.oldest = self.oldest.max(dropped + 1);
         }
@@ -131,6 +147,7 @@ impl History {
     /// Forgets everything: the state was replaced wholesale (a snapshot from the leader).
     pub(crate) fn reset(&mut self, oldest: LogIndex) {
         self.events.clear();
+        self.bytes = 0;
         self.oldest = oldest;
     }
 
@@ -193,7 +210,7 @@ mod tests {
 
     #[test]
     fn polls_filter_by_range_keep_revisions_whole_and_mark_progress() {
-        let mut history = History::new(100, 1);
+        let mut history = History::new(100, usize::MAX, 1);
         history.record(1, vec![changed("app/a", put(1)), changed("other", put(1))]);
         history.record(2, vec![changed("app/b", put(2)), changed("app/c", put(2))]);
         history.record(3, vec![]);
@@ -223,7 +240,7 @@ mod tests {
             created: revision,
             lease: None,
         };
-        let mut history = History::new(20_000, 1);
+        let mut history = History::new(20_000, usize::MAX, 1);
         for revision in 1..=10 {
             history.record(revision, vec![changed("app/big", Change::Put(big(revision)))]);
         }
@@ -240,6 +257,29 @@ mod tests {
     }
 
     #[test]
+    fn history_is_bounded_in_bytes_and_drops_whole_revisions() {
+        let sized = |revision: u64, len: usize| Versioned {
+            value: Bytes::from(vec![0; len]),
+            version: revision,
+            created: revision,
+            lease: None,
+        };
+        // 1 + 100 bytes per change, at most about 250 bytes kept.
+        let mut history = History::new(1_000, 250, 1);
+        for revision in 1..=3 {
+            history.record(revision, vec![changed("k", Change::Put(sized(revision, 100)))]);
+        }
+        // Two revisions fit (202 bytes); the third pushed the first out.
+        assert!(history.poll(&request("", 1, 10), 3).is_err(), "revision 1 is gone");
+        let kept = history.poll(&request("", 2, 10), 3).unwrap();
+        assert_eq!(kept.events.iter().map(|e| e.revision).collect::<Vec<_>>(), [2, 3]);
+        // A revision larger than the whole bound leaves nothing but a mark of where to go on.
+        history.record(4, vec![changed("k", Change::Put(sized(4, 1_000)))]);
+        assert!(history.poll(&request("", 4, 10), 4).is_err());
+        assert_eq!(history.oldest_readable(), 4);
+    }
+
+    #[test]
     fn rewinding_undoes_every_later_change_in_the_range() {
         let v = |value: &str, version: u64| Versioned {
             value: Bytes::from(value.to_owned()),
@@ -252,7 +292,7 @@ mod tests {
             change,
             before,
         };
-        let mut history = History::new(100, 1);
+        let mut history = History::new(100, usize::MAX, 1);
         history.record(1, vec![change("a", Change::Put(v("1", 1)), None)]);
         history.record(2, vec![change("b", Change::Put(v("1", 2)), None)]);
         history.record(3, vec![change("a", Change::Put(v("2", 3)), Some(v("1", 1)))]);
@@ -278,7 +318,7 @@ mod tests {
         history.rewind(&mut view, &KeyRange::Prefix("b".into()), 1).unwrap();
         assert_eq!(pairs(view), [("a".to_owned(), Bytes::from("3"))]);
         // Once revision 2's changes are gone, revision 1 can no longer be rebuilt.
-        let mut short = History::new(3, 1);
+        let mut short = History::new(3, usize::MAX, 1);
         for revision in 1..=5 {
             short.record(revision, vec![changed(&format!("k{revision}"), put(revision))]);
         }
@@ -294,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_watcher_behind_the_history_gets_a_typed_error() {
-        let mut history = History::new(3, 1);
+        let mut history = History::new(3, usize::MAX, 1);
         for revision in 1..=5 {
             history.record(revision, vec![changed(&format!("k{revision}"), put(revision))]);
         }

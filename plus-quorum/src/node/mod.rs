@@ -117,6 +117,10 @@ pub struct Config {
     /// How many recent changes the node keeps for watchers; a watcher further behind gets
     /// [`ClientError::Compacted`]. Default 10,000.
     pub watch_history: usize,
+    /// About the most bytes of keys and values (new and replaced) that history may hold: past
+    /// it the oldest revisions go, whatever `watch_history` says, so large values cannot make
+    /// it hold gigabytes. Default 256 MiB.
+    pub watch_history_bytes: usize,
     /// The most entries a learner may be behind the leader and still be promoted. Default
     /// 1,000.
     pub max_promote_lag: u64,
@@ -173,6 +177,7 @@ impl Config {
             seed: id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed,
             max_lease_ttl: Duration::from_secs(24 * 60 * 60),
             watch_history: 10_000,
+            watch_history_bytes: 256 << 20,
             max_promote_lag: 1_000,
             max_term_lead: 1_000_000,
             max_request_bytes: 1536 * 1024,
@@ -218,6 +223,9 @@ impl Config {
         }
         if self.watch_history == 0 {
             return Err(ConfigError::Zero("watch_history"));
+        }
+        if self.watch_history_bytes == 0 {
+            return Err(ConfigError::Zero("watch_history_bytes"));
         }
         if self.max_term_lead == 0 {
             return Err(ConfigError::Zero("max_term_lead"));
@@ -443,7 +451,7 @@ impl Node {
             halted: None,
             counters: Counters::default(),
             clock: now,
-            history: History::new(config.watch_history, base_index + 1),
+            history: History::new(config.watch_history, config.watch_history_bytes, base_index + 1),
             config,
         };
         node.refresh_members();
