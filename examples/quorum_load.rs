@@ -57,6 +57,10 @@ struct Args {
     /// connection per node; for etcd, one gRPC connection, as most etcd users run).
     #[arg(long, value_enum, default_value_t = Connections::PerClient)]
     connections: Connections,
+    /// Stop after this many operations in all (or at --seconds, whichever comes first): to
+    /// fill a store with a known number of keys.
+    #[arg(long)]
+    ops: Option<u64>,
     #[command(flatten)]
     auth: cli::ClientAuthArgs,
     /// Append every acknowledged put here (with --op put), or check what is here (--op check).
@@ -213,6 +217,7 @@ async fn load(args: &Args, target: &Target) -> Result<bool, String> {
     };
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
+    let tickets = Arc::new(std::sync::atomic::AtomicU64::new(args.ops.unwrap_or(u64::MAX)));
     let mut clients = Vec::new();
     for client in 0..args.clients {
         let store = match &shared {
@@ -220,10 +225,19 @@ async fn load(args: &Args, target: &Target) -> Result<bool, String> {
             None => target.connect().await?,
         };
         let (record, seeded, run, op) = (record.clone(), Arc::clone(&seeded), run.clone(), args.op);
+        let tickets = Arc::clone(&tickets);
         clients.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut n = 0u64;
             while Instant::now() < deadline {
+                let taken = tickets.fetch_update(
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                    |left| left.checked_sub(1),
+                );
+                if taken.is_err() {
+                    break;
+                }
                 n += 1;
                 let key = format!("load/{run}/{client}/{n}");
                 let began = Instant::now();
