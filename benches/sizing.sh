@@ -15,7 +15,11 @@ cargo build --release -q -p examples --example quorum_node --example quorum_ctl 
 bin=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/examples
 work=$(mktemp -d)
 pids=()
-stop_all() { for p in "${pids[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; pids=(); }
+stop_all() {
+  for p in "${pids[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done
+  for p in "${pids[@]:-}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
 trap 'stop_all; rm -rf "$work"' EXIT
 
 P=1=127.0.0.1:7411,2=127.0.0.1:7412,3=127.0.0.1:7413
@@ -65,11 +69,11 @@ for size in "${sizes[@]}"; do
   rss=$(awk '/VmRSS/ {print $2}' "/proc/${pid_of[2]}/status")
   disk=$(du -sm "$work/2" | cut -f1)
   # A node SIGKILLed and restarted from its directory.
-  kill -9 "${pid_of[2]}"; sleep 0.5
+  kill -9 "${pid_of[2]}"; wait "${pid_of[2]}" 2>/dev/null || true
   start 2 "${limits[@]}"
   restart_ms=$(wait_caught_up 2 "$target")
   # A node wiped and brought back empty.
-  kill -9 "${pid_of[3]}"; sleep 0.5; rm -rf "${work:?}/3"
+  kill -9 "${pid_of[3]}"; wait "${pid_of[3]}" 2>/dev/null || true; rm -rf "${work:?}/3"
   start 3 --join "${limits[@]}"
   wiped_ms=$(wait_caught_up 3 "$target")
   echo "keys=$keys value=$value rss_mb=$(( rss / 1024 )) bytes_per_key=$(( (rss - base_rss) * 1024 / keys )) disk_mb=$disk restart_ms=$restart_ms wiped_catch_up_ms=$wiped_ms"

@@ -33,7 +33,20 @@ pub(super) struct Peer {
     /// (pipelining) resumes with the first success; while probing, a late refusal of a
     /// pipelined append must not undo the backtracking.
     pub(super) probing: bool,
+    /// A snapshot sent and not yet answered for: `(last_index, last_term, resend at)`. Until
+    /// the follower answers at or past it (or the resend time comes), the leader sends it
+    /// heartbeats only: answers to appends it cannot match yet would send the leader back to
+    /// another snapshot, a copy of the whole state each time (a follower a gigabyte behind
+    /// took a leader to 23 GB that way).
+    pub(super) snapshot: Option<(LogIndex, Term, Timestamp)>,
+    /// How long the next snapshot sent may go unanswered: twice the election timeout at
+    /// first, doubled at each resend up to [`MAX_SNAPSHOT_WAIT`] (a lost snapshot is sent
+    /// again soon; a large one still in transit is not copied again and again).
+    pub(super) snapshot_wait: Option<std::time::Duration>,
 }
+
+/// The longest a leader waits for a follower to answer for a snapshot before sending it again.
+pub(super) const MAX_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Peer {
     /// A member new to the leader: probed from `next`, not heard from yet.
@@ -47,6 +60,8 @@ impl Peer {
             dirty: true,
             voter: false,
             probing: true,
+            snapshot: None,
+            snapshot_wait: None,
         }
     }
 
@@ -110,6 +125,8 @@ impl Leadership {
                 dirty: true,
                 voter: peer.voter,
                 probing: true,
+                snapshot: None,
+                snapshot_wait: None,
             };
         }
         self.transfer = None;

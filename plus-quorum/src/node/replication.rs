@@ -3,6 +3,7 @@
 
 use plus_core::Timestamp;
 
+use super::leader::MAX_SNAPSHOT_WAIT;
 use super::{Node, Role, quorum_value};
 use crate::log::{Entry, Payload, Snapshot};
 use crate::membership::ClusterChanged;
@@ -33,6 +34,24 @@ impl Node {
     pub(super) fn replicate_to(&mut self, id: NodeId) {
         let Some(peer) = self.lead.progress.get_mut(&id) else { return };
         peer.dirty = false;
+        if let Some((at, at_term, resend_at)) = peer.snapshot {
+            if self.clock < resend_at {
+                // Heartbeats only until it answers for the snapshot: it matches `at` once
+                // the snapshot is installed, and refuses until then (refusals are ignored).
+                let msg = Message::Append {
+                    term: self.term,
+                    prev_index: at,
+                    prev_term: at_term,
+                    entries: Vec::new(),
+                    commit: self.commit.min(at),
+                    read_seq: self.lead.read_seq,
+                };
+                self.send(id, msg);
+                return;
+            }
+            peer.snapshot = None;
+            peer.next = self.log.base_index();
+        }
         let next = peer.next;
         if next <= self.log.base_index() {
             let last_index = self.applied.max(self.log.base_index());
@@ -44,6 +63,11 @@ impl Node {
             };
             // The state covers up to `applied`, which is at least the log base.
             peer.next = snapshot.last_index + 1;
+            let wait = peer
+                .snapshot_wait
+                .map_or(self.config.election_timeout * 2, |w| (w * 2).min(MAX_SNAPSHOT_WAIT));
+            peer.snapshot_wait = Some(wait);
+            peer.snapshot = Some((snapshot.last_index, snapshot.last_term, self.clock + wait));
             self.counters.snapshots_sent += 1;
             tracing::info!(
                 node = self.config.id,
@@ -404,7 +428,18 @@ impl Node {
         if read_seq > peer.acked_seq {
             peer.acked_seq = read_seq;
         }
-        if success {
+        let awaiting_snapshot = match peer.snapshot {
+            Some((at, ..)) if success && match_index >= at => {
+                peer.snapshot = None;
+                peer.snapshot_wait = None;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if awaiting_snapshot {
+            // An answer from before the snapshot arrived: it says nothing of where to go on.
+        } else if success {
             peer.probing = false;
             if match_index > peer.matched {
                 peer.matched = match_index.min(last);
