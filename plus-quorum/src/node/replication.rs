@@ -63,9 +63,13 @@ impl Node {
             };
             // The state covers up to `applied`, which is at least the log base.
             peer.next = snapshot.last_index + 1;
-            let wait = peer
-                .snapshot_wait
-                .map_or(self.config.election_timeout * 2, |w| (w * 2).min(MAX_SNAPSHOT_WAIT));
+            // Long enough for the state to travel at a modest 8 MiB/s before a copy is sent
+            // again (a gigabyte resent every second would pile copies up in the leader).
+            let travel =
+                std::time::Duration::from_secs_f64(self.state_bytes as f64 / f64::from(8u32 << 20));
+            let first = (self.config.election_timeout * 2).max(travel);
+            let wait =
+                peer.snapshot_wait.map_or(first, |w| (w * 2).min(MAX_SNAPSHOT_WAIT.max(first)));
             peer.snapshot_wait = Some(wait);
             peer.snapshot = Some((snapshot.last_index, snapshot.last_term, self.clock + wait));
             self.counters.snapshots_sent += 1;
