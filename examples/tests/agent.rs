@@ -3,14 +3,12 @@
 //! link, heartbeats received, and the agent stopped with the test, also when it fails.
 #![cfg(unix)]
 
-#[path = "../../plus-mux/tests/certs/mod.rs"]
-mod certs;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use plus_mux::certs::Ca;
 use plus_mux::{Bytes, Connection, Handler, HandlerError, async_trait};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -231,8 +229,8 @@ async fn the_agent_runs_real_steps_keeps_versions_and_rolls_back_by_link() {
 
 /// Writes a leaf of `ca` as `name.pem` and `name.key` in `dir`; returns the agent's TLS
 /// arguments for it, trusting `trusted` (a PEM file).
-fn tls_args(dir: &Path, ca: &certs::Ca, name: &str, trusted: &Path) -> Vec<String> {
-    let leaf = ca.leaf(name);
+fn tls_args(dir: &Path, ca: &Ca, name: &str, trusted: &Path) -> Vec<String> {
+    let leaf = ca.leaf(name, &[]).unwrap();
     let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
     std::fs::write(&cert, leaf.cert).unwrap();
     std::fs::write(&key, leaf.key).unwrap();
@@ -263,7 +261,7 @@ async fn over_tls_the_agent_works_only_for_a_platform_its_ca_signed() {
     let work = std::env::temp_dir().join(format!("plus-agent-tls-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let ca = certs::Ca::new("platform CA");
+    let ca = Ca::new("platform CA").unwrap();
     let ca_file = work.join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();
     let agent_tls = tls_args(&work, &ca, "agent", &ca_file);
@@ -272,8 +270,8 @@ async fn over_tls_the_agent_works_only_for_a_platform_its_ca_signed() {
     // A platform whose certificate another CA signed (it trusts the real CA, so only the
     // agent's check can stop it): the agent never completes a handshake with it, so it can
     // send no step at all.
-    let rogue_ca = certs::Ca::new("rogue CA");
-    let rogue = rogue_ca.leaf("rogue platform");
+    let rogue_ca = Ca::new("rogue CA").unwrap();
+    let rogue = rogue_ca.leaf("rogue platform", &[]).unwrap();
     let rogue = Tls::from_pem(rogue.cert.as_bytes(), rogue.key.as_bytes(), ca.pem().as_bytes())
         .unwrap()
         .with_handshake_timeout(Duration::from_secs(2));
@@ -287,7 +285,7 @@ async fn over_tls_the_agent_works_only_for_a_platform_its_ca_signed() {
     process.stop();
 
     // The real platform: heartbeats arrive and a step runs.
-    let platform = ca.leaf("platform");
+    let platform = ca.leaf("platform", &[]).unwrap();
     let platform =
         Tls::from_pem(platform.cert.as_bytes(), platform.key.as_bytes(), ca.pem().as_bytes())
             .unwrap();
@@ -382,15 +380,7 @@ async fn downloads_are_hashed_as_they_are_written_and_bounded_in_memory() {
     drop(bytes);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let process = Stopped(
-        Command::new(agent_program())
-            .args(["--connect", &addr, "--id", "web-big", "--insecure", "--root"])
-            .arg(work.join("host"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let process = start_agent(&addr, &work.join("host"), &["--insecure".to_owned()]);
     let (stream, _) =
         tokio::time::timeout(Duration::from_secs(20), listener.accept()).await.unwrap().unwrap();
     let agent =

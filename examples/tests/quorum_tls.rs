@@ -6,16 +6,13 @@
 
 mod common;
 
-#[path = "../../plus-mux/tests/certs/mod.rs"]
-mod certs;
-
 use common::{example, quorum_ctl};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use certs::Ca;
+use plus_mux::certs::Ca;
 use plus_quorum::testing::loopback_addrs;
 use plus_quorum::{Cluster, NodeId, RemoteNode, Security, node_uri};
 
@@ -38,7 +35,7 @@ impl Drop for Cluster3 {
 /// Writes `name.pem` and `name.key` for a leaf of `ca` named by the role URI `role`; returns
 /// the TLS arguments for them.
 fn identity(dir: &Path, ca: &Ca, ca_file: &Path, name: &str, role: &str) -> Vec<String> {
-    let leaf = ca.leaf_with_uris(name, &[role]);
+    let leaf = ca.leaf(name, &[role]).unwrap();
     let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
     std::fs::write(&cert, leaf.cert).unwrap();
     std::fs::write(&key, leaf.key).unwrap();
@@ -59,7 +56,7 @@ async fn a_tls_cluster_serves_its_own_clients_and_refuses_everyone_else() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut cluster = Cluster3 { children: Vec::new(), dir: dir.clone() };
 
-    let ca = Ca::new("plus cluster CA");
+    let ca = Ca::new("plus cluster CA").unwrap();
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();
     let addrs: HashMap<NodeId, String> = loopback_addrs(&[1, 2, 3]).await.unwrap();
@@ -103,7 +100,7 @@ async fn a_tls_cluster_serves_its_own_clients_and_refuses_everyone_else() {
     // No TLS at all, or a certificate of another CA: no answer, and nothing written.
     let plain = quorum_ctl(&peers, 3, &[] as &[String], &["put", "greeting", "plain"]);
     assert!(!plain.status.success(), "a plain client was answered");
-    let rogue_ca = Ca::new("rogue CA");
+    let rogue_ca = Ca::new("rogue CA").unwrap();
     let rogue_ca_file = dir.join("rogue-ca.pem");
     std::fs::write(&rogue_ca_file, rogue_ca.pem()).unwrap();
     let mut rogue = identity(&dir, &rogue_ca, &rogue_ca_file, "rogue", "plus-quorum://admin/x");

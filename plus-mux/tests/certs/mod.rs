@@ -1,5 +1,5 @@
 //! Certificates made at run time for TLS tests (plus-mux's `certs` feature, unwrapped: a test
-//! that cannot make its certificates fails). Shared with the examples' process tests.
+//! that cannot make its certificates fails).
 
 #![allow(dead_code)] // each test uses the part it needs
 
