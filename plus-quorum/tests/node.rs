@@ -362,3 +362,73 @@ fn reads_past_the_key_limit_are_refused_and_paged_instead() {
     let many = ReadOp::MultiGet((0..6).map(|i| format!("k{i}")).collect());
     assert!(matches!(n.read(999, many), Err(ClientError::TooLarge { size: 6, .. })));
 }
+
+/// Delivers every message among `hosts` (node `i + 1` at `hosts[i]`) until none is left; those
+/// for a node in `frozen` are kept in `held` instead, in order.
+fn deliver(hosts: &mut [Host], now: Timestamp, frozen: &[u64], held: &mut Vec<(u64, Message)>) {
+    loop {
+        let mut sent = Vec::new();
+        for (i, host) in hosts.iter_mut().enumerate() {
+            sent.extend(drain(host).into_iter().map(|(to, msg)| (i as u64 + 1, to, msg)));
+        }
+        if sent.is_empty() {
+            return;
+        }
+        for (from, to, msg) in sent {
+            if frozen.contains(&to) {
+                held.push((from, msg));
+            } else {
+                hosts[to as usize - 1].step(from, msg, now);
+            }
+        }
+    }
+}
+
+/// A follower that stops answering (a slow disk, a stalled link) is sent at most
+/// `max_inflight_appends` appends with entries, then only bare heartbeats, however many writes
+/// the others commit meanwhile; once it answers again it gets the rest and catches up.
+#[test]
+fn a_follower_that_stops_answering_gets_a_bounded_window_then_the_rest() {
+    let mut hosts: Vec<Host> =
+        (1..=3).map(|id| node(id, Start::Bootstrap, MemStorage::new())).collect();
+    let mut now = Timestamp::from_millis(1_000);
+    hosts[0].tick(now);
+    deliver(&mut hosts, now, &[], &mut Vec::new());
+    assert!(hosts[0].is_leader());
+    let window = Config::new(1, vec![1, 2, 3]).max_inflight_appends;
+
+    let mut held = Vec::new();
+    let writes = 3_000;
+    for i in 0..writes {
+        let op = WriteOp::Set { key: format!("k{i}"), value: Bytes::from(vec![7u8; 1024]) };
+        hosts[0].write(i, op).unwrap();
+        if i % 50 == 0 {
+            // Heartbeats too; the frozen node's timers stand still with it.
+            now += std::time::Duration::from_millis(20);
+            hosts[0].tick(now);
+            hosts[1].tick(now);
+        }
+        deliver(&mut hosts, now, &[3], &mut held);
+    }
+    assert_eq!(hosts[0].commit_index(), writes + 1, "the leader and node 2 commit every write");
+    let with_entries = held
+        .iter()
+        .filter(|(_, m)| matches!(m, Message::Append { entries, .. } if !entries.is_empty()))
+        .count();
+    let bare = held.len() - with_entries;
+    assert!(with_entries <= window, "{with_entries} appends with entries held for node 3");
+    assert!(bare > 0 && bare < 100, "{bare} bare heartbeats: one per heartbeat, not per write");
+
+    // It wakes up: what was held arrives, then everything flows again.
+    for (from, msg) in held.drain(..) {
+        hosts[2].step(from, msg, now);
+    }
+    for _ in 0..20 {
+        now += std::time::Duration::from_millis(50);
+        for host in &mut hosts {
+            host.tick(now);
+        }
+        deliver(&mut hosts, now, &[], &mut held);
+    }
+    assert_eq!(hosts[2].commit_index(), hosts[0].commit_index(), "node 3 caught up");
+}

@@ -111,7 +111,7 @@ fn nodes_3() {
 
 #[test]
 fn nodes_5() {
-    run_all(5, 12);
+    run_all(5, 24);
 }
 
 #[test]

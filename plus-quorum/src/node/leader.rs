@@ -24,8 +24,11 @@ pub(super) struct Peer {
     /// It lost its memory and has not caught up: it counts toward no quorum.
     pub(super) recovering: bool,
     pub(super) last_contact: Option<Timestamp>,
-    /// New entries or a read round to send.
+    /// New entries, a commit or a read round to send.
     pub(super) dirty: bool,
+    /// A read round or a heartbeat to send: it goes out even while the follower is paused
+    /// (as a bare append, without entries).
+    pub(super) heartbeat_due: bool,
     /// It votes in the configuration in force (a learner does not).
     pub(super) voter: bool,
     /// Where its log matches ours is not known yet (a new term, or a refusal since the last
@@ -33,6 +36,13 @@ pub(super) struct Peer {
     /// (pipelining) resumes with the first success; while probing, a late refusal of a
     /// pipelined append must not undo the backtracking.
     pub(super) probing: bool,
+    /// While probing: a probe went out and has not been answered. The next one waits for its
+    /// answer (or goes out as a bare heartbeat), so a follower that cannot keep up is not sent
+    /// the same entries on every write.
+    pub(super) probe_sent: bool,
+    /// While sending ahead: the last index of each append with entries not yet acknowledged,
+    /// oldest first; at most [`Config::max_inflight_appends`](super::Config::max_inflight_appends).
+    pub(super) inflight: VecDeque<LogIndex>,
     /// A snapshot sent and not yet answered for: `(last_index, last_term, resend at)`. Until
     /// the follower answers at or past it (or the resend time comes), the leader sends it
     /// heartbeats only: answers to appends it cannot match yet would send the leader back to
@@ -58,11 +68,29 @@ impl Peer {
             recovering: false,
             last_contact: None,
             dirty: true,
+            heartbeat_due: true,
             voter: false,
             probing: true,
+            probe_sent: false,
+            inflight: VecDeque::new(),
             snapshot: None,
             snapshot_wait: None,
         }
+    }
+
+    /// Starts probing from `next`: where its log matches ours is to be found again.
+    pub(super) fn probe_from(&mut self, next: LogIndex) {
+        self.next = next;
+        self.probing = true;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.dirty = true;
+    }
+
+    /// Whether nothing but a bare heartbeat may go to it now: a probe is unanswered, or as
+    /// many appends as allowed are in flight.
+    pub(super) fn paused(&self, max_inflight: usize) -> bool {
+        if self.probing { self.probe_sent } else { self.inflight.len() >= max_inflight }
     }
 
     /// Whether it counts toward commit and read quorums: a voter that has not lost its memory.
@@ -123,8 +151,11 @@ impl Leadership {
                 recovering: peer.recovering,
                 last_contact: Some(now),
                 dirty: true,
+                heartbeat_due: true,
                 voter: peer.voter,
                 probing: true,
+                probe_sent: false,
+                inflight: VecDeque::new(),
                 snapshot: None,
                 snapshot_wait: None,
             };
@@ -132,10 +163,18 @@ impl Leadership {
         self.transfer = None;
     }
 
-    /// Every follower has something to be sent (new entries, a commit, a read round).
+    /// Every follower has something to be sent (new entries, a commit).
     pub(super) fn mark_all_dirty(&mut self) {
         for peer in self.progress.values_mut() {
             peer.dirty = true;
+        }
+    }
+
+    /// Every follower is to hear from the leader now, paused or not (a heartbeat, a read round).
+    pub(super) fn heartbeat_all(&mut self) {
+        for peer in self.progress.values_mut() {
+            peer.dirty = true;
+            peer.heartbeat_due = true;
         }
     }
 }

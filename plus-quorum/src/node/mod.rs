@@ -151,6 +151,13 @@ pub struct Config {
     /// sent). Default 4 MiB: with [`max_request_bytes`](Self::max_request_bytes) this keeps
     /// every append well below a transport's frame limit (plus-mux: 16 MiB).
     pub max_bytes_per_message: usize,
+    /// The most appends carrying entries that a leader sends a follower ahead of its answers.
+    /// A follower that falls behind (a slow disk, a slow link) gets the rest once it answers,
+    /// so the leader holds at most this many appends for it in flight, at most
+    /// `max_inflight_appends` x [`max_bytes_per_message`](Self::max_bytes_per_message) of
+    /// memory per follower; without the bound a follower behind a busy leader grew the leader
+    /// to 10 GB. Default 32.
+    pub max_inflight_appends: usize,
     /// How far ahead of this node's term a message's term may be and still be heard. A term
     /// beyond it can only come from a forged or corrupted message (a million elections that
     /// this node slept through): it is dropped and counted in
@@ -186,6 +193,7 @@ impl Config {
             max_read_keys: 100_000,
             quota_bytes: 2 << 30,
             max_bytes_per_message: 4 << 20,
+            max_inflight_appends: 32,
             #[cfg(plus_planted_bugs)]
             bugs: PlantedBugs::default(),
         }
@@ -211,6 +219,9 @@ impl Config {
                 heartbeat: self.heartbeat_interval,
                 election: self.election_timeout,
             });
+        }
+        if self.max_inflight_appends == 0 {
+            return Err(ConfigError::Zero("max_inflight_appends"));
         }
         if self.max_entries_per_message == 0 {
             return Err(ConfigError::Zero("max_entries_per_message"));
@@ -772,7 +783,7 @@ impl Node {
                 }
                 self.expire_transfer(now);
                 if now >= self.heartbeat_deadline {
-                    self.lead.mark_all_dirty();
+                    self.lead.heartbeat_all();
                     self.heartbeat_deadline = now + self.config.heartbeat_interval;
                 }
                 self.expire_leases(now);

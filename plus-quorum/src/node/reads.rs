@@ -16,7 +16,7 @@ impl Node {
             id,
             op,
         });
-        self.lead.mark_all_dirty();
+        self.lead.heartbeat_all();
         self.serve_reads();
     }
 

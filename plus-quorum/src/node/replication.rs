@@ -32,10 +32,15 @@ impl Node {
 
     /// Sends what each peer needs: entries, a snapshot, or a bare heartbeat.
     pub(super) fn replicate_to(&mut self, id: NodeId) {
+        let max_inflight = self.config.max_inflight_appends;
         let Some(peer) = self.lead.progress.get_mut(&id) else { return };
         peer.dirty = false;
+        let heartbeat_due = std::mem::take(&mut peer.heartbeat_due);
         if let Some((at, at_term, resend_at)) = peer.snapshot {
             if self.clock < resend_at {
+                if !heartbeat_due {
+                    return;
+                }
                 // Heartbeats only until it answers for the snapshot: it matches `at` once
                 // the snapshot is installed, and refuses until then (refusals are ignored).
                 let msg = Message::Append {
@@ -63,6 +68,7 @@ impl Node {
             };
             // The state covers up to `applied`, which is at least the log base.
             peer.next = snapshot.last_index + 1;
+            peer.inflight.clear();
             // Long enough for the state to travel at a modest 8 MiB/s before a copy is sent
             // again (a gigabyte resent every second would pile copies up in the leader).
             let travel =
@@ -90,6 +96,23 @@ impl Node {
         }
         let prev_index = next - 1;
         let prev_term = self.log.term_at(prev_index).unwrap_or(0);
+        if peer.paused(max_inflight) {
+            // Its answers decide what goes next. A bare append still carries the commit and
+            // the read round, and its answer finds a lost append (refused: probing again) or
+            // frees the window (every append before it acknowledged at once).
+            if heartbeat_due {
+                let msg = Message::Append {
+                    term: self.term,
+                    prev_index,
+                    prev_term,
+                    entries: Vec::new(),
+                    commit: self.commit,
+                    read_seq: self.lead.read_seq,
+                };
+                self.send(id, msg);
+            }
+            return;
+        }
         let mut entries = self.log.slice(next, self.config.max_entries_per_message);
         // Bounded in bytes too, so every append fits a transport's frame: at least one entry
         // (each is at most `max_request_bytes`), then as many as fit.
@@ -110,10 +133,11 @@ impl Node {
             // that could win, leaving a cluster with one voter down unable to elect anyone.
             entries.retain(|e| e.index <= self.commit);
         }
-        if let Some(last) = entries.last()
-            && !peer.probing
-        {
+        if peer.probing {
+            peer.probe_sent = true;
+        } else if let Some(last) = entries.last() {
             peer.next = last.index + 1;
+            peer.inflight.push_back(last.index);
         }
         let msg = Message::Append {
             term: self.term,
@@ -445,16 +469,23 @@ impl Node {
             // An answer from before the snapshot arrived: it says nothing of where to go on.
         } else if success {
             peer.probing = false;
+            peer.probe_sent = false;
             if match_index > peer.matched {
                 peer.matched = match_index.min(last);
+            }
+            while peer.inflight.front().is_some_and(|&sent| sent <= match_index) {
+                peer.inflight.pop_front();
             }
             if peer.next <= peer.matched {
                 peer.next = peer.matched + 1;
             }
         } else {
-            peer.next = match_index.saturating_add(1).min(peer.next).max(1);
-            peer.probing = true;
-            peer.dirty = true;
+            let hint = match_index.saturating_add(1).max(1);
+            if hint < peer.next {
+                peer.probe_from(hint);
+            }
+            // Otherwise it refused an append from further on than where we probe now: an
+            // answer already acted on (each refusal of the append at `next` moves it back).
         }
         // More to send: entries past what it holds (committed ones only, to a learner).
         let sendable = if peer.voter { last } else { last.min(self.commit) };
