@@ -83,7 +83,21 @@ fn matches(current: Option<&Versioned>, expect: &Expect) -> bool {
 
 impl KvState {
     /// Applies a committed write at log index `index` (the version of what it writes).
+    #[cfg(test)]
     pub(crate) fn apply(&mut self, op: &WriteOp, index: u64) -> WriteResult {
+        self.apply_bounded(op, index, usize::MAX)
+    }
+
+    /// Applies `op` as entry `index`; a transaction's ranges answer with at most
+    /// `max_range_keys` keys each (`more` set when some were left out: a range in a
+    /// transaction is answered on every replica's loop, and one copying a million keys held up
+    /// its heartbeats).
+    pub(crate) fn apply_bounded(
+        &mut self,
+        op: &WriteOp,
+        index: u64,
+        max_range_keys: usize,
+    ) -> WriteResult {
         // The key writes, multi-key ones included, are transactions with a simpler answer:
         // their compares, then their writes, nothing otherwise. They are applied from the op
         // itself, borrowed: building the transaction cloned every key and value, and with its
@@ -131,7 +145,7 @@ impl KvState {
                 }
                 WriteResult::Applied { version: index }
             }
-            WriteOp::Txn(txn) => self.txn(txn, index),
+            WriteOp::Txn(txn) => self.txn(txn, index, max_range_keys),
         }
     }
 
@@ -218,7 +232,7 @@ impl KvState {
         true
     }
 
-    fn txn(&mut self, txn: &Txn, index: u64) -> WriteResult {
+    fn txn(&mut self, txn: &Txn, index: u64, max_range_keys: usize) -> WriteResult {
         let succeeded = txn.when.iter().all(|c| matches(self.map.get(&c.key), &c.expect));
         let branch = if succeeded { &txn.then } else { &txn.otherwise };
         // A branch that names a lease that does not exist applies nothing, as any write would.
@@ -246,7 +260,11 @@ impl KvState {
                 }
                 TxnOp::Delete { key } => TxnOpResult::Delete { existed: self.remove(key) },
                 TxnOp::Get(key) => TxnOpResult::Get(self.map.get(key).cloned()),
-                TxnOp::Range(range) => TxnOpResult::Range(self.range(range)),
+                TxnOp::Range(range) => {
+                    let limit = range.limit.map_or(max_range_keys, |l| l.min(max_range_keys));
+                    let bounded = Range { limit: Some(limit), ..range.clone() };
+                    TxnOpResult::Range(self.range(&bounded))
+                }
             })
             .collect();
         WriteResult::Txn { succeeded, version: index, results }

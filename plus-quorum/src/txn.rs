@@ -168,7 +168,8 @@ pub enum TxnOp {
     },
     /// Read a key, as the transaction sees it at this point.
     Get(String),
-    /// Read a range, as the transaction sees it at this point.
+    /// Read a range, as the transaction sees it at this point: at most
+    /// [`Config::max_read_keys`](crate::Config::max_read_keys) keys, with `more` set past it.
     Range(Range),
 }
 

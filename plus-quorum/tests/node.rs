@@ -361,6 +361,38 @@ fn reads_past_the_key_limit_are_refused_and_paged_instead() {
     }
     let many = ReadOp::MultiGet((0..6).map(|i| format!("k{i}")).collect());
     assert!(matches!(n.read(999, many), Err(ClientError::TooLarge { size: 6, .. })));
+
+    // In a transaction the writes apply whatever a range holds, so its range answers with at
+    // most the limit's keys, says there are more, and counts them all.
+    use plus_quorum::{Txn, TxnOp, TxnOpResult, WriteResult};
+    let txn = Txn {
+        when: Vec::new(),
+        then: vec![
+            TxnOp::Range(range_of(None)),
+            TxnOp::Range(range_of(Some(2))),
+            TxnOp::Set { key: "after".into(), value: Bytes::from("v"), lease: None },
+        ],
+        otherwise: Vec::new(),
+    };
+    n.write(1_000, WriteOp::Txn(txn)).unwrap();
+    drain(&mut n);
+    let output = std::iter::from_fn(|| n.poll_output()).find(|o| o.id == 1_000).unwrap();
+    let Ok(Response::Write(WriteResult::Txn { succeeded: true, results, .. })) = output.result
+    else {
+        panic!("{:?}", output.result)
+    };
+    let pages: Vec<(usize, usize, bool)> = results
+        .iter()
+        .filter_map(|r| match r {
+            TxnOpResult::Range(r) => Some((r.kvs.len(), r.count, r.more)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pages, [(5, 10, true), (2, 10, true)]);
+}
+
+fn range_of(limit: Option<usize>) -> plus_quorum::Range {
+    plus_quorum::Range { limit, ..plus_quorum::Range::prefix("k") }
 }
 
 /// Delivers every message among `hosts` (node `i + 1` at `hosts[i]`) until none is left; those

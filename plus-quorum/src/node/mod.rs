@@ -141,7 +141,9 @@ pub struct Config {
     /// The most keys one read may answer with (`Keys`, a `Range` without a smaller `limit`,
     /// `MultiGet`): past it the read is refused with [`ClientError::TooLarge`], and a client
     /// pages through with [`Range`](crate::Range)'s `limit`. Reads are answered on the node's
-    /// loop, and one that copies a million keys holds up its heartbeats. Default 100,000.
+    /// loop, and one that copies a million keys holds up its heartbeats. A range inside a
+    /// transaction (whose writes apply regardless) answers with at most this many keys instead,
+    /// with [`RangeResult::more`](crate::RangeResult::more) set. Default 100,000.
     pub max_read_keys: usize,
     /// The most leases that may live at once; a grant past it is refused with
     /// [`ClientError::TooLarge`] (a client that leaks leases finds out, instead of filling the

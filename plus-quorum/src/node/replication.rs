@@ -199,7 +199,11 @@ impl Node {
             }
             let result = match &entry.payload {
                 Payload::Noop => None,
-                Payload::Write(op) => Some(Response::Write(self.state.apply(op, index))),
+                Payload::Write(op) => Some(Response::Write(self.state.apply_bounded(
+                    op,
+                    index,
+                    self.config.max_read_keys,
+                ))),
                 Payload::ExpireLeases(leases) => {
                     for &lease in leases {
                         self.state.end_lease(lease);
