@@ -42,9 +42,18 @@ fn entries_in<'a>(
 /// Answers `range` (its keys, limit and counting) from `map`: the present state, or a past
 /// one rebuilt from the watch history.
 pub(crate) fn range_of(map: &BTreeMap<String, Versioned>, range: &Range) -> RangeResult {
+    collect_range(entries_in(map, &range.keys), range)
+}
+
+/// `range`'s answer from `entries` (the range's keys, in order): its limit's worth of them
+/// copied, all of them counted.
+fn collect_range<'a>(
+    entries: impl Iterator<Item = (&'a String, &'a Versioned)>,
+    range: &Range,
+) -> RangeResult {
     let limit = if range.count_only { 0 } else { range.limit.unwrap_or(usize::MAX) };
     let mut result = RangeResult::default();
-    for (key, value) in entries_in(map, &range.keys) {
+    for (key, value) in entries {
         if result.kvs.len() < limit {
             result.kvs.push((key.clone(), value.clone()));
         }
@@ -275,9 +284,42 @@ impl KvState {
         range_of(&self.map, range)
     }
 
-    /// The keys of `keys` now, with their values.
-    pub(crate) fn entries_in(&self, keys: &KeyRange) -> BTreeMap<String, Versioned> {
-        entries_in(&self.map, keys).map(|(k, v)| (k.clone(), v.clone())).collect()
+    /// `range` as it was at a past revision, given `then`: the value at that revision
+    /// (`None`: absent) of every key in the range changed since. Only the keys answered are
+    /// copied: the present ones merged in key order with `then`, which wins where both hold a
+    /// key.
+    pub(crate) fn range_as_of(
+        &self,
+        range: &Range,
+        then: &BTreeMap<String, Option<Versioned>>,
+    ) -> RangeResult {
+        use std::cmp::Ordering;
+        let mut now = entries_in(&self.map, &range.keys).peekable();
+        let mut past = then.iter().peekable();
+        let merged = std::iter::from_fn(move || {
+            loop {
+                let from_past = match (now.peek(), past.peek()) {
+                    (None, None) => return None,
+                    (Some(_), None) => false,
+                    (None, Some(_)) => true,
+                    (Some((a, _)), Some((b, _))) => match a.as_str().cmp(b.as_str()) {
+                        Ordering::Less => false,
+                        Ordering::Greater => true,
+                        Ordering::Equal => {
+                            now.next();
+                            true
+                        }
+                    },
+                };
+                if !from_past {
+                    return now.next();
+                }
+                if let Some((key, Some(value))) = past.next() {
+                    return Some((key, value));
+                }
+            }
+        });
+        collect_range(merged, range)
     }
 
     /// Answers a read from this state (lease reads need the leader's deadlines, and are answered
@@ -603,6 +645,46 @@ mod tests {
                     other => proptest::prop_assert!(false, "a key write's txn answered {other:?}"),
                 }
                 proptest::prop_assert_eq!(&direct, &via_txn, "after {:?}", op);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod past_ranges {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::watch::History;
+
+    proptest! {
+        /// A past range answered from the keys it needs equals the whole range rewound and
+        /// then cut, for every revision, limit and key range.
+        #[test]
+        fn a_past_range_equals_the_whole_range_rewound(
+            writes in proptest::collection::vec((0u8..6, proptest::option::of(0u8..4)), 1..40),
+            limit in proptest::option::of(0usize..5),
+            count_only in any::<bool>(),
+            prefix in prop_oneof![Just(""), Just("k1"), Just("k")],
+        ) {
+            let mut kv = KvState::default();
+            let mut history = History::new(1_000, usize::MAX, 1);
+            for (index, (key, value)) in (1..).zip(&writes) {
+                let key = format!("k{key}");
+                let op = match value {
+                    Some(v) => WriteOp::Set { key, value: Bytes::from(vec![*v]) },
+                    None => WriteOp::Delete { key },
+                };
+                kv.apply(&op, index);
+                history.record(index, kv.take_changes());
+            }
+            let range = Range { limit, count_only, ..Range::prefix(prefix) };
+            for at in 0..=writes.len() as u64 {
+                let mut view = kv.map.clone();
+                history.rewind(&mut view, &range.keys, at).unwrap();
+                let whole = range_of(&view, &range);
+                let then = history.values_at(&range.keys, at).unwrap();
+                prop_assert_eq!(kv.range_as_of(&range, &then), whole, "at {}", at);
             }
         }
     }

@@ -113,27 +113,41 @@ impl History {
         }
     }
 
-    /// Turns `view` (the keys of `keys` now) into what they were just after revision `at`, by
-    /// undoing every later change, newest first.
+    /// What every key of `keys` changed after revision `at` was just after it (`None`:
+    /// absent), found by undoing the later changes newest first: the earliest change's
+    /// `before` is the value at `at`.
     ///
     /// # Errors
     /// [`ClientError::Compacted`] when changes after `at` are no longer kept.
+    pub(crate) fn values_at(
+        &self,
+        keys: &KeyRange,
+        at: LogIndex,
+    ) -> Result<BTreeMap<String, Option<Versioned>>, ClientError> {
+        if at + 1 < self.oldest {
+            return Err(ClientError::Compacted { requested: at, oldest: self.oldest - 1 });
+        }
+        let mut then = BTreeMap::new();
+        for (event, before) in self.events.iter().rev().take_while(|(e, _)| e.revision > at) {
+            if keys.contains(&event.key) {
+                then.insert(event.key.clone(), before.clone());
+            }
+        }
+        Ok(then)
+    }
+
+    /// Turns `view` (the keys of `keys` now) into what they were just after revision `at`.
+    #[cfg(test)]
     pub(crate) fn rewind(
         &self,
         view: &mut BTreeMap<String, Versioned>,
         keys: &KeyRange,
         at: LogIndex,
     ) -> Result<(), ClientError> {
-        if at + 1 < self.oldest {
-            return Err(ClientError::Compacted { requested: at, oldest: self.oldest - 1 });
-        }
-        for (event, before) in self.events.iter().rev().take_while(|(e, _)| e.revision > at) {
-            if !keys.contains(&event.key) {
-                continue;
-            }
-            match before {
-                Some(value) => view.insert(event.key.clone(), value.clone()),
-                None => view.remove(&event.key),
+        for (key, value) in self.values_at(keys, at)? {
+            match value {
+                Some(value) => view.insert(key, value),
+                None => view.remove(&key),
             };
         }
         Ok(())

@@ -3,7 +3,6 @@
 
 use super::leader::PendingRead;
 use super::{Node, Role, quorum_value};
-use crate::kv::range_of;
 use crate::txn::{Range, RangeResult};
 use crate::types::{ClientError, ClientOutput, LogIndex, ReadOp, RequestId, Response};
 
@@ -79,9 +78,8 @@ impl Node {
                 self.applied
             )));
         }
-        let mut view = self.state.entries_in(&range.keys);
-        self.history.rewind(&mut view, &range.keys, at)?;
-        Ok(range_of(&view, range))
+        let then = self.history.values_at(&range.keys, at)?;
+        Ok(self.state.range_as_of(range, &then))
     }
 
     /// Asks for a linearizable read (ReadIndex: the leader confirms it still leads with a quorum
