@@ -1,8 +1,9 @@
 //! Faults on real processes: `quorum_node` children with file storage, clients writing through
 //! them, and for S seconds SIGKILLs with restarts, SIGSTOP pauses longer than an election
 //! timeout, network partitions (a node isolated both ways, the leader isolated, a node whose
-//! every outgoing link is cut) through a fault-injecting TCP proxy on every peer link, and
-//! leadership transfers to a random voter.
+//! every outgoing link is cut) through a fault-injecting TCP proxy on every peer link,
+//! leadership transfers to a random voter, and disks replaced (a node killed, its directory
+//! wiped, started again empty to rejoin; only while no other node is recovering).
 //!
 //! ```text
 //! quorum_chaos [--nodes 3|5] [--seconds 20] [--seed 1] [--history FILE]
@@ -31,7 +32,7 @@
 //!
 //! The watch and lease checks print a line each before the last. It needs `quorum_node` built
 //! beside it (`cargo build --example quorum_node`). The last line is `nodes=3 seconds=20 ops=N
-//! ok=N failed=N indeterminate=N kills=K pauses=P partitions=Q transfers=T linearizable=true
+//! ok=N failed=N indeterminate=N kills=K pauses=P partitions=Q transfers=T wipes=W linearizable=true
 //! lost=0`; it exits 1 on a lost write or a history that is not linearizable (or not decided
 //! in time).
 
@@ -66,7 +67,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use plus_core::seeded_rng;
 use plus_quorum::testing::loopback_addrs;
-use plus_quorum::{ClientError, ClusterChange, NodeId, StoreError};
+use plus_quorum::{ClientError, Cluster, ClusterChange, NodeApi, NodeId, RemoteNode, StoreError};
 use rand::Rng;
 
 /// Faults on real `quorum_node` processes.
@@ -102,18 +103,36 @@ struct Nodes {
 
 impl Nodes {
     fn start(&mut self, id: NodeId) -> Result<(), String> {
+        self.start_with(id, &[])
+    }
+
+    fn start_with(&mut self, id: NodeId, extra: &[&str]) -> Result<(), String> {
         // Each node reaches its peers through the proxies of its own links.
         let peers = self.proxies.peers_of(id, &self.addrs);
         let child = Command::new(&self.program)
             .args(["--id", &id.to_string(), "--listen", &self.addrs[&id], "--peers", &peers])
             .arg("--data")
-            .arg(self.dir.join(format!("node{id}")))
+            .arg(self.data(id))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.program.display()))?;
         self.children.insert(id, child);
         Ok(())
+    }
+
+    fn data(&self, id: NodeId) -> PathBuf {
+        self.dir.join(format!("node{id}"))
+    }
+
+    /// A disk replaced: the node killed, its directory gone, and started again empty to
+    /// rejoin (it must not vote or count until the leader has caught it up).
+    fn wipe(&mut self, id: NodeId) -> Result<(), String> {
+        self.kill(id);
+        std::fs::remove_dir_all(self.data(id))
+            .map_err(|e| format!("cannot wipe node {id}'s directory: {e}"))?;
+        self.start_with(id, &["--join"])
     }
 
     fn kill(&mut self, id: NodeId) {
@@ -138,6 +157,17 @@ impl Drop for Nodes {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether every node answers and none is recovering from a wipe (each within a second).
+async fn all_hold_their_data(cluster: &Cluster<RemoteNode>) -> bool {
+    for node in cluster.handles() {
+        let status = tokio::time::timeout(Duration::from_secs(1), node.status()).await;
+        if !matches!(status, Ok(Ok(s)) if !s.recovering) {
+            return false;
+        }
+    }
+    true
 }
 
 /// `--nodes`: 3 or 5.
@@ -257,11 +287,20 @@ async fn run(args: Args) -> Result<bool, String> {
     // The faults: one at a time, a quiet spell between two.
     let mut rng = seeded_rng(args.seed);
     let watcher = client();
-    let (mut kills, mut pauses, mut partitions, mut transfers) = (0, 0, 0, 0);
+    let (mut kills, mut pauses, mut partitions, mut transfers, mut wipes) = (0, 0, 0, 0, 0);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1_500))).await;
         let victim = ids[rng.random_range(0..ids.len())];
-        match rng.random_range(0..5) {
+        match rng.random_range(0..6) {
+            5 => {
+                // Only while every node holds its data: two wiped at once in three would
+                // leave one copy, and that is beyond what Raft tolerates, not a fault of ours.
+                if !all_hold_their_data(&watcher).await {
+                    continue;
+                }
+                nodes.wipe(victim)?;
+                wipes += 1;
+            }
             0 => {
                 nodes.kill(victim);
                 kills += 1;
@@ -392,7 +431,7 @@ async fn run(args: Args) -> Result<bool, String> {
     // A failed compare is an answer (the key was not as expected): it counts as ok.
     let (contended_ok, contended_failed, contended_unknown) = recorder.outcomes();
     println!(
-        "nodes={} seconds={} ops={} ok={} failed={} indeterminate={} kills={kills} pauses={pauses} partitions={partitions} transfers={transfers} linearizable={} lost={lost}",
+        "nodes={} seconds={} ops={} ok={} failed={} indeterminate={} kills={kills} pauses={pauses} partitions={partitions} transfers={transfers} wipes={wipes} linearizable={} lost={lost}",
         args.nodes,
         args.seconds,
         counts.ops.load(Ordering::Relaxed) + recorder.operations() as u64 + leased.ops,
