@@ -29,29 +29,37 @@ pub(crate) struct Decoder<'s> {
 }
 
 /// The known fields of one mapping, each with its value node.
-struct Fields<'n> {
-    path: String,
-    span: Span,
-    entries: Vec<(&'static str, &'n Node)>,
+pub(crate) struct Fields<'n> {
+    pub(crate) path: String,
+    pub(crate) span: Span,
+    pub(crate) entries: Vec<(&'static str, &'n Node)>,
 }
 
 impl<'n> Fields<'n> {
     /// The value of `name`; a null value counts as absent.
-    fn get(&self, name: &str) -> Option<&'n Node> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'n Node> {
         self.entries.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).filter(|v| !v.is_null())
     }
 }
 
-fn join(path: &str, field: &str) -> String {
+pub(crate) fn join(path: &str, field: &str) -> String {
     if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") }
 }
 
 /// The closest known field to an unknown one, if it is close enough to be a typo.
-fn suggest(unknown: &str, known: &[&'static str]) -> Option<&'static str> {
+pub(crate) fn suggest(unknown: &str, known: &[&'static str]) -> Option<&'static str> {
+    closest(unknown, known.iter().copied())
+}
+
+/// The name of `known` closest to `unknown`, if it is close enough to be a typo.
+pub(crate) fn closest<'k>(
+    unknown: &str,
+    known: impl IntoIterator<Item = &'k str>,
+) -> Option<&'k str> {
     let lower = unknown.to_ascii_lowercase();
     known
-        .iter()
-        .map(|k| (strsim::damerau_levenshtein(&lower, &k.to_ascii_lowercase()), *k))
+        .into_iter()
+        .map(|k| (strsim::damerau_levenshtein(&lower, &k.to_ascii_lowercase()), k))
         .filter(|(distance, k)| *distance <= (k.len() / 3).max(1))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, k)| k)
@@ -105,15 +113,19 @@ impl<'s> Decoder<'s> {
         Self { source, diagnostics: Vec::new() }
     }
 
-    fn report(&mut self, span: Span, diagnostic: Diagnostic) {
+    pub(crate) fn source(&self) -> &Source {
+        self.source
+    }
+
+    pub(crate) fn report(&mut self, span: Span, diagnostic: Diagnostic) {
         self.diagnostics.push(diagnostic.at(self.source, span));
     }
 
-    fn problem(&mut self, span: Span, path: &str, problem: Problem) {
+    pub(crate) fn problem(&mut self, span: Span, path: &str, problem: Problem) {
         self.report(span, problem.into_diagnostic(path));
     }
 
-    fn wrong_type(&mut self, node: &Node, path: &str, expected: &str) {
+    pub(crate) fn wrong_type(&mut self, node: &Node, path: &str, expected: &str) {
         let found = node.describe();
         self.report(
             node.span,
@@ -126,7 +138,7 @@ impl<'s> Decoder<'s> {
         );
     }
 
-    fn fields<'n>(
+    pub(crate) fn fields<'n>(
         &mut self,
         node: &'n Node,
         path: &str,
@@ -180,7 +192,7 @@ impl<'s> Decoder<'s> {
         Some(fields)
     }
 
-    fn required<'n>(&mut self, fields: &Fields<'n>, name: &str) -> Option<&'n Node> {
+    pub(crate) fn required<'n>(&mut self, fields: &Fields<'n>, name: &str) -> Option<&'n Node> {
         let found = fields.get(name);
         if found.is_none() {
             let path = join(&fields.path, name);
@@ -202,7 +214,7 @@ impl<'s> Decoder<'s> {
         found
     }
 
-    fn string(&mut self, node: &Node, path: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, node: &Node, path: &str) -> Option<String> {
         match &node.value {
             Value::Scalar { text, .. } if !node.is_null() => Some(text.clone()),
             _ => {
@@ -212,7 +224,7 @@ impl<'s> Decoder<'s> {
         }
     }
 
-    fn string_list(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
+    pub(crate) fn string_list(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
         let Value::Seq(items) = &node.value else {
             self.wrong_type(node, path, "a list");
             if let Some(diagnostic) = self.diagnostics.last_mut()
@@ -228,7 +240,7 @@ impl<'s> Decoder<'s> {
 
     /// Decodes every item of a list (each reporting its own problems, so all are reported);
     /// `None` if any failed.
-    fn each<T>(
+    pub(crate) fn each<T>(
         &mut self,
         items: &[Node],
         path: &str,
@@ -350,7 +362,7 @@ impl<'s> Decoder<'s> {
         ok.then_some(tools)
     }
 
-    fn app_code(&mut self, node: &Node, path: &str) -> Option<AppCode> {
+    pub(crate) fn app_code(&mut self, node: &Node, path: &str) -> Option<AppCode> {
         let text = self.string(node, path)?;
         match AppCode::new(text) {
             Ok(code) => Some(code),
@@ -365,7 +377,11 @@ impl<'s> Decoder<'s> {
         }
     }
 
-    fn app_codes(&mut self, node: Option<&Node>, path: &str) -> (Option<Vec<AppCode>>, Vec<Span>) {
+    pub(crate) fn app_codes(
+        &mut self,
+        node: Option<&Node>,
+        path: &str,
+    ) -> (Option<Vec<AppCode>>, Vec<Span>) {
         let Some(node) = node else { return (Some(Vec::new()), Vec::new()) };
         let Value::Seq(items) = &node.value else {
             self.wrong_type(node, path, "a list of application codes");
@@ -399,7 +415,7 @@ impl<'s> Decoder<'s> {
     }
 
     /// `dependsOn` and `optionalDependsOn` of the mapping at `path`, checked against `app`.
-    fn dependencies(
+    pub(crate) fn dependencies(
         &mut self,
         fields: &Fields<'_>,
         path: &str,

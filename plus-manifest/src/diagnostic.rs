@@ -60,6 +60,28 @@ pub enum Rule {
     InvalidAppCode,
     /// An application depends on itself, or lists a dependency twice.
     InvalidDependency,
+    /// An environments file names an application its registry does not hold.
+    UnknownApplication,
+    /// An environment starts `from` one the file does not define.
+    UnknownEnvironment,
+    /// Environments start `from` one another in a circle.
+    FromCycle,
+    /// An application of an environment depends on one the environment does not include.
+    DependencyOutsideEnvironment,
+    /// Applications depend on one another in a circle: no order brings them up.
+    DependencyCycle,
+    /// The same application or environment defined twice.
+    DuplicateName,
+    /// An environment or constant name outside the allowed alphabet, or a constant that is
+    /// also the prefix of another (`db` and `db.host`).
+    InvalidName,
+    /// A port that is not a whole number from 1 to 65535.
+    InvalidPort,
+    /// A configuration template names a constant, dependency or field that does not exist
+    /// (never rendered as an empty string).
+    UnknownReference,
+    /// A configuration template that is not a valid template.
+    TemplateSyntax,
 }
 
 /// How bad a [`Diagnostic`] is.

@@ -73,6 +73,51 @@
 //! optionalDependsOn: [search]
 //! ```
 //!
+//! # Environments (talk 004)
+//!
+//! An environments file records every application once (source, build type, check, port,
+//! dependencies, configuration templates) and defines environments layered `from` one another
+//! (see the [`Environments`] format). [`parse_environments`] validates it with the same
+//! diagnostics, [`Environments::resolve`] applies the layers and keeps each value's [`Origin`],
+//! and with the `templates` feature `Resolved::render` fills the configuration templates
+//! (strict: an unknown name is an error with its file, line and column), `Rendered::diff`
+//! compares two environments, and secrets are masked in everything shown.
+//!
+//! ```
+//! use plus_manifest::{Limits, Source, parse_environments};
+//!
+//! let environments = parse_environments(Source::new("environments.yaml", "\
+//! version: v1
+//! apps:
+//!   - app: mysql
+//!     source: git@example.com:infra/mysql.git
+//!     buildType: docker
+//!     check: /ping
+//!     port: 3306
+//! environments:
+//!   - name: beta
+//!     constants: { log_level: info }
+//!     apps: { mysql: { branch: '5.7' } }
+//!   - name: dev-alice
+//!     from: beta
+//!     constants: { log_level: debug }
+//! "), Limits::default())?;
+//! let dev = environments.resolve("dev-alice")?;
+//! let mysql = &dev.apps["mysql"];
+//! assert_eq!(mysql.branch.value, "5.7");
+//! assert_eq!(mysql.branch.origin.to_string(), "environment dev-alice, from beta, mysql branch");
+//! assert_eq!(dev.constants["log_level"].value.value, "debug");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! | rule | what is rejected in an environments file |
+//! |---|---|
+//! | [`Rule::UnknownApplication`] | a dependency or an environment's application the registry does not define ("did you mean") |
+//! | [`Rule::UnknownEnvironment`] / [`Rule::FromCycle`] | `from` naming no environment ("did you mean"); environments starting from one another in a circle |
+//! | [`Rule::DependencyOutsideEnvironment`] / [`Rule::DependencyCycle`] | an application whose dependency the environment leaves out; dependencies in a circle |
+//! | [`Rule::DuplicateName`] / [`Rule::InvalidName`] / [`Rule::InvalidPort`] | an application or environment defined twice; a bad environment or constant name, or `db` beside `db.host`; a port outside 1..=65535 |
+//! | [`Rule::UnknownReference`] / [`Rule::TemplateSyntax`] | (rendering) a template naming what it cannot see; a template that is not one, or runs too long |
+//!
 //! # Performance
 //!
 //! Parse + validate of talk 000's manifest against `serde_yaml` parsing the same text into an
@@ -81,6 +126,7 @@
 
 mod decode;
 mod diagnostic;
+mod env;
 mod error;
 mod key;
 mod model;
@@ -92,6 +138,14 @@ mod yaml;
 use std::path::Path;
 
 pub use diagnostic::{Diagnostic, Report, Rule, Severity};
+#[cfg(feature = "templates")]
+pub use env::{Address, Facts, Reference, RenderError, Rendered, RenderedFile, Templates};
+pub use env::{
+    App, AppSettings, Constant, Environment, Environments, Layer, Layered, Origin, ResolveError,
+    Resolved, ResolvedApp, SECRET_MASK,
+};
+#[cfg(feature = "templates")]
+pub use env::{AppDiff, Change, EnvDiff};
 pub use error::ManifestError;
 pub use key::{DEFAULT_BASE_OS, EnvImageKey};
 pub use model::{
@@ -192,6 +246,31 @@ pub fn parse_app_list_file(
 ) -> Result<Vec<AppEntry>, ManifestError> {
     let source = read::file(path.as_ref(), limits, "application list")?;
     Ok(parse_app_list(source, limits)?)
+}
+
+/// Reads and validates an environments file (see [`Environments`]): the application
+/// registry and the environments layered on it, every reference checked (an unknown
+/// application or environment with "did you mean", a circle of `from`, a dependency outside an
+/// environment, a circle of dependencies).
+///
+/// # Errors
+/// A [`Report`] holding every problem found.
+pub fn parse_environments(source: Source, limits: Limits) -> Result<Environments, Report> {
+    decode_document(source, limits, "environments file", "start with `version: v1`", |d, root| {
+        d.environments(root)
+    })
+}
+
+/// [`parse_environments`] of the regular file at `path`, read as [`parse_file`] reads.
+///
+/// # Errors
+/// As [`parse_file`].
+pub fn parse_environments_file(
+    path: impl AsRef<Path>,
+    limits: Limits,
+) -> Result<Environments, ManifestError> {
+    let source = read::file(path.as_ref(), limits, "environments file")?;
+    Ok(parse_environments(source, limits)?)
 }
 
 /// Reads `source` as one YAML document within `limits` and decodes it with `decode`, reporting
