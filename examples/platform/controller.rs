@@ -116,7 +116,7 @@ impl World {
     }
 }
 
-/// The tasks of one term: the session's keeper, the deployment's and the releases' drivers.
+/// The tasks of one term: the deployment's and the releases' drivers.
 #[derive(Default)]
 struct TermTasks(Mutex<Vec<AbortHandle>>);
 
@@ -209,26 +209,13 @@ async fn serve(id: NodeId, world: Arc<World>, store: Cluster<RemoteNode>) {
 async fn lead(id: NodeId, world: &Arc<World>, store: &Cluster<RemoteNode>) -> Result<(), String> {
     let term = Arc::new(TermTasks::default());
     let _end_of_term = EndOfTerm(Arc::clone(&term));
-    let lease = store.grant_lease(SESSION_TTL).await.map_err(|e| e.to_string())?.id;
-    let mut keeper = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(SESSION_TTL / 4).await;
-                if let Err(err) = store.keep_alive(lease).await {
-                    return err.to_string();
-                }
-            }
-        })
-    };
-    term.track(&keeper);
-    let campaign = store.campaign(ELECTION, lease, format!("controller-{id}"));
-    let leadership = tokio::select! {
-        won = campaign => won.map_err(|e| e.to_string())?,
-        lost = &mut keeper => {
-            return Err(format!("lost the session lease: {}", lost.unwrap_or_default()));
-        }
-    };
+    let mut session = store.session(SESSION_TTL).await.map_err(|e| e.to_string())?;
+    // A killed controller stands for a crashed one: its lease ends with its TTL, not by a
+    // revoke from its dying process.
+    session.set_revoke_on_drop(false);
+    let lease = session.lease();
+    let leadership =
+        session.campaign(ELECTION, format!("controller-{id}")).await.map_err(|e| e.to_string())?;
     tracing::info!(controller = id, revision = leadership.revision, "controller elected");
 
     let platform = Arc::new(Platform {
@@ -290,7 +277,7 @@ async fn lead(id: NodeId, world: &Arc<World>, store: &Cluster<RemoteNode>) -> Re
             let _ = world.done.send(report);
             Ok(())
         }
-        lost = keeper => Err(format!("lost the session lease: {}", lost.unwrap_or_default())),
+        lost = session.lost() => Err(format!("lost the session lease: {lost}")),
     }
 }
 

@@ -68,6 +68,9 @@ pub enum StoreError {
     /// The lease does not exist: never granted, revoked, or expired.
     #[error("lease {0} does not exist (never granted, revoked or expired)")]
     NoSuchLease(LeaseId),
+    /// The [`Session`](crate::Session) a lock or election was waiting on was lost first.
+    #[error("the session was lost: {0}")]
+    SessionLost(String),
     /// A store reached through another client library (etcd, feature `etcd`) failed, or
     /// answered with something this crate cannot represent (a key that is not UTF-8); for a
     /// write, it may or may not have applied.

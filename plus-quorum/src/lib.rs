@@ -207,6 +207,8 @@ mod persist;
 mod recipes;
 #[cfg(feature = "mux")]
 mod roles;
+#[cfg(feature = "driver")]
+mod session;
 mod storage;
 mod txn;
 mod types;
@@ -246,6 +248,8 @@ pub use persist::PersistBatch;
 pub use recipes::{ElectionLeader, Leadership, LockGuard};
 #[cfg(feature = "mux")]
 pub use roles::{Principal, ROLE_URI_SCHEME, Request};
+#[cfg(feature = "driver")]
+pub use session::{Session, SessionLost};
 pub use storage::{HardState, MemStorage, Recovered, Storage, StorageError, StorageErrorKind};
 pub use txn::{Compare, KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult, TxnOutcome};
 pub use types::{
