@@ -17,7 +17,7 @@
 //!   transactions on a few shared keys, and multi-key sets, compare-and-sets, transactions,
 //!   deletes, multi-gets and range reads on a pair of keys written only together; every call
 //!   and return is recorded and each object's history is checked for linearizability with the
-//!   simulation's checker (`plus-quorum/tests/sim/linearizability.rs`), in the simulation's
+//!   checker of plus-quorum's `testkit` feature (the simulation's), in the simulation's
 //!   JSON-lines format with `--history FILE` (`quorum_chaos/registers.rs`);
 //! - a watcher follows the writers' keys from the first revision and must receive every
 //!   acknowledged put once, at its revision, in order (`quorum_chaos/watches.rs`);
@@ -38,14 +38,8 @@
 
 #[path = "common/cli.rs"]
 mod cli;
-#[allow(unreachable_pub)] // the simulation's history format, shared as it is
-#[path = "../plus-quorum/tests/sim/history_line.rs"]
-mod history_line;
 #[path = "quorum_chaos/leases.rs"]
 mod leases;
-#[allow(dead_code, unreachable_pub)] // the simulation's checker, shared as it is
-#[path = "../plus-quorum/tests/sim/linearizability.rs"]
-mod linearizability;
 #[path = "quorum_chaos/loads.rs"]
 mod loads;
 #[path = "quorum_chaos/proxy.rs"]

@@ -21,8 +21,7 @@ use plus_quorum::{
 };
 use rand::Rng;
 
-use crate::history_line::HistoryLine;
-use crate::linearizability::{History, Model, Verdict};
+use plus_quorum::testkit::{History, HistoryLine, Model, Verdict};
 
 /// The shared keys.
 pub(crate) const KEYS: usize = 8;

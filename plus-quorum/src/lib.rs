@@ -210,6 +210,8 @@ mod roles;
 #[cfg(feature = "driver")]
 mod session;
 mod storage;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod txn;
 mod types;
 mod watch;

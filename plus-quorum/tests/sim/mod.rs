@@ -33,13 +33,11 @@ use plus_quorum::{
 };
 use rand::Rng;
 
-pub mod history_line;
-pub mod linearizability;
 pub mod locks;
 mod operator;
 pub mod watchers;
-pub use linearizability::{History, Model, Verdict};
 use locks::{Hold, LOCK_KEY, Phase, Purpose};
+pub use plus_quorum::testkit::{History, Model, Verdict};
 use watchers::{Committed, Session, StartAt};
 
 /// Fault and workload settings.
@@ -571,7 +569,7 @@ impl MapSpec {
 
 // ---- history -------------------------------------------------------------------------------
 
-use history_line::HistoryLine;
+use plus_quorum::testkit::HistoryLine;
 
 /// The group of every lease operation and of the keys put on leases (`l...`, the lock's).
 pub const LEASES: &str = "leases";

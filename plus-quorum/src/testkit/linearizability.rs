@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 /// A sequential specification: a state and the operations on it.
 pub trait Model: Clone + Eq + Hash {
+    /// An operation on the object.
     type Op;
+    /// What an operation returns.
     type Ret: PartialEq;
 
     /// Applies `op` and returns what a sequential object would answer.
@@ -23,10 +25,14 @@ pub trait Model: Clone + Eq + Hash {
 /// The verdict on one history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
+    /// Some order of the operations, each between its call and its return, explains every
+    /// result.
     Linearizable,
+    /// No such order exists.
     NotLinearizable,
     /// The search did not end within its time bound.
     Undecided {
+        /// Configurations explored before the bound.
         explored: u64,
     },
 }
@@ -39,6 +45,15 @@ pub struct History<M: Model> {
     /// Calls and returns in time order: `(operation, is_return)`.
     events: Vec<(usize, bool)>,
     in_flight: std::collections::HashMap<u64, usize>,
+}
+
+impl<M: Model> std::fmt::Debug for History<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History")
+            .field("operations", &self.ops.len())
+            .field("in_flight", &self.in_flight.len())
+            .finish()
+    }
 }
 
 impl<M: Model> Default for History<M> {
@@ -97,8 +112,16 @@ impl<M: Model> History<M> {
         Ok(())
     }
 
+    /// How many operations it holds (refused ones removed).
+    #[must_use]
     pub fn len(&self) -> usize {
         self.ops.len()
+    }
+
+    /// Whether it holds no operation.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
     }
 
     /// Searches for a linearization from `init`, for at most `budget`.
