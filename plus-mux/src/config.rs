@@ -78,7 +78,8 @@ pub struct Config {
     /// Talk to the Go implementation safely: never emit identities whose bytes contain
     /// `\r\r\n` (such as 855,306), which the Go implementation mistakes for a frame end, and fail
     /// at once with [`RequestError::NotGoFramable`](crate::RequestError::NotGoFramable) a
-    /// request it could not frame (a body containing `\r\r\n`, or a length whose bytes do)
+    /// request it could not frame (a body containing `\r\r\n`, a length whose bytes do, or a
+    /// length and the body's first bytes that do together)
     /// instead of losing it to a timeout. Default true; turn it off when both peers are `plus`
     /// (bodies may then hold any bytes).
     pub go_compatible: bool,

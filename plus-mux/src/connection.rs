@@ -903,12 +903,21 @@ async fn heartbeat(inner: std::sync::Weak<Inner>, every: Duration) {
 }
 
 /// Whether the Go implementation, which looks for `\r\r\n` instead of reading the length,
-/// frames a request with this body correctly: neither the body nor its length field may hold
-/// the trailer.
+/// frames a request with this body correctly: the first trailer in the length field, the body
+/// and the trailer together must be the real one. So neither the length nor the body may hold
+/// it, nor may it straddle the length and the body's first bytes (a 13-byte body starting with
+/// `\r\n`: length `00 00 00 0D`). It cannot straddle the body's end and the trailer, which
+/// starts `\r\r`.
 fn go_framable(body: &[u8]) -> bool {
     let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    let mut head = [0u8; 6];
+    head[..4].copy_from_slice(&len.to_be_bytes());
+    let start = body.len().min(2);
+    head[4..4 + start].copy_from_slice(&body[..start]);
+    let straddles_head = head[..4 + start].windows(TRAILER.len()).any(|w| w == TRAILER);
     // Find each `\n` and look behind it: no searcher to build per body.
     !breaks_go_framing(len)
+        && !straddles_head
         && !memchr::memchr_iter(TRAILER[2], body)
             .any(|at| at >= 2 && body[at - 2..at] == TRAILER[..2])
 }
@@ -919,14 +928,24 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn a_trailer_across_the_length_and_the_body_or_the_body_and_the_trailer_is_found() {
+        let mut across_length = b"\r\n".to_vec();
+        across_length.resize(13, b'x');
+        assert!(!go_framable(&across_length), "length 00 00 00 0D then \\r\\n");
+        assert!(go_framable(b"ends in a carriage return\r"));
+        assert!(go_framable(b"plain text"));
+    }
+
     proptest! {
         #[test]
         fn go_framable_finds_the_trailer_wherever_it_is(
             body in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), any::<u8>()], 0..64)
         ) {
-            let naive = !breaks_go_framing(body.len() as u32)
-                && !body.windows(TRAILER.len()).any(|w| w == TRAILER);
-            prop_assert_eq!(go_framable(&body), naive);
+            // As the Go reader sees it: the first trailer after the identity is the frame's end.
+            let frame: Vec<u8> = (body.len() as u32).to_be_bytes().iter().chain(&body).chain(TRAILER).copied().collect();
+            let first = frame.windows(TRAILER.len()).position(|w| w == TRAILER);
+            prop_assert_eq!(go_framable(&body), first == Some(frame.len() - TRAILER.len()));
         }
     }
 }

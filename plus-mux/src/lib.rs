@@ -1,14 +1,17 @@
-//! Many concurrent requests over one long-lived connection, both peers equal (talk 001),
-//! byte-compatible with the original Go implementation:
+//! Many concurrent requests over one long-lived connection, both peers equal (the connection
+//! multiplexing of the build platform's own RPC talk), byte-compatible with the original Go
+//! implementation:
 //!
 //! ```text
 //! [3 bytes "REQ" | "RSP"][u32 identity, big-endian][u32 body length, big-endian][body][\r\r\n]
 //! ```
 //!
 //! - [`FrameCodec`]: a `tokio_util::codec` Decoder/Encoder, usable on its own. Frames are
-//!   delimited by the length field; the trailer must then be exactly `\r\r\n`. Bodies may
-//!   contain `\r\r\n` and identity 855,306 is an identity like any other (both broke the Go
-//!   code's framing).
+//!   delimited by the length field; the trailer must then be exactly `\r\r\n`. The codec
+//!   itself frames any body and identity, `\r\r\n` inside included; a [`Connection`] with the
+//!   default [`Config::go_compatible`] refuses to send what the Go code would misframe (a
+//!   body, or a length and the body's first bytes, holding `\r\r\n`) and never uses an
+//!   identity such as 855,306 whose bytes hold it.
 //! - [`Connection`]: a symmetric peer over any `AsyncRead + AsyncWrite`: either side sends
 //!   requests ([`Connection::request`] waits with a timeout, [`Connection::send_async`] does not)
 //!   and answers the other's through a [`Handler`]. Limits everywhere: body size (checked before
