@@ -83,7 +83,8 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, Parser)]
 #[command(name = "platform")]
 struct Args {
-    /// Probability that a deploy step fails on a host.
+    /// Share of the simulated hosts whose release fails (each at one of its steps after
+    /// Precheck): at 0.1 a group of 20 loses about two hosts, enough to brake one in a while.
     #[arg(long, default_value_t = 0.0, value_parser = cli::probability)]
     fail_rate: f64,
     /// Seed of the simulated fleet and failures.
@@ -98,9 +99,9 @@ struct Args {
     /// No progress bars (also off when stdout is not a terminal, or when RUST_LOG is set).
     #[arg(long)]
     no_progress: bool,
-    /// The manifests.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/platform"))]
-    data: PathBuf,
+    /// The directory of manifests [default: examples/data/platform of this repository].
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// Controller replicas, each with a node of the store; one is active at a time (1 to 5).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
     controllers: u64,
@@ -120,9 +121,10 @@ struct Args {
     /// temporary directory, removed at the end).
     #[arg(long)]
     agents_root: Option<PathBuf>,
-    /// The manifest of the application released to the agents.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/agents/hello.yaml"))]
-    agent_app: PathBuf,
+    /// The manifest of the application released to the agents [default:
+    /// examples/data/agents/hello.yaml of this repository].
+    #[arg(long)]
+    agent_app: Option<PathBuf>,
     /// The pre-shared key the platform and its agents prove to each other (a file readable by
     /// its owner only). Default: a new random key for the run, in the agents' root.
     #[arg(long, conflicts_with = "agents_tls_cert")]
@@ -151,6 +153,11 @@ fn main() -> ExitCode {
         args.no_progress = true;
     }
     cli::run_async(run(args))
+}
+
+/// `examples/data/PATH` of the repository this program was built from.
+fn repository_data(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(path)
 }
 
 /// Step 1: every manifest in the directory; invalid ones are reported and left out.
@@ -246,9 +253,10 @@ struct AppResult {
 
 async fn run(args: Args) -> Result<bool, String> {
     let started = Instant::now();
-    let mut apps = load_manifests(&args.data)?;
+    let data = args.data.clone().unwrap_or_else(|| repository_data("platform"));
+    let mut apps = load_manifests(&data)?;
     if apps.is_empty() {
-        return Err(format!("no valid manifest in {}", args.data.display()));
+        return Err(format!("no valid manifest in {}", data.display()));
     }
     // Dropped last: the agents and their programs are stopped however the run ends.
     let agents = if args.agents > 0 { Some(start_agents(&args, &mut apps).await?) } else { None };
@@ -464,7 +472,8 @@ struct Agents {
 /// Starts `--agents` agent processes on a loopback listener, waits until all have registered,
 /// and adds their application to `apps`.
 async fn start_agents(args: &Args, apps: &mut Vec<(AppCode, Manifest)>) -> Result<Agents, String> {
-    let manifest = match parse_file(&args.agent_app) {
+    let agent_app = args.agent_app.clone().unwrap_or_else(|| repository_data("agents/hello.yaml"));
+    let manifest = match parse_file(&agent_app) {
         Ok(manifest) => manifest,
         Err(ManifestError::Invalid(report)) => {
             return Err(format!(

@@ -157,20 +157,28 @@ async fn run(cluster: Cluster<RemoteNode>, op: Op) -> Result<bool, String> {
             println!("node {to} leads");
         }
         Op::Status => {
+            let mut answered = 0;
             for node in cluster.handles() {
                 match node.status().await {
-                    Ok(s) => println!(
-                        "node {} {:?} term={} leader={} commit={} applied={}{}",
-                        s.id,
-                        s.role,
-                        s.term,
-                        s.leader.map_or("-".to_owned(), |l| l.to_string()),
-                        s.commit,
-                        s.applied,
-                        if s.recovering { " recovering" } else { "" }
-                    ),
+                    Ok(s) => {
+                        answered += 1;
+                        println!(
+                            "node {} {:?} term={} leader={} commit={} applied={}{}",
+                            s.id,
+                            s.role,
+                            s.term,
+                            s.leader.map_or("-".to_owned(), |l| l.to_string()),
+                            s.commit,
+                            s.applied,
+                            if s.recovering { " recovering" } else { "" }
+                        );
+                    }
                     Err(e) => println!("node {} unreachable: {e}", node.id()),
                 }
+            }
+            if answered == 0 {
+                eprintln!("error: no node answered");
+                return Ok(false);
             }
         }
     }

@@ -14,6 +14,8 @@
 //! `--record FILE`, every acknowledged put's key and value are appended to FILE as soon as the
 //! put is acknowledged; `--op check` reads every recorded key back (linearizably) and prints
 //! `checked=N missing=M wrong=W`, exiting 1 unless both are 0: no acknowledged write was lost.
+//! A load in which every operation failed exits 1 (a client backs off after each failure, so a
+//! store that is not there is not spun on).
 
 #[path = "common/cli.rs"]
 mod cli;
@@ -229,6 +231,7 @@ async fn load(args: &Args, target: &Target) -> Result<bool, String> {
         clients.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut n = 0u64;
+            let mut pause = Duration::ZERO;
             while Instant::now() < deadline {
                 let taken = tickets.fetch_update(
                     std::sync::atomic::Ordering::Relaxed,
@@ -282,8 +285,15 @@ async fn load(args: &Args, target: &Target) -> Result<bool, String> {
                 };
                 if ok {
                     tally.latencies.push(began.elapsed());
+                    pause = Duration::ZERO;
                 } else {
                     tally.errors += 1;
+                    // A store that refuses at once (nothing listening) must not be spun on.
+                    pause = (pause * 2).clamp(Duration::from_millis(5), Duration::from_millis(200));
+                    tokio::time::sleep(
+                        pause.min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
                 }
             }
             tally
@@ -307,6 +317,10 @@ async fn load(args: &Args, target: &Target) -> Result<bool, String> {
         cli::quantile_us(&latencies, 0.50),
         cli::quantile_us(&latencies, 0.99),
     );
+    if latencies.is_empty() && errors > 0 {
+        eprintln!("error: every operation failed ({errors}); is the store up at those endpoints?");
+        return Ok(false);
+    }
     Ok(true)
 }
 

@@ -11,10 +11,10 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use plus_core::{AppCode, HostId, Timestamp, Version};
 use plus_quorum::{Bytes, Cluster, LeaseId, MuxNode, NodeId, RemoteNode, WriteOp};
 use plus_rollout::{
-    AppExecutor, AppGraph, Command, DeployConfig, Deployment, DeploymentReport, EventKind,
-    GroupHost, HostState, Mode, Outcome, Phase, PlanConfig, QuorumStore, Release, ReleaseConfig,
-    SavedDeployment, SavedRelease, StateStore, async_trait, plan, spawn_deployment_saved,
-    spawn_release_saved,
+    AppExecutor, AppGraph, AvailabilityFloor, Command, DeployConfig, Deployment, DeploymentReport,
+    EventKind, GroupHost, HostState, Mode, Outcome, Phase, PlanConfig, QuorumStore, Release,
+    ReleaseConfig, SavedDeployment, SavedRelease, StateStore, async_trait, plan,
+    spawn_deployment_saved, spawn_release_saved,
 };
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle};
@@ -111,6 +111,10 @@ impl World {
             },
             step_timeout: Duration::from_secs(5),
             verify_timeout: Duration::from_secs(5),
+            // Failed hosts stay out of traffic: a batch may start only while failed hosts and
+            // the batch together stay within the plan's pull-out cap (Kubernetes'
+            // maxUnavailable), which is what the observer beside the hosts checks.
+            brake: Arc::new(AvailabilityFloor),
             ..ReleaseConfig::new(self.version.clone())
         }
     }

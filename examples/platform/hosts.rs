@@ -13,8 +13,8 @@ use plus_rollout::{Step, StepExecutor, StepOutcome, async_trait};
 use crate::agents::AgentHosts;
 
 /// The hosts' deploy steps: an agent's host's go to its agent; the others are simulated,
-/// each taking about `latency_ms` and failing with `fail_rate`, decided by a hash of
-/// (seed, host, step) so runs replay whatever the timing.
+/// each taking about `latency_ms`; a share `fail_rate` of the hosts fails, each at one of its
+/// steps after Precheck, decided by a hash of (seed, host) so runs replay whatever the timing.
 pub(crate) struct Hosts {
     seed: u64,
     fail_rate: f64,
@@ -106,15 +106,20 @@ impl StepExecutor for Hosts {
 
 impl Hosts {
     async fn simulate(&self, host: &HostId, step: Step) -> StepOutcome {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (self.seed, host.as_str(), step as u8).hash(&mut h);
-        let roll = h.finish();
-        let jitter = roll % (self.latency_ms.max(1) * 2);
+        let roll = |key: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            key(&mut h);
+            h.finish()
+        };
+        let jitter = roll(&|h| (self.seed, host.as_str(), step as u8).hash(h))
+            % (self.latency_ms.max(1) * 2);
         tokio::time::sleep(Duration::from_millis(jitter)).await;
-        if step != Step::Precheck
-            && (roll >> 16) as f64 / (1u64 << 48) as f64 <= self.fail_rate
-            && self.fail_rate > 0.0
-        {
+        // Whether this host fails, and at which of its steps after Precheck.
+        let host_roll = roll(&|h| (self.seed, host.as_str()).hash(h));
+        let fails = (host_roll >> 16) as f64 / (1u64 << 48) as f64 <= self.fail_rate
+            && self.fail_rate > 0.0;
+        let failing_step = Step::ALL[1 + (host_roll % (Step::ALL.len() as u64 - 1)) as usize];
+        if fails && step == failing_step {
             StepOutcome::Failed(format!("{step} failed on {host} (simulated)"))
         } else {
             StepOutcome::Done

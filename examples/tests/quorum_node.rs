@@ -341,3 +341,26 @@ async fn an_operator_replaces_a_lost_node_with_a_new_member() {
     drop(nodes);
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+/// Against addresses where nothing listens, a load and a status fail with exit status 1
+/// instead of reporting success, and the load does not spin.
+#[test]
+fn load_and_status_against_no_store_fail() {
+    let endpoints = "1=127.0.0.1:1,2=127.0.0.1:2";
+    let load = Command::new(example("quorum_load"))
+        .args(["--endpoints", endpoints, "--op", "put", "--clients", "4", "--seconds", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&load.stderr);
+    assert_eq!(load.status.code(), Some(1), "{err}");
+    assert!(err.contains("every operation failed"), "{err}");
+    let out = String::from_utf8_lossy(&load.stdout);
+    let errors: u64 = out
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("errors="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(errors < 1_000, "4 clients for 1 s tried {errors} times: spinning ({out})");
+    let status = quorum_ctl(endpoints, 1, &[] as &[String], &["status"]);
+    assert_eq!(status.status.code(), Some(1), "{}", String::from_utf8_lossy(&status.stderr));
+}

@@ -4,10 +4,10 @@ use sha2::{Digest, Sha256};
 
 use crate::model::{Manifest, Tools};
 
-/// The base OS assumed when `build.os` is absent: talk 000's `centos7`.
+/// The base OS assumed when `build.os` is absent: the Meituan Plus talk's `centos7`.
 pub const DEFAULT_BASE_OS: &str = "centos7";
 
-/// A stable name for a build environment image: base OS plus tool set (talk 000, "cached
+/// A stable name for a build environment image: base OS plus tool set (Meituan's Plus build platform talk, "cached
 /// environment image"). Two manifests that need the same OS and the same tools at the same
 /// versions get the same key, whatever their key order, quoting or formatting, so they share one
 /// image.

@@ -1,4 +1,4 @@
-//! The `manifest.yaml` a project keeps in its repository (talk 000): a typed model, parsing,
+//! The `manifest.yaml` a project keeps in its repository (Meituan's Plus build platform talk): a typed model, parsing,
 //! validation, diagnostics a person can act on, and the environment-image key.
 //!
 //! Parsing never panics and never trusts its input: every problem in a file is reported (not
@@ -61,7 +61,7 @@
 //! | [`Rule::TooLarge`], [`Rule::TooDeep`], [`Rule::TooManyNodes`] | input beyond [`Limits`] |
 //! | [`Rule::Encoding`], [`Rule::NotAFile`] | input that is not UTF-8 (named by line and column), holds a NUL or another character YAML forbids, or is not a regular file (use [`parse_reader`] for pipes); a UTF-8 byte-order mark is accepted |
 //!
-//! # Dependency extensions (talk 004)
+//! # Dependency extensions (Qunar's dev/beta environment talk)
 //!
 //! For dependency-ordered deployment a manifest may name its application and what it needs, in the
 //! same camelCase style; see [`Manifest`]:
@@ -73,7 +73,7 @@
 //! optionalDependsOn: [search]
 //! ```
 //!
-//! # Environments (talk 004)
+//! # Environments (Qunar's dev/beta environment talk)
 //!
 //! An environments file records every application once (source, build type, check, port,
 //! dependencies, configuration templates) and defines environments layered `from` one another
@@ -120,7 +120,7 @@
 //!
 //! # Performance
 //!
-//! Parse + validate of talk 000's manifest against `serde_yaml` parsing the same text into an
+//! Parse + validate of the Meituan Plus talk's manifest against `serde_yaml` parsing the same text into an
 //! untyped `Value`: see `cargo bench -p benches --bench manifest` and BENCHMARKS.md.
 #![doc(test(attr(deny(warnings))))]
 

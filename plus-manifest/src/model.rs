@@ -11,7 +11,7 @@ pub type Tools = BTreeMap<String, Version>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ManifestVersion {
-    /// `version: v1`, the format of talk 000.
+    /// `version: v1`, the format of Meituan's Plus build platform talk.
     #[serde(rename = "v1")]
     V1,
 }
@@ -31,7 +31,7 @@ impl ManifestVersion {
 /// A project's `manifest.yaml`: how to build it and how to start it.
 ///
 /// On the wire every field is camelCase. The three dependency fields are `plus` extensions for
-/// dependency-ordered deployment (talk 004):
+/// dependency-ordered deployment (Qunar's dev/beta environment talk):
 ///
 /// ```yaml
 /// version: v1
@@ -66,7 +66,7 @@ pub struct Manifest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Build {
     /// Base OS of the build image (`centos7`); [`DEFAULT_BASE_OS`](crate::DEFAULT_BASE_OS) when
-    /// absent. A `plus` extension: talk 000 fixes the OS per platform.
+    /// absent. A `plus` extension: Meituan's Plus build platform talk fixes the OS per platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os: Option<String>,
     /// Tools the build image needs.

@@ -724,7 +724,7 @@ impl NodeApi for NodeHandle {
 }
 
 /// The client view of a cluster: routes every call to the leader, following hints and
-/// re-routing after a leader change, within the call's deadline (talk 001: "R/W is transparent
+/// re-routing after a leader change, within the call's deadline (Xiaomi's MAE container platform talk: "R/W is transparent
 /// to the user").
 #[derive(Debug, Clone)]
 pub struct Cluster<N: NodeApi = NodeHandle> {

@@ -1,4 +1,4 @@
-//! Comparing replicas (talk 002): who is behind, and whether any two disagree.
+//! Comparing replicas (Meituan's code-hosting platform talk): who is behind, and whether any two disagree.
 
 use crate::node::Inspection;
 use crate::types::{LogIndex, NodeId};

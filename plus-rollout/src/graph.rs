@@ -1,4 +1,4 @@
-//! The application graph: validation, topological order, waves and teardown order (talk 004).
+//! The application graph: validation, topological order, waves and teardown order (Qunar's dev/beta environment talk).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};

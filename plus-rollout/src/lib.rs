@@ -1,5 +1,5 @@
-//! Release a version to a group of hosts in batches without taking the service down (talk 003),
-//! and deploy many applications in dependency order (talk 004).
+//! Release a version to a group of hosts in batches without taking the service down (Ctrip's release system talk),
+//! and deploy many applications in dependency order (Qunar's dev/beta environment talk).
 //!
 //! The batch engine has three layers:
 //!
@@ -29,8 +29,9 @@
 //! (feature `tokio`) drives a core and writes its state to a `StateStore` before it starts a
 //! step and before it acts on an outcome, with a compare-and-set on the state's version, so a
 //! second controller that took over makes the first one stop with `StoreError::Stale`;
-//! `MemoryStore` is the in-memory store. A store backed by plus-quorum and a highly available
-//! controller on top are not built yet.
+//! `MemoryStore` is the in-memory store, and `QuorumStore` (feature `quorum`) keeps the state
+//! in a plus-quorum cluster, so that a standby controller elected on a lease takes over from
+//! the saved state (the `platform` example's `--controllers 3 --kill-leader-after-ms T`).
 //!
 //! # Features
 //!

@@ -185,7 +185,7 @@ pub struct ReleaseConfig {
     pub target: Version,
     /// Automatic or manual batches. Default automatic with a 30 s wait.
     pub mode: Mode,
-    /// Hosts of a batch running at once. Default 6 (talk 000's controller).
+    /// Hosts of a batch running at once. Default 6 (the Meituan Plus talk's controller).
     pub parallelism: usize,
     /// On the first failure in a batch, cancel the hosts not yet started (running ones finish).
     /// Default false ("quick and dirty": failures do not stop the rest of the batch).
@@ -194,7 +194,7 @@ pub struct ReleaseConfig {
     pub step_timeout: Duration,
     /// Deadline of Verify: the application's startup deadline. Default 10 minutes.
     pub verify_timeout: Duration,
-    /// Treat a failed Verify as passed (talk 003's "ignore verify"). Default false.
+    /// Treat a failed Verify as passed (the Ctrip release talk's "ignore verify"). Default false.
     pub ignore_verify: bool,
     /// The brake checked before every batch. Default [`FailureRate`] at the plan's max pull-out
     /// ratio ([`PlanConfig::max_ratio`](crate::PlanConfig::max_ratio), given once, there).

@@ -1,6 +1,6 @@
 use plus_core::WorkerId;
 
-/// What a worker is for (talk 000: build machines, deploy machines, offline-environment machines).
+/// What a worker is for (Meituan's Plus build platform talk: build machines, deploy machines, offline-environment machines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WorkerKind {
     /// Physical build machines that build code in containers.

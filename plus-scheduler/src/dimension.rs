@@ -41,7 +41,7 @@ pub trait Filter: Send + Sync + fmt::Debug {
     fn admits(&self, job: &Job<'_>, candidate: &Candidate) -> bool;
 }
 
-/// A built-in dimension of talk 000, described once: its name, which end wins, how to read it
+/// A built-in dimension of Meituan's Plus build platform talk, described once: its name, which end wins, how to read it
 /// from a candidate and which values it accepts. [`Weights`](crate::Weights), the fast scoring
 /// path, the tuner and the checks all follow from this description; every `match` on it is
 /// exhaustive, so adding one makes the compiler point at each place that must learn it.

@@ -1,5 +1,5 @@
 //! A fleet of workers as the scheduler's host keeps it: registrations, heartbeats, liveness,
-//! and the jobs placed on each worker (talk 000's worker registry, watchdog and job controller).
+//! and the jobs placed on each worker (the Meituan Plus talk's worker registry, watchdog and job controller).
 //!
 //! The fleet is sans-IO like the rest of the crate: heartbeats and ticks come in with the time
 //! the host passes, and lost jobs come out as values.

@@ -1,4 +1,4 @@
-//! Pick the best worker for a job by normalized weighted scoring (talk 000), and tune the weights
+//! Pick the best worker for a job by normalized weighted scoring (Meituan's Plus build platform talk), and tune the weights
 //! in simulation before shipping them.
 //!
 //! A decision filters the candidates (wrong kind, at capacity, host-defined [`Filter`]s), then

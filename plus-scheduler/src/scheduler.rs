@@ -91,7 +91,7 @@ struct WeightedDimension {
     weight: f64,
 }
 
-/// Places jobs on workers: filter, then score by normalized weighted dimensions (talk 000).
+/// Places jobs on workers: filter, then score by normalized weighted dimensions (Meituan's Plus build platform talk).
 ///
 /// For each dimension, raw values are normalized across the admitted candidates to
 /// `(v - min) / (max - min)` (or one minus that when smaller is better); when every candidate has

@@ -1,5 +1,5 @@
 //! The simulation harness: replays a stream of jobs against a model fleet in simulated time, so
-//! that weights can be judged (and tuned) before they are shipped (talk 000's Go benchmark).
+//! that weights can be judged (and tuned) before they are shipped (the Meituan Plus talk's Go benchmark).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -23,7 +23,7 @@ pub enum Popularity {
     },
 }
 
-/// Workers that join the fleet part-way through a run, with no caches (talk 000: "new workers
+/// Workers that join the fleet part-way through a run, with no caches (Meituan's Plus build platform talk: "new workers
 /// make caches uneven").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerJoin {
@@ -35,7 +35,7 @@ pub struct WorkerJoin {
 
 /// The fleet model and job stream of one simulation.
 ///
-/// The defaults model talk 000's experiment: 10 build workers with 20 job slots each, whose
+/// The defaults model the Meituan Plus talk's experiment: 10 build workers with 20 job slots each, whose
 /// initial caches are uneven (worker `i` starts with `(i + 1) x 200` random project caches, so
 /// 200 to 2,000); 36,000 projects built with uniform popularity (the talk does not give its
 /// project count; 36,000 makes the default run end, like the source talk's, with about 3,250 caches on

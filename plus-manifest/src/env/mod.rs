@@ -1,4 +1,4 @@
-//! Environments (talk 004): every application recorded once under its code, environments
+//! Environments (Qunar's dev/beta environment talk): every application recorded once under its code, environments
 //! layered `from` one another with overrides, and (feature `templates`) configuration files
 //! rendered per environment.
 //!

@@ -321,7 +321,7 @@ pub enum NodeError {
     Storage(#[from] StorageError),
 }
 
-/// What a node reports for inspection (talk 002).
+/// What a node reports for inspection (Meituan's code-hosting platform talk).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Inspection {
     /// The node.
