@@ -231,6 +231,9 @@ fn render_one(renderer: &Renderer, source: &Source, diagnostic: &Diagnostic) -> 
     };
     let note = (!diagnostic.path.is_empty()).then(|| format!("field: {}", diagnostic.path));
     let mut message = level.title(&diagnostic.message);
+    // The snippet renderer ends lines at `\n` only: a lone `\r` (old Mac files), which YAML
+    // and `Source` count as a line end, becomes `\n`, byte for byte, so spans stay valid.
+    let shown = lone_cr_as_newline(source.text());
     if let Some(span) = diagnostic.span {
         let text = source.text();
         // A caret needs at least one character; at the very end, point at the last one.
@@ -247,7 +250,7 @@ fn render_one(renderer: &Renderer, source: &Source, diagnostic: &Diagnostic) -> 
             start..end
         };
         message = message.snippet(
-            Snippet::source(text)
+            Snippet::source(&shown)
                 .line_start(1)
                 .origin(source.name())
                 .fold(true)
@@ -263,6 +266,18 @@ fn render_one(renderer: &Renderer, source: &Source, diagnostic: &Diagnostic) -> 
         message = message.footer(Level::Note.title(note));
     }
     renderer.render(message).to_string()
+}
+
+fn lone_cr_as_newline(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let lone = |i: usize| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n');
+    if !(0..bytes.len()).any(lone) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let replaced: Vec<u8> =
+        (0..bytes.len()).map(|i| if lone(i) { b'\n' } else { bytes[i] }).collect();
+    // Only ASCII bytes were swapped for ASCII bytes.
+    std::borrow::Cow::Owned(String::from_utf8(replaced).unwrap_or_else(|_| text.to_owned()))
 }
 
 impl fmt::Display for Report {

@@ -325,14 +325,25 @@ fn read_error(source: &Source, what: &str, err: ReadError) -> Diag {
                 .at(source, span)
                 .label("too deep")
         }
-        ReadError::TooManyNodes { span, max } => Diag::error(
-            Rule::TooManyNodes,
-            "",
-            format!("document expands to more than {max} nodes"),
-        )
-        .at(source, span)
-        .label("limit reached here")
-        .help("aliases (`*name`) repeat what they point to; nested aliases multiply"),
+        ReadError::TooManyNodes { span, max, aliased } => {
+            let diagnostic = Diag::error(
+                Rule::TooManyNodes,
+                "",
+                if aliased {
+                    format!("document expands to more than {max} nodes")
+                } else {
+                    format!("document holds more than {max} nodes")
+                },
+            )
+            .at(source, span)
+            .label("limit reached here");
+            if aliased {
+                diagnostic
+                    .help("aliases (`*name`) repeat what they point to; nested aliases multiply")
+            } else {
+                diagnostic.help("if it really is that large, raise `Limits::max_nodes`")
+            }
+        }
         ReadError::MultipleDocuments { span } => Diag::error(
             Rule::MultipleDocuments,
             "",

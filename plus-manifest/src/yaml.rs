@@ -101,6 +101,8 @@ pub(crate) enum ReadError {
     TooManyNodes {
         span: Span,
         max: usize,
+        /// Whether the document used aliases (then they are the likely cause).
+        aliased: bool,
     },
     MultipleDocuments {
         span: Span,
@@ -128,6 +130,8 @@ struct Builder<'s> {
     /// Anchor id of each open container, so the finished node can be registered.
     open_anchors: Vec<usize>,
     nodes: usize,
+    /// Whether an alias has been expanded.
+    aliased: bool,
     root: Option<Node>,
     documents: usize,
 }
@@ -140,7 +144,8 @@ impl Builder<'_> {
     fn charge(&mut self, weight: usize, span: Span) -> Result<(), ReadError> {
         self.nodes = self.nodes.saturating_add(weight);
         if self.nodes > self.limits.max_nodes {
-            return Err(ReadError::TooManyNodes { span, max: self.limits.max_nodes });
+            let aliased = self.aliased;
+            return Err(ReadError::TooManyNodes { span, max: self.limits.max_nodes, aliased });
         }
         Ok(())
     }
@@ -231,6 +236,7 @@ impl Builder<'_> {
         };
         // Charge before cloning: the copy is what a billion-laughs document multiplies.
         let weight = target.weight();
+        self.aliased = true;
         self.charge(weight, span)?;
         let mut copy = self.anchors[&id].clone();
         copy.span = span;
@@ -257,6 +263,7 @@ pub(crate) fn read(source: &Source, limits: Limits) -> Result<Option<Node>, Read
         anchors: HashMap::new(),
         open_anchors: Vec::new(),
         nodes: 0,
+        aliased: false,
         root: None,
         documents: 0,
     };

@@ -387,3 +387,31 @@ error: `autodeploy.checkRetry` must not be negative, found -1
 error: could not read `manifest.yaml` due to 1 previous error";
     assert_eq!(report.to_string(), expected);
 }
+
+/// Old Mac line ends (a lone `\r`): the problem is shown on its own line, in the location and
+/// in the rendered snippet.
+#[test]
+fn lone_carriage_returns_end_lines() {
+    check(
+        "version: v1\rautodeploy:\r  targetDir: opt\r  run: x\r",
+        Rule::RelativeTargetDir,
+        "`autodeploy.targetDir` must be an absolute path, found `opt`",
+        3,
+        14,
+    );
+}
+
+/// A large document without aliases is not told about aliases.
+#[test]
+fn too_many_nodes_without_aliases_names_the_limit() {
+    let limits = Limits { max_nodes: 50, ..Limits::default() };
+    let text = format!("version: v1\nbuild:\n  run:\n    cmd: [{}]\n", vec!["make"; 60].join(", "));
+    let report = parse_source(Source::new("big", text), limits).unwrap_err();
+    let d = &report.diagnostics()[0];
+    assert_eq!(d.rule, Rule::TooManyNodes);
+    assert_eq!(d.message, "document holds more than 50 nodes");
+    assert!(!d.help.as_deref().unwrap_or("").contains("alias"), "{:?}", d.help);
+    let laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: [*a, *a, *a, *a, *a, *a]\n";
+    let report = parse_source(Source::new("lol", laughs), limits).unwrap_err();
+    assert!(report.diagnostics()[0].help.as_deref().unwrap_or("").contains("alias"));
+}
