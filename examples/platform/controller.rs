@@ -237,14 +237,18 @@ async fn lead(id: NodeId, world: &Arc<World>, store: &Cluster<RemoteNode>) -> Re
                     saved,
                     Arc::clone(&world.graph),
                     World::deploy_config(),
-                    Timestamp::ZERO,
+                    Timestamp::since_unix_epoch(),
                 )
                 .map_err(|e| format!("cannot restore the deployment: {e}"))?,
                 Some(version),
             ),
             None => (
-                Deployment::new(Arc::clone(&world.graph), World::deploy_config(), Timestamp::ZERO)
-                    .map_err(|e| e.to_string())?,
+                Deployment::new(
+                    Arc::clone(&world.graph),
+                    World::deploy_config(),
+                    Timestamp::since_unix_epoch(),
+                )
+                .map_err(|e| e.to_string())?,
                 None,
             ),
         };
@@ -369,19 +373,22 @@ impl Platform {
         let key = format!("release/{app}");
         let releases: Arc<dyn StateStore<SavedRelease>> =
             Arc::new(QuorumStore::new(self.store.clone()));
-        let (release, version) =
-            match releases.load(&key).await.map_err(|e| failed(e.to_string()))? {
-                Some((saved, version)) => (
-                    Release::restore(saved, self.world.release_config(), Timestamp::ZERO)
-                        .map_err(|e| failed(format!("cannot restore the release of {app}: {e}")))?,
-                    Some(version),
-                ),
-                None => (
-                    Release::new(plan, self.world.release_config(), Timestamp::ZERO)
-                        .map_err(|e| failed(format!("release of {app}: {e}")))?,
-                    None,
-                ),
-            };
+        let (release, version) = match releases
+            .load(&key)
+            .await
+            .map_err(|e| failed(e.to_string()))?
+        {
+            Some((saved, version)) => (
+                Release::restore(saved, self.world.release_config(), Timestamp::since_unix_epoch())
+                    .map_err(|e| failed(format!("cannot restore the release of {app}: {e}")))?,
+                Some(version),
+            ),
+            None => (
+                Release::new(plan, self.world.release_config(), Timestamp::since_unix_epoch())
+                    .map_err(|e| failed(format!("release of {app}: {e}")))?,
+                None,
+            ),
+        };
         let bar = self.world.bar(app, total);
         bar.set_position(release.report().count(HostState::is_final) as u64);
         // A restored release says where it is by its phase, not by an event.

@@ -65,6 +65,23 @@ impl Timestamp {
     pub fn checked_add(self, d: Duration) -> Option<Timestamp> {
         self.0.checked_add(d).map(Timestamp)
     }
+
+    /// The wall clock now, with the Unix epoch as the origin (zero if the clock is set before
+    /// it). Hosts that start and restore their cores at this origin share one time line: the
+    /// events of a release read as wall-clock times, one audit log spans a controller's
+    /// failover, and deadlines saved by one process mean the same to the next (within the
+    /// machines' clock skew).
+    #[must_use]
+    pub fn since_unix_epoch() -> Self {
+        Self(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
+    }
+
+    /// This timestamp as a wall-clock time, when its origin is the Unix epoch (see
+    /// [`Timestamp::since_unix_epoch`]).
+    #[must_use]
+    pub fn as_system_time(self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + self.0
+    }
 }
 
 impl Add<Duration> for Timestamp {
@@ -146,6 +163,16 @@ impl Default for MonotonicClock {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_wall_clock_origin_round_trips_to_system_time() {
+        let before = std::time::SystemTime::now();
+        let now = Timestamp::since_unix_epoch();
+        let after = std::time::SystemTime::now();
+        let wall = now.as_system_time();
+        assert!(before <= wall && wall <= after, "{wall:?} not within {before:?}..{after:?}");
+        assert!(now.as_millis() > 1_600_000_000_000, "after 2020: {now:?}");
+    }
+
     use super::*;
 
     #[test]

@@ -246,6 +246,11 @@ pub use mux::{
 pub use node::PlantedBugs;
 pub use node::{Config, ConfigError, Inspection, Node, NodeError, NodeStats, Role, Start};
 pub use persist::PersistBatch;
+/// plus-mux's connection settings and their error, which [`RemoteNode::connect`],
+/// [`MuxNode::start`] and [`MuxTransport::new`] take: re-exported so that an embedder needs no
+/// direct dependency on plus-mux to call them.
+#[cfg(feature = "mux")]
+pub use plus_mux::{Config as MuxConfig, ConfigError as MuxConfigError};
 #[cfg(feature = "driver")]
 pub use recipes::{ElectionLeader, Leadership, LockGuard};
 #[cfg(feature = "mux")]

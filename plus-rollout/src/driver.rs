@@ -251,7 +251,14 @@ struct Saving<S> {
 impl<S: Send + Sync + 'static> Save<S> for Saving<S> {
     type Error = StoreError;
     async fn save(&mut self, state: S) -> Result<(), StoreError> {
-        self.version = Some(self.store.save(&self.key, &state, self.version).await?);
+        let saved = self.store.save(&self.key, &state, self.version).await;
+        self.version = Some(saved.map_err(|e| match e {
+            // A new rollout under a key that already holds one: not a takeover, a reused key.
+            StoreError::Stale { key, expected: None, found: Some(found) } => {
+                StoreError::KeyInUse { key, found }
+            }
+            other => other,
+        })?);
         Ok(())
     }
 }

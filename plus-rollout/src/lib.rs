@@ -29,7 +29,11 @@
 //! (feature `tokio`) drives a core and writes its state to a `StateStore` before it starts a
 //! step and before it acts on an outcome, with a compare-and-set on the state's version, so a
 //! second controller that took over makes the first one stop with `StoreError::Stale`;
-//! `MemoryStore` is the in-memory store, and `QuorumStore` (feature `quorum`) keeps the state
+//! A new rollout under a key that already holds one fails at once with
+//! `StoreError::KeyInUse`. Start and restore cores at
+//! [`Timestamp::since_unix_epoch`](plus_core::Timestamp::since_unix_epoch) so that
+//! event times read as wall-clock times across a failover and saved deadlines mean the same to
+//! the next controller. `MemoryStore` is the in-memory store, and `QuorumStore` (feature `quorum`) keeps the state
 //! in a plus-quorum cluster, so that a standby controller elected on a lease takes over from
 //! the saved state (the `platform` example's `--controllers 3 --kill-leader-after-ms T`).
 //!

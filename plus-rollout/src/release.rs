@@ -560,12 +560,39 @@ pub struct HostCounts {
     pub not_started: usize,
 }
 
+impl HostCounts {
+    /// How many of `states` are in each state.
+    fn of<'a>(states: impl Iterator<Item = &'a HostState>) -> Self {
+        let mut counts = HostCounts::default();
+        for state in states {
+            let count = match state {
+                HostState::Pending => &mut counts.pending,
+                HostState::Running(_) => &mut counts.running,
+                HostState::AwaitingBake => &mut counts.awaiting_bake,
+                HostState::Succeeded | HostState::AlreadyOnTarget => &mut counts.succeeded,
+                HostState::Failed { .. } => &mut counts.failed,
+                HostState::Cancelled { .. } => &mut counts.cancelled,
+                HostState::NotStarted => &mut counts.not_started,
+            };
+            *count += 1;
+        }
+        counts
+    }
+}
+
 impl ReleaseReport {
     /// How many hosts are in `state`'s class: succeeded (incl. already on target), failed,
     /// cancelled or never started.
     #[must_use]
     pub fn count(&self, pred: impl Fn(&HostState) -> bool) -> usize {
         self.hosts.iter().filter(|(_, s)| pred(s)).count()
+    }
+
+    /// How many planned hosts are in each state, as [`Release::host_counts`] says of a
+    /// release still running.
+    #[must_use]
+    pub fn host_counts(&self) -> HostCounts {
+        HostCounts::of(self.hosts.iter().map(|(_, state)| state))
     }
 }
 
@@ -768,20 +795,7 @@ impl Release {
     /// How many hosts are in each state now (one pass over the hosts).
     #[must_use]
     pub fn host_counts(&self) -> HostCounts {
-        let mut counts = HostCounts::default();
-        for host in &self.hosts {
-            let count = match host.state {
-                HostState::Pending => &mut counts.pending,
-                HostState::Running(_) => &mut counts.running,
-                HostState::AwaitingBake => &mut counts.awaiting_bake,
-                HostState::Succeeded | HostState::AlreadyOnTarget => &mut counts.succeeded,
-                HostState::Failed { .. } => &mut counts.failed,
-                HostState::Cancelled { .. } => &mut counts.cancelled,
-                HostState::NotStarted => &mut counts.not_started,
-            };
-            *count += 1;
-        }
-        counts
+        HostCounts::of(self.hosts.iter().map(|h| &h.state))
     }
 
     /// The config in force.

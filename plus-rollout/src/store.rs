@@ -28,6 +28,19 @@ pub enum StoreError {
         /// The version found (`None`: there is none).
         found: Option<u64>,
     },
+    /// A new rollout was started under a key that already holds a rollout's state (a
+    /// finished one, or one still running): it would never write its own. Restore the saved
+    /// state to go on with it, or start the new rollout under a new key (one per release:
+    /// the application and the version, say).
+    #[error(
+        "a rollout's state is already saved under `{key}` (version {found}): restore it, or start the new rollout under a new key"
+    )]
+    KeyInUse {
+        /// The key.
+        key: String,
+        /// The version of the state found there.
+        found: u64,
+    },
     /// The state in the store cannot be read as a state of this kind (another format or
     /// program wrote it), or a state could not be encoded.
     #[error("the state of `{key}` cannot be read: {reason}")]

@@ -295,6 +295,12 @@ async fn a_stale_controller_stops(store: Arc<dyn StateStore<SavedRelease>>) {
     assert!(matches!(err, StoreError::Stale { .. }), "{err}");
     let report = second.await.unwrap().unwrap();
     assert_eq!(report.count(HostState::is_success), 8);
+    // A new release under the finished one's key is told so at once, not left blocked.
+    let (_, _events, reused) =
+        spawn_saved(release(8, 0, config()), steps_of(&executor), store.clone(), "r".into(), None);
+    let err = reused.await.unwrap().unwrap_err();
+    assert!(matches!(err, StoreError::KeyInUse { ref key, .. } if key == "r"), "{err}");
+    assert!(err.to_string().contains("start the new rollout under a new key"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]

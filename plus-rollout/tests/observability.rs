@@ -112,4 +112,5 @@ fn a_release_tells_its_story_in_the_log() {
     let counts: HostCounts = release.host_counts();
     let by_state = (counts.succeeded, counts.failed, counts.pending, counts.running);
     assert_eq!(by_state, (3, 1, 6, 0), "{counts:?} in {:?}", release.phase());
+    assert_eq!(release.report().host_counts(), counts, "a report counts as its release does");
 }
