@@ -84,6 +84,7 @@ mod budget;
 pub mod certs;
 mod config;
 mod connection;
+mod counters;
 mod error;
 mod frame;
 #[cfg(any(feature = "tls", feature = "psk"))]
@@ -105,7 +106,8 @@ pub use budget::{DEFAULT_MEMORY_BUDGET, MemoryBudget};
 /// The byte buffer of every request and response body.
 pub use bytes::{self, Bytes};
 pub use config::{Config, ConfigError, HandlerErrorWire};
-pub use connection::{Connection, Counters, ERROR_PREFIX, Handler, NoHandler};
+pub use connection::{Connection, ERROR_PREFIX, Handler, NoHandler};
+pub use counters::Counters;
 pub use error::{CloseReason, HandlerError, RequestError, StartError};
 pub use frame::{DEFAULT_MAX_BODY, Frame, FrameCodec, FrameError, HEADER_LEN, Kind, TRAILER};
 #[cfg(any(feature = "tls", feature = "psk"))]

@@ -8,12 +8,13 @@
 //! Gauges: `plus_mux_connections_open`, `plus_mux_in_flight` (peer requests being handled),
 //! `plus_mux_pending` (our requests awaiting an answer).
 
-use std::sync::Weak;
 use std::time::Duration;
 
 use metrics::{counter, gauge};
+use tokio::sync::watch;
 
-use crate::connection::{Counters, Inner};
+use crate::counters::Counters;
+use crate::error::CloseReason;
 
 /// How often a connection adds what changed: often enough for any scrape interval, and never on
 /// the request path.
@@ -42,17 +43,14 @@ const LEVELS: [Series; 2] =
 
 /// Runs for the life of one connection: adds its changes every [`INTERVAL`] and once more when
 /// it closes, then takes its share out of the gauges.
-pub(crate) async fn report(inner: Weak<Inner>) {
-    let Some(mut closed) = inner.upgrade().map(|strong| strong.closed.subscribe()) else {
-        return;
-    };
+pub(crate) async fn report(
+    read: impl Fn() -> Option<(Counters, bool)>,
+    mut closed: watch::Receiver<Option<CloseReason>>,
+) {
     gauge!("plus_mux_connections_open").increment(1.0);
     let mut last = Counters::default();
-    loop {
-        let Some(strong) = inner.upgrade() else { break };
-        let now = strong.counters();
-        let is_closed = strong.close_reason().is_some();
-        drop(strong);
+    // The connection's counters and whether it is closed, while it exists.
+    while let Some((now, is_closed)) = read() {
         add_changes(&last, &now);
         last = now;
         if is_closed {

@@ -14,11 +14,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client as etcd;
 
+use crate::client_error::ClientError;
 use crate::driver::StoreError;
 use crate::kv_client::{KvClient, KvWatch};
 use crate::lease::{LeaseId, LeaseInfo};
+use crate::ops::WriteResult;
 use crate::txn::{KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult, TxnOutcome};
-use crate::types::{ClientError, Expect, Versioned, WriteResult};
+use crate::types::{Expect, Versioned};
 use crate::watch::{Change, WatchBatch, WatchEvent};
 
 /// A [`KvClient`] over an etcd cluster.

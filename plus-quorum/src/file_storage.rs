@@ -49,9 +49,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::ids::LogIndex;
 use crate::log::{Entry, Snapshot};
 use crate::storage::{HardState, Recovered, Storage, StorageError, StorageErrorKind};
-use crate::types::LogIndex;
 
 const HEADER: usize = 12;
 const WAL: &str = "wal";
@@ -632,7 +632,7 @@ impl Storage for FileStorage {
 mod tests {
     use super::*;
     use crate::log::Payload;
-    use crate::types::WriteOp;
+    use crate::ops::WriteOp;
 
     fn entry(index: u64) -> Entry {
         Entry {

@@ -1,7 +1,7 @@
 //! Comparing replicas (Meituan's code-hosting platform talk): who is behind, and whether any two disagree.
 
+use crate::ids::{LogIndex, NodeId};
 use crate::node::Inspection;
-use crate::types::{LogIndex, NodeId};
 
 /// What [`compare`] found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

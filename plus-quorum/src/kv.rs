@@ -10,17 +10,10 @@ use sha2::{Digest, Sha256};
 
 use crate::glob::glob_match;
 use crate::lease::{LeaseId, LeaseState, Leases};
+use crate::ops::{ReadOp, ReadResult, WriteOp, WriteResult};
 use crate::txn::{KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult};
-use crate::types::{Expect, ReadOp, ReadResult, Versioned, WriteOp, WriteResult};
-use crate::watch::Change;
-
-/// One change of an applied entry, with the key's value just before it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Changed {
-    pub(crate) key: String,
-    pub(crate) change: Change,
-    pub(crate) before: Option<Versioned>,
-}
+use crate::types::{Expect, Versioned};
+use crate::watch::{Change, Changed};
 
 /// The entries of `map` in `keys`, in key order.
 fn entries_in<'a>(

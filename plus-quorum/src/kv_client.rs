@@ -9,8 +9,9 @@ use bytes::Bytes;
 
 use crate::driver::{Cluster, NodeApi, StoreError, Watcher};
 use crate::lease::{LeaseId, LeaseInfo};
+use crate::ops::WriteResult;
 use crate::txn::{KeyRange, Range, RangeResult, Txn, TxnOutcome};
-use crate::types::{Expect, Versioned, WriteResult};
+use crate::types::{Expect, Versioned};
 use crate::watch::WatchBatch;
 
 /// The operations a platform uses on its key-value store, each linearizable, each bounded by

@@ -181,6 +181,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod client_error;
 #[cfg(feature = "driver")]
 mod driver;
 #[cfg(feature = "etcd")]
@@ -188,6 +189,7 @@ mod etcd;
 #[cfg(feature = "file-storage")]
 mod file_storage;
 mod glob;
+mod ids;
 mod inspect;
 mod kv;
 #[cfg(feature = "driver")]
@@ -202,6 +204,7 @@ mod metrics;
 #[cfg(feature = "mux")]
 mod mux;
 mod node;
+mod ops;
 mod persist;
 #[cfg(feature = "driver")]
 mod recipes;
@@ -221,6 +224,7 @@ mod watch;
 pub use async_trait::async_trait;
 /// The byte buffer values are stored as.
 pub use bytes::{self, Bytes};
+pub use client_error::ClientError;
 #[cfg(feature = "driver")]
 pub use driver::{
     Cluster, InProcessNetwork, NodeApi, NodeHandle, ReplaceStep, RunningNode, Status, StoreError,
@@ -230,6 +234,7 @@ pub use driver::{
 pub use etcd::EtcdClient;
 #[cfg(feature = "file-storage")]
 pub use file_storage::FileStorage;
+pub use ids::{LogIndex, NodeId, RequestId, Term};
 pub use inspect::{InspectionReport, compare};
 pub use kv::KvState;
 #[cfg(feature = "driver")]
@@ -245,6 +250,7 @@ pub use mux::{
 #[cfg(plus_planted_bugs)]
 pub use node::PlantedBugs;
 pub use node::{Config, ConfigError, Inspection, Node, NodeError, NodeStats, Role, Start};
+pub use ops::{ClientOutput, ReadOp, ReadResult, Response, WriteOp, WriteResult};
 pub use persist::PersistBatch;
 /// plus-mux's connection settings and their error, which [`RemoteNode::connect`],
 /// [`MuxNode::start`] and [`MuxTransport::new`] take: re-exported so that an embedder needs no
@@ -259,10 +265,7 @@ pub use roles::{Principal, ROLE_URI_SCHEME, Request};
 pub use session::{Session, SessionLost};
 pub use storage::{HardState, MemStorage, Recovered, Storage, StorageError, StorageErrorKind};
 pub use txn::{Compare, KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult, TxnOutcome};
-pub use types::{
-    ClientError, ClientOutput, Expect, LogIndex, MAX_KEY_LEN, NodeId, ReadOp, ReadResult,
-    RequestId, Response, Term, Versioned, WriteOp, WriteResult,
-};
+pub use types::{Expect, MAX_KEY_LEN, Versioned};
 pub use watch::{
     Change, MAX_WATCH_BATCH_BYTES, MAX_WATCH_EVENTS, WatchBatch, WatchEvent, WatchRequest,
 };

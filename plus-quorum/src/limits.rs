@@ -3,8 +3,9 @@
 //! node's [`Config`](crate::Config) sets the bounds; a request past one is refused before it
 //! reaches the log, so one client cannot make an entry that no follower can take.
 
+use crate::ops::WriteOp;
 use crate::txn::{Compare, KeyRange, TxnOp};
-use crate::types::{Expect, WriteOp};
+use crate::types::Expect;
 
 /// What an operation costs beyond its keys and values: the encoding's tags and numbers.
 const PER_OP: usize = 16;
@@ -98,8 +99,9 @@ impl WriteOp {
 mod tests {
     use bytes::Bytes;
 
+    use crate::ops::WriteOp;
     use crate::txn::{Compare, Txn, TxnOp};
-    use crate::types::{Expect, WriteOp};
+    use crate::types::Expect;
 
     #[test]
     fn sizes_count_keys_values_and_operations() {

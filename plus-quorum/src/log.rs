@@ -2,9 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{LogIndex, Term};
 use crate::kv::KvState;
 use crate::membership::Membership;
-use crate::types::{LogIndex, Term, WriteOp};
+use crate::ops::WriteOp;
 
 /// What an entry carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

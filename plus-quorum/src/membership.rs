@@ -23,7 +23,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{LogIndex, NodeId};
+use crate::ids::{LogIndex, NodeId};
 
 /// The members of a cluster: voters elect the leader and make up every quorum; learners receive
 /// the log and apply it, but never vote and never count toward any quorum.

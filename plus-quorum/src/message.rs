@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{LogIndex, Term};
 use crate::log::{Entry, Snapshot};
-use crate::types::{LogIndex, Term};
 
 /// A message between nodes. The sender's id travels beside it
 /// ([`Node::step`](crate::Node::step) takes it).

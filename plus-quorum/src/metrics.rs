@@ -21,8 +21,8 @@ use metrics::{Counter, Gauge, counter, gauge};
 // Tokio's clock, so that paused time in tests and simulations moves it too.
 use tokio::time::Instant;
 
+use crate::ids::NodeId;
 use crate::node::{Node, Role};
-use crate::types::NodeId;
 
 /// How often the driver refreshes the figures: often enough for any scrape interval, rarely
 /// enough that building them costs nothing on the write path.

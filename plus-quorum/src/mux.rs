@@ -19,11 +19,13 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::client_error::ClientError;
 use crate::driver::{NodeApi, NodeHandle, Status, StoreError, Transport};
+use crate::ids::NodeId;
 use crate::membership::{ClusterChange, ClusterChanged, Membership};
 use crate::message::Message;
+use crate::ops::{ReadOp, ReadResult, WriteOp, WriteResult};
 use crate::roles::{Principal, Request};
-use crate::types::{ClientError, NodeId, ReadOp, ReadResult, WriteOp, WriteResult};
 use crate::watch::{WatchBatch, WatchRequest};
 
 /// Largest decompressed body accepted: a hostile size prefix must not allocate gigabytes.

@@ -10,10 +10,10 @@
 
 use std::collections::VecDeque;
 
+use crate::ids::{LogIndex, NodeId};
 use crate::log::{Entry, Snapshot};
 use crate::message::Message;
 use crate::storage::{HardState, Storage, StorageError};
-use crate::types::{LogIndex, NodeId};
 
 /// Writes a node needs durable before the messages that depend on them may leave.
 ///

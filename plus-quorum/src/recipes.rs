@@ -17,10 +17,11 @@
 
 use bytes::Bytes;
 
+use crate::client_error::ClientError;
 use crate::driver::{Cluster, NodeApi, StoreError};
 use crate::lease::LeaseId;
 use crate::txn::{Compare, KeyRange, Range, Txn, TxnOp, TxnOpResult};
-use crate::types::{ClientError, Expect, Versioned};
+use crate::types::{Expect, Versioned};
 use crate::watch::Change;
 
 /// A held lock ([`Cluster::lock`]).

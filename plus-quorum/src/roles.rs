@@ -15,7 +15,7 @@
 //! - **Plain TCP**: nothing is proved, and everything is allowed. That is only as safe as who
 //!   can reach the address: loopback keeps other machines out, not other users of this one.
 
-use crate::types::NodeId;
+use crate::ids::NodeId;
 
 /// The scheme of the URI names roles are read from.
 pub const ROLE_URI_SCHEME: &str = "plus-quorum://";

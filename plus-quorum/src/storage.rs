@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{LogIndex, NodeId, Term};
 use crate::log::{Entry, Snapshot};
-use crate::types::{LogIndex, NodeId, Term};
 
 /// The vote state that must survive a restart for "one leader per term" to hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

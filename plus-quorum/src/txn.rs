@@ -3,8 +3,10 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::client_error::ClientError;
+use crate::ids::LogIndex;
 use crate::lease::LeaseId;
-use crate::types::{ClientError, Expect, LogIndex, Versioned, check_key};
+use crate::types::{Expect, Versioned, check_key};
 
 /// Keys by prefix or by a half-open interval, in key order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -12,9 +12,19 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::kv::Changed;
+use crate::client_error::ClientError;
+use crate::ids::LogIndex;
 use crate::txn::KeyRange;
-use crate::types::{ClientError, LogIndex, Versioned};
+use crate::types::Versioned;
+
+/// One change of an applied entry, with the key's value just before it: what the state
+/// machine reports and the history keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Changed {
+    pub(crate) key: String,
+    pub(crate) change: Change,
+    pub(crate) before: Option<Versioned>,
+}
 
 /// What happened to a key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -4,8 +4,8 @@
 //! `prev_index`, is dropped and counted, never acted on.
 
 use super::Node;
+use crate::ids::{NodeId, Term};
 use crate::message::Message;
-use crate::types::{NodeId, Term};
 
 /// Why a message was not heard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,9 +5,9 @@ use std::collections::HashSet;
 use plus_core::Timestamp;
 
 use super::{Node, Role};
+use crate::ids::{LogIndex, NodeId, Term};
 use crate::log::Payload;
 use crate::message::Message;
-use crate::types::{LogIndex, NodeId, Term};
 
 impl Node {
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>, now: Timestamp) {

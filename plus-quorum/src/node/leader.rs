@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 use plus_core::Timestamp;
 
 use super::lease_clock::LeaseClock;
-use crate::types::{LogIndex, NodeId, ReadOp, RequestId, Term};
+use crate::ids::{LogIndex, NodeId, RequestId, Term};
+use crate::ops::ReadOp;
 
 /// A read waiting for its quorum round and for its index to be applied.
 pub(super) struct PendingRead {

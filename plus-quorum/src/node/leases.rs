@@ -6,9 +6,10 @@ use plus_core::Timestamp;
 
 use super::lease_clock::LeaseClock;
 use super::{Node, Role};
+use crate::client_error::ClientError;
 use crate::lease::{LeaseId, LeaseInfo};
 use crate::log::Payload;
-use crate::types::{ClientError, ReadOp, ReadResult, WriteOp, WriteResult};
+use crate::ops::{ReadOp, ReadResult, WriteOp, WriteResult};
 
 impl Node {
     /// A new leader gives every lease a full TTL from now (etcd's rule): a failover can delay an

@@ -6,10 +6,12 @@ use plus_core::Timestamp;
 
 use super::leader::{Peer, Transfer};
 use super::{Node, Role};
+use crate::client_error::ClientError;
+use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::log::{Entry, Payload};
 use crate::membership::{ClusterChange, ClusterChanged, Membership, MembershipError};
 use crate::message::Message;
-use crate::types::{ClientError, ClientOutput, LogIndex, NodeId, RequestId, Response, Term};
+use crate::ops::{ClientOutput, Response};
 
 impl Node {
     /// The configuration in force on this node: the latest in its log, committed or not.

@@ -24,13 +24,16 @@ mod stats;
 use stats::Counters;
 pub use stats::NodeStats;
 
+use crate::client_error::ClientError;
+use crate::ids::{LogIndex, NodeId, Term};
 use crate::kv::KvState;
 use crate::log::{Entry, Payload, RaftLog};
 use crate::membership::{Configurations, Membership};
 use crate::message::Message;
+use crate::ops::ClientOutput;
 use crate::persist::{PersistBatch, Persistence};
 use crate::storage::{HardState, Storage, StorageError};
-use crate::types::{ClientError, ClientOutput, LogIndex, NodeId, Term, Versioned};
+use crate::types::Versioned;
 use crate::watch::{History, WatchBatch, WatchRequest};
 
 /// How a node starts.

@@ -3,8 +3,10 @@
 
 use super::leader::PendingRead;
 use super::{Node, Role, quorum_value};
+use crate::client_error::ClientError;
+use crate::ids::{LogIndex, RequestId};
+use crate::ops::{ClientOutput, ReadOp, Response};
 use crate::txn::{Range, RangeResult};
-use crate::types::{ClientError, ClientOutput, LogIndex, ReadOp, RequestId, Response};
 
 impl Node {
     pub(super) fn start_read(&mut self, id: RequestId, op: ReadOp) {

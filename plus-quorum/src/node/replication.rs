@@ -5,12 +5,12 @@ use plus_core::Timestamp;
 
 use super::leader::MAX_SNAPSHOT_WAIT;
 use super::{Node, Role, quorum_value};
+use crate::client_error::ClientError;
+use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::log::{Entry, Payload, Snapshot};
 use crate::membership::ClusterChanged;
 use crate::message::Message;
-use crate::types::{
-    ClientError, ClientOutput, LogIndex, NodeId, ReadOp, RequestId, Response, Term, WriteOp,
-};
+use crate::ops::{ClientOutput, ReadOp, Response, WriteOp};
 
 impl Node {
     pub(super) fn append_local(&mut self, payload: Payload) -> Option<LogIndex> {
@@ -281,7 +281,7 @@ impl Node {
     }
 
     /// Keeps [`Node::state_bytes`] as `changes` apply.
-    fn count_bytes(&mut self, changes: &[crate::kv::Changed]) {
+    fn count_bytes(&mut self, changes: &[crate::watch::Changed]) {
         for changed in changes {
             if let Some(before) = &changed.before {
                 self.state_bytes =

@@ -3,8 +3,8 @@
 use plus_core::Timestamp;
 
 use super::Node;
+use crate::ids::{LogIndex, NodeId, Term};
 use crate::log::Snapshot;
-use crate::types::{LogIndex, NodeId, Term};
 
 impl Node {
     pub(super) fn maybe_snapshot(&mut self) {

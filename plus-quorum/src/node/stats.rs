@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::Node;
-use crate::types::{NodeId, Term};
+use crate::ids::{NodeId, Term};
 
 /// A node's numbers at one moment ([`Node::stats`]). Counters count since the node started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -1,0 +1,548 @@
+//! The node's task and its local handle.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+type Reply = oneshot::Sender<Result<Response, ClientError>>;
+type WatchReply = oneshot::Sender<Result<WatchBatch, ClientError>>;
+
+enum Command {
+    Write(WriteOp, Reply),
+    ChangeCluster(ClusterChange, Reply),
+    Membership(oneshot::Sender<Membership>),
+    Read(ReadOp, Reply),
+    LocalGet(String, oneshot::Sender<Option<Versioned>>),
+    Status(oneshot::Sender<Status>),
+    Stats(oneshot::Sender<NodeStats>),
+    Watch(WatchRequest, Duration, WatchReply),
+    Inspect(oneshot::Sender<Inspection>),
+    Stop(oneshot::Sender<()>),
+}
+
+/// A handle to a running node: the client API of one node. Cheap to clone.
+///
+/// Calls on a follower fail fast with [`ClientError::NotLeader`] and a hint; [`Cluster`] routes
+/// to the leader for you.
+#[derive(Clone)]
+pub struct NodeHandle {
+    id: NodeId,
+    commands: mpsc::UnboundedSender<Command>,
+    inbox: mpsc::UnboundedSender<(NodeId, Message)>,
+    status: watch::Receiver<Status>,
+}
+
+impl fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeHandle").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// A running node: its handle and its task.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The handle.
+    pub handle: NodeHandle,
+    /// The driver task; resolves when the node stops.
+    pub task: JoinHandle<()>,
+}
+
+/// Starts `node` on the current tokio runtime, sending through `transport`.
+///
+/// # Errors
+/// [`NodeError`] when the node cannot start (bad config, unreadable storage).
+pub fn spawn_node<S: Storage + 'static>(
+    config: Config,
+    mut storage: S,
+    transport: Arc<dyn Transport>,
+) -> Result<RunningNode, NodeError> {
+    let origin = Instant::now();
+    let node = Node::new(config, &mut storage, Timestamp::ZERO)?;
+    let id = node.id();
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let (inbox, inbox_rx) = mpsc::unbounded_channel();
+    let (status_tx, status) = watch::channel(Status::of(&node));
+    tracing::info!(node = id, term = node.term(), commit = node.commit_index(), "node started");
+    let channels = Channels { commands: command_rx, inbox: inbox_rx, status: status_tx };
+    let task = tokio::spawn(drive(node, storage, transport, channels, origin));
+    Ok(RunningNode { handle: NodeHandle { id, commands, inbox, status }, task })
+}
+
+/// Watch polls waiting for a change (or their deadline), answered after every turn.
+#[derive(Default)]
+struct ParkedWatches {
+    waiting: Vec<(WatchRequest, Instant, WatchReply)>,
+    /// The applied index the waiting polls were last looked at with: nothing new to tell them
+    /// until it moves (or a deadline passes).
+    looked_at: u64,
+}
+
+impl ParkedWatches {
+    /// Answers a new poll at once if it can be; parks it otherwise. (Looking at it alone keeps
+    /// a thousand watchers that poll again after each answer from costing a thousand looks
+    /// each.)
+    fn park(&mut self, node: &Node, request: WatchRequest, until: Instant, reply: WatchReply) {
+        match Self::look(node, &request, Instant::now(), until) {
+            Some(result) => {
+                let _ = reply.send(result);
+            }
+            None => self.waiting.push((request, until, reply)),
+        }
+    }
+
+    /// The answer to a poll, if it has one now: events, an error, or no time left.
+    fn look(
+        node: &Node,
+        request: &WatchRequest,
+        now: Instant,
+        until: Instant,
+    ) -> Option<Result<WatchBatch, ClientError>> {
+        // Only the leader answers: a replica cut off from the others would answer with
+        // progress marks only, and its watcher would never learn it is behind.
+        let result = if node.is_leader() {
+            node.watch(request)
+        } else {
+            Err(ClientError::NotLeader { leader: node.leader() })
+        };
+        let ready = match &result {
+            Ok(batch) => !batch.events.is_empty() || now >= until,
+            Err(_) => true,
+        };
+        ready.then_some(result)
+    }
+
+    /// Answers every poll that has events, an error, or no time left; keeps the rest.
+    fn answer(&mut self, node: &Node, now: Instant) {
+        let moved = node.applied_index() != self.looked_at;
+        let due = self.earliest().is_some_and(|at| at <= now);
+        // Leadership lost: the waiting polls must move to the new leader.
+        let deposed = !node.is_leader() && !self.waiting.is_empty();
+        if !moved && !due && !deposed {
+            return;
+        }
+        self.looked_at = node.applied_index();
+        let mut still = Vec::with_capacity(self.waiting.len());
+        for (request, until, reply) in self.waiting.drain(..) {
+            if reply.is_closed() {
+                continue;
+            }
+            match Self::look(node, &request, now, until) {
+                Some(result) => {
+                    let _ = reply.send(result);
+                }
+                None => still.push((request, until, reply)),
+            }
+        }
+        self.waiting = still;
+    }
+
+    fn earliest(&self) -> Option<Instant> {
+        self.waiting.iter().map(|(_, until, _)| *until).min()
+    }
+}
+
+/// The driver task's ends of its channels.
+struct Channels {
+    commands: mpsc::UnboundedReceiver<Command>,
+    inbox: mpsc::UnboundedReceiver<(NodeId, Message)>,
+    status: watch::Sender<Status>,
+}
+
+/// What a finished write gives back: the storage, the batches made durable, and the error
+/// that stopped the rest.
+type Written<S> = (S, Vec<u64>, Result<(), crate::StorageError>);
+
+/// The node's storage as the driver writes it: inline when writes are quick, or on a blocking
+/// thread with one write in flight at a time, the node's next batch gathering everything that
+/// happens meanwhile (group commit).
+struct Disk<S> {
+    /// `None` while a write is in flight (or after a write task panicked).
+    storage: Option<S>,
+    in_flight: Option<tokio::task::JoinHandle<Written<S>>>,
+    blocking: bool,
+}
+
+impl<S: Storage + 'static> Disk<S> {
+    fn new(storage: S) -> Self {
+        let blocking = storage.writes_block();
+        Self { storage: Some(storage), in_flight: None, blocking }
+    }
+
+    fn is_writing(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Writes what the node has to make durable, unless a write is in flight (then it waits
+    /// in the node, growing, for the next one).
+    fn write(&mut self, node: &mut Node, now: Timestamp) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let Some(storage) = self.storage.take() else { return };
+        let mut batches = Vec::new();
+        while let Some(batch) = node.poll_persist() {
+            batches.push(batch);
+        }
+        if batches.is_empty() {
+            self.storage = Some(storage);
+            return;
+        }
+        if self.blocking {
+            self.in_flight =
+                Some(tokio::task::spawn_blocking(move || write_batches(storage, &batches)));
+        } else {
+            let written = write_batches(storage, &batches);
+            self.finish(node, Ok(written), now);
+        }
+    }
+
+    /// The write in flight's outcome (only while [`Disk::is_writing`]).
+    async fn written(&mut self) -> Result<Written<S>, tokio::task::JoinError> {
+        match self.in_flight.as_mut() {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn finish(
+        &mut self,
+        node: &mut Node,
+        written: Result<Written<S>, tokio::task::JoinError>,
+        now: Timestamp,
+    ) {
+        self.in_flight = None;
+        match written {
+            Ok((storage, durable, result)) => {
+                self.storage = Some(storage);
+                for seq in durable {
+                    node.persisted(seq, now);
+                }
+                if let Err(err) = result {
+                    node.persist_failed(err);
+                }
+            }
+            Err(panicked) => node.persist_failed(crate::StorageError::new(
+                crate::StorageErrorKind::Io,
+                format!("the storage write panicked: {panicked}"),
+            )),
+        }
+    }
+}
+
+fn write_batches<S: Storage>(mut storage: S, batches: &[crate::PersistBatch]) -> Written<S> {
+    let mut durable = Vec::with_capacity(batches.len());
+    for batch in batches {
+        if let Err(err) = batch.write_to(&mut storage) {
+            return (storage, durable, Err(err));
+        }
+        durable.push(batch.seq);
+    }
+    (storage, durable, Ok(()))
+}
+
+async fn drive<S: Storage + 'static>(
+    mut node: Node,
+    storage: S,
+    transport: Arc<dyn Transport>,
+    channels: Channels,
+    origin: Instant,
+) {
+    let Channels { mut commands, mut inbox, status } = channels;
+    let mut disk = Disk::new(storage);
+    let now = || Timestamp::from_duration(origin.elapsed());
+    let mut waiting: HashMap<RequestId, Reply> = HashMap::new();
+    let mut next_id: RequestId = 1;
+    let id = node.id();
+    let mut watches = ParkedWatches::default();
+    #[cfg(feature = "metrics")]
+    let mut metrics = crate::metrics::NodeMetrics::new(id);
+    let mut membership = node.membership().clone();
+    let mut membership_changes = node.membership_changes();
+    transport.members_changed(&membership);
+    loop {
+        // The leader's replication leaves before its own write is durable; then everything
+        // the last turn wrote is made durable in one batch (one fsync per turn, however many
+        // messages and requests it handled), which releases the messages that waited for it.
+        while let Some((to, msg)) = node.poll_message() {
+            transport.send(id, to, msg);
+        }
+        disk.write(&mut node, now());
+        while let Some((to, msg)) = node.poll_message() {
+            transport.send(id, to, msg);
+        }
+        while let Some(out) = node.poll_output() {
+            if let Some(reply) = waiting.remove(&out.id) {
+                let _ = reply.send(out.result);
+            }
+        }
+        let current = Status::of(&node);
+        status.send_if_modified(|published| {
+            let changed = *published != current;
+            *published = current;
+            changed
+        });
+        #[cfg(feature = "metrics")]
+        metrics.maybe_record(&node);
+        watches.answer(&node, Instant::now());
+        if node.membership_changes() != membership_changes {
+            membership_changes = node.membership_changes();
+            if *node.membership() != membership {
+                membership = node.membership().clone();
+                tracing::info!(node = id, %membership, "membership in force changed");
+                transport.members_changed(&membership);
+            }
+        }
+        let deadline =
+            watches.earliest().map_or(origin + node.poll_timeout().since_origin(), |w| {
+                w.min(origin + node.poll_timeout().since_origin())
+            });
+        tokio::select! {
+            biased;
+            written = disk.written(), if disk.is_writing() => disk.finish(&mut node, written, now()),
+            command = commands.recv() => {
+                let Some(command) = command else { return };
+                match command {
+                    Command::Write(op, reply) => {
+                        let rid = next_id;
+                        next_id += 1;
+                        match node.write(rid, op) {
+                            Ok(()) => { waiting.insert(rid, reply); }
+                            Err(e) => { let _ = reply.send(Err(e)); }
+                        }
+                    }
+                    Command::Read(op, reply) => {
+                        let rid = next_id;
+                        next_id += 1;
+                        match node.read(rid, op) {
+                            Ok(()) => { waiting.insert(rid, reply); }
+                            Err(e) => { let _ = reply.send(Err(e)); }
+                        }
+                    }
+                    Command::ChangeCluster(change, reply) => {
+                        let rid = next_id;
+                        next_id += 1;
+                        match node.change_cluster(rid, &change) {
+                            Ok(()) => { waiting.insert(rid, reply); }
+                            Err(e) => { let _ = reply.send(Err(e)); }
+                        }
+                    }
+                    Command::Membership(reply) => { let _ = reply.send(node.membership().clone()); }
+                    Command::LocalGet(key, reply) => { let _ = reply.send(node.local_get(&key).cloned()); }
+                    Command::Status(reply) => { let _ = reply.send(Status::of(&node)); }
+                    Command::Stats(reply) => { let _ = reply.send(node.stats()); }
+                    Command::Watch(request, wait, reply) => {
+                        watches.park(&node, request, Instant::now() + wait, reply);
+                    }
+                    Command::Inspect(reply) => { let _ = reply.send(node.inspect()); }
+                    Command::Stop(reply) => {
+                        // A write in flight ends first: the storage (and its lock) is free
+                        // once the node has stopped.
+                        if disk.is_writing() {
+                            let written = disk.written().await;
+                            disk.finish(&mut node, written, now());
+                        }
+                        // Pending callers learn their outcome is unknown (writes) or retryable.
+                        for (_, r) in waiting.drain() {
+                            let _ = r.send(Err(ClientError::Unknown));
+                        }
+                        // Calls queued behind the stop never ran: safe to send elsewhere.
+                        commands.close();
+                        while let Ok(queued) = commands.try_recv() {
+                            if let Command::Write(_, r)
+                            | Command::Read(_, r)
+                            | Command::ChangeCluster(_, r) = queued
+                            {
+                                let _ = r.send(Err(ClientError::NotLeader { leader: None }));
+                            }
+                        }
+                        tracing::info!(node = id, "node stopped");
+                        let _ = reply.send(());
+                        return;
+                    }
+                }
+            }
+            message = inbox.recv() => {
+                let Some((from, msg)) = message else { return };
+                node.step(from, msg, now());
+            }
+            () = tokio::time::sleep_until(deadline) => node.tick(now()),
+        }
+    }
+}
+
+impl NodeHandle {
+    /// The node's id.
+    #[must_use]
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Delivers a message from a peer (what a [`Transport`] calls on receipt).
+    pub fn deliver(&self, from: NodeId, msg: Message) {
+        let _ = self.inbox.send((from, msg));
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+        deadline: Duration,
+    ) -> Result<T, StoreError> {
+        self.call_or(make, deadline, StoreError::Stopped(self.id)).await
+    }
+
+    /// As `call`, with `dropped` as the error when the node took the call and ended without
+    /// answering it (a node task that panicked): for a write, its outcome is unknown.
+    async fn call_or<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+        deadline: Duration,
+        dropped: StoreError,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).map_err(|_| StoreError::Stopped(self.id))?;
+        match tokio::time::timeout(deadline, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(dropped),
+            Err(_) => Err(StoreError::Timeout(deadline)),
+        }
+    }
+
+    /// A write on this node, with a deadline.
+    ///
+    /// # Errors
+    /// [`StoreError`]; [`ClientError::NotLeader`] on a follower.
+    pub async fn write(&self, op: WriteOp, deadline: Duration) -> Result<WriteResult, StoreError> {
+        let unknown = StoreError::Client(ClientError::Unknown);
+        match self.call_or(|r| Command::Write(op, r), deadline, unknown).await?? {
+            Response::Write(w) => Ok(w),
+            other => Err(StoreError::unexpected("a write result", &other)),
+        }
+    }
+
+    /// A membership change or leadership transfer on this node (the leader), with a deadline:
+    /// answered once the change is committed, or once the target leads.
+    ///
+    /// # Errors
+    /// [`StoreError`]; [`ClientError::NotLeader`] on a follower; [`ClientError::Membership`]
+    /// when the change breaks a rule.
+    pub async fn change_cluster(
+        &self,
+        change: ClusterChange,
+        deadline: Duration,
+    ) -> Result<ClusterChanged, StoreError> {
+        let unknown = StoreError::Client(ClientError::Unknown);
+        match self.call_or(|r| Command::ChangeCluster(change, r), deadline, unknown).await?? {
+            Response::Cluster(c) => Ok(c),
+            other => Err(StoreError::unexpected("a membership change", &other)),
+        }
+    }
+
+    /// The configuration in force on this node (the latest in its log, committed or not).
+    ///
+    /// # Errors
+    /// [`StoreError::Stopped`] or a timeout.
+    pub async fn membership(&self) -> Result<Membership, StoreError> {
+        self.call(Command::Membership, Duration::from_secs(5)).await
+    }
+
+    /// A linearizable read on this node, with a deadline.
+    ///
+    /// # Errors
+    /// [`StoreError`]; [`ClientError::NotLeader`] on a follower.
+    pub async fn read(&self, op: ReadOp, deadline: Duration) -> Result<ReadResult, StoreError> {
+        match self.call(|r| Command::Read(op, r), deadline).await?? {
+            Response::Read(r) => Ok(r),
+            other => Err(StoreError::unexpected("a read result", &other)),
+        }
+    }
+
+    /// This replica's value of `key`, possibly stale.
+    ///
+    /// # Errors
+    /// [`StoreError::Stopped`] or a timeout.
+    pub async fn local_get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        self.call(|r| Command::LocalGet(key.to_owned(), r), Duration::from_secs(5)).await
+    }
+
+    /// The node's status.
+    ///
+    /// # Errors
+    /// [`StoreError::Stopped`] or a timeout.
+    pub async fn status(&self) -> Result<Status, StoreError> {
+        self.call(Command::Status, Duration::from_secs(5)).await
+    }
+
+    /// Every change of the node's status, as it happens (role, term, leader, commit and
+    /// applied index); the receiver holds the latest. Once the node stops, `changed()` fails.
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// The changes to a range from a revision on, from this node's history; waits up to
+    /// `wait` for one when there is none yet (a long poll), then answers with a progress mark.
+    /// Only the leader answers, so that a watcher on a replica cut off from the others hears
+    /// that it must move instead of hearing "nothing new" for ever.
+    ///
+    /// # Errors
+    /// [`ClientError::NotLeader`] on a follower; [`ClientError::Compacted`] for a revision older
+    /// than the history; [`StoreError::Stopped`].
+    pub async fn watch(
+        &self,
+        request: WatchRequest,
+        wait: Duration,
+    ) -> Result<WatchBatch, StoreError> {
+        // The node answers by `wait` at the latest; the margin covers a busy node.
+        let deadline = wait + Duration::from_secs(5);
+        Ok(self.call(|r| Command::Watch(request, wait, r), deadline).await??)
+    }
+
+    /// The node's counters and the leader's view of its followers.
+    ///
+    /// # Errors
+    /// [`StoreError::Stopped`] or a timeout.
+    pub async fn stats(&self) -> Result<NodeStats, StoreError> {
+        self.call(Command::Stats, Duration::from_secs(5)).await
+    }
+
+    /// The node's inspection report.
+    ///
+    /// # Errors
+    /// [`StoreError::Stopped`] or a timeout.
+    pub async fn inspect(&self) -> Result<Inspection, StoreError> {
+        self.call(Command::Inspect, Duration::from_secs(5)).await
+    }
+
+    /// Stops the node; pending calls fail with [`ClientError::Unknown`].
+    pub async fn stop(&self) {
+        let _ = self.call(Command::Stop, Duration::from_secs(5)).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl NodeApi for NodeHandle {
+    fn id(&self) -> NodeId {
+        self.id
+    }
+    async fn write(&self, op: WriteOp, deadline: Duration) -> Result<WriteResult, StoreError> {
+        NodeHandle::write(self, op, deadline).await
+    }
+    async fn read(&self, op: ReadOp, deadline: Duration) -> Result<ReadResult, StoreError> {
+        NodeHandle::read(self, op, deadline).await
+    }
+    async fn status(&self) -> Result<Status, StoreError> {
+        NodeHandle::status(self).await
+    }
+    async fn watch(&self, request: WatchRequest, wait: Duration) -> Result<WatchBatch, StoreError> {
+        NodeHandle::watch(self, request, wait).await
+    }
+    async fn change_cluster(
+        &self,
+        change: ClusterChange,
+        deadline: Duration,
+    ) -> Result<ClusterChanged, StoreError> {
+        NodeHandle::change_cluster(self, change, deadline).await
+    }
+    async fn membership(&self) -> Result<Membership, StoreError> {
+        NodeHandle::membership(self).await
+    }
+}
