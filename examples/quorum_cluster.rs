@@ -77,7 +77,7 @@ async fn start_member(
     let storage = MemStorage::new();
     let config =
         Config { start, seed: id * 7919, snapshot_threshold, ..Config::new(id, members.to_vec()) };
-    MuxNode::start(config, storage, addrs, MuxConfig::default()).await
+    MuxNode::start(config, storage, addrs, MuxConfig::default()).await.map_err(|e| e.to_string())
 }
 
 #[derive(Default)]
@@ -350,7 +350,9 @@ async fn replace(
     known.remove(&old);
     known.insert(new_id, address.clone());
     let config = Config { start: Start::Join, seed: new_id * 7919, ..Config::new(new_id, vec![]) };
-    let node = MuxNode::start(config, MemStorage::new(), &known, MuxConfig::default()).await?;
+    let node = MuxNode::start(config, MemStorage::new(), &known, MuxConfig::default())
+        .await
+        .map_err(|e| e.to_string())?;
     let replace_started = Instant::now();
     let mut report = Vec::new();
     cluster

@@ -229,7 +229,8 @@ async fn run(args: Args) -> Result<bool, String> {
                 plus_mux::Config::default(),
                 &security,
             )
-            .await?;
+            .await
+            .map_err(|e| e.to_string())?;
             if !existed {
                 write_stamp(dir, &args.cluster, args.id)?;
             }
@@ -245,7 +246,8 @@ async fn run(args: Args) -> Result<bool, String> {
             let config = node_config(&args, start, members.clone());
             let storage = MemStorage::new();
             MuxNode::start_secured(config, storage, &addrs, plus_mux::Config::default(), &security)
-                .await?
+                .await
+                .map_err(|e| e.to_string())?
         }
     };
     tracing::info!(node = args.id, listen = %args.listen, ?members, "quorum node serving");

@@ -163,7 +163,8 @@ impl Controller {
             addrs,
             plus_mux::Config::default(),
         )
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
         Ok(Self { id, node, serving: Mutex::new(None), killed: false.into() })
     }
 

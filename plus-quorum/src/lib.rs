@@ -245,7 +245,7 @@ pub use membership::{ClusterChange, ClusterChanged, Membership, MembershipError}
 pub use message::Message;
 #[cfg(feature = "mux")]
 pub use mux::{
-    MuxNode, MuxTransport, RemoteNode, Security, Server, node_uri, serve, serve_secured,
+    MuxNode, MuxTransport, RemoteNode, Security, Server, StartError, node_uri, serve, serve_secured,
 };
 #[cfg(plus_planted_bugs)]
 pub use node::PlantedBugs;

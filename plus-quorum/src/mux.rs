@@ -854,6 +854,30 @@ impl Transport for MuxTransport {
     }
 }
 
+/// Why [`MuxNode::start`] could not start a node.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The addresses given have none for the node itself.
+    #[error("no address for node {0} among the addresses given")]
+    NoAddress(NodeId),
+    /// Its address could not be bound (in use, not local, not permitted).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// What the OS said.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The plus-mux settings are invalid.
+    #[error(transparent)]
+    Mux(#[from] ConfigError),
+    /// The node itself could not start (its configuration, or what its storage holds).
+    #[error(transparent)]
+    Node(#[from] crate::NodeError),
+}
+
 /// A node running in this process and served over plus-mux: its driver, its endpoint and its
 /// transport to the peers, started and stopped together.
 #[derive(Debug)]
@@ -869,38 +893,38 @@ impl MuxNode {
     /// addresses (`id -> host:port`).
     ///
     /// # Errors
-    /// A message when the address cannot be bound or the node cannot start.
+    /// [`StartError`] when the address cannot be bound or the node cannot start.
     pub async fn start<S: crate::Storage + 'static>(
         config: crate::Config,
         storage: S,
         addrs: &HashMap<NodeId, String>,
         mux: MuxConfig,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StartError> {
         Self::start_secured(config, storage, addrs, mux, &Security::Plain).await
     }
 
     /// [`MuxNode::start`], with every connection secured as `security` says.
     ///
     /// # Errors
-    /// A message when the address cannot be bound or the node cannot start.
+    /// [`StartError`] when the address cannot be bound or the node cannot start.
     pub async fn start_secured<S: crate::Storage + 'static>(
         config: crate::Config,
         storage: S,
         addrs: &HashMap<NodeId, String>,
         mux: MuxConfig,
         security: &Security,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StartError> {
         let id = config.id;
-        let addr = addrs.get(&id).ok_or_else(|| format!("no address for node {id}"))?;
-        let listener =
-            TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let addr = addrs.get(&id).ok_or(StartError::NoAddress(id))?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen {
+            addr: addr.clone(),
+            source: Arc::new(source),
+        })?;
         let peers: HashMap<NodeId, String> =
             addrs.iter().filter(|(p, _)| **p != id).map(|(p, a)| (*p, a.clone())).collect();
-        let transport = MuxTransport::secured(&peers, &mux, security).map_err(|e| e.to_string())?;
-        let node =
-            crate::spawn_node(config, storage, transport.clone()).map_err(|e| e.to_string())?;
-        let server = serve_with_peers(listener, node.handle.clone(), mux, security, peers)
-            .map_err(|e| e.to_string())?;
+        let transport = MuxTransport::secured(&peers, &mux, security)?;
+        let node = crate::spawn_node(config, storage, transport.clone())?;
+        let server = serve_with_peers(listener, node.handle.clone(), mux, security, peers)?;
         Ok(Self { handle: node.handle, server, transport })
     }
 

@@ -166,3 +166,24 @@ async fn a_certificate_without_a_role_gets_no_connection_and_a_client_checks_the
     assert!(error.to_string().contains("is not plus-quorum://node/1"), "{error}");
     nodes.stop().await;
 }
+
+/// A node that cannot start says why in a typed error: its address taken, or none given.
+#[tokio::test]
+async fn a_node_that_cannot_start_says_why() {
+    use plus_quorum::{Config, MemStorage, MuxConfig, MuxNode, StartError};
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let addrs = std::collections::HashMap::from([(1, addr.clone())]);
+    let err =
+        MuxNode::start(Config::new(1, vec![1]), MemStorage::new(), &addrs, MuxConfig::default())
+            .await
+            .unwrap_err();
+    assert!(matches!(&err, StartError::Listen { addr: a, .. } if *a == addr), "{err}");
+    assert!(std::error::Error::source(&err).is_some(), "the OS error is its source");
+    let none = std::collections::HashMap::from([(2, addr)]);
+    let err =
+        MuxNode::start(Config::new(1, vec![1]), MemStorage::new(), &none, MuxConfig::default())
+            .await
+            .unwrap_err();
+    assert!(matches!(err, StartError::NoAddress(1)), "{err}");
+}
