@@ -40,13 +40,15 @@ mod quorum_client;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use cli::TlsArgs;
-use plus_quorum::{Config, FileStorage, MemStorage, MuxNode, NodeId, Security, Start};
+use plus_quorum::{
+    Config, MuxConfig, NodeHandle, NodeId, NodeProgram, Security, StartMode, run_node,
+    shutdown_signal,
+};
 
 /// One plus-quorum node as its own process.
 #[derive(Debug, Parser)]
@@ -146,130 +148,55 @@ fn main() -> ExitCode {
     cli::run_async(run(args))
 }
 
-/// The stamp a data directory carries: which cluster and node it belongs to.
-fn stamp(cluster: &str, id: NodeId) -> String {
-    format!("cluster={cluster}\nnode={id}\n")
-}
-
-/// Checks the directory's stamp: whether it is there (the node has started from this
-/// directory before). A directory stamped for another node or cluster is refused, and so is
-/// one that holds a log but no stamp (another node's data, or a stamp lost by hand: starting
-/// there as a new node would reuse that log, term and vote under this node's name).
-fn check_stamp(dir: &Path, cluster: &str, id: NodeId) -> Result<bool, String> {
-    let path = dir.join("identity");
-    let expected = stamp(cluster, id);
-    match std::fs::read_to_string(&path) {
-        Ok(found) if found == expected => Ok(true),
-        Ok(found) => Err(format!(
-            "{} belongs to another node: it says `{}`, this is `{}`",
-            dir.display(),
-            found.trim().replace('\n', " "),
-            expected.trim().replace('\n', " ")
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let has_log = std::fs::read_dir(dir.join("wal"))
-                .map(|mut entries| entries.next().is_some())
-                .unwrap_or(false);
-            if has_log || ["log", "snapshot", "hardstate"].iter().any(|f| dir.join(f).exists()) {
-                return Err(format!(
-                    "{} holds a log but no identity file: it is not known to be node {id}'s; \
-                     restore its identity file, or give this node an empty directory",
-                    dir.display()
-                ));
-            }
-            Ok(false)
-        }
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
-}
-
-/// Stamps `dir` as node `id`'s of `cluster`, once the node has started from it: a first start
-/// that failed (a port in use) leaves no stamp, so the next start is a first start again and
-/// not a rejoin.
-fn write_stamp(dir: &Path, cluster: &str, id: NodeId) -> Result<(), String> {
-    let path = dir.join("identity");
-    // Written whole then renamed, so a crash never leaves half a stamp.
-    let tmp = dir.join("identity.tmp");
-    std::fs::write(&tmp, stamp(cluster, id))
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
 async fn run(args: Args) -> Result<bool, String> {
-    // Past a file-size limit (ulimit -f) a write raises SIGXFSZ, whose default is to kill the
-    // process without a word. Caught, the write fails with EFBIG instead, and the storage
-    // halts the node with a message saying so.
-    #[cfg(unix)]
-    let _file_size_limit =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25))
-            .map_err(|e| format!("cannot catch SIGXFSZ: {e}"))?;
     let security = node_security(&args)?;
     let mut members: Vec<NodeId> = args.peers.0.keys().copied().collect();
     members.sort_unstable();
     let mut addrs = args.peers.0.clone();
     // Bind where asked (0.0.0.0, say) even when peers know the node by another address.
     addrs.insert(args.id, args.listen.to_string());
-    let node = match &args.data {
-        Some(dir) => {
-            let existed = check_stamp(dir, &args.cluster, args.id)?;
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            let storage = FileStorage::open(dir).map_err(|e| e.to_string())?;
-            let start = match (args.new_member, args.force_new_cluster) {
-                (true, _) if !existed => Start::Join,
-                (_, true) => Start::ForceNewCluster,
-                _ if existed || args.join || args.new_member => Start::Rejoin,
-                _ => Start::Bootstrap,
-            };
-            let config = node_config(&args, start, members.clone());
-            let node = MuxNode::start_secured(
-                config,
-                storage,
-                &addrs,
-                plus_mux::Config::default(),
-                &security,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            if !existed {
-                write_stamp(dir, &args.cluster, args.id)?;
-            }
-            node
-        }
-        None => {
-            let start = match (args.new_member, args.force_new_cluster, args.join) {
-                (true, _, _) => Start::Join,
-                (_, true, _) => Start::ForceNewCluster,
-                (_, _, true) => Start::Rejoin,
-                _ => Start::Bootstrap,
-            };
-            let config = node_config(&args, start, members.clone());
-            let storage = MemStorage::new();
-            MuxNode::start_secured(config, storage, &addrs, plus_mux::Config::default(), &security)
-                .await
-                .map_err(|e| e.to_string())?
-        }
+    let mode = match (args.new_member, args.force_new_cluster, args.join) {
+        (true, _, _) => StartMode::Join,
+        (_, true, _) => StartMode::ForceNewCluster,
+        (_, _, true) => StartMode::Rejoin,
+        _ => StartMode::New,
     };
-    tracing::info!(node = args.id, listen = %args.listen, ?members, "quorum node serving");
+    let program = NodeProgram {
+        config: node_config(&args, members.clone()),
+        addrs,
+        security,
+        mux: MuxConfig::default(),
+        data: args.data.clone(),
+        cluster: args.cluster.clone(),
+        mode,
+    };
     let tls = match (&args.tls.tls_cert, &args.psk_dir) {
         (Some(_), _) => " with mutual TLS",
         (None, Some(_)) => " with pre-shared keys",
         _ => "",
     };
-    println!("node {} serving on {}{tls} (members {members:?})", args.id, args.listen);
-    stopped().await?;
-    tracing::info!(node = args.id, "stopping");
-    hand_over(&node.handle).await;
-    node.stop().await;
-    println!("node {} stopped", args.id);
+    let (id, listen) = (args.id, args.listen);
+    let started = |_: &NodeHandle, start| {
+        tracing::info!(node = id, %listen, ?members, ?start, "quorum node serving");
+        println!("node {id} serving on {listen}{tls} (members {members:?})");
+    };
+    let stop = async {
+        if let Err(e) = shutdown_signal().await {
+            eprintln!("error: {e}; stopping");
+        }
+    };
+    let stopped = run_node(program, started, stop).await.map_err(|e| e.to_string())?;
+    if let Some(to) = stopped.handed_to {
+        println!("node {id} handed leadership to node {to}");
+    }
+    println!("node {id} stopped");
     Ok(true)
 }
 
-/// The node's settings from the arguments.
-fn node_config(args: &Args, start: Start, members: Vec<NodeId>) -> Config {
+/// The node's settings from the arguments (its start follows from the mode and the data).
+fn node_config(args: &Args, members: Vec<NodeId>) -> Config {
     let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     Config {
-        start,
         snapshot_threshold: args.snapshot_entries,
         max_request_bytes: as_usize(args.max_request_bytes),
         max_txn_ops: as_usize(args.max_txn_ops),
@@ -293,40 +220,4 @@ fn node_security(args: &Args) -> Result<Security, String> {
         }
     }
     Ok(Security::Psk { own, accept })
-}
-
-/// A leader asked to stop hands leadership to another voter first, so that the cluster does
-/// not wait an election timeout to find a new one (a graceful restart or upgrade). Best effort:
-/// each voter is tried for at most a second, and the node stops anyway.
-async fn hand_over(node: &plus_quorum::NodeHandle) {
-    let Ok(status) = node.status().await else { return };
-    if status.role != plus_quorum::Role::Leader {
-        return;
-    }
-    let Ok(membership) = node.membership().await else { return };
-    for to in membership.voters().iter().copied().filter(|&v| v != status.id) {
-        let change = plus_quorum::ClusterChange::TransferLeadership { to };
-        if node.change_cluster(change, Duration::from_secs(1)).await.is_ok() {
-            println!("node {} handed leadership to node {to}", status.id);
-            return;
-        }
-    }
-}
-
-/// Waits for SIGTERM or Ctrl-C.
-async fn stopped() -> Result<(), String> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term =
-            signal(SignalKind::terminate()).map_err(|e| format!("cannot catch SIGTERM: {e}"))?;
-        tokio::select! {
-            _ = term.recv() => Ok(()),
-            ctrl_c = tokio::signal::ctrl_c() => ctrl_c.map_err(|e| e.to_string()),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())
-    }
 }

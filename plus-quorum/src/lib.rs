@@ -206,6 +206,8 @@ mod mux;
 mod node;
 mod ops;
 mod persist;
+#[cfg(feature = "program")]
+mod program;
 #[cfg(feature = "driver")]
 mod recipes;
 #[cfg(feature = "mux")]
@@ -257,6 +259,11 @@ pub use persist::PersistBatch;
 /// direct dependency on plus-mux to call them.
 #[cfg(feature = "mux")]
 pub use plus_mux::{Config as MuxConfig, ConfigError as MuxConfigError};
+#[cfg(feature = "program")]
+pub use program::{
+    DataDir, DataDirError, NodeProgram, ProgramError, StartMode, Stopped, hand_over_leadership,
+    run_node, shutdown_signal,
+};
 #[cfg(feature = "driver")]
 pub use recipes::{ElectionLeader, Leadership, LockGuard};
 #[cfg(feature = "mux")]
