@@ -32,23 +32,13 @@
 
 #[path = "common/cli.rs"]
 mod cli;
-#[path = "agent/host.rs"]
-mod host;
-#[path = "agent/protocol.rs"]
-mod protocol;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use plus_mux::{
-    Bytes, Handler, HandlerError, ReconnectConfig, ReconnectingClient, TcpConnector, async_trait,
-};
-
-use host::Host;
-use protocol::{Beat, Step, StepReply, StepRequest};
+use plus_mux::{ReconnectConfig, ReconnectingClient, TcpConnector};
+use plus_rollout::agent::{Agent, AgentConfig};
 
 /// A reference agent: runs a release's steps on its host for the platform.
 #[derive(Debug, Parser)]
@@ -92,52 +82,6 @@ struct Args {
     step_timeout_s: u64,
 }
 
-/// Answers the platform's step requests.
-struct Steps {
-    host: Arc<Host>,
-    running: AtomicUsize,
-    timeout: Duration,
-    /// The connection to the platform, for artifacts it sends (set once it exists: this is
-    /// its handler).
-    platform: std::sync::OnceLock<ReconnectingClient>,
-}
-
-#[async_trait]
-impl Handler for Steps {
-    async fn handle(&self, request: Bytes) -> Result<Bytes, HandlerError> {
-        let Step { request: step, deadline_ms } = serde_json::from_slice(&request)
-            .map_err(|e| HandlerError::new(format!("not a step request: {e}")))?;
-        tracing::info!(?step, "step requested");
-        self.running.fetch_add(1, Ordering::SeqCst);
-        let host = &self.host;
-        let work = async {
-            match &step {
-                StepRequest::Precheck { version, commands } => {
-                    host.precheck(version, commands).await
-                }
-                StepRequest::Markdown => host.traffic(true).await,
-                StepRequest::Download { version, artifact } => {
-                    host.download(version, artifact, self.platform.get()).await
-                }
-                StepRequest::Install { version } => host.install(version).await,
-                StepRequest::Verify { version, commands } => host.verify(version, commands).await,
-                StepRequest::Markup => host.traffic(false).await,
-            }
-        };
-        // Dropping the step at its deadline kills its processes (they are killed on drop).
-        let timeout =
-            deadline_ms.map_or(self.timeout, |ms| Duration::from_millis(ms).min(self.timeout));
-        let reply = tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| StepReply {
-            ok: false,
-            detail: format!("timed out after {timeout:?}"),
-            ..StepReply::default()
-        });
-        self.running.fetch_sub(1, Ordering::SeqCst);
-        tracing::info!(ok = reply.ok, detail = %reply.detail, "step finished");
-        serde_json::to_vec(&reply).map(Bytes::from).map_err(|e| HandlerError::new(e.to_string()))
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let authenticated = args.tls.enabled() || args.psk_file.is_some();
@@ -157,20 +101,17 @@ fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> Result<bool, String> {
     let tls = args.tls.load()?;
     let psk = args.psk_file.as_deref().map(|path| cli::read_psk(path, "agent")).transpose()?;
-    let host = Arc::new(
-        Host::new(args.root.clone(), usize::from(args.keep), args.hook.clone())
-            .map_err(|e| format!("cannot prepare {}: {e}", args.root.display()))?,
-    );
-    let steps = Arc::new(Steps {
-        host: Arc::clone(&host),
-        running: AtomicUsize::new(0),
-        timeout: Duration::from_secs(args.step_timeout_s),
-        platform: std::sync::OnceLock::new(),
-    });
-    let every = Duration::from_millis(args.heartbeat_ms);
-    let config = plus_mux::Config { heartbeat: Some(every), ..plus_mux::Config::default() };
-    let handler = Arc::clone(&steps) as Arc<dyn Handler>;
-    let reconnect = ReconnectConfig::default();
+    let agent = Agent::new(AgentConfig {
+        id: args.id.clone(),
+        root: args.root.clone(),
+        keep: usize::from(args.keep),
+        hook: args.hook.clone(),
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        step_timeout: Duration::from_secs(args.step_timeout_s),
+    })
+    .map_err(|e| e.to_string())?;
+    let (config, handler, reconnect) =
+        (agent.mux_config(), agent.handler(), ReconnectConfig::default());
     let client = match (&tls, &psk) {
         (Some(tls), _) => {
             ReconnectingClient::new(tls.connector(&args.connect), config, reconnect, handler)
@@ -183,34 +124,13 @@ async fn run(args: Args) -> Result<bool, String> {
         }
     }
     .map_err(|e| e.to_string())?;
-    let _ = steps.platform.set(client.clone());
     let secured = match (&tls, &psk) {
         (Some(_), _) => " with mutual TLS",
         (None, Some(_)) => " with a pre-shared key",
         (None, None) => "",
     };
     println!("agent {} for {}{secured} in {}", args.id, args.connect, args.root.display());
-    let beats = {
-        let (client, steps, id) = (client.clone(), Arc::clone(&steps), args.id.clone());
-        tokio::spawn(async move {
-            loop {
-                let beat = Beat {
-                    agent: id.clone(),
-                    load: steps.running.load(Ordering::SeqCst) as f64,
-                    versions: steps.host.versions(),
-                };
-                let body = serde_json::to_vec(&beat).expect("a beat is JSON");
-                if let Err(e) = client.request(body).await {
-                    tracing::debug!(error = %e, "heartbeat not delivered");
-                }
-                tokio::time::sleep(every).await;
-            }
-        })
-    };
-    stopped(args.exit_on_stdin_eof).await;
-    beats.abort();
-    client.close();
-    host.stop().await;
+    agent.run(client, stopped(args.exit_on_stdin_eof)).await.map_err(|e| e.to_string())?;
     println!("agent {} stopped", args.id);
     Ok(true)
 }

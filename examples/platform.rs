@@ -50,8 +50,6 @@ mod cli;
 mod controller;
 #[path = "platform/hosts.rs"]
 mod hosts;
-#[path = "agent/protocol.rs"]
-mod protocol;
 #[path = "common/quorum_client.rs"]
 mod quorum_client;
 

@@ -22,7 +22,10 @@ use plus_scheduler::{Fleet, FleetConfig, Heartbeat, Liveness, WorkerKind};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use crate::protocol::{self, Artifact, Beat, Commands, Fetch, StepReply, StepRequest};
+use plus_rollout::agent::protocol::{
+    self, Artifact, Beat, BeatReply, Commands, Fetch, PROTOCOL_VERSION, StepReply, StepRequest,
+    check_version,
+};
 
 /// Between two heartbeats of an agent, and between two plus-mux pings each way.
 pub(crate) const HEARTBEAT: Duration = Duration::from_millis(200);
@@ -529,10 +532,15 @@ impl Handler for AgentLink {
         }
         let beat: Beat = serde_json::from_slice(&request)
             .map_err(|e| HandlerError::new(format!("neither a heartbeat nor a fetch: {e}")))?;
+        if let Err(refused) = check_version(beat.protocol, &format!("agent {}", beat.agent)) {
+            tracing::warn!("{refused}");
+            return Err(HandlerError::new(refused));
+        }
         if let Some(connection) = self.connection.get() {
             self.hosts.beat(&beat, connection, &self.registered).map_err(HandlerError::new)?;
         }
-        Ok(Bytes::from_static(b"{}"))
+        let reply = BeatReply { protocol: PROTOCOL_VERSION };
+        serde_json::to_vec(&reply).map(Bytes::from).map_err(|e| HandlerError::new(e.to_string()))
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use plus_mux::certs::Ca;
 use plus_mux::{Bytes, Connection, Handler, HandlerError, async_trait};
+use plus_rollout::agent::protocol::{BeatReply, PROTOCOL_VERSION};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -64,8 +65,57 @@ impl Handler for Beats {
             return Ok(Bytes::copy_from_slice(&bytes[offset..end]));
         }
         self.0.lock().unwrap().push(message);
-        Ok(Bytes::from_static(b"{}"))
+        let reply = BeatReply { protocol: PROTOCOL_VERSION };
+        Ok(Bytes::from(serde_json::to_vec(&reply).unwrap()))
     }
+}
+
+/// A platform of another protocol version: it answers every beat with its own.
+struct OtherVersion;
+
+#[async_trait]
+impl Handler for OtherVersion {
+    async fn handle(&self, _: Bytes) -> Result<Bytes, HandlerError> {
+        Ok(Bytes::from(serde_json::to_vec(&BeatReply { protocol: 99 }).unwrap()))
+    }
+}
+
+/// An agent whose platform speaks another protocol version stops at its first heartbeat's
+/// answer, saying which versions each side speaks, instead of taking work it may misread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_refuses_a_platform_of_another_protocol_version() {
+    let root = std::env::temp_dir().join(format!("plus-agent-version-{}", std::process::id()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let child = Command::new(agent_program())
+        .args(["--connect", &addr, "--id", "web-99", "--heartbeat-ms", "100", "--insecure"])
+        .arg("--root")
+        .arg(&root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut process = Stopped(child);
+    let (stream, _) =
+        tokio::time::timeout(Duration::from_secs(20), listener.accept()).await.unwrap().unwrap();
+    let _platform =
+        Connection::from_tcp(stream, plus_mux::Config::default(), Arc::new(OtherVersion)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = process.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the agent kept running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(process.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let _ = std::fs::remove_dir_all(&root);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the platform speaks agent protocol version 99, this side speaks 1"),
+        "{err}"
+    );
 }
 
 async fn step(agent: &Connection, request: Value) -> Value {

@@ -158,11 +158,16 @@ fn a_local_process_cannot_take_over_a_registered_agent() {
         let stream = psk.connector(&address).connect().await.unwrap();
         let config = plus_mux::Config { heartbeat: None, ..plus_mux::Config::default() };
         let impostor = Connection::new(stream, config, Arc::new(NoHandler)).unwrap();
-        let beat = br#"{"agent":"hello-00","load":0.0,"versions":[]}"#;
+        // An agent from before the protocol had versions is told why it is refused.
+        let unversioned = br#"{"agent":"hello-00","load":0.0,"versions":[]}"#;
+        let old = impostor.request_with_timeout(&unversioned[..], Duration::from_secs(5)).await;
+        let beat = br#"{"protocol":1,"agent":"hello-00","load":0.0,"versions":[]}"#;
         let answer = impostor.request_with_timeout(&beat[..], Duration::from_secs(5)).await;
         impostor.close();
-        answer.map(|_| ()).unwrap_err().to_string()
+        (old.map(|_| ()).unwrap_err().to_string(), answer.map(|_| ()).unwrap_err().to_string())
     });
+    let (old, refusals) = refusals;
+    assert!(old.contains("speaks agent protocol version 0, this side speaks 1"), "{old}");
     assert!(refusals.contains("registered on another connection"), "{refusals}");
     // Read to the end: the platform's output must have somewhere to go.
     let rest: Vec<String> = lines.map_while(Result::ok).collect();

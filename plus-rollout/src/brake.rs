@@ -35,6 +35,16 @@ pub struct BrakeView<'a> {
     pub finished: &'a [HostFinish],
 }
 
+impl BrakeView<'_> {
+    /// The most hosts the plan lets out of service at once: `floor(planned x max_ratio)`, at
+    /// least one, as the plan computes its batches' cap (a group of two at 25% still moves,
+    /// one host at a time).
+    #[must_use]
+    pub fn cap(&self) -> usize {
+        self.max_ratio.floor_of(self.planned).max(1)
+    }
+}
+
 /// Decides, before each batch, whether the release must stop and wait for a person.
 ///
 /// # Contract
@@ -71,13 +81,15 @@ impl BrakePolicy for FailureRate {
 }
 
 /// Tars' rule and Kubernetes' maxUnavailable: never start a batch that would leave fewer hosts
-/// in service than `ceil(planned x (1 - max_ratio))`, counting failed hosts as out of service.
+/// in service than `planned - cap`, counting failed hosts as out of service, where `cap` is
+/// the plan's pull-out cap ([`BrakeView::cap`]: `floor(planned x max_ratio)`, at least one).
+/// Failed hosts and the batch together never exceed what the plan lets out at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AvailabilityFloor;
 
 impl BrakePolicy for AvailabilityFloor {
     fn check(&self, view: &BrakeView<'_>) -> Option<String> {
-        let floor = Ratio::new(1.0 - view.max_ratio.get()).map_or(0, |r| r.ceil_of(view.planned));
+        let floor = view.planned.saturating_sub(view.cap());
         let in_service = view.planned.saturating_sub(view.failed).saturating_sub(view.next_batch);
         (in_service < floor).then(|| {
             format!(
@@ -177,5 +189,8 @@ mod tests {
             )
         );
         assert_eq!(policy.check(&view(20, 1, 4)), None);
+        // 2 hosts at 25%: the plan moves one at a time, and so may the release.
+        assert_eq!(policy.check(&view(2, 0, 1)), None);
+        assert!(policy.check(&view(2, 1, 1)).is_some(), "one failed and one more out: both");
     }
 }

@@ -143,6 +143,8 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "agent")]
+pub mod agent;
 mod brake;
 mod core;
 mod deadlines;

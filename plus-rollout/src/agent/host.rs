@@ -17,7 +17,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
-use crate::protocol::{Artifact, Commands, Fetch, StepReply};
+use super::protocol::{Artifact, Commands, Fetch, StepReply};
 
 /// Bytes asked of the platform at a time (well under plus-mux's body limit).
 const FETCH_CHUNK: u32 = 1 << 20;
@@ -46,8 +46,9 @@ async fn tail(from: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::Result
     }
 }
 
-/// The agent's host.
-pub(crate) struct Host {
+/// The agent's host: its directory of downloads and versions, and the program it runs.
+#[derive(Debug)]
+pub struct Host {
     root: PathBuf,
     keep: usize,
     hook: Option<PathBuf>,
@@ -77,7 +78,12 @@ fn checked(version: &str) -> Result<&str, StepReply> {
 }
 
 impl Host {
-    pub(crate) fn new(root: PathBuf, keep: usize, hook: Option<PathBuf>) -> std::io::Result<Self> {
+    /// The host whose directory is `root` (created with its `downloads` and `versions`), keeping
+    /// the last `keep` versions installed, marking traffic with `hook` (or a flag file).
+    ///
+    /// # Errors
+    /// When the directories cannot be created.
+    pub fn new(root: PathBuf, keep: usize, hook: Option<PathBuf>) -> std::io::Result<Self> {
         std::fs::create_dir_all(root.join("downloads"))?;
         std::fs::create_dir_all(root.join("versions"))?;
         Ok(Self {
@@ -91,7 +97,7 @@ impl Host {
     }
 
     /// Installed versions, oldest first.
-    pub(crate) fn versions(&self) -> Vec<String> {
+    pub fn versions(&self) -> Vec<String> {
         let mut found: Vec<(std::time::SystemTime, String)> =
             std::fs::read_dir(self.root.join("versions"))
                 .into_iter()
@@ -111,7 +117,8 @@ impl Host {
         target.file_name().map(|n| n.to_string_lossy().into_owned())
     }
 
-    pub(crate) async fn precheck(&self, version: &str, commands: &Commands) -> StepReply {
+    /// Precheck: whether `version` is current and its check passes (`already`).
+    pub async fn precheck(&self, version: &str, commands: &Commands) -> StepReply {
         let version = match checked(version) {
             Ok(v) => v,
             Err(reply) => return reply,
@@ -123,7 +130,9 @@ impl Host {
         StepReply { ok: true, already: check.ok, detail: "on the target version".into(), ..check }
     }
 
-    pub(crate) async fn download(
+    /// Download: fetches the artifact of `version` (from a path here, or from the platform
+    /// over `platform`), hashing as it writes; skipped for a version still installed.
+    pub async fn download(
         &self,
         version: &str,
         artifact: &Artifact,
@@ -172,7 +181,8 @@ impl Host {
         }
     }
 
-    pub(crate) async fn install(&self, version: &str) -> StepReply {
+    /// Install: makes `version` current (a version still installed is only switched to).
+    pub async fn install(&self, version: &str) -> StepReply {
         let version = match checked(version) {
             Ok(v) => v,
             Err(reply) => return reply,
@@ -226,7 +236,9 @@ impl Host {
         }
     }
 
-    pub(crate) async fn verify(&self, version: &str, commands: &Commands) -> StepReply {
+    /// Verify: starts `version` with `commands.run` (stopping what ran before) and checks it,
+    /// with retries.
+    pub async fn verify(&self, version: &str, commands: &Commands) -> StepReply {
         let version = match checked(version) {
             Ok(v) => v,
             Err(reply) => return reply,
@@ -264,7 +276,7 @@ impl Host {
     }
 
     /// Marks the host out of (`down`) or back into traffic, through the hook or the flag file.
-    pub(crate) async fn traffic(&self, down: bool) -> StepReply {
+    pub async fn traffic(&self, down: bool) -> StepReply {
         let word = if down { "markdown" } else { "markup" };
         if let Some(hook) = &self.hook {
             let argv = vec![hook.to_string_lossy().into_owned(), word.to_owned()];
@@ -340,7 +352,7 @@ impl Host {
     }
 
     /// Stops the program `run` started.
-    pub(crate) async fn stop(&self) {
+    pub async fn stop(&self) {
         if let Some(mut child) = self.running.lock().await.take() {
             let _ = child.kill().await;
         }

@@ -1,14 +1,48 @@
 //! What the platform and an agent say to each other over their plus-mux connection, as JSON.
 //!
-//! The agent sends [`Beat`]s (the first one registers it); the platform sends [`StepRequest`]s
-//! and gets a [`StepReply`] for each. A step names what to run only through the release's
-//! manifest fields it carries and the agent's own configuration: never free text to a shell.
+//! The agent sends [`Beat`]s (the first one registers it); the platform answers each with a
+//! [`BeatReply`], and sends [`Step`]s, getting a [`StepReply`] for each. A step names what to
+//! run only through the release's manifest fields it carries and the agent's own
+//! configuration: never free text to a shell.
+//!
+//! Versioned: every beat carries the agent's [`PROTOCOL_VERSION`] and every beat reply the
+//! platform's, and each side refuses the other with a clear error when it does not speak its
+//! version ([`check_version`]), instead of misreading its messages.
 
 use serde::{Deserialize, Serialize};
 
+/// The version of this protocol. A peer speaking another is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Whether a peer that said it speaks `theirs` can be talked to.
+///
+/// # Errors
+/// A message saying which versions each side speaks (an agent from before versioning sends
+/// none, read as 0).
+pub fn check_version(theirs: u32, peer: &str) -> Result<(), String> {
+    if theirs == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(format!(
+            "{peer} speaks agent protocol version {theirs}, this side speaks {PROTOCOL_VERSION}: upgrade the older side"
+        ))
+    }
+}
+
+/// The platform's answer to a beat: its protocol version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeatReply {
+    /// The platform's [`PROTOCOL_VERSION`] (absent from a platform from before versioning).
+    #[serde(default)]
+    pub protocol: u32,
+}
+
 /// The agent's heartbeat; the platform registers an agent it has not heard from before.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Beat {
+pub struct Beat {
+    /// The agent's [`PROTOCOL_VERSION`] (absent from an agent from before versioning: 0).
+    #[serde(default)]
+    pub protocol: u32,
     /// The agent (and its host).
     pub agent: String,
     /// Its load now (running steps).
@@ -20,7 +54,7 @@ pub(crate) struct Beat {
 /// An artifact to fetch: a path, on this host (a shared directory) or, with `from_platform`,
 /// on the platform, which sends it over the agent's own connection; and its SHA-256.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Artifact {
+pub struct Artifact {
     /// Where to copy it from.
     pub path: String,
     /// Its SHA-256, lowercase hex.
@@ -33,7 +67,7 @@ pub(crate) struct Artifact {
 /// The agent asks the platform for `len` bytes of the artifact at `fetch` from `offset`; the
 /// answer is those bytes, raw (fewer at the end of the file, none past it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Fetch {
+pub struct Fetch {
     /// The artifact's path on the platform.
     pub fetch: String,
     /// Where the chunk starts.
@@ -44,7 +78,7 @@ pub(crate) struct Fetch {
 
 /// The manifest's `autodeploy` commands for Verify: argument vectors, run without a shell.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub(crate) struct Commands {
+pub struct Commands {
     /// Starts the program (it keeps running; the agent stops it before the next start).
     pub run: Vec<String>,
     /// Checks it; retried.
@@ -58,25 +92,43 @@ pub(crate) struct Commands {
 /// One step of a release on the agent's host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
-pub(crate) enum StepRequest {
+pub enum StepRequest {
     /// Is the version already current and its check passing?
-    Precheck { version: String, commands: Commands },
+    Precheck {
+        /// The release's version (a directory name: no separators, no `..`).
+        version: String,
+        /// The manifest's commands.
+        commands: Commands,
+    },
     /// Take the host out of traffic.
     Markdown,
     /// Fetch the artifact into the host's directory, verifying its SHA-256 (skipped for a
     /// version still installed).
-    Download { version: String, artifact: Artifact },
+    Download {
+        /// The release's version (a directory name: no separators, no `..`).
+        version: String,
+        /// Where to fetch it from, and its hash.
+        artifact: Artifact,
+    },
     /// Install the version and make it current (a version still installed is only switched to).
-    Install { version: String },
+    Install {
+        /// The release's version (a directory name: no separators, no `..`).
+        version: String,
+    },
     /// Start it and check it.
-    Verify { version: String, commands: Commands },
+    Verify {
+        /// The release's version (a directory name: no separators, no `..`).
+        version: String,
+        /// The manifest's commands.
+        commands: Commands,
+    },
     /// Put the host back into traffic.
     Markup,
 }
 
 /// A step as the platform sends it: what to do, and by when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Step {
+pub struct Step {
     /// What to do.
     #[serde(flatten)]
     pub request: StepRequest,
@@ -89,7 +141,7 @@ pub(crate) struct Step {
 
 /// How a step went, with what its processes printed (bounded).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub(crate) struct StepReply {
+pub struct StepReply {
     /// Whether it succeeded.
     pub ok: bool,
     /// For Precheck: the host already runs the version, healthy.
@@ -103,4 +155,24 @@ pub(crate) struct StepReply {
     /// The last bytes its processes wrote to stderr.
     #[serde(default)]
     pub stderr: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_of_another_version_is_refused_and_an_unversioned_one_reads_as_zero() {
+        assert!(check_version(PROTOCOL_VERSION, "the platform").is_ok());
+        let old: Beat = serde_json::from_str(r#"{"agent":"web-01","load":0.0,"versions":[]}"#)
+            .expect("an agent from before versioning still parses");
+        assert_eq!(old.protocol, 0);
+        let refused = check_version(old.protocol, "agent web-01").unwrap_err();
+        assert_eq!(
+            refused,
+            "agent web-01 speaks agent protocol version 0, this side speaks 1: upgrade the older side"
+        );
+        let reply: BeatReply = serde_json::from_str("{}").expect("an old platform's answer");
+        assert!(check_version(reply.protocol, "the platform").is_err());
+    }
 }
