@@ -1,9 +1,19 @@
-//! A command-line client of a plus-quorum cluster started with `quorum_node`.
+//! A command-line client of a plus-quorum cluster started with `quorum_node`, for operators
+//! used to `etcdctl`.
 //!
 //! ```text
 //! quorum_ctl --endpoints 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 put greeting hello
 //! quorum_ctl --endpoints ... get greeting
-//! quorum_ctl --endpoints ... delete greeting
+//! quorum_ctl --endpoints ... get app/ --prefix [--limit N] [--rev R] [--keys-only|--count-only]
+//! quorum_ctl --endpoints ... --write-out json get app/ --prefix
+//! quorum_ctl --endpoints ... put session/web up --lease 42
+//! quorum_ctl --endpoints ... del app/ --prefix
+//! quorum_ctl --endpoints ... txn --file swap.json      # exit 3 when the compares failed
+//! quorum_ctl --endpoints ... watch app/ --prefix [--rev R]
+//! quorum_ctl --endpoints ... lease grant 30 | revoke ID | keep-alive ID | timetolive ID | list
+//! quorum_ctl --endpoints ... lock deploy -- ./deploy.sh  # holds the lock while it runs
+//! quorum_ctl --endpoints ... elect controllers replica-a
+//! quorum_ctl --endpoints ... endpoint status | endpoint health
 //! quorum_ctl --endpoints ... keys 'greet*'
 //! quorum_ctl --endpoints ... status
 //! quorum_ctl --endpoints ... member list
@@ -16,13 +26,21 @@
 //!
 //! A node to add is started first with `quorum_node --new-member`.
 //!
-//! Reads and writes go to the leader wherever it is, and are linearizable. `get` of a missing
-//! key prints nothing and exits 1.
+//! Reads and writes go to the leader wherever it is, and are linearizable. Exit status: 0 on
+//! success, 1 on an error or when `get` finds nothing (or `endpoint health` finds a node
+//! unhealthy, or a locked command fails), 2 on a usage error, 3 when a transaction's compares
+//! failed. `--write-out json` prints one JSON object per answer. `watch`, `lock` (without a
+//! command), `elect` and `lease keep-alive` run until SIGTERM or Ctrl-C; a lock or a
+//! leadership lives on a session lease of 10 s, kept alive meanwhile and revoked at the end.
 
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "quorum_ctl/keys.rs"]
+mod keys;
 #[path = "common/quorum_client.rs"]
 mod quorum_client;
+#[path = "quorum_ctl/sessions.rs"]
+mod sessions;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,10 +58,30 @@ struct Args {
     /// How long a call may take, in seconds (an election included).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     timeout: u64,
+    /// How answers are printed: `simple` (values, one per line) or `json` (one object per line).
+    #[arg(long, value_enum, default_value_t = Output::Simple)]
+    write_out: Output,
     #[command(flatten)]
     auth: cli::ClientAuthArgs,
     #[command(subcommand)]
     command: Op,
+}
+
+/// How answers are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    /// Values as they are, one per line.
+    Simple,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Resolves at SIGTERM or Ctrl-C: what the commands that hold something (a watch, a lock, a
+/// leadership) stop on.
+async fn interrupted() {
+    if let Err(e) = plus_quorum::shutdown_signal().await {
+        eprintln!("error: {e}");
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,16 +92,67 @@ enum Op {
         key: String,
         /// The value.
         value: String,
+        /// Attach it to this lease: it goes when the lease ends.
+        #[arg(long)]
+        lease: Option<u64>,
     },
-    /// Prints a key's value.
-    Get {
-        /// The key.
+    /// Prints a key's value, or a range's keys and values (`--prefix`, `--from-key`,
+    /// `--limit`, `--rev`, `--keys-only`, `--count-only`); exits 1 when nothing is found.
+    Get(keys::GetArgs),
+    /// Deletes a key, or every key with a prefix; prints how many were deleted.
+    #[command(alias = "delete")]
+    Del {
+        /// The key (with --prefix, the prefix).
         key: String,
+        /// Every key starting with KEY.
+        #[arg(long)]
+        prefix: bool,
     },
-    /// Deletes a key.
-    Delete {
-        /// The key.
+    /// Runs a transaction written as JSON in FILE (`{"when": [...], "then": [...],
+    /// "otherwise": [...]}`); exits 3 when its compares failed and `otherwise` ran.
+    Txn {
+        /// The transaction.
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// Prints every change of a key (or a prefix) as it happens, until interrupted.
+    Watch {
+        /// The key (with --prefix, the prefix).
         key: String,
+        /// Every key starting with KEY.
+        #[arg(long)]
+        prefix: bool,
+        /// From this revision on (default: the next change).
+        #[arg(long)]
+        rev: Option<u64>,
+    },
+    /// Leases: grant, revoke, keep-alive, timetolive, list.
+    Lease {
+        #[command(subcommand)]
+        op: sessions::LeaseOp,
+    },
+    /// Takes a lock; runs COMMAND while holding it (with PLUS_LOCK_KEY and PLUS_LOCK_TOKEN, its
+    /// fencing token, in its environment) and exits with its status, or holds it until
+    /// interrupted.
+    Lock {
+        /// The lock.
+        name: String,
+        /// The command to run while holding it.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Campaigns in an election; prints the leader key once elected and leads until
+    /// interrupted.
+    Elect {
+        /// The election.
+        name: String,
+        /// The value this candidate proclaims.
+        proposal: String,
+    },
+    /// Every endpoint's status, or its health (exit 1 when any is unhealthy).
+    Endpoint {
+        #[command(subcommand)]
+        op: sessions::EndpointOp,
     },
     /// Lists the keys matching a glob (`*`, `?`).
     Keys {
@@ -130,21 +219,25 @@ fn main() -> ExitCode {
         let security = quorum_client::security(&args.auth)?;
         let deadline = Duration::from_secs(args.timeout);
         let cluster = quorum_client::connect_secured(members, deadline, &security);
-        run(cluster, args.command).await
+        run(cluster, args.command, args.write_out).await
     })
 }
 
-async fn run(cluster: Cluster<RemoteNode>, op: Op) -> Result<bool, String> {
+async fn run(cluster: Cluster<RemoteNode>, op: Op, out: Output) -> Result<bool, String> {
     match op {
-        Op::Put { key, value } => {
-            let version = cluster.set(&key, value).await.map_err(|e| e.to_string())?;
-            println!("{version}");
+        Op::Put { key, value, lease } => return keys::put(&cluster, &key, value, lease, out).await,
+        Op::Get(get) => return keys::get(&cluster, get, out).await,
+        Op::Del { key, prefix } => return keys::del(&cluster, &key, prefix, out).await,
+        Op::Txn { file } => return keys::txn(&cluster, &file, out).await,
+        Op::Watch { key, prefix, rev } => {
+            return keys::watch(&cluster, &key, prefix, rev, out).await;
         }
-        Op::Get { key } => match cluster.get(&key).await.map_err(|e| e.to_string())? {
-            Some(found) => println!("{}", String::from_utf8_lossy(&found.value)),
-            None => return Ok(false),
-        },
-        Op::Delete { key } => cluster.delete(&key).await.map_err(|e| e.to_string())?,
+        Op::Lease { op } => return sessions::lease(&cluster, op, out).await,
+        Op::Lock { name, command } => return sessions::lock(&cluster, &name, command, out).await,
+        Op::Elect { name, proposal } => {
+            return sessions::elect(&cluster, &name, proposal, out).await;
+        }
+        Op::Endpoint { op } => return sessions::endpoint(&cluster, op, out).await,
         Op::Keys { pattern } => {
             for key in cluster.keys(&pattern).await.map_err(|e| e.to_string())? {
                 println!("{key}");

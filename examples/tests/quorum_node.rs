@@ -364,3 +364,68 @@ fn load_and_status_against_no_store_fail() {
     let status = quorum_ctl(endpoints, 1, &[] as &[String], &["status"]);
     assert_eq!(status.status.code(), Some(1), "{}", String::from_utf8_lossy(&status.stderr));
 }
+
+/// `quorum_ctl` as an operator uses it against a real node: keys with a lease, a range as
+/// JSON, counting, deleting a prefix, a transaction whose compare fails (exit 3), leases, a
+/// lock held while a command runs (its fencing token in the command's environment), and the
+/// endpoints' health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_ctl_covers_what_operators_do() {
+    let data = std::env::temp_dir().join(format!("plus-quorum-ctl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let addrs = loopback_addrs(&[1]).await.unwrap();
+    let mut nodes = Nodes::default();
+    nodes.0.insert(1, command(1, &addrs, &data).spawn().unwrap());
+    let endpoints = peers(&addrs);
+    let ctl = |args: &[&str]| {
+        let out = quorum_ctl(&endpoints, 20, &[] as &[String], args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // The node elects itself; the first call waits for it.
+    let (code, lease, err) = ctl(&["lease", "grant", "60"]);
+    assert_eq!(code, Some(0), "{err}");
+    let lease = lease.trim().to_owned();
+    for (key, value) in [("app/a", "1"), ("app/b", "2"), ("other", "3")] {
+        assert_eq!(ctl(&["put", key, value, "--lease", &lease]).0, Some(0));
+    }
+    let (code, json, _) = ctl(&["--write-out", "json", "get", "app/", "--prefix"]);
+    assert_eq!(code, Some(0));
+    let range: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(range["count"], 2, "{json}");
+    assert_eq!(range["kvs"][1]["key"], "app/b");
+    assert_eq!(range["kvs"][1]["lease"].as_u64().map(|l| l.to_string()), Some(lease.clone()));
+    assert_eq!(ctl(&["get", "app/", "--prefix", "--count-only"]).1.trim(), "2");
+    assert_eq!(ctl(&["get", "app/", "--prefix", "--keys-only"]).1, "app/a\napp/b\n");
+    let (_, ttl, _) = ctl(&["lease", "timetolive", &lease]);
+    assert!(ttl.contains("app/a") && ttl.contains("other"), "{ttl}");
+    assert_eq!(ctl(&["lease", "list"]).1.trim(), lease);
+    // A transaction whose compare fails: its `otherwise` runs, exit 3.
+    let txn = data.join("txn.json");
+    std::fs::write(
+        &txn,
+        r#"{"when": [{"key": "other", "expect": {"Version": 999999}}],
+            "then": [{"Delete": {"key": "other"}}],
+            "otherwise": [{"Get": "other"}]}"#,
+    )
+    .unwrap();
+    let (code, said, err) = ctl(&["txn", "--file", txn.to_str().unwrap()]);
+    assert_eq!(code, Some(3), "{said}{err}");
+    assert!(said.starts_with("FAILURE"), "{said}");
+    assert_eq!(ctl(&["del", "app/", "--prefix"]).1.trim(), "2");
+    assert_eq!(ctl(&["get", "app/a"]).0, Some(1), "deleted: not found");
+    // A lock held while a command runs, which sees its fencing token.
+    let (code, said, err) =
+        ctl(&["lock", "deploy", "--", "sh", "-c", "echo token=$PLUS_LOCK_TOKEN"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(said.contains("deploy/") && said.contains("token="), "{said}");
+    let failing = ctl(&["lock", "deploy", "--", "false"]);
+    assert_eq!(failing.0, Some(1), "the command's failure is the lock's exit status");
+    assert_eq!(ctl(&["lease", "revoke", &lease]).0, Some(0));
+    assert_eq!(ctl(&["get", "other"]).0, Some(1), "the lease took its keys");
+    let (code, health, _) = ctl(&["endpoint", "health"]);
+    assert_eq!(code, Some(0), "{health}");
+    assert!(health.contains("node 1 is healthy"), "{health}");
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -1,0 +1,229 @@
+//! `quorum_ctl`'s lease, lock, election and endpoint commands.
+
+use std::time::Duration;
+
+use plus_quorum::{Cluster, NodeApi, RemoteNode};
+use serde_json::json;
+
+use crate::Output;
+
+/// `lease ...`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum LeaseOp {
+    /// Grants a lease of TTL seconds; prints its id.
+    Grant {
+        /// Its TTL, in seconds.
+        ttl: u64,
+    },
+    /// Ends a lease now, and its keys with it.
+    Revoke {
+        /// The lease.
+        id: u64,
+    },
+    /// Keeps a lease alive until interrupted (a keep-alive every third of its TTL).
+    KeepAlive {
+        /// The lease.
+        id: u64,
+    },
+    /// Prints a lease's TTL, the time it has left and its keys.
+    Timetolive {
+        /// The lease.
+        id: u64,
+    },
+    /// Prints every live lease.
+    List,
+}
+
+pub(crate) async fn lease(
+    cluster: &Cluster<RemoteNode>,
+    op: LeaseOp,
+    out: Output,
+) -> Result<bool, String> {
+    match op {
+        LeaseOp::Grant { ttl } => {
+            let info =
+                cluster.grant_lease(Duration::from_secs(ttl)).await.map_err(|e| e.to_string())?;
+            match out {
+                Output::Json => println!("{}", json!({"id": info.id, "ttl_ms": info.ttl_ms})),
+                Output::Simple => println!("{}", info.id),
+            }
+        }
+        LeaseOp::Revoke { id } => {
+            cluster.revoke_lease(id).await.map_err(|e| e.to_string())?;
+            if out == Output::Json {
+                println!("{}", json!({"revoked": id}));
+            }
+        }
+        LeaseOp::KeepAlive { id } => {
+            let stop = crate::interrupted();
+            tokio::pin!(stop);
+            loop {
+                let info = cluster.keep_alive(id).await.map_err(|e| e.to_string())?;
+                match out {
+                    Output::Json => println!("{}", json!({"id": id, "ttl_ms": info.ttl_ms})),
+                    Output::Simple => println!("lease {id} kept alive, TTL {} ms", info.ttl_ms),
+                }
+                tokio::select! {
+                    () = &mut stop => return Ok(true),
+                    () = tokio::time::sleep(Duration::from_millis(info.ttl_ms / 3)) => {}
+                }
+            }
+        }
+        LeaseOp::Timetolive { id } => {
+            let info = cluster.time_to_live(id).await.map_err(|e| e.to_string())?;
+            match out {
+                Output::Json => println!(
+                    "{}",
+                    json!({"id": id, "ttl_ms": info.ttl_ms, "remaining_ms": info.remaining_ms, "keys": info.keys})
+                ),
+                Output::Simple => println!(
+                    "lease {id}: TTL {} ms, {} ms left, keys {:?}",
+                    info.ttl_ms, info.remaining_ms, info.keys
+                ),
+            }
+        }
+        LeaseOp::List => {
+            let leases = cluster.leases().await.map_err(|e| e.to_string())?;
+            match out {
+                Output::Json => println!("{}", json!({"leases": leases})),
+                Output::Simple => {
+                    for lease in leases {
+                        println!("{lease}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// How long a lock's or a candidate's session lives without keep-alives (it is kept alive
+/// while the command runs).
+const SESSION_TTL: Duration = Duration::from_secs(10);
+
+/// `lock NAME [-- COMMAND...]`: takes the lock on a session; runs the command while holding it
+/// and exits with its status, or holds it until interrupted. The lock is released when the
+/// command ends, and when this program dies its session's lease ends within its TTL.
+pub(crate) async fn lock(
+    cluster: &Cluster<RemoteNode>,
+    name: &str,
+    command: Vec<String>,
+    out: Output,
+) -> Result<bool, String> {
+    let session = cluster.session(SESSION_TTL).await.map_err(|e| e.to_string())?;
+    let guard = session.lock(name).await.map_err(|e| e.to_string())?;
+    match out {
+        Output::Json => println!("{}", json!({"key": guard.key, "token": guard.token})),
+        Output::Simple => println!("{}", guard.key),
+    }
+    let ok = if let Some((program, args)) = command.split_first() {
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .env("PLUS_LOCK_KEY", &guard.key)
+            .env("PLUS_LOCK_TOKEN", guard.token.to_string())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        let status = tokio::select! {
+            status = child.wait() => status.map_err(|e| e.to_string())?,
+            lost = session.lost() => {
+                let _ = child.kill().await;
+                return Err(format!("the lock's session was lost while {program} ran: {lost}"));
+            }
+        };
+        status.success()
+    } else {
+        tokio::select! {
+            () = crate::interrupted() => true,
+            lost = session.lost() => return Err(format!("the lock's session was lost: {lost}")),
+        }
+    };
+    session.close().await.map_err(|e| e.to_string())?;
+    Ok(ok)
+}
+
+/// `elect NAME PROPOSAL`: campaigns, prints when elected, holds leadership until interrupted
+/// (then resigns).
+pub(crate) async fn elect(
+    cluster: &Cluster<RemoteNode>,
+    name: &str,
+    proposal: String,
+    out: Output,
+) -> Result<bool, String> {
+    let session = cluster.session(SESSION_TTL).await.map_err(|e| e.to_string())?;
+    let leadership = session.campaign(name, proposal.clone()).await.map_err(|e| e.to_string())?;
+    match out {
+        Output::Json => println!(
+            "{}",
+            json!({"name": name, "key": leadership.key, "revision": leadership.revision, "proposal": proposal})
+        ),
+        Output::Simple => println!("{}\n{proposal}", leadership.key),
+    }
+    tokio::select! {
+        () = crate::interrupted() => {}
+        lost = session.lost() => return Err(format!("leadership lost with the session: {lost}")),
+    }
+    let _ = cluster.resign(leadership).await;
+    session.close().await.map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+/// `endpoint status|health`.
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub(crate) enum EndpointOp {
+    /// Every endpoint's role, term, leader, commit and applied index.
+    Status,
+    /// Whether every endpoint answers, knows a leader and is not recovering; exits 1 if any
+    /// is not healthy.
+    Health,
+}
+
+pub(crate) async fn endpoint(
+    cluster: &Cluster<RemoteNode>,
+    op: EndpointOp,
+    out: Output,
+) -> Result<bool, String> {
+    let mut healthy_all = true;
+    let mut answered = 0;
+    for node in cluster.handles() {
+        let status = node.status().await;
+        let (healthy, why) = match &status {
+            Ok(s) if s.recovering => (false, "recovering after a wipe".to_owned()),
+            Ok(s) if s.leader.is_none() => (false, "no leader known".to_owned()),
+            Ok(_) => (true, String::new()),
+            Err(e) => (false, e.to_string()),
+        };
+        answered += usize::from(status.is_ok());
+        healthy_all &= healthy;
+        match (op, out, &status) {
+            (EndpointOp::Status, Output::Json, Ok(s)) => println!(
+                "{}",
+                json!({"id": s.id, "role": format!("{:?}", s.role), "term": s.term, "leader": s.leader, "commit": s.commit, "applied": s.applied, "recovering": s.recovering})
+            ),
+            (EndpointOp::Status, Output::Simple, Ok(s)) => println!(
+                "node {} {:?} term={} leader={} commit={} applied={}{}",
+                s.id,
+                s.role,
+                s.term,
+                s.leader.map_or("-".to_owned(), |l| l.to_string()),
+                s.commit,
+                s.applied,
+                if s.recovering { " recovering" } else { "" }
+            ),
+            (EndpointOp::Status, _, Err(e)) => println!("node {} unreachable: {e}", node.id()),
+            (EndpointOp::Health, Output::Json, _) => {
+                println!("{}", json!({"id": node.id(), "healthy": healthy, "error": why}));
+            }
+            (EndpointOp::Health, Output::Simple, _) if healthy => {
+                println!("node {} is healthy", node.id());
+            }
+            (EndpointOp::Health, Output::Simple, _) => {
+                println!("node {} is unhealthy: {why}", node.id());
+            }
+        }
+    }
+    Ok(match op {
+        EndpointOp::Status => answered > 0,
+        EndpointOp::Health => healthy_all,
+    })
+}
