@@ -145,6 +145,7 @@
 
 #[cfg(feature = "agent")]
 pub mod agent;
+pub mod analysis;
 mod brake;
 mod core;
 mod deadlines;
