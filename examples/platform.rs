@@ -103,6 +103,11 @@ struct Args {
     /// Controller replicas, each with a node of the store; one is active at a time (1 to 5).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
     controllers: u64,
+    /// Releases judge themselves before every batch after the bastion by their group's error
+    /// rate (failing above 5%); the simulated `api` group's rate jumps after its second batch,
+    /// so its release brakes before the third, naming the check.
+    #[arg(long)]
+    analysis: bool,
     /// Kill the active controller this many milliseconds after it was elected (needs at least
     /// two controllers).
     #[arg(long)]

@@ -103,8 +103,22 @@ impl World {
         }
     }
 
-    fn release_config(&self) -> ReleaseConfig {
+    fn release_config(&self, app: &AppCode) -> ReleaseConfig {
+        // With --analysis, each release judges itself by its group's error rate before every
+        // batch after the bastion (the hosts' simulated counters; see `Hosts::measure`).
+        let analysis = if self.args.analysis {
+            vec![plus_rollout::analysis::Check {
+                failure: Some(plus_rollout::analysis::Condition::Above(0.05)),
+                success: Some(plus_rollout::analysis::Condition::AtMost(0.05)),
+                count: 2,
+                interval: Duration::from_millis(20),
+                ..plus_rollout::analysis::Check::new("error-rate", format!("error_rate:{app}"))
+            }]
+        } else {
+            Vec::new()
+        };
         ReleaseConfig {
+            analysis,
             mode: Mode::Automatic {
                 wait: Duration::from_millis(40),
                 later_wait: Some(Duration::from_millis(10)),
@@ -380,12 +394,16 @@ impl Platform {
             .map_err(|e| failed(e.to_string()))?
         {
             Some((saved, version)) => (
-                Release::restore(saved, self.world.release_config(), Timestamp::since_unix_epoch())
-                    .map_err(|e| failed(format!("cannot restore the release of {app}: {e}")))?,
+                Release::restore(
+                    saved,
+                    self.world.release_config(app),
+                    Timestamp::since_unix_epoch(),
+                )
+                .map_err(|e| failed(format!("cannot restore the release of {app}: {e}")))?,
                 Some(version),
             ),
             None => (
-                Release::new(plan, self.world.release_config(), Timestamp::since_unix_epoch())
+                Release::new(plan, self.world.release_config(app), Timestamp::since_unix_epoch())
                     .map_err(|e| failed(format!("release of {app}: {e}")))?,
                 None,
             ),

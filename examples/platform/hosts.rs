@@ -21,6 +21,8 @@ pub(crate) struct Hosts {
     latency_ms: u64,
     agents: Option<Arc<AgentHosts>>,
     seen: Mutex<Seen>,
+    /// Error-rate samples taken per application (`measure`).
+    samples: Mutex<std::collections::HashMap<String, usize>>,
 }
 
 /// What the observer saw.
@@ -55,7 +57,14 @@ impl Hosts {
         latency_ms: u64,
         agents: Option<Arc<AgentHosts>>,
     ) -> Self {
-        Self { seed, fail_rate, latency_ms, agents, seen: Mutex::default() }
+        Self {
+            seed,
+            fail_rate,
+            latency_ms,
+            agents,
+            seen: Mutex::default(),
+            samples: Mutex::default(),
+        }
     }
 
     /// The agents' hosts, when there are agents.
@@ -93,6 +102,18 @@ impl Hosts {
 
 #[async_trait]
 impl StepExecutor for Hosts {
+    /// The simulated groups' error rates: 1% everywhere, except `api`'s once two of its
+    /// batches have run (its third analysis, from its fifth sample on): 20%.
+    async fn measure(&self, query: &str) -> Result<Option<f64>, String> {
+        let Some(app) = query.strip_prefix("error_rate:") else {
+            return Err(format!("unknown query `{query}`"));
+        };
+        let mut samples = self.samples.lock().expect("samples lock");
+        let taken = samples.entry(app.to_owned()).or_default();
+        *taken += 1;
+        Ok(Some(if app == "api" && *taken > 4 { 0.2 } else { 0.01 }))
+    }
+
     async fn run(&self, host: &HostId, step: Step, target: &Version) -> StepOutcome {
         self.starting(host, step);
         let outcome = match &self.agents {

@@ -107,7 +107,7 @@ impl Check {
 pub type Measurement = Result<Option<f64>, String>;
 
 /// Where one check stands.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum CheckState {
     /// Samples still to take.

@@ -15,7 +15,7 @@ use crate::orchestrate::{
     AppJob, DeployCommand, DeployEvent, Deployment, DeploymentReport, SavedDeployment,
 };
 use crate::release::{
-    Command, CommandRejected, Event, Release, ReleaseReport, SavedRelease, Step, StepJob,
+    Command, CommandRejected, Event, Release, ReleaseJob, ReleaseReport, SavedRelease, Step,
     StepOutcome,
 };
 use crate::store::StateStore;
@@ -31,6 +31,15 @@ use crate::store::StateStore;
 pub trait StepExecutor: Send + Sync + 'static {
     /// Runs `step` on `host` for `target`.
     async fn run(&self, host: &HostId, step: Step, target: &Version) -> StepOutcome;
+
+    /// Answers an analysis check's `query` (its provider: a metrics system, the
+    /// application's own counters): a value, `Ok(None)` when there is no data, or why the
+    /// provider failed. Only releases with [`ReleaseConfig::analysis`](crate::ReleaseConfig)
+    /// ask; the default has no provider and says so, which makes every check err (the release
+    /// then brakes as inconclusive, never as failed).
+    async fn measure(&self, query: &str) -> Result<Option<f64>, String> {
+        Err(format!("this executor has no metric provider for `{query}`"))
+    }
 }
 
 /// A reference executor that succeeds at once on every step (for tests, demos and benches).
@@ -141,12 +150,19 @@ pub fn spawn_deployment_saved<E: AppExecutor>(
 fn release_steps<E: StepExecutor>(
     release: &Release,
     executor: Arc<E>,
-) -> impl FnMut(StepJob) -> JobFuture<StepOutcome> + Send + 'static {
+) -> impl FnMut(ReleaseJob) -> JobFuture<StepOutcome> + Send + 'static {
     let target = Arc::new(release.config().target.clone());
-    move |job: StepJob| {
+    move |job: ReleaseJob| {
         let executor = Arc::clone(&executor);
         let target = Arc::clone(&target);
-        Box::pin(async move { executor.run(&job.host, job.step, &target).await })
+        Box::pin(async move {
+            match job {
+                ReleaseJob::Step(job) => executor.run(&job.host, job.step, &target).await,
+                ReleaseJob::Measure(job) => {
+                    StepOutcome::Measured(executor.measure(&job.query).await)
+                }
+            }
+        })
     }
 }
 

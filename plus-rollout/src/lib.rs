@@ -37,6 +37,13 @@
 //! in a plus-quorum cluster, so that a standby controller elected on a lease takes over from
 //! the saved state (the `platform` example's `--controllers 3 --kill-leader-after-ms T`).
 //!
+//! A release may judge itself between batches ([`analysis`], Argo Rollouts' analysis): its
+//! [`ReleaseConfig::analysis`] checks are sampled through [`ReleaseJob::Measure`] jobs (the
+//! executor's [`StepExecutor::measure`] answers them) before every batch after the first thing
+//! deployed; a batch starts only after a pass, a failing or inconclusive verdict brakes the
+//! release with the check's reason, dry-run checks are reported and never decide, and every
+//! verdict is an event, in the report and in the saved state.
+//!
 //! # Features
 //!
 //! - `tokio` (default): the driver, `spawn_release`, `spawn_deployment`, `spawn_saved` and the
@@ -194,9 +201,9 @@ pub use plan::{
 #[cfg(feature = "quorum")]
 pub use quorum_store::QuorumStore;
 pub use release::{
-    BatchLabel, BatchReport, Command, CommandRejected, Event, EventKind, HostCounts, HostState,
-    Mode, Outcome, Phase, Release, ReleaseConfig, ReleaseReport, RestoreError, SavedRelease, Step,
-    StepJob, StepOutcome,
+    AnalysisRecord, BatchLabel, BatchReport, Command, CommandRejected, Event, EventKind,
+    HostCounts, HostState, MeasureJob, Mode, Outcome, Phase, Release, ReleaseConfig, ReleaseJob,
+    ReleaseReport, RestoreError, SavedRelease, Step, StepJob, StepOutcome,
 };
 #[cfg(feature = "tokio")]
 pub use store::{MemoryStore, StateStore, StoreError};

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use plus_core::{HostId, Ratio, Timestamp, Version};
 
+use crate::analysis::{AnalysisRun, Verdict};
 use crate::brake::{BrakePolicy, BrakeView, FailureRate, HostFinish};
 use crate::core::{Action, ConfigError, Core, JobId, positive};
 use crate::deadlines::Deadlines;
@@ -16,6 +17,8 @@ use crate::deadlines::Deadlines;
 const STEP_TIMER: usize = 0;
 /// The timer class of Verify (all last `verify_timeout`).
 const VERIFY_TIMER: usize = 1;
+/// The job slot of analysis samples (hosts use their index).
+const ANALYSIS_SLOT: u32 = u32::MAX;
 use crate::plan::{Exclusion, Plan};
 
 mod saved;
@@ -76,7 +79,7 @@ impl fmt::Display for Step {
 }
 
 /// What a host-supplied executor reports for one step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum StepOutcome {
@@ -86,6 +89,9 @@ pub enum StepOutcome {
     AlreadyOnTarget,
     /// The step failed; the text says why.
     Failed(String),
+    /// What a [`ReleaseJob::Measure`] got from the metric provider: a value, no data, or an
+    /// error.
+    Measured(crate::analysis::Measurement),
 }
 
 /// Where a host is.
@@ -199,6 +205,11 @@ pub struct ReleaseConfig {
     /// The brake checked before every batch. Default [`FailureRate`] at the plan's max pull-out
     /// ratio ([`PlanConfig::max_ratio`](crate::PlanConfig::max_ratio), given once, there).
     pub brake: Arc<dyn BrakePolicy>,
+    /// Metric checks run before every batch after the first thing deployed (the bastion, or
+    /// batch 1): a batch starts only once they pass; a failing or inconclusive verdict brakes
+    /// the release with the check's reason (see [`crate::analysis`]). Each sample is a
+    /// [`ReleaseJob::Measure`]. Default none.
+    pub analysis: Vec<crate::analysis::Check>,
 }
 
 impl ReleaseConfig {
@@ -211,6 +222,7 @@ impl ReleaseConfig {
             ("parallelism", self.parallelism == 0),
             ("step_timeout", self.step_timeout.is_zero()),
             ("verify_timeout", self.verify_timeout.is_zero()),
+            ("analysis check count", self.analysis.iter().any(|c| c.count == 0)),
         ])
     }
 
@@ -226,6 +238,7 @@ impl ReleaseConfig {
             verify_timeout: Duration::from_secs(600),
             ignore_verify: false,
             brake: Arc::new(FailureRate::default()),
+            analysis: Vec::new(),
         }
     }
 
@@ -348,6 +361,11 @@ pub enum Phase {
         /// Why.
         reason: String,
     },
+    /// Running the analysis checks before batch `next` (from 1).
+    Analyzing {
+        /// The batch that starts once they pass.
+        next: usize,
+    },
     /// Over.
     Finished(Outcome),
 }
@@ -362,9 +380,40 @@ impl fmt::Display for Phase {
                 write!(f, "waiting for continue before batch {next}")
             }
             Self::Braked { reason } => write!(f, "braked: {reason}"),
+            Self::Analyzing { next } => write!(f, "analyzing before batch {next}"),
             Self::Finished(outcome) => write!(f, "finished: {outcome}"),
         }
     }
+}
+
+/// What a release asks its host to run: a step on a host, or a sample of an analysis check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseJob {
+    /// A step on a host.
+    Step(StepJob),
+    /// A sample of an analysis check: answer with [`StepOutcome::Measured`].
+    Measure(MeasureJob),
+}
+
+/// A sample an analysis check asks of the metric provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeasureJob {
+    /// The check's name.
+    pub check: String,
+    /// Its query, in the provider's language.
+    pub query: String,
+}
+
+/// One analysis run's verdict, as the release keeps it (and saves it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct AnalysisRecord {
+    /// The batch it ran before.
+    pub before_batch: usize,
+    /// Its verdict.
+    pub verdict: crate::analysis::Verdict,
+    /// Every check's end, dry-run ones included: `(name, state, dry_run)`.
+    pub checks: Vec<(String, crate::analysis::CheckState, bool)>,
 }
 
 /// A step to run: [`Action::Start`]'s job in a release. Report its outcome with
@@ -432,6 +481,9 @@ pub enum EventKind {
     Paused,
     /// The release was resumed.
     Resumed,
+    /// An analysis run ended with a verdict (passed: the batch starts; otherwise the release
+    /// brakes).
+    Analysis(AnalysisRecord),
     /// The release was restored from a saved state ([`Release::restore`]); this many hosts
     /// had a step in flight and start again from Precheck.
     Restored {
@@ -455,6 +507,9 @@ impl fmt::Display for EventKind {
             Self::HostFinished { host, state } => write!(f, "{host}: {state}"),
             Self::Paused => f.write_str("paused"),
             Self::Resumed => f.write_str("resumed"),
+            Self::Analysis(record) => {
+                write!(f, "analysis before batch {}: {}", record.before_batch, record.verdict)
+            }
             Self::Restored { in_doubt } => {
                 write!(f, "restored; {in_doubt} host(s) in doubt start again from precheck")
             }
@@ -536,6 +591,8 @@ pub struct ReleaseReport {
     pub excluded: Vec<(HostId, Exclusion)>,
     /// Every batch run, in order.
     pub batches: Vec<BatchReport>,
+    /// Every analysis verdict, in order (kept across a takeover).
+    pub analyses: Vec<AnalysisRecord>,
 }
 
 /// How many planned hosts are in each state: a release's numbers at one moment
@@ -657,6 +714,12 @@ enum Stage {
         /// Where "continue anyway" or a finished retry goes.
         resume: Resume,
     },
+    Analyzing {
+        next: usize,
+        run: AnalysisRun,
+        /// Samples asked and not answered: `(token, check index)`.
+        outstanding: Vec<(u64, usize)>,
+    },
     Finished(Outcome),
 }
 
@@ -668,6 +731,7 @@ impl Stage {
             Self::Waiting { next, until } => Phase::Waiting { next: *next, until: *until },
             Self::AwaitingContinue { next } => Phase::AwaitingContinue { next: *next },
             Self::Braked { reason, .. } => Phase::Braked { reason: reason.clone() },
+            Self::Analyzing { next, .. } => Phase::Analyzing { next: *next },
             Self::Finished(outcome) => Phase::Finished(outcome.clone()),
         }
     }
@@ -695,7 +759,7 @@ pub struct Release {
     next_token: u64,
     /// Step deadlines: [`STEP_TIMER`] and [`VERIFY_TIMER`].
     deadlines: Deadlines<2>,
-    actions: VecDeque<Action<StepJob>>,
+    actions: VecDeque<Action<ReleaseJob>>,
     events: VecDeque<Event>,
     /// The latest time the release was given.
     clock: Timestamp,
@@ -705,6 +769,10 @@ pub struct Release {
     /// Successes and failures in finish order, for the brake.
     finished: Vec<HostFinish>,
     record_events: bool,
+    /// The batch whose analysis passed and that may start without another.
+    analyzed: Option<usize>,
+    /// Every analysis verdict so far.
+    analyses: Vec<AnalysisRecord>,
 }
 
 impl fmt::Debug for Release {
@@ -764,6 +832,8 @@ impl Release {
             done: 0,
             finished: Vec::new(),
             record_events: true,
+            analyzed: None,
+            analyses: Vec::new(),
         };
         if release.bastion.is_empty() {
             release.after_bake(now);
@@ -806,7 +876,7 @@ impl Release {
 
     /// The next action for the driver.
     #[must_use]
-    pub fn poll_action(&mut self) -> Option<Action<StepJob>> {
+    pub fn poll_action(&mut self) -> Option<Action<ReleaseJob>> {
         self.actions.pop_front()
     }
 
@@ -823,8 +893,14 @@ impl Release {
         // So the answer is a real one.
         self.drop_ended_deadlines();
         let step = self.deadlines.peek().map(|(at, ..)| at);
-        let wait = match self.stage {
-            Stage::Waiting { until, .. } if !self.paused => Some(until),
+        let wait = match &self.stage {
+            Stage::Waiting { until, .. } if !self.paused => Some(*until),
+            Stage::Analyzing { run, outstanding, .. } => (0..run.checks.len())
+                .filter(|i| !outstanding.iter().any(|(_, c)| c == i))
+                .filter(|&i| run.checks[i].state == crate::analysis::CheckState::Running)
+                .filter(|_| run.verdict() == Verdict::Running)
+                .map(|i| run.checks[i].next_at)
+                .min(),
             _ => None,
         };
         match (step, wait) {
@@ -845,6 +921,7 @@ impl Release {
             hosts: self.hosts.iter().map(|h| ((*h.id).clone(), h.state.clone())).collect(),
             excluded: self.excluded.clone(),
             batches: self.reports.clone(),
+            analyses: self.analyses.clone(),
         }
     }
 
@@ -941,7 +1018,7 @@ impl Release {
         if self.record_events || tracing::enabled!(tracing::Level::DEBUG) {
             self.emit(now, EventKind::StepStarted { host: Arc::clone(&id), step });
         }
-        let job = StepJob { host: id, step, deadline };
+        let job = ReleaseJob::Step(StepJob { host: id, step, deadline });
         self.actions.push_back(Action::Start { id: JobId { slot: host, token }, job });
     }
 
@@ -1004,6 +1081,10 @@ impl Release {
         now: Timestamp,
     ) {
         self.clock = self.clock.max(now);
+        if host == ANALYSIS_SLOT {
+            self.handle_measurement(token, outcome, now);
+            return;
+        }
         let Some(slot) = self.hosts.get(host as usize) else { return };
         let HostState::Running(step) = slot.state else { return };
         if slot.token != Some(token) {
@@ -1021,11 +1102,19 @@ impl Release {
                 StepOutcome::Done
             }
             StepOutcome::AlreadyOnTarget if step != Step::Precheck => StepOutcome::Done,
+            StepOutcome::Measured(_) => {
+                StepOutcome::Failed(format!("{step} answered with a measurement"))
+            }
             other => other,
         };
         match outcome {
             StepOutcome::AlreadyOnTarget => self.host_done(host, HostState::AlreadyOnTarget, now),
-            StepOutcome::Failed(reason) => self.host_failed(host, step, reason, now),
+            StepOutcome::Failed(reason) | StepOutcome::Measured(Err(reason)) => {
+                self.host_failed(host, step, reason, now);
+            }
+            StepOutcome::Measured(Ok(_)) => {
+                self.host_failed(host, step, "answered with a measurement".to_owned(), now);
+            }
             StepOutcome::Done => match step.next() {
                 Some(Step::Markup) if stop_after_verify => {
                     let slot = &mut self.hosts[host as usize];
@@ -1177,6 +1266,14 @@ impl Release {
                 self.enter(Stage::Braked { reason, resume: Resume::BeforeBatch(number) }, now);
                 return;
             }
+            // Analysis between batches: once something is deployed, before every batch.
+            let deployed = number > 1 || !self.bastion.is_empty();
+            if !self.config.analysis.is_empty() && deployed && self.analyzed != Some(number) {
+                let run = AnalysisRun::new(&self.config.analysis, now);
+                self.enter(Stage::Analyzing { next: number, run, outstanding: Vec::new() }, now);
+                self.sample(now);
+                return;
+            }
         }
         self.started_batches = number;
         let after = Resume::BeforeBatch(number + 1);
@@ -1228,6 +1325,76 @@ impl Release {
         {
             self.start_batch(next, Brake::Check, now);
         }
+        if matches!(self.stage, Stage::Analyzing { .. }) {
+            self.sample(now);
+        }
+    }
+
+    /// Asks for every analysis sample due and not yet asked.
+    fn sample(&mut self, now: Timestamp) {
+        let Stage::Analyzing { run, outstanding, .. } = &mut self.stage else { return };
+        for i in run.due(now) {
+            if outstanding.iter().any(|(_, c)| *c == i) {
+                continue;
+            }
+            let token = self.next_token;
+            self.next_token += 1;
+            outstanding.push((token, i));
+            let check = &run.checks[i].check;
+            let job = MeasureJob { check: check.name.clone(), query: check.query.clone() };
+            self.actions.push_back(Action::Start {
+                id: JobId { slot: ANALYSIS_SLOT, token },
+                job: ReleaseJob::Measure(job),
+            });
+        }
+    }
+
+    /// An analysis sample's answer: recorded, then the verdict acted on.
+    fn handle_measurement(&mut self, token: u64, outcome: StepOutcome, now: Timestamp) {
+        let Stage::Analyzing { run, outstanding, .. } = &mut self.stage else { return };
+        let Some(at) = outstanding.iter().position(|(t, _)| *t == token) else { return };
+        let (_, check) = outstanding.remove(at);
+        let measurement = match outcome {
+            StepOutcome::Measured(measurement) => measurement,
+            other => Err(format!("the provider answered {other:?}, not a measurement")),
+        };
+        run.record(check, &measurement, now);
+        self.decide(now);
+    }
+
+    /// Goes on once the analysis has a verdict: the batch on a pass, the brake otherwise.
+    fn decide(&mut self, now: Timestamp) {
+        let Stage::Analyzing { next, run, outstanding } = &self.stage else { return };
+        let verdict = run.verdict();
+        if verdict == Verdict::Running {
+            self.sample(now);
+            return;
+        }
+        let next = *next;
+        let record = AnalysisRecord {
+            before_batch: next,
+            verdict: verdict.clone(),
+            checks: run
+                .checks
+                .iter()
+                .map(|c| (c.check.name.clone(), c.state.clone(), c.check.dry_run))
+                .collect(),
+        };
+        // Dry-run samples still out are not waited for.
+        for &(token, _) in outstanding {
+            self.actions.push_back(Action::Cancel(JobId { slot: ANALYSIS_SLOT, token }));
+        }
+        self.analyses.push(record.clone());
+        self.emit(now, EventKind::Analysis(record));
+        if verdict == Verdict::Passed {
+            self.analyzed = Some(next);
+            // A pause holds the batch: it starts when resumed.
+            self.enter(Stage::Waiting { next, until: now }, now);
+            self.handle_timeout(now);
+        } else {
+            let reason = format!("analysis before batch {next}: {verdict}");
+            self.enter(Stage::Braked { reason, resume: Resume::BeforeBatch(next) }, now);
+        }
     }
 
     /// Applies a person's command.
@@ -1252,6 +1419,12 @@ impl Release {
                 self.on_between_batches(command, next, now)
             }
             &Stage::Braked { resume, .. } => self.on_braked(command, resume, now),
+            // Analysis: pause, resume, abort and fail as anywhere; a person's "continue"
+            // starts the batch without waiting for the verdict.
+            &Stage::Analyzing { next, .. } => (command == Command::Continue).then(|| {
+                self.start_batch(next, Brake::Bypass, now);
+                Ok(())
+            }),
         };
         match handled {
             Some(result) => result,
@@ -1377,6 +1550,11 @@ impl Release {
             Stage::Running { run, .. } => Some(run.report_index),
             _ => None,
         };
+        if let Stage::Analyzing { outstanding, .. } = &self.stage {
+            for &(token, _) in outstanding {
+                self.actions.push_back(Action::Cancel(JobId { slot: ANALYSIS_SLOT, token }));
+            }
+        }
         for h in 0..self.hosts.len() as u32 {
             let slot = &self.hosts[h as usize];
             match slot.state {
@@ -1407,7 +1585,7 @@ fn step_ended(slot: &HostSlot, step: Step, outcome: &StepOutcome, now: Timestamp
     let result = match outcome {
         StepOutcome::Done => "done",
         StepOutcome::AlreadyOnTarget => "already on target",
-        StepOutcome::Failed(_) => "failed",
+        StepOutcome::Failed(_) | StepOutcome::Measured(_) => "failed",
     };
     tracing::debug!(host = %slot.id, %step, ?took, result, "step ended");
     #[cfg(feature = "metrics")]
@@ -1437,6 +1615,14 @@ fn trace_event(kind: &EventKind) {
             metrics::counter!("plus_rollout_hosts_finished_total", "state" => state.name())
                 .increment(1);
         }
+        EventKind::Analysis(record) => match record.verdict {
+            crate::analysis::Verdict::Passed => {
+                tracing::info!(before_batch = record.before_batch, "analysis passed");
+            }
+            ref verdict => {
+                tracing::warn!(before_batch = record.before_batch, %verdict, "analysis did not pass");
+            }
+        },
         EventKind::Paused => tracing::info!("release paused"),
         EventKind::Resumed => tracing::info!("release resumed"),
         EventKind::Restored { in_doubt } => {
@@ -1468,7 +1654,7 @@ fn humantime_short(d: Duration) -> String {
 }
 
 impl Core for Release {
-    type Job = StepJob;
+    type Job = ReleaseJob;
     type Outcome = StepOutcome;
     type Event = Event;
     type Command = Command;
@@ -1476,7 +1662,7 @@ impl Core for Release {
     type Report = ReleaseReport;
     type Saved = SavedRelease;
 
-    fn poll_action(&mut self) -> Option<Action<StepJob>> {
+    fn poll_action(&mut self) -> Option<Action<ReleaseJob>> {
         Release::poll_action(self)
     }
     fn poll_event(&mut self) -> Option<Event> {

@@ -215,13 +215,16 @@ impl StepExecutor for Logged {
 
 fn steps_of(
     executor: &Arc<Logged>,
-) -> impl FnMut(plus_rollout::StepJob) -> plus_rollout::JobFuture<StepOutcome> + Send + 'static {
+) -> impl FnMut(plus_rollout::ReleaseJob) -> plus_rollout::JobFuture<StepOutcome> + Send + 'static {
     let executor = Arc::clone(executor);
     move |job| {
         let executor = Arc::clone(&executor);
-        Box::pin(
-            async move { executor.run(&job.host, job.step, &Version::new("3.1.0").unwrap()).await },
-        )
+        Box::pin(async move {
+            let plus_rollout::ReleaseJob::Step(job) = job else {
+                return StepOutcome::Measured(Err("no analysis here".into()));
+            };
+            executor.run(&job.host, job.step, &Version::new("3.1.0").unwrap()).await
+        })
     }
 }
 

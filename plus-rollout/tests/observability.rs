@@ -44,7 +44,7 @@ fn run_release() -> (Release, Timestamp) {
     let mut running = Vec::new();
     for _ in 0..1000 {
         while let Some(action) = release.poll_action() {
-            if let Action::Start { id, job } = action {
+            if let Action::Start { id, job: plus_rollout::ReleaseJob::Step(job) } = action {
                 let fails = job.host.as_str() == "host-03" && job.step == Step::Install;
                 let took = Duration::from_secs(if fails { 2 } else { 1 });
                 running.push((now + took, id, fails));

@@ -5,7 +5,7 @@ use std::time::Duration;
 use plus_core::{HostId, Ratio, Timestamp, Version};
 use plus_rollout::{
     Action, Command, EventKind, GroupHost, HostState, JobId, Mode, Phase, PlanConfig, Release,
-    ReleaseConfig, RestoreError, SavedRelease, Step, StepJob, StepOutcome, plan,
+    ReleaseConfig, ReleaseJob, RestoreError, SavedRelease, Step, StepJob, StepOutcome, plan,
 };
 
 fn release(hosts: usize, bastion: usize, mode: Mode) -> Release {
@@ -28,9 +28,10 @@ fn config(mode: Mode) -> ReleaseConfig {
 fn starts(release: &mut Release) -> Vec<(u32, u64, String, Step)> {
     std::iter::from_fn(|| release.poll_action())
         .filter_map(|action| match action {
-            Action::Start { id: JobId { slot, token }, job: StepJob { host, step, .. } } => {
-                Some((slot, token, host.to_string(), step))
-            }
+            Action::Start {
+                id: JobId { slot, token },
+                job: ReleaseJob::Step(StepJob { host, step, .. }),
+            } => Some((slot, token, host.to_string(), step)),
             _ => None,
         })
         .collect()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use plus_core::{HostId, Ratio, Timestamp, Version};
 use plus_rollout::{
     Action, AvailabilityFloor, BatchLabel, Command, GroupHost, HostState, JobId, Mode, Outcome,
-    Phase, PlanConfig, Release, ReleaseConfig, Step, StepJob, StepOutcome, plan,
+    Phase, PlanConfig, Release, ReleaseConfig, ReleaseJob, Step, StepJob, StepOutcome, plan,
 };
 
 type Script = Box<dyn FnMut(&str, Step) -> StepOutcome>;
@@ -47,7 +47,7 @@ impl Harness {
             match action {
                 Action::Start {
                     id: JobId { slot: host, token },
-                    job: StepJob { host: id, step, .. },
+                    job: ReleaseJob::Step(StepJob { host: id, step, .. }),
                 } => {
                     self.started.push((id.to_string(), step));
                     if self.hold == Some(step) {

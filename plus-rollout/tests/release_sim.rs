@@ -12,7 +12,7 @@ use plus_core::{HostId, Ratio, Timestamp, Version, seeded_rng};
 use plus_rollout::{
     Action, AvailabilityFloor, BatchLabel, BrakePolicy, BrakeView, Command, ConsecutiveFailures,
     EventKind, FailureRate, GroupHost, HostState, JobId, Mode, Outcome, Phase, PlanConfig, Release,
-    ReleaseConfig, SavedRelease, Step, StepJob, StepOutcome, plan,
+    ReleaseConfig, ReleaseJob, SavedRelease, Step, StepJob, StepOutcome, plan,
 };
 use proptest::prelude::*;
 use rand::Rng;
@@ -250,7 +250,7 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
             match action {
                 Action::Start {
                     id: JobId { slot: host, token },
-                    job: StepJob { host: id, step, .. },
+                    job: ReleaseJob::Step(StepJob { host: id, step, .. }),
                 } => {
                     prop_assert!(
                         !succeeded.contains(&host),

@@ -50,6 +50,9 @@ pub struct SavedRelease {
     failed: usize,
     done: usize,
     finished: Vec<(HostId, bool)>,
+    /// Every analysis verdict (none in a state saved before analysis existed).
+    #[cfg_attr(feature = "serde", serde(default))]
+    analyses: Vec<super::AnalysisRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +196,11 @@ impl Release {
             Stage::Braked { reason, resume } => {
                 SavedStage::Braked { reason: reason.clone(), resume: (*resume).into() }
             }
+            // An analysis under way is not saved: a controller that takes over runs it again
+            // from its first sample, at once.
+            Stage::Analyzing { next, .. } => {
+                SavedStage::Waiting { next: *next, left: Duration::ZERO }
+            }
             Stage::Finished(outcome) => SavedStage::Finished(outcome.clone()),
         };
         SavedRelease {
@@ -220,6 +228,7 @@ impl Release {
             failed: self.failed,
             done: self.done,
             finished: self.finished.iter().map(|f| ((*f.host).clone(), f.failed)).collect(),
+            analyses: self.analyses.clone(),
         }
     }
 
@@ -352,6 +361,8 @@ impl Release {
             done: saved.done,
             finished,
             record_events: true,
+            analyzed: None,
+            analyses: saved.analyses,
         };
         for &host in &in_doubt {
             release.hosts[host as usize].in_doubt = true;
