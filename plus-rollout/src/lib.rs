@@ -42,7 +42,9 @@
 //! executor's [`StepExecutor::measure`] answers them) before every batch after the first thing
 //! deployed; a batch starts only after a pass, a failing or inconclusive verdict brakes the
 //! release with the check's reason, dry-run checks are reported and never decide, and every
-//! verdict is an event, in the report and in the saved state.
+//! verdict is an event, in the report and in the saved state. [`ReleaseConfig::deadlines`]
+//! bound the whole release (counted across a takeover) and each wait for a person (bake,
+//! continue, a brake): when one passes the release pauses or fails, as it chose, and says which.
 //!
 //! # Features
 //!
@@ -202,8 +204,9 @@ pub use plan::{
 pub use quorum_store::QuorumStore;
 pub use release::{
     AnalysisRecord, BatchLabel, BatchReport, Command, CommandRejected, Event, EventKind,
-    HostCounts, HostState, MeasureJob, Mode, Outcome, Phase, Release, ReleaseConfig, ReleaseJob,
-    ReleaseReport, RestoreError, SavedRelease, Step, StepJob, StepOutcome,
+    HostCounts, HostState, MeasureJob, Mode, OnDeadline, Outcome, Phase, Release, ReleaseConfig,
+    ReleaseDeadlines, ReleaseJob, ReleaseReport, RestoreError, SavedRelease, Step, StepJob,
+    StepOutcome,
 };
 #[cfg(feature = "tokio")]
 pub use store::{MemoryStore, StateStore, StoreError};

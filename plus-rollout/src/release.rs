@@ -210,6 +210,30 @@ pub struct ReleaseConfig {
     /// the release with the check's reason (see [`crate::analysis`]). Each sample is a
     /// [`ReleaseJob::Measure`]. Default none.
     pub analysis: Vec<crate::analysis::Check>,
+    /// How long the release, and each wait for a person, may last. Default none.
+    pub deadlines: ReleaseDeadlines,
+}
+
+/// How long a release may take, and what it does when that time is up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReleaseDeadlines {
+    /// The whole release, from its start (kept across a takeover).
+    pub release: Option<Duration>,
+    /// Each wait for a person (bake, continue, a brake), from the moment it began.
+    pub waiting: Option<Duration>,
+    /// What happens when one passes.
+    pub on_expiry: OnDeadline,
+}
+
+/// What a release does when a deadline passes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum OnDeadline {
+    /// Pause (running steps finish; nothing new starts until resumed) and say why.
+    #[default]
+    Pause,
+    /// Stop as failed: running steps cancelled, the report says which deadline passed.
+    Fail,
 }
 
 impl ReleaseConfig {
@@ -223,6 +247,8 @@ impl ReleaseConfig {
             ("step_timeout", self.step_timeout.is_zero()),
             ("verify_timeout", self.verify_timeout.is_zero()),
             ("analysis check count", self.analysis.iter().any(|c| c.count == 0)),
+            ("deadlines.release", self.deadlines.release.is_some_and(|d| d.is_zero())),
+            ("deadlines.waiting", self.deadlines.waiting.is_some_and(|d| d.is_zero())),
         ])
     }
 
@@ -239,6 +265,7 @@ impl ReleaseConfig {
             ignore_verify: false,
             brake: Arc::new(FailureRate::default()),
             analysis: Vec::new(),
+            deadlines: ReleaseDeadlines::default(),
         }
     }
 
@@ -481,6 +508,11 @@ pub enum EventKind {
     Paused,
     /// The release was resumed.
     Resumed,
+    /// A deadline passed ([`ReleaseConfig::deadlines`]): the release paused or failed.
+    DeadlinePassed {
+        /// Which, and what it did.
+        reason: String,
+    },
     /// An analysis run ended with a verdict (passed: the batch starts; otherwise the release
     /// brakes).
     Analysis(AnalysisRecord),
@@ -510,6 +542,7 @@ impl fmt::Display for EventKind {
             Self::Analysis(record) => {
                 write!(f, "analysis before batch {}: {}", record.before_batch, record.verdict)
             }
+            Self::DeadlinePassed { reason } => f.write_str(reason),
             Self::Restored { in_doubt } => {
                 write!(f, "restored; {in_doubt} host(s) in doubt start again from precheck")
             }
@@ -773,6 +806,14 @@ pub struct Release {
     analyzed: Option<usize>,
     /// Every analysis verdict so far.
     analyses: Vec<AnalysisRecord>,
+    /// When the release started (moved back by a restore by the time it had run).
+    started: Timestamp,
+    /// When the current phase began.
+    phase_since: Timestamp,
+    /// Whether the release's own deadline has passed (it acts once).
+    release_deadline_passed: bool,
+    /// Whether the current wait's deadline has passed (it acts once per wait).
+    wait_deadline_passed: bool,
 }
 
 impl fmt::Debug for Release {
@@ -834,6 +875,10 @@ impl Release {
             record_events: true,
             analyzed: None,
             analyses: Vec::new(),
+            started: now,
+            phase_since: now,
+            release_deadline_passed: false,
+            wait_deadline_passed: false,
         };
         if release.bastion.is_empty() {
             release.after_bake(now);
@@ -903,10 +948,7 @@ impl Release {
                 .min(),
             _ => None,
         };
-        match (step, wait) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [step, wait, self.next_deadline()].into_iter().flatten().min()
     }
 
     /// The report so far (final once the release is finished).
@@ -947,7 +989,75 @@ impl Release {
         let changed = self.stage.phase() != phase;
         self.stage = stage;
         if changed {
+            self.phase_since = now;
+            self.wait_deadline_passed = false;
             self.emit(now, EventKind::Phase(phase));
+        }
+    }
+
+    /// Whether the release waits for a person now (bake, continue, a brake).
+    fn waits_for_a_person(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::AwaitingBake | Stage::AwaitingContinue { .. } | Stage::Braked { .. }
+        )
+    }
+
+    /// The next deadline of the release or of its wait for a person, if one is still to act.
+    fn next_deadline(&self) -> Option<Timestamp> {
+        if matches!(self.stage, Stage::Finished(_)) {
+            return None;
+        }
+        let deadlines = self.config.deadlines;
+        let whole =
+            deadlines.release.filter(|_| !self.release_deadline_passed).map(|d| self.started + d);
+        let wait = deadlines
+            .waiting
+            .filter(|_| self.waits_for_a_person() && !self.wait_deadline_passed)
+            .map(|d| self.phase_since + d);
+        match (whole, wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Acts on a deadline that has passed: pauses or fails, as the release says.
+    fn check_deadlines(&mut self, now: Timestamp) {
+        let deadlines = self.config.deadlines;
+        let mut passed = None;
+        if let Some(d) = deadlines.release
+            && !self.release_deadline_passed
+            && now >= self.started + d
+        {
+            self.release_deadline_passed = true;
+            passed = Some(format!("the release's deadline of {} passed", humantime_short(d)));
+        }
+        if let Some(d) = deadlines.waiting
+            && passed.is_none()
+            && self.waits_for_a_person()
+            && !self.wait_deadline_passed
+            && now >= self.phase_since + d
+        {
+            self.wait_deadline_passed = true;
+            passed = Some(format!(
+                "nobody acted for {} while it was {}",
+                humantime_short(d),
+                self.stage.phase()
+            ));
+        }
+        let Some(reason) = passed else { return };
+        match deadlines.on_expiry {
+            OnDeadline::Pause => {
+                self.emit(now, EventKind::DeadlinePassed { reason: format!("{reason}: paused") });
+                if !self.paused {
+                    self.paused = true;
+                    self.emit(now, EventKind::Paused);
+                }
+            }
+            OnDeadline::Fail => {
+                self.emit(now, EventKind::DeadlinePassed { reason: format!("{reason}: failed") });
+                self.stop(Outcome::Failed(reason), now);
+            }
         }
     }
 
@@ -1292,6 +1402,7 @@ impl Release {
     /// Fails every running step whose deadline has passed, and ends a wait that is over.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.clock = self.clock.max(now);
+        self.check_deadlines(now);
         while let Some((deadline, _, JobId { slot: host, token })) = self.deadlines.peek() {
             if deadline > now {
                 break;
@@ -1623,6 +1734,7 @@ fn trace_event(kind: &EventKind) {
                 tracing::warn!(before_batch = record.before_batch, %verdict, "analysis did not pass");
             }
         },
+        EventKind::DeadlinePassed { reason } => tracing::warn!(%reason, "release deadline passed"),
         EventKind::Paused => tracing::info!("release paused"),
         EventKind::Resumed => tracing::info!("release resumed"),
         EventKind::Restored { in_doubt } => {

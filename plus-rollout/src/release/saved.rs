@@ -53,6 +53,16 @@ pub struct SavedRelease {
     /// Every analysis verdict (none in a state saved before analysis existed).
     #[cfg_attr(feature = "serde", serde(default))]
     analyses: Vec<super::AnalysisRecord>,
+    /// How long the release had run, and its phase lasted, when saved; which deadlines had
+    /// passed (all absent in a state saved before deadlines existed).
+    #[cfg_attr(feature = "serde", serde(default))]
+    ran_for: Duration,
+    #[cfg_attr(feature = "serde", serde(default))]
+    phase_for: Duration,
+    #[cfg_attr(feature = "serde", serde(default))]
+    release_deadline_passed: bool,
+    #[cfg_attr(feature = "serde", serde(default))]
+    wait_deadline_passed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +239,10 @@ impl Release {
             done: self.done,
             finished: self.finished.iter().map(|f| ((*f.host).clone(), f.failed)).collect(),
             analyses: self.analyses.clone(),
+            ran_for: now.saturating_duration_since(self.started),
+            phase_for: now.saturating_duration_since(self.phase_since),
+            release_deadline_passed: self.release_deadline_passed,
+            wait_deadline_passed: self.wait_deadline_passed,
         }
     }
 
@@ -363,6 +377,10 @@ impl Release {
             record_events: true,
             analyzed: None,
             analyses: saved.analyses,
+            started: back(now, saved.ran_for),
+            phase_since: back(now, saved.phase_for),
+            release_deadline_passed: saved.release_deadline_passed,
+            wait_deadline_passed: saved.wait_deadline_passed,
         };
         for &host in &in_doubt {
             release.hosts[host as usize].in_doubt = true;
