@@ -116,6 +116,14 @@ struct Args {
     /// them for real (0 to 32).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=32))]
     agents: u8,
+    /// Instead of starting agents: listen on ADDR for agents on hosts of their own, named by
+    /// --agent-hosts, and release `hello` to them (with TLS or a key, as for --agents; the key,
+    /// unless --agents-psk-file gives one, is written to the agents' root for them to use).
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["agents", "kill_agent_after_ms"])]
+    agents_listen: Option<String>,
+    /// The agents --agents-listen waits for, by id (`web-01,web-02`).
+    #[arg(long, value_delimiter = ',', requires = "agents_listen")]
+    agent_hosts: Vec<String>,
     /// Kill one agent (and the programs it started) this many milliseconds into the release
     /// to the agents (needs --agents).
     #[arg(long)]
@@ -149,7 +157,13 @@ fn main() -> ExitCode {
     if args.kill_leader_after_ms.is_some() && args.controllers < 2 {
         cli::usage_error::<Args>("--kill-leader-after-ms needs --controllers 2 or more");
     }
-    if args.agents == 0 && (args.kill_agent_after_ms.is_some() || args.agents_root.is_some()) {
+    if args.agents_listen.is_some() && args.agent_hosts.is_empty() {
+        cli::usage_error::<Args>("--agents-listen needs --agent-hosts: the agents to wait for");
+    }
+    if args.agents == 0
+        && args.agents_listen.is_none()
+        && (args.kill_agent_after_ms.is_some() || args.agents_root.is_some())
+    {
         cli::usage_error::<Args>("--kill-agent-after-ms and --agents-root need --agents 1 or more");
     }
     if cli::init_logging() {
@@ -262,7 +276,11 @@ async fn run(args: Args) -> Result<bool, String> {
         return Err(format!("no valid manifest in {}", data.display()));
     }
     // Dropped last: the agents and their programs are stopped however the run ends.
-    let agents = if args.agents > 0 { Some(start_agents(&args, &mut apps).await?) } else { None };
+    let agents = if args.agents > 0 || args.agents_listen.is_some() {
+        Some(start_agents(&args, &mut apps).await?)
+    } else {
+        None
+    };
 
     // Step 4 first: the platform's own state store over plus-mux on loopback, a node in each
     // controller replica (and three at least).
@@ -448,7 +466,7 @@ async fn run(args: Args) -> Result<bool, String> {
             };
             println!("agent     {host} lost: {why}{after_kill}");
         }
-        line += &format!(" agents={} lost_agents={}", args.agents, lost.len());
+        line += &format!(" agents={} lost_agents={}", agents.hosts.hosts().len(), lost.len());
     }
     println!();
     println!("{line}");
@@ -492,9 +510,16 @@ async fn start_agents(args: &Args, apps: &mut Vec<(AppCode, Manifest)>) -> Resul
     if apps.iter().any(|(code, _)| *code == real.app) {
         return Err(format!("the agents' application {} is already among the manifests", real.app));
     }
-    let hosts: Vec<HostId> = (0..args.agents)
-        .map(|i| HostId::new(format!("{}-{i:02}", real.app)).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
+    let hosts: Vec<HostId> = if args.agents_listen.is_some() {
+        args.agent_hosts
+            .iter()
+            .map(|h| HostId::new(h.as_str()).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?
+    } else {
+        (0..args.agents)
+            .map(|i| HostId::new(format!("{}-{i:02}", real.app)).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?
+    };
     let app = real.app.clone();
     let agent_hosts = agents::AgentHosts::new(real, hosts.clone())?;
     let (root, remove_root) = match &args.agents_root {
@@ -504,7 +529,10 @@ async fn start_agents(args: &Args, apps: &mut Vec<(AppCode, Manifest)>) -> Resul
     // Loopback is no authentication against other users of this machine: the platform and
     // its agents prove who they are to each other (TLS, or a key) before any step or
     // heartbeat.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let bind = args.agents_listen.as_deref().unwrap_or("127.0.0.1:0");
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| format!("cannot listen for agents on {bind}: {e}"))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?.to_string();
     let (serving, credentials) =
         match (&args.agents_tls_cert, &args.agents_tls_key, &args.agents_tls_ca) {
@@ -523,13 +551,30 @@ async fn start_agents(args: &Args, apps: &mut Vec<(AppCode, Manifest)>) -> Resul
                 (agent_hosts.serve(key.listener(listener)), credentials)
             }
         };
-    let processes =
-        agents::AgentProcesses::start(&agent, &address, &hosts, (root, remove_root), &credentials)?;
-    println!(
-        "agents    {} agent processes for {app} on {address}, hosts and logs in {}",
-        hosts.len(),
-        processes.root().display()
-    );
+    // Agents on hosts of their own start themselves; the platform starts none.
+    let started = if args.agents_listen.is_some() { &[][..] } else { &hosts[..] };
+    let processes = agents::AgentProcesses::start(
+        &agent,
+        &address,
+        started,
+        (root, remove_root),
+        &credentials,
+    )?;
+    if args.agents_listen.is_some() {
+        let names: Vec<&str> = hosts.iter().map(HostId::as_str).collect();
+        println!(
+            "agents    waiting on {address} for {} ({}), with {}",
+            names.join(", "),
+            app,
+            credentials.iter().map(|c| c.to_string_lossy()).collect::<Vec<_>>().join(" ")
+        );
+    } else {
+        println!(
+            "agents    {} agent processes for {app} on {address}, hosts and logs in {}",
+            hosts.len(),
+            processes.root().display()
+        );
+    }
     let processes = Arc::new(std::sync::Mutex::new(processes));
     agent_hosts.registered().await?;
     apps.push((app, manifest));

@@ -217,3 +217,57 @@ fn the_platform_and_its_agents_can_use_mutual_tls() {
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_dir_all(&certs);
 }
+
+/// An agent on a host of its own: the platform listens (`--agents-listen`) for the agents it
+/// is told of and starts none; the agent, started here as an operator would on their host,
+/// connects with the key the platform wrote, registers, and gets `hello` released to it.
+#[test]
+fn an_agent_started_on_its_own_host_joins_a_platform_that_listens() {
+    let root = work_dir("listen");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let address = format!("127.0.0.1:{port}");
+    let platform = Command::new(common::example("platform"))
+        .args(["--no-progress", "--agents-listen", &address, "--agent-hosts", "web-own"])
+        .arg("--agents-root")
+        .arg(&root)
+        .env_remove("CARGO")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut platform = Platform(Some(platform));
+    // The platform writes its key before it listens; the operator copies it to the host.
+    let key = root.join("agents.key");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !key.exists() || TcpStream::connect(&address).is_err() {
+        assert!(Instant::now() < deadline, "the platform never listened on {address}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let agent = Platform(Some(
+        Command::new(common::example("agent"))
+            .args(["--connect", &address, "--id", "web-own", "--heartbeat-ms", "200"])
+            .arg("--root")
+            .arg(root.join("own-host"))
+            .arg("--psk-file")
+            .arg(&key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let child = platform.0.as_mut().unwrap();
+    while matches!(child.try_wait(), Ok(None)) {
+        assert!(Instant::now() < deadline + Duration::from_secs(60), "the platform did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = platform.0.take().unwrap().wait_with_output().unwrap();
+    // The agent outlives the run on its host; the test stops it (Drop kills it).
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&root);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(out.contains("agents    waiting on"), "{out}");
+    assert!(last_line(&output).ends_with(" agents=1 lost_agents=0"), "{}", last_line(&output));
+    assert!(out.lines().any(|l| l.starts_with("hello") && l.contains("deployed")), "{out}");
+}
