@@ -46,7 +46,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use plus_quorum::{Cluster, ClusterChange, ClusterChanged, NodeApi, RemoteNode};
+use plus_quorum::{Cluster, ClusterChange, ClusterChanged, RemoteNode};
 
 /// A command-line client of a plus-quorum cluster.
 #[derive(Debug, Parser)]
@@ -250,29 +250,7 @@ async fn run(cluster: Cluster<RemoteNode>, op: Op, out: Output) -> Result<bool, 
             println!("node {to} leads");
         }
         Op::Status => {
-            let mut answered = 0;
-            for node in cluster.handles() {
-                match node.status().await {
-                    Ok(s) => {
-                        answered += 1;
-                        println!(
-                            "node {} {:?} term={} leader={} commit={} applied={}{}",
-                            s.id,
-                            s.role,
-                            s.term,
-                            s.leader.map_or("-".to_owned(), |l| l.to_string()),
-                            s.commit,
-                            s.applied,
-                            if s.recovering { " recovering" } else { "" }
-                        );
-                    }
-                    Err(e) => println!("node {} unreachable: {e}", node.id()),
-                }
-            }
-            if answered == 0 {
-                eprintln!("error: no node answered");
-                return Ok(false);
-            }
+            return sessions::endpoint(&cluster, sessions::EndpointOp::Status, out).await;
         }
     }
     Ok(true)

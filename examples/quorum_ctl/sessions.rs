@@ -222,6 +222,9 @@ pub(crate) async fn endpoint(
             }
         }
     }
+    if answered == 0 {
+        eprintln!("error: no node answered");
+    }
     Ok(match op {
         EndpointOp::Status => answered > 0,
         EndpointOp::Health => healthy_all,

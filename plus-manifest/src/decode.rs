@@ -439,9 +439,14 @@ impl<'s> Decoder<'s> {
         (depends_on, optional_depends_on)
     }
 
-    pub(crate) fn manifest(&mut self, root: &Node) -> Option<Manifest> {
-        let fields = self.fields(root, "", TOP_FIELDS)?;
-        let version = self.required(&fields, "version").and_then(|node| {
+    /// The required `version` field of a document of `kind` (`manifest`, `environments
+    /// file`): one of [`ManifestVersion::SUPPORTED`].
+    pub(crate) fn version_field(
+        &mut self,
+        fields: &Fields<'_>,
+        kind: &str,
+    ) -> Option<ManifestVersion> {
+        self.required(fields, "version").and_then(|node| {
             let text = self.string(node, "version")?;
             let parsed = ManifestVersion::parse(&text);
             if parsed.is_none() {
@@ -450,14 +455,19 @@ impl<'s> Decoder<'s> {
                     Diagnostic::error(
                         Rule::UnsupportedVersion,
                         "version",
-                        format!("unsupported manifest version `{text}`"),
+                        format!("unsupported {kind} version `{text}`"),
                     )
                     .label("unsupported version")
                     .help(format!("supported versions: {}", ManifestVersion::SUPPORTED.join(", "))),
                 );
             }
             parsed
-        });
+        })
+    }
+
+    pub(crate) fn manifest(&mut self, root: &Node) -> Option<Manifest> {
+        let fields = self.fields(root, "", TOP_FIELDS)?;
+        let version = self.version_field(&fields, "manifest");
         let app = fields.get("app").map(|n| self.app_code(n, "app"));
         let (depends_on, optional_depends_on) =
             self.dependencies(&fields, "", app.as_ref().and_then(Option::as_ref));

@@ -9,7 +9,6 @@ use super::layers::ResolveError;
 use super::model::{App, AppSettings, Constant, Environment, Environments};
 use crate::decode::{Decoder, closest, join};
 use crate::diagnostic::{Diagnostic, Rule};
-use crate::model::ManifestVersion;
 use crate::source::Span;
 use crate::yaml::{Node, Style, Value};
 
@@ -66,23 +65,7 @@ pub(crate) fn prefix_conflict<'a>(
 impl Decoder<'_> {
     pub(crate) fn environments(&mut self, root: &Node) -> Option<Environments> {
         let fields = self.fields(root, "", TOP_FIELDS)?;
-        let version = self.required(&fields, "version").and_then(|node| {
-            let text = self.string(node, "version")?;
-            let parsed = ManifestVersion::parse(&text);
-            if parsed.is_none() {
-                self.report(
-                    node.span,
-                    Diagnostic::error(
-                        Rule::UnsupportedVersion,
-                        "version",
-                        format!("unsupported environments file version `{text}`"),
-                    )
-                    .label("unsupported version")
-                    .help(format!("supported versions: {}", ManifestVersion::SUPPORTED.join(", "))),
-                );
-            }
-            parsed
-        });
+        let version = self.version_field(&fields, "environments file");
         let mut places = Places::default();
         let apps = self.required(&fields, "apps").and_then(|node| self.apps(node, &mut places));
         let environments = match fields.get("environments") {
