@@ -105,7 +105,8 @@ struct Args {
     controllers: u64,
     /// Releases judge themselves before every batch after the bastion by their group's error
     /// rate (failing above 5%); the simulated `api` group's rate jumps after its second batch,
-    /// so its release brakes before the third, naming the check.
+    /// so its release brakes before the third, naming the check, and rolls back the hosts it
+    /// changed.
     #[arg(long)]
     analysis: bool,
     /// Kill the active controller this many milliseconds after it was elected (needs at least

@@ -13,8 +13,8 @@ use plus_quorum::{Bytes, Cluster, LeaseId, MuxNode, NodeId, RemoteNode, WriteOp}
 use plus_rollout::{
     AppExecutor, AppGraph, AvailabilityFloor, Command, DeployConfig, Deployment, DeploymentReport,
     EventKind, GroupHost, HostState, Mode, Outcome, Phase, PlanConfig, QuorumStore, Release,
-    ReleaseConfig, SavedDeployment, SavedRelease, StateStore, async_trait, plan,
-    spawn_deployment_saved, spawn_release_saved,
+    ReleaseConfig, ReleaseReport, SavedDeployment, SavedRelease, StateStore, async_trait, plan,
+    rollback_plan, spawn_deployment_saved, spawn_release, spawn_release_saved,
 };
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle};
@@ -383,6 +383,7 @@ impl Platform {
                 .collect(),
         };
         let plan = plan(&group, &PlanConfig::default()).map_err(|e| failed(e.to_string()))?;
+        let plan_cap = plan.cap;
         self.world.cap.fetch_max(plan.cap, Ordering::SeqCst);
         let total = plan.host_count();
         let key = format!("release/{app}");
@@ -466,12 +467,50 @@ impl Platform {
         match report.outcome {
             Some(Outcome::Succeeded) => Ok(result),
             _ => {
-                let reason = match braked {
+                let mut reason = match &braked {
                     Some(reason) => format!("release braked: {reason}"),
                     None => format!("release ended with {hosts_ok} of {total} hosts deployed"),
                 };
+                // A release that judged itself failing puts back what it changed.
+                if self.world.args.analysis
+                    && braked.as_deref().is_some_and(|r| r.starts_with("analysis"))
+                {
+                    reason += &self.roll_back(app, &report, plan_cap).await;
+                }
                 Err((result, reason))
             }
         }
     }
+
+    /// Rolls back the hosts `report`'s release changed to the version they ran before, in
+    /// batches of half of them, never more than `cap` at once; what it did, for the report.
+    async fn roll_back(&self, app: &AppCode, report: &ReleaseReport, cap: usize) -> String {
+        let Some(plan) = rollback_plan(report, cap) else { return String::new() };
+        let hosts = plan.host_count();
+        let previous = Version::new(PREVIOUS_VERSION).expect("a valid version");
+        let release = match Release::new(
+            plan,
+            ReleaseConfig::rollback(previous.clone()),
+            Timestamp::since_unix_epoch(),
+        ) {
+            Ok(release) => release,
+            Err(e) => return format!("; rollback refused: {e}"),
+        };
+        let (_handle, _events, task) = {
+            let _rollback = tracing::info_span!("rollback", app = %app).entered();
+            spawn_release(release, Arc::clone(&self.world.hosts))
+        };
+        self.term.track(&task);
+        match task.await {
+            Ok(done) if done.outcome == Some(Outcome::Succeeded) => {
+                println!("rollback  {app}: {hosts} hosts back on {previous}");
+                format!("; rolled back {hosts} hosts to {previous}")
+            }
+            Ok(done) => format!("; rollback ended {:?}", done.outcome),
+            Err(e) => format!("; rollback stopped: {e}"),
+        }
+    }
 }
+
+/// The version the simulated hosts ran before this run's release: what a rollback restores.
+const PREVIOUS_VERSION: &str = "2026.10.0";

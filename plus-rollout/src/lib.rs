@@ -198,7 +198,7 @@ pub use orchestrate::{
 };
 pub use plan::{
     Availability, Bastion, Exclusion, GroupHost, Plan, PlanConfig, PlanError, Split, parse_ramp,
-    plan,
+    plan, rollback_plan,
 };
 #[cfg(feature = "quorum")]
 pub use quorum_store::QuorumStore;

@@ -284,6 +284,37 @@ pub fn plan(group: &[GroupHost], config: &PlanConfig) -> Result<Plan, PlanError>
     Ok(Plan { bastion, batches, excluded, cap, max_ratio: config.max_ratio })
 }
 
+/// The plan that rolls back what a release changed (Ctrip's rollback: no bastion, batches of
+/// half the changed hosts), never more than `cap` hosts at once (the group's own pull-out cap,
+/// which still holds), touching only hosts the release changed: those that ran Install or
+/// later (succeeded, waiting for bake, or failed or cancelled at Install, Verify or Markup).
+/// A host already on the target, or stopped before Install, is left as it is. `None` when the
+/// release changed no host.
+#[must_use]
+pub fn rollback_plan(report: &crate::ReleaseReport, cap: usize) -> Option<Plan> {
+    use crate::{HostState, Step};
+    let changed_step = |step: Step| matches!(step, Step::Install | Step::Verify | Step::Markup);
+    let changed: Vec<HostId> = report
+        .hosts
+        .iter()
+        .filter(|(_, state)| match state {
+            HostState::Succeeded | HostState::AwaitingBake => true,
+            HostState::Failed { step, .. } | HostState::Cancelled { step } => changed_step(*step),
+            _ => false,
+        })
+        .map(|(host, _)| host.clone())
+        .collect();
+    if changed.is_empty() {
+        return None;
+    }
+    let cap = changed.len().div_ceil(2).min(cap.max(1));
+    let sizes = even_sizes(changed.len(), cap);
+    let mut hosts = changed.into_iter();
+    let batches = sizes.into_iter().map(|size| hosts.by_ref().take(size).collect()).collect();
+    let max_ratio = Ratio::new(0.5).expect("0.5 is a valid ratio");
+    Some(Plan { bastion: Vec::new(), batches, excluded: Vec::new(), cap, max_ratio })
+}
+
 /// The fewest batches of at most `cap` for `n` hosts, sizes differing by at most one, larger
 /// first.
 fn even_sizes(n: usize, cap: usize) -> Vec<usize> {
