@@ -136,7 +136,9 @@ async fn a_watcher_that_never_reads_is_cut_off_and_the_node_stays_small() {
         Ok(true),
         "the connection stayed open ({drained} bytes read, {sent} polls sent)"
     );
-    assert!(drained > 4 << 20, "the polls were answered ({drained} bytes)");
+    // Answers reached it before the cut (what the socket held then; on a loaded machine the
+    // cut can come before a whole 4 MiB answer left, so not more is asked).
+    assert!(drained > 1 << 20, "the polls were answered ({drained} bytes)");
     assert!(drained < 512 << 20, "{drained} bytes of answers were kept for it");
     assert!(peak < 700 * 1024, "the node peaked at {peak} KiB for {sent} unread polls");
     // And it still serves everyone else.
