@@ -115,6 +115,10 @@ struct Args {
     /// interval keeps write latency's tail short, at the cost of a longer log in memory.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     snapshot_entries: u64,
+    /// Serve /health, /metrics (Prometheus's text format) and /version over plain HTTP on this
+    /// address (loopback unless --insecure: the endpoints do not authenticate).
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
 }
 
 /// `--peers`, parsed.
@@ -143,6 +147,15 @@ fn main() -> ExitCode {
         if let Err(e) = cli::plain_text_only_to_loopback(peers, "--tls-* or --psk-dir") {
             cli::usage_error::<Args>(e);
         }
+    }
+    if let Some(http) = args.http_listen
+        && !http.ip().is_loopback()
+        && !args.insecure
+    {
+        cli::usage_error::<Args>(format!(
+            "refusing to serve unauthenticated HTTP on {http}; pass --insecure if the network is \
+             trusted"
+        ));
     }
     cli::init_logging();
     cli::run_async(run(args))
@@ -176,7 +189,26 @@ async fn run(args: Args) -> Result<bool, String> {
         _ => "",
     };
     let (id, listen) = (args.id, args.listen);
-    let started = |_: &NodeHandle, start| {
+    // Bound before the node starts, so that a port in use fails at once; the recorder too, so
+    // that the node's series are recorded from the first.
+    let http = match args.http_listen {
+        Some(addr) => {
+            let metrics = plus_quorum::install_prometheus().map_err(|e| e.to_string())?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen for HTTP on {addr}: {e}"))?;
+            Some((listener, metrics))
+        }
+        None => None,
+    };
+    let started = |node: &NodeHandle, start| {
+        if let Some((listener, metrics)) = http {
+            println!(
+                "node {id} serving /health, /metrics and /version on http://{}",
+                args.http_listen.map_or(String::new(), |a| a.to_string())
+            );
+            drop(plus_quorum::serve_http(listener, node.clone(), metrics));
+        }
         tracing::info!(node = id, %listen, ?members, ?start, "quorum node serving");
         println!("node {id} serving on {listen}{tls} (members {members:?})");
     };

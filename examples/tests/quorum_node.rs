@@ -429,3 +429,77 @@ async fn quorum_ctl_covers_what_operators_do() {
     assert!(health.contains("node 1 is healthy"), "{health}");
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// `GET path` on `addr` over plain HTTP: the status code and the body.
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let code = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// `--http-listen`: every node answers /health (200 with a leader, 503 once a majority is
+/// gone), /metrics in Prometheus's text format with the store's and the connections' series,
+/// and /version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_serve_health_metrics_and_version_over_http() {
+    let data = std::env::temp_dir().join(format!("plus-quorum-http-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    // Six distinct ports in one call: the nodes' and their HTTP endpoints'.
+    let mut ports = loopback_addrs(&[1, 2, 3, 4, 5, 6]).await.unwrap();
+    let http: HashMap<NodeId, String> =
+        [1, 2, 3].into_iter().map(|id| (id, ports.remove(&(id + 3)).unwrap())).collect();
+    let addrs = ports;
+    let mut nodes = Nodes::default();
+    for id in [1, 2, 3] {
+        let mut node = command(id, &addrs, &data);
+        node.args(["--http-listen", &http[&id]]);
+        nodes.0.insert(id, node.spawn().unwrap());
+    }
+    let store = client(&addrs);
+    set_surely(&store, "k", "v").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for id in [1, 2, 3] {
+        loop {
+            match http_get(&http[&id], "/health") {
+                Some((200, body)) => {
+                    assert!(body.contains("\"healthy\":true"), "{body}");
+                    break;
+                }
+                other => {
+                    assert!(std::time::Instant::now() < deadline, "node {id}: {other:?}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+    let (code, metrics) = http_get(&http[&1], "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(metrics.contains("plus_quorum_term{node=\"1\"}"), "{metrics}");
+    assert!(metrics.contains("plus_mux_"), "the connections' series too: {metrics}");
+    let (code, version) = http_get(&http[&2], "/version").unwrap();
+    assert_eq!((code, version.contains("plus-quorum")), (200, true), "{version}");
+    // A majority gone: the survivor knows no leader for long, and says so.
+    for id in [2, 3] {
+        if let Some(mut child) = nodes.0.remove(&id) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some((503, body)) = http_get(&http[&1], "/health") {
+            assert!(body.contains("\"healthy\":false"), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "node 1 still healthy without a majority");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&data);
+}

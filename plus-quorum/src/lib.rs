@@ -189,6 +189,8 @@ mod etcd;
 #[cfg(feature = "file-storage")]
 mod file_storage;
 mod glob;
+#[cfg(feature = "http")]
+mod http;
 mod ids;
 mod inspect;
 mod kv;
@@ -236,6 +238,8 @@ pub use driver::{
 pub use etcd::EtcdClient;
 #[cfg(feature = "file-storage")]
 pub use file_storage::FileStorage;
+#[cfg(feature = "http")]
+pub use http::{HttpError, install_prometheus, serve_http};
 pub use ids::{LogIndex, NodeId, RequestId, Term};
 pub use inspect::{InspectionReport, compare};
 pub use kv::KvState;
