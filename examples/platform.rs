@@ -109,6 +109,11 @@ struct Args {
     /// changed.
     #[arg(long)]
     analysis: bool,
+    /// Switch a dependency to degraded: `lb`, the load balancer Markdown and Markup call. The
+    /// releases go on without it; every call not made is recorded and counted on the last line
+    /// (`degraded_calls=N`), and a host still counts as out of traffic for the cap.
+    #[arg(long, value_parser = ["lb"])]
+    degrade: Option<String>,
     /// Kill the active controller this many milliseconds after it was elected (needs at least
     /// two controllers).
     #[arg(long)]
@@ -439,6 +444,10 @@ async fn run(args: Args) -> Result<bool, String> {
         started.elapsed().as_millis()
     );
     let observed = world.hosts.observed();
+    let degraded = world.hosts.degraded_calls();
+    if degraded > 0 {
+        line += &format!(" degraded_calls={degraded}");
+    }
     let cap = world.cap.load(Ordering::SeqCst);
     if args.controllers > 1 {
         line += &format!(

@@ -60,6 +60,9 @@ impl World {
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<DeploymentReport>) {
         let (done, reports) = mpsc::unbounded_channel();
         let hosts = Arc::new(Hosts::new(args.seed, args.fail_rate, args.latency_ms, agents));
+        if args.degrade.as_deref() == Some("lb") {
+            hosts.degrade_lb();
+        }
         let world = Self {
             args,
             hosts,

@@ -4,10 +4,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plus_core::{HostId, Version};
+use plus_rollout::degrade::{BreakerPolicy, CircuitBreaker, Decision};
 use plus_rollout::{Step, StepExecutor, StepOutcome, async_trait};
 
 use crate::agents::AgentHosts;
@@ -23,6 +25,10 @@ pub(crate) struct Hosts {
     seen: Mutex<Seen>,
     /// Error-rate samples taken per application (`measure`).
     samples: Mutex<std::collections::HashMap<String, usize>>,
+    /// The simulated load balancer that Markdown and Markup call, behind its breaker.
+    lb: Mutex<CircuitBreaker>,
+    /// Calls to a degraded dependency that were not made, each recorded (and logged).
+    degraded_calls: AtomicUsize,
 }
 
 /// What the observer saw.
@@ -64,12 +70,25 @@ impl Hosts {
             agents,
             seen: Mutex::default(),
             samples: Mutex::default(),
+            lb: Mutex::new(CircuitBreaker::new("the load balancer", BreakerPolicy::default())),
+            degraded_calls: AtomicUsize::new(0),
         }
     }
 
     /// The agents' hosts, when there are agents.
     pub(crate) fn agents(&self) -> Option<&Arc<AgentHosts>> {
         self.agents.as_ref()
+    }
+
+    /// An operator's switch: the simulated load balancer is degraded; Markdown and Markup do
+    /// not call it, each such call recorded.
+    pub(crate) fn degrade_lb(&self) {
+        self.lb.lock().expect("lb lock").force_degraded(true);
+    }
+
+    /// Calls to a degraded dependency that were not made.
+    pub(crate) fn degraded_calls(&self) -> usize {
+        self.degraded_calls.load(Ordering::SeqCst)
     }
 
     pub(crate) fn observed(&self) -> Observed {
@@ -127,6 +146,20 @@ impl StepExecutor for Hosts {
 
 impl Hosts {
     async fn simulate(&self, host: &HostId, step: Step) -> StepOutcome {
+        if matches!(step, Step::Markdown | Step::Markup) {
+            // Traffic goes through the load balancer, behind its breaker: a degraded one is
+            // not called, and the call not made is recorded, never skipped in silence (the
+            // host still counts as out of traffic for the cap until its Markup).
+            let now = plus_core::Timestamp::since_unix_epoch();
+            let decision = self.lb.lock().expect("lb lock").check(now);
+            match decision {
+                Decision::Call => self.lb.lock().expect("lb lock").record(true, now),
+                Decision::Degraded(why) => {
+                    self.degraded_calls.fetch_add(1, Ordering::SeqCst);
+                    tracing::warn!(%host, %step, %why, "degraded: the load balancer was not called");
+                }
+            }
+        }
         let roll = |key: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             key(&mut h);

@@ -1,6 +1,7 @@
 //! `platform --analysis`: every release judges itself before each batch after the bastion; the
 //! `api` group's error rate jumps after its second batch, so its release brakes before the
-//! third, naming the check, rolls back the hosts it changed, and its dependents are skipped.
+//! third, naming the check, rolls back the hosts it changed, and its dependents are skipped;
+//! and `--degrade lb`: releases go on without a degraded load balancer, each call counted.
 #![cfg(unix)]
 
 mod common;
@@ -23,4 +24,19 @@ fn a_failing_check_brakes_the_release_before_its_next_batch_and_rolls_it_back() 
     assert!(out.contains("rollback  api: 11 hosts back on 2026.10.0"), "{out}");
     let last = out.lines().last().unwrap_or_default();
     assert!(last.contains("braked=1") && last.contains("quorum=identical"), "{last}");
+}
+
+/// `platform --degrade lb`: with the load balancer switched to degraded, every release goes on
+/// without calling it, and each call not made (a Markdown and a Markup per host) is counted.
+#[test]
+fn a_degraded_load_balancer_is_not_called_and_every_call_not_made_is_counted() {
+    let output = Command::new(example("platform"))
+        .args(["--degrade", "lb", "--no-progress"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}");
+    let last = out.lines().last().unwrap_or_default();
+    assert!(last.starts_with("apps=6 deployed=6 failed=0"), "{last}");
+    assert!(last.ends_with(" degraded_calls=240"), "two calls for each of 120 hosts: {last}");
 }

@@ -158,6 +158,7 @@ pub mod analysis;
 mod brake;
 mod core;
 mod deadlines;
+pub mod degrade;
 #[cfg(feature = "tokio")]
 mod driver;
 #[cfg(feature = "tokio")]
