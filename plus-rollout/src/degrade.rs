@@ -272,3 +272,130 @@ mod tests {
         }
     }
 }
+
+/// Lookups of a dependency's metadata (a group's hosts from the CMDB), cached and merged
+/// (feature `tokio`): concurrent lookups of one key wait for a single call, and when the source
+/// fails the last value it gave is served instead (stale, and said so), so a release can go on
+/// while its metadata source is down.
+#[cfg(feature = "tokio")]
+pub mod metadata {
+    use std::collections::HashMap;
+    use std::future::Future;
+    use std::hash::Hash;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::sync::watch;
+
+    /// A value and where it came from.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Fetched<V> {
+        /// The source answered now.
+        Fresh(V),
+        /// The source failed (why); this is the last value it gave.
+        Stale(V, String),
+    }
+
+    impl<V> Fetched<V> {
+        /// The value, fresh or not.
+        pub fn value(&self) -> &V {
+            match self {
+                Self::Fresh(v) | Self::Stale(v, _) => v,
+            }
+        }
+    }
+
+    type Flight<V> = watch::Receiver<Option<Result<Fetched<V>, String>>>;
+
+    /// The cache and the lookups in flight, by key.
+    #[derive(Debug)]
+    pub struct MetadataCache<K, V> {
+        last: Mutex<HashMap<K, V>>,
+        flying: Mutex<HashMap<K, Flight<V>>>,
+    }
+
+    impl<K, V> Default for MetadataCache<K, V> {
+        fn default() -> Self {
+            Self { last: Mutex::new(HashMap::new()), flying: Mutex::new(HashMap::new()) }
+        }
+    }
+
+    impl<K: Eq + Hash + Clone + Send + 'static, V: Clone + Send + Sync + 'static> MetadataCache<K, V> {
+        /// An empty cache.
+        #[must_use]
+        pub fn new() -> Arc<Self> {
+            Arc::new(Self::default())
+        }
+
+        /// `key`'s value from `fetch`, merged with any lookup of `key` already in flight; when
+        /// the source fails, the last value it gave (stale), or the error when it never gave
+        /// one.
+        ///
+        /// # Errors
+        /// The source's error, when it fails and nothing is cached.
+        pub async fn get<F, Fut>(self: &Arc<Self>, key: K, fetch: F) -> Result<Fetched<V>, String>
+        where
+            F: FnOnce() -> Fut,
+            Fut: Future<Output = Result<V, String>>,
+        {
+            let (mut waiting, leader) = {
+                let mut flying =
+                    self.flying.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match flying.get(&key) {
+                    Some(flight) => (flight.clone(), None),
+                    None => {
+                        let (tell, flight) = watch::channel(None);
+                        flying.insert(key.clone(), flight.clone());
+                        (flight, Some(tell))
+                    }
+                }
+            };
+            // Whatever happens to this lookup (answered, or its caller gone mid-way), the key
+            // is no longer in flight once it ends, so the next lookup starts a new one.
+            struct Landing<'c, K: Eq + Hash, V> {
+                flying: &'c Mutex<HashMap<K, Flight<V>>>,
+                key: Option<K>,
+            }
+            impl<K: Eq + Hash, V> Drop for Landing<'_, K, V> {
+                fn drop(&mut self) {
+                    if let Some(key) = self.key.take() {
+                        self.flying
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .remove(&key);
+                    }
+                }
+            }
+            let Some(tell) = leader else {
+                // Another caller is fetching it: its answer is ours.
+                let answer = waiting.wait_for(Option::is_some).await;
+                return match answer {
+                    Ok(answer) => answer.clone().unwrap_or_else(|| Err("no answer".to_owned())),
+                    Err(_) => Err("the lookup in flight was dropped".to_owned()),
+                };
+            };
+            let landing = Landing { flying: &self.flying, key: Some(key.clone()) };
+            let answer = match fetch().await {
+                Ok(value) => {
+                    self.last
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(key.clone(), value.clone());
+                    Ok(Fetched::Fresh(value))
+                }
+                Err(error) => {
+                    let last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match last.get(&key) {
+                        Some(value) => {
+                            tracing::warn!(%error, "metadata source failed: serving the last value");
+                            Ok(Fetched::Stale(value.clone(), error))
+                        }
+                        None => Err(error),
+                    }
+                }
+            };
+            drop(landing);
+            let _ = tell.send(Some(answer.clone()));
+            answer
+        }
+    }
+}
