@@ -39,7 +39,7 @@
 //!
 //! A release may judge itself between batches ([`analysis`], Argo Rollouts' analysis): its
 //! [`ReleaseConfig::analysis`] checks are sampled through [`ReleaseJob::Measure`] jobs (the
-//! executor's [`StepExecutor::measure`] answers them) before every batch after the first thing
+//! executor's `StepExecutor::measure`, feature `tokio`, answers them) before every batch after the first thing
 //! deployed; a batch starts only after a pass, a failing or inconclusive verdict brakes the
 //! release with the check's reason, dry-run checks are reported and never decide, and every
 //! verdict is an event, in the report and in the saved state. [`ReleaseConfig::deadlines`]
