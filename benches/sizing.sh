@@ -4,7 +4,7 @@
 # per node, the time a node SIGKILLed comes back from its directory and catches up, and the
 # time a wiped node catches up (from the leader's log or a snapshot). One line per size:
 #
-#   keys=N value=V rss_mb=R bytes_per_key=B disk_mb=D restart_ms=T wiped_catch_up_ms=W
+#   keys=N value=V rss_mb=R bytes_per_key=B disk_mb=D snapshot_mb=S snapshot_ms=M restart_ms=T wiped_catch_up_ms=W
 #
 # Usage: bash benches/sizing.sh [N:V ...]   (default 10000:1024 100000:1024 1000000:1024
 # 10000:102400). Every process it starts is stopped when it ends, also on failure; traffic
@@ -26,7 +26,8 @@ P=1=127.0.0.1:7411,2=127.0.0.1:7412,3=127.0.0.1:7413
 declare -A pid_of
 start() { # id [extra args]
   local id=$1; shift
-  "$bin/quorum_node" --id "$id" --listen "127.0.0.1:741$id" --peers "$P" --data "$work/$id" "$@" \
+  RUST_LOG=warn,plus_quorum::file_storage=info \
+    "$bin/quorum_node" --id "$id" --listen "127.0.0.1:741$id" --peers "$P" --data "$work/$id" "$@" \
     >>"$work/$id.log" 2>&1 &
   pid_of[$id]=$!
   pids+=($!)
@@ -68,6 +69,11 @@ for size in "${sizes[@]}"; do
   sleep 1
   rss=$(awk '/VmRSS/ {print $2}' "/proc/${pid_of[2]}/status")
   disk=$(du -sm "$work/2" | cut -f1)
+  # The last snapshot node 2 wrote while filling: its size and how long encoding and writing
+  # it took (its log line; `-` when the fill stayed under the snapshot threshold).
+  snap=$(grep -a "snapshot saved" "$work/2.log" | tail -n 1 || true)
+  snap_mb=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' <<<"$snap"); snap_mb=${snap_mb:+$(( snap_mb >> 20 ))}
+  snap_ms=$(sed -n 's/.*took_ms=\([0-9]*\).*/\1/p' <<<"$snap")
   # A node SIGKILLed and restarted from its directory.
   kill -9 "${pid_of[2]}"; wait "${pid_of[2]}" 2>/dev/null || true
   start 2 "${limits[@]}"
@@ -76,5 +82,5 @@ for size in "${sizes[@]}"; do
   kill -9 "${pid_of[3]}"; wait "${pid_of[3]}" 2>/dev/null || true; rm -rf "${work:?}/3"
   start 3 --join "${limits[@]}"
   wiped_ms=$(wait_caught_up 3 "$target")
-  echo "keys=$keys value=$value rss_mb=$(( rss / 1024 )) bytes_per_key=$(( (rss - base_rss) * 1024 / keys )) disk_mb=$disk restart_ms=$restart_ms wiped_catch_up_ms=$wiped_ms"
+  echo "keys=$keys value=$value rss_mb=$(( rss / 1024 )) bytes_per_key=$(( (rss - base_rss) * 1024 / keys )) disk_mb=$disk snapshot_mb=${snap_mb:--} snapshot_ms=${snap_ms:--} restart_ms=$restart_ms wiped_catch_up_ms=$wiped_ms"
 done

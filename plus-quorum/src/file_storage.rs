@@ -604,7 +604,16 @@ impl Storage for FileStorage {
             return Ok(());
         }
         self.guarded(|s| {
-            s.replace_file("snapshot", &Self::checked_bytes(snapshot))?;
+            let started = std::time::Instant::now();
+            let bytes = Self::checked_bytes(snapshot);
+            s.replace_file("snapshot", &bytes)?;
+            // What operators size by: how large a snapshot is and how long it takes to write.
+            tracing::info!(
+                last_index = snapshot.last_index,
+                bytes = bytes.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "snapshot saved"
+            );
             s.snapshot_index = Some(snapshot.last_index);
             // Whole segments with nothing past the snapshot go, oldest first; the log is never
             // rewritten. A snapshot past the log's end empties it: the next append starts a
