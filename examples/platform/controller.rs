@@ -461,7 +461,7 @@ impl Platform {
             Some(Outcome::Succeeded) => "deployed".to_owned(),
             other => format!("{other:?}"),
         });
-        let result = crate::AppResult {
+        let mut result = crate::AppResult {
             hosts_ok,
             hosts_total: total,
             braked: braked.clone(),
@@ -478,7 +478,13 @@ impl Platform {
                 if self.world.args.analysis
                     && braked.as_deref().is_some_and(|r| r.starts_with("analysis"))
                 {
-                    reason += &self.roll_back(app, &report, plan_cap).await;
+                    let (said, rolled_back) = self.roll_back(app, &report, plan_cap).await;
+                    reason += &said;
+                    if rolled_back {
+                        // Back on the previous version: only hosts that were on the target
+                        // before the release still are.
+                        result.hosts_ok = report.count(|s| *s == HostState::AlreadyOnTarget);
+                    }
                 }
                 Err((result, reason))
             }
@@ -486,9 +492,10 @@ impl Platform {
     }
 
     /// Rolls back the hosts `report`'s release changed to the version they ran before, in
-    /// batches of half of them, never more than `cap` at once; what it did, for the report.
-    async fn roll_back(&self, app: &AppCode, report: &ReleaseReport, cap: usize) -> String {
-        let Some(plan) = rollback_plan(report, cap) else { return String::new() };
+    /// batches of half of them, never more than `cap` at once; what it did, for the report,
+    /// and whether every changed host is back.
+    async fn roll_back(&self, app: &AppCode, report: &ReleaseReport, cap: usize) -> (String, bool) {
+        let Some(plan) = rollback_plan(report, cap) else { return (String::new(), false) };
         let hosts = plan.host_count();
         let previous = Version::new(PREVIOUS_VERSION).expect("a valid version");
         let release = match Release::new(
@@ -497,7 +504,7 @@ impl Platform {
             Timestamp::since_unix_epoch(),
         ) {
             Ok(release) => release,
-            Err(e) => return format!("; rollback refused: {e}"),
+            Err(e) => return (format!("; rollback refused: {e}"), false),
         };
         let (_handle, _events, task) = {
             let _rollback = tracing::info_span!("rollback", app = %app).entered();
@@ -507,10 +514,10 @@ impl Platform {
         match task.await {
             Ok(done) if done.outcome == Some(Outcome::Succeeded) => {
                 println!("rollback  {app}: {hosts} hosts back on {previous}");
-                format!("; rolled back {hosts} hosts to {previous}")
+                (format!("; rolled back {hosts} hosts to {previous}"), true)
             }
-            Ok(done) => format!("; rollback ended {:?}", done.outcome),
-            Err(e) => format!("; rollback stopped: {e}"),
+            Ok(done) => (format!("; rollback ended {:?}", done.outcome), false),
+            Err(e) => (format!("; rollback stopped: {e}"), false),
         }
     }
 }

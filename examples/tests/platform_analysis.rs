@@ -18,12 +18,16 @@ fn a_failing_check_brakes_the_release_before_its_next_batch_and_rolls_it_back() 
     assert!(!output.status.success(), "not every application deployed: {out}");
     let api = out.lines().find(|l| l.starts_with("api ")).unwrap_or_default();
     assert!(api.contains("FAILED: release braked: analysis before batch 3"), "{out}");
-    assert!(api.contains("11/20"), "the bastion and two batches deployed: {api}");
+    assert!(
+        api.contains(" 0/20 "),
+        "the bastion and two batches deployed, then rolled back: {api}"
+    );
     assert!(out.contains("skipped (requires api)"), "{out}");
     // What the release changed goes back: the bastion and two batches, half at a time.
     assert!(out.contains("rollback  api: 11 hosts back on 2026.10.0"), "{out}");
     let last = out.lines().last().unwrap_or_default();
     assert!(last.contains("braked=1") && last.contains("quorum=identical"), "{last}");
+    assert!(last.contains(" hosts=80 "), "rolled-back hosts do not count as deployed: {last}");
 }
 
 /// `platform --degrade lb`: with the load balancer switched to degraded, every release goes on
