@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 struct Platform(Option<Child>);
 
 impl Platform {
-    fn run(args: &[&str], root: &Path) -> Output {
-        let child = Command::new(common::example("platform"))
+    /// `platform --no-progress --agents-root ROOT ARGS`, its output piped.
+    fn command(args: &[&str], root: &Path) -> Command {
+        let mut command = Command::new(common::example("platform"));
+        command
             .args(["--no-progress", "--agents-root"])
             .arg(root)
             .args(args)
@@ -25,17 +27,23 @@ impl Platform {
             .env_remove("CARGO")
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut platform = Platform(Some(child));
+            .stderr(Stdio::piped());
+        command
+    }
+
+    fn run(args: &[&str], root: &Path) -> Output {
+        Platform(Some(Self::command(args, root).spawn().unwrap())).finish()
+    }
+
+    /// Waits for the platform to end (at most 120 s) and takes its output.
+    fn finish(mut self) -> Output {
         let deadline = Instant::now() + Duration::from_secs(120);
-        let child = platform.0.as_mut().unwrap();
+        let child = self.0.as_mut().unwrap();
         while matches!(child.try_wait(), Ok(None)) {
             assert!(Instant::now() < deadline, "the platform did not finish within 120 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        platform.0.take().unwrap().wait_with_output().unwrap()
+        self.0.take().unwrap().wait_with_output().unwrap()
     }
 }
 
@@ -122,15 +130,8 @@ fn an_agent_killed_mid_release_fails_its_host_and_brakes_the_release() {
 fn a_local_process_cannot_take_over_a_registered_agent() {
     use std::io::BufRead;
     let root = work_dir("impostor");
-    let mut child = Command::new(common::example("platform"))
-        .args(["--no-progress", "--agents", "2", "--agents-root"])
-        .arg(&root)
-        .env_remove("CARGO")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Platform::command(&["--agents", "2"], &root).stderr(Stdio::null()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let platform = Platform(Some(child));
     let mut lines = std::io::BufReader::new(stdout).lines();
@@ -226,17 +227,8 @@ fn an_agent_started_on_its_own_host_joins_a_platform_that_listens() {
     let root = work_dir("listen");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let address = format!("127.0.0.1:{port}");
-    let platform = Command::new(common::example("platform"))
-        .args(["--no-progress", "--agents-listen", &address, "--agent-hosts", "web-own"])
-        .arg("--agents-root")
-        .arg(&root)
-        .env_remove("CARGO")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut platform = Platform(Some(platform));
+    let args = ["--agents-listen", &address, "--agent-hosts", "web-own"];
+    let platform = Platform(Some(Platform::command(&args, &root).spawn().unwrap()));
     // The platform writes its key before it listens; the operator copies it to the host.
     let key = root.join("agents.key");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -256,12 +248,7 @@ fn an_agent_started_on_its_own_host_joins_a_platform_that_listens() {
             .spawn()
             .unwrap(),
     ));
-    let child = platform.0.as_mut().unwrap();
-    while matches!(child.try_wait(), Ok(None)) {
-        assert!(Instant::now() < deadline + Duration::from_secs(60), "the platform did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = platform.0.take().unwrap().wait_with_output().unwrap();
+    let output = platform.finish();
     // The agent outlives the run on its host; the test stops it (Drop kills it).
     drop(agent);
     let _ = std::fs::remove_dir_all(&root);
