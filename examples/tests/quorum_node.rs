@@ -503,3 +503,24 @@ async fn nodes_serve_health_metrics_and_version_over_http() {
     drop(nodes);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// The HTTP endpoints do not authenticate, so a node refuses to serve them off loopback
+/// unless the operator says the network is trusted: another machine cannot read them by
+/// accident of a flag.
+#[test]
+fn unauthenticated_http_off_loopback_is_refused() {
+    let data = std::env::temp_dir().join(format!("plus-quorum-http-off-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let addrs: HashMap<NodeId, String> = [(1, "127.0.0.1:1".to_owned())].into();
+    let mut node = command(1, &addrs, &data);
+    node.args(["--http-listen", "0.0.0.0:0"]);
+    let output = refused(node);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("refusing to serve unauthenticated HTTP"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!data.join("node1").exists(), "refused before it touched its data directory");
+    let _ = std::fs::remove_dir_all(&data);
+}
