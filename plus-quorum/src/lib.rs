@@ -181,6 +181,10 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "backup")]
+mod backup;
+#[cfg(feature = "mux")]
+mod backup_transfer;
 mod client_error;
 #[cfg(feature = "driver")]
 mod driver;
@@ -220,6 +224,7 @@ mod storage;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod txn;
+mod txn_text;
 mod types;
 mod watch;
 
@@ -227,6 +232,11 @@ mod watch;
 #[cfg(feature = "driver")]
 pub use async_trait::async_trait;
 /// The byte buffer values are stored as.
+#[cfg(feature = "backup")]
+pub use backup::{
+    BACKUP_FORMAT_VERSION, BackupError, BackupHeader, decode_backup, encode_backup,
+    read_backup_file, verify_backup_file,
+};
 pub use bytes::{self, Bytes};
 pub use client_error::ClientError;
 #[cfg(feature = "driver")]
@@ -265,8 +275,8 @@ pub use persist::PersistBatch;
 pub use plus_mux::{Config as MuxConfig, ConfigError as MuxConfigError};
 #[cfg(feature = "program")]
 pub use program::{
-    DataDir, DataDirError, NodeProgram, ProgramError, StartMode, Stopped, hand_over_leadership,
-    run_node, shutdown_signal,
+    DataDir, DataDirError, NodeProgram, ProgramError, RestoreError, StartMode, Stopped,
+    hand_over_leadership, restore_data_dir, run_node, shutdown_signal,
 };
 #[cfg(feature = "driver")]
 pub use recipes::{ElectionLeader, Leadership, LockGuard};
@@ -276,6 +286,7 @@ pub use roles::{Principal, ROLE_URI_SCHEME, Request};
 pub use session::{Session, SessionLost};
 pub use storage::{HardState, MemStorage, Recovered, Storage, StorageError, StorageErrorKind};
 pub use txn::{Compare, KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult, TxnOutcome};
+pub use txn_text::TxnSyntaxError;
 pub use types::{Expect, MAX_KEY_LEN, Versioned};
 pub use watch::{
     Change, MAX_WATCH_BATCH_BYTES, MAX_WATCH_EVENTS, WatchBatch, WatchEvent, WatchRequest,

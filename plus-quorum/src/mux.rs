@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::backup::BackupHeader;
+use crate::backup_transfer::{BackupSlot, BackupStarted, StreamCheck, write_piece};
 use crate::client_error::ClientError;
 use crate::driver::{NodeApi, NodeHandle, Status, StoreError, Transport};
 use crate::ids::NodeId;
@@ -131,6 +133,15 @@ enum Wire {
         deadline_ms: u64,
     },
     Membership,
+    /// Take a backup on this node (the leader) and hold it for fetching.
+    BackupStart {
+        deadline_ms: u64,
+    },
+    /// The piece of a held backup from `offset`.
+    BackupPiece {
+        transfer: u64,
+        offset: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -142,6 +153,8 @@ enum WireReply {
     Watch(Result<WatchBatch, StoreError>),
     ChangeCluster(Result<ClusterChanged, StoreError>),
     Membership(Result<Membership, StoreError>),
+    BackupStarted(Result<BackupStarted, StoreError>),
+    BackupPiece(Result<Bytes, StoreError>),
 }
 
 /// Why a body could not be decoded.
@@ -211,6 +224,7 @@ impl Wire {
             Self::Watch { .. } => Request::Watch,
             Self::ChangeCluster { .. } => Request::ChangeCluster,
             Self::Membership => Request::Membership,
+            Self::BackupStart { .. } | Self::BackupPiece { .. } => Request::Backup,
         }
     }
 
@@ -226,6 +240,8 @@ impl Wire {
             Self::Watch { .. } => WireReply::Watch(Err(error)),
             Self::ChangeCluster { .. } => WireReply::ChangeCluster(Err(error)),
             Self::Membership => WireReply::Membership(Err(error)),
+            Self::BackupStart { .. } => WireReply::BackupStarted(Err(error)),
+            Self::BackupPiece { .. } => WireReply::BackupPiece(Err(error)),
         }
     }
 }
@@ -258,6 +274,8 @@ pub(crate) fn reply_error(body: &[u8]) -> Result<Option<StoreError>, String> {
         WireReply::Watch(r) => r.err(),
         WireReply::ChangeCluster(r) => r.err(),
         WireReply::Membership(r) => r.err(),
+        WireReply::BackupStarted(r) => r.err(),
+        WireReply::BackupPiece(r) => r.err(),
     };
     Ok(error)
 }
@@ -275,6 +293,19 @@ struct NodeService {
     /// Where this endpoint reaches its peers: told to clients that ask for the membership,
     /// for members whose configuration carries no address (a cluster's first members).
     peer_addresses: Arc<HashMap<NodeId, String>>,
+    /// The backup this endpoint holds for the admin fetching it (one per endpoint).
+    backups: Arc<BackupSlot>,
+    /// The last backup started on this connection: let go when the connection ends.
+    started_backup: std::sync::atomic::AtomicU64,
+}
+
+impl Drop for NodeService {
+    fn drop(&mut self) {
+        let transfer = self.started_backup.load(std::sync::atomic::Ordering::Relaxed);
+        if transfer != 0 {
+            self.backups.release(transfer);
+        }
+    }
 }
 
 impl NodeService {
@@ -388,6 +419,18 @@ impl Handler for NodeService {
                 // A peer's number: bounded, like everything that comes from outside.
                 self.node.watch(request, Duration::from_millis(wait_ms.min(60_000))).await,
             ),
+            Wire::BackupStart { deadline_ms } => {
+                let started =
+                    self.backups.start(&self.node, Duration::from_millis(deadline_ms)).await;
+                if let Ok(started) = &started {
+                    self.started_backup
+                        .store(started.transfer, std::sync::atomic::Ordering::Relaxed);
+                }
+                WireReply::BackupStarted(started)
+            }
+            Wire::BackupPiece { transfer, offset } => {
+                WireReply::BackupPiece(self.backups.piece(transfer, offset).await)
+            }
         };
         Ok(encode(&reply))
     }
@@ -464,6 +507,7 @@ fn serve_with_peers(
     peers: HashMap<NodeId, String>,
 ) -> Result<Server, ConfigError> {
     let peer_addresses = Arc::new(peers);
+    let backups = Arc::new(BackupSlot::default());
     let mut server_config = ServerConfig::default();
     server_config.connection = plus_peers(config);
     let refused_requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -479,6 +523,8 @@ fn serve_with_peers(
             refused_total: Arc::clone(&refused_total),
             assembly: std::sync::Mutex::default(),
             peer_addresses: Arc::clone(&peer_addresses),
+            backups: Arc::clone(&backups),
+            started_backup: std::sync::atomic::AtomicU64::new(0),
         }))
     });
     let inner = match security {
@@ -1002,6 +1048,64 @@ impl RemoteNode {
         }
     }
 
+    /// Takes a backup on this node (it must lead) and writes it to `out` as a backup file
+    /// (see [`read_backup_file`](crate::read_backup_file)), checking its checksum as it
+    /// arrives; writes go on meanwhile. Needs an admin's (or a node's) credential. The header
+    /// says which revision it holds: every write acknowledged at or before it.
+    ///
+    /// # Errors
+    /// [`ClientError::NotLeader`] on a follower; [`StoreError::Busy`] while another backup is
+    /// being fetched from this node; [`StoreError::Forbidden`] without an admin's credential;
+    /// [`StoreError::Backend`] when `out` cannot be written or the transfer arrived damaged.
+    pub async fn save_backup(
+        &self,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin + Send),
+        deadline: Duration,
+    ) -> Result<BackupHeader, StoreError> {
+        let started = self.start_backup(deadline).await?;
+        self.fetch_backup(started, out, deadline).await
+    }
+
+    async fn start_backup(&self, deadline: Duration) -> Result<BackupStarted, StoreError> {
+        let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        match self.call(&Wire::BackupStart { deadline_ms }, deadline).await? {
+            WireReply::BackupStarted(r) => r,
+            other => Err(StoreError::unexpected("a backup", &other)),
+        }
+    }
+
+    /// Fetches a started backup piece by piece; each piece has `per_piece` to arrive.
+    async fn fetch_backup(
+        &self,
+        started: BackupStarted,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin + Send),
+        per_piece: Duration,
+    ) -> Result<BackupHeader, StoreError> {
+        let BackupStarted { transfer, header, total_bytes } = started;
+        let mut check = StreamCheck::new(total_bytes);
+        let mut offset = 0;
+        while offset < total_bytes {
+            let piece = match self.call(&Wire::BackupPiece { transfer, offset }, per_piece).await? {
+                WireReply::BackupPiece(r) => r?,
+                other => return Err(StoreError::unexpected("a piece of a backup", &other)),
+            };
+            if piece.is_empty() {
+                return Err(StoreError::Backend(format!(
+                    "node {} sent an empty piece of its backup at {offset}",
+                    self.id
+                )));
+            }
+            check.feed(&piece);
+            write_piece(out, &piece).await?;
+            offset += piece.len() as u64;
+        }
+        check.finish()?;
+        tokio::io::AsyncWriteExt::flush(out)
+            .await
+            .map_err(|e| StoreError::Backend(format!("cannot write the backup: {e}")))?;
+        Ok(header)
+    }
+
     /// Closes the connection.
     pub fn close(&self) {
         self.client.close();
@@ -1020,6 +1124,27 @@ impl RemoteNode {
                 None
             }
         }
+    }
+}
+
+impl crate::Cluster<RemoteNode> {
+    /// [`RemoteNode::save_backup`] on the leader, wherever it is; finding it and taking the
+    /// backup have the cluster's deadline, and so has each piece.
+    ///
+    /// # Errors
+    /// As [`RemoteNode::save_backup`], and as [`Cluster::read`](crate::Cluster::read) when no
+    /// leader answers.
+    pub async fn save_backup(
+        &self,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<BackupHeader, StoreError> {
+        let (node, started) = self
+            .route(|node, left| async move {
+                let started = node.start_backup(left).await?;
+                Ok((node, started))
+            })
+            .await?;
+        node.fetch_backup(started, out, self.deadline).await
     }
 }
 

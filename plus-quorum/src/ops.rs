@@ -220,4 +220,6 @@ pub enum Response {
     Read(ReadResult),
     /// A membership change or leadership transfer, done.
     Cluster(crate::membership::ClusterChanged),
+    /// [`Node::backup`](crate::Node::backup): the whole state at one committed revision.
+    Backup(Box<crate::log::Snapshot>),
 }

@@ -12,10 +12,11 @@ use std::time::Duration;
 use crate::driver::NodeHandle;
 use crate::file_storage::FileStorage;
 use crate::ids::NodeId;
-use crate::membership::ClusterChange;
+use crate::log::Snapshot;
+use crate::membership::{ClusterChange, Membership};
 use crate::mux::{MuxNode, Security, StartError};
 use crate::node::{Config, Role, Start};
-use crate::storage::{MemStorage, StorageError};
+use crate::storage::{HardState, MemStorage, Storage, StorageError};
 
 /// The file in a data directory that says whose it is.
 const IDENTITY: &str = "identity";
@@ -131,6 +132,71 @@ impl DataDir {
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| DataDirError::Io { what: "write", path, source: Arc::new(e) })
     }
+}
+
+/// Why a backup could not be restored into a data directory.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    /// The directory already holds something: a restore never writes over data.
+    #[error("{} is not empty: restore into a new or empty directory", dir.display())]
+    NotEmpty {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The node is not among the new cluster's voters.
+    #[error("node {id} is not among the new cluster's voters {voters:?}")]
+    NotAVoter {
+        /// The node.
+        id: NodeId,
+        /// The voters given.
+        voters: Vec<NodeId>,
+    },
+    /// The directory could not be made or written.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+}
+
+/// Builds node `id`'s data directory for a new cluster named `cluster`, whose voters are
+/// `voters`, from `snapshot` (a backup's state: [`read_backup_file`](crate::read_backup_file)),
+/// as etcdutl's `snapshot restore` does. Run it once per member, each into its own empty
+/// directory, then start every member on its directory as an ordinary restart: they hold the
+/// same state at the backup's revision, elect a leader, and go on from there (revisions go on
+/// from the backup's, so a client's revisions stay comparable). The directories are stamped
+/// with the new cluster's name, so a node of the lost cluster cannot start on one by mistake.
+///
+/// Leases in the backup live on: the new leader gives each a full TTL, as after any leader
+/// change, and a holder that is gone lets it expire then.
+///
+/// # Errors
+/// [`RestoreError`]: a directory that is not empty, a node that is not a voter, or a file
+/// that cannot be written.
+pub fn restore_data_dir(
+    snapshot: &Snapshot,
+    dir: &Path,
+    cluster: &str,
+    id: NodeId,
+    voters: &[NodeId],
+) -> Result<(), RestoreError> {
+    if !voters.contains(&id) {
+        return Err(RestoreError::NotAVoter { id, voters: voters.to_vec() });
+    }
+    let not_empty = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
+    if not_empty {
+        return Err(RestoreError::NotEmpty { dir: dir.to_owned() });
+    }
+    let (opened, mut storage) = DataDir::open(dir, cluster, id)?;
+    let restored = Snapshot {
+        membership: Some(Membership::with_voters(voters.iter().copied())),
+        ..snapshot.clone()
+    };
+    // A term of the backup's: no vote was cast in it here, and the first election moves past it.
+    let hard_state = HardState { term: restored.last_term, voted_for: None, recovering: false };
+    storage.save_hard_state(&hard_state).map_err(DataDirError::Storage)?;
+    storage.save_snapshot(&restored).map_err(DataDirError::Storage)?;
+    drop(storage);
+    opened.stamp()?;
+    Ok(())
 }
 
 /// How a node program was asked to start; with what its data directory holds, this decides

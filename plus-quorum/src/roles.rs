@@ -60,6 +60,9 @@ pub enum Request {
     Membership,
     /// A membership change or a leadership transfer.
     ChangeCluster,
+    /// The whole state, for a backup: as much as reading everything, and a copy of the state
+    /// held on the node while it is fetched, so for admins (and nodes) only.
+    Backup,
 }
 
 impl Principal {
@@ -111,7 +114,7 @@ impl Principal {
                 Self::Node(id) => *id == from,
                 _ => node,
             },
-            Request::ChangeCluster => node || matches!(self, Self::Admin(_)),
+            Request::ChangeCluster | Request::Backup => node || matches!(self, Self::Admin(_)),
             Request::Write => !matches!(self, Self::Reader(_)),
             Request::Read | Request::Watch | Request::Status | Request::Membership => true,
         }
@@ -141,6 +144,7 @@ impl std::fmt::Display for Request {
             Self::Status => f.write_str("a status request"),
             Self::Membership => f.write_str("a membership request"),
             Self::ChangeCluster => f.write_str("a membership change"),
+            Self::Backup => f.write_str("a backup"),
         }
     }
 }
@@ -175,18 +179,22 @@ mod tests {
         use Request::*;
         let all = [Raft { from: 1 }, Raft { from: 2 }, Write, Read, Watch, Status, Membership];
         let allowed = |p: &Principal| {
-            all.iter().copied().chain([ChangeCluster]).filter(|r| p.may(*r)).collect::<Vec<_>>()
+            all.iter()
+                .copied()
+                .chain([ChangeCluster, Backup])
+                .filter(|r| p.may(*r))
+                .collect::<Vec<_>>()
         };
         let node1 = Principal::Node(1);
         assert_eq!(
             allowed(&node1),
-            [Raft { from: 1 }, Write, Read, Watch, Status, Membership, ChangeCluster]
+            [Raft { from: 1 }, Write, Read, Watch, Status, Membership, ChangeCluster, Backup]
         );
-        assert_eq!(allowed(&Principal::AnyNode).len(), 8);
-        assert_eq!(allowed(&Principal::Unauthenticated).len(), 8);
+        assert_eq!(allowed(&Principal::AnyNode).len(), 9);
+        assert_eq!(allowed(&Principal::Unauthenticated).len(), 9);
         assert_eq!(
             allowed(&Principal::Admin("a".into())),
-            [Write, Read, Watch, Status, Membership, ChangeCluster]
+            [Write, Read, Watch, Status, Membership, ChangeCluster, Backup]
         );
         assert_eq!(
             allowed(&Principal::Client("c".into())),

@@ -250,7 +250,7 @@ impl<N: NodeApi> Cluster<N> {
         *self.leader.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = leader;
     }
 
-    async fn route<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    pub(crate) async fn route<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
     where
         F: Fn(N, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,

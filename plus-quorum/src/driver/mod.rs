@@ -112,6 +112,10 @@ pub enum StoreError {
         /// Why the last attempt to connect failed.
         cause: String,
     },
+    /// The node is doing one such thing already and does only one at a time (a backup being
+    /// fetched by another admin); nothing was done, and the message says when to try again.
+    #[error("busy: {0}")]
+    Busy(String),
     /// A node answered with a reply of the wrong kind (a node of another version, or a hostile
     /// peer on a network transport); nothing can be concluded about the request.
     #[error("unexpected reply: expected {expected}, got {got}")]
@@ -156,6 +160,13 @@ pub struct Status {
     pub applied: u64,
     /// Whether it is recovering after a wipe.
     pub recovering: bool,
+    /// Keys in its state (0 from a node of an earlier version).
+    #[serde(default)]
+    pub keys: u64,
+    /// Bytes of keys and values in its state, as the quota counts them (etcd's database
+    /// size; 0 from a node of an earlier version).
+    #[serde(default)]
+    pub state_bytes: u64,
 }
 
 impl Status {
@@ -168,6 +179,8 @@ impl Status {
             commit: node.commit_index(),
             applied: node.applied_index(),
             recovering: node.is_recovering(),
+            keys: node.key_count(),
+            state_bytes: node.state_bytes(),
         }
     }
 }

@@ -11,12 +11,33 @@ enum Command {
     ChangeCluster(ClusterChange, Reply),
     Membership(oneshot::Sender<Membership>),
     Read(ReadOp, Reply),
+    Backup(Reply),
     LocalGet(String, oneshot::Sender<Option<Versioned>>),
     Status(oneshot::Sender<Status>),
     Stats(oneshot::Sender<NodeStats>),
     Watch(WatchRequest, Duration, WatchReply),
     Inspect(oneshot::Sender<Inspection>),
     Stop(oneshot::Sender<()>),
+}
+
+/// Starts a request on the node: its reply waits for the node's answer, or gets the refusal at
+/// once.
+fn ask(
+    waiting: &mut HashMap<RequestId, Reply>,
+    next_id: &mut RequestId,
+    reply: Reply,
+    start: impl FnOnce(RequestId) -> Result<(), ClientError>,
+) {
+    let rid = *next_id;
+    *next_id += 1;
+    match start(rid) {
+        Ok(()) => {
+            waiting.insert(rid, reply);
+        }
+        Err(e) => {
+            let _ = reply.send(Err(e));
+        }
+    }
 }
 
 /// A handle to a running node: the client API of one node. Cheap to clone.
@@ -302,28 +323,16 @@ async fn drive<S: Storage + 'static>(
                 let Some(command) = command else { return };
                 match command {
                     Command::Write(op, reply) => {
-                        let rid = next_id;
-                        next_id += 1;
-                        match node.write(rid, op) {
-                            Ok(()) => { waiting.insert(rid, reply); }
-                            Err(e) => { let _ = reply.send(Err(e)); }
-                        }
+                        ask(&mut waiting, &mut next_id, reply, |rid| node.write(rid, op));
                     }
                     Command::Read(op, reply) => {
-                        let rid = next_id;
-                        next_id += 1;
-                        match node.read(rid, op) {
-                            Ok(()) => { waiting.insert(rid, reply); }
-                            Err(e) => { let _ = reply.send(Err(e)); }
-                        }
+                        ask(&mut waiting, &mut next_id, reply, |rid| node.read(rid, op));
+                    }
+                    Command::Backup(reply) => {
+                        ask(&mut waiting, &mut next_id, reply, |rid| node.backup(rid));
                     }
                     Command::ChangeCluster(change, reply) => {
-                        let rid = next_id;
-                        next_id += 1;
-                        match node.change_cluster(rid, &change) {
-                            Ok(()) => { waiting.insert(rid, reply); }
-                            Err(e) => { let _ = reply.send(Err(e)); }
-                        }
+                        ask(&mut waiting, &mut next_id, reply, |rid| node.change_cluster(rid, &change));
                     }
                     Command::Membership(reply) => { let _ = reply.send(node.membership().clone()); }
                     Command::LocalGet(key, reply) => { let _ = reply.send(node.local_get(&key).cloned()); }
@@ -349,6 +358,7 @@ async fn drive<S: Storage + 'static>(
                         while let Ok(queued) = commands.try_recv() {
                             if let Command::Write(_, r)
                             | Command::Read(_, r)
+                            | Command::Backup(r)
                             | Command::ChangeCluster(_, r) = queued
                             {
                                 let _ = r.send(Err(ClientError::NotLeader { leader: None }));
@@ -452,6 +462,18 @@ impl NodeHandle {
         match self.call(|r| Command::Read(op, r), deadline).await?? {
             Response::Read(r) => Ok(r),
             other => Err(StoreError::unexpected("a read result", &other)),
+        }
+    }
+
+    /// The whole state at one committed revision, for a backup, on this node (the leader):
+    /// see [`Node::backup`]. Writes go on meanwhile.
+    ///
+    /// # Errors
+    /// [`StoreError`]; [`ClientError::NotLeader`] on a follower.
+    pub async fn backup(&self, deadline: Duration) -> Result<crate::Snapshot, StoreError> {
+        match self.call(Command::Backup, deadline).await?? {
+            Response::Backup(snapshot) => Ok(*snapshot),
+            other => Err(StoreError::unexpected("a backup", &other)),
         }
     }
 

@@ -14,7 +14,14 @@ pub(super) struct PendingRead {
     pub(super) seq: u64,
     pub(super) read_index: LogIndex,
     pub(super) id: RequestId,
-    pub(super) op: ReadOp,
+    pub(super) op: Asked,
+}
+
+/// What a linearizable read asks for: a client's read, or the whole state for a backup (kept
+/// apart from [`ReadOp`]: the state is no answer to send over the wire as one reply).
+pub(super) enum Asked {
+    Op(ReadOp),
+    Backup,
 }
 
 /// One follower as the leader tracks it.
@@ -119,7 +126,7 @@ pub(super) struct Leadership {
     /// The current read-confirmation round.
     pub(super) read_seq: u64,
     /// Reads that wait until the leader has committed an entry of its own term.
-    pub(super) reads_waiting_for_term_commit: VecDeque<(RequestId, ReadOp)>,
+    pub(super) reads_waiting_for_term_commit: VecDeque<(RequestId, Asked)>,
     pub(super) pending_reads: VecDeque<PendingRead>,
     /// Writes by log index, with the term they were proposed in.
     pub(super) pending_writes: BTreeMap<LogIndex, (RequestId, Term)>,

@@ -497,6 +497,18 @@ impl Node {
         self.role
     }
 
+    /// Keys in its applied state.
+    #[must_use]
+    pub fn key_count(&self) -> u64 {
+        self.state.len() as u64
+    }
+
+    /// Bytes of keys and values in its applied state, as the quota counts them.
+    #[must_use]
+    pub fn state_bytes(&self) -> u64 {
+        self.state_bytes as u64
+    }
+
     /// Whether it leads.
     #[must_use]
     pub fn is_leader(&self) -> bool {

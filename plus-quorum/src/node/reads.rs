@@ -1,15 +1,16 @@
 //! Linearizable reads (ReadIndex): a quorum round confirms leadership, then the read waits for
 //! the commit index of its start to be applied.
 
-use super::leader::PendingRead;
+use super::leader::{Asked, PendingRead};
 use super::{Node, Role, quorum_value};
 use crate::client_error::ClientError;
 use crate::ids::{LogIndex, RequestId};
+use crate::log::Snapshot;
 use crate::ops::{ClientOutput, ReadOp, Response};
 use crate::txn::{Range, RangeResult};
 
 impl Node {
-    pub(super) fn start_read(&mut self, id: RequestId, op: ReadOp) {
+    pub(super) fn start_read(&mut self, id: RequestId, op: Asked) {
         self.lead.read_seq += 1;
         self.lead.pending_reads.push_back(PendingRead {
             seq: self.lead.read_seq,
@@ -45,7 +46,10 @@ impl Node {
                 break;
             }
             let read = self.lead.pending_reads.pop_front().expect("front exists");
-            let result = self.answer_read(&read.op).map(Response::Read);
+            let result = match &read.op {
+                Asked::Op(op) => self.answer_read(op).map(Response::Read),
+                Asked::Backup => Ok(Response::Backup(Box::new(self.backup_snapshot()))),
+            };
             self.outputs.push_back(ClientOutput { id: read.id, result });
         }
     }
@@ -54,8 +58,8 @@ impl Node {
     /// answered now, "no such lease" would be a state no committed entry made (a deposed leader's
     /// expiry may never commit, and the lease lives on under the next leader), and a renewal
     /// would promise a TTL the committed expiry is about to take away.
-    fn awaits_expiry(&self, op: &ReadOp) -> bool {
-        matches!(op, ReadOp::LeaseKeepAlive(lease) | ReadOp::LeaseTimeToLive(lease)
+    fn awaits_expiry(&self, op: &Asked) -> bool {
+        matches!(op, Asked::Op(ReadOp::LeaseKeepAlive(lease) | ReadOp::LeaseTimeToLive(lease))
             if self.lead.leases.is_expiring(*lease))
     }
 
@@ -108,11 +112,44 @@ impl Node {
         if let ReadOp::Range(Range { revision: Some(at), .. }) = &op {
             self.check_past_revision(*at)?;
         }
-        if self.committed_in_term() {
-            self.start_read(id, op);
-        } else {
-            self.lead.reads_waiting_for_term_commit.push_back((id, op));
-        }
+        self.start_or_hold_read(id, Asked::Op(op));
         Ok(())
+    }
+
+    /// Asks for the whole state at one committed revision, as linearizable as a read: the
+    /// answer, [`Response::Backup`], is a [`Snapshot`] at the applied index once the read's
+    /// quorum round has confirmed this node still leads. An online backup: writes go on while
+    /// the host encodes and sends it. The copy is made on the node's loop, as for a snapshot
+    /// of its own (O(keys)).
+    ///
+    /// # Errors
+    /// [`ClientError::NotLeader`] when this node does not lead.
+    pub fn backup(&mut self, id: RequestId) -> Result<(), ClientError> {
+        if self.role != Role::Leader || self.halted.is_some() {
+            return Err(ClientError::NotLeader {
+                leader: self.leader.filter(|&l| l != self.config.id),
+            });
+        }
+        self.start_or_hold_read(id, Asked::Backup);
+        Ok(())
+    }
+
+    /// A read starts its round once this leader has committed an entry of its own term (before
+    /// that, its commit index may be behind what earlier leaders committed).
+    fn start_or_hold_read(&mut self, id: RequestId, asked: Asked) {
+        if self.committed_in_term() {
+            self.start_read(id, asked);
+        } else {
+            self.lead.reads_waiting_for_term_commit.push_back((id, asked));
+        }
+    }
+
+    fn backup_snapshot(&self) -> Snapshot {
+        Snapshot {
+            last_index: self.applied,
+            last_term: self.log.term_at(self.applied).unwrap_or(self.term),
+            state: self.state.clone(),
+            membership: Some(self.configs.at(self.applied).clone()),
+        }
     }
 }

@@ -10,7 +10,7 @@ use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::log::{Entry, Payload, Snapshot};
 use crate::membership::ClusterChanged;
 use crate::message::Message;
-use crate::ops::{ClientOutput, ReadOp, Response, WriteOp};
+use crate::ops::{ClientOutput, Response, WriteOp};
 
 impl Node {
     pub(super) fn append_local(&mut self, payload: Payload) -> Option<LogIndex> {
@@ -181,10 +181,9 @@ impl Node {
             self.apply_committed();
         }
         if self.committed_in_term() {
-            let waiting: Vec<(RequestId, ReadOp)> =
-                self.lead.reads_waiting_for_term_commit.drain(..).collect();
-            for (id, op) in waiting {
-                self.start_read(id, op);
+            let waiting: Vec<_> = self.lead.reads_waiting_for_term_commit.drain(..).collect();
+            for (id, asked) in waiting {
+                self.start_read(id, asked);
             }
         }
     }

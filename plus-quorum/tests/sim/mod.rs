@@ -316,6 +316,7 @@ impl ModelRet {
             Response::Cluster(other) => {
                 unreachable!("clients do not change the cluster: {other:?}")
             }
+            Response::Backup(_) => unreachable!("this workload takes no backups"),
             Response::Write(WriteResult::Applied { .. }) => ModelRet::Done,
             Response::Write(WriteResult::CompareFailed { key, current }) => {
                 ModelRet::CompareFailed {
