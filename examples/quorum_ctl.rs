@@ -8,7 +8,7 @@
 //! quorum_ctl --endpoints ... --write-out json get app/ --prefix
 //! quorum_ctl --endpoints ... put session/web up --lease 42
 //! quorum_ctl --endpoints ... del app/ --prefix
-//! quorum_ctl --endpoints ... txn --file swap.json      # exit 3 when the compares failed
+//! quorum_ctl --endpoints ... txn --file swap.txn       # exit 3 when the compares failed
 //! quorum_ctl --endpoints ... watch app/ --prefix [--rev R]
 //! quorum_ctl --endpoints ... lease grant 30 | revoke ID | keep-alive ID | timetolive ID | list
 //! quorum_ctl --endpoints ... lock deploy -- ./deploy.sh  # holds the lock while it runs
@@ -21,7 +21,11 @@
 //! quorum_ctl --endpoints ... member promote 4
 //! quorum_ctl --endpoints ... member remove 1
 //! quorum_ctl --endpoints ... member replace 1 4 127.0.0.1:7104  # add, promote, remove
-//! quorum_ctl --endpoints ... transfer-leadership 2
+//! quorum_ctl --endpoints ... move-leader 2
+//! quorum_ctl --endpoints ... --write-out table endpoint status
+//! quorum_ctl --endpoints ... snapshot save backup.db   # online, needs an admin's credential
+//! quorum_ctl snapshot status backup.db
+//! quorum_ctl snapshot restore backup.db --data /var/lib/q1 --id 1 --peers 1=...,2=...,3=... --cluster restored
 //! ```
 //!
 //! A node to add is started first with `quorum_node --new-member`.
@@ -41,6 +45,10 @@ mod keys;
 mod quorum_client;
 #[path = "quorum_ctl/sessions.rs"]
 mod sessions;
+#[path = "quorum_ctl/snapshot.rs"]
+mod snapshot;
+#[path = "quorum_ctl/table.rs"]
+mod table;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -50,15 +58,17 @@ use plus_quorum::{Cluster, ClusterChange, ClusterChanged, RemoteNode};
 
 /// A command-line client of a plus-quorum cluster.
 #[derive(Debug, Parser)]
-#[command(name = "quorum_ctl")]
+#[command(name = "quorum_ctl", after_help = EXAMPLES)]
 struct Args {
-    /// The nodes: `ID=HOST:PORT,...` (the same list as the nodes' --peers).
+    /// The nodes: `ID=HOST:PORT,...` (the same list as the nodes' --peers). Every command but
+    /// `snapshot status` and `snapshot restore` needs it.
     #[arg(long)]
-    endpoints: String,
+    endpoints: Option<String>,
     /// How long a call may take, in seconds (an election included).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     timeout: u64,
-    /// How answers are printed: `simple` (values, one per line) or `json` (one object per line).
+    /// How answers are printed: `simple` (values, one per line), `json` (one object per line)
+    /// or `table` (lists in a box).
     #[arg(long, value_enum, default_value_t = Output::Simple)]
     write_out: Output,
     #[command(flatten)]
@@ -74,7 +84,23 @@ enum Output {
     Simple,
     /// One JSON object per line.
     Json,
+    /// Lists (ranges, endpoints, members, leases, a backup's status) in a box, as etcdctl's
+    /// table; single answers as `simple`.
+    Table,
 }
+
+const EXAMPLES: &str = "Examples (E=1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103):
+  quorum_ctl --endpoints $E put greeting hello
+  quorum_ctl --endpoints $E get app/ --prefix --write-out table
+  quorum_ctl --endpoints $E txn --file swap.txn        # exit 3 when the compares failed
+  quorum_ctl --endpoints $E watch app/ --prefix --rev 1
+  quorum_ctl --endpoints $E lock deploy -- ./deploy.sh
+  quorum_ctl --endpoints $E endpoint status --write-out table
+  quorum_ctl --endpoints $E snapshot save backup.db
+  quorum_ctl snapshot status backup.db
+  quorum_ctl snapshot restore backup.db --data /var/lib/q1 --id 1 --peers $E --cluster restored
+
+Exit status: 0 success, 1 error (or nothing found, or unhealthy), 2 usage, 3 failed compares.";
 
 /// Resolves at SIGTERM or Ctrl-C: what the commands that hold something (a watch, a lock, a
 /// leadership) stop on.
@@ -111,9 +137,10 @@ enum Op {
     /// Runs a transaction written as JSON in FILE (`{"when": [...], "then": [...],
     /// "otherwise": [...]}`); exits 3 when its compares failed and `otherwise` ran.
     Txn {
-        /// The transaction.
+        /// The transaction: etcdctl's text (compares, a blank line, then-operations, a blank
+        /// line, else-operations) or JSON; standard input when not given.
         #[arg(long)]
-        file: std::path::PathBuf,
+        file: Option<std::path::PathBuf>,
     },
     /// Prints every change of a key (or a prefix) as it happens, until interrupted.
     Watch {
@@ -167,9 +194,16 @@ enum Op {
         op: MemberOp,
     },
     /// Hands leadership to a voter (before restarting the leader, say).
-    TransferLeadership {
+    #[command(name = "move-leader", alias = "transfer-leadership")]
+    MoveLeader {
         /// The voter to lead next.
         to: u64,
+    },
+    /// Backups: `save FILE` from the running cluster, `status FILE`, `restore FILE --data DIR
+    /// --id N --peers ...` into a new cluster's data directory.
+    Snapshot {
+        #[command(subcommand)]
+        op: snapshot::SnapshotOp,
     },
 }
 
@@ -208,7 +242,24 @@ enum MemberOp {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let endpoints = cli::members(&args.endpoints).unwrap_or_else(|e| cli::usage_error::<Args>(e));
+    // The offline commands read and write local files only.
+    match &args.command {
+        Op::Snapshot { op: snapshot::SnapshotOp::Status { file } } => {
+            return cli::run_async(async { snapshot::status(file, args.write_out) });
+        }
+        Op::Snapshot { op: snapshot::SnapshotOp::Restore { file, data, id, peers, cluster } } => {
+            return cli::run_async(async {
+                snapshot::restore(file, data, *id, peers, cluster, args.write_out)
+            });
+        }
+        _ => {}
+    }
+    let Some(endpoints) = &args.endpoints else {
+        cli::usage_error::<Args>(
+            "--endpoints is needed by every command but `snapshot status` and `snapshot restore`",
+        )
+    };
+    let endpoints = cli::members(endpoints).unwrap_or_else(|e| cli::usage_error::<Args>(e));
     if let Err(e) = args.auth.check_plain_text(endpoints.iter().map(|(_, addr)| addr.as_str())) {
         cli::usage_error::<Args>(e);
     }
@@ -228,7 +279,7 @@ async fn run(cluster: Cluster<RemoteNode>, op: Op, out: Output) -> Result<bool, 
         Op::Put { key, value, lease } => return keys::put(&cluster, &key, value, lease, out).await,
         Op::Get(get) => return keys::get(&cluster, get, out).await,
         Op::Del { key, prefix } => return keys::del(&cluster, &key, prefix, out).await,
-        Op::Txn { file } => return keys::txn(&cluster, &file, out).await,
+        Op::Txn { file } => return keys::txn(&cluster, file.as_deref(), out).await,
         Op::Watch { key, prefix, rev } => {
             return keys::watch(&cluster, &key, prefix, rev, out).await;
         }
@@ -243,8 +294,12 @@ async fn run(cluster: Cluster<RemoteNode>, op: Op, out: Output) -> Result<bool, 
                 println!("{key}");
             }
         }
-        Op::Member { op } => return member(&cluster, op).await,
-        Op::TransferLeadership { to } => {
+        Op::Member { op } => return member(&cluster, op, out).await,
+        Op::Snapshot { op: snapshot::SnapshotOp::Save { file } } => {
+            return snapshot::save(&cluster, &file, out).await;
+        }
+        Op::Snapshot { .. } => unreachable!("the offline snapshot commands ran before connecting"),
+        Op::MoveLeader { to } => {
             let change = ClusterChange::TransferLeadership { to };
             cluster.change_cluster(change).await.map_err(|e| e.to_string())?;
             println!("node {to} leads");
@@ -256,11 +311,32 @@ async fn run(cluster: Cluster<RemoteNode>, op: Op, out: Output) -> Result<bool, 
     Ok(true)
 }
 
-async fn member(cluster: &Cluster<RemoteNode>, op: MemberOp) -> Result<bool, String> {
+async fn member(cluster: &Cluster<RemoteNode>, op: MemberOp, out: Output) -> Result<bool, String> {
     let change = match op {
-        MemberOp::List => {
+        MemberOp::List if out == Output::Simple => {
             let membership = cluster.membership().await.map_err(|e| e.to_string())?;
             println!("{membership}");
+            return Ok(true);
+        }
+        MemberOp::List => {
+            let membership = cluster.membership().await.map_err(|e| e.to_string())?;
+            let rows: Vec<Vec<String>> = membership
+                .members()
+                .map(|id| {
+                    let role = if membership.is_voter(id) { "voter" } else { "learner" };
+                    let address = membership.address(id).unwrap_or("-");
+                    vec![id.to_string(), role.to_owned(), address.to_owned()]
+                })
+                .collect();
+            if out == Output::Json {
+                let members: Vec<_> = rows
+                    .iter()
+                    .map(|r| serde_json::json!({"id": r[0], "role": r[1], "address": r[2]}))
+                    .collect();
+                println!("{}", serde_json::json!({ "members": members }));
+            } else {
+                table::print(&["id", "role", "address"], rows, out);
+            }
             return Ok(true);
         }
         MemberOp::Replace { old, new, address } => {

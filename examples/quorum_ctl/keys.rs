@@ -57,6 +57,11 @@ pub(crate) async fn get(
             Output::Json => println!("{}", versioned_json(&args.key, &found)),
             Output::Simple if args.keys_only => println!("{}", args.key),
             Output::Simple => println!("{}", String::from_utf8_lossy(&found.value)),
+            Output::Table => super::table::print(
+                &["key", "value", "version", "created", "lease"],
+                [kv_row(&args.key, &found)],
+                out,
+            ),
         }
         return Ok(true);
     }
@@ -75,7 +80,12 @@ pub(crate) async fn get(
             let kvs: Vec<Value> = result.kvs.iter().map(|(k, v)| versioned_json(k, v)).collect();
             println!("{}", json!({"kvs": kvs, "count": result.count, "more": result.more}));
         }
-        Output::Simple if args.count_only => println!("{}", result.count),
+        Output::Simple | Output::Table if args.count_only => println!("{}", result.count),
+        Output::Table => super::table::print(
+            &["key", "value", "version", "created", "lease"],
+            result.kvs.iter().map(|(k, v)| kv_row(k, v)),
+            out,
+        ),
         Output::Simple => {
             for (key, value) in &result.kvs {
                 println!("{key}");
@@ -86,6 +96,17 @@ pub(crate) async fn get(
         }
     }
     Ok(args.count_only || result.count > 0)
+}
+
+/// A key's row in a table.
+fn kv_row(key: &str, value: &plus_quorum::Versioned) -> Vec<String> {
+    vec![
+        key.to_owned(),
+        String::from_utf8_lossy(&value.value).into_owned(),
+        value.version.to_string(),
+        value.created.to_string(),
+        value.lease.map_or_else(|| "-".to_owned(), |l| l.to_string()),
+    ]
 }
 
 /// `put`: sets a key (on a lease if given); prints its new version.
@@ -103,7 +124,7 @@ pub(crate) async fn put(
     .map_err(|e| e.to_string())?;
     match out {
         Output::Json => println!("{}", json!({"key": key, "version": version})),
-        Output::Simple => println!("{version}"),
+        Output::Simple | Output::Table => println!("{version}"),
     }
     Ok(true)
 }
@@ -138,7 +159,7 @@ pub(crate) async fn del(
     }
     match out {
         Output::Json => println!("{}", json!({"deleted": deleted})),
-        Output::Simple => println!("{deleted}"),
+        Output::Simple | Output::Table => println!("{deleted}"),
     }
     Ok(true)
 }
@@ -146,18 +167,33 @@ pub(crate) async fn del(
 /// Exit status of a transaction whose compares failed (its `otherwise` branch ran).
 pub(crate) const COMPARE_FAILED: u8 = 3;
 
-/// `txn --file F`: a transaction written as JSON (`{"when": [...], "then": [...],
-/// "otherwise": [...]}`, plus-quorum's `Txn`); `Err` with [`COMPARE_FAILED`] in mind when
-/// the compares failed.
+/// `txn [--file F]`: a transaction in etcdctl's text (compares, a blank line, then-operations, a
+/// blank line, else-operations: plus-quorum's `Txn::from_str`) or as JSON (`{"when": [...],
+/// "then": [...], "otherwise": [...]}`), from the file or standard input; exit
+/// [`COMPARE_FAILED`] when the compares failed.
 pub(crate) async fn txn(
     cluster: &Cluster<RemoteNode>,
-    file: &Path,
+    file: Option<&Path>,
     out: Output,
 ) -> Result<bool, String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let txn: Txn = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not a transaction: {e}", file.display()))?;
+    let (text, from) = match file {
+        Some(file) => (
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?,
+            file.display().to_string(),
+        ),
+        None => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            (text, "standard input".to_owned())
+        }
+    };
+    let txn: Txn = if text.trim_start().starts_with('{') {
+        serde_json::from_str(&text).map_err(|e| format!("{from} is not a transaction: {e}"))?
+    } else {
+        text.parse().map_err(|e| format!("{from}, {e}"))?
+    };
     let outcome = cluster.txn(txn).await.map_err(|e| e.to_string())?;
     match out {
         Output::Json => println!(
@@ -168,7 +204,7 @@ pub(crate) async fn txn(
                 "results": outcome.results.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>(),
             })
         ),
-        Output::Simple => {
+        Output::Simple | Output::Table => {
             println!("{}", if outcome.succeeded { "SUCCESS" } else { "FAILURE" });
             for result in &outcome.results {
                 println!("{result:?}");
@@ -218,7 +254,7 @@ pub(crate) async fn watch(
                     "{}",
                     json!({"revision": event.revision, "type": kind, "key": event.key, "value": value})
                 ),
-                Output::Simple => {
+                Output::Simple | Output::Table => {
                     println!("{kind} {} (revision {})", event.key, event.revision);
                     if let Some(value) = value {
                         println!("{value}");

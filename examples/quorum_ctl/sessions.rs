@@ -45,7 +45,7 @@ pub(crate) async fn lease(
                 cluster.grant_lease(Duration::from_secs(ttl)).await.map_err(|e| e.to_string())?;
             match out {
                 Output::Json => println!("{}", json!({"id": info.id, "ttl_ms": info.ttl_ms})),
-                Output::Simple => println!("{}", info.id),
+                Output::Simple | Output::Table => println!("{}", info.id),
             }
         }
         LeaseOp::Revoke { id } => {
@@ -61,7 +61,9 @@ pub(crate) async fn lease(
                 let info = cluster.keep_alive(id).await.map_err(|e| e.to_string())?;
                 match out {
                     Output::Json => println!("{}", json!({"id": id, "ttl_ms": info.ttl_ms})),
-                    Output::Simple => println!("lease {id} kept alive, TTL {} ms", info.ttl_ms),
+                    Output::Simple | Output::Table => {
+                        println!("lease {id} kept alive, TTL {} ms", info.ttl_ms);
+                    }
                 }
                 tokio::select! {
                     () = &mut stop => return Ok(true),
@@ -76,7 +78,7 @@ pub(crate) async fn lease(
                     "{}",
                     json!({"id": id, "ttl_ms": info.ttl_ms, "remaining_ms": info.remaining_ms, "keys": info.keys})
                 ),
-                Output::Simple => println!(
+                Output::Simple | Output::Table => println!(
                     "lease {id}: TTL {} ms, {} ms left, keys {:?}",
                     info.ttl_ms, info.remaining_ms, info.keys
                 ),
@@ -86,10 +88,12 @@ pub(crate) async fn lease(
             let leases = cluster.leases().await.map_err(|e| e.to_string())?;
             match out {
                 Output::Json => println!("{}", json!({"leases": leases})),
-                Output::Simple => {
-                    for lease in leases {
-                        println!("{lease}");
-                    }
+                Output::Simple | Output::Table => {
+                    super::table::print(
+                        &["lease"],
+                        leases.iter().map(|l| vec![l.to_string()]),
+                        out,
+                    );
                 }
             }
         }
@@ -114,7 +118,7 @@ pub(crate) async fn lock(
     let guard = session.lock(name).await.map_err(|e| e.to_string())?;
     match out {
         Output::Json => println!("{}", json!({"key": guard.key, "token": guard.token})),
-        Output::Simple => println!("{}", guard.key),
+        Output::Simple | Output::Table => println!("{}", guard.key),
     }
     let ok = if let Some((program, args)) = command.split_first() {
         let mut child = tokio::process::Command::new(program)
@@ -157,7 +161,7 @@ pub(crate) async fn elect(
             "{}",
             json!({"name": name, "key": leadership.key, "revision": leadership.revision, "proposal": proposal})
         ),
-        Output::Simple => println!("{}\n{proposal}", leadership.key),
+        Output::Simple | Output::Table => println!("{}\n{proposal}", leadership.key),
     }
     tokio::select! {
         () = crate::interrupted() => {}
@@ -185,6 +189,7 @@ pub(crate) async fn endpoint(
 ) -> Result<bool, String> {
     let mut healthy_all = true;
     let mut answered = 0;
+    let mut rows = Vec::new();
     for node in cluster.handles() {
         let status = node.status().await;
         let (healthy, why) = match &status {
@@ -198,22 +203,40 @@ pub(crate) async fn endpoint(
         match (op, out, &status) {
             (EndpointOp::Status, Output::Json, Ok(s)) => println!(
                 "{}",
-                json!({"id": s.id, "role": format!("{:?}", s.role), "term": s.term, "leader": s.leader, "commit": s.commit, "applied": s.applied, "recovering": s.recovering})
+                json!({"id": s.id, "role": format!("{:?}", s.role), "term": s.term, "leader": s.leader, "commit": s.commit, "applied": s.applied, "recovering": s.recovering, "keys": s.keys, "state_bytes": s.state_bytes})
             ),
             (EndpointOp::Status, Output::Simple, Ok(s)) => println!(
-                "node {} {:?} term={} leader={} commit={} applied={}{}",
+                "node {} {:?} term={} leader={} commit={} applied={} keys={} state_bytes={}{}",
                 s.id,
                 s.role,
                 s.term,
                 s.leader.map_or("-".to_owned(), |l| l.to_string()),
                 s.commit,
                 s.applied,
+                s.keys,
+                s.state_bytes,
                 if s.recovering { " recovering" } else { "" }
             ),
+            (EndpointOp::Status, Output::Table, Ok(s)) => rows.push(vec![
+                s.id.to_string(),
+                format!("{:?}", s.role),
+                s.term.to_string(),
+                s.leader.map_or("-".to_owned(), |l| l.to_string()),
+                s.commit.to_string(),
+                s.applied.to_string(),
+                s.keys.to_string(),
+                s.state_bytes.to_string(),
+                if s.recovering { "recovering" } else { "-" }.to_owned(),
+            ]),
             (EndpointOp::Status, _, Err(e)) => println!("node {} unreachable: {e}", node.id()),
             (EndpointOp::Health, Output::Json, _) => {
                 println!("{}", json!({"id": node.id(), "healthy": healthy, "error": why}));
             }
+            (EndpointOp::Health, Output::Table, _) => rows.push(vec![
+                node.id().to_string(),
+                healthy.to_string(),
+                if why.is_empty() { "-".to_owned() } else { why },
+            ]),
             (EndpointOp::Health, Output::Simple, _) if healthy => {
                 println!("node {} is healthy", node.id());
             }
@@ -221,6 +244,24 @@ pub(crate) async fn endpoint(
                 println!("node {} is unhealthy: {why}", node.id());
             }
         }
+    }
+    match op {
+        EndpointOp::Status => super::table::print(
+            &[
+                "id",
+                "role",
+                "term",
+                "leader",
+                "commit",
+                "applied",
+                "keys",
+                "state bytes",
+                "recovering",
+            ],
+            rows,
+            out,
+        ),
+        EndpointOp::Health => super::table::print(&["id", "healthy", "error"], rows, out),
     }
     if answered == 0 {
         eprintln!("error: no node answered");

@@ -234,6 +234,13 @@ async fn pre_shared_keys_bind_roles_and_a_refused_key_is_named() {
     let write = quorum_ctl(&endpoints, 10, &as_file(&reader_key), &["put", "k", "w"]);
     let stderr = String::from_utf8_lossy(&write.stderr);
     assert!(!write.status.success() && stderr.contains("may not make a write"), "{stderr}");
+    // A backup is all the data and a copy held on the leader: admins only.
+    let backup = nodes.dir.join("taken.db");
+    let op = ["snapshot", "save", backup.to_str().unwrap()];
+    let save = quorum_ctl(&endpoints, 10, &as_file(&client_key), &op);
+    let stderr = String::from_utf8_lossy(&save.stderr);
+    assert!(!save.status.success() && stderr.contains("may not make a backup"), "{stderr}");
+    assert!(!backup.exists() && !backup.with_extension("part").exists(), "nothing left behind");
 
     let client = plus_mux::Psk::new(b"client-key-0123456789abcdef000".to_vec()).unwrap();
     let refused = forge(&client.connector(&addrs[&1]), 2, vec![vote_at_the_last_term()]).await;

@@ -413,6 +413,24 @@ async fn quorum_ctl_covers_what_operators_do() {
     let (code, said, err) = ctl(&["txn", "--file", txn.to_str().unwrap()]);
     assert_eq!(code, Some(3), "{said}{err}");
     assert!(said.starts_with("FAILURE"), "{said}");
+    // The same in etcdctl's text, whose compares hold this time.
+    std::fs::write(
+        &txn,
+        "version(\"other\") > \"0\"\nvalue(\"other\") = \"3\"\n\nput swapped \"yes it is\"\n\nget other\n",
+    )
+    .unwrap();
+    let (code, said, err) = ctl(&["txn", "--file", txn.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{said}{err}");
+    assert!(said.starts_with("SUCCESS"), "{said}");
+    assert_eq!(ctl(&["get", "swapped"]).1, "yes it is\n");
+    std::fs::write(&txn, "mod(\"other\") < \"3\"\n").unwrap();
+    let (code, _, err) = ctl(&["txn", "--file", txn.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("line 1") && err.contains("with = only"), "{err}");
+    let (_, table, _) = ctl(&["--write-out", "table", "get", "app/", "--prefix"]);
+    assert!(table.contains("| KEY ") && table.contains("| app/b "), "{table}");
+    let (_, table, _) = ctl(&["--write-out", "table", "endpoint", "status"]);
+    assert!(table.contains("| ID ") && table.contains("| Leader "), "{table}");
     assert_eq!(ctl(&["del", "app/", "--prefix"]).1.trim(), "2");
     assert_eq!(ctl(&["get", "app/a"]).0, Some(1), "deleted: not found");
     // A lock held while a command runs, which sees its fencing token.
@@ -427,6 +445,9 @@ async fn quorum_ctl_covers_what_operators_do() {
     let (code, health, _) = ctl(&["endpoint", "health"]);
     assert_eq!(code, Some(0), "{health}");
     assert!(health.contains("node 1 is healthy"), "{health}");
+    let (code, help, _) = ctl(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(help.contains("Examples") && help.contains("snapshot restore"), "{help}");
     let _ = std::fs::remove_dir_all(&data);
 }
 
