@@ -14,6 +14,7 @@
 //! quorum_ctl --endpoints ... lock deploy -- ./deploy.sh  # holds the lock while it runs
 //! quorum_ctl --endpoints ... elect controllers replica-a
 //! quorum_ctl --endpoints ... endpoint status | endpoint health
+//! quorum_ctl --endpoints ... alarm list | alarm disarm
 //! quorum_ctl --endpoints ... keys 'greet*'
 //! quorum_ctl --endpoints ... status
 //! quorum_ctl --endpoints ... member list
@@ -181,6 +182,11 @@ enum Op {
         #[command(subcommand)]
         op: sessions::EndpointOp,
     },
+    /// The alarms raised on any node (`list`), or what clears them (`disarm`).
+    Alarm {
+        #[command(subcommand)]
+        op: sessions::AlarmOp,
+    },
     /// Lists the keys matching a glob (`*`, `?`).
     Keys {
         /// The pattern.
@@ -289,6 +295,7 @@ async fn run(cluster: Cluster<RemoteNode>, op: Op, out: Output) -> Result<bool, 
             return sessions::elect(&cluster, &name, proposal, out).await;
         }
         Op::Endpoint { op } => return sessions::endpoint(&cluster, op, out).await,
+        Op::Alarm { op } => return sessions::alarm(&cluster, op, out).await,
         Op::Keys { pattern } => {
             for key in cluster.keys(&pattern).await.map_err(|e| e.to_string())? {
                 println!("{key}");

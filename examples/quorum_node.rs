@@ -46,8 +46,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use cli::TlsArgs;
 use plus_quorum::{
-    Config, MuxConfig, NodeHandle, NodeId, NodeProgram, Security, StartMode, run_node,
-    shutdown_signal,
+    Config, HttpEndpoints, MuxConfig, NodeHandle, NodeId, NodeProgram, Security, StartMode,
+    run_node, shutdown_signal,
 };
 
 /// One plus-quorum node as its own process.
@@ -115,8 +115,10 @@ struct Args {
     /// interval keeps write latency's tail short, at the cost of a longer log in memory.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     snapshot_entries: u64,
-    /// Serve /health, /metrics (Prometheus's text format) and /version over plain HTTP on this
-    /// address (loopback unless --insecure: the endpoints do not authenticate).
+    /// Serve /health, /metrics (Prometheus's text format), /version and the JSON gateway
+    /// (/v3/kv/*, /v3/lease/*, /v3/watch) on this address: HTTPS with client certificates and
+    /// their roles when --tls-* is given; else plain HTTP, loopback only unless --insecure (and
+    /// with --psk-dir the gateway refuses every request: keys are not an HTTP credential).
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<SocketAddr>,
 }
@@ -151,10 +153,11 @@ fn main() -> ExitCode {
     if let Some(http) = args.http_listen
         && !http.ip().is_loopback()
         && !args.insecure
+        && !args.tls.enabled()
     {
         cli::usage_error::<Args>(format!(
-            "refusing to serve unauthenticated HTTP on {http}; pass --insecure if the network is \
-             trusted"
+            "refusing to serve unauthenticated HTTP on {http}; give --tls-* (HTTPS with client \
+             certificates), or pass --insecure if the network is trusted"
         ));
     }
     cli::init_logging();
@@ -174,6 +177,8 @@ async fn run(args: Args) -> Result<bool, String> {
         (_, _, true) => StartMode::Rejoin,
         _ => StartMode::New,
     };
+    let gateway_peers = addrs.clone();
+    let http_security = security.clone();
     let program = NodeProgram {
         config: node_config(&args, members.clone()),
         addrs,
@@ -203,11 +208,20 @@ async fn run(args: Args) -> Result<bool, String> {
     };
     let started = |node: &NodeHandle, start| {
         if let Some((listener, metrics)) = http {
-            println!(
-                "node {id} serving /health, /metrics and /version on http://{}",
-                args.http_listen.map_or(String::new(), |a| a.to_string())
-            );
-            drop(plus_quorum::serve_http(listener, node.clone(), metrics));
+            let scheme = if args.tls.enabled() { "https" } else { "http" };
+            let endpoints =
+                HttpEndpoints::new(node.clone(), metrics, gateway_peers).secured(http_security);
+            match plus_quorum::serve_http(listener, endpoints) {
+                Ok(task) => {
+                    drop(task);
+                    println!(
+                        "node {id} serving /health, /metrics, /version and the JSON gateway on \
+                         {scheme}://{}",
+                        args.http_listen.map_or(String::new(), |a| a.to_string())
+                    );
+                }
+                Err(e) => eprintln!("error: no HTTP endpoints: {e}"),
+            }
         }
         tracing::info!(node = id, %listen, ?members, ?start, "quorum node serving");
         println!("node {id} serving on {listen}{tls} (members {members:?})");

@@ -271,3 +271,67 @@ pub(crate) async fn endpoint(
         EndpointOp::Health => healthy_all,
     })
 }
+
+/// `alarm list|disarm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub(crate) enum AlarmOp {
+    /// Every raised alarm, one per line (`NOSPACE`: past the quota; `STORAGE`: the node
+    /// halted on a storage failure); nothing when none is.
+    List,
+    /// etcd's disarm. Here alarms clear by themselves once their cause is gone: prints, for
+    /// each raised one, what ends it, and exits 1 while any is raised.
+    Disarm,
+}
+
+pub(crate) async fn alarm(
+    cluster: &Cluster<RemoteNode>,
+    op: AlarmOp,
+    out: Output,
+) -> Result<bool, String> {
+    let mut raised = Vec::new();
+    let mut answered = 0;
+    for node in cluster.handles() {
+        match node.status().await {
+            Ok(status) => {
+                answered += 1;
+                if status.no_space {
+                    raised.push((node.id(), "NOSPACE"));
+                }
+                if status.halted {
+                    raised.push((node.id(), "STORAGE"));
+                }
+            }
+            Err(e) => eprintln!("node {} unreachable: {e}", node.id()),
+        }
+    }
+    if answered == 0 {
+        return Err("no node answered".to_owned());
+    }
+    let what_ends_it = |alarm: &str| match alarm {
+        "NOSPACE" => {
+            "clears by itself once deletes bring the state under the quota (or the node \
+                      restarts with a larger --quota-bytes)"
+        }
+        _ => {
+            "clears when the node is restarted on a storage that works (replace its disk: \
+              `member replace`)"
+        }
+    };
+    match (op, out) {
+        (_, Output::Json) => println!(
+            "{}",
+            json!({"alarms": raised.iter().map(|(id, alarm)| json!({"node": id, "alarm": alarm})).collect::<Vec<_>>()})
+        ),
+        (AlarmOp::List, _) => super::table::print(
+            &["node", "alarm"],
+            raised.iter().map(|(id, alarm)| vec![id.to_string(), (*alarm).to_owned()]),
+            out,
+        ),
+        (AlarmOp::Disarm, _) => {
+            for (id, alarm) in &raised {
+                println!("node {id} {alarm}: {}", what_ends_it(alarm));
+            }
+        }
+    }
+    Ok(op == AlarmOp::List || raised.is_empty())
+}

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Processes, example, leader, peers, quorum_ctl};
+use common::{Processes, example, leader, peers, quorum_ctl, tls_args};
 use plus_mux::{Connection, Connector, NoHandler};
 use plus_quorum::testing::{loopback_addrs, raft_request, reply_error};
 use plus_quorum::{KvState, Message, NodeId, Snapshot, StoreError};
@@ -50,19 +50,6 @@ fn empty_snapshot(term: u64) -> Message {
 
 fn stdout(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-/// The TLS arguments for `name`'s files in `dir`, as `quorum_certs` wrote them.
-fn tls_args(dir: &Path, name: &str) -> Vec<String> {
-    let file = |f: String| dir.join(f).display().to_string();
-    vec![
-        "--tls-cert".into(),
-        file(format!("{name}.pem")),
-        "--tls-key".into(),
-        file(format!("{name}.key")),
-        "--tls-ca".into(),
-        file("ca.pem".into()),
-    ]
 }
 
 fn tls_of(dir: &Path, name: &str) -> plus_mux::Tls {

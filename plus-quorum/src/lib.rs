@@ -101,6 +101,13 @@
 //!   proposals, snapshots, pending requests, per-follower lag) through the `metrics` facade, for
 //!   any exporter. The same numbers are [`NodeStats`] (`NodeHandle::stats`), and every status
 //!   change can be watched (`NodeHandle::subscribe`).
+//! - `backup` (on with `mux`): the backup file (`encode_backup`, `read_backup_file`); over
+//!   plus-mux an admin saves one from a running cluster (`Cluster::save_backup`), and
+//!   `restore_data_dir` (feature `program`) builds a new cluster's directories from it.
+//! - `program`: what a node program does around the node (`run_node`, `DataDir`).
+//! - `http`: a node program's HTTP endpoints (`serve_http`): `/health`, `/metrics`, `/version`
+//!   and a JSON gateway for services not written in Rust, HTTPS with the same roles when the
+//!   node has TLS.
 //!
 //! Every leadership change, election, snapshot and storage failure is logged through
 //! `tracing` (the crate never prints).
@@ -249,7 +256,7 @@ pub use etcd::EtcdClient;
 #[cfg(feature = "file-storage")]
 pub use file_storage::FileStorage;
 #[cfg(feature = "http")]
-pub use http::{HttpError, install_prometheus, serve_http};
+pub use http::{HttpEndpoints, HttpError, install_prometheus, serve_http};
 pub use ids::{LogIndex, NodeId, RequestId, Term};
 pub use inspect::{InspectionReport, compare};
 pub use kv::KvState;

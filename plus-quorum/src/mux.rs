@@ -79,7 +79,7 @@ pub enum Security {
 
 impl Security {
     /// The role a peer that proved `identity` gets under this security, `None` to refuse it.
-    fn principal(&self, identity: &PeerIdentity) -> Option<Principal> {
+    pub(crate) fn principal(&self, identity: &PeerIdentity) -> Option<Principal> {
         // Without the `tls` and `psk` features, `Plain` is the only variant.
         #[allow(irrefutable_let_patterns)]
         if let Self::Plain = self {

@@ -143,3 +143,17 @@ pub(crate) fn leader(endpoints: &str, auth: &[String]) -> Option<(NodeId, u64)> 
         }
     })
 }
+
+/// The TLS arguments for `name`'s files in `dir`, as `quorum_certs` wrote them.
+#[allow(dead_code)]
+pub(crate) fn tls_args(dir: &Path, name: &str) -> Vec<String> {
+    let file = |f: String| dir.join(f).display().to_string();
+    vec![
+        "--tls-cert".into(),
+        file(format!("{name}.pem")),
+        "--tls-key".into(),
+        file(format!("{name}.key")),
+        "--tls-ca".into(),
+        file("ca.pem".into()),
+    ]
+}

@@ -167,6 +167,15 @@ pub struct Status {
     /// size; 0 from a node of an earlier version).
     #[serde(default)]
     pub state_bytes: u64,
+    /// Its state is past [`Config::quota_bytes`](crate::Config::quota_bytes): writes that add
+    /// data are refused until deletes bring it under (etcd's NOSPACE alarm, which clears by
+    /// itself here).
+    #[serde(default)]
+    pub no_space: bool,
+    /// Its storage failed and it halted (see [`Node::halted`](crate::Node::halted)): it takes
+    /// part in nothing until restarted.
+    #[serde(default)]
+    pub halted: bool,
 }
 
 impl Status {
@@ -181,6 +190,8 @@ impl Status {
             recovering: node.is_recovering(),
             keys: node.key_count(),
             state_bytes: node.state_bytes(),
+            no_space: node.over_quota(),
+            halted: node.halted().is_some(),
         }
     }
 }

@@ -509,6 +509,12 @@ impl Node {
         self.state_bytes as u64
     }
 
+    /// Whether its state is past [`Config::quota_bytes`]: writes that add data are refused.
+    #[must_use]
+    pub fn over_quota(&self) -> bool {
+        self.state_bytes > self.config.quota_bytes
+    }
+
     /// Whether it leads.
     #[must_use]
     pub fn is_leader(&self) -> bool {
