@@ -15,6 +15,7 @@
 //! quorum_ctl --endpoints ... elect controllers replica-a
 //! quorum_ctl --endpoints ... endpoint status | endpoint health
 //! quorum_ctl --endpoints ... alarm list | alarm disarm
+//! quorum_ctl --endpoints ... compact 1200
 //! quorum_ctl --endpoints ... keys 'greet*'
 //! quorum_ctl --endpoints ... status
 //! quorum_ctl --endpoints ... member list
@@ -182,6 +183,12 @@ enum Op {
         #[command(subcommand)]
         op: sessions::EndpointOp,
     },
+    /// Forgets every change before REV on every replica: watches from REV and reads at REV - 1
+    /// still work, older ones are refused as compacted. Admins only when TLS is on.
+    Compact {
+        /// The oldest revision whose changes are kept.
+        revision: u64,
+    },
     /// The alarms raised on any node (`list`), or what clears them (`disarm`).
     Alarm {
         #[command(subcommand)]
@@ -296,6 +303,13 @@ async fn run(cluster: Cluster<RemoteNode>, op: Op, out: Output) -> Result<bool, 
         }
         Op::Endpoint { op } => return sessions::endpoint(&cluster, op, out).await,
         Op::Alarm { op } => return sessions::alarm(&cluster, op, out).await,
+        Op::Compact { revision } => {
+            cluster.compact(revision).await.map_err(|e| e.to_string())?;
+            match out {
+                Output::Json => println!("{}", serde_json::json!({ "compacted": revision })),
+                Output::Simple | Output::Table => println!("compacted revision {revision}"),
+            }
+        }
         Op::Keys { pattern } => {
             for key in cluster.keys(&pattern).await.map_err(|e| e.to_string())? {
                 println!("{key}");

@@ -55,7 +55,7 @@ impl WriteOp {
             Self::MultiCompareAndDelete(ops) => {
                 ops.iter().map(|(k, e)| k.len() + expect_bytes(e) + PER_OP).sum()
             }
-            Self::GrantLease { .. } | Self::RevokeLease { .. } => PER_OP,
+            Self::GrantLease { .. } | Self::RevokeLease { .. } | Self::Compact { .. } => PER_OP,
             Self::Txn(txn) => {
                 txn.when.iter().map(compare_bytes).sum::<usize>()
                     + txn.then.iter().chain(&txn.otherwise).map(txn_op_bytes).sum::<usize>()
@@ -72,7 +72,8 @@ impl WriteOp {
             | Self::CompareAndDelete { .. }
             | Self::MultiDelete(_)
             | Self::MultiCompareAndDelete(_)
-            | Self::RevokeLease { .. } => false,
+            | Self::RevokeLease { .. }
+            | Self::Compact { .. } => false,
             Self::Txn(txn) => {
                 txn.then.iter().chain(&txn.otherwise).any(|op| matches!(op, TxnOp::Set { .. }))
             }

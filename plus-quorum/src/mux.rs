@@ -218,6 +218,7 @@ impl Wire {
             Self::Raft { from, .. } | Self::RaftBatch { from, .. } | Self::Chunk { from, .. } => {
                 Request::Raft { from: *from }
             }
+            Self::Write { op: WriteOp::Compact { .. }, .. } => Request::Compact,
             Self::Write { .. } => Request::Write,
             Self::Read { .. } => Request::Read,
             Self::Status => Request::Status,

@@ -60,6 +60,9 @@ pub enum Request {
     Membership,
     /// A membership change or a leadership transfer.
     ChangeCluster,
+    /// A compaction of every replica's history: it takes history from every watcher, so for
+    /// admins (and nodes) only.
+    Compact,
     /// The whole state, for a backup: as much as reading everything, and a copy of the state
     /// held on the node while it is fetched, so for admins (and nodes) only.
     Backup,
@@ -114,7 +117,9 @@ impl Principal {
                 Self::Node(id) => *id == from,
                 _ => node,
             },
-            Request::ChangeCluster | Request::Backup => node || matches!(self, Self::Admin(_)),
+            Request::ChangeCluster | Request::Backup | Request::Compact => {
+                node || matches!(self, Self::Admin(_))
+            }
             Request::Write => !matches!(self, Self::Reader(_)),
             Request::Read | Request::Watch | Request::Status | Request::Membership => true,
         }
@@ -145,6 +150,7 @@ impl std::fmt::Display for Request {
             Self::Membership => f.write_str("a membership request"),
             Self::ChangeCluster => f.write_str("a membership change"),
             Self::Backup => f.write_str("a backup"),
+            Self::Compact => f.write_str("a compaction"),
         }
     }
 }
@@ -181,20 +187,30 @@ mod tests {
         let allowed = |p: &Principal| {
             all.iter()
                 .copied()
-                .chain([ChangeCluster, Backup])
+                .chain([ChangeCluster, Backup, Compact])
                 .filter(|r| p.may(*r))
                 .collect::<Vec<_>>()
         };
         let node1 = Principal::Node(1);
         assert_eq!(
             allowed(&node1),
-            [Raft { from: 1 }, Write, Read, Watch, Status, Membership, ChangeCluster, Backup]
+            [
+                Raft { from: 1 },
+                Write,
+                Read,
+                Watch,
+                Status,
+                Membership,
+                ChangeCluster,
+                Backup,
+                Compact
+            ]
         );
-        assert_eq!(allowed(&Principal::AnyNode).len(), 9);
-        assert_eq!(allowed(&Principal::Unauthenticated).len(), 9);
+        assert_eq!(allowed(&Principal::AnyNode).len(), 10);
+        assert_eq!(allowed(&Principal::Unauthenticated).len(), 10);
         assert_eq!(
             allowed(&Principal::Admin("a".into())),
-            [Write, Read, Watch, Status, Membership, ChangeCluster, Backup]
+            [Write, Read, Watch, Status, Membership, ChangeCluster, Backup, Compact]
         );
         assert_eq!(
             allowed(&Principal::Client("c".into())),

@@ -168,6 +168,17 @@ impl History {
         self.oldest.saturating_sub(1)
     }
 
+    /// Forgets every change before `revision` (a compaction), never past `latest`.
+    pub(crate) fn compact_to(&mut self, revision: LogIndex, latest: LogIndex) {
+        let revision = revision.min(latest + 1);
+        while self.events.front().is_some_and(|(e, _)| e.revision < revision) {
+            if let Some((event, before)) = self.events.pop_front() {
+                self.bytes -= Self::size_of(&event, before.as_ref());
+            }
+        }
+        self.oldest = self.oldest.max(revision);
+    }
+
     /// Forgets everything: the state was replaced wholesale (a snapshot from the leader).
     pub(crate) fn reset(&mut self, oldest: LogIndex) {
         self.events.clear();
@@ -354,6 +365,27 @@ mod tests {
             Err(ClientError::Compacted { requested: 1, oldest: 2 })
         );
         assert!(short.rewind(&mut view, &all, 2).is_ok());
+    }
+
+    #[test]
+    fn a_compaction_forgets_the_changes_before_its_revision_and_no_later_ones() {
+        let mut history = History::new(100, usize::MAX, 1);
+        for revision in 1..=6 {
+            history.record(revision, vec![changed(&format!("k{revision}"), put(revision))]);
+        }
+        history.compact_to(4, 6);
+        assert_eq!(
+            history.poll(&request("", 3, 10), 6),
+            Err(ClientError::Compacted { requested: 3, oldest: 4 })
+        );
+        assert_eq!(history.poll(&request("", 4, 10), 6).unwrap().events.len(), 3);
+        assert_eq!(history.oldest_readable(), 3, "a read at 3 needs the changes from 4 on");
+        // An older compaction changes nothing; a future one stops at the latest.
+        history.compact_to(2, 6);
+        assert_eq!(history.oldest_readable(), 3);
+        history.compact_to(100, 6);
+        assert_eq!(history.poll(&request("", 7, 10), 6).unwrap().events.len(), 0);
+        assert!(history.poll(&request("", 6, 10), 6).is_err());
     }
 
     #[test]

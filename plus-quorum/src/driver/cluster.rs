@@ -331,6 +331,14 @@ impl<N: NodeApi> Cluster<N> {
         .await
     }
 
+    /// Compacts every replica's history to `revision` ([`WriteOp::Compact`]).
+    ///
+    /// # Errors
+    /// As [`Cluster::write`]; [`ClientError::Invalid`] for a revision past the latest.
+    pub async fn compact(&self, revision: u64) -> Result<(), StoreError> {
+        self.write(WriteOp::Compact { revision }).await.map(|_| ())
+    }
+
     /// A linearizable read, on the leader wherever it is.
     ///
     /// # Errors

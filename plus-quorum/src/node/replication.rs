@@ -233,6 +233,9 @@ impl Node {
             }
             self.count_bytes(&changes);
             self.history.record(index, changes);
+            if let Payload::Write(WriteOp::Compact { revision }) = &entry.payload {
+                self.history.compact_to(*revision, index);
+            }
             self.applied = index;
             if let Some((id, term)) = self.lead.pending_writes.remove(&index) {
                 let output = match result {
@@ -269,6 +272,14 @@ impl Node {
             return Err(ClientError::Invalid(format!(
                 "a lease's TTL of {ttl_ms} ms is above the cluster's maximum of {} ms",
                 self.config.max_lease_ttl.as_millis()
+            )));
+        }
+        if let WriteOp::Compact { revision } = op
+            && revision > self.log.last_index()
+        {
+            return Err(ClientError::Invalid(format!(
+                "cannot compact to revision {revision}: the latest is {}",
+                self.log.last_index()
             )));
         }
         if let Some(index) = self.append_local(Payload::Write(op)) {

@@ -123,6 +123,7 @@ impl Request {
                 WriteOp::GrantLease { .. } => "grant_lease",
                 WriteOp::RevokeLease { .. } => "revoke_lease",
                 WriteOp::Txn(_) => "txn",
+                WriteOp::Compact { .. } => "compact",
             },
             Request::Read(op) => match op {
                 ReadOp::Get(_) => "get",
@@ -153,7 +154,8 @@ impl Request {
                 | WriteOp::MultiSet(_)
                 | WriteOp::MultiDelete(_)
                 | WriteOp::MultiCompareAndSet(_)
-                | WriteOp::MultiCompareAndDelete(_) => false,
+                | WriteOp::MultiCompareAndDelete(_)
+                | WriteOp::Compact { .. } => false,
                 // The lock protocol's transactions put a key on a lease.
                 WriteOp::Txn(txn) => txn
                     .then
@@ -189,7 +191,9 @@ impl Request {
                     items.iter().map(|(k, _)| k.as_str()).collect()
                 }
                 WriteOp::SetWithLease { key, .. } => vec![key.as_str()],
-                WriteOp::GrantLease { .. } | WriteOp::RevokeLease { .. } => return None,
+                WriteOp::GrantLease { .. }
+                | WriteOp::RevokeLease { .. }
+                | WriteOp::Compact { .. } => return None,
                 WriteOp::Txn(txn) => txn
                     .when
                     .iter()
@@ -228,7 +232,7 @@ fn range_group_key(range: &Range) -> &str {
 
 /// Every operation kind the simulations run, each of which must complete at least once over a
 /// sweep of seeds.
-pub const SIMULATED_KINDS: [&str; 19] = [
+pub const SIMULATED_KINDS: [&str; 20] = [
     "set",
     "delete",
     "compare_and_set",
@@ -248,6 +252,7 @@ pub const SIMULATED_KINDS: [&str; 19] = [
     "lease_keep_alive",
     "lease_time_to_live",
     "leases",
+    "compact",
 ];
 
 /// Kinds left out, and why.
@@ -470,6 +475,7 @@ impl MapSpec {
             WriteOp::GrantLease { .. } => {
                 unreachable!("a grant reaches the model as the lease it granted")
             }
+            WriteOp::Compact { .. } => unreachable!("a compaction changes no key: not modelled"),
         };
         if let Some(key) = failed {
             let current = self.map.get(key).cloned();
@@ -499,7 +505,8 @@ impl MapSpec {
             WriteOp::Txn(_)
             | WriteOp::SetWithLease { .. }
             | WriteOp::GrantLease { .. }
-            | WriteOp::RevokeLease { .. } => unreachable!("handled above"),
+            | WriteOp::RevokeLease { .. }
+            | WriteOp::Compact { .. } => unreachable!("handled above"),
         }
         ModelRet::Done
     }
@@ -584,6 +591,9 @@ pub const LEASES: &str = "leases";
 /// heard of).
 pub fn group_of(op: &Request) -> Option<String> {
     match op {
+        // It changes no key: what it must not break (past reads, watches) is checked where
+        // those are (`check_past_reads`, the watchers' own checks).
+        Request::Write(WriteOp::Compact { .. }) => return None,
         Request::Read(ReadOp::Leases) => return None,
         Request::Read(ReadOp::Range(r)) if r.revision.is_some() => return None,
         _ if op.is_lease_op() => return Some(LEASES.to_owned()),
@@ -629,6 +639,7 @@ fn versions_in(op: &Request, response: &Response) -> Vec<(String, Bytes, u64, Op
             | WriteOp::MultiCompareAndDelete(_)
             | WriteOp::GrantLease { .. }
             | WriteOp::RevokeLease { .. }
+            | WriteOp::Compact { .. }
             | WriteOp::Txn(_) => Vec::new(),
         },
         (_, Response::Write(WriteResult::CompareFailed { key, current: Some(v) })) => {
@@ -1696,7 +1707,17 @@ impl Sim {
         };
         let write = match self.rng.random_range(0..32) {
             0..=2 => WriteOp::Set { value: self.new_value(client), key },
-            3 => WriteOp::Delete { key },
+            3 => {
+                // Now and then a compaction instead, chosen without a draw of its own so that
+                // every other schedule stays what it was: past reads and watches then meet
+                // history cut on purpose as well as by its bounds.
+                let newest = self.seen_versions.keys().map(|(_, v)| *v).max().unwrap_or(0);
+                if newest > 20 && newest % 8 == 0 {
+                    WriteOp::Compact { revision: newest - 20 }
+                } else {
+                    WriteOp::Delete { key }
+                }
+            }
             4..=6 => return Request::Read(ReadOp::Get(key)),
             7 | 8 => {
                 let expect = self.random_expect(&key);
