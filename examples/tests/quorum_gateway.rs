@@ -96,7 +96,23 @@ async fn the_readmes_curl_examples_run_against_a_follower_and_the_leader() {
         );
         assert_eq!(ok(2)["succeeded"], true, "the compare on 2.0 held");
         assert_eq!(ok(3)["succeeded"], true, "the text transaction's compare on 2.1 held");
-        assert!(ok(4)["id"].as_u64().is_some());
+        let lease = ok(4)["id"].as_u64().unwrap();
+        // The lease calls the README leaves out, in the same style.
+        for (path, check) in [
+            ("keepalive", "ttl_ms"),
+            ("timetolive", "remaining_ms"),
+            ("list", "leases"),
+            ("revoke", "revoked"),
+        ] {
+            let line = format!("curl -sf $HTTP/v3/lease/{path} -d '{{\"id\": {lease}}}'");
+            let (code, said) = run_curl(&line, &base);
+            assert_eq!(code, Some(0), "{line}: {said}");
+            assert!(json(&said).get(check).is_some(), "{line}: {said}");
+        }
+        let line = format!(
+            "curl -s -o /dev/null -w '%{{http_code}}' $HTTP/v3/lease/keepalive -d '{{\"id\": {lease}}}'"
+        );
+        assert_eq!(run_curl(&line, &base).1, "404", "a revoked lease is not found");
         assert_eq!(ok(5)["deleted"], 1);
         // The watch from revision 1 runs until curl's --max-time (exit 28) and shows every
         // change, the deletion too.
