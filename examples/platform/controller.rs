@@ -12,9 +12,9 @@ use plus_core::{AppCode, HostId, Timestamp, Version};
 use plus_quorum::{Bytes, Cluster, LeaseId, MuxNode, NodeId, RemoteNode, WriteOp};
 use plus_rollout::{
     AppExecutor, AppGraph, AvailabilityFloor, Command, DeployConfig, Deployment, DeploymentReport,
-    EventKind, GroupHost, HostState, Mode, Outcome, Phase, PlanConfig, QuorumStore, Release,
-    ReleaseConfig, ReleaseReport, SavedDeployment, SavedRelease, StateStore, async_trait, plan,
-    rollback_plan, spawn_deployment_saved, spawn_release, spawn_release_saved,
+    EventKind, GroupHost, HostState, Mode, OnFailure, Outcome, Phase, PlanConfig, QuorumStore,
+    Release, ReleaseConfig, SavedDeployment, SavedRelease, StateStore, async_trait, plan,
+    spawn_deployment_saved, spawn_release_saved,
 };
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle};
@@ -132,6 +132,12 @@ impl World {
             // the batch together stay within the plan's pull-out cap (Kubernetes'
             // maxUnavailable), which is what the observer beside the hosts checks.
             brake: Arc::new(AvailabilityFloor),
+            // A release that judges itself failing puts back what it changed, by itself.
+            on_failure: if self.args.analysis {
+                OnFailure::RollBack { to: Version::new(PREVIOUS_VERSION).expect("a valid version") }
+            } else {
+                OnFailure::Stop
+            },
             ..ReleaseConfig::new(self.version.clone())
         }
     }
@@ -386,7 +392,6 @@ impl Platform {
                 .collect(),
         };
         let plan = plan(&group, &PlanConfig::default()).map_err(|e| failed(e.to_string()))?;
-        let plan_cap = plan.cap;
         self.world.cap.fetch_max(plan.cap, Ordering::SeqCst);
         let total = plan.host_count();
         let key = format!("release/{app}");
@@ -430,6 +435,7 @@ impl Platform {
                 braked = Some(reason);
                 handle.abort().await;
             }
+            Phase::RollingBack { reason } => braked = Some(reason),
             _ => {}
         }
         while let Some(event) = events.next().await {
@@ -448,6 +454,10 @@ impl Platform {
                     bar.set_message(format!("BRAKED: {reason}"));
                     braked = Some(reason);
                     handle.abort().await;
+                }
+                EventKind::Phase(Phase::RollingBack { reason }) => {
+                    bar.set_message(format!("ROLLING BACK: {reason}"));
+                    braked = Some(reason);
                 }
                 _ => {}
             }
@@ -469,55 +479,27 @@ impl Platform {
         };
         match report.outcome {
             Some(Outcome::Succeeded) => Ok(result),
-            _ => {
-                let mut reason = match &braked {
-                    Some(reason) => format!("release braked: {reason}"),
-                    None => format!("release ended with {hosts_ok} of {total} hosts deployed"),
-                };
-                // A release that judged itself failing puts back what it changed.
-                if self.world.args.analysis
-                    && braked.as_deref().is_some_and(|r| r.starts_with("analysis"))
-                {
-                    let (said, rolled_back) = self.roll_back(app, &report, plan_cap).await;
-                    reason += &said;
-                    if rolled_back {
-                        // Back on the previous version: only hosts that were on the target
-                        // before the release still are.
-                        result.hosts_ok = report.count(|s| *s == HostState::AlreadyOnTarget);
-                    }
+            Some(Outcome::RolledBack { hosts, failed, .. }) => {
+                let previous = PREVIOUS_VERSION;
+                println!("rollback  {app}: {hosts} hosts back on {previous}");
+                // Back on the previous version: only hosts that were on the target before the
+                // release still are.
+                result.hosts_ok = report.count(|s| *s == HostState::AlreadyOnTarget);
+                let reason = braked.as_deref().unwrap_or("the release went wrong");
+                let mut reason =
+                    format!("release braked: {reason}; rolled back {hosts} hosts to {previous}");
+                if failed > 0 {
+                    reason += &format!(" ({failed} failed to roll back)");
                 }
                 Err((result, reason))
             }
-        }
-    }
-
-    /// Rolls back the hosts `report`'s release changed to the version they ran before, in
-    /// batches of half of them, never more than `cap` at once; what it did, for the report,
-    /// and whether every changed host is back.
-    async fn roll_back(&self, app: &AppCode, report: &ReleaseReport, cap: usize) -> (String, bool) {
-        let Some(plan) = rollback_plan(report, cap) else { return (String::new(), false) };
-        let hosts = plan.host_count();
-        let previous = Version::new(PREVIOUS_VERSION).expect("a valid version");
-        let release = match Release::new(
-            plan,
-            ReleaseConfig::rollback(previous.clone()),
-            Timestamp::since_unix_epoch(),
-        ) {
-            Ok(release) => release,
-            Err(e) => return (format!("; rollback refused: {e}"), false),
-        };
-        let (_handle, _events, task) = {
-            let _rollback = tracing::info_span!("rollback", app = %app).entered();
-            spawn_release(release, Arc::clone(&self.world.hosts))
-        };
-        self.term.track(&task);
-        match task.await {
-            Ok(done) if done.outcome == Some(Outcome::Succeeded) => {
-                println!("rollback  {app}: {hosts} hosts back on {previous}");
-                (format!("; rolled back {hosts} hosts to {previous}"), true)
+            _ => {
+                let reason = match &braked {
+                    Some(reason) => format!("release braked: {reason}"),
+                    None => format!("release ended with {hosts_ok} of {total} hosts deployed"),
+                };
+                Err((result, reason))
             }
-            Ok(done) => (format!("; rollback ended {:?}", done.outcome), false),
-            Err(e) => (format!("; rollback stopped: {e}"), false),
         }
     }
 }

@@ -108,7 +108,7 @@ impl DeploymentHandle {
 /// Returns the command handle, the event stream, and the task that resolves to the final
 /// report once the release is finished.
 pub fn spawn_release<E: StepExecutor>(release: Release, executor: Arc<E>) -> Spawned<Release> {
-    let steps = release_steps(&release, executor);
+    let steps = release_steps(executor);
     spawn(release, steps)
 }
 
@@ -121,7 +121,7 @@ pub fn spawn_release_saved<E: StepExecutor>(
     key: String,
     version: Option<u64>,
 ) -> SpawnedSaved<Release> {
-    let steps = release_steps(&release, executor);
+    let steps = release_steps(executor);
     spawn_saved(release, steps, store, key, version)
 }
 
@@ -148,16 +148,14 @@ pub fn spawn_deployment_saved<E: AppExecutor>(
 
 /// A release's jobs, run by `executor`.
 fn release_steps<E: StepExecutor>(
-    release: &Release,
     executor: Arc<E>,
 ) -> impl FnMut(ReleaseJob) -> JobFuture<StepOutcome> + Send + 'static {
-    let target = Arc::new(release.config().target.clone());
     move |job: ReleaseJob| {
         let executor = Arc::clone(&executor);
-        let target = Arc::clone(&target);
         Box::pin(async move {
             match job {
-                ReleaseJob::Step(job) => executor.run(&job.host, job.step, &target).await,
+                // Each job says its version: a rollback's steps deploy the previous one.
+                ReleaseJob::Step(job) => executor.run(&job.host, job.step, &job.version).await,
                 ReleaseJob::Measure(job) => {
                     StepOutcome::Measured(executor.measure(&job.query).await)
                 }

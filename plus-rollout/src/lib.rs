@@ -205,9 +205,9 @@ pub use plan::{
 pub use quorum_store::QuorumStore;
 pub use release::{
     AnalysisRecord, BatchLabel, BatchReport, Command, CommandRejected, Event, EventKind,
-    HostCounts, HostState, MeasureJob, Mode, OnDeadline, Outcome, Phase, Release, ReleaseConfig,
-    ReleaseDeadlines, ReleaseJob, ReleaseReport, RestoreError, SavedRelease, Step, StepJob,
-    StepOutcome,
+    HostCounts, HostState, MeasureJob, Mode, OnDeadline, OnFailure, Outcome, Phase, Release,
+    ReleaseConfig, ReleaseDeadlines, ReleaseJob, ReleaseReport, RestoreError, SavedRelease, Step,
+    StepJob, StepOutcome,
 };
 #[cfg(feature = "tokio")]
 pub use store::{MemoryStore, StateStore, StoreError};

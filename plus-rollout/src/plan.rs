@@ -287,7 +287,8 @@ pub fn plan(group: &[GroupHost], config: &PlanConfig) -> Result<Plan, PlanError>
 /// The plan that rolls back what a release changed (Ctrip's rollback: no bastion, batches of
 /// half the changed hosts), never more than `cap` hosts at once (the group's own pull-out cap,
 /// which still holds), touching only hosts the release changed: those that ran Install or
-/// later (succeeded, waiting for bake, or failed or cancelled at Install, Verify or Markup).
+/// later (succeeded, waiting for bake, running, failed or cancelled at Install, Verify or
+/// Markup).
 /// A host already on the target, or stopped before Install, is left as it is. `None` when the
 /// release changed no host.
 #[must_use]
@@ -299,7 +300,9 @@ pub fn rollback_plan(report: &crate::ReleaseReport, cap: usize) -> Option<Plan> 
         .iter()
         .filter(|(_, state)| match state {
             HostState::Succeeded | HostState::AwaitingBake => true,
-            HostState::Failed { step, .. } | HostState::Cancelled { step } => changed_step(*step),
+            HostState::Failed { step, .. }
+            | HostState::Cancelled { step }
+            | HostState::Running(step) => changed_step(*step),
             _ => false,
         })
         .map(|(host, _)| host.clone())

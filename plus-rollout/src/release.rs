@@ -19,6 +19,9 @@ const STEP_TIMER: usize = 0;
 const VERIFY_TIMER: usize = 1;
 /// The job slot of analysis samples (hosts use their index).
 const ANALYSIS_SLOT: u32 = u32::MAX;
+/// Set in the slot of a job of the release's own rollback (whose hosts have indices of their
+/// own): a late result of the release's steps is never taken for the rollback's.
+const ROLLBACK_BIT: u32 = 1 << 30;
 use crate::plan::{Exclusion, Plan};
 
 mod saved;
@@ -212,6 +215,30 @@ pub struct ReleaseConfig {
     pub analysis: Vec<crate::analysis::Check>,
     /// How long the release, and each wait for a person, may last. Default none.
     pub deadlines: ReleaseDeadlines,
+    /// What the release does when it brakes on failures or on a failing analysis, or fails
+    /// on its deadline. Default [`OnFailure::Stop`].
+    pub on_failure: OnFailure,
+}
+
+/// What a release does when it goes wrong by itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum OnFailure {
+    /// Brake and wait for a person (fail, on a deadline).
+    #[default]
+    Stop,
+    /// Roll back at once, by itself, every host it changed: talk 003's rollback plan
+    /// ([`rollback_plan`](crate::rollback_plan): no bastion, half of the hosts at a time,
+    /// never more than the release's largest batch), to `to`, the version the hosts ran
+    /// before. A host that kept that version switches back without downloading it again
+    /// (the executor's business: the agent keeps several versions). Not on an inconclusive
+    /// analysis (that pauses for a person), nor when a person fails or aborts the release.
+    /// The report's [`ReleaseReport::rollback`] says what was rolled back; the outcome is
+    /// [`Outcome::RolledBack`].
+    RollBack {
+        /// The version to put back.
+        to: Version,
+    },
 }
 
 /// How long a release may take, and what it does when that time is up.
@@ -266,6 +293,7 @@ impl ReleaseConfig {
             brake: Arc::new(FailureRate::default()),
             analysis: Vec::new(),
             deadlines: ReleaseDeadlines::default(),
+            on_failure: OnFailure::Stop,
         }
     }
 
@@ -350,6 +378,15 @@ pub enum Outcome {
     Failed(String),
     /// A person aborted it.
     Aborted,
+    /// It went wrong and rolled back what it had changed ([`OnFailure::RollBack`]).
+    RolledBack {
+        /// What went wrong.
+        reason: String,
+        /// Hosts put back on the previous version.
+        hosts: usize,
+        /// Hosts whose rollback failed.
+        failed: usize,
+    },
 }
 
 impl fmt::Display for Outcome {
@@ -358,6 +395,13 @@ impl fmt::Display for Outcome {
             Self::Succeeded => f.write_str("succeeded"),
             Self::Failed(reason) => write!(f, "failed: {reason}"),
             Self::Aborted => f.write_str("aborted"),
+            Self::RolledBack { reason, hosts, failed: 0 } => {
+                write!(f, "rolled back {hosts} host(s) after: {reason}")
+            }
+            Self::RolledBack { reason, hosts, failed } => write!(
+                f,
+                "rolled back {hosts} host(s), {failed} of them failed to roll back, after: {reason}"
+            ),
         }
     }
 }
@@ -393,6 +437,11 @@ pub enum Phase {
         /// The batch that starts once they pass.
         next: usize,
     },
+    /// Rolling back what it changed ([`OnFailure::RollBack`]); commands go to the rollback.
+    RollingBack {
+        /// What went wrong.
+        reason: String,
+    },
     /// Over.
     Finished(Outcome),
 }
@@ -408,6 +457,7 @@ impl fmt::Display for Phase {
             }
             Self::Braked { reason } => write!(f, "braked: {reason}"),
             Self::Analyzing { next } => write!(f, "analyzing before batch {next}"),
+            Self::RollingBack { reason } => write!(f, "rolling back after: {reason}"),
             Self::Finished(outcome) => write!(f, "finished: {outcome}"),
         }
     }
@@ -451,6 +501,9 @@ pub struct StepJob {
     pub host: Arc<HostId>,
     /// The step.
     pub step: Step,
+    /// The version the step deploys: the release's target, or, in its rollback
+    /// ([`OnFailure::RollBack`]), the version the hosts go back to.
+    pub version: Arc<Version>,
     /// The core fails the step by itself at this time.
     pub deadline: Timestamp,
 }
@@ -522,6 +575,17 @@ pub enum EventKind {
         /// Hosts whose step was in flight when the state was saved.
         in_doubt: usize,
     },
+    /// The release started rolling back ([`OnFailure::RollBack`]).
+    RollbackStarted {
+        /// What went wrong.
+        reason: String,
+        /// Hosts to put back.
+        hosts: usize,
+        /// The version they go back to.
+        to: Version,
+    },
+    /// Something happened in the release's rollback.
+    Rollback(Box<EventKind>),
 }
 
 impl fmt::Display for EventKind {
@@ -546,6 +610,10 @@ impl fmt::Display for EventKind {
             Self::Restored { in_doubt } => {
                 write!(f, "restored; {in_doubt} host(s) in doubt start again from precheck")
             }
+            Self::RollbackStarted { reason, hosts, to } => {
+                write!(f, "rolling {hosts} host(s) back to {to} after: {reason}")
+            }
+            Self::Rollback(kind) => write!(f, "rollback: {kind}"),
         }
     }
 }
@@ -626,6 +694,10 @@ pub struct ReleaseReport {
     pub batches: Vec<BatchReport>,
     /// Every analysis verdict, in order (kept across a takeover).
     pub analyses: Vec<AnalysisRecord>,
+    /// The release's own rollback ([`OnFailure::RollBack`]), once started: its hosts are the
+    /// ones put back. `hosts` above keeps what the release itself did to each.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub rollback: Option<Box<ReleaseReport>>,
 }
 
 /// How many planned hosts are in each state: a release's numbers at one moment
@@ -753,6 +825,10 @@ enum Stage {
         /// Samples asked and not answered: `(token, check index)`.
         outstanding: Vec<(u64, usize)>,
     },
+    /// The rollback (in [`Release::rollback`]) runs.
+    RollingBack {
+        reason: String,
+    },
     Finished(Outcome),
 }
 
@@ -765,6 +841,7 @@ impl Stage {
             Self::AwaitingContinue { next } => Phase::AwaitingContinue { next: *next },
             Self::Braked { reason, .. } => Phase::Braked { reason: reason.clone() },
             Self::Analyzing { next, .. } => Phase::Analyzing { next: *next },
+            Self::RollingBack { reason } => Phase::RollingBack { reason: reason.clone() },
             Self::Finished(outcome) => Phase::Finished(outcome.clone()),
         }
     }
@@ -777,6 +854,8 @@ impl Stage {
 /// [`Release::poll_event`] after each; call `handle_timeout` at [`Release::poll_timeout`].
 pub struct Release {
     config: ReleaseConfig,
+    /// The config's target, shared with every step job.
+    target: Arc<Version>,
     hosts: Vec<HostSlot>,
     bastion: Vec<u32>,
     batches: Vec<Vec<u32>>,
@@ -814,6 +893,8 @@ pub struct Release {
     release_deadline_passed: bool,
     /// Whether the current wait's deadline has passed (it acts once per wait).
     wait_deadline_passed: bool,
+    /// The release's own rollback, once started (kept after it ends, for the report).
+    rollback: Option<Box<Release>>,
 }
 
 impl fmt::Debug for Release {
@@ -852,6 +933,7 @@ impl Release {
         let batches: Vec<Vec<u32>> =
             plan.batches.into_iter().map(|b| b.into_iter().map(&mut push).collect()).collect();
         let mut release = Self {
+            target: Arc::new(config.target.clone()),
             config,
             hosts,
             bastion,
@@ -879,6 +961,7 @@ impl Release {
             phase_since: now,
             release_deadline_passed: false,
             wait_deadline_passed: false,
+            rollback: None,
         };
         if release.bastion.is_empty() {
             release.after_bake(now);
@@ -935,6 +1018,9 @@ impl Release {
     /// the wait between batches.
     #[must_use]
     pub fn poll_timeout(&mut self) -> Option<Timestamp> {
+        if let (Stage::RollingBack { .. }, Some(rollback)) = (&self.stage, &mut self.rollback) {
+            return rollback.poll_timeout();
+        }
         // So the answer is a real one.
         self.drop_ended_deadlines();
         let step = self.deadlines.peek().map(|(at, ..)| at);
@@ -964,6 +1050,7 @@ impl Release {
             excluded: self.excluded.clone(),
             batches: self.reports.clone(),
             analyses: self.analyses.clone(),
+            rollback: self.rollback.as_ref().map(|r| Box::new(r.report())),
         }
     }
 
@@ -978,6 +1065,9 @@ impl Release {
     /// Actions, the phase and the report are unaffected.
     pub fn set_event_recording(&mut self, on: bool) {
         self.record_events = on;
+        if let Some(rollback) = &mut self.rollback {
+            rollback.set_event_recording(on);
+        }
         if !on {
             self.events.clear();
         }
@@ -1056,7 +1146,10 @@ impl Release {
             }
             OnDeadline::Fail => {
                 self.emit(now, EventKind::DeadlinePassed { reason: format!("{reason}: failed") });
-                self.stop(Outcome::Failed(reason), now);
+                match self.config.on_failure.clone() {
+                    OnFailure::Stop => self.stop(Outcome::Failed(reason), now),
+                    OnFailure::RollBack { to } => self.roll_back(reason, to, now),
+                }
             }
         }
     }
@@ -1128,7 +1221,8 @@ impl Release {
         if self.record_events || tracing::enabled!(tracing::Level::DEBUG) {
             self.emit(now, EventKind::StepStarted { host: Arc::clone(&id), step });
         }
-        let job = ReleaseJob::Step(StepJob { host: id, step, deadline });
+        let version = Arc::clone(&self.target);
+        let job = ReleaseJob::Step(StepJob { host: id, step, version, deadline });
         self.actions.push_back(Action::Start { id: JobId { slot: host, token }, job });
     }
 
@@ -1193,6 +1287,13 @@ impl Release {
         self.clock = self.clock.max(now);
         if host == ANALYSIS_SLOT {
             self.handle_measurement(token, outcome, now);
+            return;
+        }
+        if host & ROLLBACK_BIT != 0 {
+            if let (Stage::RollingBack { .. }, Some(rollback)) = (&self.stage, &mut self.rollback) {
+                rollback.handle_step_result(host & !ROLLBACK_BIT, token, outcome, now);
+                self.pump_rollback(now);
+            }
             return;
         }
         let Some(slot) = self.hosts.get(host as usize) else { return };
@@ -1373,7 +1474,7 @@ impl Release {
             let verdict = self.config.brake.check(&view);
             trace_brake(number, &view, verdict.as_deref());
             if let Some(reason) = verdict {
-                self.enter(Stage::Braked { reason, resume: Resume::BeforeBatch(number) }, now);
+                self.brake_or_roll_back(reason, Resume::BeforeBatch(number), now);
                 return;
             }
             // Analysis between batches: once something is deployed, before every batch.
@@ -1402,6 +1503,11 @@ impl Release {
     /// Fails every running step whose deadline has passed, and ends a wait that is over.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.clock = self.clock.max(now);
+        if let (Stage::RollingBack { .. }, Some(rollback)) = (&self.stage, &mut self.rollback) {
+            rollback.handle_timeout(now);
+            self.pump_rollback(now);
+            return;
+        }
         self.check_deadlines(now);
         while let Some((deadline, _, JobId { slot: host, token })) = self.deadlines.peek() {
             if deadline > now {
@@ -1504,7 +1610,12 @@ impl Release {
             self.handle_timeout(now);
         } else {
             let reason = format!("analysis before batch {next}: {verdict}");
-            self.enter(Stage::Braked { reason, resume: Resume::BeforeBatch(next) }, now);
+            if matches!(verdict, Verdict::Inconclusive { .. }) {
+                // Neither pass nor fail: a person decides, whatever the release says.
+                self.enter(Stage::Braked { reason, resume: Resume::BeforeBatch(next) }, now);
+            } else {
+                self.brake_or_roll_back(reason, Resume::BeforeBatch(next), now);
+            }
         }
     }
 
@@ -1536,6 +1647,12 @@ impl Release {
                 self.start_batch(next, Brake::Bypass, now);
                 Ok(())
             }),
+            // Every command is the rollback's now (abort stops it; retry retries its hosts).
+            Stage::RollingBack { .. } => {
+                let result = self.rollback.as_mut().map(|r| r.handle_command(command, now));
+                self.pump_rollback(now);
+                result
+            }
         };
         match handled {
             Some(result) => result,
@@ -1655,8 +1772,95 @@ impl Release {
         Ok(())
     }
 
+    /// Brakes, or, when the release says so, rolls back at once.
+    fn brake_or_roll_back(&mut self, reason: String, resume: Resume, now: Timestamp) {
+        match self.config.on_failure.clone() {
+            OnFailure::Stop => self.enter(Stage::Braked { reason, resume }, now),
+            OnFailure::RollBack { to } => self.roll_back(reason, to, now),
+        }
+    }
+
+    /// Starts the release's own rollback of every host it changed (none runs a step of the
+    /// release by now: a brake holds between batches, and a failed release cancelled its
+    /// steps).
+    fn roll_back(&mut self, reason: String, to: Version, now: Timestamp) {
+        let cap = self.batches.iter().chain([&self.bastion]).map(Vec::len).max().unwrap_or(1);
+        // What was changed is read before the release's own hosts are settled (a bastion
+        // waiting for bake was installed; a step in flight at a deadline may have been).
+        let plan = crate::plan::rollback_plan(&self.report(), cap);
+        self.stop_hosts(now);
+        let Some(plan) = plan else {
+            let reason = format!("{reason}; nothing to roll back: no host was changed");
+            self.enter(Stage::Finished(Outcome::Failed(reason)), now);
+            return;
+        };
+        let hosts = plan.host_count();
+        let rollback = match Release::new(plan, self.rollback_config(to.clone()), now) {
+            Ok(rollback) => rollback,
+            Err(e) => {
+                let reason = format!("{reason}; cannot roll back: {e}");
+                self.enter(Stage::Finished(Outcome::Failed(reason)), now);
+                return;
+            }
+        };
+        tracing::warn!(hosts, %to, %reason, "the release rolls back what it changed");
+        let mut rollback = Box::new(rollback);
+        rollback.set_event_recording(self.record_events);
+        self.rollback = Some(rollback);
+        self.emit(now, EventKind::RollbackStarted { reason: reason.clone(), hosts, to });
+        self.enter(Stage::RollingBack { reason }, now);
+        self.pump_rollback(now);
+    }
+
+    /// The settings of the release's rollback: talk 003's (no waits), with the release's
+    /// parallelism and timeouts; it never rolls back itself.
+    pub(crate) fn rollback_config(&self, to: Version) -> ReleaseConfig {
+        ReleaseConfig {
+            parallelism: self.config.parallelism,
+            step_timeout: self.config.step_timeout,
+            verify_timeout: self.config.verify_timeout,
+            ..ReleaseConfig::rollback(to)
+        }
+    }
+
+    /// Passes the rollback's actions and events on, and ends the release when it has ended.
+    fn pump_rollback(&mut self, now: Timestamp) {
+        let Some(rollback) = self.rollback.as_mut() else { return };
+        let mark = |id: JobId| JobId { slot: id.slot | ROLLBACK_BIT, token: id.token };
+        while let Some(action) = rollback.poll_action() {
+            self.actions.push_back(match action {
+                Action::Start { id, job } => Action::Start { id: mark(id), job },
+                Action::Cancel(id) => Action::Cancel(mark(id)),
+            });
+        }
+        let mut events = Vec::new();
+        while let Some(event) = rollback.poll_event() {
+            events.push(event);
+        }
+        let ended = rollback.is_finished().then(|| rollback.report());
+        for event in events {
+            self.emit(event.at, EventKind::Rollback(Box::new(event.kind)));
+        }
+        let (Some(report), Stage::RollingBack { reason }) = (ended, &self.stage) else { return };
+        let outcome = match report.outcome {
+            Some(Outcome::Aborted) => Outcome::Aborted,
+            _ => Outcome::RolledBack {
+                reason: reason.clone(),
+                hosts: report.count(HostState::is_success),
+                failed: report.count(|s| !s.is_success()),
+            },
+        };
+        self.enter(Stage::Finished(outcome), now);
+    }
+
     /// Abort or operator failure: cancel what runs, mark what never ran, finish.
     fn stop(&mut self, outcome: Outcome, now: Timestamp) {
+        self.stop_hosts(now);
+        self.enter(Stage::Finished(outcome), now);
+    }
+
+    /// Cancels what runs (analysis samples too) and marks what never ran: every host final.
+    fn stop_hosts(&mut self, now: Timestamp) {
         let running = match &self.stage {
             Stage::Running { run, .. } => Some(run.report_index),
             _ => None,
@@ -1686,7 +1890,6 @@ impl Release {
             self.reports[report_index].finished = Some(now);
         }
         self.deadlines.clear();
-        self.enter(Stage::Finished(outcome), now);
     }
 }
 
@@ -1740,6 +1943,9 @@ fn trace_event(kind: &EventKind) {
         EventKind::Restored { in_doubt } => {
             tracing::info!(in_doubt, "release restored; hosts in doubt start again from precheck");
         }
+        EventKind::RollbackStarted { .. } => tracing::warn!(event = %kind, "release rolls back"),
+        // The rollback logged it when it happened there.
+        EventKind::Rollback(_) => {}
     }
 }
 

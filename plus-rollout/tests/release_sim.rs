@@ -1,7 +1,8 @@
 //! The release core driven in simulated time with random executor outcomes, delays and operator
 //! commands, checking the engine's invariants on every step; some runs crash once (the release
 //! saved, put through JSON, every running step dropped) and go on from the restored state under
-//! the same invariants.
+//! the same invariants. Some releases roll themselves back when they brake: their rollback's
+//! steps deploy the previous version, only on hosts the release installed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -11,8 +12,8 @@ use std::time::Duration;
 use plus_core::{HostId, Ratio, Timestamp, Version, seeded_rng};
 use plus_rollout::{
     Action, AvailabilityFloor, BatchLabel, BrakePolicy, BrakeView, Command, ConsecutiveFailures,
-    EventKind, FailureRate, GroupHost, HostState, JobId, Mode, Outcome, Phase, PlanConfig, Release,
-    ReleaseConfig, ReleaseJob, SavedRelease, Step, StepJob, StepOutcome, plan,
+    EventKind, FailureRate, GroupHost, HostState, JobId, Mode, OnFailure, Outcome, Phase,
+    PlanConfig, Release, ReleaseConfig, ReleaseJob, SavedRelease, Step, StepJob, StepOutcome, plan,
 };
 use proptest::prelude::*;
 use rand::Rng;
@@ -82,6 +83,8 @@ struct Scenario {
     policy: Policy,
     /// Random pauses and aborts from a person.
     chaos: bool,
+    /// The release rolls back by itself when it brakes ([`OnFailure::RollBack`]).
+    roll_back: bool,
     seed: u64,
     /// The round of the simulation at which the controller crashes, if it does.
     crash_at: Option<u32>,
@@ -108,12 +111,13 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             any::<bool>(),
             any::<u64>(),
             proptest::option::of(0u32..1000),
+            any::<bool>(),
         ),
     )
         .prop_map(
             |(
                 (hosts, bastion, ratio, parallelism),
-                (stop_on_failure, fail_percent, manual, policy, chaos, seed, crash_at),
+                (stop_on_failure, fail_percent, manual, policy, chaos, seed, crash_at, roll_back),
             )| {
                 let s = Scenario {
                     hosts,
@@ -125,6 +129,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     manual,
                     policy,
                     chaos,
+                    roll_back,
                     seed,
                     crash_at: None,
                 };
@@ -170,6 +175,9 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
         };
         config.step_timeout = Duration::from_secs(3);
         config.brake = Arc::clone(&brake) as Arc<dyn BrakePolicy>;
+        if s.roll_back {
+            config.on_failure = OnFailure::RollBack { to: Version::new(PREVIOUS).unwrap() };
+        }
         config
     };
     let planned = plan.host_count();
@@ -186,6 +194,8 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
     let mut inflight: BTreeMap<(Timestamp, u64), (u32, Step, StepOutcome)> = BTreeMap::new();
     let mut host_of_token: HashMap<u64, (Timestamp, u32)> = HashMap::new();
     let mut succeeded: HashSet<u32> = HashSet::new();
+    // Hosts the release started installing: the only ones a rollback may touch.
+    let mut installed: HashSet<HostId> = HashSet::new();
     let mut baked = false;
     let mut tripped = false;
     let mut commands = 0;
@@ -250,18 +260,35 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
             match action {
                 Action::Start {
                     id: JobId { slot: host, token },
-                    job: ReleaseJob::Step(StepJob { host: id, step, .. }),
+                    job: ReleaseJob::Step(StepJob { host: id, step, version, .. }),
                 } => {
+                    let rolling_back = version.as_str() == PREVIOUS;
+                    if rolling_back {
+                        prop_assert!(s.roll_back, "a rollback nobody asked for");
+                        // Only a host the release put the target on: one it installed, or,
+                        // after a takeover, one found already on it (and so counted done).
+                        let state = release.report().hosts.into_iter().find(|(h, _)| h == &*id);
+                        let on_target = matches!(
+                            state,
+                            Some((_, HostState::Succeeded | HostState::AwaitingBake))
+                        );
+                        prop_assert!(
+                            installed.contains(&*id) || on_target,
+                            "the rollback touched {id}, which the release never changed: {state:?}"
+                        );
+                    } else if step == Step::Install {
+                        installed.insert((*id).clone());
+                    }
                     prop_assert!(
-                        !succeeded.contains(&host),
+                        rolling_back || !succeeded.contains(&host),
                         "succeeded host {id} started {step} again"
                     );
                     // A host in doubt after a crash is examined even past a tripped stop.
                     let was_in_doubt = in_doubt.remove(&host);
-                    if step == Step::Markup && bastion.contains(&*id) {
+                    if step == Step::Markup && bastion.contains(&*id) && !rolling_back {
                         prop_assert!(baked, "bastion {id} marked up before bake");
                     }
-                    if step == Step::Precheck && !was_in_doubt {
+                    if step == Step::Precheck && !was_in_doubt && !rolling_back {
                         prop_assert!(!tripped, "host {id} started after stop_on_failure tripped");
                     }
                     // Past the 3 s step deadline some steps hang, unless this run has no faults.
@@ -368,8 +395,12 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
     prop_assert!(inflight.is_empty(), "steps still running after the end: {}", inflight.len());
     let report = release.report();
     prop_assert_eq!(report.hosts.len(), planned);
-    for (host, state) in &report.hosts {
+    for (host, state) in report.hosts.iter().chain(report.rollback.iter().flat_map(|r| &r.hosts)) {
         prop_assert!(state.is_final(), "host {host} ended in {state:?}");
+    }
+    if let Outcome::RolledBack { hosts, failed, .. } = report.outcome.as_ref().unwrap() {
+        let rollback = report.rollback.as_ref().expect("a rollback's report");
+        prop_assert_eq!(hosts + failed, rollback.hosts.len());
     }
     prop_assert!(in_doubt.is_empty(), "hosts still in doubt at the end: {in_doubt:?}");
     let braked = *brake.braked.lock().unwrap() > 0;
@@ -378,6 +409,9 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
 
 /// Host ids are `hNNN`, and the release indexes hosts in plan order, which for these groups
 /// (bastion first, then batches in group order) is the group order.
+/// The version a rollback goes back to.
+const PREVIOUS: &str = "1.0";
+
 fn release_index(host: &HostId) -> u32 {
     host.as_str()[1..].parse().unwrap()
 }
@@ -402,6 +436,7 @@ fn a_clean_release_succeeds() {
         manual: false,
         policy: Policy::FailureRate,
         chaos: false,
+        roll_back: false,
         seed: 1,
         crash_at: None,
     };
@@ -429,6 +464,7 @@ fn a_crash_at_any_point_of_fixed_scenarios_keeps_the_invariants() {
             manual,
             policy: Policy::FailureRate,
             chaos: false,
+            roll_back: stop_on_failure,
             seed: 5,
             crash_at: None,
         };
@@ -462,6 +498,7 @@ fn simulation_reaches_every_outcome_and_every_policy_brakes() {
             manual: rng.random(),
             policy: Policy::ALL[rng.random_range(0..Policy::ALL.len())],
             chaos: rng.random(),
+            roll_back: rng.random(),
             seed,
             crash_at: None,
         };
@@ -473,7 +510,7 @@ fn simulation_reaches_every_outcome_and_every_policy_brakes() {
             braked.insert(s.policy);
         }
     }
-    assert_eq!(seen.len(), 3, "expected succeeded, failed and aborted releases");
+    assert_eq!(seen.len(), 4, "expected succeeded, failed, aborted and rolled-back releases");
     for policy in Policy::ALL {
         assert!(braked.contains(&policy), "{policy:?} never braked in the simulation");
     }

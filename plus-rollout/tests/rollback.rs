@@ -16,7 +16,8 @@ fn state() -> impl Strategy<Value = HostState> {
         Just(HostState::AwaitingBake),
         Just(HostState::NotStarted),
         step.clone().prop_map(|step| HostState::Failed { step, reason: "boom".into() }),
-        step.prop_map(|step| HostState::Cancelled { step }),
+        step.clone().prop_map(|step| HostState::Cancelled { step }),
+        step.prop_map(HostState::Running),
     ]
 }
 
@@ -32,6 +33,7 @@ fn report(states: &[HostState]) -> ReleaseReport {
         excluded: Vec::new(),
         batches: Vec::new(),
         analyses: Vec::new(),
+        rollback: None,
     }
 }
 
@@ -39,7 +41,9 @@ fn report(states: &[HostState]) -> ReleaseReport {
 fn changed(state: &HostState) -> bool {
     match state {
         HostState::Succeeded | HostState::AwaitingBake => true,
-        HostState::Failed { step, .. } | HostState::Cancelled { step } => {
+        HostState::Failed { step, .. }
+        | HostState::Cancelled { step }
+        | HostState::Running(step) => {
             matches!(step, Step::Install | Step::Verify | Step::Markup)
         }
         _ => false,

@@ -63,6 +63,9 @@ pub struct SavedRelease {
     release_deadline_passed: bool,
     #[cfg_attr(feature = "serde", serde(default))]
     wait_deadline_passed: bool,
+    /// The release's own rollback, once started ([`OnFailure::RollBack`](super::OnFailure)).
+    #[cfg_attr(feature = "serde", serde(default))]
+    rollback: Option<Box<SavedRelease>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +109,10 @@ enum SavedStage {
     Braked {
         reason: String,
         resume: SavedResume,
+    },
+    /// Its rollback (saved beside it) runs.
+    RollingBack {
+        reason: String,
     },
     Finished(super::Outcome),
 }
@@ -211,6 +218,7 @@ impl Release {
             Stage::Analyzing { next, .. } => {
                 SavedStage::Waiting { next: *next, left: Duration::ZERO }
             }
+            Stage::RollingBack { reason } => SavedStage::RollingBack { reason: reason.clone() },
             Stage::Finished(outcome) => SavedStage::Finished(outcome.clone()),
         };
         SavedRelease {
@@ -243,6 +251,7 @@ impl Release {
             phase_for: now.saturating_duration_since(self.phase_since),
             release_deadline_passed: self.release_deadline_passed,
             wait_deadline_passed: self.wait_deadline_passed,
+            rollback: self.rollback.as_ref().map(|r| Box::new(r.save())),
         }
     }
 
@@ -332,6 +341,7 @@ impl Release {
             SavedStage::Braked { reason, resume } => {
                 Stage::Braked { reason, resume: resume.into() }
             }
+            SavedStage::RollingBack { reason } => Stage::RollingBack { reason },
             SavedStage::Finished(outcome) => Stage::Finished(outcome),
         };
         let by_id = |id: &HostId| ids.iter().find(|h| ***h == *id).map(Arc::clone);
@@ -355,6 +365,7 @@ impl Release {
             })
             .collect();
         let mut release = Release {
+            target: Arc::new(config.target.clone()),
             config,
             hosts,
             bastion: saved.bastion,
@@ -381,12 +392,28 @@ impl Release {
             phase_since: back(now, saved.phase_for),
             release_deadline_passed: saved.release_deadline_passed,
             wait_deadline_passed: saved.wait_deadline_passed,
+            rollback: None,
         };
+        let rolling_back = matches!(release.stage, Stage::RollingBack { .. });
+        match saved.rollback {
+            Some(rollback) => {
+                let to = rollback.target.clone();
+                let config = release.rollback_config(to);
+                release.rollback = Some(Box::new(Release::restore(*rollback, config, now)?));
+            }
+            None if rolling_back => {
+                return Err(RestoreError::Inconsistent(
+                    "rolling back, but no rollback was saved".to_owned(),
+                ));
+            }
+            None => {}
+        }
         for &host in &in_doubt {
             release.hosts[host as usize].in_doubt = true;
         }
         release.emit(now, EventKind::Restored { in_doubt: in_doubt.len() });
         release.pump(now);
+        release.pump_rollback(now);
         Ok(release)
     }
 }
