@@ -978,10 +978,23 @@ impl Release {
         self.stage.phase()
     }
 
-    /// Whether a pause is in force.
+    /// Whether a pause is in force (the rollback's, while it rolls back).
     #[must_use]
     pub fn is_paused(&self) -> bool {
-        self.paused
+        match (&self.stage, &self.rollback) {
+            (Stage::RollingBack { .. }, Some(rollback)) => rollback.is_paused(),
+            _ => self.paused,
+        }
+    }
+
+    /// While it rolls back, where its rollback is (braked, say: commands go to it); see also
+    /// [`ReleaseReport::rollback`].
+    #[must_use]
+    pub fn rollback_phase(&self) -> Option<Phase> {
+        match (&self.stage, &self.rollback) {
+            (Stage::RollingBack { .. }, Some(rollback)) => Some(rollback.phase()),
+            _ => None,
+        }
     }
 
     /// Whether the release is over.
@@ -1806,6 +1819,10 @@ impl Release {
         tracing::warn!(hosts, %to, %reason, "the release rolls back what it changed");
         let mut rollback = Box::new(rollback);
         rollback.set_event_recording(self.record_events);
+        // A pause a person put on the release holds for its rollback, which takes it over.
+        if std::mem::take(&mut self.paused) {
+            let _ = rollback.handle_command(Command::Pause, now);
+        }
         self.rollback = Some(rollback);
         self.emit(now, EventKind::RollbackStarted { reason: reason.clone(), hosts, to });
         self.enter(Stage::RollingBack { reason }, now);

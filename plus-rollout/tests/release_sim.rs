@@ -265,15 +265,23 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
                     let rolling_back = version.as_str() == PREVIOUS;
                     if rolling_back {
                         prop_assert!(s.roll_back, "a rollback nobody asked for");
-                        // Only a host the release put the target on: one it installed, or,
-                        // after a takeover, one found already on it (and so counted done).
+                        // Only a host the release changed: one it installed, or whose state
+                        // says it passed Install (after a takeover, a host in doubt found
+                        // already on the target goes on as verified).
                         let state = release.report().hosts.into_iter().find(|(h, _)| h == &*id);
-                        let on_target = matches!(
-                            state,
-                            Some((_, HostState::Succeeded | HostState::AwaitingBake))
-                        );
+                        let past_install = |step: &Step| {
+                            matches!(step, Step::Install | Step::Verify | Step::Markup)
+                        };
+                        let changed = match &state {
+                            Some((_, HostState::Succeeded | HostState::AwaitingBake)) => true,
+                            Some((
+                                _,
+                                HostState::Failed { step, .. } | HostState::Cancelled { step },
+                            )) => past_install(step),
+                            _ => false,
+                        };
                         prop_assert!(
-                            installed.contains(&*id) || on_target,
+                            installed.contains(&*id) || changed,
                             "the rollback touched {id}, which the release never changed: {state:?}"
                         );
                     } else if step == Step::Install {
@@ -325,7 +333,8 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
         }
         // A person acts now and then.
         let act = rng.random_range(0..100);
-        let phase = release.phase();
+        // While it rolls back, a person acts on where the rollback is.
+        let phase = release.rollback_phase().unwrap_or_else(|| release.phase());
         let command = match phase {
             Phase::AwaitingBake if act < 50 => Some(Command::Bake),
             Phase::AwaitingContinue { .. } if act < 50 => Some(Command::Continue),
@@ -356,7 +365,7 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
                     if release.is_paused() {
                         let _ = release.handle_command(Command::Resume, now);
                     } else {
-                        match release.phase() {
+                        match release.rollback_phase().unwrap_or_else(|| release.phase()) {
                             Phase::AwaitingBake => {
                                 baked = true;
                                 let _ = release.handle_command(Command::Bake, now);
@@ -383,7 +392,12 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
             release.handle_timeout(now);
         }
     }
-    prop_assert!(release.is_finished(), "release did not finish: {:?}", release.phase());
+    prop_assert!(
+        release.is_finished(),
+        "release did not finish: {:?}, its rollback {:?}",
+        release.phase(),
+        release.report().rollback.map(|r| (r.phase, r.hosts))
+    );
     // Drain the actions of the last step: an abort cancels what runs.
     while let Some(action) = release.poll_action() {
         if let Action::Cancel(JobId { token, .. }) = action
