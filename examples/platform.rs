@@ -270,6 +270,8 @@ fn place_builds(
 struct AppResult {
     hosts_ok: usize,
     hosts_total: usize,
+    /// Calls to a degraded dependency its release recorded as not made.
+    degraded_calls: usize,
     braked: Option<String>,
     millis: u128,
 }
@@ -388,10 +390,12 @@ async fn run(args: Args) -> Result<bool, String> {
     println!();
     println!("{:<9} {:<10} {:<52} {:>7} {:>8}", "app", "build", "result", "hosts", "time");
     let (mut deployed, mut failed, mut skipped, mut hosts, mut braked) = (0, 0, 0, 0, 0);
+    let mut degraded = 0;
     for &i in &report.completion_order {
         let (app, state) = &report.apps[i];
         let r = results.get(app).cloned().unwrap_or_default();
         hosts += r.hosts_ok;
+        degraded += r.degraded_calls;
         braked += usize::from(r.braked.is_some());
         let text = match state {
             AppState::Healthy => {
@@ -444,7 +448,7 @@ async fn run(args: Args) -> Result<bool, String> {
         started.elapsed().as_millis()
     );
     let observed = world.hosts.observed();
-    let degraded = world.hosts.degraded_calls();
+    // As the releases recorded them (`ReleaseReport::degraded`).
     if degraded > 0 {
         line += &format!(" degraded_calls={degraded}");
     }

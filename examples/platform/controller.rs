@@ -474,6 +474,7 @@ impl Platform {
         let mut result = crate::AppResult {
             hosts_ok,
             hosts_total: total,
+            degraded_calls: report.degraded.len(),
             braked: braked.clone(),
             millis: started.elapsed().as_millis(),
         };

@@ -4,7 +4,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,8 +26,6 @@ pub(crate) struct Hosts {
     samples: Mutex<std::collections::HashMap<String, usize>>,
     /// The simulated load balancer that Markdown and Markup call, behind its breaker.
     lb: Mutex<CircuitBreaker>,
-    /// Calls to a degraded dependency that were not made, each recorded (and logged).
-    degraded_calls: AtomicUsize,
 }
 
 /// What the observer saw.
@@ -71,7 +68,6 @@ impl Hosts {
             seen: Mutex::default(),
             samples: Mutex::default(),
             lb: Mutex::new(CircuitBreaker::new("the load balancer", BreakerPolicy::default())),
-            degraded_calls: AtomicUsize::new(0),
         }
     }
 
@@ -84,11 +80,6 @@ impl Hosts {
     /// not call it, each such call recorded.
     pub(crate) fn degrade_lb(&self) {
         self.lb.lock().expect("lb lock").force_degraded(true);
-    }
-
-    /// Calls to a degraded dependency that were not made.
-    pub(crate) fn degraded_calls(&self) -> usize {
-        self.degraded_calls.load(Ordering::SeqCst)
     }
 
     pub(crate) fn observed(&self) -> Observed {
@@ -110,7 +101,7 @@ impl Hosts {
     }
 
     fn finished(&self, host: &HostId, step: Step, outcome: &StepOutcome) {
-        if step == Step::Markup && *outcome == StepOutcome::Done {
+        if step == Step::Markup && matches!(outcome, StepOutcome::Done | StepOutcome::Degraded(_)) {
             let mut seen = self.seen.lock().expect("observer lock");
             if let Some(group) = seen.out.get_mut(&group_of(host)) {
                 group.remove(host);
@@ -146,18 +137,16 @@ impl StepExecutor for Hosts {
 
 impl Hosts {
     async fn simulate(&self, host: &HostId, step: Step) -> StepOutcome {
+        // Traffic goes through the load balancer, behind its breaker: a degraded one is not
+        // called, and the step says so (the release records the call not made; the host still
+        // counts as out of traffic for the cap until its Markup).
+        let mut degraded = None;
         if matches!(step, Step::Markdown | Step::Markup) {
-            // Traffic goes through the load balancer, behind its breaker: a degraded one is
-            // not called, and the call not made is recorded, never skipped in silence (the
-            // host still counts as out of traffic for the cap until its Markup).
             let now = plus_core::Timestamp::since_unix_epoch();
             let decision = self.lb.lock().expect("lb lock").check(now);
             match decision {
                 Decision::Call => self.lb.lock().expect("lb lock").record(true, now),
-                Decision::Degraded(why) => {
-                    self.degraded_calls.fetch_add(1, Ordering::SeqCst);
-                    tracing::warn!(%host, %step, %why, "degraded: the load balancer was not called");
-                }
+                Decision::Degraded(why) => degraded = Some(format!("load balancer: {why}")),
             }
         }
         let roll = |key: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
@@ -175,6 +164,8 @@ impl Hosts {
         let failing_step = Step::ALL[1 + (host_roll % (Step::ALL.len() as u64 - 1)) as usize];
         if fails && step == failing_step {
             StepOutcome::Failed(format!("{step} failed on {host} (simulated)"))
+        } else if let Some(why) = degraded {
+            StepOutcome::Degraded(why)
         } else {
             StepOutcome::Done
         }

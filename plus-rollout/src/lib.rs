@@ -204,10 +204,10 @@ pub use plan::{
 #[cfg(feature = "quorum")]
 pub use quorum_store::QuorumStore;
 pub use release::{
-    AnalysisRecord, BatchLabel, BatchReport, Command, CommandRejected, Event, EventKind,
-    HostCounts, HostState, MeasureJob, Mode, OnDeadline, OnFailure, Outcome, Phase, Release,
-    ReleaseConfig, ReleaseDeadlines, ReleaseJob, ReleaseReport, RestoreError, SavedRelease, Step,
-    StepJob, StepOutcome,
+    AnalysisRecord, BatchLabel, BatchReport, Command, CommandRejected, DegradedCall, Event,
+    EventKind, HostCounts, HostState, MeasureJob, Mode, OnDeadline, OnFailure, Outcome, Phase,
+    Release, ReleaseConfig, ReleaseDeadlines, ReleaseJob, ReleaseReport, RestoreError,
+    SavedRelease, Step, StepJob, StepOutcome,
 };
 #[cfg(feature = "tokio")]
 pub use store::{MemoryStore, StateStore, StoreError};

@@ -95,6 +95,13 @@ pub enum StepOutcome {
     /// What a [`ReleaseJob::Measure`] got from the metric provider: a value, no data, or an
     /// error.
     Measured(crate::analysis::Measurement),
+    /// Only from [`Step::Markdown`] and [`Step::Markup`]: the call to the traffic system was
+    /// not made, because that dependency is switched to degraded or its circuit breaker is
+    /// open (talk 003's degrade; [`crate::degrade`]). The step counts as done, so an emergency
+    /// release goes on without the broken system; the host still counts as out of traffic
+    /// from its Markdown to its Markup, as any; and the release records the call not made
+    /// ([`EventKind::Degraded`], [`ReleaseReport::degraded`]), never skipping it in silence.
+    Degraded(String),
 }
 
 /// Where a host is.
@@ -586,6 +593,9 @@ pub enum EventKind {
     },
     /// Something happened in the release's rollback.
     Rollback(Box<EventKind>),
+    /// A step did not call the external system it calls: the dependency is degraded
+    /// ([`StepOutcome::Degraded`]).
+    Degraded(DegradedCall),
 }
 
 impl fmt::Display for EventKind {
@@ -614,6 +624,9 @@ impl fmt::Display for EventKind {
                 write!(f, "rolling {hosts} host(s) back to {to} after: {reason}")
             }
             Self::Rollback(kind) => write!(f, "rollback: {kind}"),
+            Self::Degraded(call) => {
+                write!(f, "{}: {} without its call: {}", call.host, call.step, call.reason)
+            }
         }
     }
 }
@@ -664,6 +677,18 @@ impl fmt::Display for HostCounts {
     }
 }
 
+/// A call to an external system a step did not make ([`StepOutcome::Degraded`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct DegradedCall {
+    /// The host.
+    pub host: HostId,
+    /// The step ([`Step::Markdown`] or [`Step::Markup`]).
+    pub step: Step,
+    /// Why the call was not made.
+    pub reason: String,
+}
+
 /// One batch's timing and result, for the final report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -698,6 +723,10 @@ pub struct ReleaseReport {
     /// ones put back. `hosts` above keeps what the release itself did to each.
     #[cfg_attr(feature = "serde", serde(default))]
     pub rollback: Option<Box<ReleaseReport>>,
+    /// Every call to an external system a step did not make (a degraded dependency), in order
+    /// (kept across a takeover).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub degraded: Vec<DegradedCall>,
 }
 
 /// How many planned hosts are in each state: a release's numbers at one moment
@@ -895,6 +924,8 @@ pub struct Release {
     wait_deadline_passed: bool,
     /// The release's own rollback, once started (kept after it ends, for the report).
     rollback: Option<Box<Release>>,
+    /// Calls its steps did not make (degraded dependencies).
+    degraded: Vec<DegradedCall>,
 }
 
 impl fmt::Debug for Release {
@@ -962,6 +993,7 @@ impl Release {
             release_deadline_passed: false,
             wait_deadline_passed: false,
             rollback: None,
+            degraded: Vec::new(),
         };
         if release.bastion.is_empty() {
             release.after_bake(now);
@@ -1064,6 +1096,7 @@ impl Release {
             batches: self.reports.clone(),
             analyses: self.analyses.clone(),
             rollback: self.rollback.as_ref().map(|r| Box::new(r.report())),
+            degraded: self.degraded.clone(),
         }
     }
 
@@ -1318,6 +1351,9 @@ impl Release {
         // A host in doubt already on target may be out of traffic: it goes on as if just
         // verified (put back into traffic, or, in the bastion's run, left for the bake).
         let in_doubt_on_target = slot.in_doubt && matches!(outcome, StepOutcome::AlreadyOnTarget);
+        // Only a degraded call needs the host's name past this point.
+        let degraded_host =
+            matches!(outcome, StepOutcome::Degraded(_)).then(|| Arc::clone(&slot.id));
         let stop_after_verify = self.run_mut().is_some_and(|r| r.stop_after_verify);
         let (step, outcome) =
             if in_doubt_on_target { (Step::Verify, StepOutcome::Done) } else { (step, outcome) };
@@ -1329,6 +1365,16 @@ impl Release {
             StepOutcome::Measured(_) => {
                 StepOutcome::Failed(format!("{step} answered with a measurement"))
             }
+            StepOutcome::Degraded(reason) if matches!(step, Step::Markdown | Step::Markup) => {
+                let host = (*degraded_host.expect("taken for a degraded outcome")).clone();
+                let call = DegradedCall { host, step, reason };
+                self.degraded.push(call.clone());
+                self.emit(now, EventKind::Degraded(call));
+                StepOutcome::Done
+            }
+            StepOutcome::Degraded(reason) => StepOutcome::Failed(format!(
+                "{step} cannot go without its work (only Markdown and Markup can be degraded): {reason}"
+            )),
             other => other,
         };
         match outcome {
@@ -1339,6 +1385,7 @@ impl Release {
             StepOutcome::Measured(Ok(_)) => {
                 self.host_failed(host, step, "answered with a measurement".to_owned(), now);
             }
+            StepOutcome::Degraded(_) => unreachable!("turned into done or failed above"),
             StepOutcome::Done => match step.next() {
                 Some(Step::Markup) if stop_after_verify => {
                     let slot = &mut self.hosts[host as usize];
@@ -1916,6 +1963,7 @@ fn step_ended(slot: &HostSlot, step: Step, outcome: &StepOutcome, now: Timestamp
     let result = match outcome {
         StepOutcome::Done => "done",
         StepOutcome::AlreadyOnTarget => "already on target",
+        StepOutcome::Degraded(_) => "degraded",
         StepOutcome::Failed(_) | StepOutcome::Measured(_) => "failed",
     };
     tracing::debug!(host = %slot.id, %step, ?took, result, "step ended");
@@ -1961,6 +2009,10 @@ fn trace_event(kind: &EventKind) {
             tracing::info!(in_doubt, "release restored; hosts in doubt start again from precheck");
         }
         EventKind::RollbackStarted { .. } => tracing::warn!(event = %kind, "release rolls back"),
+        EventKind::Degraded(call) => tracing::warn!(
+            host = %call.host, step = %call.step, reason = %call.reason,
+            "degraded: the step's external call was not made"
+        ),
         // The rollback logged it when it happened there.
         EventKind::Rollback(_) => {}
     }

@@ -194,6 +194,7 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
     let mut inflight: BTreeMap<(Timestamp, u64), (u32, Step, StepOutcome)> = BTreeMap::new();
     let mut host_of_token: HashMap<u64, (Timestamp, u32)> = HashMap::new();
     let mut succeeded: HashSet<u32> = HashSet::new();
+    let mut degraded_answers = 0usize;
     // Hosts the release started installing: the only ones a rollback may touch.
     let mut installed: HashSet<HostId> = HashSet::new();
     let mut baked = false;
@@ -302,8 +303,14 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
                     // Past the 3 s step deadline some steps hang, unless this run has no faults.
                     let slowest = if s.fail_percent == 0 { 2_000 } else { 4_000 };
                     let delay = Duration::from_millis(rng.random_range(0..slowest));
+                    let traffic = matches!(step, Step::Markdown | Step::Markup);
                     let outcome = if rng.random_range(0..100) < s.fail_percent {
                         StepOutcome::Failed("boom".into())
+                    } else if traffic && s.chaos && rng.random_range(0..10) == 0 {
+                        // The load balancer is degraded now and then: the step goes on
+                        // without calling it.
+                        degraded_answers += 1;
+                        StepOutcome::Degraded("lb degraded".into())
                     } else if step == Step::Precheck && rng.random_range(0..10) == 0 {
                         StepOutcome::AlreadyOnTarget
                     } else {
@@ -412,6 +419,16 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
     for (host, state) in report.hosts.iter().chain(report.rollback.iter().flat_map(|r| &r.hosts)) {
         prop_assert!(state.is_final(), "host {host} ended in {state:?}");
     }
+    // Every call not made that the release took is recorded, and only traffic steps.
+    let recorded = report.degraded.iter().chain(report.rollback.iter().flat_map(|r| &r.degraded));
+    let recorded: Vec<_> = recorded.collect();
+    prop_assert!(
+        recorded.len() <= degraded_answers,
+        "{} recorded, {} answered",
+        recorded.len(),
+        degraded_answers
+    );
+    prop_assert!(recorded.iter().all(|c| matches!(c.step, Step::Markdown | Step::Markup)));
     if let Outcome::RolledBack { hosts, failed, .. } = report.outcome.as_ref().unwrap() {
         let rollback = report.rollback.as_ref().expect("a rollback's report");
         prop_assert_eq!(hosts + failed, rollback.hosts.len());

@@ -34,6 +34,7 @@ fn report(states: &[HostState]) -> ReleaseReport {
         batches: Vec::new(),
         analyses: Vec::new(),
         rollback: None,
+        degraded: Vec::new(),
     }
 }
 

@@ -66,6 +66,9 @@ pub struct SavedRelease {
     /// The release's own rollback, once started ([`OnFailure::RollBack`](super::OnFailure)).
     #[cfg_attr(feature = "serde", serde(default))]
     rollback: Option<Box<SavedRelease>>,
+    /// Calls its steps did not make.
+    #[cfg_attr(feature = "serde", serde(default))]
+    degraded: Vec<super::DegradedCall>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,6 +255,7 @@ impl Release {
             release_deadline_passed: self.release_deadline_passed,
             wait_deadline_passed: self.wait_deadline_passed,
             rollback: self.rollback.as_ref().map(|r| Box::new(r.save())),
+            degraded: self.degraded.clone(),
         }
     }
 
@@ -393,6 +397,7 @@ impl Release {
             release_deadline_passed: saved.release_deadline_passed,
             wait_deadline_passed: saved.wait_deadline_passed,
             rollback: None,
+            degraded: saved.degraded,
         };
         let rolling_back = matches!(release.stage, Stage::RollingBack { .. });
         match saved.rollback {
