@@ -46,6 +46,8 @@
 mod agents;
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "platform/cmdb.rs"]
+mod cmdb;
 #[path = "platform/controller.rs"]
 mod controller;
 #[path = "platform/hosts.rs"]
@@ -109,11 +111,14 @@ struct Args {
     /// changed.
     #[arg(long)]
     analysis: bool,
-    /// Switch a dependency to degraded: `lb`, the load balancer Markdown and Markup call. The
-    /// releases go on without it; every call not made is recorded and counted on the last line
-    /// (`degraded_calls=N`), and a host still counts as out of traffic for the cap.
-    #[arg(long, value_parser = ["lb"])]
-    degrade: Option<String>,
+    /// Degrade dependencies, comma-separated: `lb` switches the load balancer that Markdown and
+    /// Markup call to degraded (the releases go on without it; every call not made is recorded
+    /// by its release and summed on the last line, `degraded_calls=N`; a host still counts as out
+    /// of traffic for the cap); `metadata` makes the CMDB fail once every application's servers
+    /// were looked up once (the releases plan from the cached answers, counted as
+    /// `metadata_stale=N`).
+    #[arg(long, value_delimiter = ',', value_parser = ["lb", "metadata"])]
+    degrade: Vec<String>,
     /// Kill the active controller this many milliseconds after it was elected (needs at least
     /// two controllers).
     #[arg(long)]
@@ -354,6 +359,14 @@ async fn run(args: Args) -> Result<bool, String> {
         progress,
         agents.as_ref().map(|a| Arc::clone(&a.hosts)),
     );
+    if args.degrade.iter().any(|d| d == "metadata") {
+        // A platform that has been running knows every group's servers; then its CMDB fails.
+        for app in graph.apps() {
+            world.cmdb.group(&app.code).await?;
+        }
+        world.cmdb.fail();
+        println!("degrade   metadata: the CMDB is down; groups come from the cache");
+    }
     for replica in replicas.iter().take(usize::try_from(args.controllers).unwrap_or(1)) {
         replica.start_controlling(&addrs, &world);
     }
@@ -451,6 +464,10 @@ async fn run(args: Args) -> Result<bool, String> {
     // As the releases recorded them (`ReleaseReport::degraded`).
     if degraded > 0 {
         line += &format!(" degraded_calls={degraded}");
+    }
+    let stale = world.cmdb.stale_lookups();
+    if stale > 0 {
+        line += &format!(" metadata_stale={stale}");
     }
     let cap = world.cap.load(Ordering::SeqCst);
     if args.controllers > 1 {

@@ -8,18 +8,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use plus_core::{AppCode, HostId, Timestamp, Version};
+use plus_core::{AppCode, Timestamp, Version};
 use plus_quorum::{Bytes, Cluster, LeaseId, MuxNode, NodeId, RemoteNode, WriteOp};
 use plus_rollout::{
     AppExecutor, AppGraph, AvailabilityFloor, Command, DeployConfig, Deployment, DeploymentReport,
-    EventKind, GroupHost, HostState, Mode, OnFailure, Outcome, Phase, PlanConfig, QuorumStore,
-    Release, ReleaseConfig, SavedDeployment, SavedRelease, StateStore, async_trait, plan,
+    EventKind, HostState, Mode, OnFailure, Outcome, Phase, PlanConfig, QuorumStore, Release,
+    ReleaseConfig, SavedDeployment, SavedRelease, StateStore, async_trait, plan,
     spawn_deployment_saved, spawn_release_saved,
 };
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::agents::AgentHosts;
+use crate::cmdb::Cmdb;
 use crate::hosts::Hosts;
 
 /// How long a controller that stopped answering keeps leading and keeps its applications
@@ -34,6 +35,8 @@ const DEPLOYMENT_KEY: &str = "deployment";
 pub(crate) struct World {
     pub args: crate::Args,
     pub hosts: Arc<Hosts>,
+    /// Where each application's servers come from.
+    pub cmdb: Arc<Cmdb>,
     pub graph: Arc<AppGraph>,
     pub version: Version,
     pub progress: MultiProgress,
@@ -59,13 +62,15 @@ impl World {
         agents: Option<Arc<AgentHosts>>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<DeploymentReport>) {
         let (done, reports) = mpsc::unbounded_channel();
+        let cmdb = Arc::new(Cmdb::new(usize::from(args.hosts_per_app), agents.clone()));
         let hosts = Arc::new(Hosts::new(args.seed, args.fail_rate, args.latency_ms, agents));
-        if args.degrade.as_deref() == Some("lb") {
+        if args.degrade.iter().any(|d| d == "lb") {
             hosts.degrade_lb();
         }
         let world = Self {
             args,
             hosts,
+            cmdb,
             graph,
             version,
             progress,
@@ -379,18 +384,7 @@ impl Platform {
     async fn release(&self, app: &AppCode) -> Result<crate::AppResult, (crate::AppResult, String)> {
         let failed = |reason: String| (crate::AppResult::default(), reason);
         let started = Instant::now();
-        let group: Vec<GroupHost> = match self.world.hosts.agents() {
-            Some(agents) if agents.app() == app => {
-                agents.hosts().iter().cloned().map(GroupHost::in_service).collect()
-            }
-            _ => (0..usize::from(self.world.args.hosts_per_app))
-                .map(|i| {
-                    GroupHost::in_service(
-                        HostId::new(format!("{app}-{i:02}")).expect("valid host id"),
-                    )
-                })
-                .collect(),
-        };
+        let group = self.world.cmdb.group(app).await.map_err(failed)?;
         let plan = plan(&group, &PlanConfig::default()).map_err(|e| failed(e.to_string()))?;
         self.world.cap.fetch_max(plan.cap, Ordering::SeqCst);
         let total = plan.host_count();

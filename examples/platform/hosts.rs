@@ -71,11 +71,6 @@ impl Hosts {
         }
     }
 
-    /// The agents' hosts, when there are agents.
-    pub(crate) fn agents(&self) -> Option<&Arc<AgentHosts>> {
-        self.agents.as_ref()
-    }
-
     /// An operator's switch: the simulated load balancer is degraded; Markdown and Markup do
     /// not call it, each such call recorded.
     pub(crate) fn degrade_lb(&self) {

@@ -44,3 +44,23 @@ fn a_degraded_load_balancer_is_not_called_and_every_call_not_made_is_counted() {
     assert!(last.starts_with("apps=6 deployed=6 failed=0"), "{last}");
     assert!(last.ends_with(" degraded_calls=240"), "two calls for each of 120 hosts: {last}");
 }
+
+/// `platform --degrade metadata`: the CMDB fails once every group was looked up; every release
+/// plans from the cached servers (each lookup counted as stale), and all deploy.
+#[test]
+fn an_outage_of_the_cmdb_is_survived_from_the_cache() {
+    let output = Command::new(example("platform"))
+        .args(["--degrade", "lb,metadata", "--no-progress"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}");
+    assert!(out.contains("degrade   metadata: the CMDB is down"), "{out}");
+    let last = out.lines().last().unwrap_or_default();
+    assert!(last.starts_with("apps=6 deployed=6 failed=0"), "{last}");
+    assert!(last.contains(" hosts=120 "), "{last}");
+    assert!(
+        last.ends_with(" degraded_calls=240 metadata_stale=6"),
+        "one stale lookup per release: {last}"
+    );
+}
