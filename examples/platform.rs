@@ -52,6 +52,8 @@ mod cmdb;
 mod controller;
 #[path = "platform/hosts.rs"]
 mod hosts;
+#[path = "platform/live.rs"]
+mod live;
 #[path = "common/quorum_client.rs"]
 mod quorum_client;
 
@@ -161,6 +163,19 @@ struct Args {
     /// The CA (PEM) the platform and its agents trust.
     #[arg(long, requires_all = ["agents_tls_cert", "agents_tls_key"])]
     agents_tls_ca: Option<PathBuf>,
+    /// Serve a live page of the deployment on ADDR (`http://ADDR/`, its JSON at
+    /// `/api/state`): applications, each release's phase, batches, hosts at their step, the cap,
+    /// brake and analysis verdicts, rollbacks and degraded calls. Read-only and without
+    /// authentication: loopback only unless --insecure.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<std::net::SocketAddr>,
+    /// Serve a non-loopback --http-listen.
+    #[arg(long)]
+    insecure: bool,
+    /// Keep the live page up this long after the run, in milliseconds (the last line is
+    /// printed first).
+    #[arg(long, default_value_t = 0, requires = "http_listen")]
+    linger_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -176,6 +191,14 @@ fn main() -> ExitCode {
         && (args.kill_agent_after_ms.is_some() || args.agents_root.is_some())
     {
         cli::usage_error::<Args>("--kill-agent-after-ms and --agents-root need --agents 1 or more");
+    }
+    if let Some(addr) = args.http_listen
+        && !addr.ip().is_loopback()
+        && !args.insecure
+    {
+        cli::usage_error::<Args>(format!(
+            "refusing to serve the live page on {addr} without authentication; pass --insecure if the network is trusted"
+        ));
     }
     if cli::init_logging() {
         args.no_progress = true;
@@ -359,6 +382,13 @@ async fn run(args: Args) -> Result<bool, String> {
         progress,
         agents.as_ref().map(|a| Arc::clone(&a.hosts)),
     );
+    if let Some(addr) = args.http_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot serve the live page on {addr}: {e}"))?;
+        live::serve(listener, Arc::clone(&world));
+        println!("live      http://{addr}/");
+    }
     if args.degrade.iter().any(|d| d == "metadata") {
         // A platform that has been running knows every group's servers; then its CMDB fails.
         for app in graph.apps() {
@@ -499,10 +529,15 @@ async fn run(args: Args) -> Result<bool, String> {
         }
         line += &format!(" agents={} lost_agents={}", agents.hosts.hosts().len(), lost.len());
     }
+    world.finished.store(true, Ordering::SeqCst);
     println!();
     println!("{line}");
     for replica in replicas.iter() {
         replica.kill().await;
+    }
+    if args.linger_ms > 0 {
+        // The live page shows the final state a while longer.
+        tokio::time::sleep(Duration::from_millis(args.linger_ms)).await;
     }
     if observed.max_out_of_traffic > cap {
         eprintln!(

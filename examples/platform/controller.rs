@@ -11,10 +11,10 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use plus_core::{AppCode, Timestamp, Version};
 use plus_quorum::{Bytes, Cluster, LeaseId, MuxNode, NodeId, RemoteNode, WriteOp};
 use plus_rollout::{
-    AppExecutor, AppGraph, AvailabilityFloor, Command, DeployConfig, Deployment, DeploymentReport,
-    EventKind, HostState, Mode, OnFailure, Outcome, Phase, PlanConfig, QuorumStore, Release,
-    ReleaseConfig, SavedDeployment, SavedRelease, StateStore, async_trait, plan,
-    spawn_deployment_saved, spawn_release_saved,
+    AppExecutor, AppGraph, AvailabilityFloor, Command, DeployConfig, DeployEvent, Deployment,
+    DeploymentReport, EventKind, HostState, Mode, OnFailure, Outcome, Phase, PlanConfig,
+    QuorumStore, Release, ReleaseConfig, SavedDeployment, SavedRelease, StateStore, async_trait,
+    plan, spawn_deployment_saved, spawn_release_saved,
 };
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle};
@@ -50,6 +50,12 @@ pub(crate) struct World {
     pub activations: AtomicUsize,
     /// The active controller, and when the last one was killed.
     pub active: Mutex<(Option<NodeId>, Option<Instant>)>,
+    /// For the live page: the releases running now, those that ended, each application's
+    /// state in the deployment, and whether the run is over.
+    pub live_releases: Mutex<HashMap<AppCode, crate::live::ReleaseHandle>>,
+    pub ended_releases: Mutex<HashMap<AppCode, plus_rollout::ReleaseReport>>,
+    pub app_states: Mutex<HashMap<AppCode, String>>,
+    pub finished: std::sync::atomic::AtomicBool,
     done: mpsc::UnboundedSender<DeploymentReport>,
 }
 
@@ -80,6 +86,10 @@ impl World {
             cap: AtomicUsize::new(0),
             activations: AtomicUsize::new(0),
             active: Mutex::new((None, None)),
+            live_releases: Mutex::default(),
+            ended_releases: Mutex::default(),
+            app_states: Mutex::default(),
+            finished: std::sync::atomic::AtomicBool::new(false),
             done,
         };
         (Arc::new(world), reports)
@@ -299,7 +309,7 @@ async fn lead(id: NodeId, world: &Arc<World>, store: &Cluster<RemoteNode>) -> Re
         }
         active.0 = Some(id);
     }
-    let (_handle, _events, task) = spawn_deployment_saved(
+    let (_handle, mut events, task) = spawn_deployment_saved(
         deployment,
         Arc::clone(&platform),
         deployments,
@@ -307,6 +317,24 @@ async fn lead(id: NodeId, world: &Arc<World>, store: &Cluster<RemoteNode>) -> Re
         version,
     );
     term.track(&task);
+    // Each application's state, for the live page.
+    let states = Arc::clone(world);
+    let watcher = tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            let (app, state) = match event {
+                DeployEvent::Started(app) => (app, "deploying".to_owned()),
+                DeployEvent::Deployed(app) => (app, "checking health".to_owned()),
+                DeployEvent::Healthy(app) => (app, "healthy".to_owned()),
+                DeployEvent::Failed { app, .. } => (app, "failed".to_owned()),
+                DeployEvent::Skipped { app, failed_dependency } => {
+                    (app, format!("skipped (requires {failed_dependency})"))
+                }
+                _ => continue,
+            };
+            states.app_states.lock().expect("states lock").insert(app, state);
+        }
+    });
+    term.track(&watcher);
     tokio::select! {
         report = task => {
             let report = report.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
@@ -420,6 +448,7 @@ impl Platform {
             spawn_release_saved(release, Arc::clone(&self.world.hosts), releases, key, version)
         };
         self.term.track(&task);
+        self.world.live_releases.lock().expect("live lock").insert(app.clone(), handle.clone());
         let mut braked = None;
         match restored_phase {
             Phase::AwaitingBake => {
@@ -460,6 +489,8 @@ impl Platform {
             .await
             .map_err(|e| failed(e.to_string()))?
             .map_err(|e| failed(format!("the release of {app} stopped: {e}")))?;
+        self.world.live_releases.lock().expect("live lock").remove(app);
+        self.world.ended_releases.lock().expect("ended lock").insert(app.clone(), report.clone());
         let hosts_ok = report.count(HostState::is_success);
         bar.finish_with_message(match &report.outcome {
             Some(Outcome::Succeeded) => "deployed".to_owned(),
