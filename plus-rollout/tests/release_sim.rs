@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plus_core::{HostId, Ratio, Timestamp, Version, seeded_rng};
+use plus_rollout::analysis::{Check, Condition, Verdict};
 use plus_rollout::{
     Action, AvailabilityFloor, BatchLabel, BrakePolicy, BrakeView, Command, ConsecutiveFailures,
     EventKind, FailureRate, GroupHost, HostState, JobId, Mode, OnFailure, Outcome, Phase,
@@ -69,6 +70,9 @@ struct Ending {
     /// Rounds of the simulation loop it took (where a crash can be put).
     rounds: u32,
     crashed: bool,
+    /// Analysis verdicts, and how many of them were not passes.
+    verdicts: usize,
+    not_passed: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +89,9 @@ struct Scenario {
     chaos: bool,
     /// The release rolls back by itself when it brakes ([`OnFailure::RollBack`]).
     roll_back: bool,
+    /// The release runs an analysis check before every batch after the first deployed, whose
+    /// samples are random: mostly fine, now and then failing, missing or erring.
+    analysis: bool,
     seed: u64,
     /// The round of the simulation at which the controller crashes, if it does.
     crash_at: Option<u32>,
@@ -112,12 +119,23 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             any::<u64>(),
             proptest::option::of(0u32..1000),
             any::<bool>(),
+            any::<bool>(),
         ),
     )
         .prop_map(
             |(
                 (hosts, bastion, ratio, parallelism),
-                (stop_on_failure, fail_percent, manual, policy, chaos, seed, crash_at, roll_back),
+                (
+                    stop_on_failure,
+                    fail_percent,
+                    manual,
+                    policy,
+                    chaos,
+                    seed,
+                    crash_at,
+                    roll_back,
+                    analysis,
+                ),
             )| {
                 let s = Scenario {
                     hosts,
@@ -130,6 +148,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     policy,
                     chaos,
                     roll_back,
+                    analysis,
                     seed,
                     crash_at: None,
                 };
@@ -153,9 +172,17 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
         ..PlanConfig::default()
     };
     let Ok(plan) = plan(&group, &plan_config) else {
-        return Ok(Ending { outcome: Outcome::Aborted, braked: false, rounds: 0, crashed: false });
+        return Ok(Ending {
+            outcome: Outcome::Aborted,
+            braked: false,
+            rounds: 0,
+            crashed: false,
+            verdicts: 0,
+            not_passed: 0,
+        });
     };
     let bastion: HashSet<HostId> = plan.bastion.iter().cloned().collect();
+    let bastion_planned = !bastion.is_empty();
     let brake = Arc::new(Watched {
         policy: s.policy.build(),
         last: Mutex::new(None),
@@ -178,6 +205,15 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
         if s.roll_back {
             config.on_failure = OnFailure::RollBack { to: Version::new(PREVIOUS).unwrap() };
         }
+        if s.analysis {
+            config.analysis = vec![Check {
+                failure: Some(Condition::Above(0.1)),
+                success: Some(Condition::AtMost(0.1)),
+                count: 2,
+                interval: Duration::from_millis(500),
+                ..Check::new("error-rate", "errors")
+            }];
+        }
         config
     };
     let planned = plan.host_count();
@@ -195,6 +231,9 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
     let mut host_of_token: HashMap<u64, (Timestamp, u32)> = HashMap::new();
     let mut succeeded: HashSet<u32> = HashSet::new();
     let mut degraded_answers = 0usize;
+    // The latest analysis verdict before each batch: passed or not.
+    let mut verdicts: HashMap<usize, bool> = HashMap::new();
+    let (mut verdict_count, mut not_passed) = (0, 0);
     // Hosts the release started installing: the only ones a rollback may touch.
     let mut installed: HashSet<HostId> = HashSet::new();
     let mut baked = false;
@@ -207,6 +246,16 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
             match event.kind {
                 EventKind::BatchStarted { batch: BatchLabel::Batch(n), .. } => {
                     tripped = false;
+                    // With analysis, a batch after the first thing deployed starts only on a
+                    // pass (this simulation never continues past a brake).
+                    if s.analysis && (n > 1 || bastion_planned) {
+                        prop_assert_eq!(
+                            verdicts.get(&n),
+                            Some(&true),
+                            "batch {} started without a pass",
+                            n
+                        );
+                    }
                     // Every batch asked the brake first, and it said go (this simulation never
                     // continues past a brake).
                     let verdict = brake.last.lock().unwrap().take();
@@ -214,10 +263,18 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
                 }
                 EventKind::Phase(Phase::Braked { reason }) => {
                     let verdict = brake.last.lock().unwrap().take();
-                    // A bastion failure brakes without asking the policy.
-                    if let Some(verdict) = verdict {
+                    // A bastion failure brakes without asking the policy; an analysis brakes
+                    // after the policy said go.
+                    if let Some(verdict) = verdict
+                        && !reason.starts_with("analysis")
+                    {
                         prop_assert_eq!(verdict, Some(reason));
                     }
+                }
+                EventKind::Analysis(record) => {
+                    verdict_count += 1;
+                    not_passed += usize::from(record.verdict != Verdict::Passed);
+                    verdicts.insert(record.before_batch, record.verdict == Verdict::Passed);
                 }
                 EventKind::BatchStarted { .. } => tripped = false,
                 EventKind::HostFinished { host, state } => {
@@ -318,7 +375,9 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
                     };
                     inflight.insert((now + delay, token), (host, step, outcome));
                     host_of_token.insert(token, (now + delay, host));
-                    let mut out: HashSet<u32> = inflight.values().map(|(h, _, _)| *h).collect();
+                    // Hosts, not analysis samples (in a slot of their own).
+                    let mut out: HashSet<u32> =
+                        inflight.values().map(|(h, _, _)| *h).filter(|&h| h != u32::MAX).collect();
                     out.extend(&in_doubt);
                     prop_assert!(
                         out.len() <= s.parallelism,
@@ -326,6 +385,21 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
                         out.len(),
                         s.parallelism
                     );
+                }
+                Action::Start { id: JobId { slot, token }, job: ReleaseJob::Measure(_) } => {
+                    prop_assert!(s.analysis, "a sample nobody asked for");
+                    let value = match rng.random_range(0..20) {
+                        0 => Ok(None),
+                        1 => Err("provider down".to_owned()),
+                        2 => Ok(Some(0.5)),
+                        _ => Ok(Some(0.01)),
+                    };
+                    let delay = Duration::from_millis(rng.random_range(0..200));
+                    inflight.insert(
+                        (now + delay, token),
+                        (slot, Step::Precheck, StepOutcome::Measured(value)),
+                    );
+                    host_of_token.insert(token, (now + delay, slot));
                 }
                 Action::Cancel(JobId { token, .. }) => {
                     if let Some((at, _)) = host_of_token.remove(&token) {
@@ -435,7 +509,14 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
     }
     prop_assert!(in_doubt.is_empty(), "hosts still in doubt at the end: {in_doubt:?}");
     let braked = *brake.braked.lock().unwrap() > 0;
-    Ok(Ending { outcome: report.outcome.unwrap(), braked, rounds, crashed })
+    Ok(Ending {
+        outcome: report.outcome.unwrap(),
+        braked,
+        rounds,
+        crashed,
+        verdicts: verdict_count,
+        not_passed,
+    })
 }
 
 /// Host ids are `hNNN`, and the release indexes hosts in plan order, which for these groups
@@ -468,6 +549,7 @@ fn a_clean_release_succeeds() {
         policy: Policy::FailureRate,
         chaos: false,
         roll_back: false,
+        analysis: false,
         seed: 1,
         crash_at: None,
     };
@@ -496,6 +578,7 @@ fn a_crash_at_any_point_of_fixed_scenarios_keeps_the_invariants() {
             policy: Policy::FailureRate,
             chaos: false,
             roll_back: stop_on_failure,
+            analysis: manual,
             seed: 5,
             crash_at: None,
         };
@@ -518,6 +601,7 @@ fn simulation_reaches_every_outcome_and_every_policy_brakes() {
     let mut seen = HashSet::new();
     let mut braked = HashSet::new();
     let mut crashes = 0;
+    let (mut verdicts, mut not_passed) = (0, 0);
     for seed in 0..300 {
         let s = Scenario {
             hosts: rng.random_range(1..60),
@@ -530,12 +614,15 @@ fn simulation_reaches_every_outcome_and_every_policy_brakes() {
             policy: Policy::ALL[rng.random_range(0..Policy::ALL.len())],
             chaos: rng.random(),
             roll_back: rng.random(),
+            analysis: rng.random(),
             seed,
             crash_at: None,
         };
         let s = if rng.random_bool(0.5) { s.crashing_at(rng.random_range(0..1000)) } else { s };
         let ending = run(&s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
         crashes += usize::from(ending.crashed);
+        verdicts += ending.verdicts;
+        not_passed += ending.not_passed;
         seen.insert(std::mem::discriminant(&ending.outcome));
         if ending.braked {
             braked.insert(s.policy);
@@ -546,4 +633,6 @@ fn simulation_reaches_every_outcome_and_every_policy_brakes() {
         assert!(braked.contains(&policy), "{policy:?} never braked in the simulation");
     }
     assert!(crashes > 50, "only {crashes} runs crashed and were restored");
+    println!("{verdicts} analysis verdicts, {not_passed} of them not passes");
+    assert!(verdicts > 50 && not_passed > 5, "{verdicts} verdicts, {not_passed} not passed");
 }
