@@ -121,6 +121,10 @@ struct Args {
     /// `metadata_stale=N`).
     #[arg(long, value_delimiter = ',', value_parser = ["lb", "metadata"])]
     degrade: Vec<String>,
+    /// Each release must end within this many milliseconds of its start, or it fails (and,
+    /// with --analysis, rolls back what it changed); the time is kept across a failover.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    release_deadline_ms: Option<u64>,
     /// Kill the active controller this many milliseconds after it was elected (needs at least
     /// two controllers).
     #[arg(long)]

@@ -12,9 +12,9 @@ use plus_core::{AppCode, Timestamp, Version};
 use plus_quorum::{Bytes, Cluster, LeaseId, MuxNode, NodeId, RemoteNode, WriteOp};
 use plus_rollout::{
     AppExecutor, AppGraph, AvailabilityFloor, Command, DeployConfig, DeployEvent, Deployment,
-    DeploymentReport, EventKind, HostState, Mode, OnFailure, Outcome, Phase, PlanConfig,
-    QuorumStore, Release, ReleaseConfig, SavedDeployment, SavedRelease, StateStore, async_trait,
-    plan, spawn_deployment_saved, spawn_release_saved,
+    DeploymentReport, EventKind, HostState, Mode, OnDeadline, OnFailure, Outcome, Phase,
+    PlanConfig, QuorumStore, Release, ReleaseConfig, ReleaseDeadlines, SavedDeployment,
+    SavedRelease, StateStore, async_trait, plan, spawn_deployment_saved, spawn_release_saved,
 };
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle};
@@ -147,6 +147,11 @@ impl World {
             // the batch together stay within the plan's pull-out cap (Kubernetes'
             // maxUnavailable), which is what the observer beside the hosts checks.
             brake: Arc::new(AvailabilityFloor),
+            deadlines: ReleaseDeadlines {
+                release: self.args.release_deadline_ms.map(Duration::from_millis),
+                on_expiry: OnDeadline::Fail,
+                ..ReleaseDeadlines::default()
+            },
             // A release that judges itself failing puts back what it changed, by itself.
             on_failure: if self.args.analysis {
                 OnFailure::RollBack { to: Version::new(PREVIOUS_VERSION).expect("a valid version") }
@@ -505,19 +510,22 @@ impl Platform {
         };
         match report.outcome {
             Some(Outcome::Succeeded) => Ok(result),
-            Some(Outcome::RolledBack { hosts, failed, .. }) => {
+            Some(Outcome::RolledBack { ref reason, hosts, failed }) => {
                 let previous = PREVIOUS_VERSION;
                 println!("rollback  {app}: {hosts} hosts back on {previous}");
                 // Back on the previous version: only hosts that were on the target before the
                 // release still are.
                 result.hosts_ok = report.count(|s| *s == HostState::AlreadyOnTarget);
-                let reason = braked.as_deref().unwrap_or("the release went wrong");
+                let why = if reason.contains("deadline") { "failed" } else { "braked" };
                 let mut reason =
-                    format!("release braked: {reason}; rolled back {hosts} hosts to {previous}");
+                    format!("release {why}: {reason}; rolled back {hosts} hosts to {previous}");
                 if failed > 0 {
                     reason += &format!(" ({failed} failed to roll back)");
                 }
                 Err((result, reason))
+            }
+            Some(Outcome::Failed(why)) if why.contains("deadline") => {
+                Err((result, format!("release failed: {why}")))
             }
             _ => {
                 let reason = match &braked {

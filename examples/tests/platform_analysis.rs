@@ -64,3 +64,30 @@ fn an_outage_of_the_cmdb_is_survived_from_the_cache() {
         "one stale lookup per release: {last}"
     );
 }
+
+/// `platform --release-deadline-ms`: releases that cannot end in time fail on their deadline
+/// and, with --analysis, roll back what they changed and put back what they marked down, never
+/// taking more hosts of a group out of traffic than its cap (the observer beside the hosts
+/// says so on stderr otherwise).
+#[test]
+fn a_release_past_its_deadline_fails_and_rolls_back_within_the_cap() {
+    for _ in 0..3 {
+        let output = Command::new(example("platform"))
+            .args([
+                "--release-deadline-ms",
+                "300",
+                "--latency-ms",
+                "30",
+                "--analysis",
+                "--no-progress",
+            ])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&output.stdout);
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{out}");
+        assert!(out.contains("FAILED: release failed: the release's deadline of 30"), "{out}");
+        assert!(out.contains("rollback  "), "{out}");
+        assert!(!err.contains("out of traffic at once"), "{err}");
+    }
+}

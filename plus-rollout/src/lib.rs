@@ -199,7 +199,7 @@ pub use orchestrate::{
 };
 pub use plan::{
     Availability, Bastion, Exclusion, GroupHost, Plan, PlanConfig, PlanError, Split, parse_ramp,
-    plan, rollback_plan,
+    plan, rollback_plan, stopped_out_of_traffic,
 };
 #[cfg(feature = "quorum")]
 pub use quorum_store::QuorumStore;

@@ -285,37 +285,79 @@ pub fn plan(group: &[GroupHost], config: &PlanConfig) -> Result<Plan, PlanError>
 }
 
 /// The plan that rolls back what a release changed (Ctrip's rollback: no bastion, batches of
-/// half the changed hosts), never more than `cap` hosts at once (the group's own pull-out cap,
-/// which still holds), touching only hosts the release changed: those that ran Install or
-/// later (succeeded, waiting for bake, running, failed or cancelled at Install, Verify or
-/// Markup).
-/// A host already on the target, or stopped before Install, is left as it is. `None` when the
-/// release changed no host.
+/// half the hosts), touching only hosts the release changed or took out of traffic: those that
+/// ran Install or later (succeeded, waiting for bake, running, failed or cancelled at Install,
+/// Verify or Markup), and those it stopped after marking them down and before installing
+/// (at Markdown or Download), which only need putting back into traffic
+/// ([`stopped_out_of_traffic`]: a rollback treats them as in doubt, so their Precheck finds
+/// them on the previous version and they are marked up). A host already on the target, or
+/// stopped at Precheck, is left as it is. `None` when there is nothing to put back.
+///
+/// The group's pull-out cap still holds: every host that is out of traffic already goes back
+/// in the first batch, with as many others as the cap leaves room for, and the later batches
+/// hold at most `cap` (and half the hosts). Out of traffic at once is never more than `cap`, or
+/// than the hosts already out if those are more.
 #[must_use]
 pub fn rollback_plan(report: &crate::ReleaseReport, cap: usize) -> Option<Plan> {
-    use crate::{HostState, Step};
-    let changed_step = |step: Step| matches!(step, Step::Install | Step::Verify | Step::Markup);
-    let changed: Vec<HostId> = report
-        .hosts
-        .iter()
-        .filter(|(_, state)| match state {
-            HostState::Succeeded | HostState::AwaitingBake => true,
+    use crate::HostState;
+    let mut out = Vec::new();
+    let mut in_service = Vec::new();
+    for (host, state) in &report.hosts {
+        match state {
+            HostState::Succeeded => in_service.push(host.clone()),
+            HostState::AwaitingBake => out.push(host.clone()),
             HostState::Failed { step, .. }
             | HostState::Cancelled { step }
-            | HostState::Running(step) => changed_step(*step),
-            _ => false,
-        })
-        .map(|(host, _)| host.clone())
-        .collect();
-    if changed.is_empty() {
+            | HostState::Running(step) => {
+                if *step != crate::Step::Precheck {
+                    out.push(host.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    let total = out.len() + in_service.len();
+    if total == 0 {
         return None;
     }
-    let cap = changed.len().div_ceil(2).min(cap.max(1));
-    let sizes = even_sizes(changed.len(), cap);
-    let mut hosts = changed.into_iter();
-    let batches = sizes.into_iter().map(|size| hosts.by_ref().take(size).collect()).collect();
+    let room = cap.max(1).min(total.div_ceil(2));
+    let mut batches: Vec<Vec<HostId>> = Vec::new();
+    let mut rest = in_service.into_iter();
+    if !out.is_empty() {
+        // Out already: they go first, with as many others as the room leaves.
+        let others = room.saturating_sub(out.len());
+        let mut first = out;
+        first.extend(rest.by_ref().take(others));
+        batches.push(first);
+    }
+    let rest: Vec<HostId> = rest.collect();
+    let mut hosts = rest.into_iter();
+    for size in even_sizes(hosts.len(), room) {
+        batches.push(hosts.by_ref().take(size).collect());
+    }
     let max_ratio = Ratio::new(0.5).expect("0.5 is a valid ratio");
+    let cap = batches.iter().map(Vec::len).max().unwrap_or(1);
     Some(Plan { bastion: Vec::new(), batches, excluded: Vec::new(), cap, max_ratio })
+}
+
+/// The hosts a stopped release left out of traffic without installing anything on them
+/// (stopped at Markdown or Download): a rollback only puts them back into traffic.
+#[must_use]
+pub fn stopped_out_of_traffic(report: &crate::ReleaseReport) -> Vec<HostId> {
+    use crate::{HostState, Step};
+    report
+        .hosts
+        .iter()
+        .filter(|(_, state)| {
+            matches!(
+                state,
+                HostState::Failed { step: Step::Markdown | Step::Download, .. }
+                    | HostState::Cancelled { step: Step::Markdown | Step::Download }
+                    | HostState::Running(Step::Markdown | Step::Download)
+            )
+        })
+        .map(|(host, _)| host.clone())
+        .collect()
 }
 
 /// The fewest batches of at most `cap` for `n` hosts, sizes differing by at most one, larger

@@ -1847,16 +1847,26 @@ impl Release {
         let cap = self.batches.iter().chain([&self.bastion]).map(Vec::len).max().unwrap_or(1);
         // What was changed is read before the release's own hosts are settled (a bastion
         // waiting for bake was installed; a step in flight at a deadline may have been).
-        let plan = crate::plan::rollback_plan(&self.report(), cap);
+        let report = self.report();
+        let plan = crate::plan::rollback_plan(&report, cap);
+        let only_out = crate::plan::stopped_out_of_traffic(&report);
         self.stop_hosts(now);
         let Some(plan) = plan else {
-            let reason = format!("{reason}; nothing to roll back: no host was changed");
+            let reason =
+                format!("{reason}; nothing to roll back: no host was changed or marked down");
             self.enter(Stage::Finished(Outcome::Failed(reason)), now);
             return;
         };
         let hosts = plan.host_count();
         let rollback = match Release::new(plan, self.rollback_config(to.clone()), now) {
-            Ok(rollback) => rollback,
+            Ok(mut rollback) => {
+                // Marked down and never installed: their Precheck finds the previous version,
+                // and, in doubt, they are put back into traffic.
+                for slot in &mut rollback.hosts {
+                    slot.in_doubt = only_out.contains(&*slot.id);
+                }
+                rollback
+            }
             Err(e) => {
                 let reason = format!("{reason}; cannot roll back: {e}");
                 self.enter(Stage::Finished(Outcome::Failed(reason)), now);

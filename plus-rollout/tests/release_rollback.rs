@@ -34,6 +34,8 @@ struct Sim {
     fail_verify: HashSet<String>,
     /// Forward hosts whose Markdown fails (before Install: not changed).
     fail_markdown: HashSet<String>,
+    /// Forward hosts whose Precheck fails (never touched).
+    fail_precheck: HashSet<String>,
     metric: Metric,
     forward: Vec<(String, Step)>,
     back: Vec<(String, Step)>,
@@ -87,6 +89,7 @@ impl Sim {
             now: Timestamp::ZERO,
             fail_verify: HashSet::new(),
             fail_markdown: HashSet::new(),
+            fail_precheck: HashSet::new(),
             metric,
             forward: Vec::new(),
             back: Vec::new(),
@@ -111,6 +114,18 @@ impl Sim {
                     let host = job.host.to_string();
                     if job.version.as_str() == PREVIOUS {
                         self.back.push((host.clone(), job.step));
+                        // A host never installed still runs the previous version.
+                        let installed =
+                            self.forward.iter().any(|(h, s)| *h == host && *s == Step::Install);
+                        if job.step == Step::Precheck && !installed {
+                            self.release.handle_step_result(
+                                slot,
+                                token,
+                                StepOutcome::AlreadyOnTarget,
+                                self.now,
+                            );
+                            continue;
+                        }
                         match job.step {
                             Step::Markdown => {
                                 self.out.insert(host);
@@ -127,6 +142,7 @@ impl Sim {
                         let fails = match job.step {
                             Step::Verify => self.fail_verify.contains(&host),
                             Step::Markdown => self.fail_markdown.contains(&host),
+                            Step::Precheck => self.fail_precheck.contains(&host),
                             _ => false,
                         };
                         if fails { StepOutcome::Failed("boom".into()) } else { StepOutcome::Done }
@@ -247,9 +263,30 @@ fn a_brake_on_failures_rolls_back_the_changed_hosts_the_failed_ones_included() {
 }
 
 #[test]
-fn a_brake_before_anything_was_installed_has_nothing_to_roll_back() {
+fn hosts_marked_down_and_never_installed_are_only_put_back_into_traffic() {
     let mut sim = Sim::new(braking(config(Vec::new())), Metric::NoData);
     sim.fail_markdown = (0..4).map(|n| format!("b1-{n}")).collect();
+    sim.settle();
+    let Outcome::RolledBack { hosts, .. } = outcome(&sim) else { panic!("{:?}", outcome(&sim)) };
+    assert_eq!(hosts, 4);
+    for n in 0..4 {
+        let host = format!("b1-{n}");
+        let steps: Vec<Step> =
+            sim.back.iter().filter(|(h, _)| *h == host).map(|(_, s)| *s).collect();
+        assert_eq!(
+            steps,
+            [Step::Precheck, Step::Markup],
+            "{host}: found on the previous version, marked up"
+        );
+    }
+}
+
+#[test]
+fn a_brake_before_any_host_was_marked_down_has_nothing_to_roll_back() {
+    let mut config = braking(config(Vec::new()));
+    config.stop_on_failure = true;
+    let mut sim = Sim::new(config, Metric::NoData);
+    sim.fail_precheck = (0..4).map(|n| format!("b1-{n}")).collect();
     sim.settle();
     let Outcome::Failed(reason) = outcome(&sim) else { panic!("{:?}", outcome(&sim)) };
     assert!(reason.contains("nothing to roll back"), "{reason}");
@@ -336,10 +373,11 @@ proptest! {
         sim.fail_verify = fail_verify.iter().map(|&i| name(i)).collect();
         sim.fail_markdown = fail_markdown.iter().map(|&i| name(i)).collect();
         sim.settle();
+        // Installed, or at least marked down.
         let installed: BTreeSet<String> = sim
             .forward
             .iter()
-            .filter(|(_, step)| *step == Step::Install)
+            .filter(|(_, step)| *step == Step::Markdown)
             .map(|(h, _)| h.clone())
             .collect();
         let rolled_back = matches!(sim.release.phase(), Phase::Finished(Outcome::RolledBack { .. }));

@@ -327,9 +327,8 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
                         // says it passed Install (after a takeover, a host in doubt found
                         // already on the target goes on as verified).
                         let state = release.report().hosts.into_iter().find(|(h, _)| h == &*id);
-                        let past_install = |step: &Step| {
-                            matches!(step, Step::Install | Step::Verify | Step::Markup)
-                        };
+                        // Or one it marked down without installing (put back into traffic).
+                        let past_install = |step: &Step| *step != Step::Precheck;
                         let changed = match &state {
                             Some((_, HostState::Succeeded | HostState::AwaitingBake)) => true,
                             Some((
@@ -342,7 +341,7 @@ fn run(s: &Scenario) -> Result<Ending, TestCaseError> {
                             installed.contains(&*id) || changed,
                             "the rollback touched {id}, which the release never changed: {state:?}"
                         );
-                    } else if step == Step::Install {
+                    } else if step == Step::Markdown {
                         installed.insert((*id).clone());
                     }
                     prop_assert!(

@@ -38,41 +38,51 @@ fn report(states: &[HostState]) -> ReleaseReport {
     }
 }
 
-/// Whether the release changed the host: it ran Install or later.
-fn changed(state: &HostState) -> bool {
+/// Whether a rollback must touch the host: the release installed on it, or took it out of
+/// traffic (it ran Markdown or later).
+fn touched(state: &HostState) -> bool {
     match state {
         HostState::Succeeded | HostState::AwaitingBake => true,
         HostState::Failed { step, .. }
         | HostState::Cancelled { step }
-        | HostState::Running(step) => {
-            matches!(step, Step::Install | Step::Verify | Step::Markup)
-        }
+        | HostState::Running(step) => *step != Step::Precheck,
         _ => false,
     }
 }
 
+/// Whether the host is out of traffic when the release stops.
+fn out(state: &HostState) -> bool {
+    touched(state) && *state != HostState::Succeeded
+}
+
 proptest! {
     #[test]
-    fn a_rollback_stays_under_the_cap_and_touches_only_changed_hosts(
+    fn a_rollback_holds_the_cap_and_touches_only_hosts_the_release_touched(
         states in proptest::collection::vec(state(), 0..60),
         cap in 1usize..10,
     ) {
         let report = report(&states);
-        let expected: BTreeSet<String> = report
-            .hosts
-            .iter()
-            .filter(|(_, s)| changed(s))
-            .map(|(h, _)| h.to_string())
-            .collect();
+        let expected: BTreeSet<String> =
+            report.hosts.iter().filter(|(_, s)| touched(s)).map(|(h, _)| h.to_string()).collect();
+        let out_now: BTreeSet<String> =
+            report.hosts.iter().filter(|(_, s)| out(s)).map(|(h, _)| h.to_string()).collect();
         let Some(plan) = rollback_plan(&report, cap) else {
             prop_assert!(expected.is_empty());
             return Ok(());
         };
         prop_assert!(plan.bastion.is_empty(), "no bastion");
+        let half = expected.len().div_ceil(2);
         let mut seen = BTreeSet::new();
-        for batch in &plan.batches {
-            prop_assert!(batch.len() <= cap, "a batch of {} over the cap {}", batch.len(), cap);
-            prop_assert!(batch.len() <= expected.len().div_ceil(2), "at most half at once");
+        for (i, batch) in plan.batches.iter().enumerate() {
+            let names: BTreeSet<String> = batch.iter().map(ToString::to_string).collect();
+            if i == 0 {
+                // Every host out already goes back first, with others only up to the cap.
+                prop_assert!(names.is_superset(&out_now), "{:?} not all in {:?}", out_now, names);
+                prop_assert!(batch.len() <= out_now.len().max(cap.min(half)), "first batch of {}", batch.len());
+            } else {
+                prop_assert!(batch.len() <= cap.min(half).max(1), "a batch of {} over the cap {}", batch.len(), cap);
+                prop_assert!(names.is_disjoint(&out_now));
+            }
             for host in batch {
                 prop_assert!(seen.insert(host.to_string()), "{} twice", host);
             }
