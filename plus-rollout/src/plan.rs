@@ -308,10 +308,10 @@ pub fn rollback_plan(report: &crate::ReleaseReport, cap: usize) -> Option<Plan> 
             HostState::AwaitingBake => out.push(host.clone()),
             HostState::Failed { step, .. }
             | HostState::Cancelled { step }
-            | HostState::Running(step) => {
-                if *step != crate::Step::Precheck {
-                    out.push(host.clone());
-                }
+            | HostState::Running(step)
+                if *step != crate::Step::Precheck =>
+            {
+                out.push(host.clone());
             }
             _ => {}
         }
