@@ -68,22 +68,18 @@ impl Running {
     }
 
     /// SIGTERM, as an operator's Ctrl-C would, then the exit status.
-    fn stop(mut self) -> Option<i32> {
+    fn stop(self) -> Option<i32> {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        panic!("quorum_ctl did not stop on SIGTERM");
+        self.exit_within(Duration::from_secs(10), "stop on SIGTERM")
     }
 
     /// Its exit status once it ends by itself, within 20 s.
-    fn ends(mut self) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    fn ends(self) -> Option<i32> {
+        self.exit_within(Duration::from_secs(20), "end by itself")
+    }
+
+    fn exit_within(mut self, limit: Duration, what: &str) -> Option<i32> {
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
@@ -91,7 +87,7 @@ impl Running {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
-        panic!("quorum_ctl did not end");
+        panic!("quorum_ctl did not {what} within {limit:?}");
     }
 }
 
