@@ -576,7 +576,7 @@ async fn start_agents(args: &Args, apps: &mut Vec<(AppCode, Manifest)>) -> Resul
     };
     let agent = cli::sibling_example("agent", true)?;
     let artifact = cli::sibling_example("hello_http", true)?;
-    let real = agents::RealApp::new(&manifest, artifact)?;
+    let real = agents::agent_app(&manifest, artifact)?;
     if apps.iter().any(|(code, _)| *code == real.app) {
         return Err(format!("the agents' application {} is already among the manifests", real.app));
     }
@@ -591,7 +591,7 @@ async fn start_agents(args: &Args, apps: &mut Vec<(AppCode, Manifest)>) -> Resul
             .collect::<Result<_, _>>()?
     };
     let app = real.app.clone();
-    let agent_hosts = agents::AgentHosts::new(real, hosts.clone())?;
+    let agent_hosts = agents::AgentHosts::new(real, hosts.clone(), agents::pool_config());
     let (root, remove_root) = match &args.agents_root {
         Some(root) => (root.clone(), false),
         None => (std::env::temp_dir().join(format!("plus-platform-{}", std::process::id())), true),

@@ -1,5 +1,6 @@
-//! The agent that runs a release's steps on a host for the platform, and the protocol they
-//! speak over a plus-mux connection (feature `agent`).
+//! The agent that runs a release's steps on a host for the platform, the platform's side of
+//! them ([`AgentPool`]: registration, liveness, the steps as a [`StepExecutor`](crate::StepExecutor)), and the protocol
+//! they speak over a plus-mux connection (feature `agent`).
 //!
 //! In plus-rollout because an agent is what executes plus-rollout's steps on a real host:
 //! Precheck, Markdown, Download (from a path, or sent by the platform over the agent's own
@@ -18,8 +19,10 @@
 //! ```
 
 mod host;
+mod pool;
 pub mod protocol;
 mod runtime;
 
 pub use host::Host;
+pub use pool::{AgentApp, AgentPool, PoolConfig, ServeTasks, command_argv};
 pub use runtime::{Agent, AgentConfig, AgentError};
