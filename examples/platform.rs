@@ -149,6 +149,14 @@ struct Args {
     /// temporary directory, removed at the end).
     #[arg(long)]
     agents_root: Option<PathBuf>,
+    /// The agent program to start [default: the `agent` example beside this program; build
+    /// it with `cargo build --release --example agent`].
+    #[arg(long, value_name = "PATH")]
+    agent_bin: Option<PathBuf>,
+    /// The artifact released to the agents [default: the `hello_http` example beside this
+    /// program; build it with `cargo build --release --example hello_http`].
+    #[arg(long, value_name = "PATH")]
+    agent_artifact: Option<PathBuf>,
     /// The manifest of the application released to the agents [default:
     /// examples/data/agents/hello.yaml of this repository].
     #[arg(long)]
@@ -574,8 +582,14 @@ async fn start_agents(args: &Args, apps: &mut Vec<(AppCode, Manifest)>) -> Resul
         }
         Err(err) => return Err(err.to_string()),
     };
-    let agent = cli::sibling_example("agent", true)?;
-    let artifact = cli::sibling_example("hello_http", true)?;
+    let agent = match &args.agent_bin {
+        Some(path) => path.clone(),
+        None => cli::sibling_example("agent")?,
+    };
+    let artifact = match &args.agent_artifact {
+        Some(path) => path.clone(),
+        None => cli::sibling_example("hello_http")?,
+    };
     let real = agents::agent_app(&manifest, artifact)?;
     if apps.iter().any(|(code, _)| *code == real.app) {
         return Err(format!("the agents' application {} is already among the manifests", real.app));

@@ -206,7 +206,7 @@ async fn run(args: Args) -> Result<bool, String> {
     let addrs = loopback_addrs(&ids).await.map_err(|e| e.to_string())?;
     let proxies = proxy::Proxies::start(&addrs).await.map_err(|e| format!("proxies: {e}"))?;
     let mut nodes = Nodes {
-        program: cli::sibling_example("quorum_node", false)?,
+        program: cli::sibling_example("quorum_node")?,
         addrs,
         proxies,
         dir,

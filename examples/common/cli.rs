@@ -112,44 +112,17 @@ impl TlsArgs {
     }
 }
 
-/// The example program `name` beside this one (same profile). With `build_under_cargo`, when
-/// this program runs under `cargo run`, it is built first (a no-op when it is fresh), so a
-/// changed sibling is never stale.
+/// The example program `name` beside this one (same profile). No program builds another: a
+/// missing one is an error saying how to build it.
 ///
 /// # Errors
-/// A message naming the missing binary and how to build it, or cargo's failure.
-pub(crate) fn sibling_example(
-    name: &str,
-    build_under_cargo: bool,
-) -> Result<std::path::PathBuf, String> {
+/// A message naming the missing binary and how to build it.
+pub(crate) fn sibling_example(name: &str) -> Result<std::path::PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let path = exe
         .parent()
         .ok_or("this program has no directory")?
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if let Some(cargo) = std::env::var_os("CARGO").filter(|_| build_under_cargo) {
-        let mut build = std::process::Command::new(cargo);
-        build.args(["build", "-q", "-p", "examples", "--example", name]);
-        // What `cargo run` set for this program only: left in, build scripts that watch such
-        // variables (ring's) would run again, and rebuild half the tree every time.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("CARGO_PKG_")
-                || key.starts_with("CARGO_MANIFEST_")
-                || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"]
-                    .contains(&key.as_ref())
-            {
-                build.env_remove(key.as_ref());
-            }
-        }
-        if !cfg!(debug_assertions) {
-            build.arg("--release");
-        }
-        let status = build.status().map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !status.success() {
-            return Err(format!("cargo could not build the {name} example ({status})"));
-        }
-    }
     if path.exists() {
         Ok(path)
     } else {
