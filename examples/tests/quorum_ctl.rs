@@ -140,6 +140,15 @@ async fn watch_compact_elect_keep_alive_move_leader_and_membership() {
         "{said:?}"
     );
     assert_eq!(old.ends(), Some(1));
+    // Reads at the compacted revision, from a key on, and limited, still work.
+    let (code, at, err) = ctl(&endpoints, &["get", "app/b", "--rev", &revision.to_string()]);
+    assert_eq!((code, at.as_str()), (Some(0), "app/b\n2\n"), "{err}");
+    assert_eq!(ctl(&endpoints, &["put", "app/c", "3"]).0, Some(0));
+    let (_, from, _) =
+        ctl(&endpoints, &["get", "app/b", "--from-key", "--keys-only", "--limit", "1"]);
+    assert_eq!(from, "app/b\n");
+    let (_, keys, _) = ctl(&endpoints, &["keys", "app/*"]);
+    assert_eq!(keys, "app/b\napp/c\n");
     let (code, _, err) = ctl(&endpoints, &["get", "app/b", "--rev", &(revision - 2).to_string()]);
     assert_eq!(code, Some(1));
     assert!(err.contains("compacted"), "{err}");
