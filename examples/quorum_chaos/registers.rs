@@ -280,8 +280,11 @@ impl Recorder {
     }
 
     /// Checks every key's history; the first key that is not linearizable (or could not be
-    /// decided within `budget`), if any.
+    /// decided within `budget`), if any. First, what the register model leaves out: every
+    /// value the store returned (a read's, a failed compare's) was written by some client, and
+    /// at the version its write was acknowledged with.
     pub(crate) fn check(&self, budget: Duration) -> Result<(), String> {
+        check_values_and_versions(&self.lines.lock().expect("lines lock"))?;
         let histories = self.histories.lock().expect("histories lock");
         let seen: HashSet<String> = self
             .lines
@@ -312,6 +315,96 @@ impl Recorder {
         }
         Ok(())
     }
+}
+
+/// Values are unique per write (`cCLIENT-N`): every value returned must be one a client wrote,
+/// and, when its write was acknowledged, at the version the acknowledgement gave.
+fn check_values_and_versions(lines: &[String]) -> Result<(), String> {
+    let mut in_flight: BTreeMap<u64, Op> = BTreeMap::new();
+    let mut written: HashSet<String> = HashSet::new();
+    let mut acked: BTreeMap<String, HashSet<u64>> = BTreeMap::new();
+    let mut returned: Vec<(usize, String, u64)> = Vec::new();
+    for (number, line) in lines.iter().enumerate() {
+        let json: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("history line {}: {e}", number + 1))?;
+        let Some(thread) = json["thread"].as_u64() else { continue };
+        match json["event"].as_str() {
+            Some("invoke") => {
+                if let Ok((_, op)) = register_op(&json["op"]) {
+                    if let Op::Put(v) | Op::Cas { new: v, .. } | Op::TxnCas { new: v, .. } = &op {
+                        written.insert(v.clone());
+                    }
+                    in_flight.insert(thread, op);
+                }
+            }
+            Some(event) => {
+                let op = in_flight.remove(&thread);
+                if !matches!(event, "ok" | "fail") {
+                    continue;
+                }
+                let result = &json["result"];
+                if let (
+                    Some(Op::Put(v) | Op::Cas { new: v, .. } | Op::TxnCas { new: v, .. }),
+                    Some(version),
+                ) = (&op, acked_version(result))
+                {
+                    acked.entry(v.clone()).or_default().insert(version);
+                }
+                returned
+                    .extend(versioned_in(result).into_iter().map(|(v, at)| (number + 1, v, at)));
+            }
+            None => {}
+        }
+    }
+    for (line, value, version) in returned {
+        if !written.contains(&value) {
+            return Err(format!(
+                "history line {line}: the store returned {value:?}, which no client wrote"
+            ));
+        }
+        if let Some(at) = acked.get(&value)
+            && !at.contains(&version)
+        {
+            return Err(format!(
+                "history line {line}: {value:?} at version {version}, but its write was acknowledged at {at:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The version a write's acknowledgement gives what it wrote, if it wrote.
+fn acked_version(result: &serde_json::Value) -> Option<u64> {
+    match serde_json::from_value::<WriteResult>(result.clone()).ok()? {
+        WriteResult::Applied { version } => Some(version),
+        WriteResult::Txn { succeeded: true, version, .. } => Some(version),
+        _ => None,
+    }
+}
+
+/// Every `{value, version}` inside a result's JSON: read values, a failed compare's current.
+fn versioned_in(json: &serde_json::Value) -> Vec<(String, u64)> {
+    let mut found = Vec::new();
+    let mut stack = vec![json];
+    while let Some(node) = stack.pop() {
+        match node {
+            serde_json::Value::Object(map) => {
+                if let (Some(serde_json::Value::Array(bytes)), Some(version)) =
+                    (map.get("value"), map.get("version").and_then(serde_json::Value::as_u64))
+                {
+                    let bytes: Vec<u8> = bytes
+                        .iter()
+                        .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                        .collect();
+                    found.push((String::from_utf8_lossy(&bytes).into_owned(), version));
+                }
+                stack.extend(map.values());
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    found
 }
 
 /// A register's operation on `key` as the store's: a write, or (`Err`) a read.
@@ -570,7 +663,16 @@ fn write_ret(op: &Op, result: &WriteResult) -> Ret {
 }
 
 /// The value of the object `key` in a read's result (a get's, a multi-get's, or a range's).
+/// A range holding a key it does not cover, or whose count or `more` disagree with its keys,
+/// is a value no write made (so no linearization explains it).
 fn read_value(key: &str, result: &ReadResult) -> Option<String> {
+    if let ReadResult::Range(range) = result {
+        let covered: &[&str] = if key == PAIR { &PAIR_KEYS } else { &[key] };
+        let stray = range.kvs.iter().any(|(k, _)| !covered.contains(&k.as_str()));
+        if stray || range.count != range.kvs.len() || range.more {
+            return Some(format!("a malformed range of {key}: {range:?}"));
+        }
+    }
     let value_of = |wanted: &str| match result {
         ReadResult::Range(range) => {
             range.kvs.iter().find(|(k, _)| k == wanted).map(|(_, v)| text(&v.value))

@@ -111,3 +111,43 @@ fn the_pair_is_written_together_and_a_torn_read_is_refused() {
     assert!(!check("pair-torn", &history(&found(b'a', b'b'))));
     assert!(!check("pair-stale", &history(&found(b'a', b'a'))));
 }
+
+/// What the register model alone would let through: a right value at a version its write
+/// never had, a failed compare reporting a value nobody wrote, and a range with a key it does
+/// not cover or a count that disagrees with its keys.
+#[test]
+fn versions_a_failed_compares_value_and_a_ranges_keys_are_checked_too() {
+    let put_then_get = |seen: &str| {
+        [invoke(1, PUT_A), done(1, "ok", APPLIED), invoke(2, GET), done(2, "ok", seen)]
+    };
+    assert!(check("version-right", &put_then_get(&got(b'a'))));
+    let wrong_version = r#"{"Value":{"value":[97],"version":7,"created":1,"lease":null}}"#;
+    assert!(!check("version-wrong", &put_then_get(wrong_version)));
+
+    let cas = r#"{"CompareAndSet":{"key":"reg/0","expect":{"Value":[98]},"value":[99]}}"#;
+    let failed_with = |current: u8| {
+        format!(
+            r#"{{"CompareFailed":{{"key":"reg/0","current":{{"value":[{current}],"version":1,"created":1,"lease":null}}}}}}"#
+        )
+    };
+    let history = |current: u8| {
+        [
+            invoke(1, PUT_A),
+            done(1, "ok", APPLIED),
+            invoke(2, cas),
+            done(2, "fail", &failed_with(current)),
+        ]
+    };
+    assert!(check("failed-compare", &history(b'a')));
+    assert!(!check("failed-compare-invented", &history(b'z')));
+
+    let range =
+        r#"{"Range":{"keys":{"Prefix":"reg/0"},"limit":null,"count_only":false,"revision":null}}"#;
+    let stray = r#"{"Range":{"kvs":[["reg/0",{"value":[97],"version":1,"created":1,"lease":null}],["reg/00",{"value":[97],"version":1,"created":1,"lease":null}]],"count":2,"more":false}}"#;
+    let miscounted = r#"{"Range":{"kvs":[["reg/0",{"value":[97],"version":1,"created":1,"lease":null}]],"count":2,"more":false}}"#;
+    let ranged = |seen: &str| {
+        [invoke(1, PUT_A), done(1, "ok", APPLIED), invoke(2, range), done(2, "ok", seen)]
+    };
+    assert!(!check("range-stray-key", &ranged(stray)));
+    assert!(!check("range-miscounted", &ranged(miscounted)));
+}
