@@ -2246,6 +2246,27 @@ impl Sim {
                     track.acked_sends.push(f.sent);
                 }
             }
+            // The list of leases is not modelled (it names leases whose grant no client heard
+            // of), but one thing it must never do: list a lease whose end a replica had
+            // applied (so committed) before the list was asked for.
+            Response::Read(ReadResult::Leases(listed)) => {
+                let ended_before =
+                    self.leases.values().filter(|t| t.ended.is_some_and(|e| e < f.sent));
+                if ended_before.count() > 0 {
+                    self.count("lease_list_checked_against_ended");
+                }
+                for lease in listed {
+                    if let Some(ended) = self.leases.get(lease).and_then(|t| t.ended)
+                        && ended < f.sent
+                    {
+                        self.violations.push(format!(
+                            "lease {lease} listed alive by a read sent at {} ms, after its end was applied at {} ms",
+                            f.sent.as_millis(),
+                            ended.as_millis()
+                        ));
+                    }
+                }
+            }
             _ => {}
         }
         self.completed.insert(f.op.kind());
