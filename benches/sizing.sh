@@ -12,15 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p examples --example quorum_node --example quorum_ctl --example quorum_load
-bin=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/examples
-work=$(mktemp -d)
-pids=()
-stop_all() {
-  for p in "${pids[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done
-  for p in "${pids[@]:-}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-trap 'stop_all; rm -rf "$work"' EXIT
+source benches/processes.sh
 
 P=1=127.0.0.1:7411,2=127.0.0.1:7412,3=127.0.0.1:7413
 declare -A pid_of

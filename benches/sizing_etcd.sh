@@ -16,15 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v etcd >/dev/null || { echo "no etcd on PATH: apt-get install etcd-server" >&2; exit 1; }
 cargo build --release -q -p examples --features etcd --example quorum_load
-bin=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/examples
 work=$(mktemp -d /var/tmp/plus-sizing-etcd.XXXXXX)
-pids=()
-stop_all() {
-  for p in "${pids[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done
-  for p in "${pids[@]:-}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-trap 'stop_all; rm -rf "$work"' EXIT
+source benches/processes.sh
 
 client() { echo $((22477 + 2 * $1)); }   # 22479, 22481, 22483
 peer() { echo $((22478 + 2 * $1)); }

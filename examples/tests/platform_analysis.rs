@@ -10,12 +10,17 @@ use std::process::Command;
 
 use common::example;
 
+/// Runs the platform with `args` to its end: whether it succeeded, its stdout, its stderr.
+fn platform(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(example("platform")).args(args).output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
 #[test]
 fn a_failing_check_brakes_the_release_before_its_next_batch_and_rolls_it_back() {
-    let output =
-        Command::new(example("platform")).args(["--analysis", "--no-progress"]).output().unwrap();
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert!(!output.status.success(), "not every application deployed: {out}");
+    let (ok, out, _) = platform(&["--analysis", "--no-progress"]);
+    assert!(!ok, "not every application deployed: {out}");
     let api = out.lines().find(|l| l.starts_with("api ")).unwrap_or_default();
     assert!(api.contains("FAILED: release braked: analysis before batch 3"), "{out}");
     assert!(
@@ -34,12 +39,8 @@ fn a_failing_check_brakes_the_release_before_its_next_batch_and_rolls_it_back() 
 /// without calling it, and each call not made (a Markdown and a Markup per host) is counted.
 #[test]
 fn a_degraded_load_balancer_is_not_called_and_every_call_not_made_is_counted() {
-    let output = Command::new(example("platform"))
-        .args(["--degrade", "lb", "--no-progress"])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{out}");
+    let (ok, out, _) = platform(&["--degrade", "lb", "--no-progress"]);
+    assert!(ok, "{out}");
     let last = out.lines().last().unwrap_or_default();
     assert!(last.starts_with("apps=6 deployed=6 failed=0"), "{last}");
     assert!(last.ends_with(" degraded_calls=240"), "two calls for each of 120 hosts: {last}");
@@ -49,12 +50,8 @@ fn a_degraded_load_balancer_is_not_called_and_every_call_not_made_is_counted() {
 /// plans from the cached servers (each lookup counted as stale), and all deploy.
 #[test]
 fn an_outage_of_the_cmdb_is_survived_from_the_cache() {
-    let output = Command::new(example("platform"))
-        .args(["--degrade", "lb,metadata", "--no-progress"])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{out}");
+    let (ok, out, _) = platform(&["--degrade", "lb,metadata", "--no-progress"]);
+    assert!(ok, "{out}");
     assert!(out.contains("degrade   metadata: the CMDB is down"), "{out}");
     let last = out.lines().last().unwrap_or_default();
     assert!(last.starts_with("apps=6 deployed=6 failed=0"), "{last}");
@@ -72,20 +69,15 @@ fn an_outage_of_the_cmdb_is_survived_from_the_cache() {
 #[test]
 fn a_release_past_its_deadline_fails_and_rolls_back_within_the_cap() {
     for _ in 0..3 {
-        let output = Command::new(example("platform"))
-            .args([
-                "--release-deadline-ms",
-                "300",
-                "--latency-ms",
-                "30",
-                "--analysis",
-                "--no-progress",
-            ])
-            .output()
-            .unwrap();
-        let out = String::from_utf8_lossy(&output.stdout);
-        let err = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{out}");
+        let (ok, out, err) = platform(&[
+            "--release-deadline-ms",
+            "300",
+            "--latency-ms",
+            "30",
+            "--analysis",
+            "--no-progress",
+        ]);
+        assert!(!ok, "{out}");
         assert!(out.contains("FAILED: release failed: the release's deadline of 30"), "{out}");
         assert!(out.contains("rollback  "), "{out}");
         assert!(!err.contains("out of traffic at once"), "{err}");

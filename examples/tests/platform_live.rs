@@ -35,14 +35,17 @@ fn get(addr: &str, path: &str) -> Option<String> {
 /// The page's DOM once its script has drawn it, as headless Chromium renders it.
 fn rendered(addr: &str) -> String {
     let profile = std::env::temp_dir().join(format!("plus-live-chromium-{}", std::process::id()));
-    let out = Command::new("chromium")
+    let mut chromium = Command::new("chromium");
+    chromium
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
         .args(["--virtual-time-budget=3000", "--no-first-run"])
         .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("http://{addr}/"))
-        .stderr(Stdio::null())
-        .output()
-        .expect("chromium (Debian's package `chromium`) runs");
+        .arg(format!("http://{addr}/"));
+    let out = common::output_within(
+        chromium,
+        Duration::from_secs(60),
+        "chromium (Debian's package `chromium`)",
+    );
     let _ = std::fs::remove_dir_all(&profile);
     assert!(out.status.success(), "chromium failed");
     String::from_utf8_lossy(&out.stdout).into_owned()

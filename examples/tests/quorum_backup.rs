@@ -157,12 +157,12 @@ async fn a_cluster_lost_whole_is_rebuilt_from_a_backup_taken_under_writes() {
         assert!(said.contains(&format!("restored revision {revision}")), "{said}");
     }
     // The lost cluster's name does not open a restored directory.
-    let wrong = Command::new(example("quorum_node"))
+    let mut wrong = Command::new(example("quorum_node"));
+    wrong
         .args(["--id", "1", "--listen", &addrs[&1], "--peers", &endpoints, "--cluster", "first"])
         .arg("--data")
-        .arg(nodes.dir.join("node1"))
-        .output()
-        .unwrap();
+        .arg(nodes.dir.join("node1"));
+    let wrong = common::output_within(wrong, Duration::from_secs(10), "the refused node");
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("belongs to another node"));
 

@@ -77,16 +77,8 @@ async fn set_surely(store: &Cluster<RemoteNode>, key: &str, value: &str) {
 }
 
 /// Runs `command` to its end (bounded), for the refusals.
-fn refused(mut command: Command) -> Output {
-    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
-    for _ in 0..200 {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    panic!("the node did not refuse within 10 s");
+fn refused(command: Command) -> Output {
+    common::output_within(command, Duration::from_secs(10), "the node's refusal")
 }
 
 fn stderr(output: &Output) -> String {

@@ -157,3 +157,37 @@ pub(crate) fn tls_args(dir: &Path, name: &str) -> Vec<String> {
         file("ca.pem".into()),
     ]
 }
+
+/// Runs `command` to its end within `limit`, its output read as it comes (a full pipe never
+/// stalls it); killed, and the test failed naming `what`, past the limit.
+#[allow(dead_code)]
+pub(crate) fn output_within(
+    mut command: Command,
+    limit: std::time::Duration,
+    what: &str,
+) -> Output {
+    use std::io::Read;
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not end within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
