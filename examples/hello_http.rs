@@ -1,14 +1,15 @@
 //! A tiny HTTP server, the real program `platform --agents N` releases to its agents' hosts.
 //!
 //! ```text
-//! hello_http serve [--port-file FILE]   serve GET /health on 127.0.0.1, a free port
-//! hello_http probe [--port-file FILE]   exit 0 when the server answers 200 with this version
+//! hello_http serve [--port-file FILE] [--port N] [--path P]   serve GET P on 127.0.0.1
+//! hello_http probe [--port-file FILE] [--path P]              exit 0 on 200 with this version
 //! ```
 //!
 //! The version is `PLUS_VERSION` (the agent sets it); the port file defaults to
 //! `$PLUS_ROOT/port`, so the check finds the server the run started on the same host. `serve`
-//! answers `200 ok VERSION` on `/health` and `404` elsewhere; `probe` passes only when the
-//! answer names its own version, so a server left from an older version fails the check.
+//! listens on port N (default: a free one), answers `200 ok VERSION` on `/health` and on P,
+//! and `404` elsewhere; `probe` asks for P (default `/health`) and passes only when the answer
+//! names its own version, so a server left from an older version fails the check.
 //! Standard library only: it is small enough to ship as the artifact itself.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -28,18 +29,35 @@ fn main() -> ExitCode {
     if mode != "serve" && mode != "probe" {
         return usage("the mode is `serve` or `probe`");
     }
-    let port_file = match (args.next().as_deref(), args.next()) {
-        (Some("--port-file"), Some(path)) => PathBuf::from(path),
-        (None, _) => match std::env::var_os("PLUS_ROOT") {
+    let (mut port_file, mut port, mut path) = (None, 0_u16, "/health".to_owned());
+    while let Some(option) = args.next() {
+        let Some(value) = args.next() else {
+            return usage(&format!("{option} needs a value"));
+        };
+        match option.as_str() {
+            "--port-file" => port_file = Some(PathBuf::from(value)),
+            "--port" if mode == "serve" => match value.parse() {
+                Ok(n) => port = n,
+                Err(_) => return usage(&format!("--port {value} is not a port")),
+            },
+            "--path" if value.starts_with('/') && !value.contains(char::is_whitespace) => {
+                path = value;
+            }
+            "--path" => return usage(&format!("--path {value} is not an absolute URL path")),
+            _ => return usage(&format!("unknown option {option}")),
+        }
+    }
+    let port_file = match port_file {
+        Some(file) => file,
+        None => match std::env::var_os("PLUS_ROOT") {
             Some(root) => PathBuf::from(root).join("port"),
             None => return usage("without --port-file, PLUS_ROOT must name the host's directory"),
         },
-        _ => return usage("the only option is --port-file FILE"),
     };
     let version = std::env::var("PLUS_VERSION").unwrap_or_else(|_| "unknown".to_owned());
     let result = match mode.as_str() {
-        "serve" => serve(&port_file, &version),
-        _ => probe(&port_file, &version),
+        "serve" => serve(&port_file, port, &path, &version),
+        _ => probe(&port_file, &path, &version),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -51,14 +69,17 @@ fn main() -> ExitCode {
 }
 
 fn usage(message: &str) -> ExitCode {
-    eprintln!("error: {message}\nusage: hello_http serve|probe [--port-file FILE]");
+    eprintln!(
+        "error: {message}\nusage: hello_http serve [--port-file FILE] [--port N] [--path P]\n       hello_http probe [--port-file FILE] [--path P]"
+    );
     ExitCode::from(2)
 }
 
-/// Binds a free loopback port, publishes it in `port_file` (by rename, so a reader never sees
-/// half a number) and answers connections one at a time until killed.
-fn serve(port_file: &std::path::Path, version: &str) -> Result<(), String> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
+/// Binds loopback `port` (0: a free one), publishes it in `port_file` (by rename, so a reader
+/// never sees half a number) and answers connections one at a time until killed.
+fn serve(port_file: &std::path::Path, port: u16, path: &str, version: &str) -> Result<(), String> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let partial = port_file.with_extension("partial");
     std::fs::write(&partial, port.to_string())
@@ -67,12 +88,12 @@ fn serve(port_file: &std::path::Path, version: &str) -> Result<(), String> {
     eprintln!("hello_http {version} on 127.0.0.1:{port}");
     // One bad connection never stops the server.
     for stream in listener.incoming().flatten() {
-        let _ = answer(&stream, version);
+        let _ = answer(&stream, path, version);
     }
     Ok(())
 }
 
-fn answer(stream: &TcpStream, version: &str) -> std::io::Result<()> {
+fn answer(stream: &TcpStream, path: &str, version: &str) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut reader = BufReader::new(stream.take(MAX_HEAD));
@@ -85,7 +106,9 @@ fn answer(stream: &TcpStream, version: &str) -> std::io::Result<()> {
     }
     let mut parts = request_line.split_whitespace();
     let (status, body) = match (parts.next(), parts.next()) {
-        (Some("GET"), Some("/health")) => ("200 OK", format!("ok {version}\n")),
+        (Some("GET"), Some(asked)) if asked == "/health" || asked == path => {
+            ("200 OK", format!("ok {version}\n"))
+        }
         (Some(_), Some(_)) => ("404 Not Found", "not found\n".to_owned()),
         _ => ("400 Bad Request", "bad request\n".to_owned()),
     };
@@ -97,8 +120,8 @@ fn answer(stream: &TcpStream, version: &str) -> std::io::Result<()> {
     )
 }
 
-/// Asks the server in `port_file` for `/health`: passes on `200` naming `version`.
-fn probe(port_file: &std::path::Path, version: &str) -> Result<(), String> {
+/// Asks the server in `port_file` for `path`: passes on `200` naming `version`.
+fn probe(port_file: &std::path::Path, path: &str, version: &str) -> Result<(), String> {
     let text = std::fs::read_to_string(port_file)
         .map_err(|e| format!("no server yet ({}: {e})", port_file.display()))?;
     let port: u16 =
@@ -108,7 +131,10 @@ fn probe(port_file: &std::path::Path, version: &str) -> Result<(), String> {
         .map_err(|e| format!("127.0.0.1:{port}: {e}"))?;
     stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
     stream
-        .write_all(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .map_err(|e| format!("127.0.0.1:{port}: {e}"))?;
     let mut reply = String::new();
     stream
@@ -118,7 +144,7 @@ fn probe(port_file: &std::path::Path, version: &str) -> Result<(), String> {
     let status = reply.lines().next().unwrap_or_default();
     let body = reply.split_once("\r\n\r\n").map_or("", |(_, body)| body).trim();
     if !status.contains(" 200 ") {
-        return Err(format!("127.0.0.1:{port} answered `{status}`"));
+        return Err(format!("127.0.0.1:{port}{path} answered `{status}`"));
     }
     if body != format!("ok {version}") {
         return Err(format!("127.0.0.1:{port} runs `{body}`, not {version}"));

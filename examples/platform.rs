@@ -4,6 +4,7 @@
 //! platform [--fail-rate R] [--seed S] [--latency-ms MS] [--hosts-per-app N] [--no-progress] [--data DIR]
 //!          [--controllers N] [--kill-leader-after-ms T]
 //!          [--agents N [--kill-agent-after-ms T] [--agents-root DIR]]
+//!          [--env NAME [--env-file FILE] [--break-check APP] [--linger-ms MS]]
 //! ```
 //!
 //! `RUST_LOG=info` logs the run's story from every crate (leaders, phases, batches, hosts).
@@ -33,6 +34,12 @@
 //! that release: its host's steps fail by liveness, and the brake and the report show it.
 //! Agents and their programs are stopped when the platform exits, also on failure.
 //!
+//! `--env NAME` brings up a whole environment of an environments file (talk 004) instead of
+//! the manifests: rendered (plus-manifest), kept in the store, built in parallel, then deployed
+//! in dependency order to an agent per application with its configuration beside its artifact,
+//! each gated on its check (see `platform/env.rs`); the last line adds
+//! ` env=NAME apps=N rendered=R`.
+//!
 //! It ends with one line, and exits non-zero unless every application was deployed, the
 //! store's live replicas are identical and no group had more hosts out of traffic than its
 //! plan allows:
@@ -50,6 +57,8 @@ mod cli;
 mod cmdb;
 #[path = "platform/controller.rs"]
 mod controller;
+#[path = "platform/env.rs"]
+mod env;
 #[path = "platform/hosts.rs"]
 mod hosts;
 #[path = "platform/live.rs"]
@@ -184,10 +193,26 @@ struct Args {
     /// Serve a non-loopback --http-listen.
     #[arg(long)]
     insecure: bool,
-    /// Keep the live page up this long after the run, in milliseconds (the last line is
-    /// printed first).
-    #[arg(long, default_value_t = 0, requires = "http_listen")]
+    /// Keep the live page, the agents and what they run up this long after the run, in
+    /// milliseconds (the last line is printed first): time to look at a failed instance.
+    #[arg(long, default_value_t = 0)]
     linger_ms: u64,
+    /// Bring up environment NAME of the environments file instead of the manifests (talk
+    /// 004): every application built in parallel on the fleet, then deployed in dependency
+    /// order, each to an agent of its own with its configuration rendered for the environment
+    /// written beside its artifact, and gated on its check. A failed check stops its
+    /// dependents and leaves the instance running as it is; the report says where to look.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["agents", "agents_listen", "data", "agent_app"])]
+    env: Option<String>,
+    /// The environments file of --env [default: examples/data/environments/environments.yaml
+    /// of this repository].
+    #[arg(long, value_name = "FILE", requires = "env")]
+    env_file: Option<PathBuf>,
+    /// With --env: this application's check asks for a path its program does not serve, so
+    /// its Verify fails (to see what a failed check does: its dependents are skipped, and it is
+    /// left running for --linger-ms).
+    #[arg(long, value_name = "APP", requires = "env")]
+    break_check: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -200,9 +225,12 @@ fn main() -> ExitCode {
     }
     if args.agents == 0
         && args.agents_listen.is_none()
+        && args.env.is_none()
         && (args.kill_agent_after_ms.is_some() || args.agents_root.is_some())
     {
-        cli::usage_error::<Args>("--kill-agent-after-ms and --agents-root need --agents 1 or more");
+        cli::usage_error::<Args>(
+            "--kill-agent-after-ms and --agents-root need --agents 1 or more, or --env",
+        );
     }
     if let Some(addr) = args.http_listen
         && !addr.ip().is_loopback()
@@ -261,10 +289,7 @@ fn load_manifests(dir: &Path) -> Result<Vec<(AppCode, Manifest)>, String> {
 /// Step 2: a simulated build fleet and one placement per application. The fleet keeps the
 /// workers' loads and caches from their heartbeats and reserves a slot per placement, so the
 /// builds spread and each goes where its project's cache is when that pays.
-fn place_builds(
-    apps: &[(AppCode, Manifest)],
-    seed: u64,
-) -> Result<HashMap<AppCode, WorkerId>, String> {
+fn place_builds(apps: &[AppCode], seed: u64) -> Result<HashMap<AppCode, WorkerId>, String> {
     let mut rng = seeded_rng(seed);
     let mut fleet = Fleet::new(FleetConfig::default()).map_err(|e| e.to_string())?;
     let now = Timestamp::ZERO;
@@ -276,7 +301,7 @@ fn place_builds(
         let caches: Vec<String> = apps
             .iter()
             .filter(|_| rng.random_bool(0.3))
-            .map(|(code, _)| code.to_string())
+            .map(ToString::to_string)
             .chain((0..others).map(|n| format!("project-{n}")))
             .collect();
         let load = f64::from(rng.random_range(0..16_u32)) / 20.0;
@@ -286,7 +311,7 @@ fn place_builds(
     }
     let scheduler = Scheduler::with_weights(REFERENCE_WEIGHTS).map_err(|e| e.to_string())?;
     let mut placed = HashMap::new();
-    for (code, _) in apps {
+    for code in apps {
         let job = Job { kind: WorkerKind::Build, project: code.as_str() };
         let chosen = fleet.assign(&scheduler, &job, &mut rng).map_err(|e| e.to_string())?;
         let why: Vec<String> = chosen
@@ -313,33 +338,70 @@ struct AppResult {
     /// Calls to a degraded dependency its release recorded as not made.
     degraded_calls: usize,
     braked: Option<String>,
+    /// The first host that failed, and why.
+    first_failure: Option<String>,
     millis: u128,
 }
 
 async fn run(args: Args) -> Result<bool, String> {
     let started = Instant::now();
-    let data = args.data.clone().unwrap_or_else(|| repository_data("platform"));
-    let mut apps = load_manifests(&data)?;
-    if apps.is_empty() {
-        return Err(format!("no valid manifest in {}", data.display()));
-    }
     // Dropped last: the agents and their programs are stopped however the run ends.
-    let agents = if args.agents > 0 || args.agents_listen.is_some() {
-        Some(start_agents(&args, &mut apps).await?)
-    } else {
-        None
+    let agents: Option<Agents>;
+    // The applications: the manifests', or the environment's.
+    let (prepared, mut apps) = match &args.env {
+        Some(name) => {
+            let file = args
+                .env_file
+                .clone()
+                .unwrap_or_else(|| repository_data("environments/environments.yaml"));
+            let prepared = env::prepare(&file, name)?;
+            let rendered = &prepared.rendered;
+            println!(
+                "env       {} of {}: {} applications, {} files rendered (layers {})",
+                name,
+                file.display(),
+                rendered.environment.apps.len(),
+                rendered.file_count(),
+                rendered.environment.chain.join(" <- ")
+            );
+            (Some(prepared), Vec::new())
+        }
+        None => {
+            let data = args.data.clone().unwrap_or_else(|| repository_data("platform"));
+            let apps = load_manifests(&data)?;
+            if apps.is_empty() {
+                return Err(format!("no valid manifest in {}", data.display()));
+            }
+            (None, apps)
+        }
     };
 
     // Step 4 first: the platform's own state store over plus-mux on loopback, a node in each
-    // controller replica (and three at least).
+    // controller replica (and three at least), reached with the run's own key only.
     let members: Vec<u64> = (1..=args.controllers.max(3)).collect();
     let addrs = loopback_addrs(&members).await.map_err(|e| e.to_string())?;
+    let security = controller::run_security()?;
     let mut replicas = Vec::new();
     for &id in &members {
-        replicas.push(Controller::start(id, &addrs).await?);
+        replicas.push(Controller::start(id, &addrs, &security).await?);
     }
     let replicas = Arc::new(replicas);
-    let store = controller::client(&addrs);
+    let store = controller::client(&addrs, &security);
+    let mut env_apps = Vec::new();
+    agents = match &prepared {
+        Some(prepared) => {
+            env_apps = env::keep(&store, prepared).await?;
+            let artifact = agent_artifact(&args)?;
+            let groups = env::agent_groups(&env_apps, &artifact, args.break_check.as_deref())?;
+            let pool = agents::AgentHosts::with_apps(groups, agents::pool_config())?;
+            let what = format!("environment {}", prepared.name);
+            Some(launch_agents(&args, &agent_program(&args)?, pool, &what).await?)
+        }
+        None if args.agents > 0 || args.agents_listen.is_some() => {
+            Some(start_agents(&args, &mut apps).await?)
+        }
+        None => None,
+    };
     let mut listed: Vec<&String> = addrs.values().collect();
     listed.sort();
     println!(
@@ -348,7 +410,22 @@ async fn run(args: Args) -> Result<bool, String> {
         listed.into_iter().cloned().collect::<Vec<_>>().join(", ")
     );
 
-    let builds = place_builds(&apps, args.seed)?;
+    let specs: Vec<AppSpec> = match &prepared {
+        Some(prepared) => prepared.specs(),
+        None => apps
+            .iter()
+            .map(|(code, m)| AppSpec {
+                code: code.clone(),
+                depends_on: m.depends_on.clone(),
+                optional_depends_on: m.optional_depends_on.clone(),
+            })
+            .collect(),
+    };
+    let codes: Vec<AppCode> = specs.iter().map(|s| s.code.clone()).collect();
+    let builds = place_builds(&codes, args.seed)?;
+    if prepared.is_some() {
+        env::build_all(&env_apps, &builds, args.latency_ms).await;
+    }
     for (app, worker) in &builds {
         store
             .write(WriteOp::Set {
@@ -359,14 +436,6 @@ async fn run(args: Args) -> Result<bool, String> {
             .map_err(|e| e.to_string())?;
     }
 
-    let specs: Vec<AppSpec> = apps
-        .iter()
-        .map(|(code, m)| AppSpec {
-            code: code.clone(),
-            depends_on: m.depends_on.clone(),
-            optional_depends_on: m.optional_depends_on.clone(),
-        })
-        .collect();
     let graph = match AppGraph::new(specs) {
         Ok(g) => Arc::new(g),
         Err(err) => return Err(format!("the applications cannot be ordered:\n{err}")),
@@ -443,7 +512,8 @@ async fn run(args: Args) -> Result<bool, String> {
     // The summary.
     let results = world.results.lock().expect("results lock").clone();
     println!();
-    println!("{:<9} {:<10} {:<52} {:>7} {:>8}", "app", "build", "result", "hosts", "time");
+    let width = report.apps.iter().map(|(app, _)| app.as_str().len()).max().unwrap_or(0).max(9);
+    println!("{:<width$} {:<10} {:<52} {:>7} {:>8}", "app", "build", "result", "hosts", "time");
     let (mut deployed, mut failed, mut skipped, mut hosts, mut braked) = (0, 0, 0, 0, 0);
     let mut degraded = 0;
     for &i in &report.completion_order {
@@ -476,7 +546,29 @@ async fn run(args: Args) -> Result<bool, String> {
         };
         let time = if r.hosts_total > 0 { format!("{} ms", r.millis) } else { "-".to_owned() };
         let worker = builds.get(app).map_or("-".to_owned(), ToString::to_string);
-        println!("{:<9} {:<10} {:<52} {:>7} {:>8}", app.as_str(), worker, text, host_text, time);
+        println!(
+            "{:<width$} {:<10} {:<52} {:>7} {:>8}",
+            app.as_str(),
+            worker,
+            text,
+            host_text,
+            time
+        );
+    }
+    // A failed application of an environment is left as it is, for a person to look at.
+    if let Some(agents) = &agents {
+        for stored in &env_apps {
+            let failed = report
+                .apps
+                .iter()
+                .any(|(app, state)| *app == stored.app && matches!(state, AppState::Failed { .. }));
+            if failed {
+                println!("inspect   {}", env::where_to_look(stored, &agents.root)?);
+                if let Some(why) = results.get(&stored.app).and_then(|r| r.first_failure.as_ref()) {
+                    println!("inspect   {} failed on {why}", stored.app);
+                }
+            }
+        }
     }
 
     // The store's live replicas must agree.
@@ -541,6 +633,14 @@ async fn run(args: Args) -> Result<bool, String> {
         }
         line += &format!(" agents={} lost_agents={}", agents.hosts.hosts().len(), lost.len());
     }
+    if let Some(prepared) = &prepared {
+        line += &format!(
+            " env={} apps={} rendered={}",
+            prepared.name,
+            prepared.rendered.environment.apps.len(),
+            prepared.rendered.file_count()
+        );
+    }
     world.finished.store(true, Ordering::SeqCst);
     println!();
     println!("{line}");
@@ -565,6 +665,8 @@ async fn run(args: Args) -> Result<bool, String> {
 struct Agents {
     hosts: Arc<agents::AgentHosts>,
     processes: Arc<std::sync::Mutex<agents::AgentProcesses>>,
+    /// Where the agents' host directories and logs are.
+    root: PathBuf,
     _serving: agents::ServeTasks,
 }
 
@@ -582,15 +684,8 @@ async fn start_agents(args: &Args, apps: &mut Vec<(AppCode, Manifest)>) -> Resul
         }
         Err(err) => return Err(err.to_string()),
     };
-    let agent = match &args.agent_bin {
-        Some(path) => path.clone(),
-        None => cli::sibling_example("agent")?,
-    };
-    let artifact = match &args.agent_artifact {
-        Some(path) => path.clone(),
-        None => cli::sibling_example("hello_http")?,
-    };
-    let real = agents::agent_app(&manifest, artifact)?;
+    let agent = agent_program(args)?;
+    let real = agents::agent_app(&manifest, agent_artifact(args)?)?;
     if apps.iter().any(|(code, _)| *code == real.app) {
         return Err(format!("the agents' application {} is already among the manifests", real.app));
     }
@@ -606,6 +701,37 @@ async fn start_agents(args: &Args, apps: &mut Vec<(AppCode, Manifest)>) -> Resul
     };
     let app = real.app.clone();
     let agent_hosts = agents::AgentHosts::new(real, hosts.clone(), agents::pool_config());
+    let agents = launch_agents(args, &agent, agent_hosts, app.as_str()).await?;
+    apps.push((app, manifest));
+    Ok(agents)
+}
+
+/// The agent program: --agent-bin, or the `agent` beside this program.
+fn agent_program(args: &Args) -> Result<PathBuf, String> {
+    match &args.agent_bin {
+        Some(path) => Ok(path.clone()),
+        None => cli::sibling_example("agent"),
+    }
+}
+
+/// The artifact the agents release: --agent-artifact, or the `hello_http` beside this program.
+fn agent_artifact(args: &Args) -> Result<PathBuf, String> {
+    match &args.agent_artifact {
+        Some(path) => Ok(path.clone()),
+        None => cli::sibling_example("hello_http"),
+    }
+}
+
+/// Listens for the agents of `agent_hosts` (with TLS or a key), starts one process of `agent`
+/// per host (unless they are on hosts of their own, --agents-listen) and waits until all have
+/// registered. `what` names what they release, for the output.
+async fn launch_agents(
+    args: &Args,
+    agent: &Path,
+    agent_hosts: Arc<agents::AgentHosts>,
+    what: &str,
+) -> Result<Agents, String> {
+    let hosts = agent_hosts.hosts().to_vec();
     let (root, remove_root) = match &args.agents_root {
         Some(root) => (root.clone(), false),
         None => (std::env::temp_dir().join(format!("plus-platform-{}", std::process::id())), true),
@@ -637,32 +763,27 @@ async fn start_agents(args: &Args, apps: &mut Vec<(AppCode, Manifest)>) -> Resul
         };
     // Agents on hosts of their own start themselves; the platform starts none.
     let started = if args.agents_listen.is_some() { &[][..] } else { &hosts[..] };
-    let processes = agents::AgentProcesses::start(
-        &agent,
-        &address,
-        started,
-        (root, remove_root),
-        &credentials,
-    )?;
+    let processes =
+        agents::AgentProcesses::start(agent, &address, started, (root, remove_root), &credentials)?;
     if args.agents_listen.is_some() {
         let names: Vec<&str> = hosts.iter().map(HostId::as_str).collect();
         println!(
             "agents    waiting on {address} for {} ({}), with {}",
             names.join(", "),
-            app,
+            what,
             credentials.iter().map(|c| c.to_string_lossy()).collect::<Vec<_>>().join(" ")
         );
     } else {
         println!(
-            "agents    {} agent processes for {app} on {address}, hosts and logs in {}",
+            "agents    {} agent processes for {what} on {address}, hosts and logs in {}",
             hosts.len(),
             processes.root().display()
         );
     }
+    let root = processes.root().to_owned();
     let processes = Arc::new(std::sync::Mutex::new(processes));
     agent_hosts.registered().await?;
-    apps.push((app, manifest));
-    Ok(Agents { hosts: agent_hosts, processes, _serving: serving })
+    Ok(Agents { hosts: agent_hosts, processes, root, _serving: serving })
 }
 
 /// Kills one agent `after` the release to the agents has started: the first whose host has

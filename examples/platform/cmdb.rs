@@ -71,9 +71,9 @@ impl Cmdb {
     /// What the CMDB knows of `app`: the agents' hosts for the application they run, else
     /// simulated hosts.
     fn servers(&self, app: &AppCode) -> Vec<GroupHost> {
-        match &self.agents {
-            Some(agents) if agents.app() == app => {
-                agents.hosts().iter().cloned().map(GroupHost::in_service).collect()
+        match self.agents.as_ref().map(|agents| agents.hosts_of(app)) {
+            Some(hosts) if !hosts.is_empty() => {
+                hosts.into_iter().map(GroupHost::in_service).collect()
             }
             _ => (0..self.hosts_per_app)
                 .map(|i| {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use plus_core::{AppCode, Timestamp, Version};
-use plus_quorum::{Bytes, Cluster, LeaseId, MuxNode, NodeId, RemoteNode, WriteOp};
+use plus_quorum::{Bytes, Cluster, LeaseId, MuxNode, NodeId, RemoteNode, Security, WriteOp};
 use plus_rollout::{
     AppExecutor, AppGraph, AvailabilityFloor, Command, DeployConfig, DeployEvent, Deployment,
     DeploymentReport, EventKind, HostState, Mode, OnDeadline, OnFailure, Outcome, Phase,
@@ -112,9 +112,10 @@ impl World {
     }
 
     /// The deployment's settings, the same for every controller that drives it.
-    pub(crate) fn deploy_config() -> DeployConfig {
+    pub(crate) fn deploy_config(&self) -> DeployConfig {
         DeployConfig {
-            concurrency: 3,
+            // An environment's applications are one host each: more of them at once.
+            concurrency: if self.args.env.is_some() { 8 } else { 3 },
             check_retries: 2,
             check_interval: Duration::from_millis(100),
             ..DeployConfig::default()
@@ -191,6 +192,7 @@ impl Drop for EndOfTerm {
 pub(crate) struct Controller {
     pub id: NodeId,
     pub node: MuxNode,
+    security: Security,
     serving: Mutex<Option<JoinHandle<()>>>,
     killed: std::sync::atomic::AtomicBool,
 }
@@ -198,23 +200,29 @@ pub(crate) struct Controller {
 impl Controller {
     /// Starts the replica's node on `addrs[id]`; its controller starts with
     /// [`Controller::start_controlling`].
-    pub(crate) async fn start(id: NodeId, addrs: &HashMap<NodeId, String>) -> Result<Self, String> {
+    pub(crate) async fn start(
+        id: NodeId,
+        addrs: &HashMap<NodeId, String>,
+        security: &Security,
+    ) -> Result<Self, String> {
         let members: Vec<NodeId> = addrs.keys().copied().collect();
-        let node = MuxNode::start(
+        let node = MuxNode::start_secured(
             plus_quorum::Config::new(id, members),
             plus_quorum::MemStorage::new(),
             addrs,
             plus_mux::Config::default(),
+            security,
         )
         .await
         .map_err(|e| e.to_string())?;
-        Ok(Self { id, node, serving: Mutex::new(None), killed: false.into() })
+        let security = security.clone();
+        Ok(Self { id, node, security, serving: Mutex::new(None), killed: false.into() })
     }
 
     /// Starts the replica's controller, with its own client of the whole cluster: it campaigns
     /// and, once elected, drives the deployment until it is finished.
     pub(crate) fn start_controlling(&self, addrs: &HashMap<NodeId, String>, world: &Arc<World>) {
-        let task = tokio::spawn(serve(self.id, Arc::clone(world), client(addrs)));
+        let task = tokio::spawn(serve(self.id, Arc::clone(world), client(addrs, &self.security)));
         *self.serving.lock().expect("serving lock") = Some(task);
     }
 
@@ -235,9 +243,19 @@ impl Controller {
 }
 
 /// A client of the whole cluster (the store's default deadline per call).
-pub(crate) fn client(addrs: &HashMap<NodeId, String>) -> Cluster<RemoteNode> {
+pub(crate) fn client(addrs: &HashMap<NodeId, String>, security: &Security) -> Cluster<RemoteNode> {
     let members = addrs.iter().map(|(&id, addr)| (id, addr.as_str()));
-    crate::quorum_client::connect(members, Duration::from_secs(5))
+    crate::quorum_client::connect_secured(members, Duration::from_secs(5), security)
+}
+
+/// The store's security for one run: a new random key that its nodes and its controllers
+/// prove to each other. Loopback keeps other machines out, not other users of this one, and
+/// the store holds the locks, the releases and (with --env) the environment's secrets.
+pub(crate) fn run_security() -> Result<Security, String> {
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    let own = plus_mux::Psk::named("node", key.to_vec()).map_err(|e| e.to_string())?;
+    Ok(Security::Psk { accept: vec![own.clone()], own })
 }
 
 /// Campaigns, and drives the deployment while elected, until it is finished.
@@ -280,7 +298,7 @@ async fn lead(id: NodeId, world: &Arc<World>, store: &Cluster<RemoteNode>) -> Re
                 Deployment::restore(
                     saved,
                     Arc::clone(&world.graph),
-                    World::deploy_config(),
+                    world.deploy_config(),
                     Timestamp::since_unix_epoch(),
                 )
                 .map_err(|e| format!("cannot restore the deployment: {e}"))?,
@@ -289,7 +307,7 @@ async fn lead(id: NodeId, world: &Arc<World>, store: &Cluster<RemoteNode>) -> Re
             None => (
                 Deployment::new(
                     Arc::clone(&world.graph),
-                    World::deploy_config(),
+                    world.deploy_config(),
                     Timestamp::since_unix_epoch(),
                 )
                 .map_err(|e| e.to_string())?,
@@ -501,11 +519,16 @@ impl Platform {
             Some(Outcome::Succeeded) => "deployed".to_owned(),
             other => format!("{other:?}"),
         });
+        let first_failure = report.hosts.iter().find_map(|(host, state)| match state {
+            HostState::Failed { reason, .. } => Some(format!("{host}: {reason}")),
+            _ => None,
+        });
         let mut result = crate::AppResult {
             hosts_ok,
             hosts_total: total,
             degraded_calls: report.degraded.len(),
             braked: braked.clone(),
+            first_failure,
             millis: started.elapsed().as_millis(),
         };
         match report.outcome {

@@ -113,7 +113,7 @@ async fn an_agent_refuses_a_platform_of_another_protocol_version() {
     let _ = std::fs::remove_dir_all(&root);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
-        err.contains("the platform speaks agent protocol version 99, this side speaks 1"),
+        err.contains("the platform speaks agent protocol version 99, this side speaks 2"),
         "{err}"
     );
 }

@@ -162,13 +162,20 @@ fn a_local_process_cannot_take_over_a_registered_agent() {
         // An agent from before the protocol had versions is told why it is refused.
         let unversioned = br#"{"agent":"hello-00","load":0.0,"versions":[]}"#;
         let old = impostor.request_with_timeout(&unversioned[..], Duration::from_secs(5)).await;
-        let beat = br#"{"protocol":1,"agent":"hello-00","load":0.0,"versions":[]}"#;
-        let answer = impostor.request_with_timeout(&beat[..], Duration::from_secs(5)).await;
+        // So is one of version 1, which would start a program without its configuration.
+        let v1 = br#"{"protocol":1,"agent":"hello-00","load":0.0,"versions":[]}"#;
+        let v1 = impostor.request_with_timeout(&v1[..], Duration::from_secs(5)).await;
+        assert!(v1.unwrap_err().to_string().contains("version 1, this side speaks 2"));
+        let beat = format!(
+            r#"{{"protocol":{},"agent":"hello-00","load":0.0,"versions":[]}}"#,
+            plus_rollout::agent::protocol::PROTOCOL_VERSION
+        );
+        let answer = impostor.request_with_timeout(beat.into_bytes(), Duration::from_secs(5)).await;
         impostor.close();
         (old.map(|_| ()).unwrap_err().to_string(), answer.map(|_| ()).unwrap_err().to_string())
     });
     let (old, refusals) = refusals;
-    assert!(old.contains("speaks agent protocol version 0, this side speaks 1"), "{old}");
+    assert!(old.contains("speaks agent protocol version 0, this side speaks 2"), "{old}");
     assert!(refusals.contains("registered on another connection"), "{refusals}");
     // Read to the end: the platform's output must have somewhere to go.
     let rest: Vec<String> = lines.map_while(Result::ok).collect();

@@ -282,6 +282,30 @@ mod templates {
         assert_eq!(rendered.files[&code("user-service")][0].text(), "db=http://10.0.0.7:3307");
     }
 
+    #[test]
+    fn an_application_listens_where_its_dependents_are_told_it_does() {
+        let beta = environments().resolve("beta").unwrap();
+        let mut templates = Templates::new();
+        templates.insert("app.properties", "listen={{ app.host }}:{{ app.port }}");
+        // Without an address of its own, the port is the one it was given and there is no host.
+        let Err(RenderError::Invalid(reports)) = beta.render(&templates, &Facts::new()) else {
+            panic!("app.host rendered without an address")
+        };
+        assert_eq!(reports[0].diagnostics()[0].rule, Rule::UnknownReference);
+        let mut facts = Facts::new();
+        facts.deployed("beta", code("mysql"), Address { host: "127.0.0.1".into(), port: 40001 });
+        facts.deployed(
+            "beta",
+            code("user-service"),
+            Address { host: "127.0.0.1".into(), port: 40002 },
+        );
+        let rendered = beta.render(&templates, &facts).unwrap();
+        let file = &rendered.files[&code("user-service")][0];
+        assert_eq!(file.text(), "listen=127.0.0.1:40002");
+        let port = file.references.iter().find(|r| r.name == "app.port").unwrap();
+        assert_eq!(port.origin, "address of user-service in environment beta, as deployed");
+    }
+
     #[track_caller]
     fn rejected(template: &str, rule: Rule, line: usize, column: usize, help: &str) {
         let Err(RenderError::Invalid(reports)) = render(template) else {

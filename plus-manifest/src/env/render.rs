@@ -2,7 +2,8 @@
 //! every name they use, and never showing a secret.
 //!
 //! A template sees four things: `env.name`; `app` (`code`, `branch`, `build_type`, `port`,
-//! `check`); `const`, the constants of the environment and the application by their dotted
+//! `check`, and `host` once the facts know where the application itself goes: then `port` is
+//! that address's too, so a program listens where its dependents are told it does); `const`, the constants of the environment and the application by their dotted
 //! names (`{{ const.mysql.host }}`); and `deps`, the address of each application this one
 //! depends on in the same environment (`{{ deps.mysql.host }}`, `.port`, `.url`; write
 //! `deps["user-service"]` for a code with `-`). Only declared dependencies are there: a
@@ -274,7 +275,17 @@ impl<'a> Context<'a> {
             app.build_type.value.clone(),
             app.build_type.origin.to_string(),
         );
-        setting(&mut known, "port", app.port.value.to_string(), app.port.origin.to_string());
+        // Where the application itself goes, once known, wins over the port it was given:
+        // its dependents are rendered with that address.
+        let own = facts.addresses.get(&app.code);
+        let port = own.map_or(app.port.value, |(address, _)| address.port);
+        match own {
+            Some((address, how)) => {
+                setting(&mut known, "port", port.to_string(), how.clone());
+                setting(&mut known, "host", address.host.clone(), how.clone());
+            }
+            None => setting(&mut known, "port", port.to_string(), app.port.origin.to_string()),
+        }
         setting(&mut known, "check", app.check.value.clone(), app.check.origin.to_string());
         known.insert(
             "env.name".to_owned(),
@@ -319,13 +330,18 @@ impl<'a> Context<'a> {
                 ),
                 (
                     "app",
-                    Value::from_serialize(BTreeMap::from([
-                        ("code", Value::from(app.code.to_string())),
-                        ("branch", Value::from(app.branch.value.clone())),
-                        ("build_type", Value::from(app.build_type.value.clone())),
-                        ("port", Value::from(app.port.value)),
-                        ("check", Value::from(app.check.value.clone())),
-                    ])),
+                    Value::from_serialize(
+                        [
+                            ("code", Value::from(app.code.to_string())),
+                            ("branch", Value::from(app.branch.value.clone())),
+                            ("build_type", Value::from(app.build_type.value.clone())),
+                            ("port", Value::from(port)),
+                            ("check", Value::from(app.check.value.clone())),
+                        ]
+                        .into_iter()
+                        .chain(own.map(|(address, _)| ("host", Value::from(address.host.clone()))))
+                        .collect::<BTreeMap<_, _>>(),
+                    ),
                 ),
                 ("const", constants),
                 ("deps", Value::from_serialize(&deps)),

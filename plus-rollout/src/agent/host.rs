@@ -4,6 +4,7 @@
 //! ```text
 //! ROOT/downloads/VERSION/artifact   fetched and verified
 //! ROOT/versions/VERSION/artifact    installed (the last --keep versions stay)
+//! ROOT/versions/VERSION/PATH        its configuration files, written at every Install
 //! ROOT/current -> versions/VERSION  what runs; a rollback to a kept version only moves it
 //! ROOT/out-of-traffic               present while the host is marked down (without --hook)
 //! ```
@@ -17,7 +18,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
-use super::protocol::{Artifact, Commands, Fetch, StepReply};
+use super::protocol::{Artifact, Commands, ConfigFile, Fetch, StepReply};
 
 /// Bytes asked of the platform at a time (well under plus-mux's body limit).
 const FETCH_CHUNK: u32 = 1 << 20;
@@ -26,6 +27,10 @@ const MAX_FETCHED: u64 = 1 << 30;
 /// Downloads at once: each holds a connection's bandwidth and a file's worth of disk, and
 /// the rest wait their turn.
 const MAX_DOWNLOADS: usize = 2;
+
+/// Most configuration files one Install writes, and most bytes all of them hold together.
+const MAX_CONFIG_FILES: usize = 256;
+const MAX_CONFIG_BYTES: usize = 4 << 20;
 
 /// Bytes of a process's stdout and stderr kept for the reply.
 const KEPT_OUTPUT: usize = 16 * 1024;
@@ -181,8 +186,9 @@ impl Host {
         }
     }
 
-    /// Install: makes `version` current (a version still installed is only switched to).
-    pub async fn install(&self, version: &str) -> StepReply {
+    /// Install: makes `version` current (a version still installed is only switched to), with
+    /// `files` written beside its artifact first.
+    pub async fn install(&self, version: &str, files: &[ConfigFile]) -> StepReply {
         let version = match checked(version) {
             Ok(v) => v,
             Err(reply) => return reply,
@@ -210,11 +216,18 @@ impl Host {
             }
             "installed"
         };
+        if let Err(e) = write_config(&installed, files).await {
+            return failed(format!("cannot write the configuration of {version}: {e}"));
+        }
         if let Err(e) = self.point_current_at(version) {
             return failed(format!("cannot switch current to {version}: {e}"));
         }
         self.forget_old_versions(version);
-        done(format!("{how}: current -> versions/{version}"))
+        let configured = match files.len() {
+            0 => String::new(),
+            n => format!(", {n} configuration files"),
+        };
+        done(format!("{how}: current -> versions/{version}{configured}"))
     }
 
     /// Moves `current` in one rename, so it always names a whole version.
@@ -359,6 +372,59 @@ impl Host {
     }
 }
 
+/// Whether `path` names a file inside a version's directory: plain names joined by `/`, none
+/// of them `.` or `..`, and not the artifact itself.
+fn config_path(path: &str) -> Result<&Path, String> {
+    let fine = !path.is_empty()
+        && path.len() <= 255
+        && path != "artifact"
+        && path.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || "._-+@".contains(c))
+        });
+    if fine {
+        Ok(Path::new(path))
+    } else {
+        Err(format!("`{path}` is not a configuration file path"))
+    }
+}
+
+/// Writes `files` under `dir`, each through a temporary file renamed into place (a program
+/// never reads half a file), secret ones readable by their owner only from their creation.
+async fn write_config(dir: &Path, files: &[ConfigFile]) -> Result<(), String> {
+    let bytes: usize = files.iter().map(|f| f.contents.len()).sum();
+    if files.len() > MAX_CONFIG_FILES || bytes > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "{} files of {bytes} bytes in all; at most {MAX_CONFIG_FILES} files and {MAX_CONFIG_BYTES} bytes",
+            files.len()
+        ));
+    }
+    let checked: Vec<&Path> =
+        files.iter().map(|f| config_path(&f.path)).collect::<Result<_, _>>()?;
+    for (file, relative) in files.iter().zip(checked) {
+        let target = dir.join(relative);
+        let written = async {
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            let partial = target.with_extension("plus-partial");
+            let _ = tokio::fs::remove_file(&partial).await;
+            let mut options = tokio::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            options.mode(if file.secret { 0o600 } else { 0o644 });
+            let mut out = options.open(&partial).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut out, file.contents.as_bytes()).await?;
+            out.sync_all().await?;
+            tokio::fs::rename(&partial, &target).await
+        };
+        written.await.map_err(|e| format!("{}: {e}", target.display()))?;
+    }
+    Ok(())
+}
+
 /// Fetches the platform's file `path` into `to`, a chunk at a time over the agent's own
 /// connection; cancelled with the step (a dropped request is answered to no one).
 /// A download's file until it is verified: removed when dropped (after a rename it is gone
@@ -422,4 +488,71 @@ async fn copy(from: &str, to: &mut tokio::fs::File) -> std::io::Result<String> {
         to.write_all(&buffer[..n]).await?;
     }
     Ok(format!("{:x}", hash.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, contents: &str, secret: bool) -> ConfigFile {
+        ConfigFile { path: path.into(), contents: contents.into(), secret }
+    }
+
+    #[test]
+    fn a_configuration_path_stays_inside_the_version() {
+        for fine in
+            ["app.properties", "config/user-service/application.properties", "a/b-c_d.e+f@g"]
+        {
+            assert!(config_path(fine).is_ok(), "{fine}");
+        }
+        for refused in
+            ["", "/etc/passwd", "../x", "config/../../x", "a//b", "./a", "artifact", "a b", "a\\b"]
+        {
+            assert!(config_path(refused).is_err(), "{refused:?} accepted");
+        }
+    }
+
+    #[tokio::test]
+    async fn install_writes_the_files_beside_the_artifact_secret_ones_private_and_refuses_escapes()
+    {
+        let root = std::env::temp_dir().join(format!("plus-host-config-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let host = Host::new(root.clone(), 2, None).expect("host");
+        std::fs::create_dir_all(root.join("downloads/1.0")).expect("downloads");
+        std::fs::write(root.join("downloads/1.0/artifact"), b"#!/bin/sh\n").expect("artifact");
+        let files = [
+            file("config/app.properties", "db.password=hunter2\n", true),
+            file("config/plain.env", "LOG=debug\n", false),
+        ];
+        let reply = host.install("1.0", &files).await;
+        assert!(reply.ok, "{reply:?}");
+        assert!(reply.detail.contains("2 configuration files"), "{}", reply.detail);
+        let written = root.join("current/config/app.properties");
+        assert_eq!(std::fs::read_to_string(&written).expect("written"), "db.password=hunter2\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode(&written), 0o600);
+            assert_eq!(mode(&root.join("current/config/plain.env")), 0o644);
+        }
+        // A second Install of the kept version rewrites the files (a new rendering).
+        let again = host.install("1.0", &[file("config/plain.env", "LOG=info\n", false)]).await;
+        assert!(again.ok, "{again:?}");
+        let plain = std::fs::read_to_string(root.join("current/config/plain.env")).expect("plain");
+        assert_eq!(plain, "LOG=info\n");
+        // A path out of the version's directory fails the step, and current is not moved.
+        let escape = host.install("1.0", &[file("../../escaped", "x", false)]).await;
+        assert!(
+            !escape.ok && escape.detail.contains("not a configuration file path"),
+            "{escape:?}"
+        );
+        assert!(
+            !root.join("escaped").exists() && !root.parent().expect("tmp").join("escaped").exists()
+        );
+        let too_many: Vec<ConfigFile> =
+            (0..=MAX_CONFIG_FILES).map(|i| file(&format!("f{i}"), "", false)).collect();
+        assert!(!host.install("1.0", &too_many).await.ok);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

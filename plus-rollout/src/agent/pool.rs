@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::protocol::{
-    self, Artifact, Beat, BeatReply, Commands, Fetch, PROTOCOL_VERSION, StepReply, StepRequest,
-    check_version,
+    self, Artifact, Beat, BeatReply, Commands, ConfigFile, Fetch, PROTOCOL_VERSION, StepReply,
+    StepRequest, check_version,
 };
 use crate::{Step, StepExecutor, StepOutcome};
 
@@ -57,8 +57,9 @@ impl Default for PoolConfig {
     }
 }
 
-/// What the agents release: the application, the commands that start and check it, and its
-/// artifact (a file the pool sends them, SHA-256 checked on their side).
+/// What the agents release: the application, the commands that start and check it, its
+/// artifact (a file the pool sends them, SHA-256 checked on their side) and the configuration
+/// files written beside it.
 #[derive(Debug, Clone)]
 pub struct AgentApp {
     /// The application the agents' hosts belong to.
@@ -66,6 +67,7 @@ pub struct AgentApp {
     commands: Commands,
     artifact: PathBuf,
     sha256: String,
+    files: Vec<ConfigFile>,
 }
 
 impl AgentApp {
@@ -76,7 +78,16 @@ impl AgentApp {
     pub fn new(app: AppCode, commands: Commands, artifact: PathBuf) -> Result<Self, String> {
         let bytes = std::fs::read(&artifact)
             .map_err(|e| format!("cannot read the artifact {}: {e}", artifact.display()))?;
-        Ok(Self { app, commands, artifact, sha256: format!("{:x}", Sha256::digest(&bytes)) })
+        let sha256 = format!("{:x}", Sha256::digest(&bytes));
+        Ok(Self { app, commands, artifact, sha256, files: Vec::new() })
+    }
+
+    /// The same, with `files` written beside the artifact at every Install (an environment's
+    /// rendered configuration).
+    #[must_use]
+    pub fn with_files(mut self, files: Vec<ConfigFile>) -> Self {
+        self.files = files;
+        self
     }
 }
 
@@ -107,10 +118,13 @@ struct Registry {
     finished: HashSet<HostId>,
 }
 
-/// The agents of a set of hosts, as a release's [`StepExecutor`].
+/// The agents of a set of hosts, as a release's [`StepExecutor`]: one application's, or several
+/// applications' each on hosts of its own.
 pub struct AgentPool {
-    app: AgentApp,
+    apps: Vec<AgentApp>,
     hosts: Vec<HostId>,
+    /// Each host's application, an index into `apps`.
+    app_of: HashMap<HostId, usize>,
     config: PoolConfig,
     registry: Mutex<Registry>,
     changed: Notify,
@@ -122,7 +136,7 @@ pub struct AgentPool {
 impl std::fmt::Debug for AgentPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentPool")
-            .field("app", &self.app.app)
+            .field("apps", &self.apps.iter().map(|a| a.app.as_str()).collect::<Vec<_>>())
             .field("hosts", &self.hosts.len())
             .finish_non_exhaustive()
     }
@@ -132,9 +146,47 @@ impl AgentPool {
     /// The pool for `hosts`, each to be served by the agent of the same name.
     #[must_use]
     pub fn new(app: AgentApp, hosts: Vec<HostId>, config: PoolConfig) -> Arc<Self> {
+        let app_of = hosts.iter().map(|h| (h.clone(), 0)).collect();
+        Self::build(vec![app], hosts, app_of, config)
+    }
+
+    /// The pool for several applications, each on its own hosts (an environment's: every
+    /// application on an agent of its own).
+    ///
+    /// # Errors
+    /// When a host is named for two applications, or one application twice.
+    pub fn with_apps(
+        groups: Vec<(AgentApp, Vec<HostId>)>,
+        config: PoolConfig,
+    ) -> Result<Arc<Self>, String> {
+        let (mut apps, mut hosts, mut app_of) = (Vec::new(), Vec::new(), HashMap::new());
+        for (index, (app, group)) in groups.into_iter().enumerate() {
+            if apps.iter().any(|a: &AgentApp| a.app == app.app) {
+                return Err(format!("{} is given twice", app.app));
+            }
+            for host in group {
+                if let Some(&other) = app_of.get(&host) {
+                    let other: &AgentApp = &apps[other];
+                    return Err(format!("host {host} is given for {} and {}", other.app, app.app));
+                }
+                app_of.insert(host.clone(), index);
+                hosts.push(host);
+            }
+            apps.push(app);
+        }
+        Ok(Self::build(apps, hosts, app_of, config))
+    }
+
+    fn build(
+        apps: Vec<AgentApp>,
+        hosts: Vec<HostId>,
+        app_of: HashMap<HostId, usize>,
+        config: PoolConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            app,
+            apps,
             hosts,
+            app_of,
             config,
             registry: Mutex::default(),
             changed: Notify::new(),
@@ -147,22 +199,35 @@ impl AgentPool {
         self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The application the agents' hosts belong to.
-    #[must_use]
-    pub fn app(&self) -> &AppCode {
-        &self.app.app
+    /// The applications the agents' hosts belong to.
+    pub fn apps(&self) -> impl Iterator<Item = &AppCode> {
+        self.apps.iter().map(|a| &a.app)
     }
 
-    /// The agents' hosts.
+    /// The agents' hosts, of every application.
     #[must_use]
     pub fn hosts(&self) -> &[HostId] {
         &self.hosts
     }
 
+    /// The hosts of `app` (none for an application the pool does not release).
+    #[must_use]
+    pub fn hosts_of(&self, app: &AppCode) -> Vec<HostId> {
+        self.hosts
+            .iter()
+            .filter(|h| self.app_for(h).is_some_and(|a| a.app == *app))
+            .cloned()
+            .collect()
+    }
+
     /// Whether `host` is one of the pool's.
     #[must_use]
     pub fn owns(&self, host: &HostId) -> bool {
-        self.hosts.contains(host)
+        self.app_of.contains_key(host)
+    }
+
+    fn app_for(&self, host: &HostId) -> Option<&AgentApp> {
+        self.app_of.get(host).map(|&i| &self.apps[i])
     }
 
     /// Agents declared lost so far, with why and when.
@@ -358,37 +423,40 @@ impl AgentPool {
         }
     }
 
-    fn request(&self, step: Step, target: &Version) -> StepRequest {
+    fn request(app: &AgentApp, step: Step, target: &Version) -> StepRequest {
         let version = target.to_string();
-        let commands = self.app.commands.clone();
+        let commands = app.commands.clone();
         match step {
             Step::Precheck => StepRequest::Precheck { version, commands },
             Step::Markdown => StepRequest::Markdown,
             Step::Download => StepRequest::Download {
                 version,
                 artifact: Artifact {
-                    path: self.app.artifact.to_string_lossy().into_owned(),
-                    sha256: self.app.sha256.clone(),
+                    path: app.artifact.to_string_lossy().into_owned(),
+                    sha256: app.sha256.clone(),
                     from_platform: true,
                 },
             },
-            Step::Install => StepRequest::Install { version },
+            Step::Install => StepRequest::Install { version, files: app.files.clone() },
             Step::Verify => StepRequest::Verify { version, commands },
             Step::Markup => StepRequest::Markup,
         }
     }
 
-    /// A piece of the artifact, the only file the pool hands out.
-    fn chunk(&self, fetch: &Fetch) -> Result<Bytes, HandlerError> {
-        if Path::new(&fetch.fetch) != self.app.artifact {
+    /// A piece of the artifact of `host`'s application, the only file its agent is handed.
+    fn chunk(&self, host: Option<&HostId>, fetch: &Fetch) -> Result<Bytes, HandlerError> {
+        let Some(app) = host.and_then(|h| self.app_for(h)) else {
+            return Err(HandlerError::new("only a registered agent may fetch an artifact"));
+        };
+        if Path::new(&fetch.fetch) != app.artifact {
             return Err(HandlerError::new(format!(
                 "{} is not an artifact of this release",
                 fetch.fetch
             )));
         }
         use std::io::{Read, Seek, SeekFrom};
-        let mut file = std::fs::File::open(&self.app.artifact)
-            .map_err(|e| HandlerError::new(e.to_string()))?;
+        let mut file =
+            std::fs::File::open(&app.artifact).map_err(|e| HandlerError::new(e.to_string()))?;
         file.seek(SeekFrom::Start(fetch.offset)).map_err(|e| HandlerError::new(e.to_string()))?;
         let mut bytes = Vec::with_capacity(fetch.len.min(MAX_CHUNK) as usize);
         file.take(u64::from(fetch.len.min(MAX_CHUNK)))
@@ -421,7 +489,7 @@ struct AgentLink {
 impl Handler for AgentLink {
     async fn handle(&self, request: Bytes) -> Result<Bytes, HandlerError> {
         if let Ok(fetch) = serde_json::from_slice::<Fetch>(&request) {
-            return self.pool.chunk(&fetch);
+            return self.pool.chunk(self.registered.get(), &fetch);
         }
         let beat: Beat = serde_json::from_slice(&request)
             .map_err(|e| HandlerError::new(format!("neither a heartbeat nor a fetch: {e}")))?;
@@ -443,13 +511,16 @@ impl StepExecutor for AgentPool {
         if self.first_step.set(Instant::now()).is_ok() {
             self.first_step_taken.notify_waiters();
         }
+        let Some(app) = self.app_for(host) else {
+            return StepOutcome::Failed(format!("{host} is not a host of this pool's agents"));
+        };
         let connection = match self.connection(host).await {
             Ok(connection) => connection,
             Err(why) => return StepOutcome::Failed(why),
         };
         let deadline = self.config.step_deadline;
         let request = protocol::Step {
-            request: self.request(step, target),
+            request: Self::request(app, step, target),
             deadline_ms: Some(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)),
         };
         let body = match serde_json::to_vec(&request) {

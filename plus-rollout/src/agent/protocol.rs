@@ -12,7 +12,10 @@
 use serde::{Deserialize, Serialize};
 
 /// The version of this protocol. A peer speaking another is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// Version 2 added the configuration files of [`StepRequest::Install`]: an agent of version 1
+/// would ignore them and start the program without its configuration, so it is refused instead.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Whether a peer that said it speaks `theirs` can be talked to.
 ///
@@ -110,10 +113,15 @@ pub enum StepRequest {
         /// Where to fetch it from, and its hash.
         artifact: Artifact,
     },
-    /// Install the version and make it current (a version still installed is only switched to).
+    /// Install the version and make it current (a version still installed is only switched
+    /// to), writing its configuration files beside the artifact (every time: an environment's
+    /// rendering may change while the version stays).
     Install {
         /// The release's version (a directory name: no separators, no `..`).
         version: String,
+        /// Configuration files written into the version's directory.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<ConfigFile>,
     },
     /// Start it and check it.
     Verify {
@@ -124,6 +132,30 @@ pub enum StepRequest {
     },
     /// Put the host back into traffic.
     Markup,
+}
+
+/// A configuration file the agent writes beside the artifact at Install. Its contents are
+/// never shown: `Debug` prints their length only, since a rendered file may hold secrets.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigFile {
+    /// Where, relative to the version's directory: plain names separated by `/`, no `..`, no
+    /// leading `/` (the agent refuses anything else).
+    pub path: String,
+    /// The file's text.
+    pub contents: String,
+    /// Written readable by the agent's user only (mode 0600), as it holds a secret.
+    #[serde(default)]
+    pub secret: bool,
+}
+
+impl std::fmt::Debug for ConfigFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigFile")
+            .field("path", &self.path)
+            .field("contents", &format_args!("<{} bytes>", self.contents.len()))
+            .field("secret", &self.secret)
+            .finish()
+    }
 }
 
 /// A step as the platform sends it: what to do, and by when.
@@ -170,9 +202,30 @@ mod tests {
         let refused = check_version(old.protocol, "agent web-01").unwrap_err();
         assert_eq!(
             refused,
-            "agent web-01 speaks agent protocol version 0, this side speaks 1: upgrade the older side"
+            "agent web-01 speaks agent protocol version 0, this side speaks 2: upgrade the older side"
         );
         let reply: BeatReply = serde_json::from_str("{}").expect("an old platform's answer");
         assert!(check_version(reply.protocol, "the platform").is_err());
+    }
+
+    #[test]
+    fn a_configuration_file_never_shows_its_contents() {
+        let step = StepRequest::Install {
+            version: "1.0".into(),
+            files: vec![ConfigFile {
+                path: "config/app.properties".into(),
+                contents: "db.password=hunter2\n".into(),
+                secret: true,
+            }],
+        };
+        let shown = format!("{step:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<20 bytes>"), "{shown}");
+        let json = serde_json::to_string(&step).expect("encodes");
+        let back: StepRequest = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(back, step);
+        let bare: StepRequest =
+            serde_json::from_str(r#"{"step":"install","version":"1.0"}"#).expect("no files");
+        assert_eq!(bare, StepRequest::Install { version: "1.0".into(), files: Vec::new() });
     }
 }

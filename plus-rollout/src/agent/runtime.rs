@@ -160,7 +160,7 @@ impl Handler for Steps {
                 StepRequest::Download { version, artifact } => {
                     host.download(version, artifact, self.platform.get()).await
                 }
-                StepRequest::Install { version } => host.install(version).await,
+                StepRequest::Install { version, files } => host.install(version, files).await,
                 StepRequest::Verify { version, commands } => host.verify(version, commands).await,
                 StepRequest::Markup => host.traffic(false).await,
             }
