@@ -23,7 +23,11 @@ async fn cluster() -> Cluster {
     let net = InProcessNetwork::new();
     let mut handles = Vec::new();
     for id in 1..=3u64 {
-        let config = Config { watch_history: 100_000, ..Config::new(id, vec![1, 2, 3]) };
+        let config = {
+            let mut config = Config::new(id, vec![1, 2, 3]);
+            config.watch_history = 100_000;
+            config
+        };
         let node = spawn_node(config, MemStorage::new(), net.clone()).unwrap();
         net.register(node.handle.clone());
         handles.push(node.handle);

@@ -25,8 +25,11 @@ impl Cluster {
             .iter()
             .zip(&mut disks)
             .map(|(&id, disk)| {
-                let config =
-                    Config { snapshot_threshold: 100_000, ..Config::new(id, members.clone()) };
+                let config = {
+                    let mut config = Config::new(id, members.clone());
+                    config.snapshot_threshold = 100_000;
+                    config
+                };
                 Node::new(config, disk, Timestamp::ZERO).unwrap()
             })
             .collect();

@@ -14,11 +14,11 @@ use rand::Rng;
 fn fleet(n: usize) -> Vec<Candidate> {
     let mut rng = seeded_rng(42);
     (0..n)
-        .map(|i| Candidate {
-            load: f64::from(rng.random_range(0..20_u32)) / 20.0,
-            has_project_cache: rng.random_bool(0.1),
-            total_caches: rng.random_range(0..5_000),
-            ..Candidate::new(WorkerId::new(format!("worker-{i}")).unwrap(), WorkerKind::Build)
+        .map(|i| {
+            Candidate::new(WorkerId::new(format!("worker-{i}")).unwrap(), WorkerKind::Build)
+                .with_load(f64::from(rng.random_range(0..20_u32)) / 20.0)
+                .with_project_cache(rng.random_bool(0.1))
+                .with_total_caches(rng.random_range(0..5_000))
         })
         .collect()
 }

@@ -75,8 +75,13 @@ async fn start_member(
     snapshot_threshold: u64,
 ) -> Result<MuxNode, String> {
     let storage = MemStorage::new();
-    let config =
-        Config { start, seed: id * 7919, snapshot_threshold, ..Config::new(id, members.to_vec()) };
+    let config = {
+        let mut config = Config::new(id, members.to_vec());
+        config.start = start;
+        config.seed = id * 7919;
+        config.snapshot_threshold = snapshot_threshold;
+        config
+    };
     MuxNode::start(config, storage, addrs, MuxConfig::default()).await.map_err(|e| e.to_string())
 }
 
@@ -349,7 +354,12 @@ async fn replace(
     let mut known = addrs.clone();
     known.remove(&old);
     known.insert(new_id, address.clone());
-    let config = Config { start: Start::Join, seed: new_id * 7919, ..Config::new(new_id, vec![]) };
+    let config = {
+        let mut config = Config::new(new_id, vec![]);
+        config.start = Start::Join;
+        config.seed = new_id * 7919;
+        config
+    };
     let node = MuxNode::start(config, MemStorage::new(), &known, MuxConfig::default())
         .await
         .map_err(|e| e.to_string())?;

@@ -242,13 +242,12 @@ async fn run(args: Args) -> Result<bool, String> {
 /// The node's settings from the arguments (its start follows from the mode and the data).
 fn node_config(args: &Args, members: Vec<NodeId>) -> Config {
     let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-    Config {
-        snapshot_threshold: args.snapshot_entries,
-        max_request_bytes: as_usize(args.max_request_bytes),
-        max_txn_ops: as_usize(args.max_txn_ops),
-        quota_bytes: as_usize(args.quota_bytes),
-        ..Config::new(args.id, members)
-    }
+    let mut config = Config::new(args.id, members);
+    config.snapshot_threshold = args.snapshot_entries;
+    config.max_request_bytes = as_usize(args.max_request_bytes);
+    config.max_txn_ops = as_usize(args.max_txn_ops);
+    config.quota_bytes = as_usize(args.quota_bytes);
+    config
 }
 
 /// TLS from its files, pre-shared keys from `--psk-dir`, or plain TCP.

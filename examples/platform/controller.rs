@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use plus_core::{AppCode, Timestamp, Version};
+use plus_core::{AppCode, Failure, Timestamp, Version};
 use plus_quorum::{Bytes, Cluster, LeaseId, MuxNode, NodeId, RemoteNode, Security, WriteOp};
 use plus_rollout::{
     AppExecutor, AppGraph, AvailabilityFloor, Command, DeployConfig, DeployEvent, Deployment,
@@ -380,7 +380,7 @@ struct Platform {
 
 #[async_trait]
 impl AppExecutor for Platform {
-    async fn deploy(&self, app: &AppCode) -> Result<(), String> {
+    async fn deploy(&self, app: &AppCode) -> Result<(), Failure> {
         // One release per application at a time, across every controller: the lock lives on
         // the controller's session lease, so a controller that dies mid-release frees it when
         // its lease ends instead of blocking the application until someone deletes the key.
@@ -388,7 +388,7 @@ impl AppExecutor for Platform {
             .store
             .lock(&format!("lock/{app}"), self.lease)
             .await
-            .map_err(|e| format!("cannot take the lock of {app}: {e}"))?;
+            .map_err(|e| Failure::with_source(format!("cannot take the lock of {app}"), e))?;
         // The fencing token goes with the writes made on the application's behalf, so a
         // paused holder's late writes can be told apart.
         let fence = lock.token;
@@ -411,12 +411,12 @@ impl AppExecutor for Platform {
             }
             Err((result, reason)) => {
                 results.insert(app.clone(), result);
-                Err(reason)
+                Err(reason.into())
             }
         }
     }
 
-    async fn check(&self, _app: &AppCode) -> Result<(), String> {
+    async fn check(&self, _app: &AppCode) -> Result<(), Failure> {
         tokio::time::sleep(Duration::from_millis(self.world.args.latency_ms)).await;
         Ok(())
     }

@@ -38,6 +38,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod error;
+mod failure;
 mod id;
 mod ratio;
 mod rng;
@@ -45,6 +46,7 @@ mod time;
 mod version;
 
 pub use error::Error;
+pub use failure::Failure;
 pub use id::{AppCode, HostId, WorkerId};
 pub use ratio::Ratio;
 pub use rng::{SeededRng, seeded_rng};

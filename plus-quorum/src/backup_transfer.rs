@@ -17,7 +17,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::backup::{BackupHeader, encode_backup};
 use crate::client_error::ClientError;
-use crate::driver::{NodeHandle, StoreError};
+use crate::driver::{Failure, NodeHandle, StoreError};
 
 /// A piece of a backup: as large as a snapshot's pieces between nodes.
 pub(crate) const BACKUP_PIECE_BYTES: u64 = 4 << 20;
@@ -76,7 +76,9 @@ impl BackupSlot {
         let (header, file) =
             tokio::task::spawn_blocking(move || encode_backup(&snapshot, taken_from, taken_at))
                 .await
-                .map_err(|e| StoreError::Backend(format!("encoding the backup failed: {e}")))?;
+                .map_err(|e| {
+                    StoreError::Backend(Failure::with_source("encoding the backup failed", e))
+                })?;
         let transfer = self.next_transfer.fetch_add(1, Ordering::Relaxed) + 1;
         let total_bytes = file.len() as u64;
         tracing::info!(
@@ -157,15 +159,15 @@ impl StreamCheck {
 
     pub(crate) fn finish(self) -> Result<(), StoreError> {
         if self.seen != self.total || self.tail.len() as u64 != CHECKSUM_BYTES {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::Backend(Failure::new(format!(
                 "the backup arrived with {} of its {} bytes",
                 self.seen, self.total
-            )));
+            ))));
         }
         if self.hasher.finalize().as_slice() != self.tail.as_slice() {
-            return Err(StoreError::Backend(
-                "the backup arrived damaged: its checksum does not match its bytes".to_owned(),
-            ));
+            return Err(StoreError::Backend(Failure::new(
+                "the backup arrived damaged: its checksum does not match its bytes",
+            )));
         }
         Ok(())
     }
@@ -178,5 +180,5 @@ pub(crate) async fn write_piece(
 ) -> Result<(), StoreError> {
     out.write_all(piece)
         .await
-        .map_err(|e| StoreError::Backend(format!("cannot write the backup: {e}")))
+        .map_err(|e| StoreError::Backend(Failure::with_source("cannot write the backup", e)))
 }

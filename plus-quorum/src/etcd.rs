@@ -15,7 +15,7 @@ use bytes::Bytes;
 use etcd_client as etcd;
 
 use crate::client_error::ClientError;
-use crate::driver::StoreError;
+use crate::driver::{Failure, StoreError};
 use crate::kv_client::{KvClient, KvWatch};
 use crate::lease::{LeaseId, LeaseInfo};
 use crate::ops::WriteResult;
@@ -65,7 +65,7 @@ impl EtcdClient {
         let endpoints: Vec<&str> = endpoints.iter().map(AsRef::as_ref).collect();
         let client = etcd::Client::connect(&endpoints, Some(options))
             .await
-            .map_err(|e| backend("connecting", &e))?;
+            .map_err(|e| backend("connecting", e))?;
         Ok(Self { client, deadline })
     }
 
@@ -76,12 +76,12 @@ impl EtcdClient {
     }
 
     async fn kv_txn(&self, txn: etcd::Txn) -> Result<etcd::TxnResponse, StoreError> {
-        self.client.kv_client().txn(txn).await.map_err(|e| self.error("a transaction", &e, None))
+        self.client.kv_client().txn(txn).await.map_err(|e| self.error("a transaction", e, None))
     }
 
     /// What an etcd error means for a caller of the trait.
-    fn error(&self, doing: &str, err: &etcd::Error, lease: Option<LeaseId>) -> StoreError {
-        if let etcd::Error::GRpcStatus(status) = err {
+    fn error(&self, doing: &str, err: etcd::Error, lease: Option<LeaseId>) -> StoreError {
+        if let etcd::Error::GRpcStatus(status) = &err {
             match status.code() {
                 tonic::Code::DeadlineExceeded => return StoreError::Timeout(self.deadline),
                 tonic::Code::NotFound if lease.is_some() => {
@@ -100,16 +100,21 @@ impl EtcdClient {
     }
 }
 
-fn backend(doing: &str, err: &impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("etcd, {doing}: {err}"))
+fn backend(doing: &str, err: etcd::Error) -> StoreError {
+    StoreError::Backend(Failure::with_source(format!("etcd, {doing}"), err))
+}
+
+/// A failure etcd reported in words rather than as an error.
+fn backend_said(doing: &str, said: &str) -> StoreError {
+    StoreError::Backend(Failure::new(format!("etcd, {doing}: {said}")))
 }
 
 fn key_text(key: &[u8]) -> Result<String, StoreError> {
     String::from_utf8(key.to_vec()).map_err(|_| {
-        StoreError::Backend(format!(
+        StoreError::Backend(Failure::new(format!(
             "etcd holds a key that is not UTF-8 (starts {:?})",
             String::from_utf8_lossy(&key[..key.len().min(64)])
-        ))
+        )))
     })
 }
 
@@ -255,19 +260,19 @@ fn first_lease(ops: &[TxnOp]) -> Option<LeaseId> {
 impl KvClient for EtcdClient {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
         let response = self.client.kv_client().get(key, None).await;
-        let response = response.map_err(|e| self.error("a get", &e, None))?;
+        let response = response.map_err(|e| self.error("a get", e, None))?;
         Ok(response.kvs().first().map(versioned))
     }
 
     async fn set(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
         let response = self.client.kv_client().put(key, value.to_vec(), None).await;
-        let response = response.map_err(|e| self.error("a put", &e, None))?;
+        let response = response.map_err(|e| self.error("a put", e, None))?;
         Ok(header_revision(response.header()))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let response = self.client.kv_client().delete(key, None).await;
-        response.map(drop).map_err(|e| self.error("a delete", &e, None))
+        response.map(drop).map_err(|e| self.error("a delete", e, None))
     }
 
     async fn compare_and_set(
@@ -302,7 +307,7 @@ impl KvClient for EtcdClient {
         let request = etcd::Txn::new().when(when).and_then(then).or_else(otherwise);
         let response = self.client.kv_client().txn(request).await.map_err(|e| {
             let lease = first_lease(&txn.then).or_else(|| first_lease(&txn.otherwise));
-            self.error("a transaction", &e, lease)
+            self.error("a transaction", e, lease)
         })?;
         let succeeded = response.succeeded();
         let version = header_revision(response.header());
@@ -325,7 +330,7 @@ impl KvClient for EtcdClient {
     async fn range(&self, range: Range) -> Result<RangeResult, StoreError> {
         let options = get_options(&range)?;
         let response = self.client.kv_client().get(range_start(&range), Some(options)).await;
-        let response = response.map_err(|e| self.error("a range read", &e, None))?;
+        let response = response.map_err(|e| self.error("a range read", e, None))?;
         range_result(&response, range.count_only)
     }
 
@@ -337,9 +342,9 @@ impl KvClient for EtcdClient {
         }
         let seconds = i64::try_from(ttl.as_millis().div_ceil(1_000)).unwrap_or(i64::MAX);
         let response = self.client.lease_client().grant(seconds, None).await;
-        let response = response.map_err(|e| self.error("a lease grant", &e, None))?;
+        let response = response.map_err(|e| self.error("a lease grant", e, None))?;
         if !response.error().is_empty() {
-            return Err(backend("a lease grant", &response.error()));
+            return Err(backend_said("a lease grant", response.error()));
         }
         let ttl_ms = revision(response.ttl()).saturating_mul(1_000);
         Ok(LeaseInfo { id: revision(response.id()), ttl_ms, remaining_ms: ttl_ms, keys: vec![] })
@@ -353,11 +358,11 @@ impl KvClient for EtcdClient {
         match leases.keep_alive(id).await {
             Ok(_renewed) => {}
             Err(etcd::Error::LeaseKeepAliveError(_)) => return Err(StoreError::NoSuchLease(lease)),
-            Err(e) => return Err(self.error("a keep-alive", &e, Some(lease))),
+            Err(e) => return Err(self.error("a keep-alive", e, Some(lease))),
         }
         let options = etcd::LeaseTimeToLiveOptions::new().with_keys();
         let answer = leases.time_to_live(id, Some(options)).await;
-        let answer = answer.map_err(|e| self.error("a lease's time to live", &e, Some(lease)))?;
+        let answer = answer.map_err(|e| self.error("a lease's time to live", e, Some(lease)))?;
         // etcd answers for an ended lease with a TTL of -1.
         if answer.ttl() < 0 {
             return Err(StoreError::NoSuchLease(lease));
@@ -374,7 +379,7 @@ impl KvClient for EtcdClient {
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
         let id = lease_id(lease)?;
         let response = self.client.lease_client().revoke(id).await;
-        response.map(drop).map_err(|e| self.error("a lease revoke", &e, Some(lease)))
+        response.map(drop).map_err(|e| self.error("a lease revoke", e, Some(lease)))
     }
 
     async fn set_with_lease(
@@ -385,7 +390,7 @@ impl KvClient for EtcdClient {
     ) -> Result<u64, StoreError> {
         let options = etcd::PutOptions::new().with_lease(lease_id(lease)?);
         let response = self.client.kv_client().put(key, value.to_vec(), Some(options)).await;
-        let response = response.map_err(|e| self.error("a put", &e, Some(lease)))?;
+        let response = response.map_err(|e| self.error("a put", e, Some(lease)))?;
         Ok(header_revision(response.header()))
     }
 
@@ -402,7 +407,7 @@ impl KvClient for EtcdClient {
             KeyRange::Between { end, .. } => options.with_range(end.as_bytes()),
         };
         let stream = self.client.watch_client().watch(range_start(&whole), Some(options)).await;
-        let stream = stream.map_err(|e| self.error("starting a watch", &e, None))?;
+        let stream = stream.map_err(|e| self.error("starting a watch", e, None))?;
         Ok(Box::new(EtcdWatch { stream, next: from }))
     }
 }
@@ -417,9 +422,9 @@ struct EtcdWatch {
 impl KvWatch for EtcdWatch {
     async fn next(&mut self) -> Result<WatchBatch, StoreError> {
         loop {
-            let message = self.stream.message().await.map_err(|e| backend("a watch", &e))?;
+            let message = self.stream.message().await.map_err(|e| backend("a watch", e))?;
             let Some(response) = message else {
-                return Err(backend("a watch", &"the stream ended"));
+                return Err(backend_said("a watch", "the stream ended"));
             };
             if response.canceled() {
                 if response.compact_revision() > 0 {
@@ -428,7 +433,7 @@ impl KvWatch for EtcdWatch {
                         oldest: revision(response.compact_revision()),
                     }));
                 }
-                return Err(backend(
+                return Err(backend_said(
                     "a watch",
                     &format!("cancelled: {}", response.cancel_reason()),
                 ));

@@ -248,8 +248,8 @@ pub use bytes::{self, Bytes};
 pub use client_error::ClientError;
 #[cfg(feature = "driver")]
 pub use driver::{
-    Cluster, InProcessNetwork, NodeApi, NodeHandle, ReplaceStep, RunningNode, Status, StoreError,
-    Transport, Watcher, spawn_node,
+    Cluster, Failure, InProcessNetwork, NodeApi, NodeHandle, ReplaceStep, RunningNode, Status,
+    StoreError, Transport, Watcher, spawn_node,
 };
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdClient;

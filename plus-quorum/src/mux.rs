@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::backup::BackupHeader;
 use crate::backup_transfer::{BackupSlot, BackupStarted, StreamCheck, write_piece};
 use crate::client_error::ClientError;
-use crate::driver::{NodeApi, NodeHandle, Status, StoreError, Transport};
+use crate::driver::{Failure, NodeApi, NodeHandle, Status, StoreError, Transport};
 use crate::ids::NodeId;
 use crate::membership::{ClusterChange, ClusterChanged, Membership};
 use crate::message::Message;
@@ -1091,10 +1091,10 @@ impl RemoteNode {
                 other => return Err(StoreError::unexpected("a piece of a backup", &other)),
             };
             if piece.is_empty() {
-                return Err(StoreError::Backend(format!(
+                return Err(StoreError::Backend(Failure::new(format!(
                     "node {} sent an empty piece of its backup at {offset}",
                     self.id
-                )));
+                ))));
             }
             check.feed(&piece);
             write_piece(out, &piece).await?;
@@ -1103,7 +1103,7 @@ impl RemoteNode {
         check.finish()?;
         tokio::io::AsyncWriteExt::flush(out)
             .await
-            .map_err(|e| StoreError::Backend(format!("cannot write the backup: {e}")))?;
+            .map_err(|e| StoreError::Backend(Failure::with_source("cannot write the backup", e)))?;
         Ok(header)
     }
 

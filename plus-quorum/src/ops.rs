@@ -16,6 +16,7 @@ use crate::types::{Expect, MAX_KEY_LEN, Versioned, check_key, check_keys};
 /// its writes, and answers [`WriteResult::Applied`] or [`WriteResult::CompareFailed`] instead of
 /// a transaction's result.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum WriteOp {
     /// Set a key.
     Set {
@@ -136,6 +137,7 @@ impl ReadOp {
 
 /// A linearizable read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ReadOp {
     /// One key.
     Get(String),
@@ -158,6 +160,7 @@ pub enum ReadOp {
 
 /// What a committed write did.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum WriteResult {
     /// Applied; written keys now have this version (the entry's log index).
     Applied {
@@ -197,6 +200,7 @@ pub enum WriteResult {
 
 /// What a read found.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ReadResult {
     /// [`ReadOp::Get`].
     Value(Option<Versioned>),

@@ -153,6 +153,7 @@ impl Compare {
 
 /// One operation of a transaction's branch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum TxnOp {
     /// Set a key, attached to a lease or to none (which detaches it from any).
     Set {
@@ -177,6 +178,7 @@ pub enum TxnOp {
 
 /// What one [`TxnOp`] did, in the order of the branch that ran.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum TxnOpResult {
     /// [`TxnOp::Set`]: the key's new version.
     Set {

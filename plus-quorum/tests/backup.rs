@@ -30,7 +30,11 @@ async fn start(root: &Path, cluster: &str) -> (Vec<MuxNode>, HashMap<u64, String
     for id in IDS {
         let (opened, storage) = DataDir::open(&root.join(id.to_string()), cluster, id).unwrap();
         let start = plus_quorum::StartMode::New.start(opened.existed);
-        let config = Config { start, ..Config::new(id, IDS.to_vec()) };
+        let config = {
+            let mut config = Config::new(id, IDS.to_vec());
+            config.start = start;
+            config
+        };
         nodes.push(MuxNode::start(config, storage, &addrs, MuxConfig::default()).await.unwrap());
         if !opened.existed {
             opened.stamp().unwrap();

@@ -17,7 +17,11 @@ struct Harness {
 }
 
 fn config(id: u64, start: Start) -> Config {
-    Config { start, ..Config::new(id, vec![1, 2, 3]) }
+    {
+        let mut config = Config::new(id, vec![1, 2, 3]);
+        config.start = start;
+        config
+    }
 }
 
 fn start() -> Harness {
@@ -96,7 +100,8 @@ async fn restarted_followers_catch_up_wiped_or_not() {
         // First follower comes back with its memory wiped, the second with it kept.
         let storage =
             if n == 0 { MemStorage::new() } else { h.storages[(id - 1) as usize].clone() };
-        let config = Config { seed: id + 10, ..config(id, Start::Rejoin) };
+        let mut config = config(id, Start::Rejoin);
+        config.seed = id + 10;
         let node = spawn_node(config, storage, h.net.clone()).unwrap();
         h.net.register(node.handle.clone());
         h.cluster.replace(node.handle.clone());
@@ -352,7 +357,8 @@ async fn a_watch_behind_the_history_fails_with_the_oldest_revision() {
     let net = InProcessNetwork::new();
     let handles: Vec<_> = (1..=3u64)
         .map(|id| {
-            let config = Config { watch_history: 4, ..config(id, Start::Bootstrap) };
+            let mut config = config(id, Start::Bootstrap);
+            config.watch_history = 4;
             net.spawn(config, MemStorage::new()).unwrap().handle
         })
         .collect();
@@ -485,7 +491,14 @@ async fn ranges_read_the_past_within_the_history_kept() {
 async fn a_past_range_beyond_the_history_is_compacted() {
     let net = InProcessNetwork::new();
     let handle = net
-        .spawn(Config { watch_history: 3, ..Config::new(1, vec![1]) }, MemStorage::new())
+        .spawn(
+            {
+                let mut config = Config::new(1, vec![1]);
+                config.watch_history = 3;
+                config
+            },
+            MemStorage::new(),
+        )
         .unwrap()
         .handle;
     let c = Cluster::new(vec![handle]);

@@ -27,7 +27,12 @@ fn start_node(
     storage: MemStorage,
     net: &Arc<InProcessNetwork>,
 ) -> NodeHandle {
-    let config = Config { start, seed: id * 31, ..Config::new(id, vec![1, 2, 3]) };
+    let config = {
+        let mut config = Config::new(id, vec![1, 2, 3]);
+        config.start = start;
+        config.seed = id * 31;
+        config
+    };
     net.spawn(config, storage).unwrap().handle
 }
 

@@ -31,7 +31,11 @@ async fn node(security: Security, watch_history: usize) -> (MuxNode, String) {
     let addrs = loopback_addrs(&[1, 9]).await.unwrap();
     let http_addr = addrs[&9].clone();
     let addrs: HashMap<u64, String> = [(1, addrs[&1].clone())].into();
-    let config = Config { watch_history, ..Config::new(1, vec![1]) };
+    let config = {
+        let mut config = Config::new(1, vec![1]);
+        config.watch_history = watch_history;
+        config
+    };
     let node =
         MuxNode::start_secured(config, MemStorage::new(), &addrs, MuxConfig::default(), &security)
             .await

@@ -20,7 +20,11 @@ struct Alone {
 impl Alone {
     fn new() -> Self {
         let mut disk = MemStorage::new();
-        let config = Config { max_lease_ttl: Duration::from_secs(60), ..Config::new(1, vec![1]) };
+        let config = {
+            let mut config = Config::new(1, vec![1]);
+            config.max_lease_ttl = Duration::from_secs(60);
+            config
+        };
         let mut node = Node::new(config, &mut disk, Timestamp::ZERO).unwrap();
         node.tick(Timestamp::from_millis(1_000));
         assert!(node.is_leader());

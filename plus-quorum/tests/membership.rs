@@ -22,7 +22,12 @@ struct Net {
 }
 
 fn config(id: NodeId, start: Start) -> Config {
-    Config { start, snapshot_threshold: 20, ..Config::new(id, vec![1, 2, 3]) }
+    {
+        let mut config = Config::new(id, vec![1, 2, 3]);
+        config.start = start;
+        config.snapshot_threshold = 20;
+        config
+    }
 }
 
 impl Net {
@@ -35,7 +40,9 @@ impl Net {
             next_request: 1,
         };
         for &id in voters {
-            net.start(Config { members: voters.to_vec(), ..config(id, Start::Bootstrap) });
+            let mut bootstrap = config(id, Start::Bootstrap);
+            bootstrap.members = voters.to_vec();
+            net.start(bootstrap);
         }
         net
     }
@@ -161,7 +168,9 @@ fn membership(voters: &[NodeId], learners: &[NodeId]) -> Membership {
 }
 
 fn joiner(id: NodeId) -> Config {
-    Config { members: vec![], ..config(id, Start::Join) }
+    let mut config = config(id, Start::Join);
+    config.members = vec![];
+    config
 }
 
 #[test]

@@ -24,7 +24,11 @@ impl std::ops::DerefMut for Host {
 }
 
 fn node(id: u64, start: Start, mut disk: MemStorage) -> Host {
-    let config = Config { start, ..Config::new(id, vec![1, 2, 3]) };
+    let config = {
+        let mut config = Config::new(id, vec![1, 2, 3]);
+        config.start = start;
+        config
+    };
     let node = Node::new(config, &mut disk, Timestamp::ZERO).unwrap();
     Host { node, disk }
 }
@@ -181,11 +185,18 @@ fn bad_configs_are_refused_with_typed_errors() {
     check(Config::new(4, vec![1, 2, 3]), ConfigError::NotAMember { id: 4, members: vec![1, 2, 3] });
     check(Config::new(1, vec![1, 2, 2]), ConfigError::DuplicateMember);
     check(
-        Config { max_entries_per_message: 0, ..Config::new(1, vec![1]) },
+        {
+            let mut config = Config::new(1, vec![1]);
+            config.max_entries_per_message = 0;
+            config
+        },
         ConfigError::Zero("max_entries_per_message"),
     );
-    let slow_heartbeat =
-        Config { heartbeat_interval: std::time::Duration::from_secs(1), ..Config::new(1, vec![1]) };
+    let slow_heartbeat = {
+        let mut config = Config::new(1, vec![1]);
+        config.heartbeat_interval = std::time::Duration::from_secs(1);
+        config
+    };
     let err = Node::new(slow_heartbeat, &mut MemStorage::new(), Timestamp::ZERO).unwrap_err();
     assert!(
         matches!(err, NodeError::Config(ConfigError::HeartbeatNotShorterThanElection { .. })),
@@ -255,7 +266,11 @@ fn writes_past_the_limits_are_refused_before_the_log() {
 #[test]
 fn grants_past_the_lease_limit_are_refused() {
     let mut disk = MemStorage::new();
-    let config = Config { max_leases: 2, ..Config::new(1, vec![1]) };
+    let config = {
+        let mut config = Config::new(1, vec![1]);
+        config.max_leases = 2;
+        config
+    };
     let node = Node::new(config, &mut disk, Timestamp::ZERO).unwrap();
     let mut n = Host { node, disk };
     n.tick(Timestamp::from_millis(1_000));
@@ -284,7 +299,11 @@ fn grants_past_the_lease_limit_are_refused() {
 #[test]
 fn a_store_over_its_quota_refuses_growth_until_deletes_free_space() {
     let mut disk = MemStorage::new();
-    let config = Config { quota_bytes: 1_000, ..Config::new(1, vec![1]) };
+    let config = {
+        let mut config = Config::new(1, vec![1]);
+        config.quota_bytes = 1_000;
+        config
+    };
     let node = Node::new(config, &mut disk, Timestamp::ZERO).unwrap();
     let mut n = Host { node, disk };
     n.tick(Timestamp::from_millis(1_000));
@@ -308,7 +327,11 @@ fn a_store_over_its_quota_refuses_growth_until_deletes_free_space() {
 fn reads_past_the_key_limit_are_refused_and_paged_instead() {
     use plus_quorum::{Range, ReadOp, ReadResult, Response};
     let mut disk = MemStorage::new();
-    let config = Config { max_read_keys: 5, ..Config::new(1, vec![1]) };
+    let config = {
+        let mut config = Config::new(1, vec![1]);
+        config.max_read_keys = 5;
+        config
+    };
     let node = Node::new(config, &mut disk, Timestamp::ZERO).unwrap();
     let mut n = Host { node, disk };
     n.tick(Timestamp::from_millis(1_000));

@@ -14,7 +14,11 @@ fn start() -> (Arc<InProcessNetwork>, Cluster) {
     let net = InProcessNetwork::new();
     let handles = (1..=3u64)
         .map(|id| {
-            let config = Config { start: Start::Bootstrap, ..Config::new(id, vec![1, 2, 3]) };
+            let config = {
+                let mut config = Config::new(id, vec![1, 2, 3]);
+                config.start = Start::Bootstrap;
+                config
+            };
             net.spawn(config, MemStorage::new()).unwrap().handle
         })
         .collect();

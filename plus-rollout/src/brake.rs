@@ -54,7 +54,7 @@ pub trait BrakePolicy: Send + Sync + fmt::Debug {
     fn check(&self, view: &BrakeView<'_>) -> Option<String>;
 }
 
-/// Talk 003's rule (the default): brake when failed hosts / planned hosts has reached a threshold.
+/// The rule of Tars, Ctrip's release system (the default): brake when failed hosts / planned hosts has reached a threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct FailureRate {
     /// The threshold; `None` means the group's max pull-out ratio.

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use plus_core::{AppCode, HostId, Version};
+use plus_core::{AppCode, Failure, HostId, Version};
 
 use crate::driver::{
     CommandError, Events, Handle, JobFuture, Spawned, SpawnedSaved, spawn, spawn_saved,
@@ -56,15 +56,15 @@ impl StepExecutor for NoopExecutor {
 /// Deploys and health-checks one application: the host's own machinery.
 ///
 /// # Contract
-/// Return when done; `Err` carries a message for people. The driver enforces deadlines and
-/// cancels by dropping the future, so implementations must be cancel-safe. A panic is reported
-/// as a failure.
+/// Return when done; `Err` says why for people ([`Failure`]: a message, and the host's own
+/// error beneath it when there is one; a `String` converts into one). The driver enforces deadlines and cancels by dropping
+/// the future, so implementations must be cancel-safe. A panic is reported as a failure.
 #[async_trait]
 pub trait AppExecutor: Send + Sync + 'static {
     /// Deploys `app`.
-    async fn deploy(&self, app: &AppCode) -> Result<(), String>;
+    async fn deploy(&self, app: &AppCode) -> Result<(), Failure>;
     /// Runs `app`'s health check once.
-    async fn check(&self, app: &AppCode) -> Result<(), String>;
+    async fn check(&self, app: &AppCode) -> Result<(), Failure>;
 }
 
 /// Sends a person's commands to a running release. Cheap to clone.
@@ -172,8 +172,8 @@ fn deployment_jobs<E: AppExecutor>(
         let executor = Arc::clone(&executor);
         Box::pin(async move {
             match job {
-                AppJob::Deploy(app) => executor.deploy(&app).await,
-                AppJob::Check { app, .. } => executor.check(&app).await,
+                AppJob::Deploy(app) => executor.deploy(&app).await.map_err(|e| e.to_string()),
+                AppJob::Check { app, .. } => executor.check(&app).await.map_err(|e| e.to_string()),
             }
         })
     }

@@ -201,6 +201,9 @@ pub use plan::{
     Availability, Bastion, Exclusion, GroupHost, Plan, PlanConfig, PlanError, Split, parse_ramp,
     plan, rollback_plan, stopped_out_of_traffic,
 };
+/// What an [`AppExecutor`] returns when it fails (from plus-core, shared with plus-quorum).
+#[cfg(feature = "tokio")]
+pub use plus_core::Failure;
 #[cfg(feature = "quorum")]
 pub use quorum_store::QuorumStore;
 pub use release::{

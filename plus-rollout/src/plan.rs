@@ -160,7 +160,7 @@ fn quarter() -> Ratio {
 }
 
 impl PlanConfig {
-    /// Talk 003's rollback: no bastion, 50% batches (and, in [`ReleaseConfig::rollback`],
+    /// Tars' (Ctrip's release system) rollback: no bastion, 50% batches (and, in [`ReleaseConfig::rollback`],
     /// no waits).
     ///
     /// [`ReleaseConfig::rollback`]: crate::ReleaseConfig::rollback

@@ -97,7 +97,7 @@ pub enum StepOutcome {
     Measured(crate::analysis::Measurement),
     /// Only from [`Step::Markdown`] and [`Step::Markup`]: the call to the traffic system was
     /// not made, because that dependency is switched to degraded or its circuit breaker is
-    /// open (talk 003's degrade; [`crate::degrade`]). The step counts as done, so an emergency
+    /// open (Tars' degrade; [`crate::degrade`]). The step counts as done, so an emergency
     /// release goes on without the broken system; the host still counts as out of traffic
     /// from its Markdown to its Markup, as any; and the release records the call not made
     /// ([`EventKind::Degraded`], [`ReleaseReport::degraded`]), never skipping it in silence.
@@ -234,7 +234,7 @@ pub enum OnFailure {
     /// Brake and wait for a person (fail, on a deadline).
     #[default]
     Stop,
-    /// Roll back at once, by itself, every host it changed: talk 003's rollback plan
+    /// Roll back at once, by itself, every host it changed: Tars' rollback plan
     /// ([`rollback_plan`](crate::rollback_plan): no bastion, half of the hosts at a time,
     /// never more than the release's largest batch), to `to`, the version the hosts ran
     /// before. A host that kept that version switches back without downloading it again
@@ -304,7 +304,7 @@ impl ReleaseConfig {
         }
     }
 
-    /// Talk 003's rollback: no waits (pair it with [`PlanConfig::rollback`], which has no
+    /// Tars' (Ctrip's release system) rollback: no waits (pair it with [`PlanConfig::rollback`], which has no
     /// bastion and 50% batches).
     ///
     /// [`PlanConfig::rollback`]: crate::PlanConfig::rollback
@@ -1886,7 +1886,7 @@ impl Release {
         self.pump_rollback(now);
     }
 
-    /// The settings of the release's rollback: talk 003's (no waits), with the release's
+    /// The settings of the release's rollback: Tars' (no waits), with the release's
     /// parallelism and timeouts; it never rolls back itself.
     pub(crate) fn rollback_config(&self, to: Version) -> ReleaseConfig {
         ReleaseConfig {

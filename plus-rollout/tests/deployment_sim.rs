@@ -255,11 +255,11 @@ struct Scripted;
 
 #[async_trait::async_trait]
 impl AppExecutor for Scripted {
-    async fn deploy(&self, app: &AppCode) -> Result<(), String> {
+    async fn deploy(&self, app: &AppCode) -> Result<(), plus_rollout::Failure> {
         tokio::time::sleep(Duration::from_secs(10)).await;
         if app.as_str() == "db" { Err("disk full".into()) } else { Ok(()) }
     }
-    async fn check(&self, _: &AppCode) -> Result<(), String> {
+    async fn check(&self, _: &AppCode) -> Result<(), plus_rollout::Failure> {
         Ok(())
     }
 }

@@ -23,7 +23,22 @@ pub struct Job<'a> {
 /// One worker as the scheduler sees it for one job.
 ///
 /// The host fills it from its own fleet model; `has_project_cache` is about the job being placed.
+/// Made with [`Candidate::new`] and the `with_*` methods (new fields may come in a minor
+/// release, so it is not built by a struct literal):
+///
+/// ```
+/// use plus_core::WorkerId;
+/// use plus_scheduler::{Candidate, WorkerKind};
+///
+/// let worker = Candidate::new(WorkerId::new("build-07").unwrap(), WorkerKind::Build)
+///     .with_load(0.25)
+///     .with_project_cache(true)
+///     .with_total_caches(40)
+///     .with_capacity(Some(8));
+/// assert!(worker.has_project_cache && worker.capacity == Some(8));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Candidate {
     /// The worker.
     pub id: WorkerId,
@@ -43,8 +58,8 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// A worker of `kind` with no load, no caches and no capacity limit; set the rest with
-    /// struct update syntax.
+    /// A worker of `kind` with no load, no caches, no running job and no capacity limit; the
+    /// `with_*` methods set the rest.
     #[must_use]
     pub fn new(id: WorkerId, kind: WorkerKind) -> Self {
         Self {
@@ -56,5 +71,40 @@ impl Candidate {
             running_jobs: 0,
             capacity: None,
         }
+    }
+
+    /// With this [`load`](Self::load).
+    #[must_use]
+    pub fn with_load(mut self, load: f64) -> Self {
+        self.load = load;
+        self
+    }
+
+    /// With or without the job's project cache ([`has_project_cache`](Self::has_project_cache)).
+    #[must_use]
+    pub fn with_project_cache(mut self, has_project_cache: bool) -> Self {
+        self.has_project_cache = has_project_cache;
+        self
+    }
+
+    /// Holding this many project caches in all ([`total_caches`](Self::total_caches)).
+    #[must_use]
+    pub fn with_total_caches(mut self, total_caches: u64) -> Self {
+        self.total_caches = total_caches;
+        self
+    }
+
+    /// Running this many jobs now ([`running_jobs`](Self::running_jobs)).
+    #[must_use]
+    pub fn with_running_jobs(mut self, running_jobs: u32) -> Self {
+        self.running_jobs = running_jobs;
+        self
+    }
+
+    /// With this [`capacity`](Self::capacity) (`None`: no limit).
+    #[must_use]
+    pub fn with_capacity(mut self, capacity: Option<u32>) -> Self {
+        self.capacity = capacity;
+        self
     }
 }

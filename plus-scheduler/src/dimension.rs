@@ -162,12 +162,10 @@ mod tests {
     #[test]
     fn each_builtin_reads_its_own_field_and_checks_its_own_values() {
         let id = WorkerId::new("w1").unwrap();
-        let candidate = Candidate {
-            load: 0.25,
-            has_project_cache: true,
-            total_caches: 7,
-            ..Candidate::new(id.clone(), WorkerKind::Build)
-        };
+        let candidate = Candidate::new(id.clone(), WorkerKind::Build)
+            .with_load(0.25)
+            .with_project_cache(true)
+            .with_total_caches(7);
         let read: Vec<(&str, f64)> =
             Builtin::ALL.iter().map(|b| (b.name(), b.value(&candidate))).collect();
         assert_eq!(read, [("load", 0.25), ("has_cache", 1.0), ("total_caches", 7.0)]);

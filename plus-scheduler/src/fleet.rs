@@ -222,13 +222,11 @@ impl Fleet {
         let worker = &mut self.workers[index as usize];
         worker.kind = kind;
         worker.last_heard = now;
-        let candidate = Candidate {
-            load: worker.reported_load + worker.pending_load,
-            total_caches: worker.caches.len() as u64,
-            running_jobs: u32::try_from(worker.jobs.len()).unwrap_or(u32::MAX),
-            capacity,
-            ..Candidate::new(id, kind)
-        };
+        let candidate = Candidate::new(id, kind)
+            .with_load(worker.reported_load + worker.pending_load)
+            .with_total_caches(worker.caches.len() as u64)
+            .with_running_jobs(u32::try_from(worker.jobs.len()).unwrap_or(u32::MAX))
+            .with_capacity(capacity);
         let (slot, moved) = self.pools[kind_index(kind)].insert_healthy(index, candidate);
         self.workers[index as usize].slot = Some(slot);
         self.note_moved(moved);

@@ -22,13 +22,13 @@
 //! use plus_core::{WorkerId, seeded_rng};
 //! use plus_scheduler::{Candidate, Job, REFERENCE_WEIGHTS, Scheduler, WorkerKind};
 //!
-//! let worker = |id: &str, load: f64, has_cache: bool, caches: u64| Candidate {
-//!     load,
-//!     has_project_cache: has_cache,
-//!     total_caches: caches,
-//!     ..Candidate::new(WorkerId::new(id).unwrap(), WorkerKind::Build)
+//! let worker = |id: &str, load: f64, has_cache: bool, caches: u64| {
+//!     Candidate::new(WorkerId::new(id).unwrap(), WorkerKind::Build)
+//!         .with_load(load)
+//!         .with_project_cache(has_cache)
+//!         .with_total_caches(caches)
 //! };
-//! // Talk 000's worked example.
+//! // The Meituan Plus build platform talk's worked example.
 //! let fleet = [
 //!     worker("worker1", 2.0 / 20.0, false, 100),
 //!     worker("worker2", 6.0 / 20.0, true, 2000),

@@ -8,7 +8,7 @@ use crate::candidate::{Candidate, Job};
 use crate::dimension::{Builtin, Dimension, DimensionKind, Direction, Filter};
 use crate::error::Error;
 
-/// Talk 000's tuned weights: load 35, has-cache 50, total caches 34.
+/// The Meituan Plus build platform talk's tuned weights: load 35, has-cache 50, total caches 34.
 pub const REFERENCE_WEIGHTS: Weights = Weights { load: 35.0, has_cache: 50.0, total_caches: 34.0 };
 
 /// Weights of the three built-in dimensions.

@@ -272,10 +272,7 @@ pub fn simulate(config: &SimConfig) -> Result<SimReport, SimError> {
             load_area: 0.0,
             joined_at: now,
         });
-        candidates.push(Candidate {
-            capacity: Some(config.slots),
-            ..Candidate::new(id, WorkerKind::Build)
-        });
+        candidates.push(Candidate::new(id, WorkerKind::Build).with_capacity(Some(config.slots)));
     };
     for _ in 0..config.workers {
         add_worker(&mut workers, &mut candidates, 0);

@@ -6,11 +6,11 @@ use plus_scheduler::{Candidate, Job, REFERENCE_WEIGHTS, Scheduler, WorkerKind};
 
 fn fleet(n: usize) -> Vec<Candidate> {
     (0..n)
-        .map(|i| Candidate {
-            load: (i % 7) as f64 / 10.0,
-            has_project_cache: i % 3 == 0,
-            total_caches: (i * 37 % 100) as u64,
-            ..Candidate::new(WorkerId::new(format!("w{i}")).unwrap(), WorkerKind::Build)
+        .map(|i| {
+            Candidate::new(WorkerId::new(format!("w{i}")).unwrap(), WorkerKind::Build)
+                .with_load((i % 7) as f64 / 10.0)
+                .with_project_cache(i % 3 == 0)
+                .with_total_caches((i * 37 % 100) as u64)
         })
         .collect()
 }

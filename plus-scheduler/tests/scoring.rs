@@ -7,12 +7,10 @@ use plus_scheduler::{
 };
 
 fn worker(id: &str, load: f64, has_cache: bool, caches: u64) -> Candidate {
-    Candidate {
-        load,
-        has_project_cache: has_cache,
-        total_caches: caches,
-        ..Candidate::new(WorkerId::new(id).unwrap(), WorkerKind::Build)
-    }
+    Candidate::new(WorkerId::new(id).unwrap(), WorkerKind::Build)
+        .with_load(load)
+        .with_project_cache(has_cache)
+        .with_total_caches(caches)
 }
 
 const JOB: Job<'static> = Job { kind: WorkerKind::Build, project: "release-5331" };

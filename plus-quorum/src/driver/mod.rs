@@ -15,6 +15,7 @@ mod runtime;
 pub use api::NodeApi;
 pub use cluster::{Cluster, ReplaceStep, Watcher};
 pub use network::InProcessNetwork;
+pub use plus_core::Failure;
 pub use runtime::{NodeHandle, RunningNode, spawn_node};
 
 use std::collections::HashMap;
@@ -92,7 +93,7 @@ pub enum StoreError {
     /// answered with something this crate cannot represent (a key that is not UTF-8); for a
     /// write, it may or may not have applied.
     #[error("the store failed: {0}")]
-    Backend(String),
+    Backend(#[source] Failure),
     /// The node refused the request: the role bound to this connection's credential may not
     /// make it (a reader writing, a client changing membership, anyone but node N speaking as
     /// N). Nothing was done.

@@ -89,8 +89,17 @@ pub struct PlantedBugs {
     pub joiner_uses_start_members: bool,
 }
 
-/// Node settings.
+/// Node settings: [`Config::new`], then any field changed in place. New settings may come in
+/// a minor release (the struct is `#[non_exhaustive]`), so it is not built by a struct
+/// literal:
+///
+/// ```
+/// let mut config = plus_quorum::Config::new(1, vec![1, 2, 3]);
+/// config.snapshot_threshold = 100_000;
+/// config.start = plus_quorum::Start::Rejoin;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// This node.
     pub id: NodeId,

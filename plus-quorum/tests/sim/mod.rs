@@ -124,6 +124,7 @@ impl Request {
                 WriteOp::RevokeLease { .. } => "revoke_lease",
                 WriteOp::Txn(_) => "txn",
                 WriteOp::Compact { .. } => "compact",
+                _ => "unknown",
             },
             Request::Read(op) => match op {
                 ReadOp::Get(_) => "get",
@@ -134,6 +135,7 @@ impl Request {
                 ReadOp::LeaseKeepAlive(_) => "lease_keep_alive",
                 ReadOp::LeaseTimeToLive(_) => "lease_time_to_live",
                 ReadOp::Leases => "leases",
+                _ => "unknown",
             },
         }
     }
@@ -162,6 +164,7 @@ impl Request {
                     .iter()
                     .chain(&txn.otherwise)
                     .any(|op| matches!(op, TxnOp::Set { lease: Some(_), .. })),
+                other => unreachable!("an operation the model does not know: {other:?}"),
             },
             Request::Read(op) => match op {
                 ReadOp::LeaseKeepAlive(_) | ReadOp::LeaseTimeToLive(_) | ReadOp::Leases => true,
@@ -170,6 +173,7 @@ impl Request {
                 | ReadOp::Keys(_)
                 | ReadOp::Len
                 | ReadOp::Range(_) => false,
+                other => unreachable!("an operation the model does not know: {other:?}"),
             },
         }
     }
@@ -203,8 +207,10 @@ impl Request {
                             key.as_str()
                         }
                         TxnOp::Range(range) => range_group_key(range),
+                        other => unreachable!("an operation the model does not know: {other:?}"),
                     }))
                     .collect(),
+                other => unreachable!("an operation the model does not know: {other:?}"),
             },
             Request::Read(op) => match op {
                 ReadOp::Get(key) => vec![key.as_str()],
@@ -216,6 +222,7 @@ impl Request {
                 | ReadOp::LeaseKeepAlive(_)
                 | ReadOp::LeaseTimeToLive(_)
                 | ReadOp::Leases => return None,
+                other => unreachable!("an operation the model does not know: {other:?}"),
             },
         })
     }
@@ -351,6 +358,7 @@ impl ModelRet {
                             ModelTxnResult::Get(v.as_ref().map(|v| v.value.clone()))
                         }
                         TxnOpResult::Range(range) => ModelTxnResult::Range(ModelRange::of(range)),
+                        other => unreachable!("a result the model does not know: {other:?}"),
                     })
                     .collect(),
             },
@@ -358,6 +366,7 @@ impl ModelRet {
             Response::Write(WriteResult::NoSuchLease { .. }) => ModelRet::NoSuchLease,
             Response::Read(ReadResult::Lease(lease)) => ModelRet::Alive(lease.is_some()),
             Response::Read(ReadResult::Leases(_)) => ModelRet::Listed,
+            other => unreachable!("a response the model does not know: {other:?}"),
         }
     }
 }
@@ -476,6 +485,7 @@ impl MapSpec {
                 unreachable!("a grant reaches the model as the lease it granted")
             }
             WriteOp::Compact { .. } => unreachable!("a compaction changes no key: not modelled"),
+            other => unreachable!("an operation the model does not know: {other:?}"),
         };
         if let Some(key) = failed {
             let current = self.map.get(key).cloned();
@@ -507,6 +517,7 @@ impl MapSpec {
             | WriteOp::GrantLease { .. }
             | WriteOp::RevokeLease { .. }
             | WriteOp::Compact { .. } => unreachable!("handled above"),
+            other => unreachable!("an operation the model does not know: {other:?}"),
         }
         ModelRet::Done
     }
@@ -531,6 +542,7 @@ impl MapSpec {
                 TxnOp::Delete { key } => ModelTxnResult::Delete { existed: self.remove(key) },
                 TxnOp::Get(key) => ModelTxnResult::Get(self.map.get(key).cloned()),
                 TxnOp::Range(range) => ModelTxnResult::Range(self.range(range)),
+                other => unreachable!("an operation the model does not know: {other:?}"),
             })
             .collect();
         ModelRet::Txn { succeeded, results }
@@ -571,6 +583,7 @@ impl MapSpec {
             ReadOp::Leases => {
                 unreachable!("the list of leases names ones only the store knows of: not modelled")
             }
+            other => unreachable!("an operation the model does not know: {other:?}"),
         }
     }
 }
@@ -641,6 +654,7 @@ fn versions_in(op: &Request, response: &Response) -> Vec<(String, Bytes, u64, Op
             | WriteOp::RevokeLease { .. }
             | WriteOp::Compact { .. }
             | WriteOp::Txn(_) => Vec::new(),
+            other => unreachable!("an operation the model does not know: {other:?}"),
         },
         (_, Response::Write(WriteResult::CompareFailed { key, current: Some(v) })) => {
             vec![read(key, v)]
@@ -893,10 +907,7 @@ impl Sim {
             .map(|(&id, s)| {
                 Some(
                     Node::new(
-                        Config {
-                            seed: rng.random(),
-                            ..Self::node_config(&cfg, id, &members, Start::Bootstrap)
-                        },
+                        Self::node_config(&cfg, id, &members, Start::Bootstrap, rng.random()),
                         &mut s.clone(),
                         Timestamp::ZERO,
                     )
@@ -965,18 +976,22 @@ impl Sim {
         }
     }
 
-    fn node_config(cfg: &SimConfig, id: NodeId, members: &[NodeId], start: Start) -> Config {
-        #[allow(unused_mut)]
-        let mut c = Config {
-            election_timeout: Duration::from_millis(150),
-            heartbeat_interval: Duration::from_millis(30),
-            // 43 to 64 with the jitter: snapshots (and their compaction of watch history) as often as
-            // the fixed 64 of before.
-            snapshot_threshold: 43,
-            max_promote_lag: 20,
-            start,
-            ..Config::new(id, members.to_vec())
-        };
+    fn node_config(
+        cfg: &SimConfig,
+        id: NodeId,
+        members: &[NodeId],
+        start: Start,
+        seed: u64,
+    ) -> Config {
+        let mut c = Config::new(id, members.to_vec());
+        c.seed = seed;
+        c.election_timeout = Duration::from_millis(150);
+        c.heartbeat_interval = Duration::from_millis(30);
+        // 43 to 64 with the jitter = snapshots (and their compaction of watch history) as often as
+        // the fixed 64 of before.
+        c.snapshot_threshold = 43;
+        c.max_promote_lag = 20;
+        c.start = start;
         #[cfg(plus_planted_bugs)]
         {
             c.bugs = cfg.bugs;
@@ -1175,10 +1190,7 @@ impl Sim {
             members.push(id);
         }
         let node = Node::new(
-            Config {
-                seed: self.rng.random(),
-                ..Self::node_config(&self.cfg, id, &members, Start::Rejoin)
-            },
+            Self::node_config(&self.cfg, id, &members, Start::Rejoin, self.rng.random()),
             &mut self.storages[i].clone(),
             self.now,
         )

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use plus_core::Timestamp;
 use plus_quorum::{
-    ClientError, ClientOutput, ClusterChange, Config, MemStorage, Membership, MembershipError,
-    Node, NodeId, Start,
+    ClientError, ClientOutput, ClusterChange, MemStorage, Membership, MembershipError, Node,
+    NodeId, Start,
 };
 use rand::Rng;
 
@@ -230,10 +230,7 @@ impl Sim {
     /// passes a joining node are no configuration: only its log gives it one).
     fn start_joiner(&mut self, id: NodeId) -> bool {
         let Some(slot) = self.ids.iter().position(Option::is_none) else { return false };
-        let config = Config {
-            seed: self.rng.random(),
-            ..Self::node_config(&self.cfg, id, &[id], Start::Join)
-        };
+        let config = Self::node_config(&self.cfg, id, &[id], Start::Join, self.rng.random());
         self.storages[slot] = MemStorage::new();
         let node = Node::new(config, &mut self.storages[slot].clone(), self.now)
             .expect("a joining node starts");
