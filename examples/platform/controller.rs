@@ -291,7 +291,7 @@ async fn lead(id: NodeId, world: &Arc<World>, store: &Cluster<RemoteNode>) -> Re
         term: Arc::clone(&term),
     });
     let deployments: Arc<dyn StateStore<SavedDeployment>> =
-        Arc::new(QuorumStore::new(store.clone()));
+        Arc::new(QuorumStore::deployments(store.clone()));
     let (deployment, version) =
         match deployments.load(DEPLOYMENT_KEY).await.map_err(|e| e.to_string())? {
             Some((saved, version)) => (
@@ -441,7 +441,7 @@ impl Platform {
         let total = plan.host_count();
         let key = format!("release/{app}");
         let releases: Arc<dyn StateStore<SavedRelease>> =
-            Arc::new(QuorumStore::new(self.store.clone()));
+            Arc::new(QuorumStore::releases(self.store.clone()));
         let (release, version) = match releases
             .load(&key)
             .await

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::store::{StateStore, StoreError};
+use crate::{SavedDeployment, SavedRelease};
 
 /// Rollout states in a plus-quorum cluster, one key per rollout, as JSON (an operator can read
 /// them with any client).
@@ -25,10 +26,57 @@ pub struct QuorumStore<S, N: NodeApi = NodeHandle> {
 }
 
 impl<S, N: NodeApi> QuorumStore<S, N> {
-    /// A store over `cluster`.
+    /// A store over `cluster` of states of the type the use site says
+    /// (`QuorumStore::<SavedRelease>::new`, or a typed variable); [`QuorumStore::releases`] and
+    /// [`QuorumStore::deployments`] name it themselves.
     #[must_use]
     pub fn new(cluster: Cluster<N>) -> Self {
         Self { cluster, state: PhantomData }
+    }
+}
+
+impl<N: NodeApi> QuorumStore<SavedRelease, N> {
+    /// A store of saved releases over `cluster`: what is loaded is a [`SavedRelease`] without
+    /// a type annotation.
+    ///
+    /// ```
+    /// use plus_rollout::{QuorumStore, StateStore};
+    ///
+    /// # #[allow(dead_code)]
+    /// async fn unfinished(cluster: plus_quorum::Cluster) -> bool {
+    ///     let releases = QuorumStore::releases(cluster);
+    ///     match releases.load("release/api").await {
+    ///         Ok(Some((saved, _version))) => !saved.is_finished(),
+    ///         _ => false,
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// With [`QuorumStore::new`] the same needs the type spelled out: the state's type is
+    /// unknown where its method is called.
+    ///
+    /// ```compile_fail
+    /// # use plus_rollout::{QuorumStore, StateStore};
+    /// # #[allow(dead_code)]
+    /// async fn unfinished(cluster: plus_quorum::Cluster) -> bool {
+    ///     let releases = QuorumStore::new(cluster);
+    ///     match releases.load("release/api").await {
+    ///         Ok(Some((saved, _version))) => !saved.is_finished(),
+    ///         _ => false,
+    ///     }
+    /// }
+    /// ```
+    #[must_use]
+    pub fn releases(cluster: Cluster<N>) -> Self {
+        Self::new(cluster)
+    }
+}
+
+impl<N: NodeApi> QuorumStore<SavedDeployment, N> {
+    /// A store of saved deployments over `cluster` (see [`QuorumStore::releases`]).
+    #[must_use]
+    pub fn deployments(cluster: Cluster<N>) -> Self {
+        Self::new(cluster)
     }
 }
 
