@@ -33,6 +33,7 @@ use plus_quorum::{
 };
 use rand::Rng;
 
+mod incarnations;
 pub mod locks;
 mod operator;
 pub mod watchers;
@@ -239,7 +240,7 @@ fn range_group_key(range: &Range) -> &str {
 
 /// Every operation kind the simulations run, each of which must complete at least once over a
 /// sweep of seeds.
-pub const SIMULATED_KINDS: [&str; 20] = [
+pub const SIMULATED_KINDS: [&str; 21] = [
     "set",
     "delete",
     "compare_and_set",
@@ -260,13 +261,11 @@ pub const SIMULATED_KINDS: [&str; 20] = [
     "lease_time_to_live",
     "leases",
     "compact",
+    "len",
 ];
 
 /// Kinds left out, and why.
-pub const NOT_SIMULATED: [(&str, &str); 1] = [(
-    "len",
-    "it counts every key, and the checker splits the keys into independent groups to stay fast",
-)];
+pub const NOT_SIMULATED: [(&str, &str); 0] = [];
 
 /// A result as the model can predict it: values without their versions (versions are log
 /// positions, which a sequential model cannot predict; version-based compares are covered by
@@ -608,6 +607,8 @@ pub fn group_of(op: &Request) -> Option<String> {
         // those are (`check_past_reads`, the watchers' own checks).
         Request::Write(WriteOp::Compact { .. }) => return None,
         Request::Read(ReadOp::Leases) => return None,
+        // It counts every key: checked against the committed history (`check_len_reads`).
+        Request::Read(ReadOp::Len) => return None,
         Request::Read(ReadOp::Range(r)) if r.revision.is_some() => return None,
         _ if op.is_lease_op() => return Some(LEASES.to_owned()),
         _ => {}
@@ -780,6 +781,11 @@ pub struct Sim {
     holds: Vec<Hold>,
     /// Ranges read at a past revision, with their answers.
     past_reads: Vec<(Range, RangeResult)>,
+    /// Every answered count of the keys: the newest version any client had seen when it was
+    /// sent, the most any replica had applied when it was answered, and the count.
+    len_reads: Vec<(u64, u64, usize)>,
+    /// The newest version any client had seen, from each moment it grew.
+    newest_seen: BTreeMap<Timestamp, u64>,
     seq: u64,
     blocked: HashSet<(NodeId, NodeId)>,
     clients: Vec<Client>,
@@ -801,6 +807,8 @@ pub struct Sim {
     seen_versions: BTreeMap<(String, u64), Bytes>,
     /// The other way round: the version each written value was seen at.
     seen_values: HashMap<(String, Bytes), u64>,
+    /// Every key's `created` versions as clients saw them.
+    incarnations: incarnations::Incarnations,
     violations: Vec<String>,
     next_fault: Timestamp,
     next_partition: Timestamp,
@@ -942,6 +950,8 @@ impl Sim {
             watch_events_checked: 0,
             holds: Vec::new(),
             past_reads: Vec::new(),
+            len_reads: Vec::new(),
+            newest_seen: BTreeMap::new(),
             seq: 0,
             blocked: HashSet::new(),
             clients,
@@ -959,6 +969,7 @@ impl Sim {
             completed: BTreeSet::new(),
             seen_versions: BTreeMap::new(),
             seen_values: HashMap::new(),
+            incarnations: incarnations::Incarnations::default(),
             violations: Vec::new(),
             next_fault: Timestamp::from_millis(cfg.crash_every_ms),
             next_partition: Timestamp::from_millis(cfg.partition_every_ms),
@@ -1087,6 +1098,7 @@ impl Sim {
         self.violations.extend(lock_violations);
         if let Some(committed) = self.check_watch_histories() {
             self.check_past_reads(&committed);
+            self.check_len_reads(&committed);
         }
         self.check_linearizability();
         let history_jsonl = self
@@ -1600,10 +1612,11 @@ impl Sim {
     /// write (one value), a value is written once (one version), and a key's creation comes no
     /// later than its current version.
     fn saw(&mut self, key: &str, value: &Bytes, version: u64, created: Option<u64>) {
-        if created.is_some_and(|c| c > version || c == 0) {
-            self.violations.push(format!(
-                "{key}={value:?} at version {version} reports creation at {created:?}"
-            ));
+        if let Some(created) = created {
+            self.count("created_checked");
+            if let Err(why) = self.incarnations.saw(key, version, created) {
+                self.violations.push(format!("{why} (value {value:?})"));
+            }
         }
         let by_version =
             self.seen_versions.entry((key.to_owned(), version)).or_insert(value.clone());
@@ -1810,6 +1823,7 @@ impl Sim {
                 }
                 return Request::Read(ReadOp::Range(range));
             }
+            29 if self.rng.random_range(0..3) == 0 => return Request::Read(ReadOp::Len),
             // Keys of the multi-key group only, so the group's model can check the answer.
             _ => {
                 let pattern = ["m?", "m*", "m*1", "m?*"][self.rng.random_range(0..4)];
@@ -2292,9 +2306,23 @@ impl Sim {
         {
             self.past_reads.push((range.clone(), result.clone()));
         }
+        if let (Request::Read(ReadOp::Len), Response::Read(ReadResult::Len(count))) =
+            (&f.op, response)
+        {
+            // Linearizable: at least what any client had seen before it was sent, at most what
+            // a replica had applied when it was answered.
+            let newest_before = self.newest_seen.range(..f.sent).next_back().map_or(0, |(_, v)| *v);
+            let applied =
+                self.nodes.iter().flatten().map(|n| n.applied_index()).max().unwrap_or(0);
+            self.len_reads.push((newest_before, applied, *count));
+        }
         // Leased keys may vanish with their lease; the lease rule checks them.
         let leased = f.op.is_lease_op();
         for (key, value, version, created) in versions_in(&f.op, response) {
+            let newest = self.newest_seen.last_key_value().map_or(0, |(_, v)| *v);
+            if version > newest {
+                self.newest_seen.insert(self.now, version);
+            }
             self.saw(&key, &value, version, created);
             if created.is_none() && !leased {
                 // An acknowledged write (a transaction's included).
@@ -2470,6 +2498,25 @@ impl Sim {
                 ));
             }
             self.count("past_read_checked");
+        }
+    }
+
+    /// Every count of the keys is the number of keys of the committed state at a revision
+    /// between the newest any client had seen before it was sent and the most any replica had
+    /// applied when it was answered.
+    fn check_len_reads(&mut self, committed: &Committed) {
+        if committed.oldest > 1 {
+            return;
+        }
+        for (from, to, count) in std::mem::take(&mut self.len_reads) {
+            let counts: Vec<usize> =
+                (from.max(1)..=to.max(from)).map(|at| committed.state_at(at).len()).collect();
+            if !counts.contains(&count) {
+                self.violations.push(format!(
+                    "a count of the keys answered {count}, but between revisions {from} and {to} the committed history held {counts:?}"
+                ));
+            }
+            self.count("len_checked");
         }
     }
 
