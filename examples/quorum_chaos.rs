@@ -11,21 +11,27 @@
 //! ```
 //!
 //! Four kinds of clients run meanwhile, so every operation kind the store has meets the faults:
-//! - writers put keys nobody else writes; every acknowledged one is read back after the faults
-//!   (`lost` counts those missing);
+//! - writers put keys nobody else writes (`chaos/W/N` = `wW-N`); every acknowledged one is read
+//!   back after the faults (`lost` counts those missing), and both the puts and the read-back
+//!   are in the history as registers (but the 64 KiB values, which the file would hold as text);
+//! - a counter asks for the number of keys (`len`) every 200 ms: never fewer than the writers'
+//!   keys acknowledged before it asked (`counts ...`, checked from below only: the other
+//!   clients' keys come and go);
 //! - contending clients get, range-read, put, compare-and-set, delete and run one-key
 //!   transactions on a few shared keys, and multi-key sets, compare-and-sets, transactions,
 //!   deletes, multi-gets and range reads on a pair of keys written only together; every call
 //!   and return is recorded and each object's history is checked for linearizability with the
 //!   checker of plus-quorum's `testkit` feature (the simulation's), in the simulation's
-//!   JSON-lines format with `--history FILE` (`quorum_chaos/registers.rs`);
+//!   JSON-lines format with `--history FILE` (`quorum_chaos/registers.rs`); the lease clients
+//!   and the watcher are not in the file (a register cannot model a lease or a stream: they
+//!   check themselves as they go);
 //! - a watcher follows the writers' keys from the first revision and must receive every
 //!   acknowledged put once, at its revision, in order (`quorum_chaos/watches.rs`);
 //! - lease clients grant, put on, keep alive, read back, revoke, or abandon leases; a kept-alive
 //!   lease's key must be there, a revoked one's gone, and an abandoned one must end after the
 //!   faults (`quorum_chaos/leases.rs`);
 //! - loads beside them (`quorum_chaos/loads.rs`): one writer's every tenth put is 64 KiB
-//!   (`vN:` and hex digits no compressor shrinks), a
+//!   (`wW-N:` and hex digits no compressor shrinks), a
 //!   client leaks a lease every 20 ms, and a watcher pipelines polls from the first revision
 //!   without reading the answers (a node must cut it off). Their line (`loads ...`) comes
 //!   before the last.
@@ -77,7 +83,8 @@ struct Args {
     /// Seed of the faults' order and timing.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Write the contending clients' history here (JSON lines, the simulation's format).
+    /// Write the history of the contending clients, the writers and the read-back here (JSON
+    /// lines, the simulation's format).
     #[arg(long)]
     history: Option<PathBuf>,
     /// Start nothing: check the history in this file (written by --history) and print
@@ -227,22 +234,32 @@ async fn run(args: Args) -> Result<bool, String> {
     let (stop_watching, stop) = tokio::sync::watch::channel(None);
     let watching = tokio::spawn(watches::watch(client(), "chaos/", stop));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let recorder = registers::Recorder::new();
     let mut writers = Vec::new();
-    for w in 0..8 {
+    for w in 0..8_u64 {
         let (cluster, counts, acked) = (client(), Arc::clone(&counts), Arc::clone(&acked));
+        let recorder = Arc::clone(&recorder);
         writers.push(tokio::spawn(async move {
-            let mut n = 0;
+            let mut n = 0_u64;
             while Instant::now() < deadline {
                 n += 1;
-                let mut value = format!("v{n}");
-                if w == 0 && n % 10 == 0 {
-                    // Large values beside small ones, which no compressor shrinks.
-                    value = loads::large_value(&value, n);
-                }
                 let key = format!("chaos/{w}/{n}");
                 counts.ops.fetch_add(1, Ordering::Relaxed);
-                match cluster.set(&key, value.clone()).await {
-                    Ok(revision) => {
+                // Unique values: the history checks every value read was written, once.
+                let value = watches::writer_value(w, n);
+                let put = if w == 0 && n.is_multiple_of(10) {
+                    // Large values beside small ones, which no compressor shrinks (not in the
+                    // history file, which would hold each one as text).
+                    let value = loads::large_value(&value, n);
+                    cluster.set(&key, value.clone()).await.map(|revision| (value, revision))
+                } else {
+                    let thread = WRITERS << 32 | w << 24 | n;
+                    let client = usize::try_from(WRITERS).unwrap_or(usize::MAX);
+                    let put = recorder.put(&cluster, (client, thread), &key, value.clone()).await;
+                    put.map(|revision| (value, revision))
+                };
+                match put {
+                    Ok((value, revision)) => {
                         counts.ok.fetch_add(1, Ordering::Relaxed);
                         acked.lock().expect("acked lock").push((key, value, revision));
                     }
@@ -256,7 +273,7 @@ async fn run(args: Args) -> Result<bool, String> {
             }
         }));
     }
-    let recorder = registers::Recorder::new();
+    let counting = tokio::spawn(count_keys(client(), Arc::clone(&acked), deadline));
     let contenders: Vec<_> = (0..4)
         .map(|c| {
             let seed = args.seed.wrapping_mul(31).wrapping_add(c as u64);
@@ -367,9 +384,21 @@ async fn run(args: Args) -> Result<bool, String> {
     settled.map_err(|e| format!("the cluster did not settle within 2 minutes: {e}"))?;
     let acked = acked.lock().expect("acked lock").clone();
     let mut lost = 0;
-    for chunk in acked.chunks(256) {
+    let large = |value: &str| value.len() >= loads::LARGE_VALUE / 2;
+    let (large_puts, small_puts): (Vec<_>, Vec<_>) = acked.iter().partition(|(_, v, _)| large(v));
+    let mut thread = READ_BACK << 32;
+    for chunk in small_puts.chunks(256).chain(large_puts.chunks(256)) {
         let keys: Vec<String> = chunk.iter().map(|(k, ..)| k.clone()).collect();
-        let found = reader.multi_get(keys).await.map_err(|e| e.to_string())?;
+        let found = if large(&chunk[0].1) {
+            reader.multi_get(keys).await
+        } else {
+            // Read back in the history too: each key's put, then this get of it.
+            let client = usize::try_from(READ_BACK).unwrap_or(usize::MAX);
+            let first = thread;
+            thread += keys.len() as u64;
+            recorder.get_all(&reader, client, first, &keys).await
+        };
+        let found = found.map_err(|e| e.to_string())?;
         for ((key, value, _), found) in chunk.iter().zip(found) {
             if found.is_none_or(|v| v.value != value.as_bytes()) {
                 lost += 1;
@@ -418,6 +447,11 @@ async fn run(args: Args) -> Result<bool, String> {
         loaded.slow_watchers.load(Ordering::Relaxed),
         loaded.slow_watchers_ended.load(Ordering::Relaxed),
     );
+    let counted = counting.await.map_err(|e| e.to_string())?;
+    for violation in &counted.violations {
+        eprintln!("len: {violation}");
+    }
+    println!("counts    len_reads={} violations={}", counted.reads, counted.violations.len());
     let verdict = recorder.check(Duration::from_secs(60));
     if let Err(why) = &verdict {
         eprintln!("history of {} operations: {why}", recorder.operations());
@@ -435,5 +469,46 @@ async fn run(args: Args) -> Result<bool, String> {
         verdict.is_ok(),
     );
     drop(nodes);
-    Ok(lost == 0 && verdict.is_ok() && watched.is_ok() && leased.violations.is_empty())
+    Ok(lost == 0
+        && verdict.is_ok()
+        && watched.is_ok()
+        && leased.violations.is_empty()
+        && counted.violations.is_empty())
+}
+
+/// The history's client number of the writers (each writer's threads below it) and of the
+/// final read-back: apart from the contending clients' small numbers.
+const WRITERS: u64 = 200;
+const READ_BACK: u64 = 300;
+
+/// What the key counter saw.
+struct Counted {
+    reads: usize,
+    violations: Vec<String>,
+}
+
+/// Counts the store's keys (`len`) every 200 ms until `deadline`: never fewer than the writers'
+/// keys acknowledged before the count was asked for, which no one deletes. (What the other
+/// clients hold adds to it: the count is checked from below only.)
+async fn count_keys(
+    cluster: Cluster<RemoteNode>,
+    acked: Arc<std::sync::Mutex<Vec<(String, String, u64)>>>,
+    deadline: Instant,
+) -> Counted {
+    let mut counted = Counted { reads: 0, violations: Vec::new() };
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let at_least = acked.lock().expect("acked lock").len();
+        if let Ok(plus_quorum::ReadResult::Len(count)) =
+            cluster.read(plus_quorum::ReadOp::Len).await
+        {
+            counted.reads += 1;
+            if count < at_least {
+                counted.violations.push(format!(
+                    "the store counted {count} keys after {at_least} of the writers' were acknowledged"
+                ));
+            }
+        }
+    }
+    counted
 }

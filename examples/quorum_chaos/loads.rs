@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The size of a writer's large values.
 pub(crate) const LARGE_VALUE: usize = 64 * 1024;
 
-/// A large value for the put of `small` (`vN`): `vN:` then hex digits of a stream seeded by
+/// A large value for the put of `small` (`wW-N`): `wW-N:` then hex digits of a stream seeded by
 /// `n`, [`LARGE_VALUE`] bytes in all. lz4 finds nothing to repeat in it.
 pub(crate) fn large_value(small: &str, n: u64) -> String {
     let mut state = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;

@@ -146,6 +146,104 @@ impl Recorder {
         self.lines.lock().expect("lines lock").push(json);
     }
 
+    /// Records the call of `op` on `key` (sent as `wire`).
+    fn invoke(&self, client: usize, thread: u64, key: &str, op: &Op, wire: serde_json::Value) {
+        {
+            let mut histories = self.histories.lock().expect("histories lock");
+            let history = histories.entry(key.to_owned()).or_default();
+            history.invoke(thread, op.clone()).expect("one operation in flight per thread");
+        }
+        self.line(client, thread, "invoke", Some(wire), None);
+    }
+
+    /// Records how the call on `key` by `thread` returned: `ret` (with the store's `json`, and
+    /// whether it `applied`), or an error that leaves it unknown.
+    fn returned(
+        &self,
+        client: usize,
+        thread: u64,
+        key: &str,
+        answer: Result<(Ret, serde_json::Value, bool), &StoreError>,
+    ) {
+        let mut histories = self.histories.lock().expect("histories lock");
+        let history = histories.get_mut(key).expect("invoked before");
+        match answer {
+            Ok((ret, json, applied)) => {
+                history.ret(thread, ret).expect("in flight");
+                drop(histories);
+                self.line(client, thread, if applied { "ok" } else { "fail" }, None, Some(json));
+            }
+            Err(err) => {
+                history.abandon(thread);
+                drop(histories);
+                let why = serde_json::Value::String(err.to_string());
+                self.line(client, thread, "unknown", None, Some(why));
+            }
+        }
+    }
+
+    /// Puts `value` at `key`, recorded as a register's put; the version it was acknowledged
+    /// with. For the writers, whose keys are each written once.
+    pub(crate) async fn put(
+        &self,
+        store: &Cluster<RemoteNode>,
+        (client, thread): (usize, u64),
+        key: &str,
+        value: String,
+    ) -> Result<u64, StoreError> {
+        let wire = WriteOp::Set { key: key.to_owned(), value: Bytes::from(value.clone()) };
+        let op = Op::Put(value);
+        self.invoke(client, thread, key, &op, serde_json::to_value(&wire).expect("JSON"));
+        let answer = store.write(wire).await;
+        match &answer {
+            Ok(result @ WriteResult::Applied { version }) => {
+                let json = serde_json::to_value(result).expect("a result is JSON");
+                self.returned(client, thread, key, Ok((Ret::Done, json, true)));
+                Ok(*version)
+            }
+            Ok(other) => {
+                let err = StoreError::Backend(format!("a put answered {other:?}").into());
+                self.returned(client, thread, key, Err(&err));
+                Err(err)
+            }
+            Err(err) => {
+                self.returned(client, thread, key, Err(err));
+                Err(err.clone())
+            }
+        }
+    }
+
+    /// Reads `keys` in one linearizable multi-get, recorded as a get of each (every one's call
+    /// and return are the multi-get's): what each holds.
+    pub(crate) async fn get_all(
+        &self,
+        store: &Cluster<RemoteNode>,
+        client: usize,
+        first_thread: u64,
+        keys: &[String],
+    ) -> Result<Vec<Option<plus_quorum::Versioned>>, StoreError> {
+        let threads = (first_thread..).take(keys.len());
+        for (key, thread) in keys.iter().zip(threads.clone()) {
+            let wire = serde_json::to_value(ReadOp::Get(key.clone())).expect("JSON");
+            self.invoke(client, thread, key, &Op::Get, wire);
+        }
+        let answer = store.read(ReadOp::MultiGet(keys.to_vec())).await;
+        let found = match &answer {
+            Ok(ReadResult::Values(values)) if values.len() == keys.len() => Ok(values.clone()),
+            Ok(other) => Err(StoreError::Backend(format!("a multi-get answered {other:?}").into())),
+            Err(err) => Err(err.clone()),
+        };
+        for ((key, thread), index) in keys.iter().zip(threads).zip(0..) {
+            let answer = found.as_ref().map(|values| {
+                let one = ReadResult::Value(values[index].clone());
+                let json = serde_json::to_value(&one).expect("a result is JSON");
+                (Ret::Value(read_value(key, &one)), json, true)
+            });
+            self.returned(client, thread, key, answer);
+        }
+        found
+    }
+
     /// Runs `op` on `key` through `store`, recording its call and its return; whether it
     /// returned (anything else retires the thread).
     pub(crate) async fn run(
@@ -162,12 +260,7 @@ impl Recorder {
             Err(read) => serde_json::to_value(read),
         }
         .expect("an operation is JSON");
-        {
-            let mut histories = self.histories.lock().expect("histories lock");
-            let history = histories.entry(key.to_owned()).or_default();
-            history.invoke(thread, op.clone()).expect("one operation in flight per thread");
-        }
-        self.line(client, thread, "invoke", Some(op_json), None);
+        self.invoke(client, thread, key, &op, op_json);
         let answer: Result<(Ret, serde_json::Value, bool), StoreError> = match wire {
             Ok(write) => store.write(write).await.map(|result| {
                 let json = serde_json::to_value(&result).expect("a result is JSON");
@@ -180,20 +273,13 @@ impl Recorder {
                 (Ret::Value(read_value(key, &result)), json, true)
             }),
         };
-        let mut histories = self.histories.lock().expect("histories lock");
-        let history = histories.get_mut(key).expect("invoked above");
         match answer {
-            Ok((ret, json, applied)) => {
-                history.ret(thread, ret).expect("in flight");
-                drop(histories);
-                self.line(client, thread, if applied { "ok" } else { "fail" }, None, Some(json));
+            Ok(answer) => {
+                self.returned(client, thread, key, Ok(answer));
                 true
             }
             Err(err) => {
-                history.abandon(thread);
-                drop(histories);
-                let why = serde_json::Value::String(err.to_string());
-                self.line(client, thread, "unknown", None, Some(why));
+                self.returned(client, thread, key, Err(&err));
                 false
             }
         }

@@ -82,6 +82,19 @@ pub(crate) async fn settle(stop: &watch::Sender<Option<u64>>, until: u64, patien
     }
 }
 
+/// What writer `w` puts at its `n`th key, `chaos/W/N`: a value no other write makes, so the
+/// history can tell which write a read saw.
+pub(crate) fn writer_value(w: u64, n: u64) -> String {
+    format!("w{w}-{n}")
+}
+
+/// What a writer put at `key` (`chaos/W/N`), if it is a writer's key.
+fn sent_at(key: &str) -> Option<String> {
+    let mut parts = key.strip_prefix("chaos/")?.split('/');
+    let (w, n) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    Some(writer_value(w, n))
+}
+
 /// Checks what the watcher received against the acknowledged puts `(key, value, revision)`:
 /// the first problem found, if any.
 pub(crate) fn check(received: &Received, acked: &[(String, String, u64)]) -> Result<(), String> {
@@ -99,11 +112,12 @@ pub(crate) fn check(received: &Received, acked: &[(String, String, u64)]) -> Res
         if !seen.insert((*revision, key)) {
             return Err(format!("{key} at revision {revision} arrived twice"));
         }
-        // A writer's key `chaos/W/N` only ever holds `vN`, or its large form: anything else
+        // A writer's key `chaos/W/N` only ever holds `wW-N`, or its large form: anything else
         // nobody wrote.
-        let n = key.rsplit('/').next().unwrap_or_default();
-        let sent = format!("v{n}");
-        if let Some(v) = value.as_deref().filter(|v| !crate::loads::sent_for(&sent, v)) {
+        let sent = sent_at(key).unwrap_or_default();
+        if let Some(v) =
+            value.as_deref().filter(|v| sent.is_empty() || !crate::loads::sent_for(&sent, v))
+        {
             let start: String = v.chars().take(40).collect();
             return Err(format!(
                 "{key} at revision {revision} holds {start:?}... ({} bytes), which no writer sent",
@@ -141,13 +155,12 @@ mod tests {
     use super::*;
 
     fn put(revision: u64, key: &str) -> (u64, String, Option<String>) {
-        let n = key.rsplit('/').next().unwrap();
-        (revision, key.to_owned(), Some(format!("v{n}")))
+        (revision, key.to_owned(), sent_at(key))
     }
 
     #[test]
     fn gaps_duplicates_disorder_and_phantoms_are_refused() {
-        let acked = vec![("chaos/0/1".to_owned(), "v1".to_owned(), 5)];
+        let acked = vec![("chaos/0/1".to_owned(), "w0-1".to_owned(), 5)];
         let mut received = Received {
             events: vec![put(5, "chaos/0/1"), put(7, "chaos/1/1")],
             progress: 9,

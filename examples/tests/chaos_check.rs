@@ -151,3 +151,16 @@ fn versions_a_failed_compares_value_and_a_ranges_keys_are_checked_too() {
     assert!(!check("range-stray-key", &ranged(stray)));
     assert!(!check("range-miscounted", &ranged(miscounted)));
 }
+
+#[test]
+fn a_writers_key_read_back_without_its_acknowledged_put_is_refused() {
+    // The writers' keys are in the history as registers: one put each, then the final
+    // read-back's get. A put acknowledged and then read back absent is a lost write.
+    let put = r#"{"Set":{"key":"chaos/1/7","value":[119,49,45,55]}}"#;
+    let get = r#"{"Get":"chaos/1/7"}"#;
+    let kept = r#"{"Value":{"value":[119,49,45,55],"version":1,"created":1,"lease":null}}"#;
+    let read_back =
+        |seen: &str| [invoke(1, put), done(1, "ok", APPLIED), invoke(2, get), done(2, "ok", seen)];
+    assert!(check("writer-kept", &read_back(kept)));
+    assert!(!check("writer-lost", &read_back(r#"{"Value":null}"#)));
+}

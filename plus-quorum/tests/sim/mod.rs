@@ -2312,8 +2312,13 @@ impl Sim {
             // Linearizable: at least what any client had seen before it was sent, at most what
             // a replica had applied when it was answered.
             let newest_before = self.newest_seen.range(..f.sent).next_back().map_or(0, |(_, v)| *v);
-            let applied =
-                self.nodes.iter().flatten().map(|n| n.applied_index()).max().unwrap_or(0);
+            let applied = self
+                .nodes
+                .iter()
+                .flatten()
+                .map(plus_quorum::Node::applied_index)
+                .max()
+                .unwrap_or(0);
             self.len_reads.push((newest_before, applied, *count));
         }
         // Leased keys may vanish with their lease; the lease rule checks them.
