@@ -222,7 +222,7 @@ mod persist;
 #[cfg(feature = "program")]
 mod program;
 #[cfg(feature = "driver")]
-mod recipes;
+pub mod recipes;
 #[cfg(feature = "mux")]
 mod roles;
 #[cfg(feature = "driver")]

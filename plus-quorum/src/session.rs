@@ -9,8 +9,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::driver::{Cluster, NodeApi, StoreError};
+use crate::kv_client::KvClient;
 use crate::lease::LeaseId;
-use crate::recipes::{Leadership, LockGuard};
+use crate::recipes::{self, Leadership, LockGuard};
 
 /// Why a [`Session`] ended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,15 +35,17 @@ pub enum SessionLost {
 }
 
 /// A lease granted with a TTL and kept alive in the background until the session is closed
-/// or dropped (which revokes it), or lost ([`Session::lost`] resolves at once).
+/// or dropped (which revokes it), or lost ([`Session::lost`] resolves at once), on any
+/// [`KvClient`]: [`Cluster::session`] for plus-quorum, [`Session::new`] for another store
+/// (an [`EtcdClient`](crate::EtcdClient), say).
 ///
 /// The holder judges the lease lost by its own clock: each keep-alive answer says how long the
 /// lease has left, counted from when the keep-alive was sent, and once that time passes
 /// without a renewal the session is lost even if the store was only unreachable. A lock or an
 /// election won on the session is held as long as it is not lost.
 #[derive(Debug)]
-pub struct Session<N: NodeApi> {
-    cluster: Cluster<N>,
+pub struct Session<K: KvClient + Clone + 'static> {
+    store: K,
     lease: LeaseId,
     ttl: Duration,
     lost: watch::Receiver<Option<SessionLost>>,
@@ -52,23 +55,18 @@ pub struct Session<N: NodeApi> {
 }
 
 impl<N: NodeApi> Cluster<N> {
-    /// Grants a lease of `ttl` and keeps it alive (a keep-alive every third of the TTL, and
-    /// again soon after one fails) until the session is closed, dropped or lost.
+    /// [`Session::new`] on this cluster.
     ///
     /// # Errors
     /// [`StoreError`] when the lease cannot be granted.
-    pub async fn session(&self, ttl: Duration) -> Result<Session<N>, StoreError> {
-        let granted_at = Instant::now();
-        let lease = self.grant_lease(ttl).await?.id;
-        let (tell, lost) = watch::channel(None);
-        let keeper = tokio::spawn(keep_alive(self.clone(), lease, ttl, granted_at + ttl, tell));
-        Ok(Session { cluster: self.clone(), lease, ttl, lost, keeper, revoke_on_drop: true })
+    pub async fn session(&self, ttl: Duration) -> Result<Session<Self>, StoreError> {
+        Session::new(self.clone(), ttl).await
     }
 }
 
 /// Renews `lease` until it is lost, then says why.
-async fn keep_alive<N: NodeApi>(
-    cluster: Cluster<N>,
+async fn keep_alive<K: KvClient>(
+    cluster: K,
     lease: LeaseId,
     ttl: Duration,
     mut expires: Instant,
@@ -107,7 +105,26 @@ async fn keep_alive<N: NodeApi>(
     }
 }
 
-impl<N: NodeApi> Session<N> {
+impl<K: KvClient + Clone + 'static> Session<K> {
+    /// Grants a lease of `ttl` on `store` and keeps it alive (a keep-alive every third of the
+    /// TTL, and again soon after one fails) until the session is closed, dropped or lost.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the lease cannot be granted.
+    pub async fn new(store: K, ttl: Duration) -> Result<Self, StoreError> {
+        let granted_at = Instant::now();
+        let lease = store.grant_lease(ttl).await?.id;
+        let (tell, lost) = watch::channel(None);
+        let keeper = tokio::spawn(keep_alive(store.clone(), lease, ttl, granted_at + ttl, tell));
+        Ok(Self { store, lease, ttl, lost, keeper, revoke_on_drop: true })
+    }
+
+    /// The store the session's lease is on.
+    #[must_use]
+    pub fn store(&self) -> &K {
+        &self.store
+    }
+
     /// The session's lease.
     #[must_use]
     pub fn lease(&self) -> LeaseId {
@@ -152,7 +169,7 @@ impl<N: NodeApi> Session<N> {
     /// [`StoreError::SessionLost`]; other [`StoreError`]s.
     pub async fn lock(&self, name: &str) -> Result<LockGuard, StoreError> {
         tokio::select! {
-            guard = self.cluster.lock(name, self.lease) => guard,
+            guard = recipes::lock(&self.store, name, self.lease) => guard,
             lost = self.lost() => Err(StoreError::SessionLost(lost.to_string())),
         }
     }
@@ -168,7 +185,7 @@ impl<N: NodeApi> Session<N> {
         value: impl Into<Bytes>,
     ) -> Result<Leadership, StoreError> {
         tokio::select! {
-            won = self.cluster.campaign(name, self.lease, value) => won,
+            won = recipes::campaign(&self.store, name, self.lease, value.into()) => won,
             lost = self.lost() => Err(StoreError::SessionLost(lost.to_string())),
         }
     }
@@ -189,14 +206,14 @@ impl<N: NodeApi> Session<N> {
     pub async fn close(mut self) -> Result<(), StoreError> {
         self.keeper.abort();
         self.revoke_on_drop = false;
-        match self.cluster.revoke_lease(self.lease).await {
+        match self.store.revoke_lease(self.lease).await {
             Ok(()) | Err(StoreError::NoSuchLease(_)) => Ok(()),
             Err(err) => Err(err),
         }
     }
 }
 
-impl<N: NodeApi> Drop for Session<N> {
+impl<K: KvClient + Clone + 'static> Drop for Session<K> {
     fn drop(&mut self) {
         self.keeper.abort();
         if !self.revoke_on_drop {
@@ -205,7 +222,7 @@ impl<N: NodeApi> Drop for Session<N> {
         // Revoked in the background when a runtime is there to do it; otherwise the lease ends
         // with its TTL.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (cluster, lease) = (self.cluster.clone(), self.lease);
+            let (cluster, lease) = (self.store.clone(), self.lease);
             runtime.spawn(async move {
                 if let Err(err) = cluster.revoke_lease(lease).await {
                     tracing::debug!(lease, error = %err, "a dropped session's lease was not revoked; it ends with its TTL");

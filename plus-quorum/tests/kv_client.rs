@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use plus_quorum::{
     Bytes, Change, ClientError, Compare, Expect, InProcessNetwork, KeyRange, KvClient, MemStorage,
-    Range, StoreError, Txn, TxnOp, TxnOpResult, WriteResult,
+    Range, StoreError, Txn, TxnOp, TxnOpResult, WriteResult, recipes,
 };
 
 fn bytes(text: &str) -> Bytes {
@@ -195,12 +195,84 @@ async fn watches(store: &dyn KvClient, p: &str) {
     assert!(seen[1].revision > v1);
 }
 
+/// Whether `future` is still waiting after `wait`.
+async fn still_waiting<F: std::future::Future + Unpin>(future: &mut F, wait: Duration) -> bool {
+    tokio::time::timeout(wait, future).await.is_err()
+}
+
+/// Locks: one holder at a time in the order of arrival, etcd's key, fencing tokens that grow,
+/// and a holder's lease ending releases its lock.
+async fn locks(store: &dyn KvClient, p: &str) {
+    let name = format!("{p}/lock");
+    let a = store.grant_lease(Duration::from_secs(30)).await.unwrap().id;
+    let b = store.grant_lease(Duration::from_secs(30)).await.unwrap().id;
+    let first = recipes::lock(store, &name, a).await.unwrap();
+    assert_eq!(first.key, format!("{name}/{a:x}"), "etcd's concurrency key");
+    let mut second = Box::pin(recipes::lock(store, &name, b));
+    assert!(still_waiting(&mut second, Duration::from_millis(300)).await, "two holders");
+    recipes::unlock(store, first.clone()).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), second).await.unwrap().unwrap();
+    assert!(second.token > first.token, "fencing tokens grow");
+    let mut third = Box::pin(recipes::lock(store, &name, a));
+    assert!(still_waiting(&mut third, Duration::from_millis(300)).await);
+    // The holder's lease ends (a crash): its key goes, and the next holder has the lock.
+    store.revoke_lease(b).await.unwrap();
+    let third = tokio::time::timeout(Duration::from_secs(5), third).await.unwrap().unwrap();
+    assert!(third.token > second.token);
+    recipes::unlock(store, third).await.unwrap();
+    store.revoke_lease(a).await.unwrap();
+}
+
+/// Elections: the oldest candidate leads, proclaims, is observed, and resigns to the next.
+async fn elections(store: &dyn KvClient, p: &str) {
+    let name = format!("{p}/election");
+    let a = store.grant_lease(Duration::from_secs(30)).await.unwrap().id;
+    let b = store.grant_lease(Duration::from_secs(30)).await.unwrap().id;
+    let lead = recipes::campaign(store, &name, a, bytes("a")).await.unwrap();
+    recipes::proclaim(store, &lead, bytes("a2")).await.unwrap();
+    let known = recipes::election_leader(store, &name).await.unwrap().unwrap();
+    assert_eq!((known.0.as_str(), known.1.value.clone()), (lead.key.as_str(), bytes("a2")));
+    let mut next = Box::pin(recipes::campaign(store, &name, b, bytes("b")));
+    assert!(still_waiting(&mut next, Duration::from_millis(300)).await, "two leaders");
+    let mut observed = Box::pin(recipes::observe_election(store, &name, Some(&known)));
+    assert!(still_waiting(&mut observed, Duration::from_millis(100)).await, "nothing changed yet");
+    recipes::resign(store, lead.clone()).await.unwrap();
+    let won = tokio::time::timeout(Duration::from_secs(5), next).await.unwrap().unwrap();
+    assert!(won.revision > lead.revision);
+    let seen = tokio::time::timeout(Duration::from_secs(5), observed).await.unwrap().unwrap();
+    assert_eq!(seen.map(|(key, _)| key), Some(won.key.clone()), "the observer sees the new leader");
+    assert!(matches!(
+        recipes::proclaim(store, &lead, bytes("late")).await,
+        Err(StoreError::NotElected(_))
+    ));
+    recipes::resign(store, won).await.unwrap();
+    assert_eq!(recipes::election_leader(store, &name).await.unwrap(), None);
+    store.revoke_lease(a).await.unwrap();
+    store.revoke_lease(b).await.unwrap();
+}
+
+/// A session keeps its lease alive past its TTL, holds a lock on it, and tells its holder at
+/// once when the lease is ended behind its back.
+async fn sessions<K: KvClient + Clone + 'static>(store: K, p: &str) {
+    let session = plus_quorum::Session::new(store.clone(), Duration::from_secs(2)).await.unwrap();
+    let guard = session.lock(&format!("{p}/session-lock")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(session.lost_reason().is_none(), "kept alive past its TTL");
+    assert!(store.get(&guard.key).await.unwrap().is_some(), "the lock's key lives on");
+    store.revoke_lease(session.lease()).await.unwrap();
+    let lost = tokio::time::timeout(Duration::from_secs(3), session.lost()).await.unwrap();
+    assert_eq!(lost, plus_quorum::SessionLost::Ended(session.lease()));
+    assert!(store.get(&guard.key).await.unwrap().is_none(), "the lock went with the lease");
+}
+
 async fn contract(store: &dyn KvClient, prefix: &str) {
     versions_and_compare_and_set(store, prefix).await;
     ranges(store, prefix).await;
     transactions(store, prefix).await;
     leases(store, prefix).await;
     watches(store, prefix).await;
+    locks(store, prefix).await;
+    elections(store, prefix).await;
 }
 
 #[tokio::test]
@@ -216,6 +288,7 @@ async fn plus_quorum_keeps_the_contract() {
     }
     let cluster = plus_quorum::Cluster::new(handles);
     contract(&cluster, "contract").await;
+    sessions(cluster.clone(), "contract").await;
     for node in &running {
         node.handle.stop().await;
     }
@@ -250,27 +323,30 @@ mod etcd {
         TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
     }
 
-    fn etcd_binary() -> Option<PathBuf> {
-        if let Some(path) = std::env::var_os("PLUS_ETCD") {
+    /// The program `name`, from the environment variable `variable` or from PATH; `None` (the
+    /// test skipped, saying so) when it is missing, unless PLUS_REQUIRE_ETCD is set (as in CI).
+    fn program(name: &str, variable: &str, package: &str) -> Option<PathBuf> {
+        if let Some(path) = std::env::var_os(variable) {
             return Some(PathBuf::from(path));
         }
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths).map(|dir| dir.join("etcd")).find(|path| path.is_file())
-        })
-    }
-
-    fn start() -> Option<Etcd> {
-        let Some(binary) = etcd_binary() else {
+        let found = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|path| path.is_file())
+        });
+        if found.is_none() {
             assert!(
                 std::env::var_os("PLUS_REQUIRE_ETCD").is_none(),
-                "PLUS_REQUIRE_ETCD is set but no etcd binary is on PATH (or in PLUS_ETCD)"
+                "PLUS_REQUIRE_ETCD is set but no {name} is on PATH (or in {variable})"
             );
             eprintln!(
-                "SKIPPED: no `etcd` on PATH (install Debian's etcd-server, or set PLUS_ETCD)"
+                "SKIPPED: no `{name}` on PATH (install Debian's {package}, or set {variable})"
             );
-            return None;
-        };
-        let data = std::env::temp_dir().join(format!("plus-etcd-test-{}", std::process::id()));
+        }
+        found
+    }
+
+    fn start(test: &str) -> Option<Etcd> {
+        let binary = program("etcd", "PLUS_ETCD", "etcd-server")?;
+        let data = std::env::temp_dir().join(format!("plus-etcd-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
         let (client, peer) = (free_port(), free_port());
         let endpoint = format!("127.0.0.1:{client}");
@@ -289,21 +365,107 @@ mod etcd {
         Some(Etcd { child, data, endpoint })
     }
 
-    #[tokio::test]
-    async fn etcd_keeps_the_contract() {
-        let Some(etcd) = start() else { return };
+    /// A client of `etcd` once it answers (at most 30 s).
+    async fn connect(etcd: &Etcd) -> EtcdClient {
         let started = Instant::now();
-        let client = loop {
+        loop {
             let attempt = EtcdClient::connect(&[&etcd.endpoint], Duration::from_secs(2)).await;
             if let Ok(client) = attempt
                 && client.get("probe").await.is_ok()
             {
-                break client;
+                return client;
             }
             assert!(started.elapsed() < Duration::from_secs(30), "etcd did not start in 30 s");
             tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn etcd_keeps_the_contract() {
+        let Some(etcd) = start("contract") else { return };
+        let client = connect(&etcd).await;
         let store: &dyn KvClient = &client;
         super::contract(store, "contract").await;
+        super::sessions(client.clone(), "contract").await;
+    }
+
+    /// An `etcdctl` child, interrupted (so it closes its session) or killed when dropped.
+    struct Etcdctl(Child);
+
+    impl Drop for Etcdctl {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// `etcdctl --endpoints E lock NAME ARGS...`, its output piped; its lines as they come.
+    fn etcdctl_lock(
+        etcdctl: &PathBuf,
+        etcd: &Etcd,
+        name: &str,
+        args: &[&str],
+    ) -> (Etcdctl, std::sync::mpsc::Receiver<String>) {
+        use std::io::BufRead;
+        let mut child = Command::new(etcdctl)
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=http://{}", etcd.endpoint))
+            .args(["lock", name])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (lines, read) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        (Etcdctl(child), read)
+    }
+
+    #[tokio::test]
+    async fn a_lock_taken_with_etcdctl_excludes_a_plus_lock_and_the_other_way_round() {
+        let Some(etcdctl) = program("etcdctl", "PLUS_ETCDCTL", "etcd-client") else { return };
+        let Some(etcd) = start("interop") else { return };
+        let client = connect(&etcd).await;
+        let lease = client.grant_lease(Duration::from_secs(30)).await.unwrap().id;
+
+        // etcdctl holds the lock (it prints its key once it has it, and holds it until
+        // interrupted): a plus lock of the same name waits.
+        let (held, lines) = etcdctl_lock(&etcdctl, &etcd, "interop", &[]);
+        let key = lines.recv_timeout(Duration::from_secs(10)).expect("etcdctl took the lock");
+        assert!(key.starts_with("interop/"), "etcdctl's key: {key}");
+        let mut ours = Box::pin(plus_quorum::recipes::lock(&client, "interop", lease));
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), &mut ours).await.is_err(),
+            "a plus lock was taken while etcdctl held it"
+        );
+        drop(held); // interrupted: it closes its session, and its key goes
+        let guard = tokio::time::timeout(Duration::from_secs(10), ours).await.unwrap().unwrap();
+        assert_eq!(guard.key, format!("interop/{lease:x}"));
+
+        // Now plus holds it: `etcdctl lock NAME echo ...` runs its command only once it is
+        // released.
+        let (waiting, lines) =
+            etcdctl_lock(&etcdctl, &etcd, "interop", &["echo", "etcdctl-has-it"]);
+        assert!(
+            lines.recv_timeout(Duration::from_secs(1)).is_err(),
+            "etcdctl ran its command while plus held the lock"
+        );
+        plus_quorum::recipes::unlock(&client, guard).await.unwrap();
+        let said = lines.recv_timeout(Duration::from_secs(10)).expect("etcdctl got the lock");
+        assert_eq!(said, "etcdctl-has-it");
+        drop(waiting);
+        client.revoke_lease(lease).await.unwrap();
     }
 }
