@@ -65,6 +65,8 @@ mod hosts;
 mod live;
 #[path = "common/quorum_client.rs"]
 mod quorum_client;
+#[path = "platform/store.rs"]
+mod store;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -79,8 +81,7 @@ use controller::{Controller, World};
 use indicatif::{MultiProgress, ProgressDrawTarget};
 use plus_core::{AppCode, HostId, Timestamp, Version, WorkerId, seeded_rng};
 use plus_manifest::{Manifest, ManifestError, parse_file};
-use plus_quorum::testing::loopback_addrs;
-use plus_quorum::{Bytes, WriteOp, compare};
+use plus_quorum::Bytes;
 use plus_rollout::{AppGraph, AppSpec, AppState};
 use plus_scheduler::{
     Fleet, FleetConfig, Heartbeat, Job, REFERENCE_WEIGHTS, Scheduler, WorkerKind,
@@ -184,6 +185,14 @@ struct Args {
     /// The CA (PEM) the platform and its agents trust.
     #[arg(long, requires_all = ["agents_tls_cert", "agents_tls_key"])]
     agents_tls_ca: Option<PathBuf>,
+    /// The platform's store: `quorum`, the embedded plus-quorum cluster (a node in each
+    /// controller replica, no service to run); or `etcd`, an etcd the team already operates
+    /// (--etcd-endpoints; needs a build with `--features etcd`).
+    #[arg(long, value_enum, default_value_t = StoreKind::Quorum)]
+    store: StoreKind,
+    /// The etcd members with --store etcd (`127.0.0.1:2379,127.0.0.1:22379`).
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
+    etcd_endpoints: Vec<String>,
     /// Serve a live page of the deployment on ADDR (`http://ADDR/`, its JSON at
     /// `/api/state`): applications, each release's phase, batches, hosts at their step, the cap,
     /// brake and analysis verdicts, rollbacks and degraded calls. Read-only and without
@@ -215,8 +224,31 @@ struct Args {
     break_check: Option<String>,
 }
 
+/// Which store keeps the platform's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    /// The embedded plus-quorum cluster.
+    Quorum,
+    /// An etcd cluster at --etcd-endpoints.
+    Etcd,
+}
+
 fn main() -> ExitCode {
     let mut args = Args::parse();
+    match (args.store, args.etcd_endpoints.is_empty()) {
+        (StoreKind::Etcd, true) => {
+            cli::usage_error::<Args>("--store etcd needs --etcd-endpoints: the etcd members")
+        }
+        (StoreKind::Quorum, false) => {
+            cli::usage_error::<Args>("--etcd-endpoints needs --store etcd")
+        }
+        _ => {}
+    }
+    if args.store == StoreKind::Etcd && !cfg!(feature = "etcd") {
+        cli::usage_error::<Args>(
+            "this platform was built without etcd: cargo run --release --features etcd --example platform -- --store etcd ...",
+        );
+    }
     if args.kill_leader_after_ms.is_some() && args.controllers < 2 {
         cli::usage_error::<Args>("--kill-leader-after-ms needs --controllers 2 or more");
     }
@@ -376,17 +408,17 @@ async fn run(args: Args) -> Result<bool, String> {
         }
     };
 
-    // Step 4 first: the platform's own state store over plus-mux on loopback, a node in each
-    // controller replica (and three at least), reached with the run's own key only.
-    let members: Vec<u64> = (1..=args.controllers.max(3)).collect();
-    let addrs = loopback_addrs(&members).await.map_err(|e| e.to_string())?;
-    let security = controller::run_security()?;
-    let mut replicas = Vec::new();
-    for &id in &members {
-        replicas.push(Controller::start(id, &addrs, &security).await?);
-    }
-    let replicas = Arc::new(replicas);
-    let store = controller::client(&addrs, &security);
+    // Step 4 first: the platform's own state store, embedded (a node in each controller
+    // replica) or etcd.
+    let opened = match args.store {
+        StoreKind::Quorum => store::embedded(args.controllers).await?,
+        #[cfg(feature = "etcd")]
+        StoreKind::Etcd => store::etcd(&args.etcd_endpoints, args.controllers).await?,
+        #[cfg(not(feature = "etcd"))]
+        StoreKind::Etcd => unreachable!("refused in main without the etcd feature"),
+    };
+    let replicas = Arc::new(opened.replicas);
+    let store = opened.store;
     let mut env_apps = Vec::new();
     agents = match &prepared {
         Some(prepared) => {
@@ -402,13 +434,7 @@ async fn run(args: Args) -> Result<bool, String> {
         }
         None => None,
     };
-    let mut listed: Vec<&String> = addrs.values().collect();
-    listed.sort();
-    println!(
-        "quorum    {} nodes over plus-mux on {}",
-        members.len(),
-        listed.into_iter().cloned().collect::<Vec<_>>().join(", ")
-    );
+    println!("{}", opened.described);
 
     let specs: Vec<AppSpec> = match &prepared {
         Some(prepared) => prepared.specs(),
@@ -428,10 +454,7 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     for (app, worker) in &builds {
         store
-            .write(WriteOp::Set {
-                key: format!("build/{app}"),
-                value: Bytes::from(worker.to_string()),
-            })
+            .set(&format!("build/{app}"), Bytes::from(worker.to_string()))
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -479,7 +502,7 @@ async fn run(args: Args) -> Result<bool, String> {
         println!("degrade   metadata: the CMDB is down; groups come from the cache");
     }
     for replica in replicas.iter().take(usize::try_from(args.controllers).unwrap_or(1)) {
-        replica.start_controlling(&addrs, &world);
+        replica.start_controlling(&world);
     }
     let killer = args.kill_leader_after_ms.map(|after| {
         let (world, replicas) = (Arc::clone(&world), Arc::clone(&replicas));
@@ -572,22 +595,7 @@ async fn run(args: Args) -> Result<bool, String> {
     }
 
     // The store's live replicas must agree.
-    let live: Vec<&Controller> = replicas.iter().filter(|r| !r.is_killed()).collect();
-    let mut identical = false;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let mut inspections = Vec::new();
-        for replica in &live {
-            if let Ok(r) = replica.node.handle.inspect().await {
-                inspections.push(r);
-            }
-        }
-        if inspections.len() == live.len() && compare(&inspections).identical() {
-            identical = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let identical = store::replicas_agree(&replicas, &args.etcd_endpoints).await;
     let mut line = format!(
         "apps={} deployed={deployed} failed={failed} skipped={skipped} hosts={hosts} braked={braked} quorum={} elapsed_ms={}",
         report.apps.len(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use plus_core::{AppCode, Failure, Timestamp, Version};
-use plus_quorum::{Bytes, Cluster, LeaseId, MuxNode, NodeId, RemoteNode, Security, WriteOp};
+use plus_quorum::{Bytes, KvClient, LeaseId, MuxNode, NodeId, Security, Session, recipes};
 use plus_rollout::{
     AppExecutor, AppGraph, AvailabilityFloor, Command, DeployConfig, DeployEvent, Deployment,
     DeploymentReport, EventKind, HostState, Mode, OnDeadline, OnFailure, Outcome, Phase,
@@ -187,12 +187,16 @@ impl Drop for EndOfTerm {
     }
 }
 
-/// One controller replica: a plus-quorum node, and the controller that campaigns and, once
-/// elected, drives the deployment.
+/// The platform's store, whichever it is: plus-quorum's client, or etcd's.
+pub(crate) type Store = Arc<dyn KvClient>;
+
+/// One controller replica: its client of the store (and, on the embedded store, its node), and
+/// the controller that campaigns and, once elected, drives the deployment.
 pub(crate) struct Controller {
     pub id: NodeId,
-    pub node: MuxNode,
-    security: Security,
+    /// Its node of the embedded store (none on etcd).
+    pub node: Option<MuxNode>,
+    store: Store,
     serving: Mutex<Option<JoinHandle<()>>>,
     killed: std::sync::atomic::AtomicBool,
 }
@@ -204,6 +208,7 @@ impl Controller {
         id: NodeId,
         addrs: &HashMap<NodeId, String>,
         security: &Security,
+        store: Store,
     ) -> Result<Self, String> {
         let members: Vec<NodeId> = addrs.keys().copied().collect();
         let node = MuxNode::start_secured(
@@ -215,14 +220,19 @@ impl Controller {
         )
         .await
         .map_err(|e| e.to_string())?;
-        let security = security.clone();
-        Ok(Self { id, node, security, serving: Mutex::new(None), killed: false.into() })
+        Ok(Self { id, node: Some(node), store, serving: Mutex::new(None), killed: false.into() })
     }
 
-    /// Starts the replica's controller, with its own client of the whole cluster: it campaigns
+    /// A replica with no node of its own, on `store` (an etcd the platform uses).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn on(id: NodeId, store: Store) -> Self {
+        Self { id, node: None, store, serving: Mutex::new(None), killed: false.into() }
+    }
+
+    /// Starts the replica's controller, with its own client of the whole store: it campaigns
     /// and, once elected, drives the deployment until it is finished.
-    pub(crate) fn start_controlling(&self, addrs: &HashMap<NodeId, String>, world: &Arc<World>) {
-        let task = tokio::spawn(serve(self.id, Arc::clone(world), client(addrs, &self.security)));
+    pub(crate) fn start_controlling(&self, world: &Arc<World>) {
+        let task = tokio::spawn(serve(self.id, Arc::clone(world), Arc::clone(&self.store)));
         *self.serving.lock().expect("serving lock") = Some(task);
     }
 
@@ -233,7 +243,9 @@ impl Controller {
         if let Some(serving) = self.serving.lock().expect("serving lock").take() {
             serving.abort();
         }
-        self.node.stop().await;
+        if let Some(node) = &self.node {
+            node.stop().await;
+        }
     }
 
     /// Whether [`Controller::kill`] was called.
@@ -243,9 +255,9 @@ impl Controller {
 }
 
 /// A client of the whole cluster (the store's default deadline per call).
-pub(crate) fn client(addrs: &HashMap<NodeId, String>, security: &Security) -> Cluster<RemoteNode> {
+pub(crate) fn client(addrs: &HashMap<NodeId, String>, security: &Security) -> Store {
     let members = addrs.iter().map(|(&id, addr)| (id, addr.as_str()));
-    crate::quorum_client::connect_secured(members, Duration::from_secs(5), security)
+    Arc::new(crate::quorum_client::connect_secured(members, Duration::from_secs(5), security))
 }
 
 /// The store's security for one run: a new random key that its nodes and its controllers
@@ -259,7 +271,7 @@ pub(crate) fn run_security() -> Result<Security, String> {
 }
 
 /// Campaigns, and drives the deployment while elected, until it is finished.
-async fn serve(id: NodeId, world: Arc<World>, store: Cluster<RemoteNode>) {
+async fn serve(id: NodeId, world: Arc<World>, store: Store) {
     loop {
         match lead(id, &world, &store).await {
             Ok(()) => return,
@@ -272,10 +284,11 @@ async fn serve(id: NodeId, world: Arc<World>, store: Cluster<RemoteNode>) {
 }
 
 /// One term: a session lease, the election, and the deployment from the state in the store.
-async fn lead(id: NodeId, world: &Arc<World>, store: &Cluster<RemoteNode>) -> Result<(), String> {
+async fn lead(id: NodeId, world: &Arc<World>, store: &Store) -> Result<(), String> {
     let term = Arc::new(TermTasks::default());
     let _end_of_term = EndOfTerm(Arc::clone(&term));
-    let mut session = store.session(SESSION_TTL).await.map_err(|e| e.to_string())?;
+    let mut session =
+        Session::new(Arc::clone(store), SESSION_TTL).await.map_err(|e| e.to_string())?;
     // A killed controller stands for a crashed one: its lease ends with its TTL, not by a
     // revoke from its dying process.
     session.set_revoke_on_drop(false);
@@ -316,7 +329,7 @@ async fn lead(id: NodeId, world: &Arc<World>, store: &Cluster<RemoteNode>) -> Re
         };
     if deployment.is_finished() {
         // Another controller finished it and resigned: nothing to take over.
-        let _ = store.resign(leadership).await;
+        let _ = recipes::resign(store, leadership).await;
         return Ok(());
     }
     let activation = world.activations.fetch_add(1, Ordering::SeqCst);
@@ -361,7 +374,7 @@ async fn lead(id: NodeId, world: &Arc<World>, store: &Cluster<RemoteNode>) -> Re
     tokio::select! {
         report = task => {
             let report = report.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-            let _ = store.resign(leadership).await;
+            let _ = recipes::resign(store, leadership).await;
             let _ = world.done.send(report);
             Ok(())
         }
@@ -372,7 +385,7 @@ async fn lead(id: NodeId, world: &Arc<World>, store: &Cluster<RemoteNode>) -> Re
 /// The active controller's work for one application: its lock, its release, its record.
 struct Platform {
     world: Arc<World>,
-    store: Cluster<RemoteNode>,
+    store: Store,
     /// The controller's session lease: its locks go with it.
     lease: LeaseId,
     term: Arc<TermTasks>,
@@ -384,9 +397,7 @@ impl AppExecutor for Platform {
         // One release per application at a time, across every controller: the lock lives on
         // the controller's session lease, so a controller that dies mid-release frees it when
         // its lease ends instead of blocking the application until someone deletes the key.
-        let lock = self
-            .store
-            .lock(&format!("lock/{app}"), self.lease)
+        let lock = recipes::lock(&self.store, &format!("lock/{app}"), self.lease)
             .await
             .map_err(|e| Failure::with_source(format!("cannot take the lock of {app}"), e))?;
         // The fencing token goes with the writes made on the application's behalf, so a
@@ -402,7 +413,7 @@ impl AppExecutor for Platform {
             Err((_, reason)) => format!("failed {}: {reason}", self.world.version),
         };
         self.put(format!("record/{app}"), record).await?;
-        self.store.unlock(lock).await.map_err(|e| e.to_string())?;
+        recipes::unlock(&self.store, lock).await.map_err(|e| e.to_string())?;
         let mut results = self.world.results.lock().expect("results lock");
         match outcome {
             Ok(result) => {
@@ -424,11 +435,7 @@ impl AppExecutor for Platform {
 
 impl Platform {
     async fn put(&self, key: String, value: String) -> Result<(), String> {
-        self.store
-            .write(WriteOp::Set { key, value: Bytes::from(value) })
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.store.set(&key, Bytes::from(value)).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// The release of `app`: continued from its saved state if a controller started it.

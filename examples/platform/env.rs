@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use plus_core::{AppCode, HostId};
 use plus_manifest::{Address, Facts, Limits, ManifestError, RenderError, Rendered, Templates};
-use plus_quorum::{Bytes, Cluster, Compare, Expect, Range, RemoteNode, Txn, TxnOp};
+use plus_quorum::{Bytes, Compare, Expect, Range, Txn, TxnOp};
 use plus_rollout::AppSpec;
 use plus_rollout::agent::AgentApp;
 use plus_rollout::agent::protocol::{Commands, ConfigFile};
@@ -157,7 +157,7 @@ fn prefix(name: &str) -> String {
 /// deploys what was rendered for it, not a rendering of a file changed since), and returns
 /// the applications as the store holds them.
 pub(crate) async fn keep(
-    store: &Cluster<RemoteNode>,
+    store: &crate::controller::Store,
     prepared: &Prepared,
 ) -> Result<Vec<StoredApp>, String> {
     let prefix = prefix(&prepared.name);

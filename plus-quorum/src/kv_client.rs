@@ -182,3 +182,62 @@ impl<N: NodeApi> KvWatch for Watcher<N> {
         Watcher::next(self).await
     }
 }
+
+/// A shared client is a client: `Arc<dyn KvClient>` picks the store at run time and can be
+/// cloned into the tasks (and [`Session`](crate::Session)s) that use it.
+#[async_trait]
+impl<T: KvClient + ?Sized> KvClient for std::sync::Arc<T> {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        (**self).get(key).await
+    }
+
+    async fn set(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
+        (**self).set(key, value).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        (**self).delete(key).await
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expect: Expect,
+        value: Bytes,
+    ) -> Result<WriteResult, StoreError> {
+        (**self).compare_and_set(key, expect, value).await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        (**self).txn(txn).await
+    }
+
+    async fn range(&self, range: Range) -> Result<RangeResult, StoreError> {
+        (**self).range(range).await
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo, StoreError> {
+        (**self).grant_lease(ttl).await
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<LeaseInfo, StoreError> {
+        (**self).keep_alive(lease).await
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        (**self).revoke_lease(lease).await
+    }
+
+    async fn set_with_lease(
+        &self,
+        key: &str,
+        value: Bytes,
+        lease: LeaseId,
+    ) -> Result<u64, StoreError> {
+        (**self).set_with_lease(key, value, lease).await
+    }
+
+    async fn watch(&self, range: KeyRange, from: u64) -> Result<Box<dyn KvWatch>, StoreError> {
+        (**self).watch(range, from).await
+    }
+}

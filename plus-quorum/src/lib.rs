@@ -216,6 +216,8 @@ mod message;
 mod metrics;
 #[cfg(feature = "mux")]
 mod mux;
+#[cfg(feature = "driver")]
+mod namespace;
 mod node;
 mod ops;
 mod persist;
@@ -270,6 +272,8 @@ pub use message::Message;
 pub use mux::{
     MuxNode, MuxTransport, RemoteNode, Security, Server, StartError, node_uri, serve, serve_secured,
 };
+#[cfg(feature = "driver")]
+pub use namespace::Namespaced;
 #[cfg(plus_planted_bugs)]
 pub use node::PlantedBugs;
 pub use node::{Config, ConfigError, Inspection, Node, NodeError, NodeStats, Role, Start};

@@ -265,6 +265,28 @@ async fn sessions<K: KvClient + Clone + 'static>(store: K, p: &str) {
     assert!(store.get(&guard.key).await.unwrap().is_none(), "the lock went with the lease");
 }
 
+/// A namespace keeps the whole contract (run on it below), and its keys apart: they are under
+/// its prefix in the store, and it sees nothing outside it.
+async fn namespaces<K: KvClient + Clone>(store: K, p: &str) {
+    let outside = format!("{p}/outside");
+    store.set(&outside, bytes("theirs")).await.unwrap();
+    let team = plus_quorum::Namespaced::new(store.clone(), format!("{p}/team/"));
+    let version = team.set("mine", bytes("ours")).await.unwrap();
+    let raw = store.get(&format!("{p}/team/mine")).await.unwrap().unwrap();
+    assert_eq!((raw.value, raw.version), (bytes("ours"), version));
+    let everything = team.range(Range::prefix("")).await.unwrap();
+    let keys: Vec<&str> = everything.kvs.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["mine"], "a namespace sees its own keys only, without the prefix");
+    match team.compare_and_set("mine", Expect::Absent, bytes("x")).await.unwrap() {
+        WriteResult::CompareFailed { key, .. } => assert_eq!(key, "mine"),
+        other => panic!("{other:?}"),
+    }
+    let mut watch = team.watch(KeyRange::Prefix(String::new()), version).await.unwrap();
+    let batch = watch.next().await.unwrap();
+    assert_eq!(batch.events[0].key, "mine");
+    contract(&team, "contract").await;
+}
+
 async fn contract(store: &dyn KvClient, prefix: &str) {
     versions_and_compare_and_set(store, prefix).await;
     ranges(store, prefix).await;
@@ -289,6 +311,7 @@ async fn plus_quorum_keeps_the_contract() {
     let cluster = plus_quorum::Cluster::new(handles);
     contract(&cluster, "contract").await;
     sessions(cluster.clone(), "contract").await;
+    namespaces(cluster.clone(), "ns").await;
     for node in &running {
         node.handle.stop().await;
     }
@@ -387,6 +410,7 @@ mod etcd {
         let store: &dyn KvClient = &client;
         super::contract(store, "contract").await;
         super::sessions(client.clone(), "contract").await;
+        super::namespaces(client.clone(), "ns").await;
     }
 
     /// An `etcdctl` child, interrupted (so it closes its session) or killed when dropped.

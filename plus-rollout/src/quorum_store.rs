@@ -1,18 +1,20 @@
-//! A [`StateStore`] in plus-quorum (feature `quorum`): rollout states replicated across the
-//! platform's own store, so a controller on another machine can take a rollout over.
+//! A [`StateStore`] in plus-quorum or any other [`KvClient`] (feature `quorum`; etcd through
+//! plus-quorum's `etcd` feature): rollout states replicated across the platform's own store, so
+//! a controller on another machine can take a rollout over.
 
 use std::marker::PhantomData;
 
 use async_trait::async_trait;
-use plus_quorum::{Cluster, Expect, NodeApi, NodeHandle, WriteResult};
+use plus_quorum::{Cluster, Expect, KvClient, NodeHandle, WriteResult};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::store::{StateStore, StoreError};
 use crate::{SavedDeployment, SavedRelease};
 
-/// Rollout states in a plus-quorum cluster, one key per rollout, as JSON (an operator can read
-/// them with any client).
+/// Rollout states in a plus-quorum cluster (or any [`KvClient`]: an
+/// [`EtcdClient`](plus_quorum::EtcdClient), an `Arc<dyn KvClient>`), one key per rollout, as
+/// JSON (an operator can read them with any client).
 ///
 /// The version of a state is its key's version in the store (the log index of its last write):
 /// every save is a compare-and-set on it, so the stale controller's write fails with
@@ -20,22 +22,22 @@ use crate::{SavedDeployment, SavedRelease};
 /// (the leader was lost mid-write) is [`StoreError::Unavailable`]: the driver stops, and the
 /// controller loads the state again before it continues.
 #[derive(Debug, Clone)]
-pub struct QuorumStore<S, N: NodeApi = NodeHandle> {
-    cluster: Cluster<N>,
+pub struct QuorumStore<S, K: KvClient = Cluster<NodeHandle>> {
+    cluster: K,
     state: PhantomData<fn() -> S>,
 }
 
-impl<S, N: NodeApi> QuorumStore<S, N> {
+impl<S, K: KvClient> QuorumStore<S, K> {
     /// A store over `cluster` of states of the type the use site says
     /// (`QuorumStore::<SavedRelease>::new`, or a typed variable); [`QuorumStore::releases`] and
     /// [`QuorumStore::deployments`] name it themselves.
     #[must_use]
-    pub fn new(cluster: Cluster<N>) -> Self {
+    pub fn new(cluster: K) -> Self {
         Self { cluster, state: PhantomData }
     }
 }
 
-impl<N: NodeApi> QuorumStore<SavedRelease, N> {
+impl<K: KvClient> QuorumStore<SavedRelease, K> {
     /// A store of saved releases over `cluster`: what is loaded is a [`SavedRelease`] without
     /// a type annotation.
     ///
@@ -67,15 +69,15 @@ impl<N: NodeApi> QuorumStore<SavedRelease, N> {
     /// }
     /// ```
     #[must_use]
-    pub fn releases(cluster: Cluster<N>) -> Self {
+    pub fn releases(cluster: K) -> Self {
         Self::new(cluster)
     }
 }
 
-impl<N: NodeApi> QuorumStore<SavedDeployment, N> {
+impl<K: KvClient> QuorumStore<SavedDeployment, K> {
     /// A store of saved deployments over `cluster` (see [`QuorumStore::releases`]).
     #[must_use]
-    pub fn deployments(cluster: Cluster<N>) -> Self {
+    pub fn deployments(cluster: K) -> Self {
         Self::new(cluster)
     }
 }
@@ -85,10 +87,10 @@ fn unavailable(key: &str, reason: impl std::fmt::Display) -> StoreError {
 }
 
 #[async_trait]
-impl<S, N> StateStore<S> for QuorumStore<S, N>
+impl<S, K> StateStore<S> for QuorumStore<S, K>
 where
     S: Serialize + DeserializeOwned + Send + Sync,
-    N: NodeApi,
+    K: KvClient,
 {
     async fn load(&self, key: &str) -> Result<Option<(S, u64)>, StoreError> {
         let Some(found) = self.cluster.get(key).await.map_err(|e| unavailable(key, e))? else {
@@ -105,7 +107,7 @@ where
             reason: format!("cannot be written as JSON: {e}"),
         })?;
         let expect = expected.map_or(Expect::Absent, Expect::Version);
-        match self.cluster.compare_and_set(key, expect, value).await {
+        match self.cluster.compare_and_set(key, expect, value.into()).await {
             Ok(WriteResult::Applied { version }) => Ok(version),
             Ok(WriteResult::CompareFailed { current, .. }) => Err(StoreError::Stale {
                 key: key.to_owned(),
