@@ -41,6 +41,8 @@
 
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "quorum_ctl/copy.rs"]
+mod copy;
 #[path = "quorum_ctl/keys.rs"]
 mod keys;
 #[path = "common/quorum_client.rs"]
@@ -194,6 +196,16 @@ enum Op {
         #[command(subcommand)]
         op: sessions::AlarmOp,
     },
+    /// Copies every key under PREFIX (not those on a lease: locks, elections) to an etcd, to
+    /// move a platform onto it: stop its controllers, copy, start them with `--store etcd`.
+    /// Needs quorum_ctl built with `--features etcd`.
+    Copy {
+        /// The keys to copy (`platform/`; the empty prefix copies every key).
+        prefix: String,
+        /// The etcd members to copy to (`127.0.0.1:2379,...`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        to_etcd: Vec<String>,
+    },
     /// Lists the keys matching a glob (`*`, `?`).
     Keys {
         /// The pattern.
@@ -309,6 +321,14 @@ async fn run(cluster: Cluster<RemoteNode>, op: Op, out: Output) -> Result<bool, 
                 Output::Json => println!("{}", serde_json::json!({ "compacted": revision })),
                 Output::Simple | Output::Table => println!("compacted revision {revision}"),
             }
+        }
+        #[cfg(feature = "etcd")]
+        Op::Copy { prefix, to_etcd } => {
+            return copy::to_etcd(&cluster, &prefix, &to_etcd, out).await;
+        }
+        #[cfg(not(feature = "etcd"))]
+        Op::Copy { .. } => {
+            return Err("copy --to-etcd needs quorum_ctl built with `--features etcd`: cargo run --release --features etcd --example quorum_ctl -- ...".to_owned());
         }
         Op::Keys { pattern } => {
             for key in cluster.keys(&pattern).await.map_err(|e| e.to_string())? {

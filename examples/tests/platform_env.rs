@@ -42,15 +42,6 @@ fn last_line(stdout: &str) -> &str {
     stdout.lines().last().unwrap_or_default()
 }
 
-/// The number after `key=` on `line`.
-fn field(line: &str, key: &str) -> usize {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no {key}= in {line}"))
-        .parse()
-        .unwrap()
-}
-
 fn port_of(host: &Path) -> u16 {
     std::fs::read_to_string(host.join("port")).unwrap().trim().parse().unwrap()
 }
@@ -72,8 +63,8 @@ fn the_platform_brings_up_the_personal_environment_with_its_configuration() {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     let line = last_line(&stdout);
     assert!(line.ends_with(" env=dev-alice apps=41 rendered=41"), "{line}");
-    assert_eq!(field(line, "deployed"), 41, "{line}");
-    assert_eq!(field(line, "failed") + field(line, "skipped"), 0, "{line}");
+    assert_eq!(common::field(line, "deployed"), 41, "{line}");
+    assert_eq!(common::field(line, "failed") + common::field(line, "skipped"), 0, "{line}");
     assert!(line.contains("quorum=identical"), "{line}");
     // Built in parallel, the person's own branches named; deployed in dependency order.
     assert!(stdout.contains("built     41 applications in parallel"), "{stdout}");
@@ -178,9 +169,13 @@ fn a_failed_check_stops_its_dependents_and_leaves_the_instance_running_for_a_per
         seen.push(line);
     };
     let shown = seen.join("\n");
-    assert_eq!(field(&last, "failed"), 1, "{last}");
-    assert!(field(&last, "skipped") >= 5, "its dependents are skipped: {last}");
-    assert_eq!(field(&last, "deployed") + 1 + field(&last, "skipped"), 41, "{last}");
+    assert_eq!(common::field(&last, "failed"), 1, "{last}");
+    assert!(common::field(&last, "skipped") >= 5, "its dependents are skipped: {last}");
+    assert_eq!(
+        common::field(&last, "deployed") + 1 + common::field(&last, "skipped"),
+        41,
+        "{last}"
+    );
     assert!(
         shown.contains("room-inventory") && shown.contains("skipped (requires hotel-catalog)"),
         "{shown}"
@@ -218,9 +213,9 @@ fn a_controller_that_takes_over_finishes_the_same_environment() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     let line = last_line(&stdout);
-    assert_eq!(field(line, "deployed"), 41, "{line}");
-    assert_eq!(field(line, "failovers"), 1, "{line}");
-    assert!(field(line, "max_out_of_traffic") <= field(line, "cap"), "{line}");
+    assert_eq!(common::field(line, "deployed"), 41, "{line}");
+    assert_eq!(common::field(line, "failovers"), 1, "{line}");
+    assert!(common::field(line, "max_out_of_traffic") <= common::field(line, "cap"), "{line}");
     assert!(stdout.contains("failover  controller"), "{stdout}");
     let _ = std::fs::remove_dir_all(&root);
 }

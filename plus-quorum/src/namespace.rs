@@ -19,13 +19,21 @@ use crate::watch::WatchBatch;
 /// off. Leases are the store's own (not namespaced), as in etcd.
 ///
 /// ```
-/// # async fn example(cluster: plus_quorum::Cluster) -> Result<(), plus_quorum::StoreError> {
-/// use plus_quorum::{KvClient, Namespaced};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), plus_quorum::StoreError> {
+/// # let network = plus_quorum::InProcessNetwork::new();
+/// # let config = plus_quorum::Config::new(1, vec![1]);
+/// # let node = network.spawn(config, plus_quorum::MemStorage::new()).unwrap();
+/// # let cluster = plus_quorum::Cluster::new(vec![node.handle.clone()]);
+/// use plus_quorum::{KvClient, Namespaced, Range};
 ///
 /// let team = Namespaced::new(cluster.clone(), "teams/payments/");
 /// team.set("release/api", "v2".into()).await?;
-/// assert!(cluster.get("teams/payments/release/api").await?.is_some());
-/// assert!(team.get("release/api").await?.is_some());
+/// // In the store, under the prefix; through the namespace, without it.
+/// assert!(KvClient::get(&cluster, "teams/payments/release/api").await?.is_some());
+/// let mine = team.range(Range::prefix("")).await?;
+/// assert_eq!(mine.kvs[0].0, "release/api");
+/// # node.handle.stop().await;
 /// # Ok(())
 /// # }
 /// ```

@@ -191,3 +191,13 @@ pub(crate) fn output_within(
     };
     Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
 }
+
+/// The number after `key=` on a program's summary line (`apps=6 deployed=6 ...`).
+#[allow(dead_code)] // the platform's tests use it
+pub(crate) fn field(line: &str, key: &str) -> usize {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("{key}= is not a number in {line}"))
+}
