@@ -8,6 +8,8 @@
 //! with 0. Reads are linearizable (etcd's default, not `serializable`). Lease TTLs are whole
 //! seconds in etcd: a TTL is rounded up, and etcd may raise one below its minimum.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,7 +42,13 @@ use crate::watch::{Change, WatchBatch, WatchEvent};
 pub struct EtcdClient {
     client: etcd::Client,
     deadline: Duration,
+    /// One keep-alive stream per lease, reused by every renewal (as etcd's own clients keep
+    /// one), shared by the clones.
+    keepers: Arc<std::sync::Mutex<HashMap<i64, Keeper>>>,
 }
+
+/// A lease's keep-alive stream: its sender and its answers, opened on the first renewal.
+type Keeper = Arc<tokio::sync::Mutex<Option<(etcd::LeaseKeeper, etcd::LeaseKeepAliveStream)>>>;
 
 impl std::fmt::Debug for EtcdClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,7 +74,19 @@ impl EtcdClient {
         let client = etcd::Client::connect(&endpoints, Some(options))
             .await
             .map_err(|e| backend("connecting", e))?;
-        Ok(Self { client, deadline })
+        Ok(Self { client, deadline, keepers: Arc::default() })
+    }
+
+    /// The keep-alive stream slot of lease `id`.
+    fn keeper(&self, id: i64) -> Keeper {
+        let mut keepers = self.keepers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(keepers.entry(id).or_default())
+    }
+
+    /// Drops lease `id`'s keep-alive stream (the lease ended or was revoked).
+    fn forget(&self, id: i64) {
+        let mut keepers = self.keepers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        keepers.remove(&id);
     }
 
     /// The `etcd-client` client underneath, for what the trait does not cover.
@@ -350,16 +370,48 @@ impl KvClient for EtcdClient {
         Ok(LeaseInfo { id: revision(response.id()), ttl_ms, remaining_ms: ttl_ms, keys: vec![] })
     }
 
+    /// Renews over the lease's own keep-alive stream, opened on its first renewal (which also
+    /// asks for the lease's keys); a later renewal answers with the TTL alone (`keys` empty). A
+    /// stream that broke is opened again.
     async fn keep_alive(&self, lease: LeaseId) -> Result<LeaseInfo, StoreError> {
         let id = lease_id(lease)?;
+        let keeper = self.keeper(id);
+        let mut slot = keeper.lock().await;
+        if let Some((sender, answers)) = slot.as_mut() {
+            let renewed = tokio::time::timeout(self.deadline, async {
+                sender.keep_alive().await?;
+                answers.message().await
+            })
+            .await;
+            match renewed {
+                Ok(Ok(Some(answer))) if answer.ttl() > 0 => {
+                    let ttl_ms = revision(answer.ttl()).saturating_mul(1_000);
+                    return Ok(LeaseInfo { id: lease, ttl_ms, remaining_ms: ttl_ms, keys: vec![] });
+                }
+                // etcd answers a renewal of an ended lease with a TTL of 0.
+                Ok(Ok(Some(_))) => {
+                    *slot = None;
+                    drop(slot);
+                    self.forget(id);
+                    return Err(StoreError::NoSuchLease(lease));
+                }
+                // The stream ended, failed or did not answer in time: open a new one.
+                Ok(Ok(None) | Err(_)) | Err(_) => *slot = None,
+            }
+        }
         let mut leases = self.client.lease_client();
         // The keep-alive stream's first answer renews the lease; etcd-client reads it and
         // reports an ended lease as this error.
         match leases.keep_alive(id).await {
-            Ok(_renewed) => {}
-            Err(etcd::Error::LeaseKeepAliveError(_)) => return Err(StoreError::NoSuchLease(lease)),
+            Ok(stream) => *slot = Some(stream),
+            Err(etcd::Error::LeaseKeepAliveError(_)) => {
+                drop(slot);
+                self.forget(id);
+                return Err(StoreError::NoSuchLease(lease));
+            }
             Err(e) => return Err(self.error("a keep-alive", e, Some(lease))),
         }
+        drop(slot);
         let options = etcd::LeaseTimeToLiveOptions::new().with_keys();
         let answer = leases.time_to_live(id, Some(options)).await;
         let answer = answer.map_err(|e| self.error("a lease's time to live", e, Some(lease)))?;
@@ -378,6 +430,7 @@ impl KvClient for EtcdClient {
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
         let id = lease_id(lease)?;
+        self.forget(id);
         let response = self.client.lease_client().revoke(id).await;
         response.map(drop).map_err(|e| self.error("a lease revoke", e, Some(lease)))
     }

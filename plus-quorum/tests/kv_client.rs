@@ -324,7 +324,7 @@ mod etcd {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use plus_quorum::{EtcdClient, KvClient};
+    use plus_quorum::{EtcdClient, KvClient, StoreError};
 
     /// A single-member etcd on loopback, killed and its data removed when dropped (also when
     /// the test fails).
@@ -411,6 +411,22 @@ mod etcd {
         super::contract(store, "contract").await;
         super::sessions(client.clone(), "contract").await;
         super::namespaces(client.clone(), "ns").await;
+
+        // Renewals after the first go over the lease's one keep-alive stream (its answers
+        // carry the TTL, not the keys), and an ended lease is still told apart.
+        let lease = client.grant_lease(Duration::from_secs(10)).await.unwrap().id;
+        client.set_with_lease("streamed/key", "v".into(), lease).await.unwrap();
+        let first = client.keep_alive(lease).await.unwrap();
+        assert_eq!(first.keys, ["streamed/key"]);
+        for _ in 0..3 {
+            let again = client.keep_alive(lease).await.unwrap();
+            assert!(again.remaining_ms >= 9_000 && again.keys.is_empty(), "{again:?}");
+        }
+        // Revoked by another client: this one's open stream is told the lease ended.
+        let other = connect(&etcd).await;
+        other.revoke_lease(lease).await.unwrap();
+        assert_eq!(client.keep_alive(lease).await, Err(StoreError::NoSuchLease(lease)));
+        assert_eq!(client.keep_alive(lease).await, Err(StoreError::NoSuchLease(lease)));
     }
 
     /// An `etcdctl` child, interrupted (so it closes its session) or killed when dropped.
