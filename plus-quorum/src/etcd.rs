@@ -104,6 +104,16 @@ impl EtcdClient {
         if let etcd::Error::GRpcStatus(status) = &err {
             match status.code() {
                 tonic::Code::DeadlineExceeded => return StoreError::Timeout(self.deadline),
+                // No member reachable, or the members have no leader: as plus-quorum's client
+                // reports a cluster it cannot get an answer from.
+                tonic::Code::Unavailable => return StoreError::NoLeader(self.deadline),
+                // The connection broke under the call (the member went away).
+                tonic::Code::Unknown
+                    if std::error::Error::source(status)
+                        .is_some_and(<dyn std::error::Error>::is::<tonic::transport::Error>) =>
+                {
+                    return StoreError::NoLeader(self.deadline);
+                }
                 tonic::Code::NotFound if lease.is_some() => {
                     return StoreError::NoSuchLease(lease.unwrap_or_default());
                 }
@@ -115,6 +125,9 @@ impl EtcdClient {
                 }
                 _ => {}
             }
+        }
+        if matches!(err, etcd::Error::TransportError(_)) {
+            return StoreError::NoLeader(self.deadline);
         }
         backend(doing, err)
     }

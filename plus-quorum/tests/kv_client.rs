@@ -429,6 +429,20 @@ mod etcd {
         assert_eq!(client.keep_alive(lease).await, Err(StoreError::NoSuchLease(lease)));
     }
 
+    #[tokio::test]
+    async fn an_etcd_that_is_gone_reads_as_an_unavailable_cluster_not_an_opaque_error() {
+        let Some(etcd) = start("gone") else { return };
+        let client = connect(&etcd).await;
+        drop(etcd); // killed
+        let started = Instant::now();
+        let err = client.get("anything").await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::NoLeader(_) | StoreError::Timeout(_)),
+            "an etcd that is gone must read as unavailable: {err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "bounded by the client's deadline");
+    }
+
     /// An `etcdctl` child, interrupted (so it closes its session) or killed when dropped.
     struct Etcdctl(Child);
 
