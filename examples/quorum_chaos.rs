@@ -2,8 +2,12 @@
 //! them, and for S seconds SIGKILLs with restarts, SIGSTOP pauses longer than an election
 //! timeout, network partitions (a node isolated both ways, the leader isolated, a node whose
 //! every outgoing link is cut) through a fault-injecting TCP proxy on every peer link,
-//! leadership transfers to a random voter, and disks replaced (a node killed, its directory
-//! wiped, started again empty to rejoin; only while no other node is recovering).
+//! leadership transfers to a random voter, disks replaced (a node killed, its directory
+//! wiped, started again empty to rejoin; only while no other node is recovering), and once,
+//! past the first third of the run, a member replaced by a new node (`replace_member`: the new
+//! one added as a learner, promoted, the old one removed and stopped) while the rest goes on.
+//! What the new node sends goes through proxies like the others'; what is sent to it does not
+//! (a membership change carries one address for every sender).
 //!
 //! ```text
 //! quorum_chaos [--nodes 3|5] [--seconds 20] [--seed 1] [--history FILE]
@@ -38,8 +42,8 @@
 //!
 //! The watch and lease checks print a line each before the last. It needs `quorum_node` built
 //! beside it (`cargo build --example quorum_node`). The last line is `nodes=3 seconds=20 ops=N
-//! ok=N failed=N indeterminate=N kills=K pauses=P partitions=Q transfers=T wipes=W linearizable=true
-//! lost=0`; it exits 1 on a lost write or a history that is not linearizable (or not decided
+//! ok=N failed=N indeterminate=N kills=K pauses=P partitions=Q transfers=T wipes=W replaced=R
+//! linearizable=true lost=0`; it exits 1 on a lost write or a history that is not linearizable (or not decided
 //! in time).
 
 #[path = "common/cli.rs"]
@@ -127,6 +131,24 @@ impl Nodes {
         self.dir.join(format!("node{id}"))
     }
 
+    /// Starts node `new`, not yet a member, on a free loopback port, to be added while the
+    /// faults run; its address.
+    async fn start_new_member(&mut self, new: NodeId) -> Result<String, String> {
+        let addr = loopback_addrs(&[new]).await.map_err(|e| e.to_string())?.remove(&new);
+        let addr = addr.ok_or("no address for the new member")?;
+        self.addrs.insert(new, addr.clone());
+        let targets = self.addrs.clone();
+        self.proxies.add_sender(new, &targets).await.map_err(|e| format!("proxies: {e}"))?;
+        self.start_with(new, &["--new-member"])?;
+        Ok(addr)
+    }
+
+    /// Node `old`, removed from the cluster: stopped, and forgotten.
+    fn forget(&mut self, old: NodeId) {
+        self.kill(old);
+        self.addrs.remove(&old);
+    }
+
     /// A disk replaced: the node killed, its directory gone, and started again empty to
     /// rejoin (it must not vote or count until the leader has caught it up).
     fn wipe(&mut self, id: NodeId) -> Result<(), String> {
@@ -208,7 +230,7 @@ struct Counts {
 }
 
 async fn run(args: Args) -> Result<bool, String> {
-    let ids: Vec<NodeId> = (1..=args.nodes).collect();
+    let mut ids: Vec<NodeId> = (1..=args.nodes).collect();
     let dir = std::env::temp_dir().join(format!("plus-quorum-chaos-{}", std::process::id()));
     let addrs = loopback_addrs(&ids).await.map_err(|e| e.to_string())?;
     let proxies = proxy::Proxies::start(&addrs).await.map_err(|e| format!("proxies: {e}"))?;
@@ -299,10 +321,42 @@ async fn run(args: Args) -> Result<bool, String> {
     let mut rng = seeded_rng(args.seed);
     let watcher = client();
     let (mut kills, mut pauses, mut partitions, mut transfers, mut wipes) = (0, 0, 0, 0, 0);
+    let (mut replaced, mut replace_tried) = (0, false);
+    // Once, past the first third of the run: a member replaced by a new node while the load
+    // and the other faults go on.
+    let replace_after = Instant::now() + Duration::from_secs(args.seconds) / 3;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1_500))).await;
         let victim = ids[rng.random_range(0..ids.len())];
-        match rng.random_range(0..6) {
+        let kind = if !replace_tried && Instant::now() >= replace_after {
+            6
+        } else {
+            rng.random_range(0..6)
+        };
+        match kind {
+            6 => {
+                if !all_hold_their_data(&watcher).await {
+                    continue;
+                }
+                replace_tried = true;
+                let new = ids.iter().max().copied().unwrap_or(0).max(args.nodes) + 1;
+                let address = nodes.start_new_member(new).await?;
+                let within = Duration::from_secs(20);
+                match watcher.replace_member(victim, new, Some(address), within, |_, _| {}).await {
+                    Ok(_) => {
+                        nodes.forget(victim);
+                        ids.retain(|&id| id != victim);
+                        ids.push(new);
+                        replaced += 1;
+                    }
+                    // Not done in time: both stay (the new one may be a member by now), and
+                    // the run goes on with them.
+                    Err(e) => {
+                        eprintln!("replace {victim} by {new}: {e}");
+                        ids.push(new);
+                    }
+                }
+            }
             5 => {
                 // Only while every node holds its data: two wiped at once in three would
                 // leave one copy, and that is beyond what Raft tolerates, not a fault of ours.
@@ -370,8 +424,9 @@ async fn run(args: Args) -> Result<bool, String> {
     // Every acknowledged write, read back linearizably once the faults are over.
     // Once the faults end, the cluster has a while to settle (under load an election and a
     // restarted node catching up can take longer than one call's deadline).
+    // The members as they are now (a replaced one gone, its replacement in).
     let reader = quorum_client::connect(
-        addrs.iter().map(|(&id, addr)| (id, addr.as_str())),
+        nodes.addrs.iter().map(|(&id, addr)| (id, addr.as_str())),
         Duration::from_secs(30),
     );
     let mut settled = reader.set("settled", "1").await;
@@ -459,13 +514,14 @@ async fn run(args: Args) -> Result<bool, String> {
     // A failed compare is an answer (the key was not as expected): it counts as ok.
     let (contended_ok, contended_failed, contended_unknown) = recorder.outcomes();
     println!(
-        "nodes={} seconds={} ops={} ok={} failed={} indeterminate={} kills={kills} pauses={pauses} partitions={partitions} transfers={transfers} wipes={wipes} linearizable={} lost={lost}",
+        "nodes={} seconds={} ops={} ok={} failed={} indeterminate={} kills={kills} pauses={pauses} partitions={partitions} transfers={transfers} wipes={wipes} replaced={} linearizable={} lost={lost}",
         args.nodes,
         args.seconds,
         counts.ops.load(Ordering::Relaxed) + recorder.operations() as u64 + leased.ops,
         counts.ok.load(Ordering::Relaxed) + contended_ok + contended_failed + leased.ok,
         counts.failed.load(Ordering::Relaxed),
         counts.indeterminate.load(Ordering::Relaxed) + contended_unknown + leased.unknown,
+        replaced,
         verdict.is_ok(),
     );
     drop(nodes);

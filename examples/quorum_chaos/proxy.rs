@@ -66,14 +66,36 @@ impl Proxies {
         Ok(proxies)
     }
 
+    /// Proxies for what a node added while the faults run sends to each of `targets`. What
+    /// the others send it goes to the address it was added with, unproxied: a membership
+    /// change carries one address for everyone.
+    pub(crate) async fn add_sender(
+        &mut self,
+        new: NodeId,
+        targets: &HashMap<NodeId, String>,
+    ) -> std::io::Result<()> {
+        for (&to, target) in targets.iter().filter(|&(&to, _)| to != new) {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            self.addrs.insert((new, to), listener.local_addr()?.to_string());
+            let link = Arc::new(Link::default());
+            self.links.insert((new, to), Arc::clone(&link));
+            self.listeners.push(tokio::spawn(serve(listener, target.clone(), link)));
+        }
+        Ok(())
+    }
+
     /// The member list node `of` is given: itself at its real address, every peer behind the
-    /// proxy of their link.
+    /// proxy of their link (or at its own address, for a link no proxy was made for).
     pub(crate) fn peers_of(&self, of: NodeId, targets: &HashMap<NodeId, String>) -> String {
         let mut ids: Vec<NodeId> = targets.keys().copied().collect();
         ids.sort_unstable();
         ids.iter()
             .map(|&id| {
-                let addr = if id == of { &targets[&id] } else { &self.addrs[&(of, id)] };
+                let addr = if id == of {
+                    &targets[&id]
+                } else {
+                    self.addrs.get(&(of, id)).unwrap_or(&targets[&id])
+                };
                 format!("{id}={addr}")
             })
             .collect::<Vec<_>>()
