@@ -425,7 +425,8 @@ async fn run(args: Args) -> Result<bool, String> {
             env_apps = env::keep(&store, prepared).await?;
             let artifact = agent_artifact(&args)?;
             let groups = env::agent_groups(&env_apps, &artifact, args.break_check.as_deref())?;
-            let pool = agents::AgentHosts::with_apps(groups, agents::pool_config())?;
+            let config = agents::pool_config(groups.len());
+            let pool = agents::AgentHosts::with_apps(groups, config)?;
             let what = format!("environment {}", prepared.name);
             Some(launch_agents(&args, &agent_program(&args)?, pool, &what).await?)
         }
@@ -708,7 +709,8 @@ async fn start_agents(args: &Args, apps: &mut Vec<(AppCode, Manifest)>) -> Resul
             .collect::<Result<_, _>>()?
     };
     let app = real.app.clone();
-    let agent_hosts = agents::AgentHosts::new(real, hosts.clone(), agents::pool_config());
+    let agent_hosts =
+        agents::AgentHosts::new(real, hosts.clone(), agents::pool_config(hosts.len()));
     let agents = launch_agents(args, &agent, agent_hosts, app.as_str()).await?;
     apps.push((app, manifest));
     Ok(agents)
@@ -771,8 +773,14 @@ async fn launch_agents(
         };
     // Agents on hosts of their own start themselves; the platform starts none.
     let started = if args.agents_listen.is_some() { &[][..] } else { &hosts[..] };
-    let processes =
-        agents::AgentProcesses::start(agent, &address, started, (root, remove_root), &credentials)?;
+    let processes = agents::AgentProcesses::start(
+        agent,
+        &address,
+        agent_hosts.config().heartbeat,
+        started,
+        (root, remove_root),
+        &credentials,
+    )?;
     if args.agents_listen.is_some() {
         let names: Vec<&str> = hosts.iter().map(HostId::as_str).collect();
         println!(

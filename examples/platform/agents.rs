@@ -17,10 +17,6 @@ use plus_rollout::agent::{AgentApp, AgentPool, PoolConfig, command_argv};
 pub(crate) type AgentHosts = AgentPool;
 pub(crate) use plus_rollout::agent::ServeTasks;
 
-/// Between two heartbeats of an agent, and between two plus-mux pings each way.
-pub(crate) const HEARTBEAT: Duration = Duration::from_millis(200);
-/// An agent silent this long is declared lost.
-pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(1);
 /// The key the platform and the agents it starts prove to each other: `given`, or 32 random
 /// bytes written to `root/agents.key`, readable by its owner only from its creation on. The
 /// key file and the key.
@@ -64,13 +60,22 @@ pub(crate) fn agent_app(manifest: &Manifest, artifact: PathBuf) -> Result<AgentA
     AgentApp::new(app, commands, artifact)
 }
 
-/// How the platform watches its agents: they beat every [`HEARTBEAT`], are lost after
-/// [`DEAD_AFTER`] of silence, and each step may take 5 s.
-pub(crate) fn pool_config() -> PoolConfig {
+/// How the platform watches `agents` agents on this machine: a few beat every 200 ms and are
+/// lost after 1 s of silence, each step within 5 s (a killed agent is noticed at once). Many
+/// (an environment's, one per application) share two cores with their programs and the
+/// platform: they beat every second, are lost after 5 s, and a step may take 30 s, so a busy
+/// machine does not read as dead agents.
+pub(crate) fn pool_config(agents: usize) -> PoolConfig {
     let mut config = PoolConfig::default();
-    config.heartbeat = HEARTBEAT;
-    config.dead_after = DEAD_AFTER;
-    config.step_deadline = Duration::from_secs(5);
+    if agents <= 8 {
+        config.heartbeat = Duration::from_millis(200);
+        config.dead_after = Duration::from_secs(1);
+        config.step_deadline = Duration::from_secs(5);
+    } else {
+        config.heartbeat = Duration::from_secs(1);
+        config.dead_after = Duration::from_secs(5);
+        config.step_deadline = Duration::from_secs(30);
+    }
     config
 }
 
@@ -86,11 +91,12 @@ pub(crate) struct AgentProcesses {
 
 impl AgentProcesses {
     /// Starts an agent per host in `hosts`, each with the directory `root/HOST` and its log in
-    /// `root/HOST.log`, connecting to the platform at `platform` with `credentials` (the
-    /// arguments that give the agent its TLS files or its key).
+    /// `root/HOST.log`, beating every `heartbeat`, connecting to the platform at `platform`
+    /// with `credentials` (the arguments that give the agent its TLS files or its key).
     pub(crate) fn start(
         program: &Path,
         platform: &str,
+        heartbeat: Duration,
         hosts: &[HostId],
         (root, remove_root): (PathBuf, bool),
         credentials: &[std::ffi::OsString],
@@ -107,7 +113,7 @@ impl AgentProcesses {
             command
                 .args(["--connect", platform, "--id", host.as_str(), "--exit-on-stdin-eof"])
                 .arg("--heartbeat-ms")
-                .arg(HEARTBEAT.as_millis().to_string())
+                .arg(heartbeat.as_millis().to_string())
                 .arg("--root")
                 .arg(started.root.join(host.as_str()))
                 .args(credentials)

@@ -204,6 +204,12 @@ impl AgentPool {
         self.apps.iter().map(|a| &a.app)
     }
 
+    /// How the pool watches and drives its agents.
+    #[must_use]
+    pub fn config(&self) -> PoolConfig {
+        self.config
+    }
+
     /// The agents' hosts, of every application.
     #[must_use]
     pub fn hosts(&self) -> &[HostId] {
