@@ -5,6 +5,7 @@
 //!          [--controllers N] [--kill-leader-after-ms T]
 //!          [--agents N [--kill-agent-after-ms T] [--agents-root DIR]]
 //!          [--env NAME [--env-file FILE] [--break-check APP] [--linger-ms MS]]
+//!          [--store quorum|etcd [--etcd-endpoints A,B,C]]
 //! ```
 //!
 //! `RUST_LOG=info` logs the run's story from every crate (leaders, phases, batches, hosts).
@@ -18,7 +19,8 @@
 //!    rate and latency are flags; a braked release is aborted and its dependents are skipped;
 //! 4. keeps the platform's own state (builds, the deployment's and every release's saved state,
 //!    per-application locks) in a plus-quorum cluster of three nodes (or one per controller)
-//!    talking over plus-mux on 127.0.0.1.
+//!    talking over plus-mux on 127.0.0.1, or with `--store etcd` (the `etcd` feature) in an
+//!    etcd the team runs; each run's keys under `platform/RUN/`.
 //!
 //! The deployment is driven by the active controller, elected on a lease among `--controllers`
 //! replicas that each embed a node. `--kill-leader-after-ms T` kills the active one T ms after
