@@ -82,13 +82,17 @@ pub(crate) fn prepare(file: &Path, name: &str) -> Result<Prepared, String> {
     let resolved = environments.resolve(name).map_err(|e| e.to_string())?;
     let mut facts = Facts::new();
     let mut ports = BTreeMap::new();
-    // Each port is free when chosen; the listeners are held until all are chosen, so no two
-    // applications get the same one.
+    // Ports below the kernel's ephemeral range: a port the system hands out for `:0` (any
+    // connection's own end) could be taken again by the time the program binds it, seconds
+    // later. Each is free when chosen, and held until all are, so no two applications share one.
+    let mut free = fixed_ports();
     let mut held = Vec::new();
     for code in resolved.apps.keys() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .map_err(|e| format!("cannot find a free port for {code}: {e}"))?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let (listener, port) = free
+            .find_map(|port| {
+                std::net::TcpListener::bind(("127.0.0.1", port)).ok().map(|l| (l, port))
+            })
+            .ok_or_else(|| format!("no free loopback port below the ephemeral range for {code}"))?;
         held.push(listener);
         ports.insert(code.clone(), port);
         facts.deployed(name, code.clone(), Address { host: "127.0.0.1".to_owned(), port });
@@ -101,6 +105,20 @@ pub(crate) fn prepare(file: &Path, name: &str) -> Result<Prepared, String> {
         other => other.to_string(),
     })?;
     Ok(Prepared { name: name.to_owned(), definition, rendered, ports })
+}
+
+/// Loopback ports for the environment's programs: from a random start between 10,000 and
+/// the kernel's first ephemeral port (Linux: `/proc/sys/net/ipv4/ip_local_port_range`, 32768
+/// when unreadable), wrapping around, so two platforms started at once rarely try the same.
+fn fixed_ports() -> impl Iterator<Item = u16> {
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let low = 10_000_u16.min(first_ephemeral.saturating_sub(1_000));
+    let span = first_ephemeral.saturating_sub(low).max(1);
+    let start = rand::random::<u16>() % span;
+    (0..span).map(move |i| low + (start + i) % span)
 }
 
 impl Prepared {
