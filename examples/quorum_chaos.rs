@@ -442,7 +442,8 @@ async fn run(args: Args) -> Result<bool, String> {
     let large = |value: &str| value.len() >= loads::LARGE_VALUE / 2;
     let (large_puts, small_puts): (Vec<_>, Vec<_>) = acked.iter().partition(|(_, v, _)| large(v));
     let mut thread = READ_BACK << 32;
-    for chunk in small_puts.chunks(256).chain(large_puts.chunks(256)) {
+    // Each read's answer stays well under the node's byte limit (`Config::max_read_bytes`).
+    for chunk in small_puts.chunks(256).chain(large_puts.chunks(32)) {
         let keys: Vec<String> = chunk.iter().map(|(k, ..)| k.clone()).collect();
         let found = if large(&chunk[0].1) {
             reader.multi_get(keys).await

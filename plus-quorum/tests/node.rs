@@ -321,6 +321,62 @@ fn a_store_over_its_quota_refuses_growth_until_deletes_free_space() {
     n.write(5, set("c")).unwrap();
 }
 
+/// A read whose answer would hold more bytes than the cluster allows is refused before anything
+/// is sent (an answer past the transport's frame cut the client's connection at every retry);
+/// fewer keys, or a range's limit, go through.
+#[test]
+fn reads_past_the_byte_limit_are_refused_and_paged_instead() {
+    use plus_quorum::{Range, ReadOp, ReadResult, Response};
+    let mut disk = MemStorage::new();
+    let config = {
+        let mut config = Config::new(1, vec![1]);
+        config.max_read_bytes = 100;
+        config
+    };
+    let node = Node::new(config, &mut disk, Timestamp::ZERO).unwrap();
+    let mut n = Host { node, disk };
+    n.tick(Timestamp::from_millis(1_000));
+    for i in 0..10 {
+        let value = Bytes::from(vec![b'v'; 20]);
+        n.write(i, WriteOp::Set { key: format!("k{i}"), value }).unwrap();
+        drain(&mut n);
+    }
+    while n.poll_output().is_some() {}
+    let keys = |count: usize| ReadOp::MultiGet((0..count).map(|i| format!("k{i}")).collect());
+    let mut limited = Range::prefix("k");
+    limited.limit = Some(3);
+    let cases: Vec<(ReadOp, Result<usize, u64>)> = vec![
+        (keys(4), Ok(4)),
+        (keys(6), Err(120)),
+        (ReadOp::Range(Range::prefix("k")), Err(220)),
+        (ReadOp::Range(limited), Ok(3)),
+        (ReadOp::Keys("*".into()), Ok(10)),
+    ];
+    for (id, (op, expected)) in (100..).zip(cases) {
+        n.read(id, op.clone()).unwrap();
+        let result = loop {
+            drain(&mut n);
+            n.tick(Timestamp::from_millis(2_000 + id));
+            if let Some(o) = std::iter::from_fn(|| n.poll_output()).find(|o| o.id == id) {
+                break o.result;
+            }
+        };
+        let got = match result {
+            Ok(Response::Read(ReadResult::Values(values))) => Ok(values.len()),
+            Ok(Response::Read(ReadResult::Range(r))) => Ok(r.kvs.len()),
+            Ok(Response::Read(ReadResult::Keys(keys))) => Ok(keys.len()),
+            Ok(other) => panic!("{op:?}: {other:?}"),
+            Err(ClientError::TooLarge { what, size, limit }) => {
+                assert!(what.starts_with("bytes in one read"), "{what}");
+                assert_eq!(limit, 100);
+                Err(size)
+            }
+            Err(other) => panic!("{op:?}: {other}"),
+        };
+        assert_eq!(got, expected, "{op:?}");
+    }
+}
+
 /// A read that would answer with more keys than the cluster allows is refused, and pages
 /// through with a range's limit instead; counting is always allowed.
 #[test]

@@ -100,6 +100,21 @@ impl Node {
     /// Answers a confirmed read: lease reads from the leader's deadlines, past ranges from the
     /// watch history, the rest from the map.
     pub(super) fn answer_read(&mut self, op: &ReadOp) -> Result<ReadResult, ClientError> {
+        let result = self.answer_read_unbounded(op)?;
+        let bytes = answer_bytes(&result);
+        if bytes > self.config.max_read_bytes {
+            return Err(ClientError::TooLarge {
+                what:
+                    "bytes in one read (ask for fewer keys, or page through with a range's limit)"
+                        .to_owned(),
+                size: bytes as u64,
+                limit: self.config.max_read_bytes as u64,
+            });
+        }
+        Ok(result)
+    }
+
+    fn answer_read_unbounded(&mut self, op: &ReadOp) -> Result<ReadResult, ClientError> {
         Ok(match op {
             ReadOp::LeaseKeepAlive(lease) => {
                 let info = self.lease_info(*lease, true);
@@ -159,5 +174,17 @@ impl Node {
             remaining_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
             keys,
         })
+    }
+}
+
+/// The bytes of keys and values an answer carries (what its encoding is about the size of).
+fn answer_bytes(result: &ReadResult) -> usize {
+    let value = |v: &crate::types::Versioned| v.value.len();
+    match result {
+        ReadResult::Value(v) => v.as_ref().map_or(0, value),
+        ReadResult::Values(values) => values.iter().flatten().map(value).sum(),
+        ReadResult::Keys(keys) => keys.iter().map(String::len).sum(),
+        ReadResult::Range(range) => range.kvs.iter().map(|(k, v)| k.len() + value(v)).sum(),
+        _ => 0,
     }
 }

@@ -157,6 +157,13 @@ pub struct Config {
     /// transaction (whose writes apply regardless) answers with at most this many keys instead,
     /// with [`RangeResult::more`](crate::RangeResult::more) set. Default 100,000.
     pub max_read_keys: usize,
+    /// The most bytes of keys and values one read may answer with (`MultiGet`, a `Range`,
+    /// `Keys`): past it the read is refused with [`ClientError::TooLarge`] before anything is
+    /// sent, and a client asks for fewer keys or pages through with a range's `limit`. The
+    /// answer must fit in one plus-mux frame (16 MiB by default, with its encoding): 256 values
+    /// of 64 KiB in one multi-get were sent whole and cut the client's connection, again at every
+    /// retry. Default 8 MiB.
+    pub max_read_bytes: usize,
     /// The most leases that may live at once; a grant past it is refused with
     /// [`ClientError::TooLarge`] (a client that leaks leases finds out, instead of filling the
     /// store). Default 1,000,000.
@@ -205,6 +212,7 @@ impl Config {
             max_txn_ops: 128,
             max_leases: 1_000_000,
             max_read_keys: 100_000,
+            max_read_bytes: 8 << 20,
             quota_bytes: 2 << 30,
             max_bytes_per_message: 4 << 20,
             max_inflight_appends: 32,
@@ -260,6 +268,9 @@ impl Config {
         }
         if self.quota_bytes == 0 {
             return Err(ConfigError::Zero("quota_bytes"));
+        }
+        if self.max_read_bytes == 0 {
+            return Err(ConfigError::Zero("max_read_bytes"));
         }
         if self.max_read_keys == 0 {
             return Err(ConfigError::Zero("max_read_keys"));
