@@ -321,27 +321,46 @@ fn a_store_over_its_quota_refuses_growth_until_deletes_free_space() {
     n.write(5, set("c")).unwrap();
 }
 
+/// A single node with `config`, elected, holding `k0` to `k9` set to `value`.
+fn ten_keys(config: Config, value: &[u8]) -> Host {
+    let mut disk = MemStorage::new();
+    let node = Node::new(config, &mut disk, Timestamp::ZERO).unwrap();
+    let mut n = Host { node, disk };
+    n.tick(Timestamp::from_millis(1_000));
+    for i in 0..10 {
+        let value = Bytes::copy_from_slice(value);
+        n.write(i, WriteOp::Set { key: format!("k{i}"), value }).unwrap();
+        drain(&mut n);
+    }
+    while n.poll_output().is_some() {}
+    n
+}
+
+/// The answer to read `id` of `op`, once the node has confirmed it.
+fn answered(
+    n: &mut Host,
+    id: u64,
+    op: plus_quorum::ReadOp,
+) -> Result<plus_quorum::Response, ClientError> {
+    n.read(id, op).unwrap();
+    loop {
+        drain(n);
+        n.tick(Timestamp::from_millis(2_000 + id));
+        if let Some(o) = std::iter::from_fn(|| n.poll_output()).find(|o| o.id == id) {
+            return o.result;
+        }
+    }
+}
+
 /// A read whose answer would hold more bytes than the cluster allows is refused before anything
 /// is sent (an answer past the transport's frame cut the client's connection at every retry);
 /// fewer keys, or a range's limit, go through.
 #[test]
 fn reads_past_the_byte_limit_are_refused_and_paged_instead() {
     use plus_quorum::{Range, ReadOp, ReadResult, Response};
-    let mut disk = MemStorage::new();
-    let config = {
-        let mut config = Config::new(1, vec![1]);
-        config.max_read_bytes = 100;
-        config
-    };
-    let node = Node::new(config, &mut disk, Timestamp::ZERO).unwrap();
-    let mut n = Host { node, disk };
-    n.tick(Timestamp::from_millis(1_000));
-    for i in 0..10 {
-        let value = Bytes::from(vec![b'v'; 20]);
-        n.write(i, WriteOp::Set { key: format!("k{i}"), value }).unwrap();
-        drain(&mut n);
-    }
-    while n.poll_output().is_some() {}
+    let mut config = Config::new(1, vec![1]);
+    config.max_read_bytes = 100;
+    let mut n = ten_keys(config, &[b'v'; 20]);
     let keys = |count: usize| ReadOp::MultiGet((0..count).map(|i| format!("k{i}")).collect());
     let mut limited = Range::prefix("k");
     limited.limit = Some(3);
@@ -353,15 +372,7 @@ fn reads_past_the_byte_limit_are_refused_and_paged_instead() {
         (ReadOp::Keys("*".into()), Ok(10)),
     ];
     for (id, (op, expected)) in (100..).zip(cases) {
-        n.read(id, op.clone()).unwrap();
-        let result = loop {
-            drain(&mut n);
-            n.tick(Timestamp::from_millis(2_000 + id));
-            if let Some(o) = std::iter::from_fn(|| n.poll_output()).find(|o| o.id == id) {
-                break o.result;
-            }
-        };
-        let got = match result {
+        let got = match answered(&mut n, id, op.clone()) {
             Ok(Response::Read(ReadResult::Values(values))) => Ok(values.len()),
             Ok(Response::Read(ReadResult::Range(r))) => Ok(r.kvs.len()),
             Ok(Response::Read(ReadResult::Keys(keys))) => Ok(keys.len()),
@@ -382,20 +393,9 @@ fn reads_past_the_byte_limit_are_refused_and_paged_instead() {
 #[test]
 fn reads_past_the_key_limit_are_refused_and_paged_instead() {
     use plus_quorum::{Range, ReadOp, ReadResult, Response};
-    let mut disk = MemStorage::new();
-    let config = {
-        let mut config = Config::new(1, vec![1]);
-        config.max_read_keys = 5;
-        config
-    };
-    let node = Node::new(config, &mut disk, Timestamp::ZERO).unwrap();
-    let mut n = Host { node, disk };
-    n.tick(Timestamp::from_millis(1_000));
-    for i in 0..10 {
-        n.write(i, WriteOp::Set { key: format!("k{i}"), value: Bytes::from("v") }).unwrap();
-        drain(&mut n);
-    }
-    while n.poll_output().is_some() {}
+    let mut config = Config::new(1, vec![1]);
+    config.max_read_keys = 5;
+    let mut n = ten_keys(config, b"v");
     let range = |limit: Option<usize>, count_only: bool| {
         let mut range = Range::prefix("k");
         range.limit = limit;
@@ -411,15 +411,7 @@ fn reads_past_the_key_limit_are_refused_and_paged_instead() {
         (ReadOp::Keys("k1*".into()), Ok(1)),
     ];
     for (id, (op, expected)) in (100..).zip(cases) {
-        n.read(id, op.clone()).unwrap();
-        let result = loop {
-            drain(&mut n);
-            n.tick(Timestamp::from_millis(2_000 + id));
-            if let Some(o) = std::iter::from_fn(|| n.poll_output()).find(|o| o.id == id) {
-                break o.result;
-            }
-        };
-        let got = match result {
+        let got = match answered(&mut n, id, op.clone()) {
             Ok(Response::Read(ReadResult::Keys(keys))) => Ok(keys.len()),
             Ok(Response::Read(ReadResult::Range(r))) => {
                 Ok(if r.kvs.is_empty() { r.count } else { r.kvs.len() })
