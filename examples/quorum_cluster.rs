@@ -96,18 +96,22 @@ fn snapshot_threshold(args: &Args) -> u64 {
     if args.state_mb > 0 { 1_000 } else { Config::new(1, vec![1]).snapshot_threshold }
 }
 
-/// Writes `mb` values of 1 MiB that no compressor shrinks.
-async fn fill(cluster: &Cluster<RemoteNode>, mb: u64) -> Result<(), String> {
+/// Writes `mb` values of 1 MiB that no compressor shrinks; returns the revision of the last.
+async fn fill(cluster: &Cluster<RemoteNode>, mb: u64) -> Result<u64, String> {
     if mb == 0 {
-        return Ok(());
+        return Ok(0);
     }
     let started = Instant::now();
+    let mut revision = 0;
     for i in 0..mb {
         let value = plus_quorum::testing::incompressible(1 << 20, i + 1);
-        cluster.set(&format!("bulk/{i:05}"), value).await.map_err(|e| format!("filling: {e}"))?;
+        revision = cluster
+            .set(&format!("bulk/{i:05}"), value)
+            .await
+            .map_err(|e| format!("filling: {e}"))?;
     }
     println!("state: {mb} MiB written in {} ms", started.elapsed().as_millis());
-    Ok(())
+    Ok(revision)
 }
 
 fn main() -> ExitCode {
@@ -136,7 +140,7 @@ async fn run(args: Args) -> Result<bool, String> {
     let cluster = Cluster::new(remotes.clone())
         .with_connector(RemoteNode::connector(mux.clone(), Security::Plain));
 
-    fill(&cluster, args.state_mb).await?;
+    let filled = fill(&cluster, args.state_mb).await?;
 
     // Leader changes, as seen by a monitor.
     let leader_log: Arc<Mutex<Vec<u64>>> = Arc::default();
@@ -159,8 +163,10 @@ async fn run(args: Args) -> Result<bool, String> {
         })
     };
 
-    // Independent observers: a watcher over every client key, and contenders for one lock.
-    let watch_log = observers::watch_all(&cluster, "c");
+    // Independent observers: a watcher over every client key, and contenders for one lock. The
+    // watcher starts after the fill: the store keeps a bounded history, and hundreds of 1 MiB
+    // changes push revision 1 out of it (a watch from there is refused as compacted).
+    let mut watch_log = observers::watch_all(&cluster, "c", filled + 1);
     let run_until = Instant::now() + Duration::from_secs(args.seconds);
     let lock_trial =
         observers::contend_for_a_lock(&cluster, 3, tokio::time::Instant::from_std(run_until));
@@ -255,6 +261,13 @@ async fn run(args: Args) -> Result<bool, String> {
         && watch_log.seen.lock().await.iter().map(|(r, _)| *r).max().unwrap_or(0) < last
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if watch_log.task.is_finished() {
+        match (&mut watch_log.task).await {
+            Ok(Err(e)) => eprintln!("the watcher stopped: {e}"),
+            Ok(Ok(())) => eprintln!("the watcher stopped"),
+            Err(e) => eprintln!("the watcher failed: {e}"),
+        }
     }
     watch_log.task.abort();
     let watch_events = watch_log.seen.lock().await.len();

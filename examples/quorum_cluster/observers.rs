@@ -17,10 +17,10 @@ pub(crate) struct WatchLog {
     pub(crate) task: JoinHandle<Result<(), StoreError>>,
 }
 
-/// Watches every key the clients write, from the first revision, until aborted.
-pub(crate) fn watch_all(cluster: &Cluster<RemoteNode>, prefix: &str) -> WatchLog {
+/// Watches every key the clients write, from revision `from`, until aborted.
+pub(crate) fn watch_all(cluster: &Cluster<RemoteNode>, prefix: &str, from: u64) -> WatchLog {
     let seen: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
-    let mut watcher = cluster.watch(KeyRange::Prefix(prefix.to_owned()), 1);
+    let mut watcher = cluster.watch(KeyRange::Prefix(prefix.to_owned()), from);
     let log = seen.clone();
     let task = tokio::spawn(async move {
         loop {

@@ -276,7 +276,9 @@ pub use mux::{
 pub use namespace::Namespaced;
 #[cfg(plus_planted_bugs)]
 pub use node::PlantedBugs;
-pub use node::{Config, ConfigError, Inspection, Node, NodeError, NodeStats, Role, Start};
+pub use node::{
+    Config, ConfigError, Inspection, Node, NodeError, NodeStats, PendingInspection, Role, Start,
+};
 pub use ops::{ClientOutput, ReadOp, ReadResult, Response, WriteOp, WriteResult};
 pub use persist::PersistBatch;
 /// plus-mux's connection settings and their error, which [`RemoteNode::connect`],

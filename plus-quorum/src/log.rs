@@ -61,18 +61,43 @@ pub struct Snapshot {
     pub membership: Option<Membership>,
 }
 
-/// The log after the last snapshot.
+/// The log after its base: the last snapshot, or on a leader a little before it (entries kept
+/// for followers catching up).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RaftLog {
     base_index: LogIndex,
     base_term: Term,
     entries: Vec<Entry>,
+    /// The entries' [`Payload::bytes`], summed.
+    bytes: usize,
 }
 
 impl RaftLog {
     pub(crate) fn new(base_index: LogIndex, base_term: Term, entries: Vec<Entry>) -> Self {
-        let entries = entries.into_iter().filter(|e| e.index > base_index).collect();
-        Self { base_index, base_term, entries }
+        let entries: Vec<Entry> = entries.into_iter().filter(|e| e.index > base_index).collect();
+        let bytes = entries.iter().map(|e| e.payload.bytes()).sum();
+        Self { base_index, base_term, entries, bytes }
+    }
+
+    /// The entries' sizes as appends count them, summed.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The lowest index at or past the base, and at most `at_most`, such that the entries
+    /// after it hold no more than `max_bytes`: how far a cut must go to keep the log that small.
+    pub(crate) fn cut_to_fit(&self, max_bytes: usize, at_most: LogIndex) -> LogIndex {
+        let mut bytes = self.bytes;
+        let mut cut = self.base_index;
+        for entry in &self.entries {
+            if bytes <= max_bytes || cut >= at_most {
+                break;
+            }
+            bytes -= entry.payload.bytes();
+            cut = entry.index;
+        }
+        cut.min(at_most)
     }
 
     pub(crate) fn base_index(&self) -> LogIndex {
@@ -116,15 +141,17 @@ impl RaftLog {
 
     pub(crate) fn push(&mut self, entry: Entry) {
         debug_assert_eq!(entry.index, self.last_index() + 1);
+        self.bytes += entry.payload.bytes();
         self.entries.push(entry);
     }
 
     /// Drops entries from `index` on.
     pub(crate) fn truncate_from(&mut self, index: LogIndex) {
-        if index <= self.base_index {
-            self.entries.clear();
-        } else {
-            self.entries.truncate((index - self.base_index - 1) as usize);
+        let keep =
+            if index <= self.base_index { 0 } else { (index - self.base_index - 1) as usize };
+        if keep < self.entries.len() {
+            self.bytes -= self.entries[keep..].iter().map(|e| e.payload.bytes()).sum::<usize>();
+            self.entries.truncate(keep);
         }
     }
 
@@ -134,7 +161,7 @@ impl RaftLog {
             return;
         }
         let drop = ((index - self.base_index) as usize).min(self.entries.len());
-        self.entries.drain(..drop);
+        self.bytes -= self.entries.drain(..drop).map(|e| e.payload.bytes()).sum::<usize>();
         self.base_index = index;
         self.base_term = term;
     }
@@ -142,7 +169,47 @@ impl RaftLog {
     /// Replaces everything with an empty log after a snapshot.
     pub(crate) fn reset(&mut self, index: LogIndex, term: Term) {
         self.entries.clear();
+        self.bytes = 0;
         self.base_index = index;
         self.base_term = term;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: LogIndex, value_len: usize) -> Entry {
+        let op = WriteOp::Set { key: "k".into(), value: vec![0u8; value_len].into() };
+        Entry { term: 1, index, payload: Payload::Write(op) }
+    }
+
+    #[test]
+    fn bytes_follow_every_change_and_a_cut_keeps_what_fits() {
+        let sizes = [100, 10, 10, 50, 10];
+        let mut log = RaftLog::new(0, 0, vec![]);
+        for (i, len) in sizes.iter().enumerate() {
+            log.push(entry(i as u64 + 1, *len));
+        }
+        let each: Vec<usize> = (1..=5).map(|i| log.get(i).unwrap().payload.bytes()).collect();
+        assert_eq!(log.bytes(), each.iter().sum::<usize>());
+        // Keeping the last three entries fits; keeping the last four does not.
+        let last_three: usize = each[2..].iter().sum();
+        assert_eq!(log.cut_to_fit(last_three, 5), 2);
+        assert_eq!(log.cut_to_fit(last_three - 1, 5), 3);
+        assert_eq!(log.cut_to_fit(usize::MAX, 5), 0, "everything fits: nothing to cut");
+        assert_eq!(log.cut_to_fit(0, 4), 4, "never past the limit given");
+        log.compact_to(2, 1);
+        assert_eq!(log.bytes(), last_three);
+        log.truncate_from(5);
+        assert_eq!(log.bytes(), each[2] + each[3]);
+        log.truncate_from(1);
+        assert_eq!((log.bytes(), log.last_index()), (0, 2));
+        log.push(entry(3, 7));
+        log.reset(9, 1);
+        assert_eq!(log.bytes(), 0);
+        let rebuilt =
+            RaftLog::new(2, 1, (1..=5).map(|i| entry(i, sizes[i as usize - 1])).collect());
+        assert_eq!(rebuilt.bytes(), last_three);
     }
 }

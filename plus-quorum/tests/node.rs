@@ -535,3 +535,83 @@ fn a_follower_that_stops_answering_gets_a_bounded_window_then_the_rest() {
     }
     assert_eq!(hosts[2].commit_index(), hosts[0].commit_index(), "node 3 caught up");
 }
+
+/// A follower sent a snapshot goes on from the leader's log once it has installed it, however
+/// many snapshots the leader takes meanwhile: a large state takes longer to send than steady
+/// writes take to pass the snapshot threshold, and a leader that cut its log at every snapshot
+/// sent that follower another snapshot each time it answered, forever (a 512 MiB replacement
+/// never caught up; a voter in that loop kept a new leader from committing).
+#[test]
+fn a_follower_installing_a_snapshot_catches_up_from_the_log_after_it() {
+    let mut hosts: Vec<Host> = (1..=3)
+        .map(|id| {
+            let mut config = Config::new(id, vec![1, 2, 3]);
+            config.snapshot_threshold = 100;
+            let mut disk = MemStorage::new();
+            Host { node: Node::new(config, &mut disk, Timestamp::ZERO).unwrap(), disk }
+        })
+        .collect();
+    let mut now = Timestamp::from_millis(1_000);
+    hosts[0].tick(now);
+    deliver(&mut hosts, now, &[], &mut Vec::new());
+    assert!(hosts[0].is_leader());
+    fn write(
+        hosts: &mut [Host],
+        from: u64,
+        count: u64,
+        step: std::time::Duration,
+        now: &mut Timestamp,
+        held: &mut Vec<(u64, Message)>,
+    ) {
+        for i in from..from + count {
+            let op =
+                WriteOp::Set { key: format!("k{}", i % 50), value: Bytes::from(vec![7u8; 64]) };
+            hosts[0].write(i, op).unwrap();
+            *now += step;
+            hosts[0].tick(*now);
+            hosts[1].tick(*now);
+            deliver(hosts, *now, &[3], held);
+        }
+    }
+    // Node 3 falls silent long enough that the leader keeps no log for it: it needs a snapshot.
+    let mut held = Vec::new();
+    let ms = std::time::Duration::from_millis;
+    write(&mut hosts, 0, 600, ms(10), &mut now, &mut held);
+    // What was sent to it is lost (snapshots included); it answers what comes next, until the
+    // leader sends it a snapshot again, which it holds.
+    held.clear();
+    let mut to_three = Vec::new();
+    for _ in 0..100 {
+        if to_three.iter().any(|(_, m)| matches!(m, Message::Snapshot { .. })) {
+            break;
+        }
+        for (from, msg) in held.drain(..).chain(to_three.drain(..)) {
+            hosts[2].step(from, msg, now);
+        }
+        now += std::time::Duration::from_millis(100);
+        hosts[0].tick(now);
+        deliver(&mut hosts, now, &[3], &mut to_three);
+    }
+    assert!(
+        to_three.iter().any(|(_, m)| matches!(m, Message::Snapshot { .. })),
+        "node 3 is sent a snapshot"
+    );
+    let sent = hosts[0].stats().snapshots_sent;
+    // It takes its time installing it; the leader snapshots several times meanwhile.
+    let taken = hosts[0].stats().snapshots_taken;
+    write(&mut hosts, 600, 500, ms(1), &mut now, &mut held);
+    assert!(hosts[0].stats().snapshots_taken >= taken + 3, "the leader snapshotted meanwhile");
+    // It installs it, answers, and goes on from the log.
+    for (from, msg) in to_three.drain(..).chain(held.drain(..)) {
+        hosts[2].step(from, msg, now);
+    }
+    for _ in 0..40 {
+        now += std::time::Duration::from_millis(50);
+        for host in &mut hosts {
+            host.tick(now);
+        }
+        deliver(&mut hosts, now, &[], &mut held);
+    }
+    assert_eq!(hosts[2].commit_index(), hosts[0].commit_index(), "node 3 caught up");
+    assert_eq!(hosts[0].stats().snapshots_sent, sent, "no other snapshot was sent to node 3");
+}

@@ -341,7 +341,11 @@ async fn drive<S: Storage + 'static>(
                     Command::Watch(request, wait, reply) => {
                         watches.park(&node, request, Instant::now() + wait, reply);
                     }
-                    Command::Inspect(reply) => { let _ = reply.send(node.inspect()); }
+                    Command::Inspect(reply) => {
+                        // The digest reads every value: off the loop, so heartbeats go on.
+                        let pending = node.begin_inspection();
+                        tokio::task::spawn_blocking(move || reply.send(pending.finish()));
+                    }
                     Command::Stop(reply) => {
                         // A write in flight ends first: the storage (and its lock) is free
                         // once the node has stopped.

@@ -185,6 +185,17 @@ pub struct Config {
     /// [`NodeStats::dropped_messages`], so one message cannot push every term to `u64::MAX`
     /// and leave the cluster unable to elect. Default 1,000,000.
     pub max_term_lead: u64,
+    /// The most bytes of entries (as appends count them) a leader keeps in memory before its
+    /// last snapshot, for followers a little behind or installing a snapshot: they go on from
+    /// the log instead of being sent the whole state again. A large state takes longer to send
+    /// than steady writes take to pass [`snapshot_threshold`](Self::snapshot_threshold), and a
+    /// leader that cut its log at every snapshot sent such a follower a snapshot each time it
+    /// answered, forever (a 512 MiB replacement under writes never caught up, and a voter in
+    /// that loop kept a new leader from committing). etcd keeps 5,000 entries for this
+    /// (`SnapshotCatchUpEntries`); counted in bytes, the bound holds whatever the entries'
+    /// sizes. Only entries a follower heard from lately (or sent a snapshot) still needs are
+    /// kept. 0 cuts the log at every snapshot. Default 64 MiB.
+    pub catch_up_log_bytes: usize,
     /// Planted faults (test builds only).
     #[cfg(plus_planted_bugs)]
     pub bugs: PlantedBugs,
@@ -216,6 +227,7 @@ impl Config {
             quota_bytes: 2 << 30,
             max_bytes_per_message: 4 << 20,
             max_inflight_appends: 32,
+            catch_up_log_bytes: 64 << 20,
             #[cfg(plus_planted_bugs)]
             bugs: PlantedBugs::default(),
         }
@@ -359,6 +371,30 @@ pub struct Inspection {
     pub recovering: bool,
 }
 
+/// An [`Inspection`] whose digest is still to compute ([`Node::begin_inspection`]).
+#[derive(Debug, Clone)]
+pub struct PendingInspection {
+    node: NodeId,
+    term: Term,
+    applied: LogIndex,
+    recovering: bool,
+    state: KvState,
+}
+
+impl PendingInspection {
+    /// Computes the digest: reads every key and value.
+    #[must_use]
+    pub fn finish(self) -> Inspection {
+        Inspection {
+            node: self.node,
+            term: self.term,
+            applied: self.applied,
+            digest: self.state.digest(),
+            recovering: self.recovering,
+        }
+    }
+}
+
 /// One member of the replicated store (sans-IO).
 ///
 /// Inputs: [`Node::step`] (a message from a peer), [`Node::tick`] (time passed), client
@@ -372,10 +408,12 @@ pub struct Node {
     config: Config,
     persist: Persistence,
     rng: SeededRng,
-    /// Entries applied past the log's base before the next snapshot: the threshold plus a
+    /// Entries applied past the last snapshot before the next one: the threshold plus a
     /// jitter drawn for each snapshot (from its own stream, so elections' draws are unchanged).
     snapshot_due: u64,
     snapshot_rng: SeededRng,
+    /// The last entry the latest snapshot holds (a leader's log may begin before it).
+    snapshot_index: LogIndex,
     role: Role,
     term: Term,
     voted_for: Option<NodeId>,
@@ -462,6 +500,7 @@ impl Node {
             rng: seeded_rng(config.seed),
             snapshot_due,
             snapshot_rng,
+            snapshot_index: base_index,
             persist: Persistence::new(log.last_index()),
             role: Role::Follower,
             term: recovered.hard_state.term,
@@ -658,15 +697,25 @@ impl Node {
         self.halt(err);
     }
 
-    /// Applied position, term and digest, for [`compare`](crate::compare).
+    /// Applied position, term and digest, for [`compare`](crate::compare). The digest reads
+    /// every value: a host with a large state uses [`Node::begin_inspection`] and computes it
+    /// away from the node's loop.
     #[must_use]
     pub fn inspect(&self) -> Inspection {
-        Inspection {
+        self.begin_inspection().finish()
+    }
+
+    /// [`Node::inspect`] with the digest left to compute: a copy of the map (its values are
+    /// shared, not copied) whose [`PendingInspection::finish`] may run on another thread.
+    /// Hashing 512 MiB on the loop held up heartbeats past an election timeout.
+    #[must_use]
+    pub fn begin_inspection(&self) -> PendingInspection {
+        PendingInspection {
             node: self.config.id,
             term: self.term,
             applied: self.applied,
-            digest: self.state.digest(),
             recovering: self.recovering,
+            state: self.state.clone(),
         }
     }
 

@@ -8,7 +8,7 @@ use crate::log::Snapshot;
 
 impl Node {
     pub(super) fn maybe_snapshot(&mut self) {
-        if self.applied - self.log.base_index() < self.snapshot_due {
+        if self.applied - self.snapshot_index < self.snapshot_due {
             return;
         }
         self.snapshot_due =
@@ -21,7 +21,11 @@ impl Node {
             membership: Some(self.configs.at(self.applied).clone()),
         };
         self.persist.snapshot(snapshot);
-        self.log.compact_to(self.applied, term);
+        self.snapshot_index = self.applied;
+        let cut = self.log_cut();
+        if let Some(cut_term) = self.log.term_at(cut) {
+            self.log.compact_to(cut, cut_term);
+        }
         self.configs.compact_to(self.applied);
         self.counters.snapshots_taken += 1;
         tracing::debug!(
@@ -29,6 +33,34 @@ impl Node {
             applied = self.applied,
             "log compacted into a snapshot"
         );
+    }
+
+    /// Where the log may be cut once the snapshot holds everything up to `applied`. A follower
+    /// cuts it there. A leader keeps what its followers still need, as far as
+    /// [`catch_up_log_bytes`](super::Config::catch_up_log_bytes) allows: the entries after a
+    /// snapshot in flight (the follower goes on from there once it has installed it) and after
+    /// what a follower heard from lately has acknowledged. A follower silent for longer (gone,
+    /// or cut off) holds nothing back: it gets a snapshot when it returns.
+    fn log_cut(&self) -> LogIndex {
+        if !self.is_leader() {
+            return self.applied;
+        }
+        let recent = self.config.election_timeout * 10;
+        let needed = self
+            .lead
+            .progress
+            .values()
+            .filter_map(|peer| match peer.snapshot {
+                Some((at, _, _)) => Some(at),
+                None => peer
+                    .last_contact
+                    .is_some_and(|t| self.clock.saturating_duration_since(t) < recent)
+                    .then_some(peer.matched),
+            })
+            .min()
+            .unwrap_or(self.applied);
+        let fits = self.log.cut_to_fit(self.config.catch_up_log_bytes, self.applied);
+        needed.clamp(fits, self.applied)
     }
 
     pub(super) fn on_snapshot(
@@ -62,6 +94,7 @@ impl Node {
             self.refresh_members();
             self.commit = snapshot.last_index;
             self.applied = snapshot.last_index;
+            self.snapshot_index = snapshot.last_index;
             self.state = snapshot.state;
             self.state_bytes = self.state.bytes();
             self.history.reset(self.applied + 1);
