@@ -216,6 +216,8 @@ mod message;
 mod metrics;
 #[cfg(feature = "mux")]
 mod mux;
+#[cfg(feature = "mux")]
+mod mux_transfer;
 #[cfg(feature = "driver")]
 mod namespace;
 mod node;

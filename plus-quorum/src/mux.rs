@@ -23,9 +23,12 @@ use crate::backup::BackupHeader;
 use crate::backup_transfer::{BackupSlot, BackupStarted, StreamCheck, write_piece};
 use crate::client_error::ClientError;
 use crate::driver::{Failure, NodeApi, NodeHandle, Status, StoreError, Transport};
-use crate::ids::NodeId;
+use crate::ids::{LogIndex, NodeId, Term};
 use crate::membership::{ClusterChange, ClusterChanged, Membership};
 use crate::message::Message;
+use crate::mux_transfer::{
+    Assemblies, CHUNK_BYTES, MAX_TRANSFER_BYTES, first_transfer_number, pieces,
+};
 use crate::ops::{ReadOp, ReadResult, WriteOp, WriteResult};
 use crate::roles::{Principal, Request};
 use crate::watch::{WatchBatch, WatchRequest};
@@ -142,6 +145,15 @@ enum Wire {
         transfer: u64,
         offset: u64,
     },
+    /// How much of `from`'s transfer `transfer` of `total` bytes the receiver holds, from its
+    /// start: where a cut transfer resumes. (Last, so that the variants before it keep their
+    /// encoding; a node that does not know it answers with an error, and the sender sends
+    /// everything.)
+    ChunkHeld {
+        from: NodeId,
+        transfer: u64,
+        total: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -155,6 +167,7 @@ enum WireReply {
     Membership(Result<Membership, StoreError>),
     BackupStarted(Result<BackupStarted, StoreError>),
     BackupPiece(Result<Bytes, StoreError>),
+    ChunkHeld(u64),
 }
 
 /// Why a body could not be decoded.
@@ -215,9 +228,10 @@ fn decode_at_most<T: DeserializeOwned>(body: &[u8], max: usize) -> Result<T, Wir
 impl Wire {
     fn request(&self) -> Request {
         match self {
-            Self::Raft { from, .. } | Self::RaftBatch { from, .. } | Self::Chunk { from, .. } => {
-                Request::Raft { from: *from }
-            }
+            Self::Raft { from, .. }
+            | Self::RaftBatch { from, .. }
+            | Self::Chunk { from, .. }
+            | Self::ChunkHeld { from, .. } => Request::Raft { from: *from },
             Self::Write { op: WriteOp::Compact { .. }, .. } => Request::Compact,
             Self::Write { .. } => Request::Write,
             Self::Read { .. } => Request::Read,
@@ -235,6 +249,7 @@ impl Wire {
             Self::Raft { .. }
             | Self::RaftBatch { .. }
             | Self::Chunk { .. }
+            | Self::ChunkHeld { .. }
             | Self::Write { .. } => WireReply::Write(Err(error)),
             Self::Read { .. } => WireReply::Read(Err(error)),
             Self::Status => WireReply::Status(Err(error)),
@@ -268,7 +283,7 @@ pub(crate) fn watch_body(request: WatchRequest, wait_ms: u64) -> Bytes {
 #[cfg(feature = "testing")]
 pub(crate) fn reply_error(body: &[u8]) -> Result<Option<StoreError>, String> {
     let error = match decode::<WireReply>(body).map_err(|e| e.to_string())? {
-        WireReply::Delivered => None,
+        WireReply::Delivered | WireReply::ChunkHeld(_) => None,
         WireReply::Write(r) => r.err(),
         WireReply::Read(r) => r.err(),
         WireReply::Status(r) => r.err(),
@@ -289,8 +304,9 @@ struct NodeService {
     refused: std::sync::atomic::AtomicU64,
     /// Requests refused on every connection of the endpoint.
     refused_total: Arc<std::sync::atomic::AtomicU64>,
-    /// The transfer in pieces arriving on this connection.
-    assembly: std::sync::Mutex<Assembly>,
+    /// The transfers in pieces arriving at this endpoint, one per sending node, on any of its
+    /// connections.
+    assemblies: Arc<std::sync::Mutex<Assemblies>>,
     /// Where this endpoint reaches its peers: told to clients that ask for the membership,
     /// for members whose configuration carries no address (a cluster's first members).
     peer_addresses: Arc<HashMap<NodeId, String>>,
@@ -321,10 +337,11 @@ impl NodeService {
         bytes: Bytes,
     ) -> Result<(), WireError> {
         let whole = self
-            .assembly
+            .assemblies
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .add(from, transfer, offset, total, bytes)?;
+            .add(from, transfer, offset, total, bytes)
+            .map_err(|e| WireError(e.to_string()))?;
         let Some(body) = whole else { return Ok(()) };
         let decoded = tokio::task::spawn_blocking(move || {
             decode_at_most::<Wire>(&body, MAX_TRANSFER_BYTES as usize)
@@ -432,6 +449,12 @@ impl Handler for NodeService {
             Wire::BackupPiece { transfer, offset } => {
                 WireReply::BackupPiece(self.backups.piece(transfer, offset).await)
             }
+            Wire::ChunkHeld { from, transfer, total } => WireReply::ChunkHeld(
+                self.assemblies
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .held(from, transfer, total),
+            ),
         };
         Ok(encode(&reply))
     }
@@ -509,6 +532,7 @@ fn serve_with_peers(
 ) -> Result<Server, ConfigError> {
     let peer_addresses = Arc::new(peers);
     let backups = Arc::new(BackupSlot::default());
+    let assemblies = Arc::new(std::sync::Mutex::new(Assemblies::default()));
     let mut server_config = ServerConfig::default();
     server_config.connection = plus_peers(config);
     let refused_requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -522,7 +546,7 @@ fn serve_with_peers(
             peer: peer.addr,
             refused: std::sync::atomic::AtomicU64::new(0),
             refused_total: Arc::clone(&refused_total),
-            assembly: std::sync::Mutex::default(),
+            assemblies: Arc::clone(&assemblies),
             peer_addresses: Arc::clone(&peer_addresses),
             backups: Arc::clone(&backups),
             started_backup: std::sync::atomic::AtomicU64::new(0),
@@ -601,6 +625,8 @@ pub struct MuxTransport {
     config: MuxConfig,
     security: Security,
     failed_sends: Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes of snapshot transfers not sent again: a cut transfer resumed where the peer had it.
+    resumed_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The most bytes of messages (as [`Message::approx_bytes`] counts them) in one frame to a
@@ -609,96 +635,108 @@ const MAX_BATCH_BYTES: usize = 8 << 20;
 /// The most messages in one frame to a peer.
 const MAX_BATCH_MESSAGES: usize = 1024;
 
-/// An encoded batch larger than this (a snapshot of a large state) travels in pieces of this
-/// size, each its own frame.
-const CHUNK_BYTES: usize = 4 << 20;
-
-/// The largest batch a transfer in pieces may carry, encoded: a node holds the pieces until
-/// the last one arrives (and lz4's size prefix, 32 bits, bounds it anyway).
-const MAX_TRANSFER_BYTES: u64 = u32::MAX as u64;
-
 /// The frames that carry `body`, an encoded batch from `from`: itself, or, past
-/// [`CHUNK_BYTES`], its pieces as transfer `transfer`.
-fn frames_of(from: NodeId, transfer: u64, body: Bytes) -> Vec<Bytes> {
+/// [`CHUNK_BYTES`], its pieces as transfer `transfer` from byte `resume_at` on (the pieces
+/// before it are already at the receiver).
+fn frames_of(from: NodeId, transfer: u64, body: &Bytes, resume_at: u64) -> Vec<Bytes> {
     if body.len() <= CHUNK_BYTES {
-        return vec![body];
+        return vec![body.clone()];
     }
     let total = body.len() as u64;
-    (0..body.len())
-        .step_by(CHUNK_BYTES)
-        .map(|start| {
-            let bytes = body.slice(start..(start + CHUNK_BYTES).min(body.len()));
-            encode(&Wire::Chunk { from, transfer, offset: start as u64, total, bytes })
-        })
+    pieces(body)
+        .filter(|(offset, _)| *offset >= resume_at)
+        .map(|(offset, bytes)| encode(&Wire::Chunk { from, transfer, offset, total, bytes }))
         .collect()
 }
 
-/// A transfer in pieces being put back together on one connection. Pieces may be handled out
-/// of order (large bodies are decoded on blocking threads), so they are kept by offset until
-/// every byte is there.
-#[derive(Debug, Default)]
-struct Assembly {
-    from: NodeId,
-    transfer: u64,
-    total: u64,
-    received: u64,
-    pieces: std::collections::BTreeMap<u64, Bytes>,
+/// What identifies a snapshot message: the same key, the same message, byte for byte (the
+/// leader resends the very message it sent).
+type SnapshotKey = (Term, LogIndex, LogIndex, u64);
+
+/// The one message of `msgs` if it is a snapshot (the batcher sends a snapshot alone).
+fn snapshot_key(msgs: &[Message]) -> Option<SnapshotKey> {
+    match msgs {
+        [Message::Snapshot { term, snapshot, commit, read_seq }] => {
+            Some((*term, snapshot.last_index, *commit, *read_seq))
+        }
+        _ => None,
+    }
 }
 
-impl Assembly {
-    /// Adds a piece; the whole body once every piece is in. A piece of a newer transfer from
-    /// the same sender starts over (the protocol resends what was lost), one of an older
-    /// transfer is dropped.
-    fn add(
-        &mut self,
-        from: NodeId,
-        transfer: u64,
-        offset: u64,
-        total: u64,
-        bytes: Bytes,
-    ) -> Result<Option<Vec<u8>>, WireError> {
-        if total > MAX_TRANSFER_BYTES {
-            return Err(WireError(format!(
-                "a transfer of {total} bytes, above {MAX_TRANSFER_BYTES}"
-            )));
-        }
-        let end = offset.checked_add(bytes.len() as u64).filter(|&end| end <= total);
-        let Some(_) = end else {
-            return Err(WireError("a piece past its transfer's end".into()));
+/// Sends the batches queued for one peer, in frames, a large one in pieces.
+struct PeerSender {
+    id: NodeId,
+    client: ReconnectingClient,
+    failed: Arc<std::sync::atomic::AtomicU64>,
+    resumed: Arc<std::sync::atomic::AtomicU64>,
+    log: SendFailures,
+    /// The last transfer in pieces' number.
+    transfers: u64,
+    /// The last snapshot sent, and its transfer's number: sent again, it resumes.
+    last_snapshot: Option<(SnapshotKey, u64)>,
+}
+
+impl PeerSender {
+    async fn send(&mut self, from: NodeId, msgs: Vec<Message>) {
+        let key = snapshot_key(&msgs);
+        let again = key.is_some() && self.last_snapshot.is_some_and(|(last, _)| Some(last) == key);
+        let transfer = match self.last_snapshot {
+            Some((_, transfer)) if again => transfer,
+            _ => {
+                self.transfers += 1;
+                self.transfers
+            }
         };
-        if (from, transfer) != (self.from, self.transfer)
-            || self.pieces.is_empty() && self.received == 0
-        {
-            if from == self.from && transfer < self.transfer {
-                return Err(WireError(format!(
-                    "a piece of transfer {transfer}, replaced by {}",
-                    self.transfer
-                )));
+        if let Some(key) = key {
+            self.last_snapshot = Some((key, transfer));
+        }
+        let body = if msgs.iter().any(|m| matches!(m, Message::Snapshot { .. })) {
+            // A snapshot's state may take a second to encode: on a blocking thread, so that the
+            // runtime's workers (the node's loop among their tasks) keep running.
+            let encoded =
+                tokio::task::spawn_blocking(move || encode(&Wire::RaftBatch { from, msgs })).await;
+            let Ok(body) = encoded else { return };
+            body
+        } else {
+            encode(&Wire::RaftBatch { from, msgs })
+        };
+        let resume_at = if again && body.len() > CHUNK_BYTES {
+            self.held_by_peer(from, transfer, body.len() as u64).await
+        } else {
+            0
+        };
+        if resume_at > 0 {
+            self.resumed.fetch_add(resume_at, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                peer = self.id,
+                transfer,
+                resume_at,
+                total = body.len(),
+                "resuming a snapshot transfer where the peer has it up to"
+            );
+        }
+        for frame in frames_of(from, transfer, &body, resume_at) {
+            if let Err(e) = self.client.send_async(frame).await {
+                // The protocol resends; what must not happen is silence. The rest of a transfer
+                // in pieces would be refused anyway: drop it.
+                self.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.log.warn(self.id, &e);
+                break;
             }
-            *self = Self { from, transfer, total, received: 0, pieces: Default::default() };
         }
-        if total != self.total {
-            *self = Self::default();
-            return Err(WireError("pieces of one transfer disagree on its size".into()));
+    }
+
+    /// How much of `transfer` the peer holds from its start; 0 when it cannot say (it is not
+    /// reachable, or is a version without resumption).
+    async fn held_by_peer(&self, from: NodeId, transfer: u64, total: u64) -> u64 {
+        let ask = self.client.request(encode(&Wire::ChunkHeld { from, transfer, total }));
+        match tokio::time::timeout(Duration::from_secs(5), ask).await {
+            Ok(Ok(body)) => match decode::<WireReply>(&body) {
+                Ok(WireReply::ChunkHeld(held)) => held.min(total),
+                _ => 0,
+            },
+            _ => 0,
         }
-        if self.pieces.contains_key(&offset) {
-            return Err(WireError(format!("piece at {offset} of transfer {transfer} twice")));
-        }
-        self.received += bytes.len() as u64;
-        self.pieces.insert(offset, bytes);
-        if self.received < self.total {
-            return Ok(None);
-        }
-        let pieces = std::mem::take(&mut self.pieces);
-        *self = Self { from, transfer, ..Self::default() };
-        let mut whole = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-        for (offset, piece) in pieces {
-            if offset != whole.len() as u64 {
-                return Err(WireError(format!("transfer {transfer} has overlapping pieces")));
-            }
-            whole.extend_from_slice(&piece);
-        }
-        Ok(Some(whole))
     }
 }
 
@@ -799,6 +837,7 @@ impl MuxTransport {
             config: config.clone(),
             security: security.clone(),
             failed_sends: Arc::default(),
+            resumed_bytes: Arc::default(),
         };
         for (&id, addr) in peers {
             transport.add_peer(id, addr)?;
@@ -815,12 +854,17 @@ impl MuxTransport {
         let client =
             reconnecting(id, addr, &self.config, WhileDisconnected::FailFast, &self.security)?;
         let (tx, mut rx) = mpsc::unbounded_channel::<(NodeId, Message)>();
-        let sender = client.clone();
-        let failed = Arc::clone(&self.failed_sends);
+        let mut sender = PeerSender {
+            id,
+            client: client.clone(),
+            failed: Arc::clone(&self.failed_sends),
+            resumed: Arc::clone(&self.resumed_bytes),
+            log: SendFailures::default(),
+            transfers: first_transfer_number(),
+            last_snapshot: None,
+        };
         tokio::spawn(async move {
             let mut batches = Batcher::default();
-            let mut log = SendFailures::default();
-            let mut transfers = 0u64;
             // Everything queued while the previous frame was going out leaves in as few
             // frames as fit the byte bound.
             while let Some((from, first)) = rx.recv().await {
@@ -832,30 +876,7 @@ impl MuxTransport {
                     }
                 }
                 for msgs in batches.take() {
-                    transfers += 1;
-                    let transfer = transfers;
-                    let frames = if msgs.iter().any(|m| matches!(m, Message::Snapshot { .. })) {
-                        // A snapshot's state may take a second to encode: on a blocking thread,
-                        // so that the runtime's workers (the node's loop among their tasks)
-                        // keep running.
-                        let encoded = tokio::task::spawn_blocking(move || {
-                            frames_of(from, transfer, encode(&Wire::RaftBatch { from, msgs }))
-                        })
-                        .await;
-                        let Ok(frames) = encoded else { continue };
-                        frames
-                    } else {
-                        frames_of(from, transfer, encode(&Wire::RaftBatch { from, msgs }))
-                    };
-                    for frame in frames {
-                        if let Err(e) = sender.send_async(frame).await {
-                            // The protocol resends; what must not happen is silence. The rest
-                            // of a transfer in pieces would be refused anyway: drop it.
-                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            log.warn(id, &e);
-                            break;
-                        }
-                    }
+                    sender.send(from, msgs).await;
                 }
             }
         });
@@ -869,6 +890,13 @@ impl MuxTransport {
     #[must_use]
     pub fn failed_sends(&self) -> u64 {
         self.failed_sends.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes of snapshot transfers not sent again because the peer already had them: a
+    /// transfer cut half-way (a connection lost) resumed where it stopped.
+    #[must_use]
+    pub fn resumed_transfer_bytes(&self) -> u64 {
+        self.resumed_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Closes every connection.
@@ -979,6 +1007,12 @@ impl MuxNode {
     #[must_use]
     pub fn server(&self) -> &Server {
         &self.server
+    }
+
+    /// Its links to its peers (their counters).
+    #[must_use]
+    pub fn transport(&self) -> &MuxTransport {
+        &self.transport
     }
 
     /// Stops the node: closes its endpoint and connections, then its driver.
@@ -1263,19 +1297,22 @@ mod tests {
         // 20 MiB of bytes no compressor shrinks, as a snapshot would carry them.
         let msg = append_of(crate::testing::incompressible(20 << 20, 7));
         let body = encode(&Wire::RaftBatch { from: 2, msgs: vec![msg.clone()] });
-        let frames = frames_of(2, 7, body.clone());
+        let frames = frames_of(2, 7, &body, 0);
         assert_eq!(frames.len(), body.len().div_ceil(CHUNK_BYTES), "in 4 MiB pieces");
         assert!(frames.len() > 5, "20 MiB and its encoding");
         assert!(frames.iter().all(|f| f.len() < 5 << 20));
-        let mut assembly = Assembly::default();
-        let mut whole = None;
-        for frame in &frames {
-            let Wire::Chunk { from, transfer, offset, total, bytes } = decode(frame).unwrap()
-            else {
-                panic!("not a piece")
-            };
-            whole = assembly.add(from, transfer, offset, total, bytes).unwrap();
-        }
+        let assemble = |frames: &[Bytes], assemblies: &mut Assemblies| {
+            let mut whole = None;
+            for frame in frames {
+                let Wire::Chunk { from, transfer, offset, total, bytes } = decode(frame).unwrap()
+                else {
+                    panic!("not a piece")
+                };
+                whole = assemblies.add(from, transfer, offset, total, bytes).unwrap();
+            }
+            whole
+        };
+        let whole = assemble(&frames, &mut Assemblies::default());
         let whole = whole.expect("the last piece completes it");
         assert_eq!(whole, body.to_vec());
         let Wire::RaftBatch { from: 2, msgs } = decode_at_most(&whole, usize::MAX).unwrap() else {
@@ -1283,29 +1320,15 @@ mod tests {
         };
         assert_eq!(msgs, vec![msg]);
 
-        // Pieces in any order come back whole; a newer transfer replaces an older one; a
-        // piece past the end, or twice, is refused.
-        let mut assembly = Assembly::default();
-        let mut shuffled: Vec<&Bytes> = frames.iter().collect();
-        shuffled.reverse();
-        let mut whole = None;
-        for frame in shuffled {
-            let Wire::Chunk { from, transfer, offset, total, bytes } = decode(frame).unwrap()
-            else {
-                panic!("not a piece")
-            };
-            whole = assembly.add(from, transfer, offset, total, bytes).unwrap();
-        }
-        assert_eq!(whole.expect("complete"), body.to_vec());
-        let piece = |len: usize| Bytes::from(vec![0u8; len]);
-        let mut assembly = Assembly::default();
-        assert_eq!(assembly.add(2, 1, 0, 8, piece(4)).unwrap(), None);
-        assert!(assembly.add(2, 1, 0, 8, piece(4)).is_err(), "twice");
-        assert_eq!(assembly.add(2, 2, 4, 8, piece(4)).unwrap(), None, "transfer 2 replaces 1");
-        assert!(assembly.add(2, 1, 0, 8, piece(4)).is_err(), "transfer 1 is gone");
-        assert_eq!(assembly.add(2, 2, 0, 8, piece(4)).unwrap(), Some(vec![0; 8]));
-        assert!(assembly.add(2, 3, 6, 8, piece(4)).is_err(), "past the end");
-        assert!(assembly.add(2, 3, 0, u64::MAX, piece(1)).is_err());
+        // Cut after three pieces: the receiver says it holds those, and the rest completes it.
+        let mut assemblies = Assemblies::default();
+        assert_eq!(assemble(&frames[..3], &mut assemblies), None);
+        let held = assemblies.held(2, 7, body.len() as u64);
+        assert_eq!(held, 3 * CHUNK_BYTES as u64);
+        let rest = frames_of(2, 7, &body, held);
+        assert_eq!(rest.len(), frames.len() - 3);
+        assert_eq!(assemble(&rest, &mut assemblies).expect("complete"), body.to_vec());
+        assert_eq!(frames_of(2, 8, &Bytes::from_static(b"small"), 0).len(), 1, "one frame");
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub(super) struct Peer {
     /// first, doubled at each resend up to [`MAX_SNAPSHOT_WAIT`] (a lost snapshot is sent
     /// again soon; a large one still in transit is not copied again and again).
     pub(super) snapshot_wait: Option<std::time::Duration>,
+    /// The snapshot message last sent, kept until it is answered for: a resend sends it again,
+    /// byte for byte, so a transport can resume a transfer that was cut instead of starting
+    /// over with a newer state (as long as the log still goes on from it).
+    pub(super) snapshot_sent: Option<Box<crate::message::Message>>,
 }
 
 /// The longest a leader waits for a follower to answer for a snapshot before sending it again.
@@ -83,6 +87,7 @@ impl Peer {
             inflight: VecDeque::new(),
             snapshot: None,
             snapshot_wait: None,
+            snapshot_sent: None,
         }
     }
 
@@ -166,6 +171,7 @@ impl Leadership {
                 inflight: VecDeque::new(),
                 snapshot: None,
                 snapshot_wait: None,
+                snapshot_sent: None,
             };
         }
         self.transfer = None;

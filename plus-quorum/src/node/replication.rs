@@ -56,6 +56,30 @@ impl Node {
             }
             peer.snapshot = None;
             peer.next = self.log.base_index();
+            // The same snapshot again while the log still goes on from it: a transfer cut
+            // half-way resumes where it stopped instead of starting over with a newer state.
+            if at >= self.log.base_index()
+                && let Some(msg) = peer.snapshot_sent.as_deref()
+            {
+                let wait = peer
+                    .snapshot_wait
+                    .map_or(MAX_SNAPSHOT_WAIT, |w| (w * 2).min(MAX_SNAPSHOT_WAIT.max(w)));
+                peer.snapshot_wait = Some(wait);
+                peer.snapshot = Some((at, at_term, self.clock + wait));
+                peer.next = at + 1;
+                peer.inflight.clear();
+                self.counters.snapshots_sent += 1;
+                tracing::info!(
+                    node = self.config.id,
+                    to = id,
+                    last_index = at,
+                    "sending a snapshot again to a follower that has not answered for it"
+                );
+                let msg = msg.clone();
+                self.send(id, msg);
+                return;
+            }
+            peer.snapshot_sent = None;
         }
         let next = peer.next;
         if next <= self.log.base_index() {
@@ -91,6 +115,7 @@ impl Node {
                 commit: self.commit,
                 read_seq: self.lead.read_seq,
             };
+            peer.snapshot_sent = Some(Box::new(msg.clone()));
             self.send(id, msg);
             return;
         }
@@ -474,6 +499,7 @@ impl Node {
             Some((at, ..)) if success && match_index >= at => {
                 peer.snapshot = None;
                 peer.snapshot_wait = None;
+                peer.snapshot_sent = None;
                 false
             }
             Some(_) => true,
