@@ -56,6 +56,20 @@ fn collect_range<'a>(
     result
 }
 
+/// How much a transaction's reads may answer with, all together: a range at most `keys` keys
+/// (`more` set when some were left out: a range in a transaction is answered on every replica's
+/// loop, and one copying a million keys held up its heartbeats), and every read of the branch
+/// at most `bytes` of keys and values, in order: a range stops short with `more` set, a get that
+/// does not fit is answered [`TxnOpResult::Omitted`]. The answer must fit in one frame; a
+/// transaction's writes apply whatever its reads answer, so it cannot be refused after the fact.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadBounds {
+    /// The most keys one range answers with.
+    pub(crate) keys: usize,
+    /// The most bytes of keys and values all the reads answer with.
+    pub(crate) bytes: usize,
+}
+
 /// The key-value map every replica applies the log to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvState {
@@ -87,18 +101,16 @@ impl KvState {
     /// Applies a committed write at log index `index` (the version of what it writes).
     #[cfg(test)]
     pub(crate) fn apply(&mut self, op: &WriteOp, index: u64) -> WriteResult {
-        self.apply_bounded(op, index, usize::MAX)
+        self.apply_bounded(op, index, ReadBounds { keys: usize::MAX, bytes: usize::MAX })
     }
 
-    /// Applies `op` as entry `index`; a transaction's ranges answer with at most
-    /// `max_range_keys` keys each (`more` set when some were left out: a range in a
-    /// transaction is answered on every replica's loop, and one copying a million keys held up
-    /// its heartbeats).
+    /// Applies `op` as entry `index`; a transaction's reads answer within `bounds` (see
+    /// [`ReadBounds`]).
     pub(crate) fn apply_bounded(
         &mut self,
         op: &WriteOp,
         index: u64,
-        max_range_keys: usize,
+        bounds: ReadBounds,
     ) -> WriteResult {
         // The key writes, multi-key ones included, are transactions with a simpler answer:
         // their compares, then their writes, nothing otherwise. They are applied from the op
@@ -147,7 +159,7 @@ impl KvState {
                 }
                 WriteResult::Applied { version: index }
             }
-            WriteOp::Txn(txn) => self.txn(txn, index, max_range_keys),
+            WriteOp::Txn(txn) => self.txn(txn, index, bounds),
             // The history is the node's, compacted as the entry applies (`apply_committed`).
             WriteOp::Compact { .. } => WriteResult::Applied { version: index },
         }
@@ -236,7 +248,7 @@ impl KvState {
         true
     }
 
-    fn txn(&mut self, txn: &Txn, index: u64, max_range_keys: usize) -> WriteResult {
+    fn txn(&mut self, txn: &Txn, index: u64, bounds: ReadBounds) -> WriteResult {
         let succeeded = txn.when.iter().all(|c| matches(self.map.get(&c.key), &c.expect));
         let branch = if succeeded { &txn.then } else { &txn.otherwise };
         // A branch that names a lease that does not exist applies nothing, as any write would.
@@ -255,6 +267,8 @@ impl KvState {
                 self.set(key, value, None, index);
             }
         }
+        // What the answer's reads may still hold, in bytes of keys and values.
+        let mut bytes_left = bounds.bytes;
         let results = branch
             .iter()
             .map(|op| match op {
@@ -263,11 +277,35 @@ impl KvState {
                     TxnOpResult::Set { version: index }
                 }
                 TxnOp::Delete { key } => TxnOpResult::Delete { existed: self.remove(key) },
-                TxnOp::Get(key) => TxnOpResult::Get(self.map.get(key).cloned()),
+                TxnOp::Get(key) => {
+                    let found = self.map.get(key);
+                    let bytes = found.map_or(0, |v| key.len() + v.value.len());
+                    if bytes > bytes_left {
+                        return TxnOpResult::Omitted { bytes: bytes as u64 };
+                    }
+                    bytes_left -= bytes;
+                    TxnOpResult::Get(found.cloned())
+                }
                 TxnOp::Range(range) => {
-                    let limit = range.limit.map_or(max_range_keys, |l| l.min(max_range_keys));
+                    let limit = range.limit.map_or(bounds.keys, |l| l.min(bounds.keys));
                     let bounded = Range { limit: Some(limit), ..range.clone() };
-                    TxnOpResult::Range(self.range(&bounded))
+                    let mut result = self.range(&bounded);
+                    let fits = result
+                        .kvs
+                        .iter()
+                        .scan(0usize, |sum, (k, v)| {
+                            *sum += k.len() + v.value.len();
+                            Some(*sum)
+                        })
+                        .take_while(|&sum| sum <= bytes_left)
+                        .count();
+                    if fits < result.kvs.len() {
+                        result.kvs.truncate(fits);
+                        result.more = true;
+                    }
+                    bytes_left -=
+                        result.kvs.iter().map(|(k, v)| k.len() + v.value.len()).sum::<usize>();
+                    TxnOpResult::Range(result)
                 }
             })
             .collect();
@@ -415,6 +453,43 @@ mod tests {
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// A transaction's reads share one byte budget, in order: a range stops short with `more`
+    /// set, a get that does not fit is omitted, and the branch's writes apply regardless.
+    #[test]
+    fn a_transactions_reads_answer_within_one_byte_budget() {
+        use crate::txn::{Range, Txn, TxnOp, TxnOpResult};
+        let mut kv = KvState::default();
+        for k in ["a", "b", "c", "d"] {
+            kv.apply(&WriteOp::Set { key: k.into(), value: Bytes::from(vec![b'x'; 99]) }, 1);
+        }
+        let txn = Txn {
+            when: vec![],
+            then: vec![
+                TxnOp::Get("a".into()),
+                TxnOp::Range(Range::prefix("")),
+                TxnOp::Get("d".into()),
+                TxnOp::Get("missing".into()),
+                TxnOp::Set { key: "e".into(), value: b("new"), lease: None },
+            ],
+            otherwise: vec![],
+        };
+        // 250 bytes: "a" (100), then the range has 150 left: one key of the four, then "d"
+        // (100) no longer fits.
+        let bounds = ReadBounds { keys: 10, bytes: 250 };
+        let WriteResult::Txn { succeeded: true, results, .. } =
+            kv.apply_bounded(&WriteOp::Txn(txn), 2, bounds)
+        else {
+            panic!("not a transaction's answer")
+        };
+        assert!(matches!(&results[0], TxnOpResult::Get(Some(v)) if v.value.len() == 99));
+        let TxnOpResult::Range(range) = &results[1] else { panic!("not a range") };
+        assert_eq!((range.kvs.len(), range.count, range.more), (1, 4, true));
+        assert_eq!(results[2], TxnOpResult::Omitted { bytes: 100 });
+        assert_eq!(results[3], TxnOpResult::Get(None), "an absent key costs nothing");
+        assert_eq!(results[4], TxnOpResult::Set { version: 2 });
+        assert!(kv.map.contains_key("e"), "the writes applied");
     }
 
     #[test]

@@ -172,7 +172,9 @@ pub enum TxnOp {
     /// Read a key, as the transaction sees it at this point.
     Get(String),
     /// Read a range, as the transaction sees it at this point: at most
-    /// [`Config::max_read_keys`](crate::Config::max_read_keys) keys, with `more` set past it.
+    /// [`Config::max_read_keys`](crate::Config::max_read_keys) keys, and no more bytes than the
+    /// transaction's reads have left of [`Config::max_read_bytes`](crate::Config::max_read_bytes),
+    /// with `more` set when some were left out.
     Range(Range),
 }
 
@@ -194,6 +196,14 @@ pub enum TxnOpResult {
     Get(Option<Versioned>),
     /// [`TxnOp::Range`].
     Range(RangeResult),
+    /// A [`TxnOp::Get`] left out of the answer: with its key and value (`bytes` of them) the
+    /// transaction's reads would have answered with more than
+    /// [`Config::max_read_bytes`](crate::Config::max_read_bytes) (the answer must fit in one
+    /// frame). The branch's writes applied; read the key on its own.
+    Omitted {
+        /// The bytes of the key and value left out.
+        bytes: u64,
+    },
 }
 
 /// What a transaction did (`Cluster::txn`, feature `driver`).

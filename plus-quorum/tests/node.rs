@@ -386,6 +386,27 @@ fn reads_past_the_byte_limit_are_refused_and_paged_instead() {
         };
         assert_eq!(got, expected, "{op:?}");
     }
+    // In a transaction, whose writes apply whatever it reads, the reads stop short instead.
+    let txn = plus_quorum::Txn {
+        then: vec![
+            plus_quorum::TxnOp::Range(Range::prefix("k")),
+            plus_quorum::TxnOp::Get("k9".into()),
+        ],
+        ..plus_quorum::Txn::default()
+    };
+    n.write(200, WriteOp::Txn(txn)).unwrap();
+    let output = loop {
+        drain(&mut n);
+        if let Some(o) = std::iter::from_fn(|| n.poll_output()).find(|o| o.id == 200) {
+            break o.result;
+        }
+    };
+    let Ok(Response::Write(plus_quorum::WriteResult::Txn { results, .. })) = output else {
+        panic!("{output:?}")
+    };
+    let plus_quorum::TxnOpResult::Range(range) = &results[0] else { panic!("{results:?}") };
+    assert_eq!((range.kvs.len(), range.more), (4, true), "4 keys of 22 bytes fit in 100");
+    assert_eq!(results[1], plus_quorum::TxnOpResult::Omitted { bytes: 22 });
 }
 
 /// A read that would answer with more keys than the cluster allows is refused, and pages

@@ -322,6 +322,7 @@ fn op_result_json(result: &TxnOpResult) -> Value {
             "count": range.count,
             "more": range.more,
         } }),
+        TxnOpResult::Omitted { bytes } => json!({ "omitted": { "bytes": bytes } }),
     }
 }
 

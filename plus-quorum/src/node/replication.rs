@@ -226,7 +226,10 @@ impl Node {
                 Payload::Write(op) => Some(Response::Write(self.state.apply_bounded(
                     op,
                     index,
-                    self.config.max_read_keys,
+                    crate::kv::ReadBounds {
+                        keys: self.config.max_read_keys,
+                        bytes: self.config.max_read_bytes,
+                    },
                 ))),
                 Payload::ExpireLeases(leases) => {
                     for &lease in leases {
