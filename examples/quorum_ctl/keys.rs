@@ -2,7 +2,10 @@
 
 use std::path::Path;
 
-use plus_quorum::{Change, Cluster, KeyRange, NodeApi, Range, RemoteNode, Txn, Versioned, WriteOp};
+use plus_quorum::{
+    Change, ClientError, Cluster, KeyRange, NodeApi, Range, RangeResult, RemoteNode, StoreError,
+    Txn, Versioned, WriteOp,
+};
 use serde_json::{Value, json};
 
 use crate::Output;
@@ -73,8 +76,12 @@ pub(crate) async fn get(
     } else {
         KeyRange::Between { start: args.key.clone(), end: format!("{}\0", args.key) }
     };
-    let range = Range { keys, limit: args.limit, count_only: args.count_only, revision: args.rev };
-    let result = cluster.range(range).await.map_err(|e| e.to_string())?;
+    let result = if args.count_only {
+        let range = Range { keys, limit: None, count_only: true, revision: args.rev };
+        cluster.range(range).await.map_err(|e| e.to_string())?
+    } else {
+        range_in_pages(cluster, &keys, args.limit, args.rev).await?
+    };
     match out {
         Output::Json => {
             let kvs: Vec<Value> = result.kvs.iter().map(|(k, v)| versioned_json(k, v)).collect();
@@ -96,6 +103,75 @@ pub(crate) async fn get(
         }
     }
     Ok(args.count_only || result.count > 0)
+}
+
+/// Keys asked for in one page of a range read; halved while an answer would pass the cluster's
+/// byte bound for one read.
+const PAGE_KEYS: usize = 1_000;
+
+/// The keys of `keys` (at most `limit`), read a page at a time: one read may answer with at
+/// most 8 MiB and 100,000 keys (the cluster's bounds), and a prefix holds more. The pages are
+/// read one after another; `revision` reads them all as of one revision.
+async fn range_in_pages(
+    cluster: &Cluster<RemoteNode>,
+    keys: &KeyRange,
+    limit: Option<usize>,
+    revision: Option<u64>,
+) -> Result<RangeResult, String> {
+    let mut all = RangeResult::default();
+    let mut page_keys = PAGE_KEYS;
+    let mut next = keys.clone();
+    let mut counted = false;
+    loop {
+        let want = limit.map_or(page_keys, |l| l.saturating_sub(all.kvs.len()).min(page_keys));
+        if want == 0 {
+            break;
+        }
+        let range = Range { keys: next.clone(), limit: Some(want), count_only: false, revision };
+        let page = match cluster.range(range).await {
+            Err(StoreError::Client(ClientError::TooLarge { .. })) if want > 1 => {
+                page_keys = want / 2;
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+            Ok(page) => page,
+        };
+        if !counted {
+            all.count = page.count;
+            counted = true;
+        }
+        all.kvs.extend(page.kvs);
+        match all.kvs.last() {
+            Some((last, _)) if page.more => next = after(keys, last),
+            _ => break,
+        }
+    }
+    all.more = all.count > all.kvs.len();
+    Ok(all)
+}
+
+/// The keys of `keys` after `last`.
+fn after(keys: &KeyRange, last: &str) -> KeyRange {
+    let start = format!("{last}\0");
+    let end = match keys {
+        KeyRange::Between { end, .. } => end.clone(),
+        KeyRange::Prefix(prefix) => prefix_end(prefix),
+    };
+    KeyRange::Between { start, end }
+}
+
+/// The first key past every key that starts with `prefix` (its last character that can be
+/// raised, raised; past every key for the empty prefix, as `--from-key` reads).
+fn prefix_end(prefix: &str) -> String {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(c) = chars.pop() {
+        let raised = (u32::from(c) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(raised) = raised {
+            chars.push(raised);
+            return chars.into_iter().collect();
+        }
+    }
+    char::MAX.to_string()
 }
 
 /// A key's row in a table.

@@ -279,3 +279,38 @@ async fn a_huge_transaction_is_refused_without_deposing_the_leader() {
     );
     drop(nodes);
 }
+
+/// `quorum_ctl get --prefix` over more than one read may answer with (8 MiB) reads it in pages
+/// and prints every key, a limit included. Before, it got the cluster's "too large" error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_larger_than_one_read_is_read_in_pages() {
+    let mut nodes = Processes::new("quorum-pages");
+    let addrs = loopback_addrs(&[1, 2, 3]).await.unwrap();
+    for id in [1, 2, 3] {
+        nodes.start(id, &addrs, &[]);
+    }
+    let cluster = client(&addrs);
+    // 160 values of 64 KiB: 10 MiB under one prefix, and a key beside it.
+    for i in 0..160 {
+        cluster.set(&format!("big/{i:03}"), incompressible(64 << 10, i + 1)).await.unwrap();
+    }
+    cluster.set("bigger", "not under big/").await.unwrap();
+    let endpoints = peers(&addrs);
+    let none: [String; 0] = [];
+    let keys = |args: &[&str]| {
+        let out = quorum_ctl(&endpoints, 30, &none, args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let all = keys(&["get", "big/", "--prefix", "--keys-only"]);
+    let expected: Vec<String> = (0..160).map(|i| format!("big/{i:03}")).collect();
+    assert_eq!(all, expected);
+    let limited = keys(&["get", "big/", "--prefix", "--keys-only", "--limit", "150"]);
+    assert_eq!(limited, expected[..150]);
+    let out = quorum_ctl(&endpoints, 30, &["--write-out", "json"], &["get", "big/", "--prefix"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["kvs"].as_array().map(Vec::len), Some(160));
+    assert_eq!((json["count"].as_u64(), json["more"].as_bool()), (Some(160), Some(false)));
+    drop(nodes);
+}
