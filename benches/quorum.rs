@@ -169,5 +169,49 @@ fn leases(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, leases);
+/// What a snapshot, a backup or an inspection costs the node's loop at a million keys: the copy
+/// of the state it takes there, beside a copy of the same keys in a `BTreeMap` (the state's map
+/// before it was persistent), in the same process.
+fn state_copy(c: &mut Criterion) {
+    const KEYS: usize = 1_000_000;
+    let value =
+        Bytes::from_static(b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+    let key = |i: usize| format!("app/key/{i:08}");
+    let mut disk = MemStorage::new();
+    let mut config = Config::new(1, vec![1]);
+    config.snapshot_threshold = 10_000_000;
+    let mut node = Node::new(config, &mut disk, Timestamp::ZERO).unwrap();
+    let mut now = Timestamp::ZERO;
+    while !node.is_leader() {
+        now += Duration::from_millis(10);
+        node.tick(now);
+    }
+    for (id, first) in (0..KEYS).step_by(128).enumerate() {
+        let pairs = (first..(first + 128).min(KEYS)).map(|i| (key(i), value.clone())).collect();
+        node.write(id as u64, WriteOp::MultiSet(pairs)).unwrap();
+        while let Some(batch) = node.poll_persist() {
+            batch.write_to(&mut disk).unwrap();
+            node.persisted(batch.seq, now);
+        }
+        while node.poll_output().is_some() {}
+    }
+    let baseline: std::collections::BTreeMap<String, plus_quorum::Versioned> = (0..KEYS)
+        .map(|i| {
+            let versioned = plus_quorum::Versioned {
+                value: value.clone(),
+                version: 1,
+                created: 1,
+                lease: None,
+            };
+            (key(i), versioned)
+        })
+        .collect();
+    let mut group = c.benchmark_group("quorum/state_copy_1M_keys");
+    group.sample_size(10);
+    group.bench_function("btree_map_clone", |b| b.iter(|| black_box(baseline.clone())));
+    group.bench_function("node_state_copy", |b| b.iter(|| black_box(node.begin_inspection())));
+    group.finish();
+}
+
+criterion_group!(benches, bench, leases, state_copy);
 criterion_main!(benches);

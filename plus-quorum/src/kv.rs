@@ -4,6 +4,12 @@
 use std::collections::BTreeMap;
 use std::iter::{empty, once};
 
+/// The keys and their values, in key order. Persistent: a clone shares every node with the
+/// original and costs nothing until one of them changes, so a snapshot, a backup or an
+/// inspection takes a copy of a million keys on the node's loop in nanoseconds (a `BTreeMap`
+/// copy took 230 ms at a million keys, 370 ms at two: past an election timeout).
+pub(crate) type KeyMap = imbl::OrdMap<String, Versioned>;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -17,24 +23,24 @@ use crate::watch::{Change, Changed};
 
 /// The entries of `map` in `keys`, in key order.
 fn entries_in<'a>(
-    map: &'a BTreeMap<String, Versioned>,
+    map: &'a KeyMap,
     keys: &'a KeyRange,
 ) -> Box<dyn Iterator<Item = (&'a String, &'a Versioned)> + 'a> {
     use std::ops::Bound::{Excluded, Included, Unbounded};
     match keys {
         KeyRange::Prefix(prefix) => Box::new(
-            map.range::<str, _>((Included(prefix.as_str()), Unbounded))
+            map.range::<_, str>((Included(prefix.as_str()), Unbounded))
                 .take_while(move |(k, _)| k.starts_with(prefix.as_str())),
         ),
         KeyRange::Between { start, end } => {
-            Box::new(map.range::<str, _>((Included(start.as_str()), Excluded(end.as_str()))))
+            Box::new(map.range::<_, str>((Included(start.as_str()), Excluded(end.as_str()))))
         }
     }
 }
 
 /// Answers `range` (its keys, limit and counting) from `map`: the present state, or a past
 /// one rebuilt from the watch history.
-pub(crate) fn range_of(map: &BTreeMap<String, Versioned>, range: &Range) -> RangeResult {
+pub(crate) fn range_of(map: &KeyMap, range: &Range) -> RangeResult {
     collect_range(entries_in(map, &range.keys), range)
 }
 
@@ -73,7 +79,7 @@ pub(crate) struct ReadBounds {
 /// The key-value map every replica applies the log to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvState {
-    map: BTreeMap<String, Versioned>,
+    map: KeyMap,
     #[serde(default)]
     leases: Leases,
     /// The changes of the entry being applied, each with the key's value before it, for
@@ -201,15 +207,31 @@ impl KvState {
     }
 
     fn set(&mut self, key: &str, value: &Bytes, lease: Option<LeaseId>, index: u64) {
-        self.detach(key);
+        // One walk down the tree for a key that exists (the common case: a key set again),
+        // two for a new one.
+        let (versioned, before) = match self.map.get_mut(key) {
+            Some(current) => {
+                let created = current.created;
+                let versioned = Versioned { value: value.clone(), version: index, created, lease };
+                (versioned.clone(), Some(std::mem::replace(current, versioned)))
+            }
+            None => {
+                let versioned =
+                    Versioned { value: value.clone(), version: index, created: index, lease };
+                self.map.insert(key.to_owned(), versioned.clone());
+                (versioned, None)
+            }
+        };
+        if let Some(old) = before.as_ref().and_then(|b| b.lease)
+            && let Some(state) = self.leases.map.get_mut(&old)
+        {
+            state.keys.remove(key);
+        }
         if let Some(lease) = lease
             && let Some(state) = self.leases.map.get_mut(&lease)
         {
             state.keys.insert(key.to_owned());
         }
-        let created = self.map.get(key).map_or(index, |v| v.created);
-        let versioned = Versioned { value: value.clone(), version: index, created, lease };
-        let before = self.map.insert(key.to_owned(), versioned.clone());
         self.changes.push(Changed { key: key.to_owned(), change: Change::Put(versioned), before });
     }
 

@@ -150,7 +150,7 @@ impl History {
     #[cfg(test)]
     pub(crate) fn rewind(
         &self,
-        view: &mut BTreeMap<String, Versioned>,
+        view: &mut crate::kv::KeyMap,
         keys: &KeyRange,
         at: LogIndex,
     ) -> Result<(), ClientError> {
@@ -333,12 +333,12 @@ mod tests {
         history.record(3, vec![change("a", Change::Put(v("2", 3)), Some(v("1", 1)))]);
         history.record(4, vec![change("b", Change::Delete, Some(v("1", 2)))]);
         history.record(5, vec![change("a", Change::Put(v("3", 5)), Some(v("2", 3)))]);
-        let now: BTreeMap<String, Versioned> = [("a".to_owned(), v("3", 5))].into();
+        let now: crate::kv::KeyMap = [("a".to_owned(), v("3", 5))].into_iter().collect();
         let at = |revision: u64| {
             let mut view = now.clone();
             history.rewind(&mut view, &KeyRange::Prefix(String::new()), revision).map(|()| view)
         };
-        let pairs = |view: BTreeMap<String, Versioned>| {
+        let pairs = |view: crate::kv::KeyMap| {
             view.into_iter().map(|(k, v)| (k, v.value)).collect::<Vec<_>>()
         };
         assert_eq!(pairs(at(5).unwrap()), [("a".to_owned(), Bytes::from("3"))]);
@@ -358,7 +358,7 @@ mod tests {
             short.record(revision, vec![changed(&format!("k{revision}"), put(revision))]);
         }
         assert_eq!(short.oldest_readable(), 2);
-        let mut view = BTreeMap::new();
+        let mut view = crate::kv::KeyMap::new();
         let all = KeyRange::Prefix(String::new());
         assert_eq!(
             short.rewind(&mut view, &all, 1),
