@@ -88,25 +88,68 @@ pub fn spawn_node<S: Storage + 'static>(
     Ok(RunningNode { handle: NodeHandle { id, commands, inbox, status }, task })
 }
 
-/// Watch polls waiting for a change (or their deadline), answered after every turn.
+/// Watch polls waiting for a change (or their deadline), answered in rounds.
+///
+/// Every answer wakes a watcher, which polls again: with a thousand watchers, answering each of
+/// them after every write cost 1.2 µs per event and made 500 watched writes 84 times slower than
+/// the same writes unwatched. So answers with events go out in rounds: after a round that
+/// answered `n` polls, the next waits [`ROUND_GAP_PER_ANSWER`] per answer (at most
+/// [`MAX_ROUND_GAP`]), and each answer then carries every revision since. A watcher or two are
+/// answered at once, a thousand get several revisions per answer; a poll whose answer is full
+/// (a watcher behind, catching up), an error or a deadline is never held.
 #[derive(Default)]
 struct ParkedWatches {
     waiting: Vec<(WatchRequest, Instant, WatchReply)>,
     /// The applied index the waiting polls were last looked at with: nothing new to tell them
     /// until it moves (or a deadline passes).
     looked_at: u64,
+    /// A poll parked with events to tell, waiting for the next round.
+    held: bool,
+    /// When the next round may answer polls with events.
+    next_round: Option<Instant>,
+    /// The earliest deadline among `waiting`, kept as polls come and go: looked at every turn,
+    /// where a scan of a thousand parked polls took a quarter of the driver's time.
+    earliest: Option<Instant>,
 }
+
+/// How long the next round of watch answers waits, per answer the last round sent.
+const ROUND_GAP_PER_ANSWER: Duration = Duration::from_micros(2);
+/// The longest a round of watch answers waits after the last.
+const MAX_ROUND_GAP: Duration = Duration::from_millis(5);
 
 impl ParkedWatches {
     /// Answers a new poll at once if it can be; parks it otherwise. (Looking at it alone keeps
     /// a thousand watchers that poll again after each answer from costing a thousand looks
     /// each.)
     fn park(&mut self, node: &Node, request: WatchRequest, until: Instant, reply: WatchReply) {
-        match Self::look(node, &request, Instant::now(), until) {
-            Some(result) => {
+        let now = Instant::now();
+        match Self::look(node, &request, now, until) {
+            Some(result) if self.round_due(now) || Self::urgent(&request, &result) => {
                 let _ = reply.send(result);
             }
-            None => self.waiting.push((request, until, reply)),
+            Some(_) => {
+                self.held = true;
+                self.wait(request, until, reply);
+            }
+            None => self.wait(request, until, reply),
+        }
+    }
+
+    fn wait(&mut self, request: WatchRequest, until: Instant, reply: WatchReply) {
+        self.earliest = Some(self.earliest.map_or(until, |at| at.min(until)));
+        self.waiting.push((request, until, reply));
+    }
+
+    fn round_due(&self, now: Instant) -> bool {
+        self.next_round.is_none_or(|at| now >= at)
+    }
+
+    /// An answer that does not wait for a round: an error, or a full batch (its watcher is
+    /// behind; holding it would slow its catching up by a round per batch).
+    fn urgent(request: &WatchRequest, result: &Result<WatchBatch, ClientError>) -> bool {
+        match result {
+            Ok(batch) => batch.events.len() >= request.max_events,
+            Err(_) => true,
         }
     }
 
@@ -131,33 +174,60 @@ impl ParkedWatches {
         ready.then_some(result)
     }
 
-    /// Answers every poll that has events, an error, or no time left; keeps the rest.
+    /// Answers every poll that has events (once a round is due), an error, or no time left;
+    /// keeps the rest.
     fn answer(&mut self, node: &Node, now: Instant) {
-        let moved = node.applied_index() != self.looked_at;
-        let due = self.earliest().is_some_and(|at| at <= now);
+        let news = (node.applied_index() != self.looked_at || self.held) && self.round_due(now);
+        let due = self.earliest_deadline().is_some_and(|at| at <= now);
         // Leadership lost: the waiting polls must move to the new leader.
         let deposed = !node.is_leader() && !self.waiting.is_empty();
-        if !moved && !due && !deposed {
+        if !news && !due && !deposed {
             return;
         }
-        self.looked_at = node.applied_index();
+        let round = news || deposed;
+        if round {
+            self.looked_at = node.applied_index();
+            self.held = false;
+        }
+        let mut answered = 0u32;
         let mut still = Vec::with_capacity(self.waiting.len());
         for (request, until, reply) in self.waiting.drain(..) {
             if reply.is_closed() {
                 continue;
             }
             match Self::look(node, &request, now, until) {
-                Some(result) => {
+                Some(result) if round || now >= until || Self::urgent(&request, &result) => {
+                    answered += 1;
                     let _ = reply.send(result);
+                }
+                Some(_) => {
+                    self.held = true;
+                    still.push((request, until, reply));
                 }
                 None => still.push((request, until, reply)),
             }
         }
+        self.earliest = still.iter().map(|(_, until, _)| *until).min();
         self.waiting = still;
+        if round {
+            self.next_round = Some(now + (ROUND_GAP_PER_ANSWER * answered).min(MAX_ROUND_GAP));
+        }
     }
 
-    fn earliest(&self) -> Option<Instant> {
-        self.waiting.iter().map(|(_, until, _)| *until).min()
+    fn earliest_deadline(&self) -> Option<Instant> {
+        self.earliest
+    }
+
+    /// When the driver must look again: the earliest deadline, or the next round if some poll
+    /// has something to be told.
+    fn wake_at(&self, node: &Node) -> Option<Instant> {
+        let news =
+            !self.waiting.is_empty() && (node.applied_index() != self.looked_at || self.held);
+        let round = self.next_round.filter(|_| news);
+        match (self.earliest_deadline(), round) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -313,7 +383,7 @@ async fn drive<S: Storage + 'static>(
             }
         }
         let deadline =
-            watches.earliest().map_or(origin + node.poll_timeout().since_origin(), |w| {
+            watches.wake_at(&node).map_or(origin + node.poll_timeout().since_origin(), |w| {
                 w.min(origin + node.poll_timeout().since_origin())
             });
         tokio::select! {
