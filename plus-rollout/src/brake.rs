@@ -55,6 +55,11 @@ pub trait BrakePolicy: Send + Sync + fmt::Debug {
 }
 
 /// The rule of Tars, Ctrip's release system (the default): brake when failed hosts / planned hosts has reached a threshold.
+///
+/// It counts failures, not hosts out of service: a host that failed its check stays out of
+/// traffic while the next batch starts (below the threshold the release goes on), so failed
+/// hosts and a full batch together may take more hosts out of traffic than the plan's pull-out
+/// cap. Use [`AvailabilityFloor`] where the cap must hold through failures too.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct FailureRate {
     /// The threshold; `None` means the group's max pull-out ratio.
