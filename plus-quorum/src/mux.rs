@@ -146,9 +146,8 @@ enum Wire {
         offset: u64,
     },
     /// How much of `from`'s transfer `transfer` of `total` bytes the receiver holds, from its
-    /// start: where a cut transfer resumes. (Last, so that the variants before it keep their
-    /// encoding; a node that does not know it answers with an error, and the sender sends
-    /// everything.)
+    /// start: where a cut transfer resumes. (Variants travel by name; a node that does not
+    /// know this one answers with an error, and the sender sends everything.)
     ChunkHeld {
         from: NodeId,
         transfer: u64,
