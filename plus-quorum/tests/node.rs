@@ -636,3 +636,47 @@ fn a_follower_installing_a_snapshot_catches_up_from_the_log_after_it() {
     assert_eq!(hosts[2].commit_index(), hosts[0].commit_index(), "node 3 caught up");
     assert_eq!(hosts[0].stats().snapshots_sent, sent, "no other snapshot was sent to node 3");
 }
+
+/// A follower not heard from for ten election timeouts is sent heartbeats only, not a snapshot
+/// (a whole state encoded, again at every wait, for a member that may be gone); once it answers
+/// it gets one and catches up.
+#[test]
+fn a_silent_follower_gets_no_snapshot_until_it_answers() {
+    let mut hosts: Vec<Host> = (1..=3)
+        .map(|id| {
+            let mut config = Config::new(id, vec![1, 2, 3]);
+            config.snapshot_threshold = 100;
+            let mut disk = MemStorage::new();
+            Host { node: Node::new(config, &mut disk, Timestamp::ZERO).unwrap(), disk }
+        })
+        .collect();
+    let mut now = Timestamp::from_millis(1_000);
+    hosts[0].tick(now);
+    deliver(&mut hosts, now, &[], &mut Vec::new());
+    assert!(hosts[0].is_leader());
+    // Node 3 is gone for 20 s while 2,000 writes pass several snapshots.
+    let mut held = Vec::new();
+    for i in 0..2_000u64 {
+        let op = WriteOp::Set { key: format!("k{}", i % 50), value: Bytes::from_static(b"v") };
+        hosts[0].write(i, op).unwrap();
+        now += std::time::Duration::from_millis(10);
+        hosts[0].tick(now);
+        hosts[1].tick(now);
+        deliver(&mut hosts, now, &[3], &mut held);
+    }
+    let snapshots: Vec<&Message> =
+        held.iter().map(|(_, m)| m).filter(|m| matches!(m, Message::Snapshot { .. })).collect();
+    assert!(snapshots.is_empty(), "{} snapshots sent to a silent follower", snapshots.len());
+    assert_eq!(hosts[0].stats().snapshots_sent, 0);
+    // It comes back: it answers a heartbeat, is sent a snapshot, and catches up.
+    held.clear();
+    for _ in 0..40 {
+        now += std::time::Duration::from_millis(50);
+        for host in &mut hosts {
+            host.tick(now);
+        }
+        deliver(&mut hosts, now, &[], &mut held);
+    }
+    assert_eq!(hosts[2].commit_index(), hosts[0].commit_index(), "node 3 caught up");
+    assert_eq!(hosts[0].stats().snapshots_sent, 1);
+}

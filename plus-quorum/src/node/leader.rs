@@ -67,6 +67,9 @@ pub(super) struct Peer {
     pub(super) snapshot_sent: Option<Box<crate::message::Message>>,
 }
 
+/// How many election timeouts without a word make a follower [`Peer::silent`].
+pub(super) const SILENT_AFTER: u32 = 10;
+
 /// The longest a leader waits for a follower to answer for a snapshot before sending it again.
 pub(super) const MAX_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -104,6 +107,14 @@ impl Peer {
     /// many appends as allowed are in flight.
     pub(super) fn paused(&self, max_inflight: usize) -> bool {
         if self.probing { self.probe_sent } else { self.inflight.len() >= max_inflight }
+    }
+
+    /// Whether it has not been heard from for [`SILENT_AFTER`] election timeouts (or ever): it
+    /// holds back no log, and is sent no snapshot (a whole state encoded for a member that is
+    /// gone) until it answers a heartbeat again.
+    pub(super) fn silent(&self, now: Timestamp, election_timeout: std::time::Duration) -> bool {
+        self.last_contact
+            .is_none_or(|t| now.saturating_duration_since(t) >= election_timeout * SILENT_AFTER)
     }
 
     /// Whether it counts toward commit and read quorums: a voter that has not lost its memory.

@@ -36,8 +36,9 @@ impl Node {
         let Some(peer) = self.lead.progress.get_mut(&id) else { return };
         peer.dirty = false;
         let heartbeat_due = std::mem::take(&mut peer.heartbeat_due);
+        let silent = peer.silent(self.clock, self.config.election_timeout);
         if let Some((at, at_term, resend_at)) = peer.snapshot {
-            if self.clock < resend_at {
+            if self.clock < resend_at || silent {
                 if !heartbeat_due {
                     return;
                 }
@@ -82,6 +83,21 @@ impl Node {
             peer.snapshot_sent = None;
         }
         let next = peer.next;
+        if next <= self.log.base_index() && silent {
+            // Gone, or not heard from yet: a heartbeat first; a whole state once it answers.
+            if heartbeat_due {
+                let msg = Message::Append {
+                    term: self.term,
+                    prev_index: self.log.base_index(),
+                    prev_term: self.log.term_at(self.log.base_index()).unwrap_or(0),
+                    entries: Vec::new(),
+                    commit: self.commit.min(self.log.base_index()),
+                    read_seq: self.lead.read_seq,
+                };
+                self.send(id, msg);
+            }
+            return;
+        }
         if next <= self.log.base_index() {
             let last_index = self.applied.max(self.log.base_index());
             let snapshot = Snapshot {

@@ -45,20 +45,17 @@ impl Node {
         if !self.is_leader() {
             return self.applied;
         }
-        let recent = self.config.election_timeout * 10;
-        let needed = self
-            .lead
-            .progress
-            .values()
-            .filter_map(|peer| match peer.snapshot {
-                Some((at, _, _)) => Some(at),
-                None => peer
-                    .last_contact
-                    .is_some_and(|t| self.clock.saturating_duration_since(t) < recent)
-                    .then_some(peer.matched),
-            })
-            .min()
-            .unwrap_or(self.applied);
+        let needed =
+            self.lead
+                .progress
+                .values()
+                .filter_map(|peer| match peer.snapshot {
+                    Some((at, _, _)) => Some(at),
+                    None => (!peer.silent(self.clock, self.config.election_timeout))
+                        .then_some(peer.matched),
+                })
+                .min()
+                .unwrap_or(self.applied);
         let fits = self.log.cut_to_fit(self.config.catch_up_log_bytes, self.applied);
         needed.clamp(fits, self.applied)
     }
