@@ -653,6 +653,13 @@ impl<N: NodeApi> Watcher<N> {
                 }
                 Err(err @ StoreError::Client(ClientError::Compacted { .. })) => return Err(err),
                 Err(StoreError::Client(ClientError::NotLeader { leader })) => {
+                    let unknown =
+                        leader.is_some_and(|l| !self.cluster.handles().iter().any(|h| h.id() == l));
+                    if unknown && self.cluster.connector.is_some() {
+                        // A leader this client has never heard of (a member added since, a
+                        // replacement): asking the nodes it knows again would never reach it.
+                        self.cluster.learn_from(&node).await;
+                    }
                     self.cluster.note_leader(leader);
                     self.attempt += 1;
                 }
