@@ -557,6 +557,38 @@ fn a_follower_that_stops_answering_gets_a_bounded_window_then_the_rest() {
     assert_eq!(hosts[2].commit_index(), hosts[0].commit_index(), "node 3 caught up");
 }
 
+/// Three nodes snapshotting every `threshold` entries (and a jitter), node 1 elected.
+fn led_by_node_1_snapshotting_every(threshold: u64) -> (Vec<Host>, Timestamp) {
+    let mut hosts: Vec<Host> = (1..=3)
+        .map(|id| {
+            let mut config = Config::new(id, vec![1, 2, 3]);
+            config.snapshot_threshold = threshold;
+            let mut disk = MemStorage::new();
+            Host { node: Node::new(config, &mut disk, Timestamp::ZERO).unwrap(), disk }
+        })
+        .collect();
+    let now = Timestamp::from_millis(1_000);
+    hosts[0].tick(now);
+    deliver(&mut hosts, now, &[], &mut Vec::new());
+    assert!(hosts[0].is_leader());
+    (hosts, now)
+}
+
+/// Two seconds of ticks with every message delivered.
+fn run_freely_for_two_seconds(
+    hosts: &mut [Host],
+    now: &mut Timestamp,
+    held: &mut Vec<(u64, Message)>,
+) {
+    for _ in 0..40 {
+        *now += std::time::Duration::from_millis(50);
+        for host in hosts.iter_mut() {
+            host.tick(*now);
+        }
+        deliver(hosts, *now, &[], held);
+    }
+}
+
 /// A follower sent a snapshot goes on from the leader's log once it has installed it, however
 /// many snapshots the leader takes meanwhile: a large state takes longer to send than steady
 /// writes take to pass the snapshot threshold, and a leader that cut its log at every snapshot
@@ -564,18 +596,7 @@ fn a_follower_that_stops_answering_gets_a_bounded_window_then_the_rest() {
 /// never caught up; a voter in that loop kept a new leader from committing).
 #[test]
 fn a_follower_installing_a_snapshot_catches_up_from_the_log_after_it() {
-    let mut hosts: Vec<Host> = (1..=3)
-        .map(|id| {
-            let mut config = Config::new(id, vec![1, 2, 3]);
-            config.snapshot_threshold = 100;
-            let mut disk = MemStorage::new();
-            Host { node: Node::new(config, &mut disk, Timestamp::ZERO).unwrap(), disk }
-        })
-        .collect();
-    let mut now = Timestamp::from_millis(1_000);
-    hosts[0].tick(now);
-    deliver(&mut hosts, now, &[], &mut Vec::new());
-    assert!(hosts[0].is_leader());
+    let (mut hosts, mut now) = led_by_node_1_snapshotting_every(100);
     fn write(
         hosts: &mut [Host],
         from: u64,
@@ -626,13 +647,7 @@ fn a_follower_installing_a_snapshot_catches_up_from_the_log_after_it() {
     for (from, msg) in to_three.drain(..).chain(held.drain(..)) {
         hosts[2].step(from, msg, now);
     }
-    for _ in 0..40 {
-        now += std::time::Duration::from_millis(50);
-        for host in &mut hosts {
-            host.tick(now);
-        }
-        deliver(&mut hosts, now, &[], &mut held);
-    }
+    run_freely_for_two_seconds(&mut hosts, &mut now, &mut held);
     assert_eq!(hosts[2].commit_index(), hosts[0].commit_index(), "node 3 caught up");
     assert_eq!(hosts[0].stats().snapshots_sent, sent, "no other snapshot was sent to node 3");
 }
@@ -642,18 +657,7 @@ fn a_follower_installing_a_snapshot_catches_up_from_the_log_after_it() {
 /// it gets one and catches up.
 #[test]
 fn a_silent_follower_gets_no_snapshot_until_it_answers() {
-    let mut hosts: Vec<Host> = (1..=3)
-        .map(|id| {
-            let mut config = Config::new(id, vec![1, 2, 3]);
-            config.snapshot_threshold = 100;
-            let mut disk = MemStorage::new();
-            Host { node: Node::new(config, &mut disk, Timestamp::ZERO).unwrap(), disk }
-        })
-        .collect();
-    let mut now = Timestamp::from_millis(1_000);
-    hosts[0].tick(now);
-    deliver(&mut hosts, now, &[], &mut Vec::new());
-    assert!(hosts[0].is_leader());
+    let (mut hosts, mut now) = led_by_node_1_snapshotting_every(100);
     // Node 3 is gone for 20 s while 2,000 writes pass several snapshots.
     let mut held = Vec::new();
     for i in 0..2_000u64 {
@@ -670,13 +674,7 @@ fn a_silent_follower_gets_no_snapshot_until_it_answers() {
     assert_eq!(hosts[0].stats().snapshots_sent, 0);
     // It comes back: it answers a heartbeat, is sent a snapshot, and catches up.
     held.clear();
-    for _ in 0..40 {
-        now += std::time::Duration::from_millis(50);
-        for host in &mut hosts {
-            host.tick(now);
-        }
-        deliver(&mut hosts, now, &[], &mut held);
-    }
+    run_freely_for_two_seconds(&mut hosts, &mut now, &mut held);
     assert_eq!(hosts[2].commit_index(), hosts[0].commit_index(), "node 3 caught up");
     assert_eq!(hosts[0].stats().snapshots_sent, 1);
 }
