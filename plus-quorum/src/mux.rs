@@ -27,7 +27,7 @@ use crate::ids::{LogIndex, NodeId, Term};
 use crate::membership::{ClusterChange, ClusterChanged, Membership};
 use crate::message::Message;
 use crate::mux_transfer::{
-    Assemblies, CHUNK_BYTES, MAX_TRANSFER_BYTES, first_transfer_number, pieces,
+    Assemblies, CHUNK_BYTES, MAX_TRANSFER_BYTES, RESUME_WINDOW, first_transfer_number, pieces,
 };
 use crate::ops::{ReadOp, ReadResult, WriteOp, WriteResult};
 use crate::roles::{Principal, Request};
@@ -306,6 +306,8 @@ struct NodeService {
     /// The transfers in pieces arriving at this endpoint, one per sending node, on any of its
     /// connections.
     assemblies: Arc<std::sync::Mutex<Assemblies>>,
+    /// The nodes that sent pieces on this connection.
+    senders: std::sync::Mutex<std::collections::HashSet<NodeId>>,
     /// Where this endpoint reaches its peers: told to clients that ask for the membership,
     /// for members whose configuration carries no address (a cluster's first members).
     peer_addresses: Arc<HashMap<NodeId, String>>,
@@ -321,6 +323,22 @@ impl Drop for NodeService {
         if transfer != 0 {
             self.backups.release(transfer);
         }
+        // Pieces this connection brought wait for their sender to come back and resume, for a
+        // while; then they go (a leader that died half-way through a gigabyte left it behind).
+        let senders = std::mem::take(
+            &mut *self.senders.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if let (false, Ok(runtime)) = (senders.is_empty(), tokio::runtime::Handle::try_current()) {
+            let assemblies = Arc::clone(&self.assemblies);
+            runtime.spawn(async move {
+                tokio::time::sleep(RESUME_WINDOW).await;
+                let mut assemblies =
+                    assemblies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for from in senders {
+                    assemblies.forget_idle(from, RESUME_WINDOW, std::time::Instant::now());
+                }
+            });
+        }
     }
 }
 
@@ -335,6 +353,7 @@ impl NodeService {
         total: u64,
         bytes: Bytes,
     ) -> Result<(), WireError> {
+        self.senders.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(from);
         let whole = self
             .assemblies
             .lock()
@@ -546,6 +565,7 @@ fn serve_with_peers(
             refused: std::sync::atomic::AtomicU64::new(0),
             refused_total: Arc::clone(&refused_total),
             assemblies: Arc::clone(&assemblies),
+            senders: std::sync::Mutex::default(),
             peer_addresses: Arc::clone(&peer_addresses),
             backups: Arc::clone(&backups),
             started_backup: std::sync::atomic::AtomicU64::new(0),

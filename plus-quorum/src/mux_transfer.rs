@@ -24,6 +24,11 @@ pub(crate) const MAX_TRANSFER_BYTES: u64 = u32::MAX as u64;
 /// replace it: a sender that restarted numbers its transfers anew.
 const STALE_AFTER: Duration = Duration::from_secs(10);
 
+/// How long the pieces of a transfer outlive the connection that brought them without another
+/// piece: long enough for the sender to reconnect and resume, short enough that a sender that
+/// is gone does not leave a state's worth of memory behind.
+pub(crate) const RESUME_WINDOW: Duration = Duration::from_secs(60);
+
 /// Why a piece was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -154,6 +159,18 @@ impl Assemblies {
         self.by_sender.entry(from).or_default().add(transfer, offset, total, bytes, Instant::now())
     }
 
+    /// Lets go of `from`'s pieces if none came for `idle` (its connection ended and it did not
+    /// come back to resume); the transfer's number is kept, so its late pieces are still
+    /// refused.
+    pub(crate) fn forget_idle(&mut self, from: NodeId, idle: Duration, now: Instant) {
+        if let Some(assembly) = self.by_sender.get_mut(&from)
+            && assembly.last_piece.is_none_or(|at| now.duration_since(at) >= idle)
+        {
+            assembly.pieces.clear();
+            assembly.received = 0;
+        }
+    }
+
     /// How many bytes from its start `from`'s `transfer` of `total` bytes has here, in one run:
     /// where a resumed transfer starts again.
     pub(crate) fn held(&self, from: NodeId, transfer: u64, total: u64) -> u64 {
@@ -208,6 +225,19 @@ mod tests {
         assemblies.add(2, 5, 4, 12, piece(4)).unwrap().expect("complete");
         assert_eq!(assemblies.held(2, 5, 12), 0, "complete: delivered, nothing held");
         assert!(assemblies.add(2, 4, 0, 12, piece(4)).is_err(), "an older transfer");
+    }
+
+    #[test]
+    fn pieces_left_behind_are_let_go_after_the_resume_window() {
+        let mut assemblies = Assemblies::default();
+        assemblies.add(2, 5, 0, 12, piece(4)).unwrap();
+        let now = Instant::now();
+        assemblies.forget_idle(2, RESUME_WINDOW, now);
+        assert_eq!(assemblies.held(2, 5, 12), 4, "a piece just now: kept");
+        assemblies.forget_idle(2, RESUME_WINDOW, now + RESUME_WINDOW);
+        assert_eq!(assemblies.held(2, 5, 12), 0, "idle for the window: let go");
+        assert!(assemblies.add(2, 4, 0, 12, piece(4)).is_err(), "older transfers still refused");
+        assert_eq!(assemblies.add(2, 5, 4, 12, piece(4)).unwrap(), None, "it may start again");
     }
 
     #[test]
