@@ -246,6 +246,18 @@ impl<N: NodeApi> Cluster<N> {
             .or_else(|| (!nodes.is_empty()).then(|| nodes[attempt % nodes.len()].clone()))
     }
 
+    /// Takes `node`'s word for who leads; a leader this client has never heard of (a member
+    /// added since, a replacement) is first learned through `node`'s membership, since asking
+    /// the nodes it knows again would never reach it (a watcher that did not stopped for good
+    /// once a replacement led).
+    async fn follow_leader_hint(&self, node: &N, leader: Option<NodeId>) {
+        let unknown = leader.is_some_and(|l| !self.handles().iter().any(|h| h.id() == l));
+        if unknown && self.connector.is_some() {
+            self.learn_from(node).await;
+        }
+        self.note_leader(leader);
+    }
+
     fn note_leader(&self, leader: Option<NodeId>) {
         *self.leader.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = leader;
     }
@@ -273,13 +285,7 @@ impl<N: NodeApi> Cluster<N> {
             let id = node.id();
             match call(node.clone(), left).await {
                 Err(StoreError::Client(ClientError::NotLeader { leader })) => {
-                    let unknown =
-                        leader.is_some_and(|l| !self.handles().iter().any(|h| h.id() == l));
-                    if unknown && self.connector.is_some() {
-                        // A leader this client has never heard of: a member added since.
-                        self.learn_from(&node).await;
-                    }
-                    self.note_leader(leader);
+                    self.follow_leader_hint(&node, leader).await;
                     let reachable =
                         leader.is_some_and(|l| self.handles().iter().any(|h| h.id() == l));
                     if let Some(l) = leader.filter(|_| !reachable) {
@@ -653,14 +659,7 @@ impl<N: NodeApi> Watcher<N> {
                 }
                 Err(err @ StoreError::Client(ClientError::Compacted { .. })) => return Err(err),
                 Err(StoreError::Client(ClientError::NotLeader { leader })) => {
-                    let unknown =
-                        leader.is_some_and(|l| !self.cluster.handles().iter().any(|h| h.id() == l));
-                    if unknown && self.cluster.connector.is_some() {
-                        // A leader this client has never heard of (a member added since, a
-                        // replacement): asking the nodes it knows again would never reach it.
-                        self.cluster.learn_from(&node).await;
-                    }
-                    self.cluster.note_leader(leader);
+                    self.cluster.follow_leader_hint(&node, leader).await;
                     self.attempt += 1;
                 }
                 // A stopped node, or one that did not answer: forget it as leader, try another.
