@@ -1350,6 +1350,25 @@ mod tests {
         assert_eq!(frames_of(2, 8, &Bytes::from_static(b"small"), 0).len(), 1, "one frame");
     }
 
+    /// Asking what a receiver holds of a transfer is consensus traffic: only node 2 (or any
+    /// node, with the shared key) may ask about node 2's transfers; clients, readers and
+    /// admins are refused like any Raft message.
+    #[test]
+    fn only_the_sending_node_may_ask_what_is_held_of_its_transfer() {
+        let asked = Wire::ChunkHeld { from: 2, transfer: 7, total: 8 }.request();
+        assert_eq!(asked, Request::Raft { from: 2 });
+        assert!(Principal::Node(2).may(asked));
+        assert!(Principal::AnyNode.may(asked));
+        for refused in [
+            Principal::Node(3),
+            Principal::Admin("ops".into()),
+            Principal::Client("app".into()),
+            Principal::Reader("dash".into()),
+        ] {
+            assert!(!refused.may(asked), "{refused} may ask");
+        }
+    }
+
     #[test]
     fn wire_round_trip_and_hostile_sizes() {
         let msg = Wire::Raft { from: 3, msg: Message::VoteReply { term: 7, granted: true } };
