@@ -117,6 +117,23 @@ impl Peer {
             .is_none_or(|t| now.saturating_duration_since(t) >= election_timeout * SILENT_AFTER)
     }
 
+    /// A snapshot up to `at` (of term `at_term`) goes to it now: until it answers for it, or
+    /// the wait runs out, it gets heartbeats only. The wait is `first` the first time, doubled
+    /// at each resend up to [`MAX_SNAPSHOT_WAIT`] (never below `first`).
+    pub(super) fn snapshot_going(
+        &mut self,
+        at: LogIndex,
+        at_term: Term,
+        now: Timestamp,
+        first: std::time::Duration,
+    ) {
+        let wait = self.snapshot_wait.map_or(first, |w| (w * 2).min(MAX_SNAPSHOT_WAIT.max(first)));
+        self.snapshot_wait = Some(wait);
+        self.snapshot = Some((at, at_term, now + wait));
+        self.next = at + 1;
+        self.inflight.clear();
+    }
+
     /// Whether it counts toward commit and read quorums: a voter that has not lost its memory.
     pub(super) fn counted(&self) -> bool {
         self.voter && !self.recovering

@@ -60,15 +60,10 @@ impl Node {
             // The same snapshot again while the log still goes on from it: a transfer cut
             // half-way resumes where it stopped instead of starting over with a newer state.
             if at >= self.log.base_index()
-                && let Some(msg) = peer.snapshot_sent.as_deref()
+                && let Some(msg) = peer.snapshot_sent.as_deref().cloned()
             {
-                let wait = peer
-                    .snapshot_wait
-                    .map_or(MAX_SNAPSHOT_WAIT, |w| (w * 2).min(MAX_SNAPSHOT_WAIT.max(w)));
-                peer.snapshot_wait = Some(wait);
-                peer.snapshot = Some((at, at_term, self.clock + wait));
-                peer.next = at + 1;
-                peer.inflight.clear();
+                let first = peer.snapshot_wait.unwrap_or(MAX_SNAPSHOT_WAIT);
+                peer.snapshot_going(at, at_term, self.clock, first);
                 self.counters.snapshots_sent += 1;
                 tracing::info!(
                     node = self.config.id,
@@ -76,7 +71,6 @@ impl Node {
                     last_index = at,
                     "sending a snapshot again to a follower that has not answered for it"
                 );
-                let msg = msg.clone();
                 self.send(id, msg);
                 return;
             }
@@ -106,18 +100,13 @@ impl Node {
                 state: self.state.clone(),
                 membership: Some(self.configs.at(last_index).clone()),
             };
-            // The state covers up to `applied`, which is at least the log base.
-            peer.next = snapshot.last_index + 1;
-            peer.inflight.clear();
-            // Long enough for the state to travel at a modest 8 MiB/s before a copy is sent
-            // again (a gigabyte resent every second would pile copies up in the leader).
+            // The state covers up to `applied`, which is at least the log base. Long enough for
+            // it to travel at a modest 8 MiB/s before a copy is sent again (a gigabyte resent
+            // every second would pile copies up in the leader).
             let travel =
                 std::time::Duration::from_secs_f64(self.state_bytes as f64 / f64::from(8u32 << 20));
             let first = (self.config.election_timeout * 2).max(travel);
-            let wait =
-                peer.snapshot_wait.map_or(first, |w| (w * 2).min(MAX_SNAPSHOT_WAIT.max(first)));
-            peer.snapshot_wait = Some(wait);
-            peer.snapshot = Some((snapshot.last_index, snapshot.last_term, self.clock + wait));
+            peer.snapshot_going(snapshot.last_index, snapshot.last_term, self.clock, first);
             self.counters.snapshots_sent += 1;
             tracing::info!(
                 node = self.config.id,
