@@ -1,7 +1,7 @@
 //! The coordination features of plus-quorum, in process (3 nodes, tokio driver), each beside
 //! the plain operation it builds on: keep-alives beside linearizable reads (both take a quorum
 //! round), transactions of 3 compares + 3 writes beside single writes, and writes watched by 1,
-//! 100 and 1,000 watchers beside the same writes unwatched.
+//! 100, 1,000 and 10,000 watchers beside the same writes unwatched.
 #![allow(missing_docs)] // criterion_group! generates an undocumented public function
 
 use std::hint::black_box;
@@ -125,11 +125,11 @@ fn keep_alives_and_transactions(c: &mut Criterion, rt: &Runtime, store: &Cluster
 /// iteration ends when the last watcher has seen the last write.
 async fn watched_writes(store: &Cluster, watchers: usize, writes: usize) {
     let from = store.set("watched/start", "x").await.unwrap() + 1;
+    let leader = store.leader().await.unwrap();
+    let node = store.handles().into_iter().find(|h| h.id() == leader).unwrap();
     let mut tasks = Vec::new();
     for _ in 0..watchers {
-        let node = store.handles()[0].clone();
-        let leader = store.leader().await.unwrap();
-        let node = store.handles().into_iter().find(|h| h.id() == leader).unwrap_or(node);
+        let node = node.clone();
         tasks.push(tokio::spawn(async move {
             let mut next = from;
             let mut seen = 0;
@@ -159,7 +159,7 @@ async fn watched_writes(store: &Cluster, watchers: usize, writes: usize) {
 
 fn watch_fan_out(c: &mut Criterion, rt: &Runtime, store: &Cluster) {
     let writes = 500;
-    for watchers in [1usize, 100, 1_000] {
+    for watchers in [1usize, 100, 1_000, 10_000] {
         let mut group = c.benchmark_group(format!("coordination/watch_{watchers}_watchers"));
         group.throughput(Throughput::Elements((writes * watchers) as u64));
         group.sample_size(10);

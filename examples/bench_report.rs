@@ -48,6 +48,12 @@ const PAIRS: &[(&str, &str, &str, &str)] = &[
         "500 writes watched by 1,000 watchers / unwatched",
     ),
     (
+        "coordination_watch_10000_watchers",
+        "plus_quorum_writes_watched",
+        "writes_unwatched",
+        "500 writes watched by 10,000 watchers / unwatched",
+    ),
+    (
         "scheduler_fleet_heartbeats_1000",
         "plus_scheduler_fleet",
         "hash_map_update_floor",

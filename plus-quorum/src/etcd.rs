@@ -530,7 +530,7 @@ impl KvWatch for EtcdWatch {
             }
             .max(self.next.saturating_sub(1));
             self.next = progress + 1;
-            return Ok(WatchBatch { events, progress });
+            return Ok(WatchBatch { events: events.into(), progress });
         }
     }
 }

@@ -304,7 +304,8 @@ pub use txn::{Compare, KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult, Tx
 pub use txn_text::TxnSyntaxError;
 pub use types::{Expect, MAX_KEY_LEN, Versioned};
 pub use watch::{
-    Change, MAX_WATCH_BATCH_BYTES, MAX_WATCH_EVENTS, WatchBatch, WatchEvent, WatchRequest,
+    Change, MAX_WATCH_BATCH_BYTES, MAX_WATCH_EVENTS, WatchBatch, WatchEvent, WatchEvents,
+    WatchRequest,
 };
 
 /// Helpers for tests, simulations and examples (feature `testing`): not part of the store's API.

@@ -191,7 +191,7 @@ struct NamespacedWatch {
 impl KvWatch for NamespacedWatch {
     async fn next(&mut self) -> Result<WatchBatch, StoreError> {
         let mut batch = self.inner.next().await?;
-        for event in &mut batch.events {
+        for event in batch.events.to_mut() {
             if let Some(own) = event.key.strip_prefix(&self.prefix) {
                 event.key = own.to_owned();
             }

@@ -23,6 +23,24 @@ pub enum KeyRange {
 }
 
 impl KeyRange {
+    /// Whether the range's keys are valid keys and its start comes before its end.
+    pub(crate) fn validate(&self) -> Result<(), ClientError> {
+        match self {
+            KeyRange::Prefix(prefix) if !prefix.is_empty() => check_key(prefix),
+            KeyRange::Prefix(_) => Ok(()),
+            KeyRange::Between { start, end } => {
+                check_key(start)?;
+                check_key(end)?;
+                if start >= end {
+                    return Err(ClientError::Invalid(format!(
+                        "a range's start `{start}` must come before its end `{end}`"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Whether `key` is in the range.
     #[must_use]
     pub fn contains(&self, key: &str) -> bool {
@@ -106,20 +124,7 @@ impl Range {
                 "revisions start at 1 (the first log entry); 0 names none".to_owned(),
             ));
         }
-        match &self.keys {
-            KeyRange::Prefix(prefix) if !prefix.is_empty() => check_key(prefix),
-            KeyRange::Prefix(_) => Ok(()),
-            KeyRange::Between { start, end } => {
-                check_key(start)?;
-                check_key(end)?;
-                if start >= end {
-                    return Err(ClientError::Invalid(format!(
-                        "a range's start `{start}` must come before its end `{end}`"
-                    )));
-                }
-                Ok(())
-            }
-        }
+        self.keys.validate()
     }
 }
 

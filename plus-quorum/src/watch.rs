@@ -9,8 +9,9 @@
 //! and no node holds memory for a slow watcher.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::client_error::ClientError;
 use crate::ids::LogIndex;
@@ -66,11 +67,92 @@ pub struct WatchRequest {
     pub max_events: usize,
 }
 
+/// The events of one watch answer, shared: watchers of the same keys from the same revision
+/// are given one list between them (a thousand watchers of a prefix cost one list per round,
+/// not a thousand copies of every key), and a clone costs a reference count.
+///
+/// Read it as a slice (`events.len()`, `events[0]`, `for e in &events`); `for e in events`
+/// takes the events, copying them only if another watcher still shares them. On the wire it
+/// is a plain sequence, as `Vec<WatchEvent>` was.
+///
+/// ```
+/// use plus_quorum::{Change, WatchEvent, WatchEvents};
+///
+/// let events = WatchEvents::from(vec![WatchEvent {
+///     revision: 7,
+///     key: "app/a".into(),
+///     change: Change::Delete,
+/// }]);
+/// let shared = events.clone();
+/// assert_eq!(shared[0].revision, 7);
+/// let keys: Vec<String> = events.into_iter().map(|e| e.key).collect();
+/// assert_eq!(keys, ["app/a"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct WatchEvents(Arc<Vec<WatchEvent>>);
+
+impl WatchEvents {
+    /// The events to change in place (a copy of them first if another answer shares them).
+    pub fn to_mut(&mut self) -> &mut Vec<WatchEvent> {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl std::ops::Deref for WatchEvents {
+    type Target = [WatchEvent];
+
+    fn deref(&self) -> &[WatchEvent] {
+        &self.0
+    }
+}
+
+impl From<Vec<WatchEvent>> for WatchEvents {
+    fn from(events: Vec<WatchEvent>) -> Self {
+        Self(Arc::new(events))
+    }
+}
+
+impl FromIterator<WatchEvent> for WatchEvents {
+    fn from_iter<I: IntoIterator<Item = WatchEvent>>(events: I) -> Self {
+        Self(Arc::new(events.into_iter().collect()))
+    }
+}
+
+impl IntoIterator for WatchEvents {
+    type Item = WatchEvent;
+    type IntoIter = std::vec::IntoIter<WatchEvent>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Arc::unwrap_or_clone(self.0).into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a WatchEvents {
+    type Item = &'a WatchEvent;
+    type IntoIter = std::slice::Iter<'a, WatchEvent>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl Serialize for WatchEvents {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.as_slice().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for WatchEvents {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::deserialize(deserializer).map(Self::from)
+    }
+}
+
 /// A watch poll's answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct WatchBatch {
-    /// The changes, in revision order.
-    pub events: Vec<WatchEvent>,
+    /// The changes, in revision order (shared with other watchers' answers of the same keys).
+    pub events: WatchEvents,
     /// Every change to the range up to this revision is in `events` or was before `from`:
     /// resume from `progress + 1`. With no events, this is a progress notification.
     pub progress: LogIndex,
@@ -186,6 +268,20 @@ impl History {
         self.oldest = oldest;
     }
 
+    /// How many changes (to any key) are kept from `request.from` on, when a poll would be
+    /// answered with events of them and no error, and its answer could not be full; `None`
+    /// otherwise (see [`History::poll`]).
+    pub(crate) fn backlog(&self, request: &WatchRequest) -> Option<usize> {
+        if request.max_events == 0 || request.from < self.oldest {
+            return None;
+        }
+        let since =
+            self.events.len() - self.events.partition_point(|(e, _)| e.revision < request.from);
+        let could_fill = since >= request.max_events.min(MAX_WATCH_EVENTS)
+            || self.bytes >= MAX_WATCH_BATCH_BYTES;
+        (!could_fill).then_some(since)
+    }
+
     /// The changes to `request.range` from `request.from`, up to `applied`: at most
     /// [`MAX_WATCH_EVENTS`] events and about [`MAX_WATCH_BATCH_BYTES`] whatever the request
     /// asks (a revision is never split), so one poll's answer stays well inside a frame.
@@ -200,15 +296,16 @@ impl History {
         if request.from < self.oldest {
             return Err(ClientError::Compacted { requested: request.from, oldest: self.oldest });
         }
-        let mut batch = WatchBatch { events: Vec::new(), progress: applied };
+        let mut events: Vec<WatchEvent> = Vec::new();
+        let mut progress = applied;
         let max_events = request.max_events.min(MAX_WATCH_EVENTS);
         let mut bytes = 0usize;
         let start = self.events.partition_point(|(e, _)| e.revision < request.from);
         for (event, _) in self.events.iter().skip(start) {
-            let full = batch.events.len() >= max_events || bytes >= MAX_WATCH_BATCH_BYTES;
-            if full && batch.events.last().is_some_and(|last| last.revision != event.revision) {
+            let full = events.len() >= max_events || bytes >= MAX_WATCH_BATCH_BYTES;
+            if full && events.last().is_some_and(|last| last.revision != event.revision) {
                 // Everything before this revision has been looked at.
-                batch.progress = event.revision - 1;
+                progress = event.revision - 1;
                 break;
             }
             if request.range.contains(&event.key) {
@@ -217,11 +314,13 @@ impl History {
                         Change::Put(v) => v.value.len(),
                         Change::Delete => 0,
                     };
-                batch.events.push(event.clone());
+                events.push(event.clone());
             }
         }
-        batch.progress = batch.progress.max(request.from.saturating_sub(1));
-        Ok(batch)
+        Ok(WatchBatch {
+            events: events.into(),
+            progress: progress.max(request.from.saturating_sub(1)),
+        })
     }
 }
 
@@ -265,6 +364,53 @@ mod tests {
         let quiet = history.poll(&request("app/", 5, 10), 4).unwrap();
         assert_eq!((quiet.events.len(), quiet.progress), (0, 4));
         assert!(history.poll(&request("app/", 1, 0), 4).is_err(), "max_events 0 is refused");
+    }
+
+    #[test]
+    fn shared_events_cross_the_wire_as_the_plain_list_did() {
+        #[derive(Serialize)]
+        struct Before {
+            events: Vec<WatchEvent>,
+            progress: LogIndex,
+        }
+        let events = vec![
+            WatchEvent { revision: 3, key: "app/a".into(), change: put(3) },
+            WatchEvent { revision: 4, key: "app/b".into(), change: Change::Delete },
+        ];
+        let now = WatchBatch { events: events.clone().into(), progress: 9 };
+        let before = Before { events, progress: 9 };
+        let bytes = rmp_serde::to_vec(&now).unwrap();
+        assert_eq!(bytes, rmp_serde::to_vec(&before).unwrap());
+        assert_eq!(rmp_serde::from_slice::<WatchBatch>(&bytes).unwrap(), now);
+        assert_eq!(serde_json::to_string(&now).unwrap(), serde_json::to_string(&before).unwrap());
+        // A shared list is changed in place only as a copy: the other holder keeps its own.
+        let mut mine = now.events.clone();
+        mine.to_mut()[0].key = "a".into();
+        assert_eq!((mine[0].key.as_str(), now.events[0].key.as_str()), ("a", "app/a"));
+    }
+
+    #[test]
+    fn a_backlog_counts_what_a_poll_would_look_at_without_answering_it() {
+        let mut history = History::new(100, usize::MAX, 1);
+        history.record(1, vec![changed("app/a", put(1)), changed("other", put(1))]);
+        history.record(2, vec![changed("app/b", put(2))]);
+        assert_eq!(history.backlog(&request("app/", 1, 10)), Some(3));
+        assert_eq!(history.backlog(&request("app/", 2, 10)), Some(1));
+        assert_eq!(history.backlog(&request("app/", 3, 10)), Some(0), "nothing yet");
+        // An answer that could be full, or an error, is for `poll` to make.
+        assert_eq!(history.backlog(&request("app/", 1, 3)), None);
+        assert_eq!(history.backlog(&request("app/", 1, 0)), None);
+        history.compact_to(2, 2);
+        assert_eq!(history.backlog(&request("app/", 1, 10)), None, "compacted");
+        let mut large = History::new(100, usize::MAX, 1);
+        let value = Versioned {
+            value: Bytes::from(vec![0; MAX_WATCH_BATCH_BYTES]),
+            version: 1,
+            created: 1,
+            lease: None,
+        };
+        large.record(1, vec![changed("app/a", Change::Put(value))]);
+        assert_eq!(large.backlog(&request("app/", 1, 10)), None, "might be full in bytes");
     }
 
     #[test]

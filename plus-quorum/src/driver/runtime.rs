@@ -113,7 +113,10 @@ struct ParkedWatches {
 }
 
 /// How long the next round of watch answers waits, per answer the last round sent.
-const ROUND_GAP_PER_ANSWER: Duration = Duration::from_micros(2);
+/// About what one answer and the poll that follows it cost in process (the coordination
+/// bench): with 2 µs, a thousand watchers' polls of one round were still arriving when the next
+/// was due, and the rounds took the time the writes needed.
+const ROUND_GAP_PER_ANSWER: Duration = Duration::from_micros(5);
 /// The longest a round of watch answers waits after the last.
 const MAX_ROUND_GAP: Duration = Duration::from_millis(5);
 
@@ -123,6 +126,19 @@ impl ParkedWatches {
     /// each.)
     fn park(&mut self, node: &Node, request: WatchRequest, until: Instant, reply: WatchReply) {
         let now = Instant::now();
+        if !self.round_due(now) && now < until && node.is_leader() {
+            // The answer waits for the round anyway: only whether there is one is wanted
+            // now (making it, events cloned, for each of a thousand watchers polling again
+            // was most of their cost).
+            match node.watch_backlog(&request) {
+                Some(0) => return self.wait(request, until, reply),
+                Some(_) => {
+                    self.held = true;
+                    return self.wait(request, until, reply);
+                }
+                None => {}
+            }
+        }
         match Self::look(node, &request, now, until) {
             Some(result) if self.round_due(now) || Self::urgent(&request, &result) => {
                 let _ = reply.send(result);
@@ -160,13 +176,24 @@ impl ParkedWatches {
         now: Instant,
         until: Instant,
     ) -> Option<Result<WatchBatch, ClientError>> {
+        Self::ready(Self::ask(node, request), now, until)
+    }
+
+    fn ask(node: &Node, request: &WatchRequest) -> Result<WatchBatch, ClientError> {
         // Only the leader answers: a replica cut off from the others would answer with
         // progress marks only, and its watcher would never learn it is behind.
-        let result = if node.is_leader() {
+        if node.is_leader() {
             node.watch(request)
         } else {
             Err(ClientError::NotLeader { leader: node.leader() })
-        };
+        }
+    }
+
+    fn ready(
+        result: Result<WatchBatch, ClientError>,
+        now: Instant,
+        until: Instant,
+    ) -> Option<Result<WatchBatch, ClientError>> {
         let ready = match &result {
             Ok(batch) => !batch.events.is_empty() || now >= until,
             Err(_) => true,
@@ -191,11 +218,22 @@ impl ParkedWatches {
         }
         let mut answered = 0u32;
         let mut still = Vec::with_capacity(self.waiting.len());
+        // Watchers of the same keys from the same revision (most of them, after a round has
+        // answered them all) share one answer: looked up once, its events shared.
+        let mut answers: HashMap<WatchRequest, Result<WatchBatch, ClientError>> = HashMap::new();
         for (request, until, reply) in self.waiting.drain(..) {
             if reply.is_closed() {
                 continue;
             }
-            match Self::look(node, &request, now, until) {
+            let result = match answers.get(&request) {
+                Some(result) => result.clone(),
+                None => {
+                    let result = Self::ask(node, &request);
+                    answers.insert(request.clone(), result.clone());
+                    result
+                }
+            };
+            match Self::ready(result, now, until) {
                 Some(result) if round || now >= until || Self::urgent(&request, &result) => {
                     answered += 1;
                     let _ = reply.send(result);
@@ -389,6 +427,14 @@ async fn drive<S: Storage + 'static>(
         tokio::select! {
             biased;
             written = disk.written(), if disk.is_writing() => disk.finish(&mut node, written, now()),
+            // Peers before clients: the acknowledgements that commit the queued writes, and
+            // the leader's heartbeats, must not wait behind however many calls clients queue
+            // (ten thousand watchers polling again after a round held up the commits they
+            // waited for, a few writes per round).
+            message = inbox.recv() => {
+                let Some((from, msg)) = message else { return };
+                node.step(from, msg, now());
+            }
             command = commands.recv() => {
                 let Some(command) = command else { return };
                 match command {
@@ -443,10 +489,6 @@ async fn drive<S: Storage + 'static>(
                         return;
                     }
                 }
-            }
-            message = inbox.recv() => {
-                let Some((from, msg)) = message else { return };
-                node.step(from, msg, now());
             }
             () = tokio::time::sleep_until(deadline) => node.tick(now()),
         }

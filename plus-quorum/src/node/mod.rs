@@ -643,13 +643,12 @@ impl Node {
     /// [`ClientError::Invalid`] for a revision past the commit index, a `max_events` of 0 or a
     /// bad range.
     pub fn watch(&self, request: &WatchRequest) -> Result<WatchBatch, ClientError> {
-        crate::txn::Range {
-            keys: request.range.clone(),
-            limit: None,
-            count_only: false,
-            revision: None,
-        }
-        .validate()?;
+        self.check_watch(request)?;
+        self.history.poll(request, self.applied)
+    }
+
+    fn check_watch(&self, request: &WatchRequest) -> Result<(), ClientError> {
+        request.range.validate()?;
         let latest = self.commit.max(self.applied);
         if request.from > latest + 1 {
             return Err(ClientError::Invalid(format!(
@@ -657,7 +656,17 @@ impl Node {
                 request.from
             )));
         }
-        self.history.poll(request, self.applied)
+        Ok(())
+    }
+
+    /// What [`Node::watch`] would answer `request` with, told without making the answer: how
+    /// many changes (to any key) the history holds from `request.from` on, when the poll is
+    /// valid and its answer could not be full; `None` when it would be an error or might be
+    /// full (then only [`Node::watch`] says). A driver holding polls for a round of answers
+    /// uses it to leave the answer until the round.
+    pub(crate) fn watch_backlog(&self, request: &WatchRequest) -> Option<usize> {
+        self.check_watch(request).ok()?;
+        self.history.backlog(request)
     }
 
     /// This replica's whole map, as applied (possibly stale).
