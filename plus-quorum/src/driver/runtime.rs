@@ -112,6 +112,9 @@ struct ParkedWatches {
     earliest: Option<Instant>,
 }
 
+/// How many clients' calls the driver takes in a row while a peer's message waits.
+const CALLS_BEFORE_PEERS: usize = 256;
+
 /// How long the next round of watch answers waits, per answer the last round sent.
 /// About what one answer and the poll that follows it cost in process (the coordination
 /// bench): with 2 µs, a thousand watchers' polls of one round were still arriving when the next
@@ -382,6 +385,7 @@ async fn drive<S: Storage + 'static>(
     let mut next_id: RequestId = 1;
     let id = node.id();
     let mut watches = ParkedWatches::default();
+    let mut calls_in_a_row = 0usize;
     #[cfg(feature = "metrics")]
     let mut metrics = crate::metrics::NodeMetrics::new(id);
     let mut membership = node.membership().clone();
@@ -427,15 +431,13 @@ async fn drive<S: Storage + 'static>(
         tokio::select! {
             biased;
             written = disk.written(), if disk.is_writing() => disk.finish(&mut node, written, now()),
-            // Peers before clients: the acknowledgements that commit the queued writes, and
-            // the leader's heartbeats, must not wait behind however many calls clients queue
-            // (ten thousand watchers polling again after a round held up the commits they
-            // waited for, a few writes per round).
-            message = inbox.recv() => {
-                let Some((from, msg)) = message else { return };
-                node.step(from, msg, now());
-            }
-            command = commands.recv() => {
+            // Clients' calls first, so the writes queued meanwhile go out in one batch; but
+            // only so many while a peer's message waits: ten thousand watchers polling again
+            // after a round held up the acknowledgements that commit the writes they waited
+            // for, a few writes per round. (Peers first throughout cost a quarter of the
+            // writes/s at 256 clients: every acknowledgement sent a batch of its own.)
+            command = commands.recv(), if calls_in_a_row < CALLS_BEFORE_PEERS || inbox.is_empty() => {
+                calls_in_a_row += 1;
                 let Some(command) = command else { return };
                 match command {
                     Command::Write(op, reply) => {
@@ -489,6 +491,11 @@ async fn drive<S: Storage + 'static>(
                         return;
                     }
                 }
+            }
+            message = inbox.recv() => {
+                calls_in_a_row = 0;
+                let Some((from, msg)) = message else { return };
+                node.step(from, msg, now());
             }
             () = tokio::time::sleep_until(deadline) => node.tick(now()),
         }
