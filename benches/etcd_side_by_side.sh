@@ -4,11 +4,12 @@
 # `KvClient` trait over either store) with puts and linearizable gets of 256-byte values at 1,
 # 64 and 256 clients. Prints a table of ops/s, p99 and the ratio plus-quorum / etcd.
 #
-#   bash benches/etcd_side_by_side.sh [SECONDS_PER_RUN] [shared|per-client]
+#   bash benches/etcd_side_by_side.sh [SECONDS_PER_RUN] [shared|per-client] [KEYS]
 #
 # Defaults: 5 seconds per run; `shared`: all clients of a run share one client (one connection
 # per node, one gRPC connection for etcd, as etcd's own benchmarks and most of its users run);
-# `per-client` gives every client its own connections.
+# `per-client` gives every client its own connections. The gets read KEYS keys at random
+# (default 2,000,000), written into each store before its first get run (not timed).
 #
 # Needs `etcd` (Debian's etcd-server) and `protoc` (protobuf-compiler) for the etcd client.
 # Every process it starts is stopped when it exits, also on failure or Ctrl-C. Ports 127.0.0.1
@@ -18,6 +19,7 @@ cd "$(dirname "$0")/.."
 
 seconds="${1:-5}"
 connections="${2:-shared}"
+keys="${3:-2000000}"
 command -v etcd >/dev/null || { echo "no etcd on PATH: apt-get install etcd-server" >&2; exit 1; }
 
 cargo build --release --locked -q -p examples --features etcd --example quorum_node --example quorum_load
@@ -48,7 +50,7 @@ measure() { # name, then the endpoint arguments of quorum_load
   for op in put get; do
     for clients in 1 64 256; do
       line=$("$bin/quorum_load" "$@" --op "$op" --clients "$clients" --seconds "$seconds" --value-size 256 \
-        --connections "$connections" | tail -n 1)
+        --connections "$connections" --keys "$keys" | tail -n 1)
       echo "$name $line" >&2
       result[$name/$op/$clients]="$line"
     done
@@ -83,7 +85,7 @@ wait_ready --etcd --endpoints "$endpoints"
 measure etcd --etcd --endpoints "$endpoints"
 stop_all
 
-echo "connections=$connections seconds=$seconds value_size=256"
+echo "connections=$connections seconds=$seconds value_size=256 keys=$keys"
 printf '%-4s %8s | %12s %10s | %12s %10s | %13s\n' op clients "plus ops/s" "plus p99" "etcd ops/s" "etcd p99" "plus/etcd ops"
 for op in put get; do
   for clients in 1 64 256; do

@@ -68,6 +68,12 @@ struct Args {
     /// Append every acknowledged put here (with --op put), or check what is here (--op check).
     #[arg(long)]
     record: Option<PathBuf>,
+    /// With --op get: how many keys the gets pick from at random (1 to 10,000,000). They are
+    /// named by their count, `load/keys-N/I`, and written before the clock starts unless an
+    /// earlier run left them (their last key is written last), so runs after the first read
+    /// a store that already holds them.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    keys: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -191,6 +197,49 @@ struct Tally {
     errors: usize,
 }
 
+/// The `i`th of the `keys` keys the gets read.
+fn read_key(keys: u32, i: u32) -> String {
+    format!("load/keys-{keys}/{i}")
+}
+
+/// Writes the `keys` keys the gets read, unless an earlier run did: transactions of 100 sets,
+/// 64 at a time, and the last key alone at the end, so its presence means all are there.
+async fn fill(store: &Arc<dyn KvClient>, keys: u32, value_size: usize) -> Result<(), String> {
+    let last = read_key(keys, keys - 1);
+    if store.get(&last).await.map_err(|e| e.to_string())?.is_some() {
+        return Ok(());
+    }
+    const PER_TXN: u32 = 100;
+    let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut writers = Vec::new();
+    for _ in 0..64 {
+        let (store, next) = (Arc::clone(store), Arc::clone(&next));
+        writers.push(tokio::spawn(async move {
+            loop {
+                let start = next.fetch_add(PER_TXN, std::sync::atomic::Ordering::Relaxed);
+                let end = (start + PER_TXN).min(keys - 1);
+                if start >= end {
+                    return Ok::<(), String>(());
+                }
+                let then = (start..end)
+                    .map(|i| TxnOp::Set {
+                        key: read_key(keys, i),
+                        value: Bytes::from(text(value_size)),
+                        lease: None,
+                    })
+                    .collect();
+                let txn = Txn { when: vec![], then, otherwise: vec![] };
+                store.txn(txn).await.map_err(|e| format!("filling the keys: {e}"))?;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.map_err(|e| e.to_string())??;
+    }
+    store.set(&last, Bytes::from(text(value_size))).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 async fn load(args: &Args, target: &Target) -> Result<bool, String> {
     let value_size = args.value_size as usize;
     let record = match &args.record {
@@ -203,15 +252,10 @@ async fn load(args: &Args, target: &Target) -> Result<bool, String> {
         ))),
         None => None,
     };
-    // Keys for the readers, written before the clock starts.
     let run = text(8);
-    let seeded: Arc<Vec<String>> =
-        Arc::new((0..256).map(|i| format!("load/{run}/seed-{i}")).collect());
+    let keys = args.keys;
     if args.op == Op::Get {
-        let store = target.connect().await?;
-        for key in seeded.iter() {
-            store.set(key, Bytes::from(text(value_size))).await.map_err(|e| e.to_string())?;
-        }
+        fill(&target.connect().await?, keys, value_size).await?;
     }
     let shared = match args.connections {
         Connections::Shared => Some(target.connect().await?),
@@ -226,7 +270,7 @@ async fn load(args: &Args, target: &Target) -> Result<bool, String> {
             Some(store) => Arc::clone(store),
             None => target.connect().await?,
         };
-        let (record, seeded, run, op) = (record.clone(), Arc::clone(&seeded), run.clone(), args.op);
+        let (record, run, op) = (record.clone(), run.clone(), args.op);
         let tickets = Arc::clone(&tickets);
         clients.push(tokio::spawn(async move {
             let mut tally = Tally::default();
@@ -258,8 +302,8 @@ async fn load(args: &Args, target: &Target) -> Result<bool, String> {
                         ok
                     }
                     Op::Get => {
-                        let key = &seeded[rand::rng().random_range(0..seeded.len())];
-                        matches!(store.get(key).await, Ok(Some(_)))
+                        let key = read_key(keys, rand::rng().random_range(0..keys));
+                        matches!(store.get(&key).await, Ok(Some(_)))
                     }
                     Op::Txn => {
                         let txn = Txn {

@@ -357,6 +357,66 @@ fn load_and_status_against_no_store_fail() {
     assert_eq!(status.status.code(), Some(1), "{}", String::from_utf8_lossy(&status.stderr));
 }
 
+/// `quorum_load --op get --keys N` writes the N keys its gets read before the clock starts
+/// (every one of them, in transactions), and a second run reads the same keys without
+/// writing them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_gets_read_keys_written_once() {
+    let data = std::env::temp_dir().join(format!("plus-quorum-load-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let addrs = loopback_addrs(&[1]).await.unwrap();
+    let mut nodes = Nodes::default();
+    nodes.0.insert(1, command(1, &addrs, &data).spawn().unwrap());
+    let endpoints = peers(&addrs);
+    // Each key's version and revision of creation: a second fill would change both.
+    let written = || {
+        let out = quorum_ctl(
+            &endpoints,
+            20,
+            &["--write-out".to_owned(), "json".to_owned()],
+            &["get", "load/keys-1234/0"],
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (json["version"].as_u64(), json["created"].as_u64())
+    };
+    let count = || {
+        let out = quorum_ctl(
+            &endpoints,
+            20,
+            &[] as &[String],
+            &["get", "load/keys-1234/", "--prefix", "--count-only"],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let load = || {
+        let out = Command::new(example("quorum_load"))
+            .args(["--endpoints", &endpoints, "--op", "get", "--keys", "1234"])
+            .args(["--clients", "4", "--seconds", "1", "--value-size", "16"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{said} {}", stderr(&out));
+        let field = |name: &str| -> u64 {
+            said.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {said}"))
+        };
+        assert_eq!(field("errors="), 0, "a get missed a key: {said}");
+        assert!(field("ops=") > 0, "{said}");
+    };
+    load();
+    assert_eq!(count(), "1234");
+    let first = written();
+    assert!(first.0.is_some(), "no key load/keys-1234/0");
+    load();
+    assert_eq!(count(), "1234");
+    assert_eq!(written(), first, "the second run wrote the keys again");
+    drop(nodes);
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
 /// `quorum_ctl` as an operator uses it against a real node: keys with a lease, a range as
 /// JSON, counting, deleting a prefix, a transaction whose compare fails (exit 3), leases, a
 /// lock held while a command runs (its fencing token in the command's environment), and the
