@@ -18,17 +18,9 @@ clients="${2:-64}"
 rounds="${3:-2}"
 
 cargo build --release --locked -q -p examples --example quorum_node --example quorum_load --example quorum_certs
-target_dir=$(cargo metadata --locked --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-bin="$target_dir/release/examples"
-
 work=$(mktemp -d /var/tmp/plus-tls-price.XXXXXX)
-pids=()
-stop_all() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-trap 'stop_all; rm -rf "$work"' EXIT
+# shellcheck source=benches/processes.sh
+source benches/processes.sh
 
 "$bin/quorum_certs" --out "$work/certs" --nodes 1,2,3 --client load >/dev/null
 peers="1=127.0.0.1:27201,2=127.0.0.1:27202,3=127.0.0.1:27203"
