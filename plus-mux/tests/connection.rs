@@ -436,3 +436,48 @@ async fn a_tcp_peer_that_stops_reading_is_detected_by_the_heartbeat() {
     assert!(result.is_err(), "{result:?}");
     holder.abort();
 }
+
+/// With `max_in_flight` requests out, the next one waits for a slot: it goes when an answer
+/// frees one, fails with `SlotTimeout` when none frees in time, and with `Closed` at once
+/// when the connection closes while it waits.
+#[tokio::test(start_paused = true)]
+async fn a_request_waits_for_a_free_slot_and_no_longer() {
+    let config = Config {
+        max_in_flight: 2,
+        slot_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(60),
+        ..Config::default()
+    };
+    let (client, _server, _, _) = pair(config);
+    let slow = |ms: u64| {
+        let client = client.clone();
+        tokio::spawn(async move { client.request(format!("sleep:{ms}")).await })
+    };
+    let (first, second) = (slow(1_000), slow(5_000));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(client.counters().pending, 2);
+    // No slot frees within 500 ms.
+    let refused = client.request("late").await;
+    assert!(matches!(refused, Err(RequestError::SlotTimeout)), "{refused:?}");
+    // The first answer (at 1 s) frees a slot for a request waiting since 600 ms.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move { client.request("next").await })
+    };
+    assert_eq!(first.await.unwrap().unwrap(), "sleep:1000");
+    assert_eq!(waiting.await.unwrap().unwrap(), "next");
+    // A request waiting for a slot when the connection closes is told so.
+    let third = slow(5_000);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let blocked = {
+        let client = client.clone();
+        tokio::spawn(async move { client.request("blocked").await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    client.close();
+    let told = tokio::time::timeout(Duration::from_millis(100), blocked).await;
+    assert!(matches!(told, Ok(Ok(Err(RequestError::Closed(_))))), "{told:?}");
+    assert!(matches!(second.await.unwrap(), Err(RequestError::Lost(_))));
+    assert!(matches!(third.await.unwrap(), Err(RequestError::Lost(_))));
+}
