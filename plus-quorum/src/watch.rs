@@ -88,8 +88,15 @@ pub struct WatchRequest {
 /// let keys: Vec<String> = events.into_iter().map(|e| e.key).collect();
 /// assert_eq!(keys, ["app/a"]);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct WatchEvents(Arc<Vec<WatchEvent>>);
+
+/// Printed as the list it holds, as `Vec<WatchEvent>` was.
+impl std::fmt::Debug for WatchEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
 
 impl WatchEvents {
     /// The events to change in place (a copy of them first if another answer shares them).
@@ -368,7 +375,7 @@ mod tests {
 
     #[test]
     fn shared_events_cross_the_wire_as_the_plain_list_did() {
-        #[derive(Serialize)]
+        #[derive(Serialize, Debug)]
         struct Before {
             events: Vec<WatchEvent>,
             progress: LogIndex,
@@ -383,6 +390,7 @@ mod tests {
         assert_eq!(bytes, rmp_serde::to_vec(&before).unwrap());
         assert_eq!(rmp_serde::from_slice::<WatchBatch>(&bytes).unwrap(), now);
         assert_eq!(serde_json::to_string(&now).unwrap(), serde_json::to_string(&before).unwrap());
+        assert_eq!(format!("{:?}", now.events), format!("{:?}", before.events));
         // A shared list is changed in place only as a copy: the other holder keeps its own.
         let mut mine = now.events.clone();
         mine.to_mut()[0].key = "a".into();
