@@ -278,6 +278,7 @@ impl History {
     /// How many changes (to any key) are kept from `request.from` on, when a poll would be
     /// answered with events of them and no error, and its answer could not be full; `None`
     /// otherwise (see [`History::poll`]).
+    #[cfg(any(feature = "driver", test))]
     pub(crate) fn backlog(&self, request: &WatchRequest) -> Option<usize> {
         if request.max_events == 0 || request.from < self.oldest {
             return None;

@@ -664,6 +664,7 @@ impl Node {
     /// valid and its answer could not be full; `None` when it would be an error or might be
     /// full (then only [`Node::watch`] says). A driver holding polls for a round of answers
     /// uses it to leave the answer until the round.
+    #[cfg(feature = "driver")]
     pub(crate) fn watch_backlog(&self, request: &WatchRequest) -> Option<usize> {
         self.check_watch(request).ok()?;
         self.history.backlog(request)
