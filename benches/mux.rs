@@ -1,5 +1,6 @@
 //! plus-mux beside yamux (one stream per request) and a plain TCP request/response loop, on
-//! loopback, one group per workload so each reads as a ratio.
+//! loopback, one group per workload so each reads as a ratio; and plus-mux over mutual TLS
+//! beside itself over plain TCP (the price of TLS on one connection).
 #![allow(missing_docs)] // criterion_group! generates an undocumented public function
 
 use std::collections::VecDeque;
@@ -13,7 +14,11 @@ use bytes::Bytes;
 use criterion::measurement::Measurement;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::{AsyncReadExt as _, AsyncWriteExt as _};
-use plus_mux::{Config, Connection, Handler, HandlerError, NoHandler};
+use plus_mux::Connector as _;
+use plus_mux::certs::Ca;
+use plus_mux::{
+    Config, Connection, Handler, HandlerError, NoHandler, Server, ServerConfig, Tls, serve,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
@@ -351,6 +356,47 @@ fn memory_per_request(rt: &Runtime) {
     });
 }
 
+/// A server and a client of one mutual-TLS connection, their certificates from one fresh CA.
+async fn mux_tls_client() -> (Connection, Server) {
+    let ca = Ca::new("bench CA").unwrap();
+    let tls = |name: &str| {
+        let leaf = ca.leaf(name, &[]).unwrap();
+        Tls::from_pem(leaf.cert.as_bytes(), leaf.key.as_bytes(), ca.pem().as_bytes()).unwrap()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server =
+        serve(tls("server").listener(listener), ServerConfig::default(), Arc::new(Echo)).unwrap();
+    let stream = tls("client").connector(&addr).connect().await.unwrap();
+    let config = Config { max_in_flight: 4096, ..Config::default() };
+    (Connection::new(stream, config, Arc::new(NoHandler)).unwrap(), server)
+}
+
+/// plus-mux over mutual TLS beside plus-mux over plain TCP, same requests.
+fn tls_workload(
+    c: &mut Criterion,
+    rt: &Runtime,
+    (size, concurrency, requests): (usize, usize, usize),
+) {
+    let body = Bytes::from(vec![7u8; size]);
+    let (plain, (tls, server)) =
+        rt.block_on(async { (mux_client(mux_server().await).await, mux_tls_client().await) });
+    let mut group = c.benchmark_group(format!("mux_tls/{size}B_c{concurrency}"));
+    group.throughput(Throughput::Elements(requests as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(3));
+    group.bench_function("plus_mux_plain_tcp", |b| {
+        b.iter(|| rt.block_on(mux_round(&plain, &body, requests, concurrency)));
+    });
+    group.bench_function("plus_mux_mutual_tls", |b| {
+        b.iter(|| rt.block_on(mux_round(&tls, &body, requests, concurrency)));
+    });
+    group.finish();
+    plain.close();
+    tls.close();
+    drop(server);
+}
+
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
@@ -364,6 +410,9 @@ fn benches(c: &mut Criterion) {
         }
     }
     workload(c, "mux", &rt, (1 << 20, 1, 20), true);
+    for size in [64, 1024] {
+        tls_workload(c, &rt, (size, 64, 20_000));
+    }
 }
 
 /// The pipelined workloads again, measured in CPU time of the process (client and server

@@ -208,6 +208,18 @@ const PAIRS: &[(&str, &str, &str, &str)] = &[
         "quorum linearizable reads / openraft, 256 clients",
     ),
     (
+        "mux_tls_64B_c64",
+        "plus_mux_mutual_tls",
+        "plus_mux_plain_tcp",
+        "mux over mutual TLS / over plain TCP, 64 B, concurrency 64",
+    ),
+    (
+        "mux_tls_1024B_c64",
+        "plus_mux_mutual_tls",
+        "plus_mux_plain_tcp",
+        "mux over mutual TLS / over plain TCP, 1 KiB, concurrency 64",
+    ),
+    (
         "quorum_mux_writes_c64",
         "plus_quorum_over_mux",
         "plus_quorum_in_process",
