@@ -357,18 +357,24 @@ fn load_and_status_against_no_store_fail() {
     assert_eq!(status.status.code(), Some(1), "{}", String::from_utf8_lossy(&status.stderr));
 }
 
-/// `quorum_load --op get --keys N` writes the N keys its gets read before the clock starts
-/// (every one of them, in transactions), and a second run reads the same keys without
-/// writing them again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_gets_read_keys_written_once() {
-    let data = std::env::temp_dir().join(format!("plus-quorum-load-keys-{}", std::process::id()));
+/// A one-node cluster in a fresh directory named `name` and this process's id: the node (killed
+/// when dropped), the directory, and the endpoints to give clients.
+async fn one_node(name: &str) -> (Nodes, PathBuf, String) {
+    let data = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data).unwrap();
     let addrs = loopback_addrs(&[1]).await.unwrap();
     let mut nodes = Nodes::default();
     nodes.0.insert(1, command(1, &addrs, &data).spawn().unwrap());
-    let endpoints = peers(&addrs);
+    (nodes, data, peers(&addrs))
+}
+
+/// `quorum_load --op get --keys N` writes the N keys its gets read before the clock starts
+/// (every one of them, in transactions), and a second run reads the same keys without
+/// writing them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_gets_read_keys_written_once() {
+    let (nodes, data, endpoints) = one_node("plus-quorum-load-keys").await;
     // Each key's version and revision of creation: a second fill would change both.
     let written = || {
         let out = quorum_ctl(
@@ -423,13 +429,7 @@ async fn load_gets_read_keys_written_once() {
 /// endpoints' health.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_ctl_covers_what_operators_do() {
-    let data = std::env::temp_dir().join(format!("plus-quorum-ctl-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(&data).unwrap();
-    let addrs = loopback_addrs(&[1]).await.unwrap();
-    let mut nodes = Nodes::default();
-    nodes.0.insert(1, command(1, &addrs, &data).spawn().unwrap());
-    let endpoints = peers(&addrs);
+    let (_nodes, data, endpoints) = one_node("plus-quorum-ctl").await;
     let ctl = |args: &[&str]| {
         let out = quorum_ctl(&endpoints, 20, &[] as &[String], args);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
