@@ -29,7 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use plus_quorum::{Bytes, Compare, Expect, KvClient, Txn, TxnOp, TxnOpResult};
+use plus_quorum::{
+    Bytes, ClientError, Compare, Expect, KvClient, StoreError, Txn, TxnOp, TxnOpResult,
+};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
@@ -202,34 +204,48 @@ fn read_key(keys: u32, i: u32) -> String {
     format!("load/keys-{keys}/{i}")
 }
 
-/// Writes the `keys` keys the gets read, unless an earlier run did: transactions of 100 sets,
-/// 64 at a time, and the last key alone at the end, so its presence means all are there.
+/// Writes the `keys` keys the gets read, unless an earlier run did: transactions of 100 sets
+/// (fewer when the cluster says that is past its limit of operations or bytes), 64 at a time,
+/// and the last key alone at the end, so its presence means all are there.
 async fn fill(store: &Arc<dyn KvClient>, keys: u32, value_size: usize) -> Result<(), String> {
     let last = read_key(keys, keys - 1);
     if store.get(&last).await.map_err(|e| e.to_string())?.is_some() {
         return Ok(());
     }
+    use std::sync::atomic::{AtomicU32, Ordering};
     const PER_TXN: u32 = 100;
-    let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let next = Arc::new(AtomicU32::new(0));
+    // Halved, for every writer, each time the cluster refuses a transaction as too large.
+    let per_txn = Arc::new(AtomicU32::new(PER_TXN));
     let mut writers = Vec::new();
     for _ in 0..64 {
-        let (store, next) = (Arc::clone(store), Arc::clone(&next));
+        let (store, next, per_txn) = (Arc::clone(store), Arc::clone(&next), Arc::clone(&per_txn));
         writers.push(tokio::spawn(async move {
             loop {
-                let start = next.fetch_add(PER_TXN, std::sync::atomic::Ordering::Relaxed);
+                let start = next.fetch_add(PER_TXN, Ordering::Relaxed);
                 let end = (start + PER_TXN).min(keys - 1);
                 if start >= end {
                     return Ok::<(), String>(());
                 }
-                let then = (start..end)
-                    .map(|i| TxnOp::Set {
-                        key: read_key(keys, i),
-                        value: Bytes::from(text(value_size)),
-                        lease: None,
-                    })
-                    .collect();
-                let txn = Txn { when: vec![], then, otherwise: vec![] };
-                store.txn(txn).await.map_err(|e| format!("filling the keys: {e}"))?;
+                let mut from = start;
+                while from < end {
+                    let to = end.min(from + per_txn.load(Ordering::Relaxed));
+                    let then = (from..to)
+                        .map(|i| TxnOp::Set {
+                            key: read_key(keys, i),
+                            value: Bytes::from(text(value_size)),
+                            lease: None,
+                        })
+                        .collect();
+                    let txn = Txn { when: vec![], then, otherwise: vec![] };
+                    match store.txn(txn).await {
+                        Ok(_) => from = to,
+                        Err(StoreError::Client(ClientError::TooLarge { .. })) if to - from > 1 => {
+                            per_txn.fetch_min((to - from) / 2, Ordering::Relaxed);
+                        }
+                        Err(e) => return Err(format!("filling the keys: {e}")),
+                    }
+                }
             }
         }));
     }

@@ -369,6 +369,30 @@ async fn one_node(name: &str) -> (Nodes, PathBuf, String) {
     (nodes, data, peers(&addrs))
 }
 
+/// Keys whose transactions of 100 would be past the cluster's 1.5 MiB a request are written
+/// in smaller ones: the fill does not stop at the cluster's limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_fills_in_transactions_the_cluster_takes() {
+    let (nodes, data, endpoints) = one_node("plus-quorum-load-limits").await;
+    let out = Command::new(example("quorum_load"))
+        .args(["--endpoints", &endpoints, "--op", "get", "--keys", "300"])
+        .args(["--clients", "2", "--seconds", "1", "--value-size", "20000"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said} {}", stderr(&out));
+    assert!(said.contains(" errors=0 "), "a get missed a key: {said}");
+    let out = quorum_ctl(
+        &endpoints,
+        20,
+        &[] as &[String],
+        &["get", "load/keys-300/", "--prefix", "--count-only"],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "300");
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 /// `quorum_load --op get --keys N` writes the N keys its gets read before the clock starts
 /// (every one of them, in transactions), and a second run reads the same keys without
 /// writing them again.
