@@ -640,6 +640,15 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(inner: Arc<Inner>, rea
         };
         let frame = match next {
             None => return inner.close(&CloseReason::PeerClosed),
+            // A TLS peer gone without its close_notify (a process that exited, as most
+            // clients do) between two frames: nothing was cut short, since every frame says
+            // its length, so it closed like any other. Cut inside a frame, it stays an error.
+            Some(Err(FrameError::Io(err)))
+                if err.kind() == std::io::ErrorKind::UnexpectedEof
+                    && frames.read_buffer().is_empty() =>
+            {
+                return inner.close(&CloseReason::PeerClosed);
+            }
             Some(Err(err)) => return refuse(&inner, &err).await,
             Some(Ok(frame)) => frame,
         };

@@ -150,6 +150,47 @@ async fn a_plain_tcp_peer_speaking_mux_is_refused() {
     setup.server.stop();
 }
 
+/// A client that exits without TLS's close_notify between two frames has closed its
+/// connection like any other (no I/O error to warn about); one that stops inside a frame has
+/// cut it short, an error.
+#[tokio::test]
+async fn a_peer_gone_without_close_notify_closed_unless_it_cut_a_frame() {
+    let ca = Ca::new("cluster CA");
+    let leaf = ca.leaf("server");
+    let server_tls =
+        Tls::from_pem(leaf.cert.as_bytes(), leaf.key.as_bytes(), ca.pem().as_bytes()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut listener = server_tls.listener(listener);
+    let client_tls = identity(&ca, &ca);
+    let mut frame = bytes::BytesMut::new();
+    FrameCodec::new(1024).encode(Frame::request(1, "run something"), &mut frame).unwrap();
+    for cut_inside_a_frame in [false, true] {
+        let connector = client_tls.connector(&addr);
+        let (server_side, client) =
+            tokio::join!(plus_mux::Accept::accept(&mut listener), connector.connect());
+        let mut client = client.unwrap();
+        let server =
+            Connection::new(server_side.unwrap().0, Config::default(), Arc::new(NoHandler))
+                .unwrap();
+        if cut_inside_a_frame {
+            client.write_all(&frame[..frame.len() - 3]).await.unwrap();
+            client.flush().await.unwrap();
+        }
+        // The TCP stream ends (FIN) with no close_notify before it, as when a process exits;
+        // the socket stays open until the server has seen it, so no unread data turns the
+        // close into a reset.
+        client.get_mut().0.shutdown().await.unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(3), server.closed()).await.unwrap();
+        drop(client);
+        if cut_inside_a_frame {
+            assert!(matches!(reason, plus_mux::CloseReason::Io(_)), "cut inside a frame: {reason}");
+        } else {
+            assert_eq!(reason, plus_mux::CloseReason::PeerClosed);
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_stalled_handshake_holds_up_no_one_and_times_out() {
     let setup = setup().await;
