@@ -2,7 +2,9 @@
 # The price of mutual TLS on plus-quorum, in one run: 3 `quorum_node` processes with FileStorage
 # in plain text, then the same 3 with `--tls-*` (certificates from `quorum_certs`), each loaded
 # by the same `quorum_load` with durable puts and linearizable gets of 256-byte values. Prints
-# ops/s and p99 of each and the ratio of times (TLS / plain: above 1 means TLS is slower).
+# ops/s and p99 of each and the ratio of times (TLS / plain: above 1 means TLS is slower), and
+# the whole machine's CPU time per operation (every process, kernel included, from /proc/stat:
+# where the machine is busy throughout, the price of TLS in time is its price in CPU).
 #
 #   bash benches/tls_price.sh [SECONDS_PER_RUN] [CLIENTS] [ROUNDS]
 #
@@ -57,15 +59,24 @@ wait_ready() {
 
 field() { sed -n "s/.* $2=\([0-9.]*\).*/\1/p" <<<"$1"; }
 
+# The machine's busy CPU time so far, in clock ticks (user, nice, system, irq, softirq, steal).
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+ticks_per_second=$(getconf CLK_TCK)
+
 declare -A best
 for run in $(seq 1 "$rounds"); do
   for mode in plain tls; do
     start "$mode" "$run"
     wait_ready "$mode"
     for op in put get; do
+      before=$(busy_ticks)
       # shellcheck disable=SC2046
       line=$("$bin/quorum_load" --endpoints "$peers" $(client_security "$mode") --op "$op" --clients "$clients" \
         --seconds "$seconds" --value-size 256 --connections shared | tail -n 1)
+      # CPU microseconds per operation, the whole machine (the load's connection setup included).
+      cpu_us=$(awk -v t=$(($(busy_ticks) - before)) -v hz="$ticks_per_second" -v ops="$(field "$line" ops)" \
+        'BEGIN { printf "%.1f", (ops > 0 ? t / hz * 1e6 / ops : 0) }')
+      line="$line cpu_us_per_op=$cpu_us"
       echo "$mode round $run: $line" >&2
       grep -q ' errors=0 ' <<<"$line" || { echo "errors in the $mode $op run: $line" >&2; exit 1; }
       rps=$(field "$line" rps)
@@ -78,10 +89,13 @@ for run in $(seq 1 "$rounds"); do
 done
 
 echo "clients=$clients seconds=$seconds value_size=256 rounds=$rounds (best of each)"
-printf '%-4s | %12s %10s | %12s %10s | %14s\n' op "plain ops/s" "plain p99" "tls ops/s" "tls p99" "tls/plain time"
+printf '%-4s | %12s %10s %10s | %12s %10s %10s | %14s %13s\n' op "plain ops/s" "plain p99" "cpu us/op" \
+  "tls ops/s" "tls p99" "cpu us/op" "tls/plain time" "tls/plain cpu"
 for op in put get; do
   p=${best[plain/$op]} t=${best[tls/$op]}
-  pr=$(field "$p" rps) tr=$(field "$t" rps)
+  pr=$(field "$p" rps) tr=$(field "$t" rps) pc=$(field "$p" cpu_us_per_op) tc=$(field "$t" cpu_us_per_op)
   ratio=$(awk -v a="$pr" -v b="$tr" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
-  printf '%-4s | %12s %8sus | %12s %8sus | %14s\n' "$op" "$pr" "$(field "$p" p99_us)" "$tr" "$(field "$t" p99_us)" "$ratio"
+  cpu=$(awk -v a="$tc" -v b="$pc" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+  printf '%-4s | %12s %8sus %10s | %12s %8sus %10s | %14s %13s\n' "$op" "$pr" "$(field "$p" p99_us)" "$pc" \
+    "$tr" "$(field "$t" p99_us)" "$tc" "$ratio" "$cpu"
 done
