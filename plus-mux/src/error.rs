@@ -9,7 +9,8 @@ pub enum CloseReason {
     /// This side closed it (or shut it down).
     #[error("closed locally")]
     Local,
-    /// The peer closed the stream.
+    /// The peer closed the stream between two frames (over TLS also without its close_notify:
+    /// every frame says its length, so nothing can have been cut short).
     #[error("closed by the peer")]
     PeerClosed,
     /// The peer sent bytes that are not a valid frame.
