@@ -111,8 +111,9 @@ struct Args {
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_txn_ops: u64,
     /// Applied entries between two snapshots (etcd's --snapshot-count; 1 to 10000000). A
-    /// snapshot copies and writes the whole state, and appends wait behind its write: a longer
-    /// interval keeps write latency's tail short, at the cost of a longer log in memory.
+    /// snapshot copies and writes the whole state (beside the appends, which go on, slowed by
+    /// the disk it shares): a longer interval writes it less often, at the cost of a longer log
+    /// in memory and on disk.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     snapshot_entries: u64,
     /// Serve /health, /metrics (Prometheus's text format), /version and the JSON gateway

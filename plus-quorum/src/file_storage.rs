@@ -58,7 +58,9 @@ use serde::de::DeserializeOwned;
 
 use crate::ids::LogIndex;
 use crate::log::{Entry, Snapshot};
-use crate::storage::{HardState, Recovered, Storage, StorageError, StorageErrorKind};
+use crate::storage::{
+    HardState, Recovered, SnapshotWriter, Storage, StorageError, StorageErrorKind,
+};
 
 const HEADER: usize = 12;
 
@@ -320,12 +322,30 @@ impl FileStorage {
     }
 
     fn replace_file(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        let path = self.dir.join(name);
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let mut f = File::create(&tmp).map_err(|e| io("cannot create", &tmp, e))?;
-        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| io("cannot write", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| io("cannot rename", &tmp, e))?;
-        sync_dir(&self.dir)
+        replace_file(&self.dir, name, bytes)
+    }
+
+    /// Drops the log's whole segments that hold nothing past a durable snapshot up to
+    /// `last_index`, oldest first; the log is never rewritten. A snapshot past the log's end
+    /// empties it: the next append starts a new segment after the snapshot.
+    fn compact_past(&mut self, last_index: LogIndex) -> Result<(), StorageError> {
+        self.snapshot_index = Some(last_index);
+        self.ensure_scanned()?;
+        let keep_from = last_index + 1;
+        while self.segments.first().is_some_and(|first| {
+            let last = match self.segments.get(1) {
+                Some(next) => next.first - 1,
+                None => first.last(),
+            };
+            last < keep_from
+        }) {
+            let old = self.segments.remove(0);
+            if self.segments.is_empty() {
+                self.active = None;
+            }
+            self.delete_segment(&old)?;
+        }
+        Ok(())
     }
 
     fn read_checked<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StorageError> {
@@ -703,38 +723,60 @@ impl Storage for FileStorage {
             return Ok(());
         }
         self.guarded(|s| {
-            let started = std::time::Instant::now();
-            let bytes = Self::checked_bytes(snapshot);
-            s.replace_file("snapshot", &bytes)?;
-            // What operators size by: how large a snapshot is and how long it takes to write.
-            tracing::info!(
-                last_index = snapshot.last_index,
-                bytes = bytes.len(),
-                took_ms = started.elapsed().as_millis() as u64,
-                "snapshot saved"
-            );
-            s.snapshot_index = Some(snapshot.last_index);
-            s.ensure_scanned()?;
-            // Whole segments with nothing past the snapshot go, oldest first; the log is never
-            // rewritten. A snapshot past the log's end empties it: the next append starts a
-            // new segment after the snapshot.
-            let keep_from = snapshot.last_index + 1;
-            while s.segments.first().is_some_and(|first| {
-                let last = match s.segments.get(1) {
-                    Some(next) => next.first - 1,
-                    None => first.last(),
-                };
-                last < keep_from
-            }) {
-                let old = s.segments.remove(0);
-                if s.segments.is_empty() {
-                    s.active = None;
-                }
-                s.delete_segment(&old)?;
-            }
-            Ok(())
+            write_snapshot_file(&s.dir, snapshot)?;
+            s.compact_past(snapshot.last_index)
         })
     }
+
+    fn snapshot_writer(&self) -> Option<Box<dyn SnapshotWriter>> {
+        Some(Box::new(FileSnapshotWriter { dir: self.dir.clone() }))
+    }
+
+    fn snapshot_written(&mut self, last_index: LogIndex) -> Result<(), StorageError> {
+        if self.snapshot_index.is_some_and(|stored| last_index <= stored) {
+            return Ok(()); // a newer one (installed from a leader) was kept meanwhile
+        }
+        self.guarded(|s| s.compact_past(last_index))
+    }
+}
+
+/// Writes the `snapshot` file of a [`FileStorage`]'s directory beside its appends (its
+/// [`Storage::snapshot_writer`]); the log is compacted by [`Storage::snapshot_written`].
+#[derive(Debug)]
+struct FileSnapshotWriter {
+    dir: PathBuf,
+}
+
+impl SnapshotWriter for FileSnapshotWriter {
+    fn write(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        write_snapshot_file(&self.dir, snapshot)
+    }
+}
+
+/// Replaces `dir/name` with `bytes` atomically: a temporary file written and fsynced, renamed,
+/// the directory fsynced.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp).map_err(|e| io("cannot create", &tmp, e))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| io("cannot write", &tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| io("cannot rename", &tmp, e))?;
+    sync_dir(dir)
+}
+
+/// Makes `snapshot` the directory's durable snapshot (the log untouched).
+fn write_snapshot_file(dir: &Path, snapshot: &Snapshot) -> Result<(), StorageError> {
+    let started = std::time::Instant::now();
+    let bytes = FileStorage::checked_bytes(snapshot);
+    replace_file(dir, "snapshot", &bytes)?;
+    // What operators size by: how large a snapshot is and how long it takes to write.
+    tracing::info!(
+        last_index = snapshot.last_index,
+        bytes = bytes.len(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "snapshot saved"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1080,6 +1122,43 @@ mod tests {
         drop(s);
         let r = small(&dir).recover().unwrap().unwrap();
         assert_eq!(indices(&r), (1..=20).collect::<Vec<_>>());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A snapshot written beside the appends (its writer) drops nothing from the log until
+    /// `snapshot_written`: a crash between the two recovers from the snapshot and the log after
+    /// it. Told, the log drops whole segments; told of an older one, nothing.
+    #[test]
+    fn a_snapshot_written_beside_the_appends_compacts_only_when_told() {
+        let dir = temp_dir("snapshot-beside");
+        let mut s = small(&dir);
+        for i in 1..=60 {
+            s.append(&[entry(i)]).unwrap();
+        }
+        let segments = s.segment_count();
+        let snap = Snapshot {
+            last_index: 40,
+            last_term: 1,
+            state: crate::kv::KvState::default(),
+            membership: None,
+        };
+        s.snapshot_writer().unwrap().write(&snap).unwrap();
+        assert_eq!(s.segment_count(), segments, "nothing dropped before it is said durable");
+        drop(s);
+        let mut s = small(&dir);
+        let r = s.recover().unwrap().unwrap();
+        assert_eq!(r.snapshot.as_ref().map(|s| s.last_index), Some(40));
+        assert_eq!(indices(&r), (41..=60).collect::<Vec<_>>());
+        s.snapshot_written(40).unwrap();
+        let compacted = s.segment_count();
+        assert!(compacted < segments, "{compacted} of {segments} segments left");
+        s.snapshot_written(10).unwrap();
+        assert_eq!(s.segment_count(), compacted, "an older one changes nothing");
+        s.append(&[entry(61)]).unwrap();
+        drop(s);
+        let r = small(&dir).recover().unwrap().unwrap();
+        assert_eq!(r.snapshot.as_ref().map(|s| s.last_index), Some(40));
+        assert_eq!(indices(&r), (41..=61).collect::<Vec<_>>());
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -299,7 +299,9 @@ pub use recipes::{ElectionLeader, Leadership, LockGuard};
 pub use roles::{Principal, ROLE_URI_SCHEME, Request};
 #[cfg(feature = "driver")]
 pub use session::{Session, SessionLost};
-pub use storage::{HardState, MemStorage, Recovered, Storage, StorageError, StorageErrorKind};
+pub use storage::{
+    HardState, MemStorage, Recovered, SnapshotWriter, Storage, StorageError, StorageErrorKind,
+};
 pub use txn::{Compare, KeyRange, Range, RangeResult, Txn, TxnOp, TxnOpResult, TxnOutcome};
 pub use txn_text::TxnSyntaxError;
 pub use types::{Expect, MAX_KEY_LEN, Versioned};

@@ -32,6 +32,12 @@ pub struct PersistBatch {
     pub entries: Vec<Entry>,
     /// Term and vote to keep.
     pub hard_state: Option<HardState>,
+    /// Whether `snapshot` may be made durable apart from the rest of the batch, later: the
+    /// node took it of its own applied entries, and every entry it covers is in an earlier
+    /// batch (none was left out of this one for it). A host may then write it beside later
+    /// appends (the tokio driver does, through [`Storage::snapshot_writer`]), as long as the
+    /// log drops nothing it covers before it is durable ([`Storage::snapshot_written`]).
+    pub snapshot_separable: bool,
 }
 
 impl PersistBatch {
@@ -123,10 +129,17 @@ impl Persistence {
         self.durable_last = self.durable_last.min(kept);
     }
 
-    /// A snapshot replaces the entries it covers.
-    pub(crate) fn snapshot(&mut self, snapshot: Snapshot) {
+    /// A snapshot replaces the entries it covers; `local` when the node took it of its own
+    /// applied entries (not installed from a leader).
+    pub(crate) fn snapshot(&mut self, snapshot: Snapshot, local: bool) {
         let last = snapshot.last_index;
+        let pending = self.pending.entries.len();
         self.pending.entries.retain(|e| e.index > last);
+        // Entries left out for it exist only in it until it is durable: it must be written
+        // with this batch, before the batch is reported durable.
+        let left_out = self.pending.entries.len() != pending;
+        let separable_so_far = self.pending.snapshot.is_none() || self.pending.snapshot_separable;
+        self.pending.snapshot_separable = local && !left_out && separable_so_far;
         self.pending.snapshot = Some(snapshot);
     }
 
@@ -236,10 +249,47 @@ mod tests {
         p.append((8..=12).map(entry));
         let snapshot =
             Snapshot { last_index: 10, last_term: 1, state: Default::default(), membership: None };
-        p.snapshot(snapshot);
+        p.snapshot(snapshot, false);
         let batch = p.poll(12).unwrap();
         assert_eq!(batch.entries.iter().map(|e| e.index).collect::<Vec<_>>(), [11, 12]);
+        assert!(!batch.snapshot_separable, "installed from a leader");
         p.persisted(batch.seq);
         assert_eq!(p.durable_last(), 12);
+    }
+
+    fn snapshot_at(last_index: LogIndex) -> Snapshot {
+        Snapshot { last_index, last_term: 1, state: Default::default(), membership: None }
+    }
+
+    /// A snapshot of the node's own entries may be written apart from its batch only when no
+    /// entry it covers was left out of the batch for it: such an entry would otherwise be in
+    /// neither the log nor a durable snapshot when the batch is reported durable.
+    #[test]
+    fn a_local_snapshot_is_separable_only_when_it_left_no_entry_out() {
+        let mut p = Persistence::new(10);
+        p.append((11..=15).map(entry));
+        let handed_out = p.poll(15).unwrap();
+        p.snapshot(snapshot_at(14), true);
+        p.append([entry(16)]);
+        let batch = p.poll(16).unwrap();
+        assert!(batch.snapshot_separable, "entries 11-14 went out in the batch before");
+        assert_eq!(batch.entries.iter().map(|e| e.index).collect::<Vec<_>>(), [16]);
+        p.persisted(handed_out.seq);
+
+        p.append((17..=20).map(entry));
+        p.snapshot(snapshot_at(18), true);
+        let batch = p.poll(20).unwrap();
+        assert!(!batch.snapshot_separable, "17 and 18 were left out for it");
+        assert_eq!(batch.entries.iter().map(|e| e.index).collect::<Vec<_>>(), [19, 20]);
+
+        // A later snapshot in the same batch that leaves nothing out itself does not make the
+        // earlier one's left-out entry come back.
+        p.append((21..=22).map(entry));
+        p.snapshot(snapshot_at(21), true);
+        p.append([entry(23)]);
+        p.snapshot(snapshot_at(21), true);
+        let batch = p.poll(23).unwrap();
+        assert!(!batch.snapshot_separable);
+        assert_eq!(batch.entries.iter().map(|e| e.index).collect::<Vec<_>>(), [22, 23]);
     }
 }

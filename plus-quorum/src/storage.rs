@@ -157,6 +157,39 @@ pub trait Storage: Send {
     fn writes_block(&self) -> bool {
         false
     }
+
+    /// A writer for the snapshots the node takes of its own applied entries that works while
+    /// appends go on, for storages whose snapshot write is long (the whole state, fsynced: four
+    /// seconds for 600 MB on a shared disk, every append waiting behind it). The tokio driver
+    /// (for a storage whose writes block) then writes such a snapshot with it on a thread of
+    /// its own, one at a time, and calls [`Storage::snapshot_written`] once it is durable.
+    /// Snapshots installed from a leader are written in order with the log, by
+    /// [`Storage::save_snapshot`], after any such write has finished. Default `None`: every
+    /// snapshot is written in order with the log.
+    fn snapshot_writer(&self) -> Option<Box<dyn SnapshotWriter>> {
+        None
+    }
+
+    /// The [`Storage::snapshot_writer`] made a snapshot up to `last_index` durable: entries it
+    /// covers may be dropped from the log now. A `last_index` below the snapshot kept changes
+    /// nothing.
+    ///
+    /// # Errors
+    /// When the log cannot be compacted.
+    fn snapshot_written(&mut self, last_index: LogIndex) -> Result<(), StorageError> {
+        let _ = last_index;
+        Ok(())
+    }
+}
+
+/// Writes snapshots beside the log's appends: see [`Storage::snapshot_writer`].
+pub trait SnapshotWriter: Send + 'static {
+    /// Makes `snapshot` durable, replacing the one kept, without touching the log. The driver
+    /// calls it one snapshot at a time, each newer than the last.
+    ///
+    /// # Errors
+    /// When it cannot be kept (the node then halts, as for any storage error).
+    fn write(&mut self, snapshot: &Snapshot) -> Result<(), StorageError>;
 }
 
 /// Memory-only storage (the source talk's store is memory-only), the default.

@@ -722,3 +722,117 @@ async fn a_failed_blocking_write_halts_the_node_and_acknowledges_nothing() {
         h.stop().await;
     }
 }
+
+/// A disk whose snapshot writes take as long as a gate stays shut (a large state on a busy
+/// disk), with a snapshot writer that works beside the appends; it counts what it is asked.
+#[derive(Clone, Default)]
+struct SlowSnapshots {
+    inner: MemStorage,
+    gate_open: Arc<std::sync::atomic::AtomicBool>,
+    /// Snapshots the writer (or `save_snapshot`) began, and `snapshot_written` calls.
+    begun: Arc<std::sync::atomic::AtomicUsize>,
+    compactions: Arc<std::sync::atomic::AtomicUsize>,
+    written: Arc<std::sync::Mutex<Option<plus_quorum::Snapshot>>>,
+}
+
+impl SlowSnapshots {
+    fn wait_for_the_gate(&self) {
+        self.begun.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !self.gate_open.load(std::sync::atomic::Ordering::SeqCst)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl plus_quorum::SnapshotWriter for SlowSnapshots {
+    fn write(&mut self, snapshot: &plus_quorum::Snapshot) -> Result<(), plus_quorum::StorageError> {
+        self.wait_for_the_gate();
+        *self.written.lock().unwrap() = Some(snapshot.clone());
+        Ok(())
+    }
+}
+
+impl plus_quorum::Storage for SlowSnapshots {
+    fn recover(&mut self) -> Result<Option<plus_quorum::Recovered>, plus_quorum::StorageError> {
+        self.inner.recover()
+    }
+    fn save_hard_state(
+        &mut self,
+        state: &plus_quorum::HardState,
+    ) -> Result<(), plus_quorum::StorageError> {
+        self.inner.save_hard_state(state)
+    }
+    fn append(&mut self, entries: &[plus_quorum::Entry]) -> Result<(), plus_quorum::StorageError> {
+        self.inner.append(entries)
+    }
+    fn truncate_from(&mut self, index: u64) -> Result<(), plus_quorum::StorageError> {
+        self.inner.truncate_from(index)
+    }
+    fn save_snapshot(
+        &mut self,
+        snapshot: &plus_quorum::Snapshot,
+    ) -> Result<(), plus_quorum::StorageError> {
+        self.wait_for_the_gate();
+        self.inner.save_snapshot(snapshot)
+    }
+    fn writes_block(&self) -> bool {
+        true
+    }
+    fn snapshot_writer(&self) -> Option<Box<dyn plus_quorum::SnapshotWriter>> {
+        Some(Box::new(self.clone()))
+    }
+    fn snapshot_written(&mut self, last_index: u64) -> Result<(), plus_quorum::StorageError> {
+        self.compactions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let written = self.written.lock().unwrap().clone();
+        match written {
+            Some(snapshot) if snapshot.last_index == last_index => {
+                self.inner.save_snapshot(&snapshot)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A snapshot of a large state takes seconds to write; the writes go on meanwhile (it is
+/// written beside the appends), and the log drops what it covers only once it is durable.
+#[tokio::test]
+async fn writes_go_on_while_a_snapshot_is_being_written() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let net = InProcessNetwork::new();
+    let disks: Vec<SlowSnapshots> = (0..3).map(|_| SlowSnapshots::default()).collect();
+    let mut handles = Vec::new();
+    for id in 1..=3u64 {
+        let mut config = config(id, Start::Bootstrap);
+        config.snapshot_threshold = 20;
+        handles.push(net.spawn(config, disks[id as usize - 1].clone()).unwrap().handle);
+    }
+    let mut cluster = Cluster::new(handles.clone());
+    cluster.deadline = Duration::from_secs(3);
+    for i in 0..120 {
+        cluster.set(&format!("k{i}"), "v").await.unwrap();
+    }
+    let begun: usize = disks.iter().map(|d| d.begun.load(SeqCst)).sum();
+    assert!(begun >= 3, "every node took a snapshot ({begun} begun)");
+    assert_eq!(disks.iter().map(|d| d.compactions.load(SeqCst)).sum::<usize>(), 0);
+    for disk in &disks {
+        disk.gate_open.store(true, SeqCst);
+    }
+    // Once durable, each node's log drops what its snapshot covers, with its next write.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while disks.iter().any(|d| d.compactions.load(SeqCst) == 0) {
+        assert!(std::time::Instant::now() < deadline, "no compaction after the snapshots");
+        cluster.set("more", "v").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for disk in &disks {
+        let kept = plus_quorum::Storage::recover(&mut disk.inner.clone()).unwrap().unwrap();
+        let snapshot = kept.snapshot.expect("a snapshot kept");
+        assert!(kept.entries.first().is_none_or(|e| e.index <= snapshot.last_index + 1));
+    }
+    for h in handles {
+        h.stop().await;
+    }
+}

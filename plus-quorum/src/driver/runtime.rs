@@ -283,6 +283,10 @@ struct Channels {
 /// that stopped the rest.
 type Written<S> = (S, Vec<u64>, Result<(), crate::StorageError>);
 
+/// What a finished snapshot write gives back: the writer, and the snapshot's last index once
+/// it is durable.
+type SnapshotDone = (Box<dyn crate::SnapshotWriter>, Result<crate::LogIndex, crate::StorageError>);
+
 /// The node's storage as the driver writes it: inline when writes are quick, or on a blocking
 /// thread with one write in flight at a time, the node's next batch gathering everything that
 /// happens meanwhile (group commit).
@@ -291,48 +295,106 @@ struct Disk<S> {
     storage: Option<S>,
     in_flight: Option<tokio::task::JoinHandle<Written<S>>>,
     blocking: bool,
+    /// Batches taken from the node and not yet written: they wait for a snapshot write in
+    /// flight when one of them holds a snapshot installed from a leader.
+    queued: Vec<crate::PersistBatch>,
+    /// The node's own snapshots, written beside the appends when the storage can.
+    snapshots: Option<SnapshotSide>,
+}
+
+/// Snapshots of the node's applied entries, written on a thread of their own so appends do not
+/// wait the seconds a large state takes; one at a time, the newest waiting.
+struct SnapshotSide {
+    /// `None` while a write is in flight.
+    writer: Option<Box<dyn crate::SnapshotWriter>>,
+    in_flight: Option<tokio::task::JoinHandle<SnapshotDone>>,
+    /// The newest snapshot taken while one was being written.
+    next: Option<crate::Snapshot>,
+    /// A snapshot made durable whose entries the log may drop: done with the next write.
+    compact_past: Option<crate::LogIndex>,
+}
+
+impl SnapshotSide {
+    fn is_writing(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Writes `snapshot` now, or after the one in flight (replacing any older one waiting).
+    fn offer(&mut self, snapshot: crate::Snapshot) {
+        match self.writer.take() {
+            Some(mut writer) => {
+                self.in_flight = Some(tokio::task::spawn_blocking(move || {
+                    let result = writer.write(&snapshot).map(|()| snapshot.last_index);
+                    (writer, result)
+                }));
+            }
+            None => self.next = Some(snapshot),
+        }
+    }
 }
 
 impl<S: Storage + 'static> Disk<S> {
     fn new(storage: S) -> Self {
         let blocking = storage.writes_block();
-        Self { storage: Some(storage), in_flight: None, blocking }
+        let snapshots = blocking.then(|| storage.snapshot_writer()).flatten().map(|writer| {
+            SnapshotSide { writer: Some(writer), in_flight: None, next: None, compact_past: None }
+        });
+        Self { storage: Some(storage), in_flight: None, blocking, queued: Vec::new(), snapshots }
     }
 
     fn is_writing(&self) -> bool {
         self.in_flight.is_some()
     }
 
+    fn is_writing_snapshot(&self) -> bool {
+        self.snapshots.as_ref().is_some_and(SnapshotSide::is_writing)
+    }
+
     /// Writes what the node has to make durable, unless a write is in flight (then it waits
-    /// in the node, growing, for the next one).
+    /// in the node, growing, for the next one). A snapshot the node took of its own entries
+    /// goes to the snapshot writer instead, when there is one: the entries it covers stay in
+    /// the log until it is durable.
     fn write(&mut self, node: &mut Node, now: Timestamp) {
         if self.in_flight.is_some() {
             return;
         }
-        let Some(storage) = self.storage.take() else { return };
-        let mut batches = Vec::new();
         while let Some(batch) = node.poll_persist() {
-            batches.push(batch);
+            self.queued.push(batch);
         }
-        if batches.is_empty() {
-            self.storage = Some(storage);
+        if let Some(side) = &mut self.snapshots {
+            for batch in &mut self.queued {
+                // Others (installed from a leader, or covering entries left out of their
+                // batch) are written in order with the log.
+                if batch.snapshot_separable
+                    && let Some(snapshot) = batch.snapshot.take()
+                {
+                    batch.snapshot_separable = false;
+                    side.offer(snapshot);
+                }
+            }
+            if side.is_writing() && self.queued.iter().any(|batch| batch.snapshot.is_some()) {
+                return; // the older snapshot's write must not land after this one
+            }
+        }
+        let compact_past = self.snapshots.as_mut().and_then(|side| side.compact_past.take());
+        if self.queued.is_empty() && compact_past.is_none() {
             return;
         }
+        let Some(storage) = self.storage.take() else { return };
+        let batches = std::mem::take(&mut self.queued);
         if self.blocking {
-            self.in_flight =
-                Some(tokio::task::spawn_blocking(move || write_batches(storage, &batches)));
+            self.in_flight = Some(tokio::task::spawn_blocking(move || {
+                write_batches(storage, compact_past, &batches)
+            }));
         } else {
-            let written = write_batches(storage, &batches);
+            let written = write_batches(storage, compact_past, &batches);
             self.finish(node, Ok(written), now);
         }
     }
 
-    /// The write in flight's outcome (only while [`Disk::is_writing`]).
-    async fn written(&mut self) -> Result<Written<S>, tokio::task::JoinError> {
-        match self.in_flight.as_mut() {
-            Some(task) => task.await,
-            None => std::future::pending().await,
-        }
+    /// The snapshot write in flight, if any.
+    fn snapshot_task(&mut self) -> Option<&mut tokio::task::JoinHandle<SnapshotDone>> {
+        self.snapshots.as_mut().and_then(|side| side.in_flight.as_mut())
     }
 
     fn finish(
@@ -358,9 +420,58 @@ impl<S: Storage + 'static> Disk<S> {
             )),
         }
     }
+
+    /// A snapshot write ended: once durable, the log drops what it covers with the next write,
+    /// and the newest snapshot taken meanwhile is written next. A failure halts the node, as
+    /// any storage error does.
+    fn finish_snapshot(
+        &mut self,
+        node: &mut Node,
+        written: Result<SnapshotDone, tokio::task::JoinError>,
+    ) {
+        let Some(side) = self.snapshots.as_mut() else { return };
+        side.in_flight = None;
+        match written {
+            Ok((writer, result)) => {
+                side.writer = Some(writer);
+                match result {
+                    Ok(last_index) => {
+                        side.compact_past = side.compact_past.max(Some(last_index));
+                        if let Some(next) = side.next.take() {
+                            side.offer(next);
+                        }
+                    }
+                    Err(err) => node.persist_failed(err),
+                }
+            }
+            Err(panicked) => node.persist_failed(crate::StorageError::new(
+                crate::StorageErrorKind::Io,
+                format!("the snapshot write panicked: {panicked}"),
+            )),
+        }
+    }
 }
 
-fn write_batches<S: Storage>(mut storage: S, batches: &[crate::PersistBatch]) -> Written<S> {
+/// The outcome of a task in flight (never, when there is none).
+async fn joined<T>(
+    task: Option<&mut tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn write_batches<S: Storage>(
+    mut storage: S,
+    compact_past: Option<crate::LogIndex>,
+    batches: &[crate::PersistBatch],
+) -> Written<S> {
+    if let Some(last_index) = compact_past
+        && let Err(err) = storage.snapshot_written(last_index)
+    {
+        return (storage, Vec::new(), Err(err));
+    }
     let mut durable = Vec::with_capacity(batches.len());
     for batch in batches {
         if let Err(err) = batch.write_to(&mut storage) {
@@ -430,7 +541,10 @@ async fn drive<S: Storage + 'static>(
             });
         tokio::select! {
             biased;
-            written = disk.written(), if disk.is_writing() => disk.finish(&mut node, written, now()),
+            written = joined(disk.in_flight.as_mut()), if disk.is_writing() => disk.finish(&mut node, written, now()),
+            written = joined(disk.snapshots.as_mut().and_then(|side| side.in_flight.as_mut())), if disk.is_writing_snapshot() => {
+                disk.finish_snapshot(&mut node, written);
+            }
             // Clients' calls first, so the writes queued meanwhile go out in one batch; but
             // only so many while a peer's message waits: ten thousand watchers polling again
             // after a round held up the acknowledgements that commit the writes they waited
@@ -468,8 +582,12 @@ async fn drive<S: Storage + 'static>(
                         // A write in flight ends first: the storage (and its lock) is free
                         // once the node has stopped.
                         if disk.is_writing() {
-                            let written = disk.written().await;
+                            let written = joined(disk.in_flight.as_mut()).await;
                             disk.finish(&mut node, written, now());
+                        }
+                        if disk.is_writing_snapshot() {
+                            let written = joined(disk.snapshot_task()).await;
+                            disk.finish_snapshot(&mut node, written);
                         }
                         // Pending callers learn their outcome is unknown (writes) or retryable.
                         for (_, r) in waiting.drain() {

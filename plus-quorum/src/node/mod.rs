@@ -114,10 +114,12 @@ pub struct Config {
     pub max_entries_per_message: usize,
     /// Snapshot (and drop the log before it) once this many entries, plus a jitter of up to
     /// half as many drawn anew each time (so replicas do not all snapshot at once), are applied
-    /// past the last snapshot. Default 100,000, etcd's `--snapshot-count`. A snapshot copies the whole state
-    /// and, with a blocking storage, the log's appends wait behind its write: a small figure
-    /// puts that stall in write latency's tail often (at 10,000, a 256-writer load's p99 was
-    /// about 11x its 100,000 figure; BENCHMARKS.md), a large one keeps a longer log in memory.
+    /// past the last snapshot. Default 100,000, etcd's `--snapshot-count`. A snapshot copies the
+    /// whole state and writes it: with a blocking storage that has a
+    /// [`Storage::snapshot_writer`](crate::Storage::snapshot_writer) (`FileStorage`) beside the
+    /// appends, else in order with them, which then wait behind it. A small figure writes it
+    /// often (at 10,000, before snapshots were written beside the appends, a 256-writer load's
+    /// p99 was about 11x its 100,000 figure; BENCHMARKS.md), a large one keeps a longer log.
     pub snapshot_threshold: u64,
     /// How this node starts. Default [`Start::Bootstrap`].
     pub start: Start,

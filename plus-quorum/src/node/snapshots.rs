@@ -20,7 +20,7 @@ impl Node {
             state: self.state.clone(),
             membership: Some(self.configs.at(self.applied).clone()),
         };
-        self.persist.snapshot(snapshot);
+        self.persist.snapshot(snapshot, true);
         self.snapshot_index = self.applied;
         let cut = self.log_cut();
         if let Some(cut_term) = self.log.term_at(cut) {
@@ -80,7 +80,7 @@ impl Node {
             self.commit = snapshot.last_index;
             self.apply_committed();
         } else if snapshot.last_index > self.commit {
-            self.persist.snapshot(snapshot.clone());
+            self.persist.snapshot(snapshot.clone(), false);
             self.persist.truncate_from(snapshot.last_index + 1);
             self.log.reset(snapshot.last_index, snapshot.last_term);
             let membership = snapshot
