@@ -95,11 +95,18 @@ struct Args {
     /// `operations=N linearizable=true|false`.
     #[arg(long, conflicts_with = "history")]
     check: Option<PathBuf>,
+    /// The nodes' `--snapshot-entries`: a small figure puts snapshots (written beside the
+    /// appends, compacting the log, installed on nodes that fell behind) among the faults.
+    /// Default: the node's own.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    snapshot_entries: Option<u64>,
 }
 
 /// The node processes; every one is killed when this is dropped, also on failure.
 struct Nodes {
     program: PathBuf,
+    /// Given to every node it starts.
+    common: Vec<String>,
     addrs: HashMap<NodeId, String>,
     proxies: proxy::Proxies,
     dir: PathBuf,
@@ -118,6 +125,7 @@ impl Nodes {
             .args(["--id", &id.to_string(), "--listen", &self.addrs[&id], "--peers", &peers])
             .arg("--data")
             .arg(self.data(id))
+            .args(&self.common)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -236,6 +244,10 @@ async fn run(args: Args) -> Result<bool, String> {
     let proxies = proxy::Proxies::start(&addrs).await.map_err(|e| format!("proxies: {e}"))?;
     let mut nodes = Nodes {
         program: cli::sibling_example("quorum_node")?,
+        common: args
+            .snapshot_entries
+            .map(|n| vec!["--snapshot-entries".to_owned(), n.to_string()])
+            .unwrap_or_default(),
         addrs,
         proxies,
         dir,
