@@ -197,6 +197,17 @@ fn text(len: usize) -> String {
 struct Tally {
     latencies: Vec<Duration>,
     errors: usize,
+    /// What the first failed operation was told, so a run with errors says why.
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn failed(&mut self, why: impl std::fmt::Display) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(why.to_string());
+        }
+    }
 }
 
 /// The `i`th of the `keys` keys the gets read.
@@ -304,22 +315,26 @@ async fn load(args: &Args, target: &Target) -> Result<bool, String> {
                 n += 1;
                 let key = format!("load/{run}/{client}/{n}");
                 let began = Instant::now();
-                let ok = match op {
+                let outcome: Result<(), String> = match op {
                     Op::Put => {
                         let value = text(value_size);
-                        let ok = store.set(&key, Bytes::from(value.clone())).await.is_ok();
-                        if let (true, Some(record)) = (ok, &record) {
+                        let written = store.set(&key, Bytes::from(value.clone())).await;
+                        if let (Ok(_), Some(record)) = (&written, &record) {
                             let line = format!("{key} {value}\n");
                             let mut file = record.lock().expect("record lock");
-                            if file.write_all(line.as_bytes()).is_err() {
-                                tally.errors += 1;
+                            if let Err(e) = file.write_all(line.as_bytes()) {
+                                tally.failed(format!("recording {key}: {e}"));
                             }
                         }
-                        ok
+                        written.map(|_| ()).map_err(|e| format!("put {key}: {e}"))
                     }
                     Op::Get => {
                         let key = read_key(keys, rand::rng().random_range(0..keys));
-                        matches!(store.get(&key).await, Ok(Some(_)))
+                        match store.get(&key).await {
+                            Ok(Some(_)) => Ok(()),
+                            Ok(None) => Err(format!("get {key}: not found")),
+                            Err(e) => Err(format!("get {key}: {e}")),
+                        }
                     }
                     Op::Txn => {
                         let txn = Txn {
@@ -338,22 +353,30 @@ async fn load(args: &Args, target: &Target) -> Result<bool, String> {
                             ],
                             otherwise: vec![],
                         };
-                        matches!(store.txn(txn).await, Ok(outcome) if outcome.succeeded)
+                        match store.txn(txn).await {
+                            Ok(outcome) if outcome.succeeded => Ok(()),
+                            Ok(_) => Err(format!("txn on {key}: its compare failed")),
+                            Err(e) => Err(format!("txn on {key}: {e}")),
+                        }
                     }
-                    Op::Lease => store.grant_lease(Duration::from_secs(3_600)).await.is_ok(),
+                    Op::Lease => store
+                        .grant_lease(Duration::from_secs(3_600))
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("lease grant: {e}")),
                     Op::Check => unreachable!("check does not load"),
                 };
-                if ok {
-                    tally.latencies.push(began.elapsed());
-                    pause = Duration::ZERO;
-                } else {
-                    tally.errors += 1;
+                if let Err(why) = outcome {
+                    tally.failed(why);
                     // A store that refuses at once (nothing listening) must not be spun on.
                     pause = (pause * 2).clamp(Duration::from_millis(5), Duration::from_millis(200));
                     tokio::time::sleep(
                         pause.min(deadline.saturating_duration_since(Instant::now())),
                     )
                     .await;
+                } else {
+                    tally.latencies.push(began.elapsed());
+                    pause = Duration::ZERO;
                 }
             }
             tally
@@ -361,10 +384,12 @@ async fn load(args: &Args, target: &Target) -> Result<bool, String> {
     }
     let mut latencies = Vec::new();
     let mut errors = 0;
+    let mut first_error = None;
     for client in clients {
         let tally = client.await.map_err(|e| e.to_string())?;
         latencies.extend(tally.latencies);
         errors += tally.errors;
+        first_error = first_error.or(tally.first_error);
     }
     let elapsed = started.elapsed();
     latencies.sort_unstable();
@@ -377,6 +402,9 @@ async fn load(args: &Args, target: &Target) -> Result<bool, String> {
         cli::quantile_us(&latencies, 0.50),
         cli::quantile_us(&latencies, 0.99),
     );
+    if let Some(why) = &first_error {
+        eprintln!("{errors} operations failed; one of them: {why}");
+    }
     if latencies.is_empty() && errors > 0 {
         eprintln!("error: every operation failed ({errors}); is the store up at those endpoints?");
         return Ok(false);
