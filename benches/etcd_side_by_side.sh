@@ -2,7 +2,8 @@
 # plus-quorum and etcd side by side on this machine and disk, in one run: 3 `quorum_node`
 # processes with FileStorage, then 3 etcd members, each loaded by the same `quorum_load` (the
 # `KvClient` trait over either store) with puts and linearizable gets of 256-byte values at 1,
-# 64 and 256 clients. Prints a table of ops/s, p99 and the ratio plus-quorum / etcd.
+# 64 and 256 clients. Prints a table of ops/s, p99, the whole machine's CPU time per operation,
+# and the ratios plus-quorum / etcd.
 #
 #   bash benches/etcd_side_by_side.sh [SECONDS_PER_RUN] [shared|per-client] [KEYS]
 #
@@ -23,17 +24,10 @@ keys="${3:-2000000}"
 command -v etcd >/dev/null || { echo "no etcd on PATH: apt-get install etcd-server" >&2; exit 1; }
 
 cargo build --release --locked -q -p examples --features etcd --example quorum_node --example quorum_load
-target_dir=$(cargo metadata --locked --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-bin="$target_dir/release/examples"
-
+# On disk, not a tmpfs /tmp: the stores' fsyncs must reach a disk.
 work=$(mktemp -d /var/tmp/plus-side-by-side.XXXXXX)
-pids=()
-stop_all() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-trap 'stop_all; rm -rf "$work"' EXIT
+# shellcheck source=benches/processes.sh
+source benches/processes.sh
 
 # Waits until `quorum_load` gets one put through, so no run measures an election.
 wait_ready() {
@@ -48,9 +42,14 @@ declare -A result
 measure() { # name, then the endpoint arguments of quorum_load
   local name=$1; shift
   for op in put get; do
+    if [ "$op" = get ]; then
+      # The gets' keys written after the puts (as before: the puts' figures stay comparable
+      # between sittings) and apart, so no measured run's CPU time includes the fill.
+      "$bin/quorum_load" "$@" --op get --clients 1 --seconds 1 --value-size 256 --keys "$keys" >/dev/null
+    fi
     for clients in 1 64 256; do
-      line=$("$bin/quorum_load" "$@" --op "$op" --clients "$clients" --seconds "$seconds" --value-size 256 \
-        --connections "$connections" --keys "$keys" | tail -n 1)
+      line=$(run_with_cpu "$bin/quorum_load" "$@" --op "$op" --clients "$clients" --seconds "$seconds" \
+        --value-size 256 --connections "$connections" --keys "$keys")
       echo "$name $line" >&2
       result[$name/$op/$clients]="$line"
     done
@@ -86,12 +85,16 @@ measure etcd --etcd --endpoints "$endpoints"
 stop_all
 
 echo "connections=$connections seconds=$seconds value_size=256 keys=$keys"
-printf '%-4s %8s | %12s %10s | %12s %10s | %13s\n' op clients "plus ops/s" "plus p99" "etcd ops/s" "etcd p99" "plus/etcd ops"
+echo "cpu us/op: the whole machine's CPU time (every process, the kernel's included) per operation"
+printf '%-4s %8s | %12s %10s %10s | %12s %10s %10s | %13s %13s\n' op clients "plus ops/s" "plus p99" "cpu us/op" \
+  "etcd ops/s" "etcd p99" "cpu us/op" "plus/etcd ops" "plus/etcd cpu"
 for op in put get; do
   for clients in 1 64 256; do
     p=${result[plus/$op/$clients]} e=${result[etcd/$op/$clients]}
-    pr=$(field "$p" rps) er=$(field "$e" rps)
+    pr=$(field "$p" rps) er=$(field "$e" rps) pc=$(field "$p" cpu_us_per_op) ec=$(field "$e" cpu_us_per_op)
     ratio=$(awk -v a="$pr" -v b="$er" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
-    printf '%-4s %8s | %12s %8sus | %12s %8sus | %13s\n' "$op" "$clients" "$pr" "$(field "$p" p99_us)" "$er" "$(field "$e" p99_us)" "$ratio"
+    cpu=$(awk -v a="$pc" -v b="$ec" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+    printf '%-4s %8s | %12s %8sus %10s | %12s %8sus %10s | %13s %13s\n' "$op" "$clients" "$pr" "$(field "$p" p99_us)" \
+      "$pc" "$er" "$(field "$e" p99_us)" "$ec" "$ratio" "$cpu"
   done
 done

@@ -59,24 +59,15 @@ wait_ready() {
 
 field() { sed -n "s/.* $2=\([0-9.]*\).*/\1/p" <<<"$1"; }
 
-# The machine's busy CPU time so far, in clock ticks (user, nice, system, irq, softirq, steal).
-busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-ticks_per_second=$(getconf CLK_TCK)
-
 declare -A best
 for run in $(seq 1 "$rounds"); do
   for mode in plain tls; do
     start "$mode" "$run"
     wait_ready "$mode"
     for op in put get; do
-      before=$(busy_ticks)
       # shellcheck disable=SC2046
-      line=$("$bin/quorum_load" --endpoints "$peers" $(client_security "$mode") --op "$op" --clients "$clients" \
-        --seconds "$seconds" --value-size 256 --connections shared | tail -n 1)
-      # CPU microseconds per operation, the whole machine (the load's connection setup included).
-      cpu_us=$(awk -v t=$(($(busy_ticks) - before)) -v hz="$ticks_per_second" -v ops="$(field "$line" ops)" \
-        'BEGIN { printf "%.1f", (ops > 0 ? t / hz * 1e6 / ops : 0) }')
-      line="$line cpu_us_per_op=$cpu_us"
+      line=$(run_with_cpu "$bin/quorum_load" --endpoints "$peers" $(client_security "$mode") --op "$op" \
+        --clients "$clients" --seconds "$seconds" --value-size 256 --connections shared)
       echo "$mode round $run: $line" >&2
       grep -q ' errors=0 ' <<<"$line" || { echo "errors in the $mode $op run: $line" >&2; exit 1; }
       rps=$(field "$line" rps)
