@@ -595,16 +595,30 @@ struct SlowDisk {
     fail_after: usize,
 }
 
+/// The methods a test disk leaves to its `inner` `MemStorage`, and its writes blocking (so the
+/// driver writes on a blocking thread, as for a real disk).
+macro_rules! passed_to_inner {
+    () => {
+        fn recover(&mut self) -> Result<Option<plus_quorum::Recovered>, plus_quorum::StorageError> {
+            self.inner.recover()
+        }
+        fn save_hard_state(
+            &mut self,
+            state: &plus_quorum::HardState,
+        ) -> Result<(), plus_quorum::StorageError> {
+            self.inner.save_hard_state(state)
+        }
+        fn truncate_from(&mut self, index: u64) -> Result<(), plus_quorum::StorageError> {
+            self.inner.truncate_from(index)
+        }
+        fn writes_block(&self) -> bool {
+            true
+        }
+    };
+}
+
 impl plus_quorum::Storage for SlowDisk {
-    fn recover(&mut self) -> Result<Option<plus_quorum::Recovered>, plus_quorum::StorageError> {
-        self.inner.recover()
-    }
-    fn save_hard_state(
-        &mut self,
-        state: &plus_quorum::HardState,
-    ) -> Result<(), plus_quorum::StorageError> {
-        self.inner.save_hard_state(state)
-    }
+    passed_to_inner!();
     fn append(&mut self, entries: &[plus_quorum::Entry]) -> Result<(), plus_quorum::StorageError> {
         let done = self.appends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(5));
@@ -616,17 +630,11 @@ impl plus_quorum::Storage for SlowDisk {
         }
         self.inner.append(entries)
     }
-    fn truncate_from(&mut self, index: u64) -> Result<(), plus_quorum::StorageError> {
-        self.inner.truncate_from(index)
-    }
     fn save_snapshot(
         &mut self,
         snapshot: &plus_quorum::Snapshot,
     ) -> Result<(), plus_quorum::StorageError> {
         self.inner.save_snapshot(snapshot)
-    }
-    fn writes_block(&self) -> bool {
-        true
     }
 }
 
@@ -756,20 +764,9 @@ impl plus_quorum::SnapshotWriter for SlowSnapshots {
 }
 
 impl plus_quorum::Storage for SlowSnapshots {
-    fn recover(&mut self) -> Result<Option<plus_quorum::Recovered>, plus_quorum::StorageError> {
-        self.inner.recover()
-    }
-    fn save_hard_state(
-        &mut self,
-        state: &plus_quorum::HardState,
-    ) -> Result<(), plus_quorum::StorageError> {
-        self.inner.save_hard_state(state)
-    }
+    passed_to_inner!();
     fn append(&mut self, entries: &[plus_quorum::Entry]) -> Result<(), plus_quorum::StorageError> {
         self.inner.append(entries)
-    }
-    fn truncate_from(&mut self, index: u64) -> Result<(), plus_quorum::StorageError> {
-        self.inner.truncate_from(index)
     }
     fn save_snapshot(
         &mut self,
@@ -777,9 +774,6 @@ impl plus_quorum::Storage for SlowSnapshots {
     ) -> Result<(), plus_quorum::StorageError> {
         self.wait_for_the_gate();
         self.inner.save_snapshot(snapshot)
-    }
-    fn writes_block(&self) -> bool {
-        true
     }
     fn snapshot_writer(&self) -> Option<Box<dyn plus_quorum::SnapshotWriter>> {
         Some(Box::new(self.clone()))
