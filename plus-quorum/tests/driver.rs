@@ -830,3 +830,43 @@ async fn writes_go_on_while_a_snapshot_is_being_written() {
         h.stop().await;
     }
 }
+
+/// A client flooding the leader with calls, so that its queue is never empty, holds back
+/// neither the peers' messages (they get a turn every so many calls) nor the leader's timer
+/// (its heartbeats): the leader keeps its term and every write commits while the flood lasts.
+#[tokio::test]
+async fn a_flood_of_calls_holds_back_neither_peers_nor_heartbeats() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let mut h = start();
+    h.cluster.deadline = Duration::from_secs(3);
+    h.cluster.set("warm", "up").await.unwrap();
+    let leader_id = h.cluster.leader().await.unwrap();
+    let leader = h.cluster.handles().into_iter().find(|n| n.id() == leader_id).unwrap();
+    let term = leader.status().await.unwrap().term;
+    let flooding = Arc::new(AtomicBool::new(true));
+    // Two thousand callers, each calling again as soon as it is answered.
+    let flooders: Vec<_> = (0..2_000)
+        .map(|_| {
+            let (leader, flooding) = (leader.clone(), Arc::clone(&flooding));
+            tokio::spawn(async move {
+                while flooding.load(SeqCst) {
+                    let _ = leader.status().await;
+                }
+            })
+        })
+        .collect();
+    // Writes, whose appends and acknowledgements cross the flood.
+    for i in 0..10 {
+        h.cluster.set(&format!("during-{i}"), "v").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then nothing but the flood for several election timeouts (300 ms): only heartbeats keep
+    // the followers from electing another leader.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let after = leader.status().await.unwrap();
+    flooding.store(false, SeqCst);
+    for flooder in flooders {
+        flooder.await.unwrap();
+    }
+    assert_eq!((after.term, after.leader), (term, Some(leader_id)), "leadership changed");
+}

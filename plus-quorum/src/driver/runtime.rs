@@ -526,7 +526,8 @@ async fn drive<S: Storage + 'static>(
         });
         #[cfg(feature = "metrics")]
         metrics.maybe_record(&node);
-        watches.answer(&node, Instant::now());
+        let turn = Instant::now();
+        watches.answer(&node, turn);
         if node.membership_changes() != membership_changes {
             membership_changes = node.membership_changes();
             if *node.membership() != membership {
@@ -534,6 +535,12 @@ async fn drive<S: Storage + 'static>(
                 tracing::info!(node = id, %membership, "membership in force changed");
                 transport.members_changed(&membership);
             }
+        }
+        // The node's timer (heartbeats, elections) is looked at here as well as in the select
+        // below: a flood of calls keeps that select from ever reaching its timer arm, and a
+        // leader that sent no heartbeats while it answered calls was replaced.
+        if turn >= origin + node.poll_timeout().since_origin() {
+            node.tick(now());
         }
         let deadline =
             watches.wake_at(&node).map_or(origin + node.poll_timeout().since_origin(), |w| {
