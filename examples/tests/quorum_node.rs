@@ -369,26 +369,35 @@ async fn one_node(name: &str) -> (Nodes, PathBuf, String) {
     (nodes, data, peers(&addrs))
 }
 
+/// One second of `quorum_load --op get --keys KEYS` against `endpoints` (the keys written
+/// first unless there): what it printed, once it has exited successfully.
+fn load_gets(endpoints: &str, keys: &str, clients: &str, value_size: &str) -> String {
+    let out = Command::new(example("quorum_load"))
+        .args(["--endpoints", endpoints, "--op", "get", "--keys", keys])
+        .args(["--clients", clients, "--seconds", "1", "--value-size", value_size])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said} {}", stderr(&out));
+    said
+}
+
+/// How many of the keys of `quorum_load --keys KEYS` the store holds, as `quorum_ctl` says.
+fn load_keys_stored(endpoints: &str, keys: &str) -> String {
+    let prefix = format!("load/keys-{keys}/");
+    let out =
+        quorum_ctl(endpoints, 20, &[] as &[String], &["get", &prefix, "--prefix", "--count-only"]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Keys whose transactions of 100 would be past the cluster's 1.5 MiB a request are written
 /// in smaller ones: the fill does not stop at the cluster's limits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_fills_in_transactions_the_cluster_takes() {
     let (nodes, data, endpoints) = one_node("plus-quorum-load-limits").await;
-    let out = Command::new(example("quorum_load"))
-        .args(["--endpoints", &endpoints, "--op", "get", "--keys", "300"])
-        .args(["--clients", "2", "--seconds", "1", "--value-size", "20000"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{said} {}", stderr(&out));
+    let said = load_gets(&endpoints, "300", "2", "20000");
     assert!(said.contains(" errors=0 "), "a get missed a key: {said}");
-    let out = quorum_ctl(
-        &endpoints,
-        20,
-        &[] as &[String],
-        &["get", "load/keys-300/", "--prefix", "--count-only"],
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "300");
+    assert_eq!(load_keys_stored(&endpoints, "300"), "300");
     drop(nodes);
     let _ = std::fs::remove_dir_all(&data);
 }
@@ -410,23 +419,9 @@ async fn load_gets_read_keys_written_once() {
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         (json["version"].as_u64(), json["created"].as_u64())
     };
-    let count = || {
-        let out = quorum_ctl(
-            &endpoints,
-            20,
-            &[] as &[String],
-            &["get", "load/keys-1234/", "--prefix", "--count-only"],
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let count = || load_keys_stored(&endpoints, "1234");
     let load = || {
-        let out = Command::new(example("quorum_load"))
-            .args(["--endpoints", &endpoints, "--op", "get", "--keys", "1234"])
-            .args(["--clients", "4", "--seconds", "1", "--value-size", "16"])
-            .output()
-            .unwrap();
-        let said = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{said} {}", stderr(&out));
+        let said = load_gets(&endpoints, "1234", "4", "16");
         let field = |name: &str| -> u64 {
             said.split_whitespace()
                 .find_map(|f| f.strip_prefix(name))
