@@ -92,8 +92,8 @@ for op in put get; do
   for clients in 1 64 256; do
     p=${result[plus/$op/$clients]} e=${result[etcd/$op/$clients]}
     pr=$(field "$p" rps) er=$(field "$e" rps) pc=$(field "$p" cpu_us_per_op) ec=$(field "$e" cpu_us_per_op)
-    ratio=$(awk -v a="$pr" -v b="$er" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
-    cpu=$(awk -v a="$pc" -v b="$ec" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+    ratio=$(ratio "$pr" "$er")
+    cpu=$(ratio "$pc" "$ec")
     printf '%-4s %8s | %12s %8sus %10s | %12s %8sus %10s | %13s %13s\n' "$op" "$clients" "$pr" "$(field "$p" p99_us)" \
       "$pc" "$er" "$(field "$e" p99_us)" "$ec" "$ratio" "$cpu"
   done

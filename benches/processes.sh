@@ -16,6 +16,9 @@ trap 'stop_all; rm -rf "$work"' EXIT
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 ticks_per_second=$(getconf CLK_TCK)
 
+# `A / B` as `1.23x`, or `-` when B is not above zero.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
+
 # Runs the command (a `quorum_load`) and prints its last line with ` cpu_us_per_op=N` added: the
 # whole machine's CPU time (every process, the kernel's work included) over its `ops=`.
 run_with_cpu() {

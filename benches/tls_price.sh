@@ -85,8 +85,8 @@ printf '%-4s | %12s %10s %10s | %12s %10s %10s | %14s %13s\n' op "plain ops/s" "
 for op in put get; do
   p=${best[plain/$op]} t=${best[tls/$op]}
   pr=$(field "$p" rps) tr=$(field "$t" rps) pc=$(field "$p" cpu_us_per_op) tc=$(field "$t" cpu_us_per_op)
-  ratio=$(awk -v a="$pr" -v b="$tr" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
-  cpu=$(awk -v a="$tc" -v b="$pc" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+  ratio=$(ratio "$pr" "$tr")
+  cpu=$(ratio "$tc" "$pc")
   printf '%-4s | %12s %8sus %10s | %12s %8sus %10s | %14s %13s\n' "$op" "$pr" "$(field "$p" p99_us)" "$pc" \
     "$tr" "$(field "$t" p99_us)" "$tc" "$ratio" "$cpu"
 done
